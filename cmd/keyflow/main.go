@@ -1,0 +1,65 @@
+// Command keyflow is keyflow's single binary: `keyflow dev` runs the whole
+// stack in one process, and every other subcommand is a client of a running
+// stack over NATS.
+//
+// Exit codes: 0 success; 1 keyflow refused the request (the stable error
+// code is printed); 2 bad usage; 3 keyflow could not be reached.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/keyflow/keyflow/workers/client"
+)
+
+// Exit codes.
+const (
+	exitOK          = 0
+	exitRefused     = 1
+	exitUsage       = 2
+	exitUnreachable = 3
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	root := newRootCmd()
+	err := root.ExecuteContext(ctx)
+	os.Exit(report(err))
+}
+
+// report prints err as one line on stderr and picks the exit code.
+func report(err error) int {
+	if err == nil {
+		return exitOK
+	}
+	var ke *client.Error
+	var ue usageError
+	switch {
+	case errors.As(err, &ke):
+		fmt.Fprintf(os.Stderr, "keyflow: %s: %s\n", ke.Code, ke.Message)
+		return exitRefused
+	case errors.As(err, &ue):
+		fmt.Fprintf(os.Stderr, "keyflow: UsageError: %s\n", ue.msg)
+		return exitUsage
+	case errors.Is(err, client.ErrNoService), errors.Is(err, errUnreachable):
+		fmt.Fprintf(os.Stderr, "keyflow: Unreachable: %s\n", err)
+		return exitUnreachable
+	default:
+		fmt.Fprintf(os.Stderr, "keyflow: Error: %s\n", err)
+		return exitRefused
+	}
+}
+
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
+
+var errUnreachable = errors.New("keyflow could not be reached")

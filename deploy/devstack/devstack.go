@@ -1,0 +1,291 @@
+// Package devstack runs all of keyflow in one process for development and
+// for the end-to-end tests: an embedded nats-server with JetStream, an
+// embedded Temporal server on SQLite, a SoftHSM token, and every worker
+// (the crypto, admin and audit services and the Temporal lifecycle worker).
+//
+// Everything lives under one data directory, so a stack started again on
+// the same directory comes back with its keys, versions, schedules, audit
+// records and identities:
+//
+//	DIR/hsm/softhsm2.conf, DIR/hsm/tokens/   the SoftHSM token
+//	DIR/hsm/pin                              the token's user PIN (0600)
+//	DIR/nats/identity.json                   operator and account keys (0600)
+//	DIR/nats/jetstream/                      streams and KV buckets
+//	DIR/temporal/temporal.db                 Temporal's SQLite database
+//	DIR/admin.creds                          the default tenant's admin (0600)
+//
+// This is a composition root: it imports the adapters (workers, workflows)
+// and wires them to the infrastructure, which is why it lives in deploy
+// rather than in any of them.
+package devstack
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/worker"
+
+	"github.com/keyflow/keyflow/deploy/natsserver"
+	"github.com/keyflow/keyflow/events/jsaudit"
+	"github.com/keyflow/keyflow/hsm/pkcs11"
+	"github.com/keyflow/keyflow/kms"
+	"github.com/keyflow/keyflow/workers/kvstore"
+	"github.com/keyflow/keyflow/workers/natsauth"
+	"github.com/keyflow/keyflow/workers/rpc"
+	"github.com/keyflow/keyflow/workflows"
+)
+
+// Defaults.
+const (
+	DefaultNATSListen     = "127.0.0.1:4222"
+	DefaultTemporalListen = "127.0.0.1:7233"
+	DefaultTenant         = "default"
+	DefaultPrincipal      = "admin"
+	TokenLabel            = "keyflow"
+	AdminCredsFile        = "admin.creds"
+)
+
+// Config configures a dev stack.
+type Config struct {
+	DataDir        string
+	NATSListen     string // default 127.0.0.1:4222; "127.0.0.1:0" picks a port
+	TemporalListen string // default 127.0.0.1:7233
+	Logger         *slog.Logger
+	// Workers is the request pool size of the NATS services (default 64).
+	Workers int
+}
+
+// Stack is a running dev stack.
+type Stack struct {
+	cfg      Config
+	NATS     *server.Server
+	Temporal *Temporal
+	Identity *natsauth.Identity
+	KMS      *kms.Service
+	HSM      *pkcs11.Token
+
+	nc      *nats.Conn
+	tc      client.Client
+	tworker worker.Worker
+	rpc     *rpc.Server
+	cancel  context.CancelFunc
+	closers []func()
+}
+
+// NATSURL is the URL external clients use.
+func (s *Stack) NATSURL() string { return s.NATS.ClientURL() }
+
+// AdminCreds is the path of the default tenant's admin creds file.
+func (s *Stack) AdminCreds() string { return filepath.Join(s.cfg.DataDir, AdminCredsFile) }
+
+// Start brings the stack up. Call Stop to shut it down cleanly.
+func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
+	if cfg.DataDir == "" {
+		return nil, errors.New("devstack: a data directory is required")
+	}
+	if cfg.NATSListen == "" {
+		cfg.NATSListen = DefaultNATSListen
+	}
+	if cfg.TemporalListen == "" {
+		cfg.TemporalListen = DefaultTemporalListen
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	dir, err := filepath.Abs(cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("failed to resolve data dir: %w", err)
+	}
+	cfg.DataDir = dir
+	for _, d := range []string{dir, filepath.Join(dir, "hsm", "tokens"), filepath.Join(dir, "nats"), filepath.Join(dir, "temporal")} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, fmt.Errorf("failed to create %s: %w", d, err)
+		}
+	}
+	st = &Stack{cfg: cfg}
+	defer func() {
+		if err != nil {
+			st.Stop()
+			st = nil
+		}
+	}()
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	st.cancel = cancel
+
+	if st.HSM, err = openToken(ctx, dir); err != nil {
+		return st, err
+	}
+	st.closers = append(st.closers, func() { _ = st.HSM.Close() })
+
+	if st.Identity, err = natsauth.Load(filepath.Join(dir, "nats", "identity.json")); err != nil {
+		return st, err
+	}
+	if _, err = st.Identity.AddTenant(DefaultTenant); err != nil {
+		return st, err
+	}
+	if st.NATS, err = natsserver.Start(natsserver.Config{
+		StoreDir: filepath.Join(dir, "nats", "jetstream"), Listen: cfg.NATSListen, Identity: st.Identity,
+	}); err != nil {
+		return st, err
+	}
+	st.closers = append(st.closers, func() { st.NATS.Shutdown(); st.NATS.WaitForShutdown() })
+
+	if st.nc, err = natsserver.ConnectService(st.NATS, st.Identity, "keyflow-worker"); err != nil {
+		return st, err
+	}
+	st.closers = append(st.closers, func() { _ = st.nc.Drain() })
+	js, err := jetstream.New(st.nc)
+	if err != nil {
+		return st, fmt.Errorf("failed to open JetStream: %w", err)
+	}
+	store, err := kvstore.Open(ctx, js)
+	if err != nil {
+		return st, err
+	}
+	audit, err := jsaudit.Open(ctx, js)
+	if err != nil {
+		return st, err
+	}
+	host, _ := os.Hostname()
+	if st.KMS, err = kms.New(ctx, kms.Config{
+		HSM: st.HSM, Store: store, Audit: audit, Logger: cfg.Logger,
+		Source: "/keyflow/worker/" + host,
+	}); err != nil {
+		return st, err
+	}
+	st.closers = append(st.closers, st.KMS.Close)
+	if err = store.WatchKeys(runCtx, st.KMS); err != nil {
+		return st, err
+	}
+
+	if st.Temporal, err = StartTemporal(ctx, TemporalConfig{
+		DataDir: filepath.Join(dir, "temporal"), ListenAddr: cfg.TemporalListen, Namespace: "keyflow",
+	}); err != nil {
+		return st, err
+	}
+	st.closers = append(st.closers, func() { _ = st.Temporal.Stop() })
+	if st.tc, err = st.Temporal.NewClient(ctx); err != nil {
+		return st, err
+	}
+	st.closers = append(st.closers, st.tc.Close)
+	st.tworker = worker.New(st.tc, workflows.TaskQueue, worker.Options{})
+	workflows.Register(st.tworker, &workflows.Activities{KMS: st.KMS})
+	if err = st.tworker.Start(); err != nil {
+		return st, fmt.Errorf("failed to start the lifecycle worker: %w", err)
+	}
+	st.closers = append(st.closers, st.tworker.Stop)
+
+	if st.rpc, err = rpc.Start(rpc.Config{
+		Conn: st.nc, KMS: st.KMS, Tenants: st.Identity, JS: js, Logger: cfg.Logger,
+		Rotator: rotator{&workflows.Client{Temporal: st.tc}}, Workers: cfg.Workers,
+	}); err != nil {
+		return st, err
+	}
+	st.closers = append(st.closers, st.rpc.Stop)
+
+	if err = st.writeAdminCreds(); err != nil {
+		return st, err
+	}
+	return st, nil
+}
+
+// Stop shuts everything down in reverse order of start.
+func (s *Stack) Stop() {
+	if s == nil {
+		return
+	}
+	if s.cancel != nil {
+		s.cancel()
+	}
+	for i := len(s.closers) - 1; i >= 0; i-- {
+		s.closers[i]()
+	}
+	s.closers = nil
+}
+
+// writeAdminCreds writes the default tenant admin's creds once; later starts
+// keep the file (and its key) so a user's copy keeps working.
+func (s *Stack) writeAdminCreds() error {
+	path := s.AdminCreds()
+	if _, err := os.Stat(path); err == nil {
+		return nil
+	}
+	creds, err := s.Identity.UserCreds(DefaultTenant, DefaultPrincipal)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(path, creds, 0o600); err != nil {
+		return fmt.Errorf("failed to write admin creds: %w", err)
+	}
+	return nil
+}
+
+// openToken sets up the SoftHSM token under dir on first use and opens it.
+// The PIN is generated, kept in a 0600 file, and never printed.
+func openToken(ctx context.Context, dir string) (*pkcs11.Token, error) {
+	conf := filepath.Join(dir, "hsm", "softhsm2.conf")
+	tokens := filepath.Join(dir, "hsm", "tokens")
+	confText := fmt.Sprintf("directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n", tokens)
+	if err := os.WriteFile(conf, []byte(confText), 0o600); err != nil {
+		return nil, fmt.Errorf("failed to write SoftHSM config: %w", err)
+	}
+	// SoftHSM reads its config at C_Initialize, once per process.
+	if err := os.Setenv("SOFTHSM2_CONF", conf); err != nil {
+		return nil, fmt.Errorf("failed to set SOFTHSM2_CONF: %w", err)
+	}
+	module := pkcs11.DefaultModule()
+	if _, err := os.Stat(module); err != nil {
+		return nil, fmt.Errorf("SoftHSM is not installed (%s missing): run `sudo apt-get install -y softhsm2`, or set KEYFLOW_PKCS11_MODULE", module)
+	}
+	pinPath := filepath.Join(dir, "hsm", "pin")
+	pin, err := os.ReadFile(pinPath)
+	if errors.Is(err, os.ErrNotExist) {
+		userPIN, soPIN := randomPIN(), randomPIN()
+		if err := pkcs11.InitToken(ctx, module, TokenLabel, soPIN, userPIN); err != nil {
+			return nil, fmt.Errorf("failed to initialise the SoftHSM token: %w", err)
+		}
+		if err := os.WriteFile(pinPath, []byte(userPIN), 0o600); err != nil {
+			return nil, fmt.Errorf("failed to write the PIN file: %w", err)
+		}
+		pin = []byte(userPIN)
+	} else if err != nil {
+		return nil, fmt.Errorf("failed to read the PIN file: %w", err)
+	}
+	tok, err := pkcs11.Open(ctx, pkcs11.Config{Module: module, TokenLabel: TokenLabel, PIN: strings.TrimSpace(string(pin))})
+	if err != nil {
+		return nil, fmt.Errorf("failed to open the SoftHSM token: %w", err)
+	}
+	return tok, nil
+}
+
+func randomPIN() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// rotator adapts the workflow client to the services' Rotator.
+type rotator struct{ c *workflows.Client }
+
+func (r rotator) Rotate(ctx context.Context, c kms.Caller, keyID string) (*rpc.RotateResult, error) {
+	res, id, err := r.c.RotateKey(ctx, workflows.RotateKeyParams{Tenant: c.Tenant, KeyID: keyID, Principal: c.Principal, RequestID: c.RequestID})
+	if err != nil {
+		var ke *kms.Error
+		if errors.As(err, &ke) {
+			return nil, ke
+		}
+		return nil, &kms.Error{Code: kms.CodeInternal, Message: "failed to run the rotation workflow"}
+	}
+	return &rpc.RotateResult{KeyID: res.KeyID, PreviousVersion: res.PreviousVersion, NewVersion: res.NewVersion, WorkflowID: id}, nil
+}

@@ -1,0 +1,94 @@
+// Package natsserver runs nats-server with JetStream inside the keyflow
+// process, in operator mode with keyflow's tenant accounts. The dev stack
+// and the tests use it; production runs a NATS cluster instead.
+package natsserver
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+
+	"github.com/keyflow/keyflow/workers/natsauth"
+)
+
+// Config configures an embedded server.
+type Config struct {
+	// StoreDir holds JetStream's file store.
+	StoreDir string
+	// Listen is host:port for external clients (the CLI). Empty means no
+	// listener: in-process connections only, as tests use.
+	Listen string
+	// Identity provides the operator, accounts and the resolver.
+	Identity *natsauth.Identity
+}
+
+// Start starts the server and waits until it is ready for connections.
+func Start(cfg Config) (*server.Server, error) {
+	if cfg.StoreDir == "" || cfg.Identity == nil {
+		return nil, errors.New("natsserver: StoreDir and Identity are required")
+	}
+	opts := &server.Options{
+		ServerName:         "keyflow",
+		JetStream:          true,
+		StoreDir:           cfg.StoreDir,
+		NoSigs:             true,
+		NoLog:              true,
+		MaxPayload:         4 * 1024 * 1024,
+		JetStreamMaxMemory: 256 << 20,
+	}
+	if cfg.Listen == "" {
+		opts.DontListen = true
+	} else {
+		host, port, err := net.SplitHostPort(cfg.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("failed to parse listen address %q: %w", cfg.Listen, err)
+		}
+		opts.Host = host
+		if opts.Port, err = strconv.Atoi(port); err != nil {
+			return nil, fmt.Errorf("failed to parse listen port %q: %w", port, err)
+		}
+		if opts.Port == 0 {
+			opts.Port = server.RANDOM_PORT
+		}
+	}
+	if err := cfg.Identity.ServerOptions(opts); err != nil {
+		return nil, err
+	}
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("failed to create NATS server: %w", err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		ns.Shutdown()
+		return nil, errors.New("natsserver: server not ready within 10s")
+	}
+	return ns, nil
+}
+
+// ConnectService connects a keyflow worker in-process to the KF account.
+func ConnectService(ns *server.Server, id *natsauth.Identity, name string) (*nats.Conn, error) {
+	creds, err := id.ServiceCreds(name)
+	if err != nil {
+		return nil, err
+	}
+	return Connect(ns, creds, name)
+}
+
+// Connect connects in-process with the given creds.
+func Connect(ns *server.Server, creds []byte, name string) (*nats.Conn, error) {
+	opt, err := natsauth.CredsOption(creds)
+	if err != nil {
+		return nil, err
+	}
+	nc, err := nats.Connect("", nats.InProcessServer(ns), opt, nats.Name(name), nats.MaxReconnects(-1))
+	if err != nil {
+		return nil, fmt.Errorf("failed to connect to the embedded NATS server: %w", err)
+	}
+	return nc, nil
+}

@@ -1,0 +1,168 @@
+// Package events defines keyflow's audit trail: one CloudEvents 1.0 event per
+// fact, what each carries, and how it is built.
+//
+// The domain (package kms) reports what happened as a [Record] to a [Sink].
+// This package turns the record into a CloudEvent with a stable type such as
+// io.keyflow.crypto.encrypt.v1, the tenant, principal, outcome and request ID
+// as extension attributes, and the key's resource name as its subject, so
+// that every event answers the NIST SP 800-53 AU-3 questions (what, when,
+// where, source, outcome, who).
+//
+// Sinks that reach a transport live in subpackages (events/jsaudit publishes
+// to a JetStream stream); this package itself imports no transport, so the
+// domain can depend on it.
+//
+// What never goes into an event: plaintext, key material (wrapped or not),
+// PINs, data keys and ciphertexts. Record.Data holds identifiers, sizes and
+// outcomes only; tests scan emitted events for known secrets.
+package events
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	cloudevents "github.com/cloudevents/sdk-go/v2"
+	"github.com/google/uuid"
+)
+
+// Event types, one per fact, versioned. A consumer switches on these.
+const (
+	TypeKeyCreated        = "io.keyflow.key.created.v1"
+	TypeKeyDescribed      = "io.keyflow.key.described.v1"
+	TypeKeyListed         = "io.keyflow.key.listed.v1"
+	TypeKeyVersionCreated = "io.keyflow.key.version.created.v1"
+	TypeKeyRotated        = "io.keyflow.key.rotated.v1"
+	TypeKeyRotationStart  = "io.keyflow.key.rotation.started.v1"
+	TypeEncrypt           = "io.keyflow.crypto.encrypt.v1"
+	TypeDecrypt           = "io.keyflow.crypto.decrypt.v1"
+	TypeGenerateDataKey   = "io.keyflow.crypto.datakey.v1"
+	TypeAuditRead         = "io.keyflow.audit.read.v1"
+	TypeRequestRejected   = "io.keyflow.request.rejected.v1"
+)
+
+// Types lists every event type keyflow emits; schemas/events has one JSON
+// Schema for each.
+var Types = []string{
+	TypeKeyCreated, TypeKeyDescribed, TypeKeyListed, TypeKeyVersionCreated,
+	TypeKeyRotated, TypeKeyRotationStart, TypeEncrypt, TypeDecrypt,
+	TypeGenerateDataKey, TypeAuditRead, TypeRequestRejected,
+}
+
+// Outcomes.
+const (
+	OutcomeSuccess = "success"
+	OutcomeFailure = "failure"
+	OutcomeDenied  = "denied"
+)
+
+// Extension attribute names (CloudEvents extension names are lower-case
+// alphanumerics only).
+const (
+	ExtTenant    = "tenant"
+	ExtPrincipal = "principal"
+	ExtOutcome   = "outcome"
+	ExtRequestID = "requestid"
+	ExtErrorCode = "errorcode"
+)
+
+// SpecSource is the CloudEvents source used when a record names none.
+const SpecSource = "/keyflow"
+
+// Record is what the domain knows about one auditable fact. It is converted
+// to a CloudEvent by [Record.CloudEvent].
+type Record struct {
+	// ID makes delivery idempotent: the stream drops a second record with
+	// the same ID. Leave empty for a random one; set it (see [StableID]) when
+	// a retried step must not produce a second record.
+	ID        string
+	Type      string
+	Source    string // worker or workflow that observed the fact
+	Subject   string // key resource name, e.g. kf:default:key/<uuid>
+	Tenant    string
+	Principal string
+	RequestID string
+	Outcome   string
+	ErrorCode string // stable error code when Outcome is not success
+	Time      time.Time
+	// Data is the event-type specific payload. Never secrets.
+	Data map[string]any
+}
+
+// StableID derives a deterministic event ID from an idempotency key and the
+// event type, so a retried activity re-publishes the same ID and JetStream's
+// duplicate window drops the copy.
+func StableID(idempotencyKey, eventType string) string {
+	sum := sha256.Sum256([]byte(idempotencyKey + "\x00" + eventType))
+	return uuid.NewSHA1(uuid.NameSpaceOID, []byte(hex.EncodeToString(sum[:]))).String()
+}
+
+// ErrInvalidRecord is returned when a record lacks a field every audit event
+// must have.
+var ErrInvalidRecord = errors.New("events: invalid audit record")
+
+// CloudEvent builds the CloudEvents 1.0 form of r, filling the ID and time
+// when they are empty.
+func (r Record) CloudEvent() (cloudevents.Event, error) {
+	if r.Type == "" || r.Tenant == "" || r.Outcome == "" {
+		return cloudevents.Event{}, fmt.Errorf("%w: type, tenant and outcome are required", ErrInvalidRecord)
+	}
+	e := cloudevents.NewEvent(cloudevents.VersionV1)
+	id := r.ID
+	if id == "" {
+		id = uuid.NewString()
+	}
+	e.SetID(id)
+	e.SetType(r.Type)
+	src := r.Source
+	if src == "" {
+		src = SpecSource
+	}
+	e.SetSource(src)
+	if r.Subject != "" {
+		e.SetSubject(r.Subject)
+	}
+	t := r.Time
+	if t.IsZero() {
+		t = time.Now()
+	}
+	e.SetTime(t.UTC())
+	e.SetExtension(ExtTenant, r.Tenant)
+	if r.Principal != "" {
+		e.SetExtension(ExtPrincipal, r.Principal)
+	}
+	e.SetExtension(ExtOutcome, r.Outcome)
+	if r.RequestID != "" {
+		e.SetExtension(ExtRequestID, r.RequestID)
+	}
+	if r.ErrorCode != "" {
+		e.SetExtension(ExtErrorCode, r.ErrorCode)
+	}
+	data := r.Data
+	if data == nil {
+		data = map[string]any{}
+	}
+	if err := e.SetData(cloudevents.ApplicationJSON, data); err != nil {
+		return cloudevents.Event{}, fmt.Errorf("failed to encode event data: %w", err)
+	}
+	if err := e.Validate(); err != nil {
+		return cloudevents.Event{}, fmt.Errorf("%w: %w", ErrInvalidRecord, err)
+	}
+	return e, nil
+}
+
+// Sink receives audit records. Emit returns only once the record is durably
+// stored (or returns an error), because keyflow fails closed: no audit, no
+// crypto.
+type Sink interface {
+	Emit(ctx context.Context, r Record) error
+}
+
+// SinkFunc adapts a function to a Sink.
+type SinkFunc func(ctx context.Context, r Record) error
+
+// Emit calls f.
+func (f SinkFunc) Emit(ctx context.Context, r Record) error { return f(ctx, r) }

@@ -1,0 +1,62 @@
+package pkcs11
+
+import (
+	"errors"
+	"os"
+)
+
+// Config says which token to open and how.
+type Config struct {
+	// Module is the path of the PKCS#11 library. Empty means
+	// DefaultModule().
+	Module string
+	// TokenLabel selects the token. Slot numbers are not stable, labels
+	// are.
+	TokenLabel string
+	// PIN is the user PIN. It is never logged nor put in an error.
+	PIN string
+	// Sessions is the size of the session pool; 0 means 4. More than
+	// about two sessions adds no AES-GCM throughput on SoftHSM, but a
+	// few more keep slow operations (unwraps, token writes) from
+	// starving fast ones.
+	Sessions int
+}
+
+// ModuleEnv names the environment variable that overrides the PKCS#11
+// library path.
+const ModuleEnv = "KEYFLOW_PKCS11_MODULE"
+
+const defaultSessions = 4
+
+// softHSMPaths are where Debian and its derivatives install SoftHSM2.
+var softHSMPaths = []string{
+	"/usr/lib/softhsm/libsofthsm2.so",
+	"/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+}
+
+// DefaultModule returns the PKCS#11 library to use when Config.Module is
+// empty: $KEYFLOW_PKCS11_MODULE if set, else the first SoftHSM2 library
+// that exists. It returns "" if there is none.
+func DefaultModule() string {
+	if m := os.Getenv(ModuleEnv); m != "" {
+		return m
+	}
+	for _, p := range softHSMPaths {
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	return ""
+}
+
+// ErrTokenExists is returned (wrapped) by InitToken when a token with the
+// requested label already exists.
+var ErrTokenExists = errors.New("pkcs11: token already exists")
+
+// maxLabelLen is the size of CK_TOKEN_INFO.label; PKCS#11 pads shorter
+// labels with spaces, so trailing spaces cannot round-trip either.
+const maxLabelLen = 32
+
+func validTokenLabel(label string) bool {
+	return label != "" && len(label) <= maxLabelLen && label[len(label)-1] != ' '
+}

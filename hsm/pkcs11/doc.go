@@ -1,0 +1,48 @@
+// Package pkcs11 is keyflow's reference [hsm.Backend]: a PKCS#11 token
+// driven through github.com/miekg/pkcs11, and tested against SoftHSM2.
+//
+// # Opening a token
+//
+// A deployment names its token by label, never by slot number: SoftHSM
+// renumbers slots whenever a token is initialised, and real HSMs reorder
+// them across reboots.
+//
+//	tok, err := pkcs11.Open(ctx, pkcs11.Config{TokenLabel: "keyflow", PIN: pin})
+//	if err != nil { ... }
+//	defer tok.Close()
+//	root, err := tok.EnsureRootKey(ctx, "keyflow-root")
+//
+// Config.Module defaults to [DefaultModule]: $KEYFLOW_PKCS11_MODULE, or
+// else the Debian path of SoftHSM2.
+//
+// # Sessions
+//
+// A PKCS#11 session runs one operation at a time, so a [Token] keeps a
+// fixed pool of Config.Sessions sessions and every method borrows one for
+// the length of one operation. A caller that cannot get a session waits,
+// and gives up when its context is done.
+//
+// Session objects (unwrapped key versions) belong to the session that
+// created them and die with it. The pool therefore never closes a session
+// before [Token.Close]; a session that is left in a state it cannot be
+// brought back from is set aside, still open, and replaced by a new one.
+//
+// # The library
+//
+// A PKCS#11 library is process-global: C_Initialize reads its
+// configuration (SOFTHSM2_CONF for SoftHSM) once. Every Token in a process
+// that uses the same module shares one initialised library, and the last
+// Token to close finalises it.
+//
+// # Errors
+//
+// Errors read "pkcs11: failed to ...: ..." and wrap the sentinels of
+// package hsm where one applies, so callers branch with errors.Is. They
+// never contain a PIN or key material. A failed decryption or unwrap says
+// only [hsm.ErrAuthFailed], never which check failed.
+//
+// # Without cgo
+//
+// The backend needs cgo. A binary built with CGO_ENABLED=0 still compiles,
+// and [Open] then says why it cannot work.
+package pkcs11

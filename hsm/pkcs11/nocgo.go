@@ -1,0 +1,66 @@
+//go:build !cgo
+
+package pkcs11
+
+import (
+	"context"
+	"errors"
+
+	"github.com/keyflow/keyflow/hsm"
+)
+
+var errNoCgo = errors.New("keyflow was built without cgo; the PKCS#11 backend needs cgo")
+
+// Token is an open PKCS#11 token. In a build without cgo none can be
+// opened; the type exists so that code using it still compiles.
+type Token struct{}
+
+var _ hsm.Backend = (*Token)(nil)
+
+// Open always fails without cgo.
+func Open(ctx context.Context, cfg Config) (*Token, error) { return nil, errNoCgo }
+
+// InitToken always fails without cgo.
+func InitToken(ctx context.Context, module, label, soPIN, userPIN string) error { return errNoCgo }
+
+// Label returns "".
+func (t *Token) Label() string { return "" }
+
+// Close does nothing.
+func (t *Token) Close() error { return nil }
+
+func (t *Token) EncryptGCM(ctx context.Context, key hsm.KeyHandle, iv, plaintext, aad []byte) ([]byte, error) {
+	return nil, errNoCgo
+}
+
+func (t *Token) DecryptGCM(ctx context.Context, key hsm.KeyHandle, iv, ciphertext, aad []byte) ([]byte, error) {
+	return nil, errNoCgo
+}
+
+func (t *Token) GenerateWrappedAESKey(ctx context.Context, wrappingKey hsm.KeyHandle, size int) ([]byte, error) {
+	return nil, errNoCgo
+}
+
+func (t *Token) UnwrapAESKey(ctx context.Context, wrappingKey hsm.KeyHandle, blob []byte) (hsm.KeyHandle, error) {
+	return 0, errNoCgo
+}
+
+func (t *Token) UnwrapKEK(ctx context.Context, wrappingKey hsm.KeyHandle, blob []byte) (hsm.KeyHandle, error) {
+	return 0, errNoCgo
+}
+
+func (t *Token) WrapKey(ctx context.Context, wrappingKey, key hsm.KeyHandle) ([]byte, error) {
+	return nil, errNoCgo
+}
+
+func (t *Token) ImportAESKeyForTesting(ctx context.Context, raw []byte, extractable bool) (hsm.KeyHandle, error) {
+	return 0, errNoCgo
+}
+
+func (t *Token) DestroyKey(ctx context.Context, key hsm.KeyHandle) error { return errNoCgo }
+
+func (t *Token) EnsureRootKey(ctx context.Context, label string) (hsm.KeyHandle, error) {
+	return 0, errNoCgo
+}
+
+func (t *Token) GenerateRandom(ctx context.Context, n int) ([]byte, error) { return nil, errNoCgo }

@@ -1,0 +1,501 @@
+//go:build cgo
+
+package pkcs11
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+
+	p11 "github.com/miekg/pkcs11"
+
+	"github.com/keyflow/keyflow/hsm"
+)
+
+// maxRandom bounds GenerateRandom: keyflow draws IVs and data keys, not
+// bulk randomness, and a huge request would only tie up a session.
+const maxRandom = 1 << 20
+
+// kwp is AES key wrap with padding (RFC 5649). It has no parameters, so
+// one read-only value serves every call.
+var kwp = []*p11.Mechanism{p11.NewMechanism(p11.CKM_AES_KEY_WRAP_PAD, nil)}
+
+var aesKeyGen = []*p11.Mechanism{p11.NewMechanism(p11.CKM_AES_KEY_GEN, nil)}
+
+// rootMu serialises find-or-create of root keys across every Token in the
+// process, so two concurrent first calls cannot create two keys with one
+// label. It is held across device calls, which is acceptable because root
+// keys are looked up once per process, not per request.
+var rootMu sync.Mutex
+
+// EncryptGCM encrypts plaintext under key with AES-GCM and returns
+// ciphertext||tag. iv must be exactly hsm.GCMIVSize bytes: SoftHSM
+// accepts an empty IV and then repeats its key stream.
+func (t *Token) EncryptGCM(ctx context.Context, key hsm.KeyHandle, iv, plaintext, aad []byte) ([]byte, error) {
+	const op = "encrypt"
+	if len(iv) != hsm.GCMIVSize {
+		return nil, fmt.Errorf("pkcs11: failed to %s: IV must be %d bytes, not %d: %w", op, hsm.GCMIVSize, len(iv), hsm.ErrInvalidInput)
+	}
+	s, err := t.session(ctx, op)
+	if err != nil {
+		return nil, err
+	}
+	params := p11.NewGCMParams(iv, aad, hsm.GCMTagSize*8)
+	defer params.Free()
+	mech := []*p11.Mechanism{p11.NewMechanism(p11.CKM_AES_GCM, params)}
+
+	if err := t.encryptInit(s, mech, key); err != nil {
+		t.put(s)
+		return nil, keyErr(op, err)
+	}
+	out, err := t.ctx.Encrypt(s, plaintext)
+	if err != nil {
+		t.put(t.settle(s))
+		return nil, fmt.Errorf("pkcs11: failed to %s: %w", op, ckr(err))
+	}
+	t.put(s)
+	return out, nil
+}
+
+// DecryptGCM opens ciphertext||tag under key. Every integrity failure
+// returns hsm.ErrAuthFailed and nothing more specific.
+func (t *Token) DecryptGCM(ctx context.Context, key hsm.KeyHandle, iv, ciphertext, aad []byte) ([]byte, error) {
+	const op = "decrypt"
+	if len(iv) != hsm.GCMIVSize {
+		return nil, fmt.Errorf("pkcs11: failed to %s: IV must be %d bytes, not %d: %w", op, hsm.GCMIVSize, len(iv), hsm.ErrInvalidInput)
+	}
+	if len(ciphertext) < hsm.GCMTagSize {
+		return nil, fmt.Errorf("pkcs11: failed to %s: %w", op, hsm.ErrAuthFailed)
+	}
+	s, err := t.session(ctx, op)
+	if err != nil {
+		return nil, err
+	}
+	params := p11.NewGCMParams(iv, aad, hsm.GCMTagSize*8)
+	defer params.Free()
+	mech := []*p11.Mechanism{p11.NewMechanism(p11.CKM_AES_GCM, params)}
+
+	if err := t.decryptInit(s, mech, key); err != nil {
+		t.put(s)
+		return nil, keyErr(op, err)
+	}
+	out, err := t.ctx.Decrypt(s, ciphertext)
+	if err != nil {
+		t.put(t.settle(s))
+		if isAuthFailure(err) {
+			return nil, fmt.Errorf("pkcs11: failed to %s: %w", op, hsm.ErrAuthFailed)
+		}
+		return nil, fmt.Errorf("pkcs11: failed to %s: %w", op, ckr(err))
+	}
+	t.put(s)
+	return out, nil
+}
+
+// encryptInit starts an encryption, clearing a stale operation first if a
+// previous failure left one behind.
+func (t *Token) encryptInit(s p11.SessionHandle, mech []*p11.Mechanism, key hsm.KeyHandle) error {
+	err := t.ctx.EncryptInit(s, mech, p11.ObjectHandle(key))
+	if isCKR(err, p11.CKR_OPERATION_ACTIVE) {
+		_, _ = t.ctx.Encrypt(s, nil)
+		err = t.ctx.EncryptInit(s, mech, p11.ObjectHandle(key))
+	}
+	return err
+}
+
+func (t *Token) decryptInit(s p11.SessionHandle, mech []*p11.Mechanism, key hsm.KeyHandle) error {
+	err := t.ctx.DecryptInit(s, mech, p11.ObjectHandle(key))
+	if isCKR(err, p11.CKR_OPERATION_ACTIVE) {
+		var probe [hsm.GCMTagSize]byte
+		_, _ = t.ctx.Decrypt(s, probe[:])
+		err = t.ctx.DecryptInit(s, mech, p11.ObjectHandle(key))
+	}
+	return err
+}
+
+// isAuthFailure reports whether a C_Decrypt or C_UnwrapKey failure means
+// the input did not authenticate. SoftHSM reports a GCM tag mismatch and
+// a bad KWP integrity check as CKR_GENERAL_ERROR; other modules use the
+// return values meant for it.
+func isAuthFailure(err error) bool {
+	for _, rv := range []uint{
+		p11.CKR_GENERAL_ERROR,
+		p11.CKR_ENCRYPTED_DATA_INVALID,
+		p11.CKR_ENCRYPTED_DATA_LEN_RANGE,
+		p11.CKR_WRAPPED_KEY_INVALID,
+		p11.CKR_WRAPPED_KEY_LEN_RANGE,
+	} {
+		if isCKR(err, rv) {
+			return true
+		}
+	}
+	return false
+}
+
+// keyErr wraps a failure to start an operation with a key, mapping the
+// return values that mean "no such key" and "wrong key for this" to the
+// hsm sentinels.
+func keyErr(op string, err error) error {
+	switch {
+	case isCKR(err, p11.CKR_KEY_HANDLE_INVALID),
+		isCKR(err, p11.CKR_OBJECT_HANDLE_INVALID),
+		isCKR(err, p11.CKR_WRAPPING_KEY_HANDLE_INVALID),
+		isCKR(err, p11.CKR_UNWRAPPING_KEY_HANDLE_INVALID):
+		return fmt.Errorf("pkcs11: failed to %s: %w (%w)", op, hsm.ErrNotFound, ckr(err))
+	case isCKR(err, p11.CKR_KEY_FUNCTION_NOT_PERMITTED),
+		isCKR(err, p11.CKR_KEY_TYPE_INCONSISTENT),
+		isCKR(err, p11.CKR_KEY_SIZE_RANGE),
+		isCKR(err, p11.CKR_KEY_NOT_WRAPPABLE),
+		isCKR(err, p11.CKR_KEY_UNEXTRACTABLE),
+		isCKR(err, p11.CKR_WRAPPING_KEY_TYPE_INCONSISTENT),
+		isCKR(err, p11.CKR_WRAPPING_KEY_SIZE_RANGE),
+		isCKR(err, p11.CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT),
+		isCKR(err, p11.CKR_UNWRAPPING_KEY_SIZE_RANGE):
+		return fmt.Errorf("pkcs11: failed to %s: %w (%w)", op, hsm.ErrInvalidInput, ckr(err))
+	default:
+		return fmt.Errorf("pkcs11: failed to %s: %w", op, ckr(err))
+	}
+}
+
+func validAESKeySize(n int) bool { return n == 16 || n == 24 || n == 32 }
+
+// GenerateWrappedAESKey generates an AES key of size bytes as a temporary
+// session object, wraps it under wrappingKey with AES-KWP and destroys it.
+func (t *Token) GenerateWrappedAESKey(ctx context.Context, wrappingKey hsm.KeyHandle, size int) ([]byte, error) {
+	const op = "generate a wrapped AES key"
+	if !validAESKeySize(size) {
+		return nil, fmt.Errorf("pkcs11: failed to %s: size must be 16, 24 or 32 bytes, not %d: %w", op, size, hsm.ErrInvalidInput)
+	}
+	s, err := t.session(ctx, op)
+	if err != nil {
+		return nil, err
+	}
+	defer t.put(s)
+
+	tmp, err := t.ctx.GenerateKey(s, aesKeyGen, []*p11.Attribute{
+		p11.NewAttribute(p11.CKA_CLASS, p11.CKO_SECRET_KEY),
+		p11.NewAttribute(p11.CKA_KEY_TYPE, p11.CKK_AES),
+		p11.NewAttribute(p11.CKA_VALUE_LEN, size),
+		p11.NewAttribute(p11.CKA_TOKEN, false),
+		p11.NewAttribute(p11.CKA_PRIVATE, true),
+		p11.NewAttribute(p11.CKA_SENSITIVE, true),
+		// Extractable only so that it can be wrapped, once, below; the
+		// object is destroyed before this returns.
+		p11.NewAttribute(p11.CKA_EXTRACTABLE, true),
+		p11.NewAttribute(p11.CKA_ENCRYPT, false),
+		p11.NewAttribute(p11.CKA_DECRYPT, false),
+		p11.NewAttribute(p11.CKA_WRAP, false),
+		p11.NewAttribute(p11.CKA_UNWRAP, false),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("pkcs11: failed to %s: %w", op, ckr(err))
+	}
+	defer func() { _ = t.ctx.DestroyObject(s, tmp) }()
+
+	blob, err := t.ctx.WrapKey(s, kwp, p11.ObjectHandle(wrappingKey), tmp)
+	if err != nil {
+		return nil, keyErr(op, err)
+	}
+	return blob, nil
+}
+
+// UnwrapAESKey unwraps blob under wrappingKey into a sensitive,
+// non-extractable session object that can encrypt and decrypt, and
+// nothing else. A blob that fails the integrity check returns
+// hsm.ErrAuthFailed; one that opens but does not hold an AES key returns
+// hsm.ErrInvalidInput.
+func (t *Token) UnwrapAESKey(ctx context.Context, wrappingKey hsm.KeyHandle, blob []byte) (hsm.KeyHandle, error) {
+	return t.unwrap(ctx, "unwrap an AES key", wrappingKey, blob, false)
+}
+
+// UnwrapKEK unwraps blob under wrappingKey into a sensitive,
+// non-extractable session object that can wrap and unwrap, and nothing
+// else: a per-tenant key-encryption key. Its handle serves as the
+// wrappingKey of GenerateWrappedAESKey and UnwrapAESKey. Errors are as
+// for UnwrapAESKey.
+func (t *Token) UnwrapKEK(ctx context.Context, wrappingKey hsm.KeyHandle, blob []byte) (hsm.KeyHandle, error) {
+	return t.unwrap(ctx, "unwrap a key-encryption key", wrappingKey, blob, true)
+}
+
+func (t *Token) unwrap(ctx context.Context, op string, wrappingKey hsm.KeyHandle, blob []byte, kek bool) (hsm.KeyHandle, error) {
+	// A KWP blob is 8 bytes longer than the key padded to 8 bytes, so an
+	// AES key of 16, 24 or 32 bytes always wraps to 24, 32 or 40. The
+	// length is public, so refusing others early tells nobody anything.
+	if n := len(blob) - 8; !validAESKeySize(n) {
+		return 0, fmt.Errorf("pkcs11: failed to %s: a wrapped AES key is 24, 32 or 40 bytes, not %d: %w", op, len(blob), hsm.ErrInvalidInput)
+	}
+	s, err := t.session(ctx, op)
+	if err != nil {
+		return 0, err
+	}
+	// s may be replaced below, so put back whichever it is by then.
+	defer func() { t.put(s) }()
+
+	// Keep data keys and key-encryption keys apart: a data key that could
+	// unwrap would let anyone who can decrypt also import keys.
+	k, err := t.ctx.UnwrapKey(s, kwp, p11.ObjectHandle(wrappingKey), blob, []*p11.Attribute{
+		p11.NewAttribute(p11.CKA_CLASS, p11.CKO_SECRET_KEY),
+		p11.NewAttribute(p11.CKA_KEY_TYPE, p11.CKK_AES),
+		p11.NewAttribute(p11.CKA_TOKEN, false),
+		p11.NewAttribute(p11.CKA_PRIVATE, true),
+		p11.NewAttribute(p11.CKA_SENSITIVE, true),
+		p11.NewAttribute(p11.CKA_EXTRACTABLE, false),
+		p11.NewAttribute(p11.CKA_ENCRYPT, !kek),
+		p11.NewAttribute(p11.CKA_DECRYPT, !kek),
+		p11.NewAttribute(p11.CKA_WRAP, kek),
+		p11.NewAttribute(p11.CKA_UNWRAP, kek),
+	})
+	if err != nil {
+		if isAuthFailure(err) {
+			return 0, fmt.Errorf("pkcs11: failed to %s: %w", op, hsm.ErrAuthFailed)
+		}
+		return 0, keyErr(op, err)
+	}
+	if !kek {
+		// SoftHSM's C_UnwrapKey stores whatever the blob held, without
+		// checking that it is a valid AES key length (and leaves
+		// CKA_VALUE_LEN at 0, so it cannot be read back either). Starting
+		// an encryption makes it check; otherwise the first real use
+		// would fail, far from the cause.
+		var perr error
+		if s, perr = t.probeAESKey(s, k); perr != nil {
+			_ = t.ctx.DestroyObject(s, k)
+			return 0, fmt.Errorf("pkcs11: failed to %s: the blob does not hold a usable AES key: %w", op, hsm.ErrInvalidInput)
+		}
+	}
+	return hsm.KeyHandle(k), nil
+}
+
+// probeIV only starts and finishes a throwaway encryption of nothing,
+// whose output is discarded.
+var probeIV [hsm.GCMIVSize]byte
+
+// probeAESKey checks that k is an AES key the token can encrypt with. It
+// returns the session to go on with, which is s unless a failure left s
+// unusable.
+func (t *Token) probeAESKey(s p11.SessionHandle, k p11.ObjectHandle) (p11.SessionHandle, error) {
+	params := p11.NewGCMParams(probeIV[:], nil, hsm.GCMTagSize*8)
+	defer params.Free()
+	if err := t.encryptInit(s, []*p11.Mechanism{p11.NewMechanism(p11.CKM_AES_GCM, params)}, hsm.KeyHandle(k)); err != nil {
+		return s, err
+	}
+	if _, err := t.ctx.Encrypt(s, nil); err != nil {
+		return t.settle(s), err
+	}
+	return s, nil
+}
+
+// WrapKey wraps key under wrappingKey with AES-KWP. key must be
+// extractable; keys that keyflow unwraps are not, so this serves tests
+// and exporting freshly imported or generated keys for backup.
+func (t *Token) WrapKey(ctx context.Context, wrappingKey, key hsm.KeyHandle) ([]byte, error) {
+	const op = "wrap a key"
+	s, err := t.session(ctx, op)
+	if err != nil {
+		return nil, err
+	}
+	defer t.put(s)
+	blob, err := t.ctx.WrapKey(s, kwp, p11.ObjectHandle(wrappingKey), p11.ObjectHandle(key))
+	if err != nil {
+		return nil, keyErr(op, err)
+	}
+	return blob, nil
+}
+
+// ImportAESKeyForTesting DANGEROUSLY puts raw key bytes into the HSM as a
+// session object that can encrypt, decrypt, wrap and unwrap. Key material
+// that has been in process memory was never protected by the HSM: this
+// exists for known-answer tests and as the base of a future BYOK import,
+// which must take a wrapped key instead.
+func (t *Token) ImportAESKeyForTesting(ctx context.Context, raw []byte, extractable bool) (hsm.KeyHandle, error) {
+	const op = "import an AES key"
+	if !validAESKeySize(len(raw)) {
+		return 0, fmt.Errorf("pkcs11: failed to %s: key must be 16, 24 or 32 bytes, not %d: %w", op, len(raw), hsm.ErrInvalidInput)
+	}
+	s, err := t.session(ctx, op)
+	if err != nil {
+		return 0, err
+	}
+	defer t.put(s)
+	k, err := t.ctx.CreateObject(s, []*p11.Attribute{
+		p11.NewAttribute(p11.CKA_CLASS, p11.CKO_SECRET_KEY),
+		p11.NewAttribute(p11.CKA_KEY_TYPE, p11.CKK_AES),
+		p11.NewAttribute(p11.CKA_VALUE, raw),
+		p11.NewAttribute(p11.CKA_TOKEN, false),
+		p11.NewAttribute(p11.CKA_PRIVATE, true),
+		p11.NewAttribute(p11.CKA_SENSITIVE, true),
+		p11.NewAttribute(p11.CKA_EXTRACTABLE, extractable),
+		p11.NewAttribute(p11.CKA_ENCRYPT, true),
+		p11.NewAttribute(p11.CKA_DECRYPT, true),
+		p11.NewAttribute(p11.CKA_WRAP, true),
+		p11.NewAttribute(p11.CKA_UNWRAP, true),
+	})
+	if err != nil {
+		return 0, fmt.Errorf("pkcs11: failed to %s: %w", op, ckr(err))
+	}
+	return hsm.KeyHandle(k), nil
+}
+
+// DestroyKey destroys a session object. An unknown handle is not an
+// error. It refuses token objects, so a stray handle can never destroy
+// the root key.
+func (t *Token) DestroyKey(ctx context.Context, key hsm.KeyHandle) error {
+	const op = "destroy a key"
+	s, err := t.session(ctx, op)
+	if err != nil {
+		return err
+	}
+	defer t.put(s)
+	attrs, err := t.ctx.GetAttributeValue(s, p11.ObjectHandle(key), []*p11.Attribute{p11.NewAttribute(p11.CKA_TOKEN, nil)})
+	switch {
+	case isCKR(err, p11.CKR_OBJECT_HANDLE_INVALID):
+		return nil
+	case err != nil:
+		return fmt.Errorf("pkcs11: failed to %s: %w", op, ckr(err))
+	case attrBool(attrs[0]):
+		return fmt.Errorf("pkcs11: failed to %s: refusing to destroy a token object: %w", op, hsm.ErrInvalidInput)
+	}
+	if err := t.ctx.DestroyObject(s, p11.ObjectHandle(key)); err != nil && !isCKR(err, p11.CKR_OBJECT_HANDLE_INVALID) {
+		return fmt.Errorf("pkcs11: failed to %s: %w", op, ckr(err))
+	}
+	return nil
+}
+
+// EnsureRootKey finds the AES-256 token key labelled label, or creates it:
+// private, sensitive, non-extractable, able to wrap and unwrap and nothing
+// else. It refuses an existing key with that label that is weaker.
+func (t *Token) EnsureRootKey(ctx context.Context, label string) (hsm.KeyHandle, error) {
+	const op = "ensure the root key"
+	if label == "" {
+		return 0, fmt.Errorf("pkcs11: failed to %s: empty label: %w", op, hsm.ErrInvalidInput)
+	}
+	// Lock before borrowing a session: the other order could deadlock
+	// against callers that hold every session while waiting for rootMu.
+	rootMu.Lock()
+	defer rootMu.Unlock()
+	s, err := t.session(ctx, op)
+	if err != nil {
+		return 0, err
+	}
+	defer t.put(s)
+
+	found, err := t.findObjects(s, []*p11.Attribute{
+		p11.NewAttribute(p11.CKA_CLASS, p11.CKO_SECRET_KEY),
+		p11.NewAttribute(p11.CKA_KEY_TYPE, p11.CKK_AES),
+		p11.NewAttribute(p11.CKA_TOKEN, true),
+		p11.NewAttribute(p11.CKA_LABEL, label),
+	})
+	if err != nil {
+		return 0, fmt.Errorf("pkcs11: failed to %s %q: %w", op, label, err)
+	}
+	switch len(found) {
+	case 0:
+	case 1:
+		if err := t.checkRootKey(s, found[0]); err != nil {
+			return 0, fmt.Errorf("pkcs11: failed to %s %q: %w", op, label, err)
+		}
+		return hsm.KeyHandle(found[0]), nil
+	default:
+		// Blobs wrapped under one would not open under the other, so
+		// guessing would lose data.
+		return 0, fmt.Errorf("pkcs11: failed to %s %q: %d keys have that label", op, label, len(found))
+	}
+
+	k, err := t.ctx.GenerateKey(s, aesKeyGen, []*p11.Attribute{
+		p11.NewAttribute(p11.CKA_CLASS, p11.CKO_SECRET_KEY),
+		p11.NewAttribute(p11.CKA_KEY_TYPE, p11.CKK_AES),
+		p11.NewAttribute(p11.CKA_VALUE_LEN, 32),
+		p11.NewAttribute(p11.CKA_TOKEN, true),
+		p11.NewAttribute(p11.CKA_PRIVATE, true),
+		p11.NewAttribute(p11.CKA_SENSITIVE, true),
+		p11.NewAttribute(p11.CKA_EXTRACTABLE, false),
+		p11.NewAttribute(p11.CKA_WRAP, true),
+		p11.NewAttribute(p11.CKA_UNWRAP, true),
+		p11.NewAttribute(p11.CKA_ENCRYPT, false),
+		p11.NewAttribute(p11.CKA_DECRYPT, false),
+		p11.NewAttribute(p11.CKA_LABEL, label),
+	})
+	if err != nil {
+		return 0, fmt.Errorf("pkcs11: failed to %s %q: failed to create it: %w", op, label, ckr(err))
+	}
+	return hsm.KeyHandle(k), nil
+}
+
+// checkRootKey refuses a root key that someone made extractable or short:
+// it would silently weaken every key wrapped under it.
+func (t *Token) checkRootKey(s p11.SessionHandle, k p11.ObjectHandle) error {
+	attrs, err := t.ctx.GetAttributeValue(s, k, []*p11.Attribute{
+		p11.NewAttribute(p11.CKA_VALUE_LEN, nil),
+		p11.NewAttribute(p11.CKA_EXTRACTABLE, nil),
+		p11.NewAttribute(p11.CKA_SENSITIVE, nil),
+	})
+	if err != nil {
+		return fmt.Errorf("failed to read its attributes: %w", ckr(err))
+	}
+	// A key that came in through C_UnwrapKey has CKA_VALUE_LEN 0 on
+	// SoftHSM; only a length that is known and wrong is refused.
+	if n := attrUint(attrs[0]); (n != 0 && n != 32) || attrBool(attrs[1]) || !attrBool(attrs[2]) {
+		return errors.New("the existing key is not a sensitive, non-extractable AES-256 key")
+	}
+	return nil
+}
+
+// findObjects returns up to two objects matching tmpl (two is enough to
+// tell "one" from "several").
+func (t *Token) findObjects(s p11.SessionHandle, tmpl []*p11.Attribute) ([]p11.ObjectHandle, error) {
+	err := t.ctx.FindObjectsInit(s, tmpl)
+	if isCKR(err, p11.CKR_OPERATION_ACTIVE) {
+		_ = t.ctx.FindObjectsFinal(s)
+		err = t.ctx.FindObjectsInit(s, tmpl)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("failed to search objects: %w", ckr(err))
+	}
+	found, _, err := t.ctx.FindObjects(s, 2)
+	if ferr := t.ctx.FindObjectsFinal(s); err == nil && ferr != nil {
+		err = ferr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("failed to search objects: %w", ckr(err))
+	}
+	return found, nil
+}
+
+// GenerateRandom returns n bytes from the token's generator, 0 < n <= 1 MiB.
+func (t *Token) GenerateRandom(ctx context.Context, n int) ([]byte, error) {
+	const op = "generate random bytes"
+	if n <= 0 || n > maxRandom {
+		return nil, fmt.Errorf("pkcs11: failed to %s: length must be 1 to %d, not %d: %w", op, maxRandom, n, hsm.ErrInvalidInput)
+	}
+	s, err := t.session(ctx, op)
+	if err != nil {
+		return nil, err
+	}
+	defer t.put(s)
+	out, err := t.ctx.GenerateRandom(s, n)
+	if err != nil {
+		return nil, fmt.Errorf("pkcs11: failed to %s: %w", op, ckr(err))
+	}
+	if len(out) != n {
+		return nil, fmt.Errorf("pkcs11: failed to %s: got %d bytes, want %d", op, len(out), n)
+	}
+	return out, nil
+}
+
+// attrUint decodes a CK_ULONG attribute, which PKCS#11 stores in native
+// byte order and size.
+func attrUint(a *p11.Attribute) uint64 {
+	switch len(a.Value) {
+	case 8:
+		return binary.NativeEndian.Uint64(a.Value)
+	case 4:
+		return uint64(binary.NativeEndian.Uint32(a.Value))
+	default:
+		return 0
+	}
+}
+
+func attrBool(a *p11.Attribute) bool {
+	return len(a.Value) > 0 && a.Value[0] != 0
+}

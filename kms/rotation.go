@@ -1,0 +1,169 @@
+package kms
+
+import (
+	"context"
+	"errors"
+	"sort"
+
+	"github.com/keyflow/keyflow/events"
+)
+
+func sortStrings(s []string) { sort.Strings(s) }
+
+// CreateVersionParams are the inputs of CreateVersion.
+type CreateVersionParams struct {
+	KeyID   string
+	Version uint32 // the version number to create: the key's newest + 1
+}
+
+// CreateVersion adds a new version to a key without making it primary. It is
+// idempotent: creating a version that exists returns it, so a retried
+// workflow activity is harmless. Asking for any other number than the next
+// one is a conflict.
+func (s *Service) CreateVersion(ctx context.Context, c Caller, p CreateVersionParams) (v *Version, err error) {
+	defer func() {
+		data := map[string]any{"keyId": p.KeyID, "version": p.Version}
+		err = s.emit(ctx, c, events.TypeKeyVersionCreated, ResourceName(c.Tenant, p.KeyID), data, err)
+		if err != nil {
+			v = nil
+		}
+	}()
+	if err := checkCaller(c); err != nil {
+		return nil, err
+	}
+	if !ValidKeyID(p.KeyID) {
+		return nil, newError(CodeValidation, "%q is not a key ID", truncate(p.KeyID, 64))
+	}
+	for attempt := 0; attempt < 5; attempt++ {
+		k, rev, err := s.getKey(ctx, c.Tenant, p.KeyID)
+		if err != nil {
+			return nil, err
+		}
+		if existing, ok := k.Version(p.Version); ok {
+			return &existing, nil
+		}
+		newest := k.Versions[len(k.Versions)-1].Number
+		if p.Version != newest+1 {
+			return nil, newError(CodeConflict, "key %s has versions up to %d; cannot create version %d", k.ID, newest, p.Version)
+		}
+		if !k.State.CanEncrypt() {
+			return nil, newError(CodeInvalidState, "key %s is %s; only an ACTIVE key rotates", k.ID, k.State)
+		}
+		if err := s.newVersionMaterial(ctx, c.Tenant, k.ID, p.Version); err != nil {
+			return nil, err
+		}
+		nv := Version{Number: p.Version, State: StateActive, Algorithm: AlgAES256GCM, CreatedAt: s.now().UTC()}
+		k.Versions = append(k.Versions, nv)
+		if _, err := s.store.UpdateKey(ctx, k, rev); errors.Is(err, ErrStoreConflict) {
+			continue // someone else changed the key; re-read and re-check
+		} else if err != nil {
+			return nil, wrapError(CodeInternal, err, "failed to store key")
+		}
+		s.Invalidate(c.Tenant, k.ID)
+		return &nv, nil
+	}
+	return nil, newError(CodeConflict, "key %s is changing concurrently; retry", p.KeyID)
+}
+
+// SetPrimaryParams are the inputs of SetPrimaryVersion.
+type SetPrimaryParams struct {
+	KeyID   string
+	Version uint32
+}
+
+// SetPrimaryResult reports the primary version before and after.
+type SetPrimaryResult struct {
+	Key             *Key
+	PreviousPrimary uint32
+}
+
+// SetPrimaryVersion makes a version the one that encrypts. Older versions
+// keep decrypting. It is idempotent: if the version is already primary,
+// nothing changes (and the rotated event is re-emitted with the same ID when
+// an idempotency key is set, which the stream deduplicates).
+func (s *Service) SetPrimaryVersion(ctx context.Context, c Caller, p SetPrimaryParams) (res *SetPrimaryResult, err error) {
+	defer func() {
+		data := map[string]any{"keyId": p.KeyID, "version": p.Version}
+		if res != nil {
+			data["previousVersion"] = res.PreviousPrimary
+		}
+		err = s.emit(ctx, c, events.TypeKeyRotated, ResourceName(c.Tenant, p.KeyID), data, err)
+		if err != nil {
+			res = nil
+		}
+	}()
+	if err := checkCaller(c); err != nil {
+		return nil, err
+	}
+	for attempt := 0; attempt < 5; attempt++ {
+		k, rev, err := s.getKey(ctx, c.Tenant, p.KeyID)
+		if err != nil {
+			return nil, err
+		}
+		v, ok := k.Version(p.Version)
+		if !ok {
+			return nil, newError(CodeNotFound, "key %s has no version %d", k.ID, p.Version)
+		}
+		if k.PrimaryVersion == p.Version {
+			prev := p.Version
+			if p.Version > 1 {
+				prev = p.Version - 1
+			}
+			return &SetPrimaryResult{Key: k, PreviousPrimary: prev}, nil
+		}
+		if !v.State.CanEncrypt() {
+			return nil, newError(CodeInvalidState, "version %d of key %s is %s and cannot become primary", v.Number, k.ID, v.State)
+		}
+		prev := k.PrimaryVersion
+		k.PrimaryVersion = p.Version
+		k.RotatedAt = s.now().UTC()
+		if _, err := s.store.UpdateKey(ctx, k, rev); errors.Is(err, ErrStoreConflict) {
+			continue
+		} else if err != nil {
+			return nil, wrapError(CodeInternal, err, "failed to store key")
+		}
+		s.Invalidate(c.Tenant, k.ID)
+		return &SetPrimaryResult{Key: k, PreviousPrimary: prev}, nil
+	}
+	return nil, newError(CodeConflict, "key %s is changing concurrently; retry", p.KeyID)
+}
+
+// RequestRotation records a rotation request and returns the key's ID, so
+// the transport can start the rotation workflow for it. Refusals (unknown
+// key, wrong state) are audited here.
+func (s *Service) RequestRotation(ctx context.Context, c Caller, ref string) (keyID string, err error) {
+	defer func() {
+		subject := ""
+		if keyID != "" {
+			subject = ResourceName(c.Tenant, keyID)
+		}
+		err = s.emit(ctx, c, events.TypeKeyRotationStart, subject, map[string]any{"keyRef": truncate(ref, 64)}, err)
+		if err != nil {
+			keyID = ""
+		}
+	}()
+	if err := checkCaller(c); err != nil {
+		return "", err
+	}
+	k, _, err := s.resolve(ctx, c.Tenant, ref)
+	if err != nil {
+		return "", err
+	}
+	if !k.State.CanEncrypt() {
+		return "", newError(CodeInvalidState, "key %s is %s; only an ACTIVE key rotates", k.ID, k.State)
+	}
+	return k.ID, nil
+}
+
+// NextVersion returns the number the next version of a key will have. It
+// is a plain read for the rotation workflow and emits no event.
+func (s *Service) NextVersion(ctx context.Context, c Caller, keyID string) (uint32, error) {
+	if err := checkCaller(c); err != nil {
+		return 0, err
+	}
+	k, _, err := s.getKey(ctx, c.Tenant, keyID)
+	if err != nil {
+		return 0, err
+	}
+	return k.Versions[len(k.Versions)-1].Number + 1, nil
+}

@@ -1,0 +1,652 @@
+package kms
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/keyflow/keyflow/events"
+	"github.com/keyflow/keyflow/hsm"
+)
+
+// Caller is who asks, as established by the transport (never by the request
+// body): the tenant and principal the NATS server vouched for.
+type Caller struct {
+	Tenant    string
+	Principal string
+	RequestID string
+	// IdempotencyKey, when set, makes the audit event ID deterministic, so
+	// a retried workflow activity does not produce a second record.
+	IdempotencyKey string
+}
+
+// Config wires a Service.
+type Config struct {
+	HSM          hsm.Backend
+	RootKeyLabel string // default "keyflow-root"
+	Store        Store
+	Audit        events.Sink
+	// Source is the CloudEvents source of this instance's events, e.g.
+	// /keyflow/worker/<host>.
+	Source    string
+	CacheSize int // unwrapped versions kept in the HSM; default 1024
+	Logger    *slog.Logger
+	Now       func() time.Time
+}
+
+// Service is the key management domain: it creates keys, runs crypto
+// operations through the HSM and records every attempt in the audit trail.
+// It is safe for concurrent use. Transports (NATS services, HTTP gateways,
+// Temporal activities) are thin adapters over it.
+type Service struct {
+	hsm     hsm.Backend
+	root    hsm.KeyHandle
+	label   string
+	store   Store
+	audit   events.Sink
+	source  string
+	log     *slog.Logger
+	now     func() time.Time
+	handles *handleCache
+
+	metaMu sync.RWMutex
+	meta   map[[2]string]*Key
+}
+
+// New returns a Service, creating the HSM root key on first use.
+func New(ctx context.Context, cfg Config) (*Service, error) {
+	if cfg.HSM == nil || cfg.Store == nil || cfg.Audit == nil {
+		return nil, errors.New("kms: HSM, Store and Audit are required")
+	}
+	if cfg.RootKeyLabel == "" {
+		cfg.RootKeyLabel = "keyflow-root"
+	}
+	if cfg.Source == "" {
+		cfg.Source = events.SpecSource
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	root, err := cfg.HSM.EnsureRootKey(ctx, cfg.RootKeyLabel)
+	if err != nil {
+		return nil, fmt.Errorf("failed to open the root key: %w", err)
+	}
+	return &Service{
+		hsm: cfg.HSM, root: root, label: cfg.RootKeyLabel, store: cfg.Store,
+		audit: cfg.Audit, source: cfg.Source, log: cfg.Logger, now: cfg.Now,
+		handles: newHandleCache(cfg.HSM, cfg.CacheSize),
+		meta:    map[[2]string]*Key{},
+	}, nil
+}
+
+// Close destroys the cached session objects. It does not close the HSM.
+func (s *Service) Close() { s.handles.closeAll() }
+
+// Invalidate forgets cached metadata and unwrapped versions of one key. The
+// NATS adapter calls it from a watch on the key bucket, so every worker
+// sees a state change within milliseconds.
+func (s *Service) Invalidate(tenant, keyID string) {
+	s.metaMu.Lock()
+	delete(s.meta, [2]string{tenant, keyID})
+	s.metaMu.Unlock()
+	s.handles.invalidateKey(tenant, keyID)
+}
+
+// emit records one fact. It is called on success and on failure alike. It
+// fails closed: if the record cannot be stored, a successful operation is
+// reported as AuditUnavailable and its result is withheld by the caller.
+func (s *Service) emit(ctx context.Context, c Caller, typ, subject string, data map[string]any, opErr error) error {
+	rec := events.Record{
+		Type: typ, Source: s.source, Subject: subject, Tenant: c.Tenant,
+		Principal: c.Principal, RequestID: c.RequestID, Time: s.now(), Data: data,
+		Outcome: events.OutcomeSuccess,
+	}
+	if c.IdempotencyKey != "" {
+		rec.ID = events.StableID(c.IdempotencyKey, typ)
+	}
+	if opErr != nil {
+		rec.Outcome = events.OutcomeFailure
+		if CodeOf(opErr) == CodeAccessDenied {
+			rec.Outcome = events.OutcomeDenied
+		}
+		rec.ErrorCode = string(CodeOf(opErr))
+	}
+	if !ValidTenant(rec.Tenant) {
+		rec.Tenant = "-"
+	}
+	// The caller's deadline may be gone (a cancelled request is still an
+	// attempt worth recording), so audit gets its own bounded context.
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := s.audit.Emit(actx, rec); err != nil {
+		s.log.Error("audit record not stored", "type", typ, "subject", subject, "err", err)
+		if opErr != nil {
+			return opErr
+		}
+		return wrapError(CodeAuditUnavailable, err, "the audit trail is unavailable, so the operation was refused; retry later")
+	}
+	if opErr != nil && CodeOf(opErr) == CodeInternal {
+		s.log.Error("operation failed", "type", typ, "subject", subject, "err", opErr)
+	}
+	return opErr
+}
+
+// checkCaller refuses a request without an authenticated tenant.
+func checkCaller(c Caller) error {
+	if !ValidTenant(c.Tenant) {
+		return newError(CodeAccessDenied, "the request has no valid tenant")
+	}
+	return nil
+}
+
+// resolve turns a key reference (key ID, alias, or "alias/NAME") into a key.
+func (s *Service) resolve(ctx context.Context, tenant, ref string) (*Key, Revision, error) {
+	if ref == "" {
+		return nil, 0, newError(CodeValidation, "a key ID or alias is required")
+	}
+	keyID := ref
+	if !ValidKeyID(ref) {
+		alias := normalizeAlias(ref)
+		if !validAlias(alias) {
+			return nil, 0, newError(CodeValidation, "%q is neither a key ID nor a valid alias", truncate(ref, 64))
+		}
+		id, err := s.store.ResolveAlias(ctx, tenant, alias)
+		if errors.Is(err, ErrStoreNotFound) {
+			return nil, 0, newError(CodeNotFound, "alias %q does not exist", alias)
+		}
+		if err != nil {
+			return nil, 0, wrapError(CodeInternal, err, "failed to resolve alias")
+		}
+		keyID = id
+	}
+	return s.getKey(ctx, tenant, keyID)
+}
+
+func (s *Service) getKey(ctx context.Context, tenant, keyID string) (*Key, Revision, error) {
+	k, rev, err := s.store.GetKey(ctx, tenant, keyID)
+	if errors.Is(err, ErrStoreNotFound) {
+		return nil, 0, newError(CodeNotFound, "key %s does not exist", keyID)
+	}
+	if err != nil {
+		return nil, 0, wrapError(CodeInternal, err, "failed to read key")
+	}
+	return k, rev, nil
+}
+
+// cachedKey is getKey for the hot path: metadata is served from memory until
+// Invalidate drops it.
+func (s *Service) cachedKey(ctx context.Context, tenant, ref string) (*Key, error) {
+	if ValidKeyID(ref) {
+		s.metaMu.RLock()
+		k := s.meta[[2]string{tenant, ref}]
+		s.metaMu.RUnlock()
+		if k != nil {
+			return k, nil
+		}
+	}
+	k, _, err := s.resolve(ctx, tenant, ref)
+	if err != nil {
+		return nil, err
+	}
+	s.metaMu.Lock()
+	if len(s.meta) >= 10000 {
+		clear(s.meta) // crude bound; the working set refills it
+	}
+	s.meta[[2]string{tenant, k.ID}] = k
+	s.metaMu.Unlock()
+	return k, nil
+}
+
+func normalizeAlias(a string) string { return strings.TrimPrefix(a, "alias/") }
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+// CreateKeyParams are the inputs of CreateKey.
+type CreateKeyParams struct {
+	Alias       string
+	Description string
+	Spec        KeySpec
+	Usage       KeyUsage
+}
+
+// CreateKey creates an AES-256 key with its first version, generated inside
+// the HSM and stored wrapped under the root key.
+func (s *Service) CreateKey(ctx context.Context, c Caller, p CreateKeyParams) (k *Key, err error) {
+	subject := ""
+	defer func() {
+		data := map[string]any{"alias": p.Alias, "keySpec": string(p.Spec)}
+		if k != nil {
+			data["keyId"] = k.ID
+			data["version"] = k.PrimaryVersion
+		}
+		err = s.emit(ctx, c, events.TypeKeyCreated, subject, data, err)
+		if err != nil {
+			k = nil
+		}
+	}()
+	if err := checkCaller(c); err != nil {
+		return nil, err
+	}
+	if p.Spec == "" {
+		p.Spec = SpecSymmetricDefault
+	}
+	if p.Usage == "" {
+		p.Usage = UsageEncryptDecrypt
+	}
+	if p.Spec != SpecSymmetricDefault || p.Usage != UsageEncryptDecrypt {
+		return nil, newError(CodeValidation, "unsupported key spec %q with usage %q; supported: SYMMETRIC_DEFAULT/ENCRYPT_DECRYPT", p.Spec, p.Usage)
+	}
+	if len(p.Description) > 8192 {
+		return nil, newError(CodeValidation, "description is longer than 8192 characters")
+	}
+	alias := normalizeAlias(p.Alias)
+	if p.Alias != "" && !validAlias(alias) {
+		return nil, newError(CodeValidation, "alias must be 1-250 characters of A-Za-z0-9/_- and not look like a key ID")
+	}
+	p.Alias = alias
+
+	id := uuid.NewString()
+	subject = ResourceName(c.Tenant, id)
+	if alias != "" {
+		if err := s.store.CreateAlias(ctx, c.Tenant, alias, id); err != nil {
+			if errors.Is(err, ErrStoreExists) {
+				return nil, newError(CodeAlreadyExists, "alias %q already exists", alias)
+			}
+			return nil, wrapError(CodeInternal, err, "failed to create alias")
+		}
+		defer func() {
+			if err != nil { // compensation: do not leave a dangling alias
+				_ = s.store.DeleteAlias(context.WithoutCancel(ctx), c.Tenant, alias)
+			}
+		}()
+	}
+	now := s.now().UTC()
+	if err := s.newVersionMaterial(ctx, c.Tenant, id, 1); err != nil {
+		return nil, err
+	}
+	k = &Key{
+		ID: id, Tenant: c.Tenant, Alias: alias, Description: p.Description,
+		Spec: p.Spec, Usage: p.Usage, State: StateActive, CreatedAt: now, CreatedBy: c.Principal,
+		PrimaryVersion: 1,
+		Versions:       []Version{{Number: 1, State: StateActive, Algorithm: AlgAES256GCM, CreatedAt: now}},
+	}
+	if _, err := s.store.CreateKey(ctx, k); err != nil {
+		return nil, wrapError(CodeInternal, err, "failed to store key")
+	}
+	return k, nil
+}
+
+// newVersionMaterial generates key material in the HSM and stores it wrapped.
+// If material for this version already exists (a retried activity), it is
+// kept: material is write-once.
+func (s *Service) newVersionMaterial(ctx context.Context, tenant, keyID string, version uint32) error {
+	if _, err := s.store.GetMaterial(ctx, tenant, keyID, version); err == nil {
+		return nil
+	} else if !errors.Is(err, ErrStoreNotFound) {
+		return wrapError(CodeInternal, err, "failed to read key material")
+	}
+	blob, err := s.hsm.GenerateWrappedAESKey(ctx, s.root, 32)
+	if err != nil {
+		return wrapError(CodeInternal, err, "failed to generate key material in the HSM")
+	}
+	err = s.store.PutMaterial(ctx, &VersionMaterial{
+		Tenant: tenant, KeyID: keyID, Version: version, Algorithm: AlgAES256GCM,
+		Wrapped: blob, WrappedBy: s.label,
+	})
+	if err != nil && !errors.Is(err, ErrStoreExists) {
+		return wrapError(CodeInternal, err, "failed to store key material")
+	}
+	return nil
+}
+
+// DescribeKey returns one key's metadata.
+func (s *Service) DescribeKey(ctx context.Context, c Caller, ref string) (k *Key, err error) {
+	defer func() {
+		subject := ""
+		if k != nil {
+			subject = k.ResourceName()
+		}
+		err = s.emit(ctx, c, events.TypeKeyDescribed, subject, map[string]any{"keyRef": truncate(ref, 64)}, err)
+		if err != nil {
+			k = nil
+		}
+	}()
+	if err := checkCaller(c); err != nil {
+		return nil, err
+	}
+	k, _, err = s.resolve(ctx, c.Tenant, ref)
+	return k, err
+}
+
+// ListKeys returns the tenant's keys, oldest first.
+func (s *Service) ListKeys(ctx context.Context, c Caller) (keys []*Key, err error) {
+	defer func() {
+		err = s.emit(ctx, c, events.TypeKeyListed, "", map[string]any{"count": len(keys)}, err)
+		if err != nil {
+			keys = nil
+		}
+	}()
+	if err := checkCaller(c); err != nil {
+		return nil, err
+	}
+	keys, err = s.store.ListKeys(ctx, c.Tenant)
+	if err != nil {
+		return nil, wrapError(CodeInternal, err, "failed to list keys")
+	}
+	return keys, nil
+}
+
+// handleFor returns an HSM handle for one version of k, unwrapping it into
+// the HSM on a cache miss.
+func (s *Service) handleFor(ctx context.Context, k *Key, version uint32) (hsm.KeyHandle, func(), error) {
+	ref := versionRef{tenant: k.Tenant, keyID: k.ID, version: version}
+	return s.handles.acquire(ctx, ref, func(ctx context.Context) (hsm.KeyHandle, error) {
+		m, err := s.store.GetMaterial(ctx, k.Tenant, k.ID, version)
+		if err != nil {
+			return 0, wrapError(CodeInternal, err, "failed to read key material")
+		}
+		h, err := s.hsm.UnwrapAESKey(ctx, s.root, m.Wrapped)
+		if err != nil {
+			return 0, wrapError(CodeInternal, err, "failed to load key material into the HSM")
+		}
+		return h, nil
+	})
+}
+
+// newIV draws a 96-bit GCM IV in Go, never in the HSM: SoftHSM would accept
+// an empty IV and repeat its keystream.
+func newIV() ([]byte, error) {
+	iv := make([]byte, envelopeIVSize)
+	if _, err := rand.Read(iv); err != nil {
+		return nil, fmt.Errorf("failed to draw an IV: %w", err)
+	}
+	return iv, nil
+}
+
+// sealWith encrypts plaintext under k's primary version into an envelope.
+func (s *Service) sealWith(ctx context.Context, k *Key, tenant string, plaintext []byte, ec EncryptionContext) ([]byte, uint32, error) {
+	if k.Usage != UsageEncryptDecrypt {
+		return nil, 0, newError(CodeInvalidKeyUsage, "key %s has usage %s and cannot encrypt", k.ID, k.Usage)
+	}
+	if !k.State.CanEncrypt() {
+		return nil, 0, newError(CodeInvalidState, "key %s is %s; only an ACTIVE key encrypts", k.ID, k.State)
+	}
+	v, ok := k.Version(k.PrimaryVersion)
+	if !ok || !v.State.CanEncrypt() {
+		return nil, 0, newError(CodeInvalidState, "key %s has no active primary version", k.ID)
+	}
+	iv, err := newIV()
+	if err != nil {
+		return nil, 0, wrapError(CodeInternal, err, "failed to encrypt")
+	}
+	env := &envelope{alg: v.Algorithm, keyID: k.ID, version: v.Number, iv: iv}
+	h, release, err := s.handleFor(ctx, k, v.Number)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer release()
+	body, err := s.hsm.EncryptGCM(ctx, h, iv, plaintext, aad(env.headerBytes(), tenant, ec))
+	if err != nil {
+		return nil, 0, wrapError(CodeInternal, err, "the HSM failed to encrypt")
+	}
+	env.body = body
+	return env.marshal(), v.Number, nil
+}
+
+// EncryptParams are the inputs of Encrypt.
+type EncryptParams struct {
+	KeyRef    string
+	Plaintext []byte
+	Context   EncryptionContext
+}
+
+// EncryptResult is the output of Encrypt.
+type EncryptResult struct {
+	KeyID      string
+	KeyVersion uint32
+	Ciphertext []byte
+}
+
+// Encrypt encrypts up to MaxPlaintext bytes under the key's primary version.
+func (s *Service) Encrypt(ctx context.Context, c Caller, p EncryptParams) (res *EncryptResult, err error) {
+	var k *Key
+	defer func() {
+		subject, data := "", map[string]any{"plaintextBytes": len(p.Plaintext), "contextKeys": contextKeys(p.Context)}
+		if k != nil {
+			subject = k.ResourceName()
+		}
+		if res != nil {
+			data["keyVersion"] = res.KeyVersion
+		}
+		err = s.emit(ctx, c, events.TypeEncrypt, subject, data, err)
+		if err != nil {
+			res = nil
+		}
+	}()
+	if err := checkCaller(c); err != nil {
+		return nil, err
+	}
+	if len(p.Plaintext) == 0 {
+		return nil, newError(CodeValidation, "plaintext is empty")
+	}
+	if len(p.Plaintext) > MaxPlaintext {
+		return nil, newError(CodeValidation, "plaintext is %d bytes; the limit is %d", len(p.Plaintext), MaxPlaintext)
+	}
+	if err := p.Context.validate(); err != nil {
+		return nil, err
+	}
+	k, err = s.cachedKey(ctx, c.Tenant, p.KeyRef)
+	if err != nil {
+		return nil, err
+	}
+	ct, ver, err := s.sealWith(ctx, k, c.Tenant, p.Plaintext, p.Context)
+	if err != nil {
+		return nil, err
+	}
+	return &EncryptResult{KeyID: k.ID, KeyVersion: ver, Ciphertext: ct}, nil
+}
+
+// DecryptParams are the inputs of Decrypt. KeyRef is optional; when given,
+// the ciphertext must belong to that key.
+type DecryptParams struct {
+	KeyRef     string
+	Ciphertext []byte
+	Context    EncryptionContext
+}
+
+// DecryptResult is the output of Decrypt. The caller should zero Plaintext
+// when done with it.
+type DecryptResult struct {
+	KeyID      string
+	KeyVersion uint32
+	Plaintext  []byte
+}
+
+// Decrypt opens a ciphertext made by Encrypt or GenerateDataKey. The key and
+// version come from the ciphertext header. Every failure of the ciphertext
+// itself (malformed, unknown or foreign key, wrong context, bad tag) is the
+// same InvalidCiphertextException.
+func (s *Service) Decrypt(ctx context.Context, c Caller, p DecryptParams) (res *DecryptResult, err error) {
+	var k *Key
+	defer func() {
+		subject, data := "", map[string]any{"ciphertextBytes": len(p.Ciphertext), "contextKeys": contextKeys(p.Context)}
+		if k != nil {
+			subject = k.ResourceName()
+		}
+		if res != nil {
+			data["keyVersion"] = res.KeyVersion
+		}
+		err = s.emit(ctx, c, events.TypeDecrypt, subject, data, err)
+		if err != nil {
+			res = nil
+		}
+	}()
+	if err := checkCaller(c); err != nil {
+		return nil, err
+	}
+	if err := p.Context.validate(); err != nil {
+		return nil, err
+	}
+	k, pt, ver, err := s.open(ctx, c.Tenant, p.KeyRef, p.Ciphertext, p.Context)
+	if err != nil {
+		return nil, err
+	}
+	return &DecryptResult{KeyID: k.ID, KeyVersion: ver, Plaintext: pt}, nil
+}
+
+// open is the shared decryption path. It returns the key when the header
+// named a key of this tenant, even on failure, so the audit record can name
+// it.
+func (s *Service) open(ctx context.Context, tenant, keyRef string, ciphertext []byte, ec EncryptionContext) (*Key, []byte, uint32, error) {
+	env, err := parseEnvelope(ciphertext)
+	if err != nil {
+		return nil, nil, 0, errDecrypt(err)
+	}
+	k, err := s.cachedKey(ctx, tenant, env.keyID)
+	if err != nil {
+		if CodeOf(err) == CodeNotFound {
+			return nil, nil, 0, errDecrypt(err)
+		}
+		return nil, nil, 0, err
+	}
+	if keyRef != "" {
+		want, err := s.cachedKey(ctx, tenant, keyRef)
+		if err != nil || want.ID != k.ID {
+			return k, nil, 0, errDecrypt(errors.New("ciphertext belongs to another key"))
+		}
+	}
+	v, ok := k.Version(env.version)
+	if !ok || v.Algorithm != env.alg {
+		return k, nil, 0, errDecrypt(errors.New("unknown key version"))
+	}
+	if !k.State.CanDecrypt() {
+		return k, nil, 0, newError(CodeInvalidState, "key %s is %s and cannot decrypt", k.ID, k.State)
+	}
+	if !v.State.CanDecrypt() {
+		return k, nil, 0, newError(CodeInvalidState, "version %d of key %s is %s and cannot decrypt", v.Number, k.ID, v.State)
+	}
+	h, release, err := s.handleFor(ctx, k, v.Number)
+	if err != nil {
+		return k, nil, 0, err
+	}
+	defer release()
+	pt, err := s.hsm.DecryptGCM(ctx, h, env.iv, env.body, aad(env.header, tenant, ec))
+	if err != nil {
+		if errors.Is(err, hsm.ErrAuthFailed) || errors.Is(err, hsm.ErrInvalidInput) {
+			return k, nil, 0, errDecrypt(err)
+		}
+		return k, nil, 0, wrapError(CodeInternal, err, "the HSM failed to decrypt")
+	}
+	return k, pt, v.Number, nil
+}
+
+// GenerateDataKeyParams are the inputs of GenerateDataKey.
+type GenerateDataKeyParams struct {
+	KeyRef        string
+	NumberOfBytes int // default 32 (AES-256); 1..1024
+	Context       EncryptionContext
+}
+
+// DataKeyResult is a data key: its plaintext (for the caller to use and
+// zero) and the same key encrypted under the KMS key (to store).
+type DataKeyResult struct {
+	KeyID          string
+	KeyVersion     uint32
+	Plaintext      []byte
+	CiphertextBlob []byte
+}
+
+// GenerateDataKey draws a data key from the HSM's generator and returns it
+// with its encryption under the key, for envelope encryption. The blob is an
+// ordinary ciphertext: Decrypt opens it.
+func (s *Service) GenerateDataKey(ctx context.Context, c Caller, p GenerateDataKeyParams) (res *DataKeyResult, err error) {
+	var k *Key
+	defer func() {
+		subject, data := "", map[string]any{"numberOfBytes": p.NumberOfBytes, "contextKeys": contextKeys(p.Context)}
+		if k != nil {
+			subject = k.ResourceName()
+		}
+		if res != nil {
+			data["keyVersion"] = res.KeyVersion
+		}
+		err = s.emit(ctx, c, events.TypeGenerateDataKey, subject, data, err)
+		if err != nil && res != nil {
+			clear(res.Plaintext)
+			res = nil
+		}
+	}()
+	if err := checkCaller(c); err != nil {
+		return nil, err
+	}
+	if p.NumberOfBytes == 0 {
+		p.NumberOfBytes = 32
+	}
+	if p.NumberOfBytes < 1 || p.NumberOfBytes > 1024 {
+		return nil, newError(CodeValidation, "numberOfBytes must be between 1 and 1024")
+	}
+	if err := p.Context.validate(); err != nil {
+		return nil, err
+	}
+	k, err = s.cachedKey(ctx, c.Tenant, p.KeyRef)
+	if err != nil {
+		return nil, err
+	}
+	dk, err := s.hsm.GenerateRandom(ctx, p.NumberOfBytes)
+	if err != nil {
+		return nil, wrapError(CodeInternal, err, "the HSM failed to generate random bytes")
+	}
+	ct, ver, err := s.sealWith(ctx, k, c.Tenant, dk, p.Context)
+	if err != nil {
+		clear(dk)
+		return nil, err
+	}
+	return &DataKeyResult{KeyID: k.ID, KeyVersion: ver, Plaintext: dk, CiphertextBlob: ct}, nil
+}
+
+// contextKeys lists the encryption context's keys (not values, which may be
+// sensitive to the caller) for the audit record.
+func contextKeys(ec EncryptionContext) []string {
+	if len(ec) == 0 {
+		return nil
+	}
+	out := make([]string, 0, len(ec))
+	for k := range ec {
+		out = append(out, k)
+	}
+	// Deterministic output makes audit records comparable.
+	sortStrings(out)
+	return out
+}
+
+// Reject records a request that was refused before it reached an operation
+// (no identity, malformed body) and returns the error to send back. The
+// record names the operation and the error code, never the request body.
+func (s *Service) Reject(ctx context.Context, c Caller, op string, reason error) error {
+	if c.Tenant == "" || !ValidTenant(c.Tenant) {
+		c.Tenant = "-"
+	}
+	return s.emit(ctx, c, events.TypeRequestRejected, "", map[string]any{"operation": op}, reason)
+}
+
+// RecordAuditRead records that a caller read its tenant's audit trail.
+func (s *Service) RecordAuditRead(ctx context.Context, c Caller) error {
+	if err := checkCaller(c); err != nil {
+		return s.emit(ctx, c, events.TypeAuditRead, "", nil, err)
+	}
+	return s.emit(ctx, c, events.TypeAuditRead, "", nil, nil)
+}

@@ -1,0 +1,213 @@
+// Package client is the Go client of keyflow's NATS API, for applications
+// and for the keyflow CLI.
+//
+//	c, err := client.Dial(ctx, client.Options{Server: "nats://127.0.0.1:4222", CredsFile: "admin.creds", Tenant: "default"})
+//	ct, err := c.Encrypt(ctx, api.EncryptRequest{KeyID: "alias/app", Plaintext: secret})
+//
+// Every error a call returns for a refused request is an *Error with the
+// server's stable code; transport failures are plain wrapped errors.
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nuid"
+
+	"github.com/keyflow/keyflow/workers/api"
+)
+
+// Options configure a client.
+type Options struct {
+	Server    string // NATS URL
+	CredsFile string // the principal's creds file
+	// Tenant is the tenant the creds belong to (see TenantFromCreds);
+	// default "default".
+	Tenant  string
+	Timeout time.Duration // per request; default 30s
+	Name    string        // connection name
+	Conn    *nats.Conn    // use an existing connection instead of dialling
+}
+
+// Client calls keyflow over NATS.
+type Client struct {
+	nc      *nats.Conn
+	own     bool
+	tenant  string
+	timeout time.Duration
+}
+
+// Error is a refusal from keyflow: a stable code and a message.
+type Error struct {
+	Code      string
+	Message   string
+	RequestID string
+}
+
+func (e *Error) Error() string { return e.Code + ": " + e.Message }
+
+// ErrNoService is returned when no keyflow worker answers.
+var ErrNoService = errors.New("no keyflow service is answering (is `keyflow dev` running, and are the creds for this tenant?)")
+
+// Dial connects to keyflow.
+func Dial(ctx context.Context, o Options) (*Client, error) {
+	if o.Tenant == "" {
+		o.Tenant = "default"
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 30 * time.Second
+	}
+	c := &Client{nc: o.Conn, tenant: o.Tenant, timeout: o.Timeout}
+	if c.nc != nil {
+		return c, nil
+	}
+	opts := []nats.Option{nats.Name(o.Name), nats.Timeout(5 * time.Second)}
+	if o.CredsFile != "" {
+		if _, err := os.Stat(o.CredsFile); err != nil {
+			return nil, fmt.Errorf("failed to read creds file: %w", err)
+		}
+		opts = append(opts, nats.UserCredentials(o.CredsFile))
+	}
+	nc, err := nats.Connect(o.Server, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("failed to connect to %s: %w", o.Server, err)
+	}
+	c.nc, c.own = nc, true
+	return c, nil
+}
+
+// TenantFromCreds reads the tenant keyflow wrote into a creds file's user
+// JWT (the "keyflow_tenant" tag), so the CLI needs no --tenant flag.
+func TenantFromCreds(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("failed to read creds file: %w", err)
+	}
+	tok, err := jwt.ParseDecoratedJWT(b)
+	if err != nil {
+		return "", fmt.Errorf("failed to parse creds file: %w", err)
+	}
+	uc, err := jwt.DecodeUserClaims(tok)
+	if err != nil {
+		return "", fmt.Errorf("failed to parse creds file: %w", err)
+	}
+	for _, t := range uc.Tags {
+		if v, ok := cutPrefix(t, "keyflow_tenant:"); ok {
+			return v, nil
+		}
+	}
+	return "", errors.New("the creds file does not name a keyflow tenant")
+}
+
+func cutPrefix(s, p string) (string, bool) {
+	if len(s) >= len(p) && s[:len(p)] == p {
+		return s[len(p):], true
+	}
+	return "", false
+}
+
+// Close closes the connection if the client opened it.
+func (c *Client) Close() {
+	if c.own {
+		c.nc.Close()
+	}
+}
+
+// Tenant returns the tenant this client speaks for.
+func (c *Client) Tenant() string { return c.tenant }
+
+// Call sends one request and decodes the reply into out.
+func (c *Client) Call(ctx context.Context, op string, req, out any) error {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return fmt.Errorf("failed to encode request: %w", err)
+	}
+	return c.CallRaw(ctx, op, body, out)
+}
+
+// CallRaw sends a raw body (used by tests to send malformed requests).
+func (c *Client) CallRaw(ctx context.Context, op string, body []byte, out any) error {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.timeout)
+		defer cancel()
+	}
+	msg := nats.NewMsg(api.Subject(c.tenant, op))
+	msg.Data = body
+	msg.Header.Set(api.HeaderRequestID, nuid.Next())
+	reply, err := c.nc.RequestMsgWithContext(ctx, msg)
+	if errors.Is(err, nats.ErrNoResponders) {
+		return ErrNoService
+	}
+	if err != nil {
+		return fmt.Errorf("failed to call %s: %w", op, err)
+	}
+	if code := reply.Header.Get(api.HeaderErrorCode); code != "" {
+		var er api.ErrorReply
+		if json.Unmarshal(reply.Data, &er) == nil && er.Error.Code != "" {
+			return &Error{Code: er.Error.Code, Message: er.Error.Message, RequestID: er.Error.RequestID}
+		}
+		return &Error{Code: code, Message: reply.Header.Get(api.HeaderError)}
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.Unmarshal(reply.Data, out); err != nil {
+		return fmt.Errorf("failed to decode reply of %s: %w", op, err)
+	}
+	return nil
+}
+
+// Encrypt encrypts under a key.
+func (c *Client) Encrypt(ctx context.Context, r api.EncryptRequest) (*api.EncryptReply, error) {
+	var out api.EncryptReply
+	return &out, c.Call(ctx, api.OpEncrypt, r, &out)
+}
+
+// Decrypt decrypts a ciphertext.
+func (c *Client) Decrypt(ctx context.Context, r api.DecryptRequest) (*api.DecryptReply, error) {
+	var out api.DecryptReply
+	return &out, c.Call(ctx, api.OpDecrypt, r, &out)
+}
+
+// GenerateDataKey returns a data key in plaintext and encrypted.
+func (c *Client) GenerateDataKey(ctx context.Context, r api.DataKeyRequest) (*api.DataKeyReply, error) {
+	var out api.DataKeyReply
+	return &out, c.Call(ctx, api.OpDataKey, r, &out)
+}
+
+// CreateKey creates a key.
+func (c *Client) CreateKey(ctx context.Context, r api.CreateKeyRequest) (*api.KeyMetadata, error) {
+	var out api.KeyMetadata
+	return &out, c.Call(ctx, api.OpKeyCreate, r, &out)
+}
+
+// DescribeKey describes a key.
+func (c *Client) DescribeKey(ctx context.Context, keyID string) (*api.KeyMetadata, error) {
+	var out api.KeyMetadata
+	return &out, c.Call(ctx, api.OpKeyDescribe, api.KeyRequest{KeyID: keyID}, &out)
+}
+
+// ListKeys lists the tenant's keys.
+func (c *Client) ListKeys(ctx context.Context) (*api.ListKeysReply, error) {
+	var out api.ListKeysReply
+	return &out, c.Call(ctx, api.OpKeyList, struct{}{}, &out)
+}
+
+// RotateKey rotates a key and waits for the rotation to finish.
+func (c *Client) RotateKey(ctx context.Context, keyID string) (*api.RotateKeyReply, error) {
+	var out api.RotateKeyReply
+	return &out, c.Call(ctx, api.OpKeyRotate, api.KeyRequest{KeyID: keyID}, &out)
+}
+
+// AuditTail reads a page of the tenant's audit events.
+func (c *Client) AuditTail(ctx context.Context, r api.AuditTailRequest) (*api.AuditTailReply, error) {
+	var out api.AuditTailReply
+	return &out, c.Call(ctx, api.OpAuditTail, r, &out)
+}

@@ -1,0 +1,352 @@
+// Package natsauth makes the NATS server the first wall between tenants.
+//
+// keyflow runs nats-server in operator mode (decentralized JWT auth):
+//
+//   - the keyflow account (KF) holds the services, streams and KV buckets and
+//     exports the service subjects kf.v1.>;
+//   - each tenant is its own account, which imports only kf.v1.<tenant>.>
+//     from KF, with share: true;
+//   - each principal is a user of its tenant's account, with a creds file.
+//
+// Because the import is shared, the server stamps every request that crosses
+// it with a Nats-Request-Info header naming the requester's account and user,
+// and it strips any such header the client tried to send. The worker reads
+// identity from that header only ([CallerFromHeader]); a tenant or principal
+// named in a request body is never trusted. A tenant cannot even address
+// another tenant's subjects: it has no import for them ("no responders").
+//
+// The signing keys (operator, accounts) live in a 0600 file under the data
+// directory. That is adequate for the dev stack; production deployments
+// should keep the operator key offline and the account signing keys in a
+// secrets store.
+package natsauth
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+
+	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
+)
+
+// ServiceSubjectPrefix is the root of every keyflow service subject.
+const ServiceSubjectPrefix = "kf.v1"
+
+// Account names that are not tenants.
+const (
+	SystemAccountName  = "SYS"
+	ServiceAccountName = "KF"
+)
+
+// ErrUnknownTenant is returned for a tenant that has no account.
+var ErrUnknownTenant = errors.New("natsauth: unknown tenant")
+
+// Identity holds the operator and account keys of one deployment and issues
+// account and user JWTs. It is safe for concurrent use.
+type Identity struct {
+	mu       sync.Mutex
+	path     string
+	operator nkeys.KeyPair
+	system   nkeys.KeyPair
+	service  nkeys.KeyPair
+	tenants  map[string]nkeys.KeyPair
+	resolver *server.MemAccResolver
+}
+
+type identityFile struct {
+	Operator string            `json:"operator"`
+	System   string            `json:"system"`
+	Service  string            `json:"service"`
+	Tenants  map[string]string `json:"tenants"`
+}
+
+// Load reads the identity stored at path, creating a new one (fresh
+// operator, system and service keys) if the file does not exist.
+func Load(path string) (*Identity, error) {
+	id := &Identity{path: path, tenants: map[string]nkeys.KeyPair{}, resolver: &server.MemAccResolver{}}
+	b, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		if id.operator, err = nkeys.CreateOperator(); err != nil {
+			return nil, fmt.Errorf("failed to create operator key: %w", err)
+		}
+		if id.system, err = nkeys.CreateAccount(); err != nil {
+			return nil, fmt.Errorf("failed to create account key: %w", err)
+		}
+		if id.service, err = nkeys.CreateAccount(); err != nil {
+			return nil, fmt.Errorf("failed to create account key: %w", err)
+		}
+		if err := id.save(); err != nil {
+			return nil, err
+		}
+	case err != nil:
+		return nil, fmt.Errorf("failed to read identity: %w", err)
+	default:
+		var f identityFile
+		if err := json.Unmarshal(b, &f); err != nil {
+			return nil, fmt.Errorf("failed to parse identity file %s: %w", path, err)
+		}
+		parse := func(seed string) (nkeys.KeyPair, error) { return nkeys.FromSeed([]byte(seed)) }
+		if id.operator, err = parse(f.Operator); err != nil {
+			return nil, fmt.Errorf("failed to parse operator key: %w", err)
+		}
+		if id.system, err = parse(f.System); err != nil {
+			return nil, fmt.Errorf("failed to parse system key: %w", err)
+		}
+		if id.service, err = parse(f.Service); err != nil {
+			return nil, fmt.Errorf("failed to parse service key: %w", err)
+		}
+		for name, seed := range f.Tenants {
+			kp, err := parse(seed)
+			if err != nil {
+				return nil, fmt.Errorf("failed to parse key of tenant %s: %w", name, err)
+			}
+			id.tenants[name] = kp
+		}
+	}
+	if err := id.publishAll(); err != nil {
+		return nil, err
+	}
+	return id, nil
+}
+
+// NewEphemeral returns an identity that is never written to disk, for tests.
+func NewEphemeral() (*Identity, error) {
+	return Load(filepath.Join(os.TempDir(), "keyflow-ephemeral-"+randomName()+".json"))
+}
+
+func randomName() string {
+	kp, _ := nkeys.CreateUser()
+	pub, _ := kp.PublicKey()
+	return pub[1:13]
+}
+
+func (id *Identity) save() error {
+	seed := func(kp nkeys.KeyPair) string { s, _ := kp.Seed(); return string(s) }
+	f := identityFile{Operator: seed(id.operator), System: seed(id.system), Service: seed(id.service), Tenants: map[string]string{}}
+	for name, kp := range id.tenants {
+		f.Tenants[name] = seed(kp)
+	}
+	b, err := json.MarshalIndent(f, "", "  ")
+	if err != nil {
+		return fmt.Errorf("failed to encode identity: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(id.path), 0o700); err != nil {
+		return fmt.Errorf("failed to create identity dir: %w", err)
+	}
+	tmp := id.path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return fmt.Errorf("failed to write identity: %w", err)
+	}
+	if err := os.Rename(tmp, id.path); err != nil {
+		return fmt.Errorf("failed to write identity: %w", err)
+	}
+	return nil
+}
+
+func pub(kp nkeys.KeyPair) string { p, _ := kp.PublicKey(); return p }
+
+// publishAll (re)issues every account JWT into the resolver.
+func (id *Identity) publishAll() error {
+	sys := jwt.NewAccountClaims(pub(id.system))
+	sys.Name = SystemAccountName
+	if err := id.store(sys); err != nil {
+		return err
+	}
+	svc := jwt.NewAccountClaims(pub(id.service))
+	svc.Name = ServiceAccountName
+	svc.Limits.JetStreamLimits = jwt.JetStreamLimits{MemoryStorage: -1, DiskStorage: -1, Streams: -1, Consumer: -1}
+	svc.Exports.Add(&jwt.Export{Name: "keyflow", Subject: jwt.Subject(ServiceSubjectPrefix + ".>"), Type: jwt.Service})
+	if err := id.store(svc); err != nil {
+		return err
+	}
+	for name, kp := range id.tenants {
+		if err := id.store(id.tenantClaims(name, kp)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (id *Identity) tenantClaims(name string, kp nkeys.KeyPair) *jwt.AccountClaims {
+	ac := jwt.NewAccountClaims(pub(kp))
+	ac.Name = name
+	subj := jwt.Subject(ServiceSubjectPrefix + "." + name + ".>")
+	ac.Imports.Add(&jwt.Import{Name: "keyflow", Subject: subj, Account: pub(id.service), Type: jwt.Service, Share: true})
+	return ac
+}
+
+func (id *Identity) store(ac *jwt.AccountClaims) error {
+	tok, err := ac.Encode(id.operator)
+	if err != nil {
+		return fmt.Errorf("failed to sign account %s: %w", ac.Name, err)
+	}
+	return id.resolver.Store(ac.Subject, tok)
+}
+
+// ServerOptions returns the operator-mode settings for nats-server.
+func (id *Identity) ServerOptions(opts *server.Options) error {
+	oc := jwt.NewOperatorClaims(pub(id.operator))
+	oc.Name = "keyflow"
+	oc.SystemAccount = pub(id.system)
+	tok, err := oc.Encode(id.operator)
+	if err != nil {
+		return fmt.Errorf("failed to sign operator: %w", err)
+	}
+	claims, err := jwt.DecodeOperatorClaims(tok)
+	if err != nil {
+		return fmt.Errorf("failed to decode operator: %w", err)
+	}
+	opts.TrustedOperators = []*jwt.OperatorClaims{claims}
+	opts.SystemAccount = pub(id.system)
+	opts.AccountResolver = id.resolver
+	return nil
+}
+
+// AddTenant creates a tenant account (idempotent) and returns its public key.
+// New accounts are picked up by the server on first use.
+func (id *Identity) AddTenant(name string) (string, error) {
+	id.mu.Lock()
+	defer id.mu.Unlock()
+	if kp, ok := id.tenants[name]; ok {
+		return pub(kp), nil
+	}
+	if name == SystemAccountName || name == ServiceAccountName {
+		return "", fmt.Errorf("natsauth: %q is a reserved name", name)
+	}
+	kp, err := nkeys.CreateAccount()
+	if err != nil {
+		return "", fmt.Errorf("failed to create tenant key: %w", err)
+	}
+	id.tenants[name] = kp
+	if err := id.store(id.tenantClaims(name, kp)); err != nil {
+		return "", err
+	}
+	if err := id.save(); err != nil {
+		return "", err
+	}
+	return pub(kp), nil
+}
+
+// Tenants lists tenant names, sorted.
+func (id *Identity) Tenants() []string {
+	id.mu.Lock()
+	defer id.mu.Unlock()
+	out := make([]string, 0, len(id.tenants))
+	for n := range id.tenants {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// TenantOf maps an account public key (as found in Nats-Request-Info) to a
+// tenant name.
+func (id *Identity) TenantOf(account string) (string, error) {
+	id.mu.Lock()
+	defer id.mu.Unlock()
+	for name, kp := range id.tenants {
+		if pub(kp) == account {
+			return name, nil
+		}
+	}
+	return "", ErrUnknownTenant
+}
+
+// UserCreds issues a creds file (user JWT + seed) for a principal of a
+// tenant. The user may publish only to its tenant's service subjects and
+// receive only replies.
+func (id *Identity) UserCreds(tenant, principal string) ([]byte, error) {
+	id.mu.Lock()
+	kp, ok := id.tenants[tenant]
+	id.mu.Unlock()
+	if !ok {
+		return nil, fmt.Errorf("%w: %s", ErrUnknownTenant, tenant)
+	}
+	return issueUser(kp, principal, func(uc *jwt.UserClaims) {
+		uc.Pub.Allow.Add(ServiceSubjectPrefix + "." + tenant + ".>")
+		uc.Sub.Allow.Add("_INBOX.>")
+		// Lets the CLI find its tenant without a flag. It is a
+		// convenience only: the worker trusts the account, not the tag.
+		uc.Tags.Add("keyflow_tenant:" + tenant)
+	})
+}
+
+// ServiceCreds issues a creds file for a keyflow worker in the KF account.
+func (id *Identity) ServiceCreds(name string) ([]byte, error) {
+	return issueUser(id.service, name, nil)
+}
+
+func issueUser(account nkeys.KeyPair, name string, restrict func(*jwt.UserClaims)) ([]byte, error) {
+	ukp, err := nkeys.CreateUser()
+	if err != nil {
+		return nil, fmt.Errorf("failed to create user key: %w", err)
+	}
+	uc := jwt.NewUserClaims(pub(ukp))
+	uc.Name = name
+	uc.IssuerAccount = ""
+	if restrict != nil {
+		restrict(uc)
+	}
+	tok, err := uc.Encode(account)
+	if err != nil {
+		return nil, fmt.Errorf("failed to sign user: %w", err)
+	}
+	seed, err := ukp.Seed()
+	if err != nil {
+		return nil, fmt.Errorf("failed to read user seed: %w", err)
+	}
+	return jwt.FormatUserConfig(tok, seed)
+}
+
+// RequestInfo is the part of the server's Nats-Request-Info header keyflow
+// uses.
+type RequestInfo struct {
+	Account string `json:"acc"`
+	User    string `json:"user"`
+	Name    string `json:"name"`
+}
+
+// ErrNoIdentity is returned when a request carries no server-stamped
+// identity (it did not come through a tenant's service import).
+var ErrNoIdentity = errors.New("natsauth: request carries no server-vouched identity")
+
+// ParseRequestInfo decodes the Nats-Request-Info header value.
+func ParseRequestInfo(v string) (RequestInfo, error) {
+	if v == "" {
+		return RequestInfo{}, ErrNoIdentity
+	}
+	var ri RequestInfo
+	if err := json.Unmarshal([]byte(v), &ri); err != nil || ri.Account == "" {
+		return RequestInfo{}, ErrNoIdentity
+	}
+	return ri, nil
+}
+
+// RequestInfoHeader is the header name the server stamps.
+const RequestInfoHeader = server.ClientInfoHdr
+
+// CredsOption turns creds file contents into a nats.go connect option,
+// without writing them to disk.
+func CredsOption(creds []byte) (nats.Option, error) {
+	tok, err := jwt.ParseDecoratedJWT(creds)
+	if err != nil {
+		return nil, fmt.Errorf("failed to parse creds: %w", err)
+	}
+	kp, err := jwt.ParseDecoratedNKey(creds)
+	if err != nil {
+		return nil, fmt.Errorf("failed to parse creds: %w", err)
+	}
+	seed, err := kp.Seed()
+	if err != nil {
+		return nil, fmt.Errorf("failed to parse creds: %w", err)
+	}
+	return nats.UserJWTAndSeed(tok, string(seed)), nil
+}

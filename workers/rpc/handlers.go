@@ -1,0 +1,162 @@
+package rpc
+
+import (
+	"context"
+	"time"
+
+	"github.com/keyflow/keyflow/events/jsaudit"
+	"github.com/keyflow/keyflow/kms"
+	"github.com/keyflow/keyflow/workers/api"
+)
+
+// rejectWith records a refused request (malformed body and the like) and
+// returns the error for the reply.
+func (s *Server) rejectWith(ctx context.Context, c kms.Caller, op string, err error) error {
+	return s.cfg.KMS.Reject(ctx, c, op, err)
+}
+
+func (s *Server) encrypt(ctx context.Context, c kms.Caller, body []byte) (any, error) {
+	var req api.EncryptRequest
+	if err := decode(body, &req); err != nil {
+		return nil, s.rejectWith(ctx, c, api.OpEncrypt, err)
+	}
+	defer clear(req.Plaintext)
+	res, err := s.cfg.KMS.Encrypt(ctx, c, kms.EncryptParams{KeyRef: req.KeyID, Plaintext: req.Plaintext, Context: req.EncryptionContext})
+	if err != nil {
+		return nil, err
+	}
+	return api.EncryptReply{KeyID: res.KeyID, KeyVersion: res.KeyVersion, CiphertextBlob: res.Ciphertext}, nil
+}
+
+func (s *Server) decrypt(ctx context.Context, c kms.Caller, body []byte) (any, error) {
+	var req api.DecryptRequest
+	if err := decode(body, &req); err != nil {
+		return nil, s.rejectWith(ctx, c, api.OpDecrypt, err)
+	}
+	res, err := s.cfg.KMS.Decrypt(ctx, c, kms.DecryptParams{KeyRef: req.KeyID, Ciphertext: req.CiphertextBlob, Context: req.EncryptionContext})
+	if err != nil {
+		return nil, err
+	}
+	return api.DecryptReply{KeyID: res.KeyID, KeyVersion: res.KeyVersion, Plaintext: res.Plaintext}, nil
+}
+
+func (s *Server) dataKey(ctx context.Context, c kms.Caller, body []byte) (any, error) {
+	var req api.DataKeyRequest
+	if err := decode(body, &req); err != nil {
+		return nil, s.rejectWith(ctx, c, api.OpDataKey, err)
+	}
+	res, err := s.cfg.KMS.GenerateDataKey(ctx, c, kms.GenerateDataKeyParams{KeyRef: req.KeyID, NumberOfBytes: req.NumberOfBytes, Context: req.EncryptionContext})
+	if err != nil {
+		return nil, err
+	}
+	return api.DataKeyReply{KeyID: res.KeyID, KeyVersion: res.KeyVersion, Plaintext: res.Plaintext, CiphertextBlob: res.CiphertextBlob}, nil
+}
+
+func (s *Server) createKey(ctx context.Context, c kms.Caller, body []byte) (any, error) {
+	var req api.CreateKeyRequest
+	if err := decode(body, &req); err != nil {
+		return nil, s.rejectWith(ctx, c, api.OpKeyCreate, err)
+	}
+	k, err := s.cfg.KMS.CreateKey(ctx, c, kms.CreateKeyParams{
+		Alias: req.Alias, Description: req.Description,
+		Spec: kms.KeySpec(req.KeySpec), Usage: kms.KeyUsage(req.KeyUsage),
+	})
+	if err != nil {
+		return nil, err
+	}
+	return Metadata(k), nil
+}
+
+func (s *Server) describeKey(ctx context.Context, c kms.Caller, body []byte) (any, error) {
+	var req api.KeyRequest
+	if err := decode(body, &req); err != nil {
+		return nil, s.rejectWith(ctx, c, api.OpKeyDescribe, err)
+	}
+	k, err := s.cfg.KMS.DescribeKey(ctx, c, req.KeyID)
+	if err != nil {
+		return nil, err
+	}
+	return Metadata(k), nil
+}
+
+func (s *Server) listKeys(ctx context.Context, c kms.Caller, body []byte) (any, error) {
+	var req struct{}
+	if err := decode(body, &req); err != nil {
+		return nil, s.rejectWith(ctx, c, api.OpKeyList, err)
+	}
+	keys, err := s.cfg.KMS.ListKeys(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	out := api.ListKeysReply{Keys: make([]api.KeyMetadata, 0, len(keys))}
+	for _, k := range keys {
+		out.Keys = append(out.Keys, Metadata(k))
+	}
+	return out, nil
+}
+
+func (s *Server) rotateKey(ctx context.Context, c kms.Caller, body []byte) (any, error) {
+	var req api.KeyRequest
+	if err := decode(body, &req); err != nil {
+		return nil, s.rejectWith(ctx, c, api.OpKeyRotate, err)
+	}
+	keyID, err := s.cfg.KMS.RequestRotation(ctx, c, req.KeyID)
+	if err != nil {
+		return nil, err
+	}
+	if s.cfg.Rotator == nil {
+		return nil, &kms.Error{Code: kms.CodeInternal, Message: "rotation is not available on this worker"}
+	}
+	res, err := s.cfg.Rotator.Rotate(ctx, c, keyID)
+	if err != nil {
+		return nil, err
+	}
+	return api.RotateKeyReply{KeyID: res.KeyID, PreviousVersion: res.PreviousVersion, NewVersion: res.NewVersion, WorkflowID: res.WorkflowID}, nil
+}
+
+func (s *Server) auditTail(ctx context.Context, c kms.Caller, body []byte) (any, error) {
+	var req api.AuditTailRequest
+	if err := decode(body, &req); err != nil {
+		return nil, s.rejectWith(ctx, c, api.OpAuditTail, err)
+	}
+	if s.cfg.JS == nil {
+		return nil, &kms.Error{Code: kms.CodeInternal, Message: "audit reading is not available on this worker"}
+	}
+	wait := time.Duration(req.WaitMillis) * time.Millisecond
+	if wait > 10*time.Second {
+		wait = 10 * time.Second
+	}
+	// Reading the trail is itself audited, but only the first page of a
+	// follow, to keep a tail from flooding the stream with its own reads.
+	if req.AfterSeq == 0 {
+		if err := s.cfg.KMS.RecordAuditRead(ctx, c); err != nil {
+			return nil, err
+		}
+	}
+	evs, err := jsaudit.Read(ctx, s.cfg.JS, jsaudit.ReadParams{Tenant: c.Tenant, AfterSeq: req.AfterSeq, Limit: req.Limit, Wait: wait})
+	if err != nil {
+		return nil, &kms.Error{Code: kms.CodeInternal, Message: "failed to read the audit trail"}
+	}
+	out := api.AuditTailReply{Events: make([]api.AuditEvent, 0, len(evs))}
+	for _, e := range evs {
+		out.Events = append(out.Events, api.AuditEvent{Seq: e.Seq, Event: e.Event})
+	}
+	return out, nil
+}
+
+// Metadata converts a domain key to its wire form.
+func Metadata(k *kms.Key) api.KeyMetadata {
+	m := api.KeyMetadata{
+		KeyID: k.ID, Arn: k.ResourceName(), Alias: k.Alias, Description: k.Description,
+		KeySpec: string(k.Spec), KeyUsage: string(k.Usage), KeyState: string(k.State),
+		CreationDate: k.CreatedAt, CreatedBy: k.CreatedBy, PrimaryVersion: k.PrimaryVersion,
+	}
+	if !k.RotatedAt.IsZero() {
+		t := k.RotatedAt
+		m.LastRotationDate = &t
+	}
+	for _, v := range k.Versions {
+		m.Versions = append(m.Versions, api.KeyVersion{Version: v.Number, State: string(v.State), Algorithm: string(v.Algorithm), CreationDate: v.CreatedAt})
+	}
+	return m
+}

@@ -1,0 +1,287 @@
+// Package rpc serves keyflow's NATS API: the crypto service (data plane) and
+// the admin service (control plane), as nats.go micro services in queue
+// groups, so any number of workers share the load.
+//
+// Each handler is thin. It establishes the caller from the server-stamped
+// Nats-Request-Info header (never from the body), decodes the request
+// strictly, calls the domain (package kms), and replies. micro runs one
+// handler at a time per endpoint, so requests are handed to a bounded pool
+// of goroutines; when the pool is busy, the subscription backs up in NATS
+// rather than spawning without limit.
+package rpc
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
+	"github.com/nats-io/nuid"
+
+	"github.com/keyflow/keyflow/kms"
+	"github.com/keyflow/keyflow/workers/api"
+	"github.com/keyflow/keyflow/workers/natsauth"
+)
+
+// TenantResolver maps the account the NATS server vouched for to a tenant.
+type TenantResolver interface {
+	TenantOf(account string) (string, error)
+}
+
+// Rotator runs a key rotation to completion (the Temporal workflow, in
+// production) and reports the versions.
+type Rotator interface {
+	Rotate(ctx context.Context, c kms.Caller, keyID string) (*RotateResult, error)
+}
+
+// RotateResult is what a finished rotation reports.
+type RotateResult struct {
+	KeyID           string
+	PreviousVersion uint32
+	NewVersion      uint32
+	WorkflowID      string
+}
+
+// Config wires a Server.
+type Config struct {
+	Conn    *nats.Conn
+	KMS     *kms.Service
+	Tenants TenantResolver
+	Rotator Rotator             // nil: rotate answers KMSInternalException
+	JS      jetstream.JetStream // for audit tail
+	// Workers is the size of the handler pool (default 64).
+	Workers int
+	// Timeout bounds each request (default 30s).
+	Timeout time.Duration
+	Logger  *slog.Logger
+	Version string // service version, semver
+}
+
+// Server is a running set of keyflow services.
+type Server struct {
+	cfg      Config
+	jobs     chan job
+	wg       sync.WaitGroup
+	services []micro.Service
+	stopOnce sync.Once
+}
+
+type job struct {
+	op  string
+	req micro.Request
+	fn  handlerFunc
+}
+
+// handlerFunc handles one decoded request for an established caller.
+type handlerFunc func(ctx context.Context, c kms.Caller, body []byte) (any, error)
+
+// Start registers the services and starts the pool.
+func Start(cfg Config) (*Server, error) {
+	if cfg.Conn == nil || cfg.KMS == nil || cfg.Tenants == nil {
+		return nil, errors.New("rpc: Conn, KMS and Tenants are required")
+	}
+	if cfg.Workers <= 0 {
+		cfg.Workers = 64
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 30 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Version == "" {
+		cfg.Version = "0.1.0"
+	}
+	s := &Server{cfg: cfg, jobs: make(chan job, cfg.Workers)}
+	for range cfg.Workers {
+		s.wg.Add(1)
+		go s.loop()
+	}
+	groups := []struct {
+		name  string
+		group string
+		ops   map[string]handlerFunc
+	}{
+		{"keyflow-crypto", "crypto", map[string]handlerFunc{
+			"encrypt": s.encrypt, "decrypt": s.decrypt, "datakey": s.dataKey,
+		}},
+		{"keyflow-admin", "keys", map[string]handlerFunc{
+			"create": s.createKey, "describe": s.describeKey, "list": s.listKeys, "rotate": s.rotateKey,
+		}},
+		{"keyflow-audit", "audit", map[string]handlerFunc{
+			"tail": s.auditTail,
+		}},
+	}
+	for _, g := range groups {
+		svc, err := micro.AddService(cfg.Conn, micro.Config{
+			Name: g.name, Version: cfg.Version, QueueGroup: g.name,
+			Description: "keyflow " + g.group + " API",
+		})
+		if err != nil {
+			s.Stop()
+			return nil, fmt.Errorf("failed to start service %s: %w", g.name, err)
+		}
+		s.services = append(s.services, svc)
+		grp := svc.AddGroup("kf." + api.Version + ".*." + g.group)
+		for name, fn := range g.ops {
+			op := g.group + "." + name
+			if err := grp.AddEndpoint(name, s.dispatch(op, fn)); err != nil {
+				s.Stop()
+				return nil, fmt.Errorf("failed to add endpoint %s: %w", op, err)
+			}
+		}
+	}
+	// Subscriptions must reach the server before anyone sends, or early
+	// requests see "no responders".
+	if err := cfg.Conn.Flush(); err != nil {
+		s.Stop()
+		return nil, fmt.Errorf("failed to flush subscriptions: %w", err)
+	}
+	return s, nil
+}
+
+// Stop drains the services and waits for in-flight requests.
+func (s *Server) Stop() {
+	s.stopOnce.Do(func() {
+		for _, svc := range s.services {
+			_ = svc.Stop()
+		}
+		close(s.jobs)
+		s.wg.Wait()
+	})
+}
+
+func (s *Server) dispatch(op string, fn handlerFunc) micro.Handler {
+	return micro.HandlerFunc(func(r micro.Request) {
+		// Blocking here is the back-pressure: NATS buffers the rest.
+		s.jobs <- job{op: op, req: r, fn: fn}
+	})
+}
+
+func (s *Server) loop() {
+	defer s.wg.Done()
+	for j := range s.jobs {
+		s.serve(j)
+	}
+}
+
+func (s *Server) serve(j job) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timeout)
+	defer cancel()
+	defer func() {
+		// A bug in one handler must not take the worker down.
+		if p := recover(); p != nil {
+			s.cfg.Logger.Error("handler panic", "op", j.op, "panic", fmt.Sprint(p))
+			s.replyError(j.req, "", kms.ErrInternal)
+		}
+	}()
+	reqID := j.req.Headers().Get(api.HeaderRequestID)
+	if reqID == "" || len(reqID) > 128 {
+		reqID = nuid.Next()
+	}
+	c, err := s.caller(j.req, reqID)
+	if err != nil {
+		s.replyError(j.req, reqID, s.cfg.KMS.Reject(ctx, c, j.op, err))
+		return
+	}
+	out, err := j.fn(ctx, c, j.req.Data())
+	if err != nil {
+		s.replyError(j.req, reqID, err)
+		return
+	}
+	b, err := json.Marshal(out)
+	if err != nil {
+		s.replyError(j.req, reqID, kms.ErrInternal)
+		return
+	}
+	if err := j.req.Respond(b, micro.WithHeaders(micro.Headers{api.HeaderRequestID: []string{reqID}})); err != nil {
+		s.cfg.Logger.Warn("failed to reply", "op", j.op, "err", err)
+	}
+	// The reply may hold plaintext; the NATS client copied it already.
+	clear(b)
+}
+
+// caller establishes who is asking from the server-vouched identity. The
+// tenant in the subject must be the caller's own.
+func (s *Server) caller(r micro.Request, reqID string) (kms.Caller, error) {
+	c := kms.Caller{RequestID: reqID}
+	parts := strings.Split(r.Subject(), ".")
+	if len(parts) < 4 {
+		return c, &kms.Error{Code: kms.CodeValidation, Message: "malformed subject"}
+	}
+	subjectTenant := parts[2]
+	ri, err := natsauth.ParseRequestInfo(r.Headers().Get(natsauth.RequestInfoHeader))
+	if err != nil {
+		c.Tenant = subjectTenant
+		return c, &kms.Error{Code: kms.CodeAccessDenied, Message: "the request did not come through a tenant account"}
+	}
+	tenant, err := s.cfg.Tenants.TenantOf(ri.Account)
+	if err != nil {
+		c.Tenant = subjectTenant
+		return c, &kms.Error{Code: kms.CodeAccessDenied, Message: "the caller's account is not a keyflow tenant"}
+	}
+	c.Tenant = tenant
+	c.Principal = ri.Name
+	if c.Principal == "" {
+		c.Principal = ri.User
+	}
+	if subjectTenant != tenant {
+		return c, &kms.Error{Code: kms.CodeAccessDenied, Message: "the subject names another tenant"}
+	}
+	return c, nil
+}
+
+func (s *Server) replyError(r micro.Request, reqID string, err error) {
+	body := api.ErrorReply{Error: api.ErrorBody{
+		Code: string(kms.CodeOf(err)), Message: kms.PublicMessage(err), RequestID: reqID,
+	}}
+	b, _ := json.Marshal(body)
+	if rerr := r.Error(body.Error.Code, body.Error.Message, b,
+		micro.WithHeaders(micro.Headers{api.HeaderRequestID: []string{reqID}})); rerr != nil {
+		s.cfg.Logger.Warn("failed to reply", "err", rerr)
+	}
+}
+
+// decode parses a request strictly: unknown fields and trailing data are
+// refused, so a typo in a field name is an error and not a silent default.
+func decode(body []byte, v any) error {
+	if len(bytes.TrimSpace(body)) == 0 {
+		body = []byte("{}")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return &kms.Error{Code: kms.CodeValidation, Message: "malformed request: " + jsonProblem(err)}
+	}
+	if dec.More() {
+		return &kms.Error{Code: kms.CodeValidation, Message: "malformed request: trailing data after the JSON object"}
+	}
+	return nil
+}
+
+// jsonProblem describes a decoding error without echoing request content
+// (which may be plaintext).
+func jsonProblem(err error) string {
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &se):
+		return fmt.Sprintf("invalid JSON at byte %d", se.Offset)
+	case errors.As(err, &te):
+		return fmt.Sprintf("field %q has the wrong type (want %s)", te.Field, te.Type)
+	case strings.HasPrefix(err.Error(), "json: unknown field"):
+		return strings.TrimPrefix(err.Error(), "json: ")
+	case strings.Contains(err.Error(), "illegal base64"):
+		return "a binary field is not valid base64"
+	default:
+		return "invalid JSON"
+	}
+}

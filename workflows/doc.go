@@ -1,0 +1,19 @@
+// Package workflows runs keyflow's long-lived lifecycle steps as Temporal
+// workflows: today, key rotation; the lifecycle work adds archival,
+// recovery, scheduled destruction, approvals and migrations.
+//
+// Rules every workflow here keeps:
+//
+//   - Workflow code is deterministic: workflow.Now and workflow.Sleep, never
+//     time.Now, rand, goroutines or map iteration. `go tool task lint` runs
+//     Temporal's workflowcheck analyzer over this package.
+//   - Inputs and results carry key IDs, version numbers and principals,
+//     never key material or plaintext, so nothing secret enters the
+//     workflow history.
+//   - Activities are methods on [Activities], thin calls into the domain
+//     (package kms), and idempotent: each looks before it creates, and a
+//     retried activity re-emits its audit event under the same event ID,
+//     which the audit stream deduplicates.
+//   - Validation failures are non-retryable application errors whose type
+//     is the keyflow error code.
+package workflows

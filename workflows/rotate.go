@@ -1,0 +1,173 @@
+package workflows
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/keyflow/keyflow/kms"
+)
+
+// TaskQueue is the lifecycle workers' task queue.
+const TaskQueue = "keyflow-lifecycle"
+
+// RotateKeyParams start a rotation. No material: IDs and the requester only.
+type RotateKeyParams struct {
+	Tenant    string
+	KeyID     string
+	Principal string
+	RequestID string
+}
+
+// RotateKeyResult reports the versions before and after.
+type RotateKeyResult struct {
+	KeyID           string
+	PreviousVersion uint32
+	NewVersion      uint32
+}
+
+// RotateKeyWorkflow creates the key's next version and makes it primary.
+// Old versions keep decrypting. Each step is an idempotent activity, so the
+// workflow can be retried or replayed after a crash at any point.
+func RotateKeyWorkflow(ctx workflow.Context, p RotateKeyParams) (*RotateKeyResult, error) {
+	ctx = workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		StartToCloseTimeout: 30 * time.Second,
+		RetryPolicy: &temporal.RetryPolicy{
+			InitialInterval:    200 * time.Millisecond,
+			BackoffCoefficient: 2,
+			MaximumInterval:    10 * time.Second,
+			MaximumAttempts:    20,
+		},
+	})
+	var a *Activities
+	var next uint32
+	if err := workflow.ExecuteActivity(ctx, a.NextVersion, KeyStep{Tenant: p.Tenant, KeyID: p.KeyID, Principal: p.Principal, RequestID: p.RequestID}).Get(ctx, &next); err != nil {
+		return nil, err
+	}
+	step := KeyStep{Tenant: p.Tenant, KeyID: p.KeyID, Principal: p.Principal, RequestID: p.RequestID, Version: next}
+	if err := workflow.ExecuteActivity(ctx, a.CreateVersion, step).Get(ctx, nil); err != nil {
+		return nil, err
+	}
+	var prev uint32
+	if err := workflow.ExecuteActivity(ctx, a.SetPrimaryVersion, step).Get(ctx, &prev); err != nil {
+		return nil, err
+	}
+	return &RotateKeyResult{KeyID: p.KeyID, PreviousVersion: prev, NewVersion: next}, nil
+}
+
+// KeyStep is the input of a per-key activity.
+type KeyStep struct {
+	Tenant    string
+	KeyID     string
+	Principal string
+	RequestID string
+	Version   uint32
+}
+
+// Activities are the lifecycle activities. Register a value with its KMS
+// set; workflows reference the methods through a nil *Activities.
+type Activities struct {
+	KMS *kms.Service
+}
+
+// caller builds the domain caller for an activity. The idempotency key is
+// the workflow run and activity ID, stable across retries of this activity,
+// so the audit record of a retried step is deduplicated.
+func caller(ctx context.Context, s KeyStep) kms.Caller {
+	info := activity.GetInfo(ctx)
+	return kms.Caller{
+		Tenant: s.Tenant, Principal: s.Principal, RequestID: s.RequestID,
+		IdempotencyKey: info.WorkflowExecution.ID + "/" + info.WorkflowExecution.RunID + "/" + info.ActivityID,
+	}
+}
+
+// NextVersion returns the number the new version will have.
+func (a *Activities) NextVersion(ctx context.Context, s KeyStep) (uint32, error) {
+	n, err := a.KMS.NextVersion(ctx, caller(ctx, s), s.KeyID)
+	return n, activityError(err)
+}
+
+// CreateVersion creates version s.Version (a no-op if it exists).
+func (a *Activities) CreateVersion(ctx context.Context, s KeyStep) error {
+	_, err := a.KMS.CreateVersion(ctx, caller(ctx, s), kms.CreateVersionParams{KeyID: s.KeyID, Version: s.Version})
+	return activityError(err)
+}
+
+// SetPrimaryVersion makes s.Version primary and returns the previous one.
+func (a *Activities) SetPrimaryVersion(ctx context.Context, s KeyStep) (uint32, error) {
+	res, err := a.KMS.SetPrimaryVersion(ctx, caller(ctx, s), kms.SetPrimaryParams{KeyID: s.KeyID, Version: s.Version})
+	if err != nil {
+		return 0, activityError(err)
+	}
+	return res.PreviousPrimary, nil
+}
+
+// activityError turns a domain error into a Temporal application error whose
+// type is the stable code. Errors a retry cannot fix are non-retryable. Only
+// the public message goes into history.
+func activityError(err error) error {
+	if err == nil {
+		return nil
+	}
+	code := kms.CodeOf(err)
+	switch code {
+	case kms.CodeInternal, kms.CodeAuditUnavailable:
+		return temporal.NewApplicationError(kms.PublicMessage(err), string(code))
+	default:
+		return temporal.NewNonRetryableApplicationError(kms.PublicMessage(err), string(code), nil)
+	}
+}
+
+// DomainError turns a workflow failure back into a keyflow error.
+func DomainError(err error) error {
+	if err == nil {
+		return nil
+	}
+	var app *temporal.ApplicationError
+	if errors.As(err, &app) && app.Type() != "" {
+		return &kms.Error{Code: kms.Code(app.Type()), Message: app.Message()}
+	}
+	return &kms.Error{Code: kms.CodeInternal, Message: "the lifecycle workflow failed"}
+}
+
+// Register registers every workflow and activity on a worker.
+func Register(r interface {
+	RegisterWorkflow(any)
+	RegisterActivity(any)
+}, a *Activities) {
+	r.RegisterWorkflow(RotateKeyWorkflow)
+	r.RegisterActivity(a)
+}
+
+// Client starts lifecycle workflows.
+type Client struct {
+	Temporal client.Client
+}
+
+// RotateKeyWorkflowID is one rotation per key at a time: a second request
+// while one runs joins it instead of racing it.
+func RotateKeyWorkflowID(tenant, keyID string) string { return "rotate/" + tenant + "/" + keyID }
+
+// RotateKey runs a rotation and waits for it.
+func (c *Client) RotateKey(ctx context.Context, p RotateKeyParams) (*RotateKeyResult, string, error) {
+	id := RotateKeyWorkflowID(p.Tenant, p.KeyID)
+	run, err := c.Temporal.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
+		ID:                       id,
+		TaskQueue:                TaskQueue,
+		WorkflowExecutionTimeout: 10 * time.Minute,
+	}, RotateKeyWorkflow, p)
+	if err != nil {
+		return nil, id, fmt.Errorf("failed to start rotation: %w", err)
+	}
+	var res RotateKeyResult
+	if err := run.Get(ctx, &res); err != nil {
+		return nil, id, DomainError(err)
+	}
+	return &res, id, nil
+}
