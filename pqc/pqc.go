@@ -20,8 +20,9 @@ const (
 	SLHDSASHA2128f = "SLH_DSA_SHA2_128F"
 )
 
-// Sentinel errors. Every error returned by this package wraps at most a few of
-// these; test for them with [errors.Is].
+// Sentinel errors, to test for with [errors.Is]. Every error from this
+// package wraps one of them, except a failure to read randomness (from the
+// caller's rand or crypto/rand), which is wrapped as it came.
 var (
 	// ErrUnknownAlgorithm means the name is not in the registry.
 	ErrUnknownAlgorithm = errors.New("unknown algorithm")
@@ -105,7 +106,10 @@ type Signer interface {
 	// context string).
 	Sign(priv, message []byte, opts SignOptions) ([]byte, error)
 	// Verify returns nil if sig is a valid signature of message under pub,
-	// and an error wrapping ErrVerification if it is not.
+	// and an error wrapping ErrVerification if it is not (also wrapping
+	// ErrInvalidInput if sig has the wrong length). A malformed public key
+	// or context gives ErrInvalidInput alone: that is the caller's mistake,
+	// not a bad signature.
 	Verify(pub, message, sig []byte, opts SignOptions) error
 }
 

@@ -238,6 +238,10 @@ func testSigner(t *testing.T, s pqc.Signer) {
 		t.Error("GenerateKey(seed reader) and DeriveKey(seed) differ")
 	}
 
+	if _, _, err := s.GenerateKey(bytes.NewReader(seed[:1])); err == nil {
+		t.Error("GenerateKey with a short reader succeeded")
+	}
+
 	msg := []byte("keyflow audit digest")
 	sig, err := s.Sign(priv, msg, pqc.SignOptions{})
 	if err != nil {

@@ -98,9 +98,6 @@ func (s *mldsaSigner) DeriveKey(seed []byte) (pub, priv []byte, err error) {
 }
 
 func (s *mldsaSigner) Sign(priv, message []byte, opts SignOptions) ([]byte, error) {
-	if err := checkSignOptions(s.name, "sign", opts); err != nil {
-		return nil, err
-	}
 	if len(priv) != s.PrivateKeySize() {
 		return nil, fmt.Errorf("pqc: failed to sign with %s: private key is %d bytes, want %d: %w",
 			s.name, len(priv), s.PrivateKeySize(), ErrInvalidInput)

@@ -76,14 +76,15 @@ type Activities struct {
 	KMS *kms.Service
 }
 
-// caller builds the domain caller for an activity. The idempotency key is
-// the workflow run and activity ID, stable across retries of this activity,
-// so the audit record of a retried step is deduplicated.
+// caller builds the domain caller for an activity. The idempotency key names
+// the fact the step establishes (this version of this key, this step), not
+// the attempt, so a retried or re-run step re-emits the same event ID and
+// the audit stream keeps one record.
 func caller(ctx context.Context, s KeyStep) kms.Caller {
 	info := activity.GetInfo(ctx)
 	return kms.Caller{
 		Tenant: s.Tenant, Principal: s.Principal, RequestID: s.RequestID,
-		IdempotencyKey: info.WorkflowExecution.ID + "/" + info.WorkflowExecution.RunID + "/" + info.ActivityID,
+		IdempotencyKey: fmt.Sprintf("%s/%s/v%d/%s", s.Tenant, s.KeyID, s.Version, info.ActivityType.Name),
 	}
 }
 
@@ -133,7 +134,7 @@ func DomainError(err error) error {
 	if errors.As(err, &app) && app.Type() != "" {
 		return &kms.Error{Code: kms.Code(app.Type()), Message: app.Message()}
 	}
-	return &kms.Error{Code: kms.CodeInternal, Message: "the lifecycle workflow failed"}
+	return fmt.Errorf("the lifecycle workflow failed: %w", err)
 }
 
 // Register registers every workflow and activity on a worker.

@@ -188,7 +188,7 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 
 	if st.rpc, err = rpc.Start(rpc.Config{
 		Conn: st.nc, KMS: st.KMS, Tenants: st.Identity, JS: js, Logger: cfg.Logger,
-		Rotator: rotator{&workflows.Client{Temporal: st.tc}}, Workers: cfg.Workers,
+		Rotator: rotator{&workflows.Client{Temporal: st.tc}, cfg.Logger}, Workers: cfg.Workers,
 	}); err != nil {
 		return st, err
 	}
@@ -276,7 +276,10 @@ func randomPIN() string {
 }
 
 // rotator adapts the workflow client to the services' Rotator.
-type rotator struct{ c *workflows.Client }
+type rotator struct {
+	c   *workflows.Client
+	log *slog.Logger
+}
 
 func (r rotator) Rotate(ctx context.Context, c kms.Caller, keyID string) (*rpc.RotateResult, error) {
 	res, id, err := r.c.RotateKey(ctx, workflows.RotateKeyParams{Tenant: c.Tenant, KeyID: keyID, Principal: c.Principal, RequestID: c.RequestID})
@@ -285,6 +288,7 @@ func (r rotator) Rotate(ctx context.Context, c kms.Caller, keyID string) (*rpc.R
 		if errors.As(err, &ke) {
 			return nil, ke
 		}
+		r.log.Error("rotation workflow failed", "key", kms.ResourceName(c.Tenant, keyID), "err", err)
 		return nil, &kms.Error{Code: kms.CodeInternal, Message: "failed to run the rotation workflow"}
 	}
 	return &rpc.RotateResult{KeyID: res.KeyID, PreviousVersion: res.PreviousVersion, NewVersion: res.NewVersion, WorkflowID: id}, nil

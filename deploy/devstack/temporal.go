@@ -19,7 +19,9 @@ import (
 	"go.temporal.io/server/common/cluster"
 	"go.temporal.io/server/common/config"
 	tlog "go.temporal.io/server/common/log"
+	"go.temporal.io/server/common/membership/static"
 	sqliteplugin "go.temporal.io/server/common/persistence/sql/sqlplugin/sqlite"
+	"go.temporal.io/server/common/primitives"
 	"go.temporal.io/server/schema/sqlite"
 	"go.temporal.io/server/temporal"
 	"go.uber.org/zap"
@@ -55,7 +57,7 @@ type Temporal struct {
 	srv       temporal.Server
 	hostPort  string
 	namespace string
-	logFile   *os.File
+	logFile   *temporalLogWriter
 	logger    *zap.Logger
 
 	stopOnce sync.Once
@@ -90,12 +92,13 @@ func StartTemporal(ctx context.Context, cfg TemporalConfig) (*Temporal, error) {
 		return nil, err
 	}
 
-	logFile, err := os.OpenFile(cfg.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	f, err := os.OpenFile(cfg.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("failed to open temporal log file: %w", err)
 	}
+	logFile := &temporalLogWriter{f: f}
 	zl := zap.New(
-		zapcore.NewCore(zapcore.NewJSONEncoder(tlog.DefaultZapEncoderConfig), zapcore.AddSync(logFile), zap.InfoLevel),
+		zapcore.NewCore(zapcore.NewJSONEncoder(tlog.DefaultZapEncoderConfig), logFile, zap.InfoLevel),
 		// The server calls logger.Fatal on e.g. a failed listen, which would
 		// os.Exit the whole dev stack with the reason only in the log file.
 		// Panicking instead lets us turn failures during start into errors.
@@ -136,7 +139,7 @@ func StartTemporal(ctx context.Context, cfg TemporalConfig) (*Temporal, error) {
 		return nil, fmt.Errorf("failed to create namespace %q: %w", cfg.Namespace, err)
 	}
 
-	serverCfg, err := temporalServerConfig(sqlCfg, addrs)
+	serverCfg, hosts, err := temporalServerConfig(sqlCfg, addrs)
 	if err != nil {
 		return nil, err
 	}
@@ -156,6 +159,7 @@ func StartTemporal(ctx context.Context, cfg TemporalConfig) (*Temporal, error) {
 		srv, err = temporal.NewServer(
 			temporal.WithConfig(serverCfg),
 			temporal.ForServices(temporal.DefaultServices),
+			temporal.WithStaticHosts(hosts),
 			temporal.WithLogger(logger),
 			temporal.WithAuthorizer(authorizer),
 			temporal.WithClaimMapper(func(*config.Config) authorization.ClaimMapper { return claimMapper }),
@@ -361,18 +365,25 @@ func temporalResolveAddrs(listenAddr string) (temporalAddrs, error) {
 	return a, nil
 }
 
-func temporalServerConfig(sqlCfg *config.SQL, addrs temporalAddrs) (*config.Config, error) {
-	// frontend membership + 3 services × (gRPC + membership)
-	ports, err := temporalFreePorts(addrs.internalIP, 7)
+func temporalServerConfig(sqlCfg *config.SQL, addrs temporalAddrs) (*config.Config, map[primitives.ServiceName]static.Hosts, error) {
+	// gRPC ports for history, matching and worker.
+	ports, err := temporalFreePorts(addrs.internalIP, 3)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	service := func(bindIP string, grpcPort, membershipPort int) config.Service {
-		return config.Service{RPC: config.RPC{
-			GRPCPort:       grpcPort,
-			MembershipPort: membershipPort,
-			BindOnIP:       bindIP,
-		}}
+	service := func(bindIP string, grpcPort int) config.Service {
+		return config.Service{RPC: config.RPC{GRPCPort: grpcPort, BindOnIP: bindIP}}
+	}
+	internal := func(port int) string { return net.JoinHostPort(addrs.internalIP, strconv.Itoa(port)) }
+	// Static membership instead of ringpop: this is always a single node, and
+	// ringpop bootstraps from the previous run's rows in cluster_membership,
+	// which made the matching service's ring join time out (30 s+) after a
+	// quick restart, failing every task queue call with "Not enough hosts".
+	hosts := map[primitives.ServiceName]static.Hosts{
+		primitives.FrontendService: static.SingleLocalHost(addrs.dial),
+		primitives.HistoryService:  static.SingleLocalHost(internal(ports[0])),
+		primitives.MatchingService: static.SingleLocalHost(internal(ports[1])),
+		primitives.WorkerService:   static.SingleLocalHost(internal(ports[2])),
 	}
 
 	cfg := &config.Config{}
@@ -405,10 +416,10 @@ func temporalServerConfig(sqlCfg *config.SQL, addrs temporalAddrs) (*config.Conf
 	}
 	cfg.DCRedirectionPolicy = config.DCRedirectionPolicy{Policy: "noop"}
 	cfg.Services = map[string]config.Service{
-		"frontend": service(addrs.frontendBindIP, addrs.frontendPort, ports[0]),
-		"history":  service(addrs.internalIP, ports[1], ports[2]),
-		"matching": service(addrs.internalIP, ports[3], ports[4]),
-		"worker":   service(addrs.internalIP, ports[5], ports[6]),
+		string(primitives.FrontendService): service(addrs.frontendBindIP, addrs.frontendPort),
+		string(primitives.HistoryService):  service(addrs.internalIP, ports[0]),
+		string(primitives.MatchingService): service(addrs.internalIP, ports[1]),
+		string(primitives.WorkerService):   service(addrs.internalIP, ports[2]),
 	}
 	cfg.Archival = config.Archival{
 		History:    config.HistoryArchival{State: "disabled"},
@@ -423,7 +434,7 @@ func temporalServerConfig(sqlCfg *config.SQL, addrs temporalAddrs) (*config.Conf
 			Visibility: config.VisibilityArchivalNamespaceDefaults{State: "disabled"},
 		},
 	}
-	return cfg, nil
+	return cfg, hosts, nil
 }
 
 // temporalFreePorts holds all listeners open until every port is chosen, so
@@ -456,4 +467,40 @@ func temporalRecoverFatal(fn func() error) (err error) {
 		}
 	}()
 	return fn()
+}
+
+// temporalLogWriter drops writes once closed: some server goroutines outlive
+// Stop and keep logging, and zap would report each failed write on stderr.
+type temporalLogWriter struct {
+	mu     sync.Mutex
+	f      *os.File
+	closed bool
+}
+
+func (w *temporalLogWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		return len(p), nil
+	}
+	return w.f.Write(p)
+}
+
+func (w *temporalLogWriter) Sync() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		return nil
+	}
+	return w.f.Sync()
+}
+
+func (w *temporalLogWriter) Close() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		return nil
+	}
+	w.closed = true
+	return w.f.Close()
 }

@@ -1,10 +1,14 @@
 package devstack
 
 import (
+	"bufio"
 	"context"
 	"database/sql"
+	"fmt"
+	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -31,10 +35,15 @@ func temporalTestGreetWorkflow(ctx workflow.Context, name string) (string, error
 
 func startTestTemporal(t *testing.T, dataDir string) *Temporal {
 	t.Helper()
+	return startTestTemporalOn(t, dataDir, "127.0.0.1:0")
+}
+
+func startTestTemporalOn(t *testing.T, dataDir, listenAddr string) *Temporal {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
 	start := time.Now()
-	tmp, err := StartTemporal(ctx, TemporalConfig{DataDir: dataDir, ListenAddr: "127.0.0.1:0"})
+	tmp, err := StartTemporal(ctx, TemporalConfig{DataDir: dataDir, ListenAddr: listenAddr})
 	if err != nil {
 		t.Fatalf("StartTemporal: %v", err)
 	}
@@ -148,10 +157,108 @@ func assertJournalModeWAL(t *testing.T, dbPath string) {
 	}
 }
 
+const temporalChildDirEnv = "DEVSTACK_TEMPORAL_CHILD_DATA_DIR"
+
+// TestTemporalChildProcess is not a test: TestTemporalAcrossProcesses runs
+// the test binary with it to host the server in a separate process.
+func TestTemporalChildProcess(t *testing.T) {
+	dataDir := os.Getenv(temporalChildDirEnv)
+	if dataDir == "" {
+		t.Skip("helper for TestTemporalAcrossProcesses")
+	}
+	tmp, err := StartTemporal(t.Context(), TemporalConfig{DataDir: dataDir, ListenAddr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatalf("StartTemporal: %v", err)
+	}
+	fmt.Printf("DEVSTACK_HOSTPORT=%s\n", tmp.HostPort())
+	// Serve until the parent closes stdin (or kills us).
+	_, _ = io.Copy(io.Discard, os.Stdin)
+	if err := tmp.Stop(); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+}
+
+// TestTemporalAcrossProcesses is the dev stack's real life: the server runs in
+// one process, workers and clients in another, and the server process dies
+// without a clean Stop (SIGKILL) before the next one takes over the data dir.
+func TestTemporalAcrossProcesses(t *testing.T) {
+	dataDir := t.TempDir()
+
+	cmd := exec.Command(os.Args[0], "-test.run=^TestTemporalChildProcess$", "-test.count=1")
+	cmd.Env = append(os.Environ(), temporalChildDirEnv+"="+dataDir)
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stdin.Close()
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start child: %v", err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+
+	hostPortCh := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if hp, ok := strings.CutPrefix(sc.Text(), "DEVSTACK_HOSTPORT="); ok {
+				hostPortCh <- hp
+				break
+			}
+		}
+		_, _ = io.Copy(io.Discard, stdout)
+	}()
+	var hostPort string
+	select {
+	case hostPort = <-hostPortCh:
+	case <-time.After(2 * time.Minute):
+		t.Fatal("child did not report its host:port")
+	}
+	t.Logf("child process temporal up on %s, %s after exec", hostPort, time.Since(start))
+
+	// A Temporal value only for its client plumbing: the server is the child's.
+	remote := &Temporal{hostPort: hostPort, namespace: temporalDefaultNamespace}
+	runID := runGreet(t, remote, "devstack-xproc-1", "from another process")
+
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatalf("kill child: %v", err)
+	}
+	_ = cmd.Wait()
+
+	local := startTestTemporal(t, dataDir)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	c, err := local.NewClient(ctx)
+	if err != nil {
+		t.Fatalf("NewClient: %v", err)
+	}
+	defer c.Close()
+	desc, err := c.DescribeWorkflowExecution(ctx, "devstack-xproc-1", runID)
+	if err != nil {
+		t.Fatalf("DescribeWorkflowExecution after killed server: %v", err)
+	}
+	if st := desc.GetWorkflowExecutionInfo().GetStatus(); st != enumspb.WORKFLOW_EXECUTION_STATUS_COMPLETED {
+		t.Fatalf("workflow status after restart = %v, want COMPLETED", st)
+	}
+	runGreet(t, local, "devstack-xproc-2", "after the crash")
+}
+
 func TestTemporalSequentialStartsSameDataDir(t *testing.T) {
 	dataDir := filepath.Join(t.TempDir(), "nested", "data") // created if missing
+	listenAddr := "127.0.0.1:0"
 	for i := range 2 {
-		tmp := startTestTemporal(t, dataDir)
+		// The second start reuses the first one's port: a fixed ListenAddr
+		// (the dev stack's 7233) must be bindable again right after Stop.
+		tmp := startTestTemporalOn(t, dataDir, listenAddr)
+		listenAddr = tmp.HostPort()
 		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 		c, err := tmp.NewClient(ctx)
 		if err != nil {

@@ -4,8 +4,9 @@
 // # Opening a token
 //
 // A deployment names its token by label, never by slot number: SoftHSM
-// renumbers slots whenever a token is initialised, and real HSMs reorder
-// them across reboots.
+// numbers a slot from its token's serial number once the library is
+// reinitialised, so numbers change as tokens come and go, and real HSMs
+// reorder slots across reboots.
 //
 //	tok, err := pkcs11.Open(ctx, pkcs11.Config{TokenLabel: "keyflow", PIN: pin})
 //	if err != nil { ... }
@@ -14,6 +15,22 @@
 //
 // Config.Module defaults to [DefaultModule]: $KEYFLOW_PKCS11_MODULE, or
 // else the Debian path of SoftHSM2.
+//
+// # Keys
+//
+// The root key is an AES-256 token object that can wrap and unwrap and do
+// nothing else; [Token.EnsureRootKey] finds it by label or creates it.
+// Customer key versions live outside the HSM as AES-KWP blobs under it:
+// [Token.GenerateWrappedAESKey] makes one, [Token.UnwrapAESKey] turns one
+// back into a sensitive, non-extractable session object that can encrypt
+// and decrypt and do nothing else. [Token.UnwrapKEK] does the same for a
+// per-tenant key-encryption key, which can wrap and unwrap but not
+// encrypt, so a data key can never be used to import keys nor a KEK to
+// encrypt data.
+//
+// [Token.ImportAESKeyForTesting] is the one way raw key bytes enter the
+// HSM. It exists for known-answer tests; key material that has been in
+// process memory was never protected by the HSM.
 //
 // # Sessions
 //

@@ -13,7 +13,7 @@ import (
 )
 
 // initMu serialises InitToken: two callers must not pick the same free
-// slot, and SoftHSM renumbers its slots after every C_InitToken.
+// slot, nor two tokens get one label.
 var initMu sync.Mutex
 
 // InitToken initialises a fresh token labelled label in a free slot of
@@ -53,8 +53,9 @@ func InitToken(ctx context.Context, module, label, soPIN, userPIN string) error 
 	if err := c.InitToken(slot, soPIN, label); err != nil {
 		return fmt.Errorf("pkcs11: failed to initialize token %q: %w", label, ckr(err))
 	}
-	// The slot number is not to be trusted past C_InitToken (SoftHSM moves
-	// the token to a slot derived from its serial number), so find it again.
+	// Slot numbers are not to be trusted past C_InitToken: SoftHSM keeps
+	// this one until the library is next initialised and then numbers the
+	// slot from the token's serial, and other modules may move it at once.
 	slot, err = findSlot(c, label)
 	if err != nil {
 		return fmt.Errorf("pkcs11: failed to find token %q after initializing it: %w", label, err)

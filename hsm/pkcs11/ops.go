@@ -47,7 +47,7 @@ func (t *Token) EncryptGCM(ctx context.Context, key hsm.KeyHandle, iv, plaintext
 	mech := []*p11.Mechanism{p11.NewMechanism(p11.CKM_AES_GCM, params)}
 
 	if err := t.encryptInit(s, mech, key); err != nil {
-		t.put(s)
+		t.put(t.afterInitFailure(s, err))
 		return nil, keyErr(op, err)
 	}
 	out, err := t.ctx.Encrypt(s, plaintext)
@@ -78,7 +78,7 @@ func (t *Token) DecryptGCM(ctx context.Context, key hsm.KeyHandle, iv, ciphertex
 	mech := []*p11.Mechanism{p11.NewMechanism(p11.CKM_AES_GCM, params)}
 
 	if err := t.decryptInit(s, mech, key); err != nil {
-		t.put(s)
+		t.put(t.afterInitFailure(s, err))
 		return nil, keyErr(op, err)
 	}
 	out, err := t.ctx.Decrypt(s, ciphertext)
@@ -93,12 +93,13 @@ func (t *Token) DecryptGCM(ctx context.Context, key hsm.KeyHandle, iv, ciphertex
 	return out, nil
 }
 
-// encryptInit starts an encryption, clearing a stale operation first if a
-// previous failure left one behind.
+// encryptInit starts an encryption. A session runs one operation of any
+// kind at a time, so if a previous failure left one behind it clears it
+// and tries once more.
 func (t *Token) encryptInit(s p11.SessionHandle, mech []*p11.Mechanism, key hsm.KeyHandle) error {
 	err := t.ctx.EncryptInit(s, mech, p11.ObjectHandle(key))
 	if isCKR(err, p11.CKR_OPERATION_ACTIVE) {
-		_, _ = t.ctx.Encrypt(s, nil)
+		t.clearOperation(s)
 		err = t.ctx.EncryptInit(s, mech, p11.ObjectHandle(key))
 	}
 	return err
@@ -107,11 +108,19 @@ func (t *Token) encryptInit(s p11.SessionHandle, mech []*p11.Mechanism, key hsm.
 func (t *Token) decryptInit(s p11.SessionHandle, mech []*p11.Mechanism, key hsm.KeyHandle) error {
 	err := t.ctx.DecryptInit(s, mech, p11.ObjectHandle(key))
 	if isCKR(err, p11.CKR_OPERATION_ACTIVE) {
-		var probe [hsm.GCMTagSize]byte
-		_, _ = t.ctx.Decrypt(s, probe[:])
+		t.clearOperation(s)
 		err = t.ctx.DecryptInit(s, mech, p11.ObjectHandle(key))
 	}
 	return err
+}
+
+// afterInitFailure returns the session to put back after a C_*Init
+// failed: s, unless the failure says an operation is stuck on it.
+func (t *Token) afterInitFailure(s p11.SessionHandle, err error) p11.SessionHandle {
+	if isCKR(err, p11.CKR_OPERATION_ACTIVE) {
+		return t.settle(s)
+	}
+	return s
 }
 
 // isAuthFailure reports whether a C_Decrypt or C_UnwrapKey failure means
@@ -278,7 +287,7 @@ func (t *Token) probeAESKey(s p11.SessionHandle, k p11.ObjectHandle) (p11.Sessio
 	params := p11.NewGCMParams(probeIV[:], nil, hsm.GCMTagSize*8)
 	defer params.Free()
 	if err := t.encryptInit(s, []*p11.Mechanism{p11.NewMechanism(p11.CKM_AES_GCM, params)}, hsm.KeyHandle(k)); err != nil {
-		return s, err
+		return t.afterInitFailure(s, err), err
 	}
 	if _, err := t.ctx.Encrypt(s, nil); err != nil {
 		return t.settle(s), err
@@ -446,7 +455,7 @@ func (t *Token) checkRootKey(s p11.SessionHandle, k p11.ObjectHandle) error {
 func (t *Token) findObjects(s p11.SessionHandle, tmpl []*p11.Attribute) ([]p11.ObjectHandle, error) {
 	err := t.ctx.FindObjectsInit(s, tmpl)
 	if isCKR(err, p11.CKR_OPERATION_ACTIVE) {
-		_ = t.ctx.FindObjectsFinal(s)
+		t.clearOperation(s)
 		err = t.ctx.FindObjectsInit(s, tmpl)
 	}
 	if err != nil {

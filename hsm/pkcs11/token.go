@@ -240,15 +240,15 @@ func (t *Token) session(ctx context.Context, op string) (p11.SessionHandle, erro
 
 func (t *Token) put(s p11.SessionHandle) { t.pool <- s }
 
-// settle makes sure no encryption or decryption is left active on s after
-// an operation failed part way, and returns the session to put back in the
-// pool: s itself, or a fresh session if s could not be cleared.
+// settle makes sure no operation is left active on s after one failed
+// part way, and returns the session to put back in the pool: s itself, or
+// a fresh session if s could not be cleared.
 //
 // PKCS#11 says a failed C_Encrypt or C_Decrypt ends the operation, and
 // SoftHSM does so, but miekg/pkcs11 makes two calls per operation (one to
 // learn the output size) and not every module follows the rule. A call
 // with no active operation returns CKR_OPERATION_NOT_INITIALIZED at once,
-// so the check is cheap; a call with one active finishes it.
+// so the check is cheap.
 func (t *Token) settle(s p11.SessionHandle) p11.SessionHandle {
 	var probe [hsm.GCMTagSize]byte
 	for range 3 {
@@ -260,8 +260,19 @@ func (t *Token) settle(s p11.SessionHandle) p11.SessionHandle {
 		if isCKR(derr, p11.CKR_SESSION_HANDLE_INVALID) || isCKR(derr, p11.CKR_SESSION_CLOSED) {
 			break
 		}
+		_ = t.ctx.FindObjectsFinal(s)
 	}
 	return t.replace(s)
+}
+
+// clearOperation ends whatever operation is active on s, if any. Each
+// call finishes an operation of its kind, or fails at once if none is
+// active.
+func (t *Token) clearOperation(s p11.SessionHandle) {
+	var probe [hsm.GCMTagSize]byte
+	_, _ = t.ctx.Encrypt(s, probe[:])
+	_, _ = t.ctx.Decrypt(s, probe[:])
+	_ = t.ctx.FindObjectsFinal(s)
 }
 
 // replace opens a fresh session to stand in for s and retires s. If no new

@@ -310,8 +310,20 @@ func issueUser(account nkeys.KeyPair, name string, restrict func(*jwt.UserClaims
 // uses.
 type RequestInfo struct {
 	Account string `json:"acc"`
-	User    string `json:"user"`
-	Name    string `json:"name"`
+	// User is the user's public nkey, verified by the server.
+	User string `json:"user"`
+	// NameTag is the name in the user JWT, which the account signed. (The
+	// "name" field is the connection name the client chose: never use it
+	// for identity.)
+	NameTag string `json:"name_tag"`
+}
+
+// Principal is the caller's name as the server vouches for it.
+func (ri RequestInfo) Principal() string {
+	if ri.NameTag != "" {
+		return ri.NameTag
+	}
+	return ri.User
 }
 
 // ErrNoIdentity is returned when a request carries no server-stamped

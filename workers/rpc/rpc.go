@@ -16,6 +16,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"strings"
 	"sync"
@@ -176,17 +177,17 @@ func (s *Server) loop() {
 func (s *Server) serve(j job) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timeout)
 	defer cancel()
-	defer func() {
-		// A bug in one handler must not take the worker down.
-		if p := recover(); p != nil {
-			s.cfg.Logger.Error("handler panic", "op", j.op, "panic", fmt.Sprint(p))
-			s.replyError(j.req, "", kms.ErrInternal)
-		}
-	}()
 	reqID := j.req.Headers().Get(api.HeaderRequestID)
 	if reqID == "" || len(reqID) > 128 {
 		reqID = nuid.Next()
 	}
+	defer func() {
+		// A bug in one handler must not take the worker down.
+		if p := recover(); p != nil {
+			s.cfg.Logger.Error("handler panic", "op", j.op, "request", reqID, "panic", fmt.Sprint(p))
+			s.replyError(j.req, reqID, kms.ErrInternal)
+		}
+	}()
 	c, err := s.caller(j.req, reqID)
 	if err != nil {
 		s.replyError(j.req, reqID, s.cfg.KMS.Reject(ctx, c, j.op, err))
@@ -229,10 +230,7 @@ func (s *Server) caller(r micro.Request, reqID string) (kms.Caller, error) {
 		return c, &kms.Error{Code: kms.CodeAccessDenied, Message: "the caller's account is not a keyflow tenant"}
 	}
 	c.Tenant = tenant
-	c.Principal = ri.Name
-	if c.Principal == "" {
-		c.Principal = ri.User
-	}
+	c.Principal = ri.Principal()
 	if subjectTenant != tenant {
 		return c, &kms.Error{Code: kms.CodeAccessDenied, Message: "the subject names another tenant"}
 	}
@@ -261,7 +259,7 @@ func decode(body []byte, v any) error {
 	if err := dec.Decode(v); err != nil {
 		return &kms.Error{Code: kms.CodeValidation, Message: "malformed request: " + jsonProblem(err)}
 	}
-	if dec.More() {
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) { // More() misses a stray '}' or ']'
 		return &kms.Error{Code: kms.CodeValidation, Message: "malformed request: trailing data after the JSON object"}
 	}
 	return nil

@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 
 	"github.com/keyflow/keyflow/hsm/pkcs11"
@@ -58,7 +59,9 @@ func Setup() (cleanup func(), err error) {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("pkcs11test: failed to set %s: %w", ConfEnv, err)
 	}
+	isSetUp.Store(true)
 	return func() {
+		isSetUp.Store(false)
 		if had {
 			os.Setenv(ConfEnv, old)
 		} else {
@@ -67,6 +70,10 @@ func Setup() (cleanup func(), err error) {
 		os.RemoveAll(dir)
 	}, nil
 }
+
+// isSetUp keeps tests from creating tokens in the system's SoftHSM token
+// directory when TestMain forgot to call Main or Setup.
+var isSetUp atomic.Bool
 
 // Main is a TestMain for packages whose tests use the HSM: it checks that
 // the PKCS#11 module exists, runs Setup, runs the tests, cleans up and
@@ -78,7 +85,11 @@ func Main(m *testing.M) {
 		os.Exit(1)
 	}
 	if _, err := os.Stat(mod); err != nil {
-		fmt.Fprintf(os.Stderr, "softhsm2 is not installed: apt-get install softhsm2 (or set %s): %v\n", pkcs11.ModuleEnv, err)
+		if os.Getenv(pkcs11.ModuleEnv) != "" {
+			fmt.Fprintf(os.Stderr, "the PKCS#11 module named by %s is missing: %v\n", pkcs11.ModuleEnv, err)
+		} else {
+			fmt.Fprintf(os.Stderr, "softhsm2 is not installed: apt-get install softhsm2 (or set %s): %v\n", pkcs11.ModuleEnv, err)
+		}
 		os.Exit(1)
 	}
 	cleanup, err := Setup()
@@ -96,9 +107,12 @@ func Main(m *testing.M) {
 // Tokens on one token, as several workers sharing a root key do.
 func NewTokenConfig(t testing.TB) pkcs11.Config {
 	t.Helper()
-	label := "kf-test-" + randomHex(t, 8)
-	userPIN := randomHex(t, 8)
-	if err := pkcs11.InitToken(context.Background(), "", label, randomHex(t, 8), userPIN); err != nil {
+	if !isSetUp.Load() {
+		t.Fatal("pkcs11test: call pkcs11test.Main (or Setup) from TestMain before making tokens")
+	}
+	label := "kf-test-" + randomHex(8)
+	userPIN := randomHex(8)
+	if err := pkcs11.InitToken(context.Background(), "", label, randomHex(8), userPIN); err != nil {
 		t.Fatalf("pkcs11test: %v", err)
 	}
 	return pkcs11.Config{TokenLabel: label, PIN: userPIN}
@@ -121,10 +135,8 @@ func NewToken(t testing.TB) *pkcs11.Token {
 	return tok
 }
 
-func randomHex(t testing.TB, n int) string {
+func randomHex(n int) string {
 	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatalf("pkcs11test: failed to draw random bytes: %v", err)
-	}
+	rand.Read(b) // never fails since Go 1.24
 	return hex.EncodeToString(b)
 }

@@ -1,0 +1,58 @@
+package e2e
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+)
+
+// TestDependencyDirection keeps DESIGN.md's arrows true:
+// cmd → workers | workflows | deploy → kms → hsm, pqc, events, schemas.
+// The domain and the crypto boundary must never learn about NATS or
+// Temporal, and hsm and pqc must not import the project at all.
+func TestDependencyDirection(t *testing.T) {
+	const mod = "github.com/keyflow/keyflow"
+	rules := []struct {
+		pkg       string
+		forbidden []string
+		ownOnly   bool // may import only its own subtree of the project
+	}{
+		{pkg: mod + "/kms", forbidden: []string{"github.com/nats-io/", "go.temporal.io/", mod + "/workers", mod + "/workflows", mod + "/deploy", mod + "/cmd"}},
+		{pkg: mod + "/events", forbidden: []string{"github.com/nats-io/", "go.temporal.io/", mod + "/kms", mod + "/workers"}},
+		{pkg: mod + "/schemas", forbidden: []string{"github.com/nats-io/", "go.temporal.io/"}, ownOnly: true},
+		{pkg: mod + "/hsm/...", forbidden: []string{"github.com/nats-io/", "go.temporal.io/"}, ownOnly: true},
+		{pkg: mod + "/pqc/...", forbidden: []string{"github.com/nats-io/", "go.temporal.io/"}, ownOnly: true},
+		{pkg: mod + "/workers/...", forbidden: []string{"go.temporal.io/", mod + "/workflows", mod + "/deploy"}},
+		{pkg: mod + "/workflows/...", forbidden: []string{"github.com/nats-io/", mod + "/workers", mod + "/deploy"}},
+	}
+	for _, r := range rules {
+		out, err := exec.Command(depsGoTool(), "list", "-deps", "-f", "{{.ImportPath}}", r.pkg).CombinedOutput()
+		if err != nil {
+			t.Fatalf("go list %s: %v\n%s", r.pkg, err, out)
+		}
+		root := strings.TrimSuffix(r.pkg, "/...")
+		for _, dep := range strings.Fields(string(out)) {
+			for _, f := range r.forbidden {
+				if strings.HasPrefix(dep, f) {
+					t.Errorf("%s depends on %s (forbidden: %s)", r.pkg, dep, f)
+				}
+			}
+			if r.ownOnly && strings.HasPrefix(dep, mod+"/") && dep != root && !strings.HasPrefix(dep, root+"/") {
+				t.Errorf("%s imports %s; it must import nothing of the project", r.pkg, dep)
+			}
+		}
+	}
+}
+
+// depsGoTool finds the go command that runs this test.
+func depsGoTool() string {
+	if p := filepath.Join(runtime.GOROOT(), "bin", "go"); depsFileExists(p) {
+		return p
+	}
+	return "go"
+}
+
+func depsFileExists(p string) bool { _, err := os.Stat(p); return err == nil }

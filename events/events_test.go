@@ -1,0 +1,181 @@
+package events_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/keyflow/keyflow/events"
+	"github.com/keyflow/keyflow/schemas"
+)
+
+func TestCloudEventFillsDefaults(t *testing.T) {
+	before := time.Now()
+	e, err := events.Record{Type: events.TypeKeyListed, Tenant: "alpha", Outcome: events.OutcomeSuccess}.CloudEvent()
+	if err != nil {
+		t.Fatal(err)
+	}
+	after := time.Now()
+	if _, err := uuid.Parse(e.ID()); err != nil {
+		t.Errorf("ID %q is not a UUID: %v", e.ID(), err)
+	}
+	if e.Source() != events.SpecSource {
+		t.Errorf("source = %q, want %q", e.Source(), events.SpecSource)
+	}
+	if tm := e.Time(); tm.Before(before) || tm.After(after) || tm.Location() != time.UTC {
+		t.Errorf("time = %v, want UTC between %v and %v", tm, before, after)
+	}
+	if e.SpecVersion() != "1.0" || e.Type() != events.TypeKeyListed || e.Subject() != "" {
+		t.Errorf("specversion %q, type %q, subject %q", e.SpecVersion(), e.Type(), e.Subject())
+	}
+	if e.DataContentType() != "application/json" || string(e.Data()) != "{}" {
+		t.Errorf("data = %s (%s), want {} (application/json)", e.Data(), e.DataContentType())
+	}
+	ext := e.Extensions()
+	if ext[events.ExtTenant] != "alpha" || ext[events.ExtOutcome] != events.OutcomeSuccess {
+		t.Errorf("extensions = %v", ext)
+	}
+	for _, name := range []string{events.ExtPrincipal, events.ExtRequestID, events.ExtErrorCode} {
+		if v, ok := ext[name]; ok {
+			t.Errorf("extension %s = %v, want it absent when empty", name, v)
+		}
+	}
+	// Two records without an ID get different ones.
+	e2, err := events.Record{Type: events.TypeKeyListed, Tenant: "alpha", Outcome: events.OutcomeSuccess}.CloudEvent()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e2.ID() == e.ID() {
+		t.Errorf("two records got the same ID %s", e.ID())
+	}
+}
+
+func TestCloudEventKeepsFields(t *testing.T) {
+	at := time.Date(2026, 1, 2, 3, 4, 5, 6, time.FixedZone("CET", 3600))
+	r := events.Record{
+		ID: "fixed-id", Type: events.TypeEncrypt, Source: "/keyflow/worker/h1",
+		Subject: "kf:alpha:key/0b7f8a4e-3c1d-4e5f-8a9b-0c1d2e3f4a5b", Tenant: "alpha",
+		Principal: "alice", RequestID: "req-1", Outcome: events.OutcomeFailure,
+		ErrorCode: "ValidationException", Time: at,
+		Data: map[string]any{"plaintextBytes": 0, "contextKeys": nil},
+	}
+	e, err := r.CloudEvent()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.ID() != r.ID || e.Source() != r.Source || e.Subject() != r.Subject || !e.Time().Equal(at) || e.Time().Location() != time.UTC {
+		t.Errorf("id %q source %q subject %q time %v", e.ID(), e.Source(), e.Subject(), e.Time())
+	}
+	ext := e.Extensions()
+	for name, want := range map[string]string{
+		events.ExtTenant: "alpha", events.ExtPrincipal: "alice", events.ExtRequestID: "req-1",
+		events.ExtOutcome: events.OutcomeFailure, events.ExtErrorCode: "ValidationException",
+	} {
+		if ext[name] != want {
+			t.Errorf("extension %s = %v, want %q", name, ext[name], want)
+		}
+	}
+	var data map[string]any
+	if err := json.Unmarshal(e.Data(), &data); err != nil {
+		t.Fatal(err)
+	}
+	if data["plaintextBytes"] != 0.0 || data["contextKeys"] != nil || len(data) != 2 {
+		t.Errorf("data = %v", data)
+	}
+	// The structured JSON form is what jsaudit stores and what the schema
+	// describes.
+	raw, err := json.Marshal(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := schemas.ValidateEvent(raw); err != nil {
+		t.Errorf("%s: %v", raw, err)
+	}
+	var flat map[string]any
+	if err := json.Unmarshal(raw, &flat); err != nil {
+		t.Fatal(err)
+	}
+	if flat["tenant"] != "alpha" || flat["principal"] != "alice" || flat["requestid"] != "req-1" {
+		t.Errorf("extensions are not top-level attributes in %s", raw)
+	}
+}
+
+func TestCloudEventRefusesIncompleteRecords(t *testing.T) {
+	full := events.Record{Type: events.TypeKeyListed, Tenant: "alpha", Outcome: events.OutcomeSuccess}
+	for name, r := range map[string]events.Record{
+		"no type":    {Tenant: full.Tenant, Outcome: full.Outcome},
+		"no tenant":  {Type: full.Type, Outcome: full.Outcome},
+		"no outcome": {Type: full.Type, Tenant: full.Tenant},
+		"empty":      {},
+	} {
+		if _, err := r.CloudEvent(); !errors.Is(err, events.ErrInvalidRecord) {
+			t.Errorf("%s: got %v, want ErrInvalidRecord", name, err)
+		}
+	}
+	if _, err := full.CloudEvent(); err != nil {
+		t.Errorf("complete record: %v", err)
+	}
+}
+
+func TestStableID(t *testing.T) {
+	a := events.StableID("rotate/k1/2", events.TypeKeyVersionCreated)
+	if b := events.StableID("rotate/k1/2", events.TypeKeyVersionCreated); a != b {
+		t.Errorf("StableID is not deterministic: %s, %s", a, b)
+	}
+	u, err := uuid.Parse(a)
+	if err != nil {
+		t.Fatalf("StableID %q is not a UUID: %v", a, err)
+	}
+	if u.Version() != 5 || u.Variant() != uuid.RFC4122 {
+		t.Errorf("StableID %s is version %d variant %v, want an RFC 4122 version 5 (SHA-1) UUID", a, u.Version(), u.Variant())
+	}
+	seen := map[string]string{a: "rotate/k1/2 " + events.TypeKeyVersionCreated}
+	for _, key := range []string{"rotate/k1/2", "rotate/k1/3", "rotate/k2/2", ""} {
+		for _, typ := range events.Types {
+			if key == "rotate/k1/2" && typ == events.TypeKeyVersionCreated {
+				continue
+			}
+			id := events.StableID(key, typ)
+			if prev, ok := seen[id]; ok {
+				t.Errorf("StableID(%q, %s) = %s, the same as for %s", key, typ, id, prev)
+			}
+			seen[id] = key + " " + typ
+		}
+	}
+	// A record with a stable ID keeps it in its CloudEvent, so JetStream's
+	// duplicate window drops the retried copy.
+	e, err := events.Record{ID: a, Type: events.TypeKeyVersionCreated, Tenant: "alpha", Outcome: events.OutcomeSuccess}.CloudEvent()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.ID() != a {
+		t.Errorf("CloudEvent ID = %s, want %s", e.ID(), a)
+	}
+}
+
+// TestEveryTypeHasASchema keeps events.Types and schemas/events in step: a
+// new event type needs its data schema, and a schema needs an emitter.
+func TestEveryTypeHasASchema(t *testing.T) {
+	types := slices.Clone(events.Types)
+	slices.Sort(types)
+	if c := slices.Compact(slices.Clone(types)); len(c) != len(types) {
+		t.Errorf("events.Types has duplicates: %v", events.Types)
+	}
+	if got := schemas.EventTypes(); !slices.Equal(types, got) {
+		t.Errorf("events.Types (sorted):\n%v\nschemas.EventTypes():\n%v", types, got)
+	}
+}
+
+func TestSinkFunc(t *testing.T) {
+	var got events.Record
+	s := events.SinkFunc(func(_ context.Context, r events.Record) error { got = r; return nil })
+	want := events.Record{Type: events.TypeAuditRead, Tenant: "alpha", Outcome: events.OutcomeSuccess}
+	if err := s.Emit(context.Background(), want); err != nil || got.Type != want.Type || got.Tenant != want.Tenant {
+		t.Errorf("Emit: %v, got %+v", err, got)
+	}
+}

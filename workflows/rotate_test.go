@@ -1,0 +1,154 @@
+package workflows_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"os"
+	"testing"
+
+	"go.temporal.io/api/enums/v1"
+	historypb "go.temporal.io/api/history/v1"
+	"go.temporal.io/api/temporalproto"
+	"go.temporal.io/sdk/testsuite"
+	"go.temporal.io/sdk/worker"
+	"go.temporal.io/server/temporaltest"
+
+	"github.com/keyflow/keyflow/deploy/testbed"
+	"github.com/keyflow/keyflow/events"
+	"github.com/keyflow/keyflow/kms"
+	"github.com/keyflow/keyflow/workflows"
+)
+
+var updateHistory = flag.Bool("update-history", false, "record testdata/rotate_history.json from a real Temporal server")
+
+var alice = kms.Caller{Tenant: "alpha", Principal: "alice", RequestID: "r1"}
+
+func newEnv(t *testing.T, b *testbed.Bed) *testsuite.TestWorkflowEnvironment {
+	var s testsuite.WorkflowTestSuite
+	env := s.NewTestWorkflowEnvironment()
+	workflows.Register(env, &workflows.Activities{KMS: b.KMS})
+	return env
+}
+
+func TestRotateKeyWorkflow(t *testing.T) {
+	ctx := context.Background()
+	b := testbed.New(t)
+	k, err := b.KMS.CreateKey(ctx, alice, kms.CreateKeyParams{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, _ := b.KMS.Encrypt(ctx, alice, kms.EncryptParams{KeyRef: k.ID, Plaintext: []byte("before")})
+
+	for want := uint32(2); want <= 3; want++ {
+		env := newEnv(t, b)
+		env.ExecuteWorkflow(workflows.RotateKeyWorkflow, workflows.RotateKeyParams{Tenant: "alpha", KeyID: k.ID, Principal: "alice", RequestID: "r1"})
+		if !env.IsWorkflowCompleted() || env.GetWorkflowError() != nil {
+			t.Fatalf("workflow: %v", env.GetWorkflowError())
+		}
+		var res workflows.RotateKeyResult
+		if err := env.GetWorkflowResult(&res); err != nil {
+			t.Fatal(err)
+		}
+		if res.NewVersion != want || res.PreviousVersion != want-1 || res.KeyID != k.ID {
+			t.Fatalf("result %+v, want %d -> %d", res, want-1, want)
+		}
+	}
+	got, _ := b.KMS.DescribeKey(ctx, alice, k.ID)
+	if got.PrimaryVersion != 3 || len(got.Versions) != 3 {
+		t.Fatalf("key after two rotations: primary %d, %d versions", got.PrimaryVersion, len(got.Versions))
+	}
+	dec, err := b.KMS.Decrypt(ctx, alice, kms.DecryptParams{Ciphertext: old.Ciphertext})
+	if err != nil || string(dec.Plaintext) != "before" {
+		t.Fatalf("old ciphertext after rotation: %v", err)
+	}
+	if n := len(b.EventsOfType("alpha", events.TypeKeyRotated)); n != 2 {
+		t.Fatalf("%d rotated events, want 2", n)
+	}
+}
+
+// A rotation of a key that does not exist fails at once with the domain's
+// code (non-retryable), and changes nothing.
+func TestRotateKeyWorkflowUnknownKey(t *testing.T) {
+	b := testbed.New(t)
+	env := newEnv(t, b)
+	env.ExecuteWorkflow(workflows.RotateKeyWorkflow, workflows.RotateKeyParams{Tenant: "alpha", KeyID: "6f1e2d3c-4b5a-4968-8776-655443322110"})
+	err := env.GetWorkflowError()
+	if err == nil {
+		t.Fatal("rotation of an unknown key succeeded")
+	}
+	if !errors.Is(workflows.DomainError(err), kms.ErrNotFound) {
+		t.Fatalf("err = %v, want NotFoundException", err)
+	}
+}
+
+// The workflow's inputs and outputs (what Temporal stores in history) hold
+// IDs and numbers only.
+func TestRotateKeyHistoryHoldsNoMaterial(t *testing.T) {
+	p, _ := json.Marshal(workflows.RotateKeyParams{Tenant: "alpha", KeyID: "k", Principal: "p", RequestID: "r"})
+	r, _ := json.Marshal(workflows.RotateKeyResult{KeyID: "k", PreviousVersion: 1, NewVersion: 2})
+	s, _ := json.Marshal(workflows.KeyStep{Tenant: "alpha", KeyID: "k", Version: 2})
+	for _, b := range [][]byte{p, r, s} {
+		var m map[string]any
+		_ = json.Unmarshal(b, &m)
+		for k := range m {
+			switch k {
+			case "Tenant", "KeyID", "Principal", "RequestID", "PreviousVersion", "NewVersion", "Version":
+			default:
+				t.Errorf("unexpected field %q in workflow payload", k)
+			}
+		}
+	}
+}
+
+// Replaying a history recorded from a real server catches non-deterministic
+// changes to the workflow code. Re-record with -update-history when the
+// workflow changes on purpose.
+func TestRotateKeyReplay(t *testing.T) {
+	const path = "testdata/rotate_history.json"
+	if *updateHistory {
+		recordHistory(t, path)
+	}
+	r := worker.NewWorkflowReplayer()
+	r.RegisterWorkflow(workflows.RotateKeyWorkflow)
+	if err := r.ReplayWorkflowHistoryFromJSONFile(nil, path); err != nil {
+		t.Fatalf("replay of %s: %v", path, err)
+	}
+}
+
+func recordHistory(t *testing.T, path string) {
+	ctx := context.Background()
+	b := testbed.New(t)
+	k, err := b.KMS.CreateKey(ctx, alice, kms.CreateKeyParams{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := temporaltest.NewServer(temporaltest.WithT(t))
+	w := ts.NewWorker(workflows.TaskQueue, func(r worker.Registry) { workflows.Register(r, &workflows.Activities{KMS: b.KMS}) })
+	defer w.Stop()
+	c := &workflows.Client{Temporal: ts.GetDefaultClient()}
+	if _, _, err := c.RotateKey(ctx, workflows.RotateKeyParams{Tenant: "alpha", KeyID: k.ID, Principal: "alice", RequestID: "r1"}); err != nil {
+		t.Fatal(err)
+	}
+	iter := ts.GetDefaultClient().GetWorkflowHistory(ctx, workflows.RotateKeyWorkflowID("alpha", k.ID), "", false, enums.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+	var h historypb.History
+	for iter.HasNext() {
+		e, err := iter.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.Events = append(h.Events, e)
+	}
+	out, err := temporalproto.CustomJSONMarshalOptions{Indent: "  "}.Marshal(&h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(out, []byte("wrapped")) {
+		t.Fatal("history mentions wrapped material")
+	}
+	if err := os.WriteFile(path, out, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
