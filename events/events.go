@@ -31,17 +31,25 @@ import (
 
 // Event types, one per fact, versioned. A consumer switches on these.
 const (
-	TypeKeyCreated        = "io.keyflow.key.created.v1"
-	TypeKeyDescribed      = "io.keyflow.key.described.v1"
-	TypeKeyListed         = "io.keyflow.key.listed.v1"
-	TypeKeyVersionCreated = "io.keyflow.key.version.created.v1"
-	TypeKeyRotated        = "io.keyflow.key.rotated.v1"
-	TypeKeyRotationStart  = "io.keyflow.key.rotation.started.v1"
-	TypeEncrypt           = "io.keyflow.crypto.encrypt.v1"
-	TypeDecrypt           = "io.keyflow.crypto.decrypt.v1"
-	TypeGenerateDataKey   = "io.keyflow.crypto.datakey.v1"
-	TypeAuditRead         = "io.keyflow.audit.read.v1"
-	TypeRequestRejected   = "io.keyflow.request.rejected.v1"
+	TypeKeyCreated          = "io.keyflow.key.created.v1"
+	TypeKeyDescribed        = "io.keyflow.key.described.v1"
+	TypeKeyListed           = "io.keyflow.key.listed.v1"
+	TypeKeyVersionCreated   = "io.keyflow.key.version.created.v1"
+	TypeKeyRotated          = "io.keyflow.key.rotated.v1"
+	TypeKeyRotationStart    = "io.keyflow.key.rotation.started.v1"
+	TypeEncrypt             = "io.keyflow.crypto.encrypt.v1"
+	TypeDecrypt             = "io.keyflow.crypto.decrypt.v1"
+	TypeGenerateDataKey     = "io.keyflow.crypto.datakey.v1"
+	TypeAuditRead           = "io.keyflow.audit.read.v1"
+	TypeSign                = "io.keyflow.crypto.sign.v1"
+	TypeVerify              = "io.keyflow.crypto.verify.v1"
+	TypeGenerateMAC         = "io.keyflow.crypto.mac.v1"
+	TypeVerifyMAC           = "io.keyflow.crypto.verifymac.v1"
+	TypeGetPublicKey        = "io.keyflow.key.publickey.read.v1"
+	TypeGenerateRandom      = "io.keyflow.crypto.random.v1"
+	TypeReEncrypt           = "io.keyflow.crypto.reencrypt.v1"
+	TypeGenerateDataKeyPair = "io.keyflow.crypto.datakeypair.v1"
+	TypeRequestRejected     = "io.keyflow.request.rejected.v1"
 )
 
 // Types lists every event type keyflow emits; schemas/events has one JSON

@@ -122,7 +122,7 @@ func TestCloudEventRefusesIncompleteRecords(t *testing.T) {
 	}
 }
 
-func TestStableID(t *testing.T) {
+func TestEventStableID(t *testing.T) {
 	a := events.StableID("rotate/k1/2", events.TypeKeyVersionCreated)
 	if b := events.StableID("rotate/k1/2", events.TypeKeyVersionCreated); a != b {
 		t.Errorf("StableID is not deterministic: %s, %s", a, b)
@@ -171,7 +171,7 @@ func TestEveryTypeHasASchema(t *testing.T) {
 	}
 }
 
-func TestSinkFunc(t *testing.T) {
+func TestEventSinkFunc(t *testing.T) {
 	var got events.Record
 	s := events.SinkFunc(func(_ context.Context, r events.Record) error { got = r; return nil })
 	want := events.Record{Type: events.TypeAuditRead, Tenant: "alpha", Outcome: events.OutcomeSuccess}

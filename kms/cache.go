@@ -23,6 +23,7 @@ type handleCache struct {
 type versionRef struct {
 	tenant, keyID string
 	version       uint32
+	public        bool // the public half of a key pair
 }
 
 type cacheEntry struct {

@@ -123,7 +123,7 @@ func TestHandleCacheEvictionAndInvalidation(t *testing.T) {
 		_, err := tok.EncryptGCM(ctx, h, iv, []byte("x"), nil)
 		return err == nil
 	}
-	r1 := versionRef{"t", "k1", 1}
+	r1 := versionRef{tenant: "t", keyID: "k1", version: 1}
 	h1, rel1, err := c.acquire(ctx, r1, load)
 	if err != nil {
 		t.Fatal(err)
@@ -135,7 +135,7 @@ func TestHandleCacheEvictionAndInvalidation(t *testing.T) {
 	}
 	rel1b()
 	// Two more versions evict r1 (LRU) while it is still held.
-	for _, r := range []versionRef{{"t", "k2", 1}, {"t", "k3", 1}} {
+	for _, r := range []versionRef{{tenant: "t", keyID: "k2", version: 1}, {tenant: "t", keyID: "k3", version: 1}} {
 		_, rel, err := c.acquire(ctx, r, load)
 		if err != nil {
 			t.Fatal(err)
@@ -153,7 +153,7 @@ func TestHandleCacheEvictionAndInvalidation(t *testing.T) {
 	if usable(h1) {
 		t.Fatal("an evicted handle survived its last release")
 	}
-	h3, rel3, _ := c.acquire(ctx, versionRef{"t", "k3", 1}, load)
+	h3, rel3, _ := c.acquire(ctx, versionRef{tenant: "t", keyID: "k3", version: 1}, load)
 	rel3()
 	c.invalidateKey("t", "k3")
 	if usable(h3) {

@@ -96,6 +96,8 @@ type VersionMaterial struct {
 	Algorithm Algorithm `json:"algorithm"`
 	Wrapped   []byte    `json:"wrapped"`
 	WrappedBy string    `json:"wrappedBy"` // root key label
+	// PublicKey is the DER SubjectPublicKeyInfo of an asymmetric version.
+	PublicKey []byte `json:"publicKey,omitempty"`
 }
 
 var (

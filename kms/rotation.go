@@ -49,10 +49,14 @@ func (s *Service) CreateVersion(ctx context.Context, c Caller, p CreateVersionPa
 		if !k.State.CanEncrypt() {
 			return nil, newError(CodeInvalidState, "key %s is %s; only an ACTIVE key rotates", k.ID, k.State)
 		}
-		if err := s.newVersionMaterial(ctx, c.Tenant, k.ID, p.Version); err != nil {
+		info := specs[k.Spec]
+		if info == nil {
+			return nil, newError(CodeInternal, "key %s has unknown spec %q", k.ID, k.Spec)
+		}
+		if err := s.newVersionMaterial(ctx, c.Tenant, k.ID, p.Version, info); err != nil {
 			return nil, err
 		}
-		nv := Version{Number: p.Version, State: StateActive, Algorithm: AlgAES256GCM, CreatedAt: s.now().UTC()}
+		nv := Version{Number: p.Version, State: StateActive, Algorithm: info.alg, CreatedAt: s.now().UTC()}
 		k.Versions = append(k.Versions, nv)
 		if _, err := s.store.UpdateKey(ctx, k, rev); errors.Is(err, ErrStoreConflict) {
 			continue // someone else changed the key; re-read and re-check

@@ -242,14 +242,18 @@ func (s *Service) CreateKey(ctx context.Context, c Caller, p CreateKeyParams) (k
 	if err := checkCaller(c); err != nil {
 		return nil, err
 	}
-	if p.Spec == "" {
+	if p.Spec == "" || p.Spec == specAES256Alias {
 		p.Spec = SpecSymmetricDefault
 	}
-	if p.Usage == "" {
-		p.Usage = UsageEncryptDecrypt
+	info, ok := specs[p.Spec]
+	if !ok {
+		return nil, newError(CodeValidation, "unsupported key spec %q; supported: %v", truncate(string(p.Spec), 64), Specs())
 	}
-	if p.Spec != SpecSymmetricDefault || p.Usage != UsageEncryptDecrypt {
-		return nil, newError(CodeValidation, "unsupported key spec %q with usage %q; supported: SYMMETRIC_DEFAULT/ENCRYPT_DECRYPT", p.Spec, p.Usage)
+	if p.Usage == "" {
+		p.Usage = info.usages[0]
+	}
+	if !info.allowsUsage(p.Usage) {
+		return nil, newError(CodeValidation, "key spec %s does not allow usage %q; allowed: %v", p.Spec, truncate(string(p.Usage), 64), info.usages)
 	}
 	if len(p.Description) > 8192 {
 		return nil, newError(CodeValidation, "description is longer than 8192 characters")
@@ -276,14 +280,14 @@ func (s *Service) CreateKey(ctx context.Context, c Caller, p CreateKeyParams) (k
 		}()
 	}
 	now := s.now().UTC()
-	if err := s.newVersionMaterial(ctx, c.Tenant, id, 1); err != nil {
+	if err := s.newVersionMaterial(ctx, c.Tenant, id, 1, info); err != nil {
 		return nil, err
 	}
 	k = &Key{
 		ID: id, Tenant: c.Tenant, Alias: alias, Description: p.Description,
 		Spec: p.Spec, Usage: p.Usage, State: StateActive, CreatedAt: now, CreatedBy: c.Principal,
 		PrimaryVersion: 1,
-		Versions:       []Version{{Number: 1, State: StateActive, Algorithm: AlgAES256GCM, CreatedAt: now}},
+		Versions:       []Version{{Number: 1, State: StateActive, Algorithm: info.alg, CreatedAt: now}},
 	}
 	if _, err := s.store.CreateKey(ctx, k); err != nil {
 		return nil, wrapError(CodeInternal, err, "failed to store key")
@@ -294,20 +298,37 @@ func (s *Service) CreateKey(ctx context.Context, c Caller, p CreateKeyParams) (k
 // newVersionMaterial generates key material in the HSM and stores it wrapped.
 // If material for this version already exists (a retried activity), it is
 // kept: material is write-once.
-func (s *Service) newVersionMaterial(ctx context.Context, tenant, keyID string, version uint32) error {
+func (s *Service) newVersionMaterial(ctx context.Context, tenant, keyID string, version uint32, info *specInfo) error {
 	if _, err := s.store.GetMaterial(ctx, tenant, keyID, version); err == nil {
 		return nil
 	} else if !errors.Is(err, ErrStoreNotFound) {
 		return wrapError(CodeInternal, err, "failed to read key material")
 	}
-	blob, err := s.hsm.GenerateWrappedAESKey(ctx, s.root, 32)
+	m := &VersionMaterial{Tenant: tenant, KeyID: keyID, Version: version, Algorithm: info.alg, WrappedBy: s.label}
+	var err error
+	switch info.kind {
+	case materialAES:
+		m.Wrapped, err = s.hsm.GenerateWrappedAESKey(ctx, s.root, 32)
+	case materialHMAC:
+		macs, ok := s.hsm.(hsm.MACs)
+		if !ok {
+			return newError(CodeValidation, "this HSM cannot hold %s keys", info.spec)
+		}
+		m.Wrapped, err = macs.GenerateWrappedSecret(ctx, s.root, 32)
+	case materialKeyPair:
+		pairs, ok := s.hsm.(hsm.KeyPairs)
+		if !ok {
+			return newError(CodeValidation, "this HSM cannot hold %s keys", info.spec)
+		}
+		var kp *hsm.WrappedKeyPair
+		if kp, err = pairs.GenerateWrappedKeyPair(ctx, s.root, info.pair); err == nil {
+			m.Wrapped, m.PublicKey = kp.WrappedPrivate, kp.PublicKeyDER
+		}
+	}
 	if err != nil {
 		return wrapError(CodeInternal, err, "failed to generate key material in the HSM")
 	}
-	err = s.store.PutMaterial(ctx, &VersionMaterial{
-		Tenant: tenant, KeyID: keyID, Version: version, Algorithm: AlgAES256GCM,
-		Wrapped: blob, WrappedBy: s.label,
-	})
+	err = s.store.PutMaterial(ctx, m)
 	if err != nil && !errors.Is(err, ErrStoreExists) {
 		return wrapError(CodeInternal, err, "failed to store key material")
 	}
@@ -351,8 +372,8 @@ func (s *Service) ListKeys(ctx context.Context, c Caller) (keys []*Key, err erro
 	return keys, nil
 }
 
-// handleFor returns an HSM handle for one version of k, unwrapping it into
-// the HSM on a cache miss.
+// handleFor returns an HSM handle for the secret (or private) part of one
+// version of k, unwrapping it into the HSM on a cache miss.
 func (s *Service) handleFor(ctx context.Context, k *Key, version uint32) (hsm.KeyHandle, func(), error) {
 	ref := versionRef{tenant: k.Tenant, keyID: k.ID, version: version}
 	return s.handles.acquire(ctx, ref, func(ctx context.Context) (hsm.KeyHandle, error) {
@@ -360,9 +381,50 @@ func (s *Service) handleFor(ctx context.Context, k *Key, version uint32) (hsm.Ke
 		if err != nil {
 			return 0, wrapError(CodeInternal, err, "failed to read key material")
 		}
-		h, err := s.hsm.UnwrapAESKey(ctx, s.root, m.Wrapped)
+		info := specByAlgorithm(m.Algorithm)
+		if info == nil {
+			return 0, newError(CodeInternal, "version %d of key %s has unknown material %q", version, k.ID, m.Algorithm)
+		}
+		var h hsm.KeyHandle
+		switch info.kind {
+		case materialAES:
+			h, err = s.hsm.UnwrapAESKey(ctx, s.root, m.Wrapped)
+		case materialHMAC:
+			macs, ok := s.hsm.(hsm.MACs)
+			if !ok {
+				return 0, newError(CodeInternal, "this HSM cannot hold %s keys", info.spec)
+			}
+			h, err = macs.UnwrapHMACKey(ctx, s.root, m.Wrapped)
+		case materialKeyPair:
+			pairs, ok := s.hsm.(hsm.KeyPairs)
+			if !ok {
+				return 0, newError(CodeInternal, "this HSM cannot hold %s keys", info.spec)
+			}
+			h, err = pairs.UnwrapPrivateKey(ctx, s.root, m.Wrapped, info.pair)
+		}
 		if err != nil {
 			return 0, wrapError(CodeInternal, err, "failed to load key material into the HSM")
+		}
+		return h, nil
+	})
+}
+
+// publicHandleFor returns an HSM handle for the public key of one version
+// of an asymmetric key, with the public key itself.
+func (s *Service) publicHandleFor(ctx context.Context, k *Key, version uint32) (hsm.KeyHandle, func(), error) {
+	pairs, ok := s.hsm.(hsm.KeyPairs)
+	if !ok {
+		return 0, nil, newError(CodeInternal, "this HSM has no public-key operations")
+	}
+	ref := versionRef{tenant: k.Tenant, keyID: k.ID, version: version, public: true}
+	return s.handles.acquire(ctx, ref, func(ctx context.Context) (hsm.KeyHandle, error) {
+		m, err := s.store.GetMaterial(ctx, k.Tenant, k.ID, version)
+		if err != nil {
+			return 0, wrapError(CodeInternal, err, "failed to read key material")
+		}
+		h, err := pairs.ImportPublicKey(ctx, m.PublicKey)
+		if err != nil {
+			return 0, wrapError(CodeInternal, err, "failed to load the public key into the HSM")
 		}
 		return h, nil
 	})
@@ -380,8 +442,8 @@ func newIV() ([]byte, error) {
 
 // sealWith encrypts plaintext under k's primary version into an envelope.
 func (s *Service) sealWith(ctx context.Context, k *Key, tenant string, plaintext []byte, ec EncryptionContext) ([]byte, uint32, error) {
-	if k.Usage != UsageEncryptDecrypt {
-		return nil, 0, newError(CodeInvalidKeyUsage, "key %s has usage %s and cannot encrypt", k.ID, k.Usage)
+	if k.Usage != UsageEncryptDecrypt || k.Spec != SpecSymmetricDefault {
+		return nil, 0, newError(CodeInvalidKeyUsage, "key %s (%s, %s) cannot encrypt with SYMMETRIC_DEFAULT", k.ID, k.Spec, k.Usage)
 	}
 	if !k.State.CanEncrypt() {
 		return nil, 0, newError(CodeInvalidState, "key %s is %s; only an ACTIVE key encrypts", k.ID, k.State)
@@ -413,6 +475,10 @@ type EncryptParams struct {
 	KeyRef    string
 	Plaintext []byte
 	Context   EncryptionContext
+	// Algorithm is SYMMETRIC_DEFAULT (the default) for symmetric keys, or
+	// RSAES_OAEP_SHA_256 / RSAES_OAEP_SHA_1 for RSA keys. RSA ciphertexts
+	// are raw (no keyflow header), as AWS returns them.
+	Algorithm EncryptionAlgorithm
 }
 
 // EncryptResult is the output of Encrypt.
@@ -454,6 +520,13 @@ func (s *Service) Encrypt(ctx context.Context, c Caller, p EncryptParams) (res *
 	if err != nil {
 		return nil, err
 	}
+	if p.Algorithm != "" && p.Algorithm != EncSymmetricDefault {
+		ct, ver, err := s.rsaEncrypt(ctx, k, p.Algorithm, p.Plaintext)
+		if err != nil {
+			return nil, err
+		}
+		return &EncryptResult{KeyID: k.ID, KeyVersion: ver, Ciphertext: ct}, nil
+	}
 	ct, ver, err := s.sealWith(ctx, k, c.Tenant, p.Plaintext, p.Context)
 	if err != nil {
 		return nil, err
@@ -467,6 +540,9 @@ type DecryptParams struct {
 	KeyRef     string
 	Ciphertext []byte
 	Context    EncryptionContext
+	// Algorithm is needed for RSA keys (whose ciphertexts carry no
+	// header), together with KeyRef.
+	Algorithm EncryptionAlgorithm
 }
 
 // DecryptResult is the output of Decrypt. The caller should zero Plaintext
@@ -502,7 +578,13 @@ func (s *Service) Decrypt(ctx context.Context, c Caller, p DecryptParams) (res *
 	if err := p.Context.validate(); err != nil {
 		return nil, err
 	}
-	k, pt, ver, err := s.open(ctx, c.Tenant, p.KeyRef, p.Ciphertext, p.Context)
+	var pt []byte
+	var ver uint32
+	if p.Algorithm != "" && p.Algorithm != EncSymmetricDefault {
+		k, pt, ver, err = s.rsaDecrypt(ctx, c, p.KeyRef, p.Algorithm, p.Ciphertext)
+	} else {
+		k, pt, ver, err = s.open(ctx, c.Tenant, p.KeyRef, p.Ciphertext, p.Context)
+	}
 	if err != nil {
 		return nil, err
 	}

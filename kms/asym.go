@@ -1,0 +1,455 @@
+package kms
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/sha512"
+	"crypto/subtle"
+	"errors"
+	"hash"
+
+	"github.com/keyflow/keyflow/events"
+	"github.com/keyflow/keyflow/hsm"
+)
+
+// MessageType says whether Sign and Verify get the message or its digest.
+type MessageType string
+
+// Message types, as in AWS KMS.
+const (
+	MessageRaw    MessageType = "RAW"
+	MessageDigest MessageType = "DIGEST"
+)
+
+// MaxSignMessage is the largest RAW message Sign and Verify accept (AWS's
+// limit is 4 KiB; ours matches the encrypt limit).
+const MaxSignMessage = MaxPlaintext
+
+// Event types of the crypto-core operations.
+const (
+	typeSign      = events.TypeSign
+	typeVerify    = events.TypeVerify
+	typeMAC       = events.TypeGenerateMAC
+	typeVerifyMAC = events.TypeVerifyMAC
+)
+
+// usableKey resolves a key for an operation of usage u, in a state that
+// allows it (encrypt-like operations need ACTIVE; verify-like ones accept
+// the states that decrypt).
+func (s *Service) usableKey(ctx context.Context, c Caller, ref string, u KeyUsage, produce bool) (*Key, *specInfo, error) {
+	k, err := s.cachedKey(ctx, c.Tenant, ref)
+	if err != nil {
+		return nil, nil, err
+	}
+	info := specs[k.Spec]
+	if info == nil || k.Usage != u {
+		return k, nil, newError(CodeInvalidKeyUsage, "key %s has usage %s; this operation needs %s", k.ID, k.Usage, u)
+	}
+	if produce && !k.State.CanEncrypt() {
+		return k, nil, newError(CodeInvalidState, "key %s is %s; only an ACTIVE key can do this", k.ID, k.State)
+	}
+	if !produce && !k.State.CanDecrypt() {
+		return k, nil, newError(CodeInvalidState, "key %s is %s and cannot do this", k.ID, k.State)
+	}
+	return k, info, nil
+}
+
+// digestInput turns a message or a caller's digest into what the HSM signs.
+func digestInput(p hsm.SignParams, msg []byte, mt MessageType) ([]byte, error) {
+	if p.Scheme == hsm.SchemeEd25519 {
+		if mt != MessageRaw {
+			return nil, newError(CodeValidation, "ED25519_SHA_512 signs the message itself; use message type RAW")
+		}
+		return msg, nil
+	}
+	if mt == MessageDigest {
+		if len(msg) != p.Hash.Size() {
+			return nil, newError(CodeValidation, "a %s digest is %d bytes, got %d", p.Hash, p.Hash.Size(), len(msg))
+		}
+		return msg, nil
+	}
+	var h hash.Hash
+	switch p.Hash.Size() {
+	case 32:
+		h = sha256.New()
+	case 48:
+		h = sha512.New384()
+	default:
+		h = sha512.New()
+	}
+	h.Write(msg)
+	return h.Sum(nil), nil
+}
+
+// SignParams are the inputs of Sign.
+type SignParams struct {
+	KeyRef      string
+	Message     []byte
+	MessageType MessageType // RAW (default) or DIGEST
+	Algorithm   SigningAlgorithm
+}
+
+// SignResult is a signature. ECDSA signatures are DER, as AWS returns them.
+type SignResult struct {
+	KeyID      string
+	KeyVersion uint32
+	Algorithm  SigningAlgorithm
+	Signature  []byte
+}
+
+func (s *Service) signingSetup(ctx context.Context, c Caller, ref string, alg SigningAlgorithm, msg []byte, mt MessageType, produce bool) (*Key, hsm.SignParams, []byte, error) {
+	if err := checkCaller(c); err != nil {
+		return nil, hsm.SignParams{}, nil, err
+	}
+	if mt == "" {
+		mt = MessageRaw
+	}
+	if mt != MessageRaw && mt != MessageDigest {
+		return nil, hsm.SignParams{}, nil, newError(CodeValidation, "message type must be RAW or DIGEST")
+	}
+	if len(msg) == 0 || len(msg) > MaxSignMessage {
+		return nil, hsm.SignParams{}, nil, newError(CodeValidation, "message must be 1 to %d bytes", MaxSignMessage)
+	}
+	k, info, err := s.usableKey(ctx, c, ref, UsageSignVerify, produce)
+	if err != nil {
+		return k, hsm.SignParams{}, nil, err
+	}
+	if !contains(info.signing, alg) {
+		return k, hsm.SignParams{}, nil, newError(CodeInvalidKeyUsage, "key %s (%s) does not sign with %q; it supports %v", k.ID, k.Spec, truncate(string(alg), 64), info.signing)
+	}
+	p := signingParams[alg]
+	input, err := digestInput(p, msg, mt)
+	return k, p, input, err
+}
+
+// Sign signs a message or digest with the key's primary version, inside the
+// HSM.
+func (s *Service) Sign(ctx context.Context, c Caller, p SignParams) (res *SignResult, err error) {
+	var k *Key
+	defer func() {
+		subject, data := "", map[string]any{"algorithm": string(p.Algorithm), "messageType": string(p.MessageType), "messageBytes": len(p.Message)}
+		if k != nil {
+			subject = k.ResourceName()
+		}
+		if res != nil {
+			data["keyVersion"] = res.KeyVersion
+		}
+		err = s.emit(ctx, c, typeSign, subject, data, err)
+		if err != nil {
+			res = nil
+		}
+	}()
+	k, params, input, err := s.signingSetup(ctx, c, p.KeyRef, p.Algorithm, p.Message, p.MessageType, true)
+	if err != nil {
+		return nil, err
+	}
+	signer, ok := s.hsm.(hsm.Signer)
+	if !ok {
+		return nil, newError(CodeInternal, "this HSM cannot sign")
+	}
+	h, release, err := s.handleFor(ctx, k, k.PrimaryVersion)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	sig, err := signer.Sign(ctx, h, params, input)
+	if err != nil {
+		if errors.Is(err, hsm.ErrInvalidInput) {
+			return nil, wrapError(CodeValidation, err, "the HSM refused the input")
+		}
+		return nil, wrapError(CodeInternal, err, "the HSM failed to sign")
+	}
+	if params.Scheme == hsm.SchemeECDSA {
+		if sig, err = ecdsaSigToDER(sig); err != nil {
+			return nil, wrapError(CodeInternal, err, "failed to encode the signature")
+		}
+	}
+	return &SignResult{KeyID: k.ID, KeyVersion: k.PrimaryVersion, Algorithm: p.Algorithm, Signature: sig}, nil
+}
+
+// VerifyParams are the inputs of Verify. KeyVersion 0 means: any version of
+// the key that may verify, newest first (a signature carries no header).
+type VerifyParams struct {
+	KeyRef      string
+	KeyVersion  uint32
+	Message     []byte
+	MessageType MessageType
+	Algorithm   SigningAlgorithm
+	Signature   []byte
+}
+
+// VerifyResult reports a valid signature. An invalid one is the error
+// KMSInvalidSignatureException.
+type VerifyResult struct {
+	KeyID      string
+	KeyVersion uint32
+	Algorithm  SigningAlgorithm
+}
+
+// Verify checks a signature inside the HSM with the version's public key.
+func (s *Service) Verify(ctx context.Context, c Caller, p VerifyParams) (res *VerifyResult, err error) {
+	var k *Key
+	defer func() {
+		subject, data := "", map[string]any{"algorithm": string(p.Algorithm), "messageType": string(p.MessageType), "messageBytes": len(p.Message)}
+		if k != nil {
+			subject = k.ResourceName()
+		}
+		if res != nil {
+			data["keyVersion"] = res.KeyVersion
+		}
+		err = s.emit(ctx, c, typeVerify, subject, data, err)
+		if err != nil {
+			res = nil
+		}
+	}()
+	k, params, input, err := s.signingSetup(ctx, c, p.KeyRef, p.Algorithm, p.Message, p.MessageType, false)
+	if err != nil {
+		return nil, err
+	}
+	verifier, ok := s.hsm.(hsm.Signer)
+	if !ok {
+		return nil, newError(CodeInternal, "this HSM cannot verify")
+	}
+	sig := p.Signature
+	if params.Scheme == hsm.SchemeECDSA {
+		size := 32
+		if k.Spec == SpecECCP384 {
+			size = 48
+		}
+		if sig, err = ecdsaSigFromDER(p.Signature, size); err != nil {
+			return nil, errInvalidSignature(err)
+		}
+	}
+	for _, v := range candidateVersions(k, p.KeyVersion) {
+		h, release, err := s.publicHandleFor(ctx, k, v)
+		if err != nil {
+			return nil, err
+		}
+		err = verifier.Verify(ctx, h, params, input, sig)
+		release()
+		if err == nil {
+			return &VerifyResult{KeyID: k.ID, KeyVersion: v, Algorithm: p.Algorithm}, nil
+		}
+		if !errors.Is(err, hsm.ErrAuthFailed) && !errors.Is(err, hsm.ErrInvalidInput) {
+			return nil, wrapError(CodeInternal, err, "the HSM failed to verify")
+		}
+	}
+	return nil, errInvalidSignature(nil)
+}
+
+// candidateVersions lists the versions a verification may use: the one
+// asked for, or every version that may verify, newest first.
+func candidateVersions(k *Key, want uint32) []uint32 {
+	var out []uint32
+	for i := len(k.Versions) - 1; i >= 0; i-- {
+		v := k.Versions[i]
+		if v.State.CanDecrypt() && (want == 0 || v.Number == want) {
+			out = append(out, v.Number)
+		}
+	}
+	return out
+}
+
+// CodeInvalidSignature is the code of a signature or MAC that does not verify.
+const CodeInvalidSignature Code = "KMSInvalidSignatureException"
+
+// ErrInvalidSignature matches every invalid-signature error.
+var ErrInvalidSignature = &Error{Code: CodeInvalidSignature}
+
+func errInvalidSignature(cause error) *Error {
+	return &Error{Code: CodeInvalidSignature, Message: "the signature is not valid", cause: cause}
+}
+
+// PublicKeyResult is a version's public key.
+type PublicKeyResult struct {
+	KeyID                string
+	KeyVersion           uint32
+	KeySpec              KeySpec
+	KeyUsage             KeyUsage
+	PublicKeyDER         []byte // SubjectPublicKeyInfo
+	SigningAlgorithms    []SigningAlgorithm
+	EncryptionAlgorithms []EncryptionAlgorithm
+}
+
+// GetPublicKey returns the public key of an asymmetric key's primary
+// version (or of version, when not 0).
+func (s *Service) GetPublicKey(ctx context.Context, c Caller, ref string, version uint32) (res *PublicKeyResult, err error) {
+	var k *Key
+	defer func() {
+		subject := ""
+		if k != nil {
+			subject = k.ResourceName()
+		}
+		err = s.emit(ctx, c, events.TypeGetPublicKey, subject, map[string]any{"keyVersion": version}, err)
+		if err != nil {
+			res = nil
+		}
+	}()
+	if err := checkCaller(c); err != nil {
+		return nil, err
+	}
+	if k, err = s.cachedKey(ctx, c.Tenant, ref); err != nil {
+		return nil, err
+	}
+	info := specs[k.Spec]
+	if info == nil || info.kind != materialKeyPair {
+		return nil, newError(CodeInvalidKeyUsage, "key %s (%s) has no public key", k.ID, k.Spec)
+	}
+	if version == 0 {
+		version = k.PrimaryVersion
+	}
+	if _, ok := k.Version(version); !ok {
+		return nil, newError(CodeNotFound, "key %s has no version %d", k.ID, version)
+	}
+	m, err := s.store.GetMaterial(ctx, k.Tenant, k.ID, version)
+	if err != nil {
+		return nil, wrapError(CodeInternal, err, "failed to read the public key")
+	}
+	res = &PublicKeyResult{KeyID: k.ID, KeyVersion: version, KeySpec: k.Spec, KeyUsage: k.Usage, PublicKeyDER: m.PublicKey}
+	if k.Usage == UsageSignVerify {
+		res.SigningAlgorithms = info.signing
+	} else {
+		res.EncryptionAlgorithms = info.encryption
+	}
+	return res, nil
+}
+
+// MACParams are the inputs of GenerateMac and VerifyMac.
+type MACParams struct {
+	KeyRef    string
+	Message   []byte
+	Algorithm MACAlgorithm
+	MAC       []byte // VerifyMac only
+}
+
+// MACResult is a MAC.
+type MACResult struct {
+	KeyID      string
+	KeyVersion uint32
+	Algorithm  MACAlgorithm
+	MAC        []byte
+}
+
+func (s *Service) macSetup(ctx context.Context, c Caller, p MACParams, produce bool) (*Key, hsm.MACs, error) {
+	if err := checkCaller(c); err != nil {
+		return nil, nil, err
+	}
+	if len(p.Message) == 0 || len(p.Message) > MaxSignMessage {
+		return nil, nil, newError(CodeValidation, "message must be 1 to %d bytes", MaxSignMessage)
+	}
+	k, info, err := s.usableKey(ctx, c, p.KeyRef, UsageGenerateVerifyMAC, produce)
+	if err != nil {
+		return k, nil, err
+	}
+	if !contains(info.mac, p.Algorithm) {
+		return k, nil, newError(CodeInvalidKeyUsage, "key %s (%s) does not compute %q; it supports %v", k.ID, k.Spec, truncate(string(p.Algorithm), 64), info.mac)
+	}
+	macs, ok := s.hsm.(hsm.MACs)
+	if !ok {
+		return k, nil, newError(CodeInternal, "this HSM cannot compute MACs")
+	}
+	return k, macs, nil
+}
+
+func (s *Service) computeMAC(ctx context.Context, macs hsm.MACs, k *Key, version uint32, msg []byte) ([]byte, error) {
+	h, release, err := s.handleFor(ctx, k, version)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	mac, err := macs.HMACSHA256(ctx, h, msg)
+	if err != nil {
+		return nil, wrapError(CodeInternal, err, "the HSM failed to compute the MAC")
+	}
+	return mac, nil
+}
+
+// GenerateMac computes an HMAC with the key's primary version.
+func (s *Service) GenerateMac(ctx context.Context, c Caller, p MACParams) (res *MACResult, err error) {
+	var k *Key
+	defer func() {
+		subject := ""
+		if k != nil {
+			subject = k.ResourceName()
+		}
+		err = s.emit(ctx, c, typeMAC, subject, map[string]any{"algorithm": string(p.Algorithm), "messageBytes": len(p.Message)}, err)
+		if err != nil {
+			res = nil
+		}
+	}()
+	k, macs, err := s.macSetup(ctx, c, p, true)
+	if err != nil {
+		return nil, err
+	}
+	mac, err := s.computeMAC(ctx, macs, k, k.PrimaryVersion, p.Message)
+	if err != nil {
+		return nil, err
+	}
+	return &MACResult{KeyID: k.ID, KeyVersion: k.PrimaryVersion, Algorithm: p.Algorithm, MAC: mac}, nil
+}
+
+// VerifyMac recomputes the MAC in the HSM with each version that may verify
+// and compares in constant time. An invalid MAC is KMSInvalidMacException.
+func (s *Service) VerifyMac(ctx context.Context, c Caller, p MACParams) (res *MACResult, err error) {
+	var k *Key
+	defer func() {
+		subject := ""
+		if k != nil {
+			subject = k.ResourceName()
+		}
+		err = s.emit(ctx, c, typeVerifyMAC, subject, map[string]any{"algorithm": string(p.Algorithm), "messageBytes": len(p.Message)}, err)
+		if err != nil {
+			res = nil
+		}
+	}()
+	k, macs, err := s.macSetup(ctx, c, p, false)
+	if err != nil {
+		return nil, err
+	}
+	for _, v := range candidateVersions(k, 0) {
+		mac, err := s.computeMAC(ctx, macs, k, v, p.Message)
+		if err != nil {
+			return nil, err
+		}
+		if subtle.ConstantTimeCompare(mac, p.MAC) == 1 {
+			return &MACResult{KeyID: k.ID, KeyVersion: v, Algorithm: p.Algorithm}, nil
+		}
+	}
+	return nil, &Error{Code: CodeInvalidMAC, Message: "the MAC is not valid"}
+}
+
+// CodeInvalidMAC is the code of a MAC that does not verify.
+const CodeInvalidMAC Code = "KMSInvalidMacException"
+
+// ErrInvalidMAC matches every invalid-MAC error.
+var ErrInvalidMAC = &Error{Code: CodeInvalidMAC}
+
+// GenerateRandom returns n (1-1024) random bytes from the HSM.
+func (s *Service) GenerateRandom(ctx context.Context, c Caller, n int) (out []byte, err error) {
+	defer func() {
+		err = s.emit(ctx, c, events.TypeGenerateRandom, "", map[string]any{"numberOfBytes": n}, err)
+		if err != nil {
+			out = nil
+		}
+	}()
+	if err := checkCaller(c); err != nil {
+		return nil, err
+	}
+	if n < 1 || n > 1024 {
+		return nil, newError(CodeValidation, "numberOfBytes must be between 1 and 1024")
+	}
+	out, err = s.hsm.GenerateRandom(ctx, n)
+	if err != nil {
+		return nil, wrapError(CodeInternal, err, "the HSM failed to generate random bytes")
+	}
+	return out, nil
+}
+
+func contains[T comparable](xs []T, x T) bool {
+	for _, v := range xs {
+		if v == x {
+			return true
+		}
+	}
+	return false
+}

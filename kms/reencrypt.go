@@ -1,0 +1,165 @@
+package kms
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+
+	"github.com/keyflow/keyflow/events"
+)
+
+// ReEncryptParams are the inputs of ReEncrypt. DestinationKeyRef defaults
+// to the source key, which re-encrypts under its current primary version.
+type ReEncryptParams struct {
+	Ciphertext         []byte
+	SourceContext      EncryptionContext
+	SourceKeyRef       string
+	DestinationKeyRef  string
+	DestinationContext EncryptionContext
+}
+
+// ReEncryptResult is the new ciphertext and where it came from.
+type ReEncryptResult struct {
+	SourceKeyID      string
+	SourceKeyVersion uint32
+	KeyID            string
+	KeyVersion       uint32
+	Ciphertext       []byte
+}
+
+// ReEncrypt decrypts and re-encrypts inside keyflow, so the plaintext never
+// reaches the caller. It works on symmetric ciphertexts (with a header).
+func (s *Service) ReEncrypt(ctx context.Context, c Caller, p ReEncryptParams) (res *ReEncryptResult, err error) {
+	var src, dst *Key
+	defer func() {
+		subject, data := "", map[string]any{"ciphertextBytes": len(p.Ciphertext)}
+		if dst != nil {
+			subject = dst.ResourceName()
+		}
+		if src != nil {
+			data["sourceKey"] = src.ResourceName()
+		}
+		if res != nil {
+			data["sourceKeyVersion"], data["keyVersion"] = res.SourceKeyVersion, res.KeyVersion
+		}
+		err = s.emit(ctx, c, events.TypeReEncrypt, subject, data, err)
+		if err != nil {
+			res = nil
+		}
+	}()
+	if err := checkCaller(c); err != nil {
+		return nil, err
+	}
+	if err := p.SourceContext.validate(); err != nil {
+		return nil, err
+	}
+	if err := p.DestinationContext.validate(); err != nil {
+		return nil, err
+	}
+	src, pt, srcVer, err := s.open(ctx, c.Tenant, p.SourceKeyRef, p.Ciphertext, p.SourceContext)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(pt)
+	dst = src
+	if p.DestinationKeyRef != "" {
+		if dst, err = s.cachedKey(ctx, c.Tenant, p.DestinationKeyRef); err != nil {
+			return nil, err
+		}
+	}
+	ct, ver, err := s.sealWith(ctx, dst, c.Tenant, pt, p.DestinationContext)
+	if err != nil {
+		return nil, err
+	}
+	return &ReEncryptResult{SourceKeyID: src.ID, SourceKeyVersion: srcVer, KeyID: dst.ID, KeyVersion: ver, Ciphertext: ct}, nil
+}
+
+// DataKeyPairSpecs are the key pair specs GenerateDataKeyPair offers.
+var DataKeyPairSpecs = []KeySpec{SpecECCP256, SpecRSA3072}
+
+// DataKeyPairParams are the inputs of GenerateDataKeyPair.
+type DataKeyPairParams struct {
+	KeyRef      string
+	KeyPairSpec KeySpec
+	Context     EncryptionContext
+	// WithoutPlaintext returns only the public key and the encrypted
+	// private key.
+	WithoutPlaintext bool
+}
+
+// DataKeyPairResult is a key pair for the caller's own use.
+type DataKeyPairResult struct {
+	KeyID                    string
+	KeyVersion               uint32
+	KeyPairSpec              KeySpec
+	PublicKey                []byte // DER SubjectPublicKeyInfo
+	PrivateKeyPlaintext      []byte // DER PKCS#8; the caller zeroes it
+	PrivateKeyCiphertextBlob []byte // PKCS#8 encrypted under the KMS key
+}
+
+// GenerateDataKeyPair makes a key pair for client-side use and returns the
+// private key encrypted under a symmetric key. The pair is generated in Go
+// from crypto/rand, because its private key is handed to the caller anyway;
+// the HSM protects the encrypted copy.
+func (s *Service) GenerateDataKeyPair(ctx context.Context, c Caller, p DataKeyPairParams) (res *DataKeyPairResult, err error) {
+	var k *Key
+	defer func() {
+		subject, data := "", map[string]any{"keyPairSpec": string(p.KeyPairSpec), "withoutPlaintext": p.WithoutPlaintext}
+		if k != nil {
+			subject = k.ResourceName()
+		}
+		if res != nil {
+			data["keyVersion"] = res.KeyVersion
+		}
+		err = s.emit(ctx, c, events.TypeGenerateDataKeyPair, subject, data, err)
+		if err != nil && res != nil {
+			clear(res.PrivateKeyPlaintext)
+			res = nil
+		}
+	}()
+	if err := checkCaller(c); err != nil {
+		return nil, err
+	}
+	if err := p.Context.validate(); err != nil {
+		return nil, err
+	}
+	var priv any
+	switch p.KeyPairSpec {
+	case SpecECCP256:
+		priv, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	case SpecRSA3072:
+		priv, err = rsa.GenerateKey(rand.Reader, 3072)
+	default:
+		return nil, newError(CodeValidation, "key pair spec must be one of %v", DataKeyPairSpecs)
+	}
+	if err != nil {
+		return nil, wrapError(CodeInternal, err, "failed to generate the key pair")
+	}
+	if k, err = s.cachedKey(ctx, c.Tenant, p.KeyRef); err != nil {
+		return nil, err
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(priv)
+	if err != nil {
+		return nil, wrapError(CodeInternal, err, "failed to encode the private key")
+	}
+	pub, err := x509.MarshalPKIXPublicKey(priv.(interface{ Public() any }).Public())
+	if err != nil {
+		clear(der)
+		return nil, wrapError(CodeInternal, err, "failed to encode the public key")
+	}
+	ct, ver, err := s.sealWith(ctx, k, c.Tenant, der, p.Context)
+	if err != nil {
+		clear(der)
+		return nil, err
+	}
+	res = &DataKeyPairResult{KeyID: k.ID, KeyVersion: ver, KeyPairSpec: p.KeyPairSpec, PublicKey: pub, PrivateKeyCiphertextBlob: ct}
+	if p.WithoutPlaintext {
+		clear(der)
+	} else {
+		res.PrivateKeyPlaintext = der
+	}
+	return res, nil
+}

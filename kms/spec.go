@@ -1,0 +1,158 @@
+package kms
+
+import (
+	"crypto"
+
+	"github.com/keyflow/keyflow/hsm"
+)
+
+// Key specs, named as AWS KMS names them.
+const (
+	SpecHMAC256     KeySpec = "HMAC_256"
+	SpecRSA3072     KeySpec = "RSA_3072"
+	SpecRSA4096     KeySpec = "RSA_4096"
+	SpecECCP256     KeySpec = "ECC_NIST_P256"
+	SpecECCP384     KeySpec = "ECC_NIST_P384"
+	SpecEd25519     KeySpec = "ECC_NIST_EDWARDS25519"
+	specAES256Alias KeySpec = "AES_256" // accepted on input, stored as SYMMETRIC_DEFAULT
+)
+
+// More key usages.
+const (
+	UsageSignVerify        KeyUsage = "SIGN_VERIFY"
+	UsageGenerateVerifyMAC KeyUsage = "GENERATE_VERIFY_MAC"
+)
+
+// SigningAlgorithm names a signature algorithm (AWS names).
+type SigningAlgorithm string
+
+// Signing algorithms.
+const (
+	SignECDSASHA256    SigningAlgorithm = "ECDSA_SHA_256"
+	SignECDSASHA384    SigningAlgorithm = "ECDSA_SHA_384"
+	SignECDSASHA512    SigningAlgorithm = "ECDSA_SHA_512"
+	SignRSAPSSSHA256   SigningAlgorithm = "RSASSA_PSS_SHA_256"
+	SignRSAPSSSHA384   SigningAlgorithm = "RSASSA_PSS_SHA_384"
+	SignRSAPSSSHA512   SigningAlgorithm = "RSASSA_PSS_SHA_512"
+	SignRSAPKCS1SHA256 SigningAlgorithm = "RSASSA_PKCS1_V1_5_SHA_256"
+	SignRSAPKCS1SHA384 SigningAlgorithm = "RSASSA_PKCS1_V1_5_SHA_384"
+	SignRSAPKCS1SHA512 SigningAlgorithm = "RSASSA_PKCS1_V1_5_SHA_512"
+	SignEd25519SHA512  SigningAlgorithm = "ED25519_SHA_512" // pure Ed25519 over the message, as AWS names it
+)
+
+// EncryptionAlgorithm names an encryption algorithm (AWS names).
+type EncryptionAlgorithm string
+
+// Encryption algorithms.
+const (
+	EncSymmetricDefault EncryptionAlgorithm = "SYMMETRIC_DEFAULT"
+	EncRSAOAEPSHA256    EncryptionAlgorithm = "RSAES_OAEP_SHA_256"
+	EncRSAOAEPSHA1      EncryptionAlgorithm = "RSAES_OAEP_SHA_1"
+)
+
+// MACAlgorithm names a MAC algorithm.
+type MACAlgorithm string
+
+// MAC algorithms.
+const (
+	MACHMACSHA256 MACAlgorithm = "HMAC_SHA_256"
+)
+
+// Material algorithms of versions beyond AES-256-GCM. A version's Algorithm
+// says what its wrapped material is.
+const (
+	AlgHMACSHA256 Algorithm = "HMAC_SHA_256"
+	AlgRSA3072    Algorithm = "RSA_3072"
+	AlgRSA4096    Algorithm = "RSA_4096"
+	AlgECCP256    Algorithm = "ECC_NIST_P256"
+	AlgECCP384    Algorithm = "ECC_NIST_P384"
+	AlgEd25519    Algorithm = "ECC_NIST_EDWARDS25519"
+)
+
+type materialKind int
+
+const (
+	materialAES materialKind = iota
+	materialHMAC
+	materialKeyPair
+)
+
+// specInfo is everything keyflow knows about one key spec. The table below
+// is the only place that knows which spec does what: the operations look
+// their spec up here instead of switching on names.
+type specInfo struct {
+	spec       KeySpec
+	usages     []KeyUsage
+	kind       materialKind
+	alg        Algorithm
+	pair       hsm.KeyPairSpec
+	signing    []SigningAlgorithm
+	encryption []EncryptionAlgorithm
+	mac        []MACAlgorithm
+}
+
+var specs = map[KeySpec]*specInfo{
+	SpecSymmetricDefault: {spec: SpecSymmetricDefault, usages: []KeyUsage{UsageEncryptDecrypt}, kind: materialAES, alg: AlgAES256GCM,
+		encryption: []EncryptionAlgorithm{EncSymmetricDefault}},
+	SpecHMAC256: {spec: SpecHMAC256, usages: []KeyUsage{UsageGenerateVerifyMAC}, kind: materialHMAC, alg: AlgHMACSHA256,
+		mac: []MACAlgorithm{MACHMACSHA256}},
+	SpecRSA3072: rsaSpec(SpecRSA3072, AlgRSA3072, 3072),
+	SpecRSA4096: rsaSpec(SpecRSA4096, AlgRSA4096, 4096),
+	SpecECCP256: {spec: SpecECCP256, usages: []KeyUsage{UsageSignVerify}, kind: materialKeyPair, alg: AlgECCP256,
+		pair: hsm.KeyPairSpec{Algorithm: "EC", Curve: "P-256"}, signing: []SigningAlgorithm{SignECDSASHA256}},
+	SpecECCP384: {spec: SpecECCP384, usages: []KeyUsage{UsageSignVerify}, kind: materialKeyPair, alg: AlgECCP384,
+		pair: hsm.KeyPairSpec{Algorithm: "EC", Curve: "P-384"}, signing: []SigningAlgorithm{SignECDSASHA384}},
+	SpecEd25519: {spec: SpecEd25519, usages: []KeyUsage{UsageSignVerify}, kind: materialKeyPair, alg: AlgEd25519,
+		pair: hsm.KeyPairSpec{Algorithm: "ED25519"}, signing: []SigningAlgorithm{SignEd25519SHA512}},
+}
+
+func rsaSpec(s KeySpec, alg Algorithm, bits int) *specInfo {
+	return &specInfo{spec: s, usages: []KeyUsage{UsageEncryptDecrypt, UsageSignVerify}, kind: materialKeyPair, alg: alg,
+		pair: hsm.KeyPairSpec{Algorithm: "RSA", RSABits: bits},
+		signing: []SigningAlgorithm{SignRSAPSSSHA256, SignRSAPSSSHA384, SignRSAPSSSHA512,
+			SignRSAPKCS1SHA256, SignRSAPKCS1SHA384, SignRSAPKCS1SHA512},
+		encryption: []EncryptionAlgorithm{EncRSAOAEPSHA256, EncRSAOAEPSHA1}}
+}
+
+// specByAlgorithm finds the spec whose versions hold material alg.
+func specByAlgorithm(alg Algorithm) *specInfo {
+	for _, s := range specs {
+		if s.alg == alg {
+			return s
+		}
+	}
+	return nil
+}
+
+// Specs lists the key specs keyflow supports, for documentation and CLIs.
+func Specs() []KeySpec {
+	return []KeySpec{SpecSymmetricDefault, SpecHMAC256, SpecRSA3072, SpecRSA4096, SpecECCP256, SpecECCP384, SpecEd25519}
+}
+
+func (s *specInfo) allowsUsage(u KeyUsage) bool {
+	for _, x := range s.usages {
+		if x == u {
+			return true
+		}
+	}
+	return false
+}
+
+// signingParams maps a signing algorithm to the HSM scheme and hash.
+var signingParams = map[SigningAlgorithm]hsm.SignParams{
+	SignECDSASHA256:    {Scheme: hsm.SchemeECDSA, Hash: crypto.SHA256},
+	SignECDSASHA384:    {Scheme: hsm.SchemeECDSA, Hash: crypto.SHA384},
+	SignECDSASHA512:    {Scheme: hsm.SchemeECDSA, Hash: crypto.SHA512},
+	SignRSAPSSSHA256:   {Scheme: hsm.SchemeRSAPSS, Hash: crypto.SHA256},
+	SignRSAPSSSHA384:   {Scheme: hsm.SchemeRSAPSS, Hash: crypto.SHA384},
+	SignRSAPSSSHA512:   {Scheme: hsm.SchemeRSAPSS, Hash: crypto.SHA512},
+	SignRSAPKCS1SHA256: {Scheme: hsm.SchemeRSAPKCS1, Hash: crypto.SHA256},
+	SignRSAPKCS1SHA384: {Scheme: hsm.SchemeRSAPKCS1, Hash: crypto.SHA384},
+	SignRSAPKCS1SHA512: {Scheme: hsm.SchemeRSAPKCS1, Hash: crypto.SHA512},
+	SignEd25519SHA512:  {Scheme: hsm.SchemeEd25519},
+}
+
+var oaepHash = map[EncryptionAlgorithm]crypto.Hash{
+	EncRSAOAEPSHA256: crypto.SHA256,
+	EncRSAOAEPSHA1:   crypto.SHA1,
+}
