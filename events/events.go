@@ -37,6 +37,7 @@ const (
 	TypeKeyVersionCreated   = "io.keyflow.key.version.created.v1"
 	TypeKeyRotated          = "io.keyflow.key.rotated.v1"
 	TypeKeyRotationStart    = "io.keyflow.key.rotation.started.v1"
+	TypeKeyRotationFailed   = "io.keyflow.key.rotation.failed.v1"
 	TypeEncrypt             = "io.keyflow.crypto.encrypt.v1"
 	TypeDecrypt             = "io.keyflow.crypto.decrypt.v1"
 	TypeGenerateDataKey     = "io.keyflow.crypto.datakey.v1"
@@ -57,7 +58,9 @@ const (
 var Types = []string{
 	TypeKeyCreated, TypeKeyDescribed, TypeKeyListed, TypeKeyVersionCreated,
 	TypeKeyRotated, TypeKeyRotationStart, TypeEncrypt, TypeDecrypt,
-	TypeGenerateDataKey, TypeAuditRead, TypeRequestRejected,
+	TypeGenerateDataKey, TypeAuditRead, TypeRequestRejected, TypeKeyRotationFailed,
+	TypeSign, TypeVerify, TypeGenerateMAC, TypeVerifyMAC, TypeGetPublicKey,
+	TypeGenerateRandom, TypeReEncrypt, TypeGenerateDataKeyPair,
 }
 
 // Outcomes.
@@ -117,6 +120,14 @@ var ErrInvalidRecord = errors.New("events: invalid audit record")
 func (r Record) CloudEvent() (cloudevents.Event, error) {
 	if r.Type == "" || r.Tenant == "" || r.Outcome == "" {
 		return cloudevents.Event{}, fmt.Errorf("%w: type, tenant and outcome are required", ErrInvalidRecord)
+	}
+	switch r.Outcome {
+	case OutcomeSuccess, OutcomeFailure, OutcomeDenied:
+	default:
+		return cloudevents.Event{}, fmt.Errorf("%w: unknown outcome %q", ErrInvalidRecord, r.Outcome)
+	}
+	if (r.Outcome == OutcomeSuccess) != (r.ErrorCode == "") {
+		return cloudevents.Event{}, fmt.Errorf("%w: an error code goes with, and only with, a failed or denied outcome", ErrInvalidRecord)
 	}
 	e := cloudevents.NewEvent(cloudevents.VersionV1)
 	id := r.ID

@@ -171,3 +171,12 @@ func (s *Service) NextVersion(ctx context.Context, c Caller, keyID string) (uint
 	}
 	return k.Versions[len(k.Versions)-1].Number + 1, nil
 }
+
+// RecordRotationFailed records that a rotation accepted by RequestRotation
+// did not finish, and returns err for the reply.
+func (s *Service) RecordRotationFailed(ctx context.Context, c Caller, keyID string, err error) error {
+	if err == nil {
+		err = newError(CodeInternal, "the rotation failed")
+	}
+	return s.emit(ctx, c, events.TypeKeyRotationFailed, ResourceName(c.Tenant, keyID), map[string]any{"keyId": keyID}, err)
+}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 
@@ -129,8 +130,10 @@ func (s *Service) emit(ctx context.Context, c Caller, typ, subject string, data 
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	if err := s.audit.Emit(actx, rec); err != nil {
-		s.log.Error("audit record not stored", "type", typ, "subject", subject, "err", err)
+		s.log.Error("audit record not stored", "type", typ, "subject", subject, "outcome", rec.Outcome, "errorcode", rec.ErrorCode, "err", err)
 		if opErr != nil {
+			// The caller's own error is more useful than ours; the
+			// lost record is in the worker log above.
 			return opErr
 		}
 		return wrapError(CodeAuditUnavailable, err, "the audit trail is unavailable, so the operation was refused; retry later")
@@ -209,9 +212,14 @@ func (s *Service) cachedKey(ctx context.Context, tenant, ref string) (*Key, erro
 
 func normalizeAlias(a string) string { return strings.TrimPrefix(a, "alias/") }
 
+// truncate shortens caller-supplied text for messages and audit records,
+// without splitting a UTF-8 sequence.
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
 	}
 	return s[:n] + "…"
 }
@@ -229,7 +237,7 @@ type CreateKeyParams struct {
 func (s *Service) CreateKey(ctx context.Context, c Caller, p CreateKeyParams) (k *Key, err error) {
 	subject := ""
 	defer func() {
-		data := map[string]any{"alias": p.Alias, "keySpec": string(p.Spec)}
+		data := map[string]any{"alias": truncate(p.Alias, 256), "keySpec": truncate(string(p.Spec), 64)}
 		if k != nil {
 			data["keyId"] = k.ID
 			data["version"] = k.PrimaryVersion
@@ -703,7 +711,9 @@ func (s *Service) GenerateDataKey(ctx context.Context, c Caller, p GenerateDataK
 // contextKeys lists the encryption context's keys (not values, which may be
 // sensitive to the caller) for the audit record.
 func contextKeys(ec EncryptionContext) []string {
-	if len(ec) == 0 {
+	// An invalid context is recorded as absent: its size is unbounded and
+	// the record of the refusal must still fit in the stream.
+	if len(ec) == 0 || ec.validate() != nil {
 		return nil
 	}
 	out := make([]string, 0, len(ec))

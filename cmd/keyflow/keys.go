@@ -14,14 +14,22 @@ import (
 func newKeyCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "key", Short: "Create, inspect and rotate keys"}
 
-	var alias, desc string
+	var alias, desc, spec, usage string
 	create := &cobra.Command{
-		Use:   "create",
-		Short: "Create a symmetric AES-256 key and print its metadata",
-		Args:  cobra.NoArgs,
+		Use:   "create [--spec SPEC] [--usage USAGE]",
+		Short: "Create a key (AES-256 by default) and print its metadata",
+		Long: `Create a key and print its metadata.
+
+Specs and usages (AWS KMS names):
+  SYMMETRIC_DEFAULT (AES-256-GCM, default)  ENCRYPT_DECRYPT
+  HMAC_256                                  GENERATE_VERIFY_MAC
+  RSA_3072, RSA_4096                        ENCRYPT_DECRYPT or SIGN_VERIFY
+  ECC_NIST_P256, ECC_NIST_P384              SIGN_VERIFY
+  ECC_NIST_EDWARDS25519 (Ed25519)           SIGN_VERIFY`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
-				k, err := c.CreateKey(ctx, api.CreateKeyRequest{Alias: alias, Description: desc})
+				k, err := c.CreateKey(ctx, api.CreateKeyRequest{Alias: alias, Description: desc, KeySpec: spec, KeyUsage: usage})
 				if err != nil {
 					return err
 				}
@@ -31,6 +39,8 @@ func newKeyCmd(g *globals) *cobra.Command {
 	}
 	create.Flags().StringVar(&alias, "alias", "", "alias for the key (e.g. app-secrets or alias/app-secrets)")
 	create.Flags().StringVar(&desc, "description", "", "free-text description")
+	create.Flags().StringVar(&spec, "spec", "", "key spec (default SYMMETRIC_DEFAULT)")
+	create.Flags().StringVar(&usage, "usage", "", "key usage (default: the spec's first usage)")
 
 	describe := &cobra.Command{
 		Use:   "describe KEY",
@@ -95,10 +105,10 @@ func exactArgs(n int, names string) cobra.PositionalArgs {
 }
 
 func newEncryptCmd(g *globals) *cobra.Command {
-	var key, in string
+	var key, in, alg string
 	var ctxPairs []string
 	cmd := &cobra.Command{
-		Use:   "encrypt --key KEY [--context k=v]...",
+		Use:   "encrypt --key KEY [--context k=v]... [--algorithm RSAES_OAEP_SHA_256]",
 		Short: "Encrypt stdin (or --in) and print the ciphertext as base64",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -115,7 +125,7 @@ func newEncryptCmd(g *globals) *cobra.Command {
 			}
 			defer clear(pt)
 			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
-				r, err := c.Encrypt(ctx, api.EncryptRequest{KeyID: key, Plaintext: pt, EncryptionContext: ec})
+				r, err := c.Encrypt(ctx, api.EncryptRequest{KeyID: key, Plaintext: pt, EncryptionContext: ec, EncryptionAlgorithm: alg})
 				if err != nil {
 					return err
 				}
@@ -126,15 +136,16 @@ func newEncryptCmd(g *globals) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&key, "key", "", "key ID or alias")
 	cmd.Flags().StringVar(&in, "in", "", "read the plaintext from this file instead of stdin")
+	cmd.Flags().StringVar(&alg, "algorithm", "", "SYMMETRIC_DEFAULT (default), or RSAES_OAEP_SHA_256 / RSAES_OAEP_SHA_1 for RSA keys (raw RSA ciphertext, no keyflow header)")
 	cmd.Flags().StringArrayVar(&ctxPairs, "context", nil, "encryption context pair key=value (repeatable)")
 	return cmd
 }
 
 func newDecryptCmd(g *globals) *cobra.Command {
-	var key, in string
+	var key, in, alg string
 	var ctxPairs []string
 	cmd := &cobra.Command{
-		Use:   "decrypt [--context k=v]...",
+		Use:   "decrypt [--context k=v]... [--key KEY --algorithm RSAES_OAEP_SHA_256]",
 		Short: "Decrypt base64 ciphertext from stdin (or --in) and write the plaintext to stdout",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -151,7 +162,7 @@ func newDecryptCmd(g *globals) *cobra.Command {
 				return err
 			}
 			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
-				r, err := c.Decrypt(ctx, api.DecryptRequest{CiphertextBlob: ct, EncryptionContext: ec, KeyID: key})
+				r, err := c.Decrypt(ctx, api.DecryptRequest{CiphertextBlob: ct, EncryptionContext: ec, KeyID: key, EncryptionAlgorithm: alg})
 				if err != nil {
 					return err
 				}
@@ -161,7 +172,8 @@ func newDecryptCmd(g *globals) *cobra.Command {
 			})
 		},
 	}
-	cmd.Flags().StringVar(&key, "key", "", "optional: refuse unless the ciphertext belongs to this key")
+	cmd.Flags().StringVar(&key, "key", "", "refuse unless the ciphertext belongs to this key (required for RSA)")
+	cmd.Flags().StringVar(&alg, "algorithm", "", "RSAES_OAEP_SHA_256 or RSAES_OAEP_SHA_1 for RSA ciphertexts")
 	cmd.Flags().StringVar(&in, "in", "", "read the ciphertext from this file instead of stdin")
 	cmd.Flags().StringArrayVar(&ctxPairs, "context", nil, "encryption context pair key=value (repeatable)")
 	return cmd
@@ -170,9 +182,10 @@ func newDecryptCmd(g *globals) *cobra.Command {
 func newDataKeyCmd(g *globals) *cobra.Command {
 	var key string
 	var n int
+	var noPlain bool
 	var ctxPairs []string
 	cmd := &cobra.Command{
-		Use:   "datakey --key KEY",
+		Use:   "datakey --key KEY [--without-plaintext]",
 		Short: `Generate a data key; prints {"keyId","plaintext","ciphertextBlob"} (base64)`,
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -184,14 +197,14 @@ func newDataKeyCmd(g *globals) *cobra.Command {
 				return err
 			}
 			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
-				r, err := c.GenerateDataKey(ctx, api.DataKeyRequest{KeyID: key, NumberOfBytes: n, EncryptionContext: ec})
+				r, err := c.GenerateDataKey(ctx, api.DataKeyRequest{KeyID: key, NumberOfBytes: n, EncryptionContext: ec, WithoutPlaintext: noPlain})
 				if err != nil {
 					return err
 				}
 				defer clear(r.Plaintext)
 				return printJSON(cmd.OutOrStdout(), struct {
 					KeyID          string `json:"keyId"`
-					Plaintext      []byte `json:"plaintext"`
+					Plaintext      []byte `json:"plaintext,omitempty"`
 					CiphertextBlob []byte `json:"ciphertextBlob"`
 				}{r.KeyID, r.Plaintext, r.CiphertextBlob})
 			})
@@ -199,6 +212,7 @@ func newDataKeyCmd(g *globals) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&key, "key", "", "key ID or alias")
 	cmd.Flags().IntVar(&n, "bytes", 32, "data key length in bytes (1-1024)")
+	cmd.Flags().BoolVar(&noPlain, "without-plaintext", false, "return only the encrypted data key")
 	cmd.Flags().StringArrayVar(&ctxPairs, "context", nil, "encryption context pair key=value (repeatable)")
 	return cmd
 }

@@ -60,6 +60,7 @@ against it. They find the dev stack's credentials by themselves.`,
 	pf.DurationVar(&g.timeout, "timeout", 60*time.Second, "timeout of each request")
 
 	root.AddCommand(newDevCmd(g), newKeyCmd(g), newEncryptCmd(g), newDecryptCmd(g), newDataKeyCmd(g), newAuditCmd(g))
+	root.AddCommand(newCoreOpsCmds(g)...)
 	return root
 }
 

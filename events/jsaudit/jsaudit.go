@@ -33,6 +33,10 @@ const (
 	ContentType   = "application/cloudevents+json"
 )
 
+// MaxEventBytes bounds one stored event. Events carry identifiers and sizes
+// only, so a larger one is a bug (unbounded caller input in the data).
+const MaxEventBytes = 64 * 1024
+
 // TenantSubjects is the subject filter for one tenant's events.
 func TenantSubjects(tenant string) string { return SubjectPrefix + "." + tenant + ".>" }
 
@@ -71,6 +75,9 @@ func (p *Publisher) Emit(ctx context.Context, r events.Record) error {
 	body, err := json.Marshal(e)
 	if err != nil {
 		return fmt.Errorf("failed to encode audit event: %w", err)
+	}
+	if len(body) > MaxEventBytes {
+		return fmt.Errorf("audit event of %d bytes exceeds %d: %w", len(body), MaxEventBytes, events.ErrInvalidRecord)
 	}
 	msg := &nats.Msg{
 		Subject: SubjectPrefix + "." + r.Tenant + "." + e.Type(),

@@ -32,7 +32,22 @@ const (
 	OpKeyList     = "keys.list"
 	OpKeyRotate   = "keys.rotate"
 	OpAuditTail   = "audit.tail"
+
+	OpSign         = "crypto.sign"
+	OpVerify       = "crypto.verify"
+	OpGenerateMac  = "crypto.mac"
+	OpVerifyMac    = "crypto.verifymac"
+	OpGetPublicKey = "crypto.publickey"
+	OpRandom       = "crypto.random"
+	OpReEncrypt    = "crypto.reencrypt"
+	OpDataKeyPair  = "crypto.datakeypair"
+	OpBatchEncrypt = "crypto.batchencrypt"
+	OpBatchDecrypt = "crypto.batchdecrypt"
+	OpBatchDataKey = "crypto.batchdatakey"
 )
+
+// MaxBatchItems is the most items one batch request may carry.
+const MaxBatchItems = 1000
 
 // Subject returns the subject of op for tenant.
 func Subject(tenant, op string) string { return "kf." + Version + "." + tenant + "." + op }
@@ -65,6 +80,9 @@ type EncryptRequest struct {
 	KeyID             string            `json:"keyId"`
 	Plaintext         []byte            `json:"plaintext"`
 	EncryptionContext map[string]string `json:"encryptionContext,omitempty"`
+	// EncryptionAlgorithm is SYMMETRIC_DEFAULT (default) or, for RSA
+	// keys, RSAES_OAEP_SHA_256 / RSAES_OAEP_SHA_1.
+	EncryptionAlgorithm string `json:"encryptionAlgorithm,omitempty"`
 }
 
 // EncryptReply is the result of Encrypt.
@@ -79,6 +97,8 @@ type DecryptRequest struct {
 	CiphertextBlob    []byte            `json:"ciphertextBlob"`
 	EncryptionContext map[string]string `json:"encryptionContext,omitempty"`
 	KeyID             string            `json:"keyId,omitempty"`
+	// EncryptionAlgorithm and KeyID are required for RSA ciphertexts.
+	EncryptionAlgorithm string `json:"encryptionAlgorithm,omitempty"`
 }
 
 // DecryptReply is the result of Decrypt.
@@ -93,6 +113,9 @@ type DataKeyRequest struct {
 	KeyID             string            `json:"keyId"`
 	NumberOfBytes     int               `json:"numberOfBytes,omitempty"`
 	EncryptionContext map[string]string `json:"encryptionContext,omitempty"`
+	// WithoutPlaintext returns only the encrypted data key
+	// (GenerateDataKeyWithoutPlaintext).
+	WithoutPlaintext bool `json:"withoutPlaintext,omitempty"`
 }
 
 // DataKeyReply is a data key, in plaintext and encrypted.
@@ -170,4 +193,148 @@ type AuditEvent struct {
 // AuditTailReply is a page of events.
 type AuditTailReply struct {
 	Events []AuditEvent `json:"events"`
+}
+
+// SignRequest signs a message or a digest.
+type SignRequest struct {
+	KeyID            string `json:"keyId"`
+	Message          []byte `json:"message"`
+	MessageType      string `json:"messageType,omitempty"` // RAW (default) or DIGEST
+	SigningAlgorithm string `json:"signingAlgorithm"`
+}
+
+// SignReply is a signature (DER for ECDSA).
+type SignReply struct {
+	KeyID            string `json:"keyId"`
+	KeyVersion       uint32 `json:"keyVersion"`
+	SigningAlgorithm string `json:"signingAlgorithm"`
+	Signature        []byte `json:"signature"`
+}
+
+// VerifyRequest verifies a signature. KeyVersion 0: any version that may.
+type VerifyRequest struct {
+	KeyID            string `json:"keyId"`
+	KeyVersion       uint32 `json:"keyVersion,omitempty"`
+	Message          []byte `json:"message"`
+	MessageType      string `json:"messageType,omitempty"`
+	SigningAlgorithm string `json:"signingAlgorithm"`
+	Signature        []byte `json:"signature"`
+}
+
+// VerifyReply reports a valid signature; an invalid one is the error
+// KMSInvalidSignatureException.
+type VerifyReply struct {
+	KeyID            string `json:"keyId"`
+	KeyVersion       uint32 `json:"keyVersion"`
+	SignatureValid   bool   `json:"signatureValid"`
+	SigningAlgorithm string `json:"signingAlgorithm"`
+}
+
+// MacRequest computes (or, with Mac set, verifies) an HMAC.
+type MacRequest struct {
+	KeyID        string `json:"keyId"`
+	Message      []byte `json:"message"`
+	MacAlgorithm string `json:"macAlgorithm"`
+	Mac          []byte `json:"mac,omitempty"`
+}
+
+// MacReply is a MAC, or (for verifymac) the verdict; an invalid MAC is the
+// error KMSInvalidMacException.
+type MacReply struct {
+	KeyID        string `json:"keyId"`
+	KeyVersion   uint32 `json:"keyVersion"`
+	MacAlgorithm string `json:"macAlgorithm"`
+	Mac          []byte `json:"mac,omitempty"`
+	MacValid     bool   `json:"macValid,omitempty"`
+}
+
+// PublicKeyRequest asks for a version's public key (0: the primary).
+type PublicKeyRequest struct {
+	KeyID      string `json:"keyId"`
+	KeyVersion uint32 `json:"keyVersion,omitempty"`
+}
+
+// PublicKeyReply is a public key as DER SubjectPublicKeyInfo.
+type PublicKeyReply struct {
+	KeyID                string   `json:"keyId"`
+	KeyVersion           uint32   `json:"keyVersion"`
+	KeySpec              string   `json:"keySpec"`
+	KeyUsage             string   `json:"keyUsage"`
+	PublicKey            []byte   `json:"publicKey"`
+	SigningAlgorithms    []string `json:"signingAlgorithms,omitempty"`
+	EncryptionAlgorithms []string `json:"encryptionAlgorithms,omitempty"`
+}
+
+// RandomRequest asks for random bytes from the HSM.
+type RandomRequest struct {
+	NumberOfBytes int `json:"numberOfBytes"`
+}
+
+// RandomReply holds them.
+type RandomReply struct {
+	Plaintext []byte `json:"plaintext"`
+}
+
+// ReEncryptRequest re-encrypts a ciphertext without revealing it.
+type ReEncryptRequest struct {
+	CiphertextBlob               []byte            `json:"ciphertextBlob"`
+	SourceEncryptionContext      map[string]string `json:"sourceEncryptionContext,omitempty"`
+	SourceKeyID                  string            `json:"sourceKeyId,omitempty"`
+	DestinationKeyID             string            `json:"destinationKeyId,omitempty"`
+	DestinationEncryptionContext map[string]string `json:"destinationEncryptionContext,omitempty"`
+}
+
+// ReEncryptReply is the new ciphertext.
+type ReEncryptReply struct {
+	SourceKeyID      string `json:"sourceKeyId"`
+	SourceKeyVersion uint32 `json:"sourceKeyVersion"`
+	KeyID            string `json:"keyId"`
+	KeyVersion       uint32 `json:"keyVersion"`
+	CiphertextBlob   []byte `json:"ciphertextBlob"`
+}
+
+// DataKeyPairRequest asks for a data key pair (ECC_NIST_P256 or RSA_3072).
+type DataKeyPairRequest struct {
+	KeyID             string            `json:"keyId"`
+	KeyPairSpec       string            `json:"keyPairSpec"`
+	EncryptionContext map[string]string `json:"encryptionContext,omitempty"`
+	WithoutPlaintext  bool              `json:"withoutPlaintext,omitempty"`
+}
+
+// DataKeyPairReply is the pair: public key (DER SPKI), private key (DER
+// PKCS#8) in plaintext unless withoutPlaintext, and encrypted.
+type DataKeyPairReply struct {
+	KeyID                    string `json:"keyId"`
+	KeyVersion               uint32 `json:"keyVersion"`
+	KeyPairSpec              string `json:"keyPairSpec"`
+	PublicKey                []byte `json:"publicKey"`
+	PrivateKeyPlaintext      []byte `json:"privateKeyPlaintext,omitempty"`
+	PrivateKeyCiphertextBlob []byte `json:"privateKeyCiphertextBlob"`
+}
+
+// BatchEncryptRequest carries up to MaxBatchItems encrypt requests.
+type BatchEncryptRequest struct {
+	Items []EncryptRequest `json:"items"`
+}
+
+// BatchDecryptRequest carries up to MaxBatchItems decrypt requests.
+type BatchDecryptRequest struct {
+	Items []DecryptRequest `json:"items"`
+}
+
+// BatchDataKeyRequest carries up to MaxBatchItems data key requests.
+type BatchDataKeyRequest struct {
+	Items []DataKeyRequest `json:"items"`
+}
+
+// BatchReply has one result per item, in order: either the item's reply or
+// its error. One bad item does not fail the batch.
+type BatchReply[T any] struct {
+	Results []BatchResult[T] `json:"results"`
+}
+
+// BatchResult is one item's outcome.
+type BatchResult[T any] struct {
+	Result *T         `json:"result,omitempty"`
+	Error  *ErrorBody `json:"error,omitempty"`
 }

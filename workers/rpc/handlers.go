@@ -21,7 +21,7 @@ func (s *Server) encrypt(ctx context.Context, c kms.Caller, body []byte) (any, e
 		return nil, s.rejectWith(ctx, c, api.OpEncrypt, err)
 	}
 	defer clear(req.Plaintext)
-	res, err := s.cfg.KMS.Encrypt(ctx, c, kms.EncryptParams{KeyRef: req.KeyID, Plaintext: req.Plaintext, Context: req.EncryptionContext})
+	res, err := s.cfg.KMS.Encrypt(ctx, c, kms.EncryptParams{KeyRef: req.KeyID, Plaintext: req.Plaintext, Context: req.EncryptionContext, Algorithm: kms.EncryptionAlgorithm(req.EncryptionAlgorithm)})
 	if err != nil {
 		return nil, err
 	}
@@ -33,7 +33,7 @@ func (s *Server) decrypt(ctx context.Context, c kms.Caller, body []byte) (any, e
 	if err := decode(body, &req); err != nil {
 		return nil, s.rejectWith(ctx, c, api.OpDecrypt, err)
 	}
-	res, err := s.cfg.KMS.Decrypt(ctx, c, kms.DecryptParams{KeyRef: req.KeyID, Ciphertext: req.CiphertextBlob, Context: req.EncryptionContext})
+	res, err := s.cfg.KMS.Decrypt(ctx, c, kms.DecryptParams{KeyRef: req.KeyID, Ciphertext: req.CiphertextBlob, Context: req.EncryptionContext, Algorithm: kms.EncryptionAlgorithm(req.EncryptionAlgorithm)})
 	if err != nil {
 		return nil, err
 	}
@@ -48,6 +48,10 @@ func (s *Server) dataKey(ctx context.Context, c kms.Caller, body []byte) (any, e
 	res, err := s.cfg.KMS.GenerateDataKey(ctx, c, kms.GenerateDataKeyParams{KeyRef: req.KeyID, NumberOfBytes: req.NumberOfBytes, Context: req.EncryptionContext})
 	if err != nil {
 		return nil, err
+	}
+	if req.WithoutPlaintext {
+		clear(res.Plaintext)
+		res.Plaintext = nil
 	}
 	return api.DataKeyReply{KeyID: res.KeyID, KeyVersion: res.KeyVersion, Plaintext: res.Plaintext, CiphertextBlob: res.CiphertextBlob}, nil
 }
@@ -100,16 +104,18 @@ func (s *Server) rotateKey(ctx context.Context, c kms.Caller, body []byte) (any,
 	if err := decode(body, &req); err != nil {
 		return nil, s.rejectWith(ctx, c, api.OpKeyRotate, err)
 	}
+	if s.cfg.Rotator == nil {
+		return nil, s.rejectWith(ctx, c, api.OpKeyRotate, &kms.Error{Code: kms.CodeInternal, Message: "rotation is not available on this worker"})
+	}
 	keyID, err := s.cfg.KMS.RequestRotation(ctx, c, req.KeyID)
 	if err != nil {
 		return nil, err
 	}
-	if s.cfg.Rotator == nil {
-		return nil, &kms.Error{Code: kms.CodeInternal, Message: "rotation is not available on this worker"}
-	}
 	res, err := s.cfg.Rotator.Rotate(ctx, c, keyID)
 	if err != nil {
-		return nil, err
+		// The workflow's own steps are audited; this records that the
+		// request as a whole failed.
+		return nil, s.cfg.KMS.RecordRotationFailed(ctx, c, keyID, err)
 	}
 	return api.RotateKeyReply{KeyID: res.KeyID, PreviousVersion: res.PreviousVersion, NewVersion: res.NewVersion, WorkflowID: res.WorkflowID}, nil
 }

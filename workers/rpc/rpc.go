@@ -113,6 +113,9 @@ func Start(cfg Config) (*Server, error) {
 	}{
 		{"keyflow-crypto", "crypto", map[string]handlerFunc{
 			"encrypt": s.encrypt, "decrypt": s.decrypt, "datakey": s.dataKey,
+			"sign": s.sign, "verify": s.verify, "mac": s.generateMac, "verifymac": s.verifyMac,
+			"publickey": s.getPublicKey, "random": s.random, "reencrypt": s.reEncrypt, "datakeypair": s.dataKeyPair,
+			"batchencrypt": s.batchEncrypt, "batchdecrypt": s.batchDecrypt, "batchdatakey": s.batchDataKey,
 		}},
 		{"keyflow-admin", "keys", map[string]handlerFunc{
 			"create": s.createKey, "describe": s.describeKey, "list": s.listKeys, "rotate": s.rotateKey,

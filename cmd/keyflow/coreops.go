@@ -1,0 +1,290 @@
+package main
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/pem"
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/keyflow/keyflow/workers/api"
+	"github.com/keyflow/keyflow/workers/client"
+)
+
+func newCoreOpsCmds(g *globals) []*cobra.Command {
+	return []*cobra.Command{newSignCmd(g), newVerifyCmd(g), newMacCmd(g), newVerifyMacCmd(g),
+		newPublicKeyCmd(g), newRandomCmd(g), newReEncryptCmd(g), newDataKeyPairCmd(g)}
+}
+
+// messageFlags are the flags of commands that read a message.
+type messageFlags struct {
+	key, alg, in, mtype string
+}
+
+func (m *messageFlags) add(cmd *cobra.Command, algHelp string, withType bool) {
+	cmd.Flags().StringVar(&m.key, "key", "", "key ID or alias")
+	cmd.Flags().StringVar(&m.alg, "algorithm", "", algHelp)
+	cmd.Flags().StringVar(&m.in, "in", "", "read the message from this file instead of stdin")
+	if withType {
+		cmd.Flags().StringVar(&m.mtype, "message-type", "RAW", "RAW (the message) or DIGEST (its hash, computed by you)")
+	}
+}
+
+func (m *messageFlags) read(cmd *cobra.Command) ([]byte, error) {
+	if m.key == "" || m.alg == "" {
+		return nil, usagef("--key and --algorithm are required")
+	}
+	return readInput(cmd, m.in, 1<<20)
+}
+
+func decodeFlagB64(name, v string) ([]byte, error) {
+	if v == "" {
+		return nil, usagef("--%s is required", name)
+	}
+	b, err := base64.StdEncoding.DecodeString(v)
+	if err != nil {
+		return nil, usagef("--%s is not valid base64", name)
+	}
+	return b, nil
+}
+
+func printB64(cmd *cobra.Command, b []byte) error {
+	_, err := fmt.Fprintln(cmd.OutOrStdout(), base64.StdEncoding.EncodeToString(b))
+	return err
+}
+
+func newSignCmd(g *globals) *cobra.Command {
+	var m messageFlags
+	cmd := &cobra.Command{
+		Use:   "sign --key KEY --algorithm ALG [--message-type RAW|DIGEST]",
+		Short: "Sign stdin (or --in); prints the signature as base64 (DER for ECDSA)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			msg, err := m.read(cmd)
+			if err != nil {
+				return err
+			}
+			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				r, err := c.Sign(ctx, api.SignRequest{KeyID: m.key, Message: msg, MessageType: m.mtype, SigningAlgorithm: m.alg})
+				if err != nil {
+					return err
+				}
+				if g.output == "json" && cmd.Flags().Changed("output") {
+					return printJSON(cmd.OutOrStdout(), r)
+				}
+				return printB64(cmd, r.Signature)
+			})
+		},
+	}
+	m.add(cmd, "ECDSA_SHA_256, ECDSA_SHA_384, RSASSA_PSS_SHA_256|384|512, RSASSA_PKCS1_V1_5_SHA_256|384|512, ED25519_SHA_512", true)
+	return cmd
+}
+
+func newVerifyCmd(g *globals) *cobra.Command {
+	var m messageFlags
+	var sig string
+	cmd := &cobra.Command{
+		Use:   "verify --key KEY --algorithm ALG --signature B64 [--message-type RAW|DIGEST]",
+		Short: "Verify a signature over stdin (or --in); exit 0 when valid, 1 when not",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			s, err := decodeFlagB64("signature", sig)
+			if err != nil {
+				return err
+			}
+			msg, err := m.read(cmd)
+			if err != nil {
+				return err
+			}
+			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				r, err := c.Verify(ctx, api.VerifyRequest{KeyID: m.key, Message: msg, MessageType: m.mtype, SigningAlgorithm: m.alg, Signature: s})
+				if err != nil {
+					return err
+				}
+				if g.output == "json" && cmd.Flags().Changed("output") {
+					return printJSON(cmd.OutOrStdout(), r)
+				}
+				_, err = fmt.Fprintf(cmd.OutOrStdout(), "valid (key version %d)\n", r.KeyVersion)
+				return err
+			})
+		},
+	}
+	m.add(cmd, "the signing algorithm", true)
+	cmd.Flags().StringVar(&sig, "signature", "", "the signature, base64")
+	return cmd
+}
+
+func newMacCmd(g *globals) *cobra.Command {
+	var m messageFlags
+	cmd := &cobra.Command{
+		Use:   "mac --key KEY --algorithm HMAC_SHA_256",
+		Short: "Compute an HMAC of stdin (or --in); prints it as base64",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			msg, err := m.read(cmd)
+			if err != nil {
+				return err
+			}
+			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				r, err := c.GenerateMac(ctx, api.MacRequest{KeyID: m.key, Message: msg, MacAlgorithm: m.alg})
+				if err != nil {
+					return err
+				}
+				return printB64(cmd, r.Mac)
+			})
+		},
+	}
+	m.add(cmd, "HMAC_SHA_256", false)
+	return cmd
+}
+
+func newVerifyMacCmd(g *globals) *cobra.Command {
+	var m messageFlags
+	var mac string
+	cmd := &cobra.Command{
+		Use:   "verify-mac --key KEY --algorithm HMAC_SHA_256 --mac B64",
+		Short: "Verify an HMAC of stdin (or --in) in constant time; exit 0 when valid, 1 when not",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			want, err := decodeFlagB64("mac", mac)
+			if err != nil {
+				return err
+			}
+			msg, err := m.read(cmd)
+			if err != nil {
+				return err
+			}
+			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				r, err := c.VerifyMac(ctx, api.MacRequest{KeyID: m.key, Message: msg, MacAlgorithm: m.alg, Mac: want})
+				if err != nil {
+					return err
+				}
+				_, err = fmt.Fprintf(cmd.OutOrStdout(), "valid (key version %d)\n", r.KeyVersion)
+				return err
+			})
+		},
+	}
+	m.add(cmd, "HMAC_SHA_256", false)
+	cmd.Flags().StringVar(&mac, "mac", "", "the MAC, base64")
+	return cmd
+}
+
+func newPublicKeyCmd(g *globals) *cobra.Command {
+	var version uint32
+	cmd := &cobra.Command{
+		Use:   "get-public-key KEY",
+		Short: "Print an asymmetric key's public key as PEM (SubjectPublicKeyInfo); -o json adds DER base64",
+		Args:  exactArgs(1, "KEY"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				r, err := c.GetPublicKey(ctx, api.PublicKeyRequest{KeyID: args[0], KeyVersion: version})
+				if err != nil {
+					return err
+				}
+				if g.output == "json" && cmd.Flags().Changed("output") {
+					return printJSON(cmd.OutOrStdout(), r)
+				}
+				return pem.Encode(cmd.OutOrStdout(), &pem.Block{Type: "PUBLIC KEY", Bytes: r.PublicKey})
+			})
+		},
+	}
+	cmd.Flags().Uint32Var(&version, "version", 0, "key version (default: the primary)")
+	return cmd
+}
+
+func newRandomCmd(g *globals) *cobra.Command {
+	var n int
+	cmd := &cobra.Command{
+		Use:   "random --bytes N",
+		Short: "Print N (1-1024) random bytes from the HSM as base64",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				r, err := c.GenerateRandom(ctx, n)
+				if err != nil {
+					return err
+				}
+				defer clear(r.Plaintext)
+				return printB64(cmd, r.Plaintext)
+			})
+		},
+	}
+	cmd.Flags().IntVar(&n, "bytes", 32, "number of bytes")
+	return cmd
+}
+
+func newReEncryptCmd(g *globals) *cobra.Command {
+	var src, dst, in string
+	var srcCtx, dstCtx []string
+	cmd := &cobra.Command{
+		Use:   "reencrypt [--destination-key KEY] [--source-context k=v]... [--destination-context k=v]...",
+		Short: "Re-encrypt base64 ciphertext from stdin under another key (or the same key's primary version)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			sc, err := parseContext(srcCtx)
+			if err != nil {
+				return err
+			}
+			dc, err := parseContext(dstCtx)
+			if err != nil {
+				return err
+			}
+			raw, err := readInput(cmd, in, 2<<20)
+			if err != nil {
+				return err
+			}
+			ct, err := decodeBase64Input(raw)
+			if err != nil {
+				return err
+			}
+			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				r, err := c.ReEncrypt(ctx, api.ReEncryptRequest{CiphertextBlob: ct, SourceEncryptionContext: sc, SourceKeyID: src,
+					DestinationKeyID: dst, DestinationEncryptionContext: dc})
+				if err != nil {
+					return err
+				}
+				return printB64(cmd, r.CiphertextBlob)
+			})
+		},
+	}
+	cmd.Flags().StringVar(&src, "source-key", "", "refuse unless the ciphertext belongs to this key")
+	cmd.Flags().StringVar(&dst, "destination-key", "", "key to re-encrypt under (default: the source key)")
+	cmd.Flags().StringVar(&in, "in", "", "read the ciphertext from this file instead of stdin")
+	cmd.Flags().StringArrayVar(&srcCtx, "source-context", nil, "source encryption context key=value (repeatable)")
+	cmd.Flags().StringArrayVar(&dstCtx, "destination-context", nil, "destination encryption context key=value (repeatable)")
+	return cmd
+}
+
+func newDataKeyPairCmd(g *globals) *cobra.Command {
+	var key, spec string
+	var noPlain bool
+	var ctxPairs []string
+	cmd := &cobra.Command{
+		Use:   "datakey-pair --key KEY --spec ECC_NIST_P256|RSA_3072 [--without-plaintext]",
+		Short: "Generate a key pair for client-side use, its private key encrypted under KEY; prints JSON",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if key == "" || spec == "" {
+				return usagef("--key and --spec are required")
+			}
+			ec, err := parseContext(ctxPairs)
+			if err != nil {
+				return err
+			}
+			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				r, err := c.GenerateDataKeyPair(ctx, api.DataKeyPairRequest{KeyID: key, KeyPairSpec: spec, EncryptionContext: ec, WithoutPlaintext: noPlain})
+				if err != nil {
+					return err
+				}
+				defer clear(r.PrivateKeyPlaintext)
+				return printJSON(cmd.OutOrStdout(), r)
+			})
+		},
+	}
+	cmd.Flags().StringVar(&key, "key", "", "symmetric key that encrypts the private key")
+	cmd.Flags().StringVar(&spec, "spec", "", "ECC_NIST_P256 or RSA_3072")
+	cmd.Flags().BoolVar(&noPlain, "without-plaintext", false, "return only the public key and the encrypted private key")
+	cmd.Flags().StringArrayVar(&ctxPairs, "context", nil, "encryption context pair key=value (repeatable)")
+	return cmd
+}
