@@ -136,6 +136,7 @@ type stack struct {
 	temporalAddr   string        // 127.0.0.1:P2, from the ready line
 	creds          string        // from the ready line
 	startup        time.Duration
+	stopSignal     os.Signal // SIGTERM unless a test sets it
 	stopOnce       sync.Once
 }
 
@@ -145,7 +146,7 @@ type stack struct {
 // test ends, unless the test stops it earlier.
 func startStack(t *testing.T, dir, natsListen, temporalListen string) *stack {
 	t.Helper()
-	s := &stack{dir: dir, stdout: newOutputBuffer(), stderr: newOutputBuffer(), exited: make(chan struct{})}
+	s := &stack{dir: dir, stdout: newOutputBuffer(), stderr: newOutputBuffer(), exited: make(chan struct{}), stopSignal: syscall.SIGTERM}
 	s.cmd = exec.Command(kfBin, "dev", "--data-dir", dir, "--nats-listen", natsListen, "--temporal-listen", temporalListen)
 	s.cmd.Env = cliEnv("", "")
 	s.cmd.Stdout, s.cmd.Stderr = s.stdout, s.stderr
@@ -198,8 +199,8 @@ func startStack(t *testing.T, dir, natsListen, temporalListen string) *stack {
 // natsListen is the host:port the stack's NATS listens on.
 func (s *stack) natsListen() string { return strings.TrimPrefix(s.natsURL, "nats://") }
 
-// stop sends SIGTERM and asserts a clean exit: code 0 and "keyflow stopped"
-// printed. On timeout it kills the process and fails. Only the first call
+// stop sends SIGTERM (or s.stopSignal) and asserts a clean exit: code 0
+// and "keyflow stopped" printed. On timeout it kills the process and fails. Only the first call
 // does anything.
 func (s *stack) stop(t *testing.T) {
 	t.Helper()
@@ -211,8 +212,8 @@ func (s *stack) stop(t *testing.T) {
 			return
 		default:
 		}
-		if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-			t.Errorf("failed to send SIGTERM to keyflow dev: %v", err)
+		if err := s.cmd.Process.Signal(s.stopSignal); err != nil {
+			t.Errorf("failed to send %v to keyflow dev: %v", s.stopSignal, err)
 		}
 		timer := time.NewTimer(stopTimeout)
 		defer timer.Stop()
@@ -221,12 +222,12 @@ func (s *stack) stop(t *testing.T) {
 		case <-timer.C:
 			_ = s.cmd.Process.Kill()
 			<-s.exited
-			t.Errorf("keyflow dev did not exit within %v of SIGTERM; killed it\nstdout:\n%s\nstderr:\n%s", stopTimeout, s.stdout, s.stderr)
+			t.Errorf("keyflow dev did not exit within %v of %v; killed it\nstdout:\n%s\nstderr:\n%s", stopTimeout, s.stopSignal, s.stdout, s.stderr)
 			return
 		}
-		t.Logf("keyflow dev stopped in %v", time.Since(start).Round(time.Millisecond))
+		t.Logf("keyflow dev stopped by %v in %v", s.stopSignal, time.Since(start).Round(time.Millisecond))
 		if code := s.cmd.ProcessState.ExitCode(); code != 0 {
-			t.Errorf("keyflow dev exited with %v after SIGTERM, want 0\nstdout:\n%s\nstderr:\n%s", s.cmd.ProcessState, s.stdout, s.stderr)
+			t.Errorf("keyflow dev exited with %v after %v, want 0\nstdout:\n%s\nstderr:\n%s", s.cmd.ProcessState, s.stopSignal, s.stdout, s.stderr)
 		}
 		if !strings.Contains(s.stdout.String(), "keyflow stopped") {
 			t.Errorf("keyflow dev did not print \"keyflow stopped\"\nstdout:\n%s\nstderr:\n%s", s.stdout, s.stderr)
@@ -326,18 +327,6 @@ func expectFailure(t *testing.T, r result, code int, errCode string) {
 	if r.stdout != "" {
 		t.Errorf("want nothing on stdout on failure, got %v", r)
 	}
-}
-
-// knownBug is expectFailure for a product bug that is reported but not yet
-// fixed: a mismatch is logged, marked TODO, instead of failing the test.
-func knownBug(t *testing.T, r result, code int, errCode string) {
-	t.Helper()
-	line := strings.TrimSuffix(r.stderr, "\n")
-	if r.code != code || !strings.HasPrefix(line, "keyflow: "+errCode+": ") || strings.Contains(line, "\n") || r.stdout != "" {
-		t.Logf("TODO known product bug: want exit %d and \"keyflow: %s: ...\", got %v", code, errCode, r)
-		return
-	}
-	t.Logf("known product bug appears fixed (keyflow %s); make this check strict", strings.Join(r.args, " "))
 }
 
 // decodeJSON decodes a command's stdout into v.
@@ -482,6 +471,21 @@ func fileMode(t *testing.T, path string, want fs.FileMode) {
 
 func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
 
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, timeout time.Duration, cond func() bool) bool {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		<-tick.C
+	}
+	return true
+}
+
 // ---------------------------------------------------------------------------
 // The tests.
 
@@ -500,13 +504,9 @@ func TestCLIWithoutStack(t *testing.T) {
 	if r := runKF(t, env, "", "key", "--help"); !strings.Contains(r.stdout, "rotate") || !strings.Contains(r.stdout, "create") {
 		t.Errorf("keyflow key --help does not list the subcommands:\n%s", r.stdout)
 	}
-	// TODO(product bug, see the e2e report): a mistyped command is bad
-	// usage and should exit 2 with "keyflow: UsageError: ..."; today
-	// `keyflow no-such-command` exits 1 ("keyflow: Error: unknown command")
-	// and `keyflow key no-such-command` prints the help and exits 0. Replace
-	// knownBug with expectFailure once cmd/keyflow is fixed.
-	knownBug(t, runKF(t, env, "", "no-such-command"), 2, "UsageError")
-	knownBug(t, runKF(t, env, "", "key", "no-such-command"), 2, "UsageError")
+	// A mistyped command is bad usage, so a typo in a script fails.
+	expectFailure(t, runKF(t, env, "", "no-such-command"), 2, "UsageError")
+	expectFailure(t, runKF(t, env, "", "key", "no-such-command"), 2, "UsageError")
 	expectFailure(t, runKF(t, env, "", "key", "list", "--no-such-flag"), 2, "UsageError")
 	expectFailure(t, runKF(t, env, "", "key", "describe"), 2, "UsageError")
 	expectFailure(t, runKF(t, env, "", "encrypt"), 2, "UsageError")
@@ -657,10 +657,9 @@ func TestEndToEnd(t *testing.T) {
 			t.Errorf("datakey --bytes 16: got %d bytes", len(dk16.Plaintext))
 		}
 		expectFailure(t, st.kf(t, b64(dk16.CiphertextBlob), "decrypt"), 1, "InvalidCiphertextException")
-		expectFailure(t, st.kf(t, "", "datakey", "--key", "app", "--bytes", "1025"), 1, "ValidationException")
-		// TODO(product bug, see the e2e report): --bytes 0 silently returns
-		// a 32-byte key instead of refusing the documented range 1-1024.
-		knownBug(t, st.kf(t, "", "datakey", "--key", "app", "--bytes", "0"), 2, "UsageError")
+		// The CLI checks the documented range 1-1024 itself.
+		expectFailure(t, st.kf(t, "", "datakey", "--key", "app", "--bytes", "1025"), 2, "UsageError")
+		expectFailure(t, st.kf(t, "", "datakey", "--key", "app", "--bytes", "0"), 2, "UsageError")
 		if got := mustOK(t, st.kf(t, b64(dk16.CiphertextBlob), "decrypt", "--context", "purpose=e2e")).stdout; got != string(dk16.Plaintext) {
 			t.Errorf("decrypting the 16-byte data key with its context did not give its plaintext")
 		}
@@ -728,28 +727,93 @@ func TestEndToEnd(t *testing.T) {
 		}
 	})
 
+	// `audit tail --limit` and `--follow`: a follower sees a key created
+	// after it started, and SIGINT ends it with exit 0.
+	t.Run("AuditFollow", func(t *testing.T) {
+		if len(events1) == 0 {
+			t.Skip("the audit trail was not read")
+		}
+		r := mustOK(t, st.kf(t, "", "audit", "tail", "--limit", "3"))
+		if n := strings.Count(r.stdout, "\n"); n != 3 {
+			t.Errorf("audit tail --limit 3 printed %d lines", n)
+		}
+
+		out := newOutputBuffer()
+		cmd := exec.Command(kfBin, "audit", "tail", "--follow")
+		cmd.Env = cliEnv(st.natsURL, st.dir)
+		cmd.Stdout, cmd.Stderr = out, out
+		killWithParent(cmd)
+		if err := cmd.Start(); err != nil {
+			t.Fatalf("failed to start audit tail --follow: %v", err)
+		}
+		exited := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(exited) }()
+		defer func() {
+			select {
+			case <-exited:
+			default:
+				_ = cmd.Process.Kill()
+				<-exited
+			}
+		}()
+		// The backlog first: the first event of the trail.
+		if !waitFor(t, 30*time.Second, func() bool { return strings.Contains(out.String(), events1[0].ID) }) {
+			t.Fatalf("audit tail --follow did not print the backlog:\n%s", out)
+		}
+		t.Logf("audit tail --follow printed the backlog")
+		mustOK(t, st.kf(t, "", "key", "create", "--alias", "followed", "--description", "created while following"))
+		created := time.Now()
+		if !waitFor(t, 30*time.Second, func() bool { return strings.Contains(out.String(), `"alias":"followed"`) }) {
+			t.Fatalf("audit tail --follow did not print the new key's event:\n%s", out)
+		}
+		t.Logf("audit tail --follow printed the new event %v after it was created", time.Since(created).Round(time.Millisecond))
+		if err := cmd.Process.Signal(os.Interrupt); err != nil {
+			t.Fatalf("failed to interrupt audit tail --follow: %v", err)
+		}
+		interrupted := time.Now()
+		select {
+		case <-exited:
+			t.Logf("audit tail --follow exited %v after SIGINT", time.Since(interrupted).Round(time.Millisecond))
+		case <-time.After(stopTimeout):
+			t.Fatalf("audit tail --follow did not exit within %v of SIGINT", stopTimeout)
+		}
+		if code := cmd.ProcessState.ExitCode(); code != 0 {
+			t.Errorf("audit tail --follow exited %v after SIGINT, want 0; output:\n%s", cmd.ProcessState, out)
+		}
+		for i, line := range strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n") {
+			if !json.Valid([]byte(line)) {
+				t.Errorf("audit tail --follow line %d is not JSON: %q", i+1, line)
+			}
+		}
+		auditRaw.WriteString(out.String())
+	})
+
 	// Stop, check that the CLI now reports the stack unreachable, and start
-	// again on the same directory and the same ports.
-	must(t.Run("Restart", func(t *testing.T) {
+	// again on the same directory and the same ports. The new stack belongs
+	// to the whole test, so it is started here rather than in a subtest.
+	must(t.Run("Stop", func(t *testing.T) {
 		st.stop(t)
 		if t.Failed() {
 			t.FailNow()
 		}
 		expectFailure(t, st.kf(t, "", "key", "list"), 3, "Unreachable")
 		expectFailure(t, st.kf(t, plaintext, "encrypt", "--key", "app"), 3, "Unreachable")
-
-		old := st
-		start := time.Now()
-		st = startStack(t, dir, old.natsListen(), old.temporalAddr)
-		stacks = append(stacks, st)
-		t.Logf("restart (stop excluded) took %v", time.Since(start).Round(time.Millisecond))
+	}))
+	old := st
+	st = startStack(t, dir, old.natsListen(), old.temporalAddr)
+	st.stopSignal = os.Interrupt // the second run is stopped as Ctrl-C would
+	stacks = append(stacks, st)
+	t.Logf("restart: keyflow dev ready again in %v", st.startup.Round(time.Millisecond))
+	t.Run("Restart", func(t *testing.T) {
 		if st.natsURL != old.natsURL || st.temporalAddr != old.temporalAddr {
 			t.Errorf("restarted on %s %s, want the same ports %s %s", st.natsURL, st.temporalAddr, old.natsURL, old.temporalAddr)
 		}
 		if got, err := os.ReadFile(filepath.Join(dir, "hsm", "pin")); err != nil || !bytes.Equal(bytes.TrimSpace(got), pin) {
 			t.Errorf("the HSM PIN file changed across the restart (err %v)", err)
 		}
-	}))
+		fileMode(t, filepath.Join(dir, "hsm", "pin"), 0o600)
+		fileMode(t, filepath.Join(dir, "admin.creds"), 0o600)
+	})
 
 	t.Run("AfterRestart", func(t *testing.T) {
 		var k keyMetadata

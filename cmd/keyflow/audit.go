@@ -11,7 +11,7 @@ import (
 )
 
 func newAuditCmd(g *globals) *cobra.Command {
-	cmd := &cobra.Command{Use: "audit", Short: "Read the audit trail"}
+	cmd := &cobra.Command{Use: "audit", Short: "Read the audit trail", Args: noSubcommand, RunE: showHelp}
 	var follow bool
 	var limit int
 	tail := &cobra.Command{

@@ -12,7 +12,7 @@ import (
 )
 
 func newKeyCmd(g *globals) *cobra.Command {
-	cmd := &cobra.Command{Use: "key", Short: "Create, inspect and rotate keys"}
+	cmd := &cobra.Command{Use: "key", Short: "Create, inspect and rotate keys", Args: noSubcommand, RunE: showHelp}
 
 	var alias, desc, spec, usage string
 	create := &cobra.Command{
@@ -191,6 +191,9 @@ func newDataKeyCmd(g *globals) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if key == "" {
 				return usagef("--key is required")
+			}
+			if n < 1 || n > 1024 {
+				return usagef("--bytes must be between 1 and 1024, not %d", n)
 			}
 			ec, err := parseContext(ctxPairs)
 			if err != nil {

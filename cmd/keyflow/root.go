@@ -44,6 +44,8 @@ Start a development stack with 'keyflow dev', then use the other commands
 against it. They find the dev stack's credentials by themselves.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Args:          noSubcommand,
+		RunE:          showHelp,
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
 			if g.output != "json" && g.output != "table" {
 				return usagef("--output must be json or table, not %q", g.output)
@@ -165,3 +167,15 @@ func decodeBase64Input(b []byte) ([]byte, error) {
 	}
 	return out, nil
 }
+
+// noSubcommand makes a mistyped subcommand a usage error (exit 2) instead of
+// cobra's default of printing help and exiting 0, which lets a typo in a
+// script pass silently.
+func noSubcommand(c *cobra.Command, args []string) error {
+	if len(args) > 0 {
+		return usagef("unknown command %q for %q", args[0], c.CommandPath())
+	}
+	return nil
+}
+
+func showHelp(c *cobra.Command, _ []string) error { return c.Help() }

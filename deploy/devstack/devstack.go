@@ -29,6 +29,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
@@ -144,7 +145,7 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 	if st.nc, err = natsserver.ConnectService(st.NATS, st.Identity, "keyflow-worker"); err != nil {
 		return st, err
 	}
-	st.closers = append(st.closers, func() { _ = st.nc.Drain() })
+	st.closers = append(st.closers, func() { drain(st.nc) })
 	js, err := jetstream.New(st.nc)
 	if err != nil {
 		return st, fmt.Errorf("failed to open JetStream: %w", err)
@@ -292,4 +293,18 @@ func (r rotator) Rotate(ctx context.Context, c kms.Caller, keyID string) (*rpc.R
 		return nil, &kms.Error{Code: kms.CodeInternal, Message: "failed to run the rotation workflow"}
 	}
 	return &rpc.RotateResult{KeyID: res.KeyID, PreviousVersion: res.PreviousVersion, NewVersion: res.NewVersion, WorkflowID: id}, nil
+}
+
+// drain drains a connection and waits (bounded) until it is closed, so the
+// server is not shut down under it (which makes nats.go print errors).
+func drain(nc *nats.Conn) {
+	if err := nc.Drain(); err != nil {
+		nc.Close()
+		return
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !nc.IsClosed() && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	nc.Close()
 }

@@ -124,19 +124,44 @@ func Read(ctx context.Context, js jetstream.JetStream, p ReadParams) ([]Stored, 
 	if err != nil {
 		return nil, fmt.Errorf("failed to read audit stream: %w", err)
 	}
-	batch, err := cons.Fetch(p.Limit, jetstream.FetchMaxWait(p.Wait))
+	// Wait only for the first event; then take what is already there.
+	// (Fetch with a max wait would sit out the whole wait unless Limit
+	// events arrived, which makes `audit tail --follow` lag.)
+	waitCtx, cancel := context.WithTimeout(ctx, p.Wait)
+	defer cancel()
+	first, err := cons.Next(jetstream.FetchContext(waitCtx))
 	if err != nil {
+		if errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) ||
+			errors.Is(err, context.Canceled) || errors.Is(err, jetstream.ErrNoMessages) {
+			return nil, nil
+		}
 		return nil, fmt.Errorf("failed to read audit stream: %w", err)
 	}
 	var out []Stored
-	for m := range batch.Messages() {
+	add := func(m jetstream.Msg) error {
 		md, err := m.Metadata()
 		if err != nil {
-			return nil, fmt.Errorf("failed to read audit metadata: %w", err)
+			return fmt.Errorf("failed to read audit metadata: %w", err)
 		}
 		out = append(out, Stored{Seq: md.Sequence.Stream, Event: json.RawMessage(m.Data())})
+		return nil
 	}
-	if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
+	if err := add(first); err != nil {
+		return nil, err
+	}
+	if p.Limit == 1 {
+		return out, nil
+	}
+	batch, err := cons.FetchNoWait(p.Limit - 1)
+	if err != nil {
+		return out, fmt.Errorf("failed to read audit stream: %w", err)
+	}
+	for m := range batch.Messages() {
+		if err := add(m); err != nil {
+			return nil, err
+		}
+	}
+	if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, jetstream.ErrNoMessages) {
 		return out, fmt.Errorf("failed to read audit stream: %w", err)
 	}
 	return out, nil

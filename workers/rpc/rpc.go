@@ -70,6 +70,9 @@ type Config struct {
 type Server struct {
 	cfg      Config
 	jobs     chan job
+	done     chan struct{} // closed by Stop
+	base     context.Context
+	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 	services []micro.Service
 	stopOnce sync.Once
@@ -101,7 +104,8 @@ func Start(cfg Config) (*Server, error) {
 	if cfg.Version == "" {
 		cfg.Version = "0.1.0"
 	}
-	s := &Server{cfg: cfg, jobs: make(chan job, cfg.Workers)}
+	s := &Server{cfg: cfg, jobs: make(chan job, cfg.Workers), done: make(chan struct{})}
+	s.base, s.cancel = context.WithCancel(context.Background())
 	for range cfg.Workers {
 		s.wg.Add(1)
 		go s.loop()
@@ -152,33 +156,54 @@ func Start(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// Stop drains the services and waits for in-flight requests.
+// Stop stops taking requests, cancels long waits (audit tail --follow),
+// lets the pool finish what it holds and waits for it.
 func (s *Server) Stop() {
 	s.stopOnce.Do(func() {
 		for _, svc := range s.services {
 			_ = svc.Stop()
 		}
-		close(s.jobs)
+		close(s.done)
+		s.cancel()
 		s.wg.Wait()
 	})
 }
 
+var errShuttingDown = &kms.Error{Code: kms.CodeInternal, Message: "the worker is shutting down; retry"}
+
 func (s *Server) dispatch(op string, fn handlerFunc) micro.Handler {
 	return micro.HandlerFunc(func(r micro.Request) {
-		// Blocking here is the back-pressure: NATS buffers the rest.
-		s.jobs <- job{op: op, req: r, fn: fn}
+		// Blocking here is the back-pressure: NATS buffers the rest. The
+		// jobs channel is never closed, so a late message cannot panic.
+		select {
+		case s.jobs <- job{op: op, req: r, fn: fn}:
+		case <-s.done:
+			s.replyError(r, "", errShuttingDown)
+		}
 	})
 }
 
 func (s *Server) loop() {
 	defer s.wg.Done()
-	for j := range s.jobs {
-		s.serve(j)
+	for {
+		select {
+		case j := <-s.jobs:
+			s.serve(j)
+		case <-s.done:
+			for { // answer what was already queued, then leave
+				select {
+				case j := <-s.jobs:
+					s.serve(j)
+				default:
+					return
+				}
+			}
+		}
 	}
 }
 
 func (s *Server) serve(j job) {
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timeout)
+	ctx, cancel := context.WithTimeout(s.base, s.cfg.Timeout)
 	defer cancel()
 	reqID := j.req.Headers().Get(api.HeaderRequestID)
 	if reqID == "" || len(reqID) > 128 {

@@ -1,0 +1,178 @@
+// Command benchtable summarises the NATS encrypt benchmarks of
+// workers/rpc against the raw HSM baseline.
+//
+// It reads `go test -bench` output on stdin (run with -count N for several
+// samples of each benchmark) and prints, for each number of requesters, the
+// median throughput and latency percentiles, then the median raw SoftHSM
+// AES-GCM throughput and what fraction of it the whole path keeps:
+//
+//	go test -run '^$' -bench 'EncryptNATS|RawHSMGCM' -benchtime 2s -count 3 ./workers/rpc/ | go run ./e2e/benchtable
+//
+// The target line at the end is informational; the exit status reports only
+// whether the input could be read (1 if it held no benchmark results or the
+// benchmark run failed).
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+)
+
+// Target is the informational throughput goal at TargetRequesters.
+const (
+	Target           = 8000.0
+	TargetRequesters = 8
+)
+
+// sample is one result line: metric unit → value.
+type sample map[string]float64
+
+// results are the parsed samples of one input.
+type results struct {
+	nats   map[int][]sample // by requesters
+	raw    []sample
+	failed bool
+}
+
+var (
+	// BenchmarkEncryptNATS/requesters=8-2 (the -2 is GOMAXPROCS).
+	natsName = regexp.MustCompile(`^BenchmarkEncryptNATS/requesters=(\d+)(?:-\d+)?$`)
+	rawName  = regexp.MustCompile(`^BenchmarkRawHSMGCM(?:-\d+)?$`)
+)
+
+func parse(r io.Reader) (*results, error) {
+	res := &results{nats: map[int][]sample{}}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 64*1024), 1024*1024)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "FAIL") || strings.HasPrefix(line, "--- FAIL") || strings.HasPrefix(line, "panic:") {
+			res.failed = true
+		}
+		f := strings.Fields(line)
+		if len(f) < 4 || !strings.HasPrefix(f[0], "Benchmark") {
+			continue
+		}
+		// name, iterations, then value/unit pairs.
+		if _, err := strconv.Atoi(f[1]); err != nil {
+			continue
+		}
+		s := sample{}
+		for i := 2; i+1 < len(f); i += 2 {
+			v, err := strconv.ParseFloat(f[i], 64)
+			if err != nil {
+				return nil, fmt.Errorf("failed to parse %q in %q: %w", f[i], line, err)
+			}
+			s[f[i+1]] = v
+		}
+		if m := natsName.FindStringSubmatch(f[0]); m != nil {
+			n, _ := strconv.Atoi(m[1])
+			res.nats[n] = append(res.nats[n], s)
+		} else if rawName.MatchString(f[0]) {
+			res.raw = append(res.raw, s)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("failed to read input: %w", err)
+	}
+	return res, nil
+}
+
+// median of one metric over samples; ok is false if no sample has it.
+func median(ss []sample, unit string) (float64, bool) {
+	var v []float64
+	for _, s := range ss {
+		if x, ok := s[unit]; ok {
+			v = append(v, x)
+		}
+	}
+	if len(v) == 0 {
+		return 0, false
+	}
+	slices.Sort(v)
+	if len(v)%2 == 1 {
+		return v[len(v)/2], true
+	}
+	return (v[len(v)/2-1] + v[len(v)/2]) / 2, true
+}
+
+func num(v float64, ok bool) string {
+	if !ok {
+		return "-"
+	}
+	return strconv.FormatFloat(v, 'f', 0, 64)
+}
+
+func write(w io.Writer, res *results) {
+	ns := make([]int, 0, len(res.nats))
+	for n := range res.nats {
+		ns = append(ns, n)
+	}
+	slices.Sort(ns)
+	raw, rawOK := median(res.raw, "ops/s")
+
+	fmt.Fprintln(w, "Encrypt over NATS (client → tenant import → worker pool → SoftHSM AES-256-GCM, 32 B, audit on)")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "requesters\truns\tops/s\tp50 µs\tp99 µs\t")
+	for _, n := range ns {
+		ss := res.nats[n]
+		ops, ok1 := median(ss, "ops/s")
+		p50, ok2 := median(ss, "p50-µs")
+		p99, ok3 := median(ss, "p99-µs")
+		fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%s\t\n", n, len(ss), num(ops, ok1), num(p50, ok2), num(p99, ok3))
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
+
+	if rawOK {
+		fmt.Fprintf(w, "raw HSM AES-256-GCM 32 B (serial, session key): %s ops/s (median of %d)\n", num(raw, true), len(res.raw))
+	} else {
+		fmt.Fprintln(w, "raw HSM AES-256-GCM 32 B: no BenchmarkRawHSMGCM results in the input")
+	}
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "requesters\tNATS/raw HSM\t")
+	for _, n := range ns {
+		ops, ok := median(res.nats[n], "ops/s")
+		ratio := "-"
+		if ok && rawOK && raw > 0 {
+			ratio = fmt.Sprintf("%.1f%%", 100*ops/raw)
+		}
+		fmt.Fprintf(tw, "%d\t%s\t\n", n, ratio)
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
+
+	verdict := "BELOW"
+	at, ok := median(res.nats[TargetRequesters], "ops/s")
+	switch {
+	case !ok:
+		verdict = "NO DATA"
+	case at >= Target:
+		verdict = "PASS"
+	}
+	fmt.Fprintf(w, "target: >= %.0f ops/s at %d requesters: %s\n", Target, TargetRequesters, verdict)
+}
+
+func main() {
+	res, err := parse(os.Stdin)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "benchtable:", err)
+		os.Exit(1)
+	}
+	if len(res.nats) == 0 && len(res.raw) == 0 {
+		fmt.Fprintln(os.Stderr, "benchtable: no BenchmarkEncryptNATS or BenchmarkRawHSMGCM results on stdin")
+		os.Exit(1)
+	}
+	write(os.Stdout, res)
+	if res.failed {
+		fmt.Fprintln(os.Stderr, "benchtable: the benchmark run reported a failure; the table covers what completed")
+		os.Exit(1)
+	}
+}
