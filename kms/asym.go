@@ -160,7 +160,7 @@ func (s *Service) Sign(ctx context.Context, c Caller, p SignParams) (res *SignRe
 		return nil, wrapError(CodeInternal, err, "the HSM failed to sign")
 	}
 	if params.Scheme == hsm.SchemeECDSA {
-		if sig, err = ecdsaSigToDER(sig); err != nil {
+		if sig, err = hsm.ECDSASigToDER(sig); err != nil {
 			return nil, wrapError(CodeInternal, err, "failed to encode the signature")
 		}
 	}
@@ -216,7 +216,7 @@ func (s *Service) Verify(ctx context.Context, c Caller, p VerifyParams) (res *Ve
 		if k.Spec == SpecECCP384 {
 			size = 48
 		}
-		if sig, err = ecdsaSigFromDER(p.Signature, size); err != nil {
+		if sig, err = hsm.ECDSASigFromDER(p.Signature, size); err != nil {
 			return nil, errInvalidSignature(err)
 		}
 	}

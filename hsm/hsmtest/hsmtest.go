@@ -19,6 +19,12 @@
 //   - DestroyKey never destroys a root key;
 //   - after Close every method returns hsm.ErrClosed;
 //   - a context that is already done makes every method return its error.
+//
+// Backends that implement the optional abilities of package hsm
+// (KeyPairs, Signer, RSAEncrypter, MACs) are also held to the rules
+// listed in asym.go; the tests of abilities a backend lacks are skipped.
+// A backend with a bounded session pool may implement [SessionBorrower]
+// so that the suite can make the pool run dry.
 package hsmtest
 
 import (
@@ -58,6 +64,13 @@ func Run(t *testing.T, newBackend func(t *testing.T) hsm.Backend) {
 		{"Concurrent", testConcurrent},
 	}
 	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.fn(t, newBackend(t))
+		})
+	}
+	// The optional abilities; each test skips itself on a backend that
+	// lacks what it needs.
+	for _, tc := range asymTests {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.fn(t, newBackend(t))
 		})

@@ -28,9 +28,32 @@
 // encrypt, so a data key can never be used to import keys nor a KEK to
 // encrypt data.
 //
-// [Token.ImportAESKeyForTesting] is the one way raw key bytes enter the
-// HSM. It exists for known-answer tests; key material that has been in
+// [Token.ImportAESKeyForTesting], [Token.ImportPrivateKeyForTesting] and
+// [Token.ImportHMACKeyForTesting] are the ways raw key bytes enter the
+// HSM. They exist for known-answer tests; key material that has been in
 // process memory was never protected by the HSM.
+//
+// # Key pairs, signatures, RSA-OAEP and HMAC
+//
+// A Token also implements [hsm.KeyPairs], [hsm.Signer],
+// [hsm.RSAEncrypter] and [hsm.MACs]. Key pairs (RSA 2048/3072/4096, EC
+// P-256/P-384, Ed25519) and HMAC secrets follow the AES pattern: generated
+// in the HSM as a temporary extractable session object, wrapped once
+// (AES-KWP over PKCS#8, or over the raw secret) and destroyed; loaded
+// again as sensitive, non-extractable session objects limited, with
+// CKA_ALLOWED_MECHANISMS, to the mechanisms this package uses.
+// [Token.GenerateWrappedKeyPair] says why CKA_WRAP_WITH_TRUSTED is not
+// used.
+//
+// SoftHSM 2.6.1 can neither wrap nor unwrap Ed25519 private keys. For
+// Ed25519 only, the seed therefore passes through process memory when a
+// key is generated and each time it is loaded, and is zeroed after use;
+// see [Token.UnwrapPrivateKey].
+//
+// SoftHSM's RSA-OAEP is SHA-1 only and ignores the label, so only SHA-1
+// with an empty label is decrypted by CKM_RSA_PKCS_OAEP; everything else
+// is raw RSA in the HSM and constant-time OAEP decoding in Go. Encryption
+// needs only the public key and is done by crypto/rsa.
 //
 // # Sessions
 //

@@ -4,6 +4,7 @@ package pkcs11
 
 import (
 	"context"
+	"crypto"
 	"errors"
 
 	"github.com/keyflow/keyflow/hsm"
@@ -64,3 +65,58 @@ func (t *Token) EnsureRootKey(ctx context.Context, label string) (hsm.KeyHandle,
 }
 
 func (t *Token) GenerateRandom(ctx context.Context, n int) ([]byte, error) { return nil, errNoCgo }
+
+var (
+	_ hsm.KeyPairs     = (*Token)(nil)
+	_ hsm.Signer       = (*Token)(nil)
+	_ hsm.RSAEncrypter = (*Token)(nil)
+	_ hsm.MACs         = (*Token)(nil)
+)
+
+func (t *Token) GenerateWrappedKeyPair(ctx context.Context, wrappingKey hsm.KeyHandle, spec hsm.KeyPairSpec) (*hsm.WrappedKeyPair, error) {
+	return nil, errNoCgo
+}
+
+func (t *Token) UnwrapPrivateKey(ctx context.Context, wrappingKey hsm.KeyHandle, blob []byte, spec hsm.KeyPairSpec) (hsm.KeyHandle, error) {
+	return 0, errNoCgo
+}
+
+func (t *Token) ImportPublicKey(ctx context.Context, spkiDER []byte) (hsm.KeyHandle, error) {
+	return 0, errNoCgo
+}
+
+func (t *Token) ImportPrivateKeyForTesting(ctx context.Context, key crypto.PrivateKey) (hsm.KeyHandle, error) {
+	return 0, errNoCgo
+}
+
+func (t *Token) Sign(ctx context.Context, key hsm.KeyHandle, p hsm.SignParams, input []byte) ([]byte, error) {
+	return nil, errNoCgo
+}
+
+func (t *Token) Verify(ctx context.Context, publicKey hsm.KeyHandle, p hsm.SignParams, input, signature []byte) error {
+	return errNoCgo
+}
+
+func (t *Token) EncryptOAEP(ctx context.Context, publicKey hsm.KeyHandle, hash crypto.Hash, plaintext, label []byte) ([]byte, error) {
+	return nil, errNoCgo
+}
+
+func (t *Token) DecryptOAEP(ctx context.Context, privateKey hsm.KeyHandle, hash crypto.Hash, ciphertext, label []byte) ([]byte, error) {
+	return nil, errNoCgo
+}
+
+func (t *Token) GenerateWrappedSecret(ctx context.Context, wrappingKey hsm.KeyHandle, size int) ([]byte, error) {
+	return nil, errNoCgo
+}
+
+func (t *Token) UnwrapHMACKey(ctx context.Context, wrappingKey hsm.KeyHandle, blob []byte) (hsm.KeyHandle, error) {
+	return 0, errNoCgo
+}
+
+func (t *Token) HMACSHA256(ctx context.Context, key hsm.KeyHandle, data []byte) ([]byte, error) {
+	return nil, errNoCgo
+}
+
+func (t *Token) ImportHMACKeyForTesting(ctx context.Context, raw []byte) (hsm.KeyHandle, error) {
+	return 0, errNoCgo
+}

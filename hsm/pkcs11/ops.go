@@ -153,6 +153,8 @@ func keyErr(op string, err error) error {
 		isCKR(err, p11.CKR_UNWRAPPING_KEY_HANDLE_INVALID):
 		return fmt.Errorf("pkcs11: failed to %s: %w (%w)", op, hsm.ErrNotFound, ckr(err))
 	case isCKR(err, p11.CKR_KEY_FUNCTION_NOT_PERMITTED),
+		// A key whose CKA_ALLOWED_MECHANISMS leaves this one out.
+		isCKR(err, p11.CKR_MECHANISM_INVALID),
 		isCKR(err, p11.CKR_KEY_TYPE_INCONSISTENT),
 		isCKR(err, p11.CKR_KEY_SIZE_RANGE),
 		isCKR(err, p11.CKR_KEY_NOT_WRAPPABLE),

@@ -244,17 +244,22 @@ func (t *Token) put(s p11.SessionHandle) { t.pool <- s }
 // part way, and returns the session to put back in the pool: s itself, or
 // a fresh session if s could not be cleared.
 //
-// PKCS#11 says a failed C_Encrypt or C_Decrypt ends the operation, and
-// SoftHSM does so, but miekg/pkcs11 makes two calls per operation (one to
-// learn the output size) and not every module follows the rule. A call
-// with no active operation returns CKR_OPERATION_NOT_INITIALIZED at once,
-// so the check is cheap.
+// PKCS#11 says a failed C_Encrypt, C_Decrypt or C_Sign ends the
+// operation, and SoftHSM does so, but miekg/pkcs11 makes two calls per
+// operation (one to learn the output size) and not every module follows
+// the rule. A call with no active operation returns
+// CKR_OPERATION_NOT_INITIALIZED at once, so the check is cheap; a call
+// that does find one finishes it on a throwaway input, whose output is
+// discarded.
 func (t *Token) settle(s p11.SessionHandle) p11.SessionHandle {
 	var probe [hsm.GCMTagSize]byte
 	for range 3 {
 		_, derr := t.ctx.Decrypt(s, probe[:])
 		_, eerr := t.ctx.Encrypt(s, probe[:])
-		if isCKR(derr, p11.CKR_OPERATION_NOT_INITIALIZED) && isCKR(eerr, p11.CKR_OPERATION_NOT_INITIALIZED) {
+		_, serr := t.ctx.Sign(s, probe[:])
+		verr := t.ctx.Verify(s, probe[:], probe[:])
+		if isCKR(derr, p11.CKR_OPERATION_NOT_INITIALIZED) && isCKR(eerr, p11.CKR_OPERATION_NOT_INITIALIZED) &&
+			isCKR(serr, p11.CKR_OPERATION_NOT_INITIALIZED) && isCKR(verr, p11.CKR_OPERATION_NOT_INITIALIZED) {
 			return s
 		}
 		if isCKR(derr, p11.CKR_SESSION_HANDLE_INVALID) || isCKR(derr, p11.CKR_SESSION_CLOSED) {
@@ -272,6 +277,8 @@ func (t *Token) clearOperation(s p11.SessionHandle) {
 	var probe [hsm.GCMTagSize]byte
 	_, _ = t.ctx.Encrypt(s, probe[:])
 	_, _ = t.ctx.Decrypt(s, probe[:])
+	_, _ = t.ctx.Sign(s, probe[:])
+	_ = t.ctx.Verify(s, probe[:], probe[:])
 	_ = t.ctx.FindObjectsFinal(s)
 }
 
