@@ -108,10 +108,15 @@ func TestCloudEventKeepsFields(t *testing.T) {
 func TestCloudEventRefusesIncompleteRecords(t *testing.T) {
 	full := events.Record{Type: events.TypeKeyListed, Tenant: "alpha", Outcome: events.OutcomeSuccess}
 	for name, r := range map[string]events.Record{
-		"no type":    {Tenant: full.Tenant, Outcome: full.Outcome},
-		"no tenant":  {Type: full.Type, Outcome: full.Outcome},
-		"no outcome": {Type: full.Type, Tenant: full.Tenant},
-		"empty":      {},
+		"no type":                {Tenant: full.Tenant, Outcome: full.Outcome},
+		"no tenant":              {Type: full.Type, Outcome: full.Outcome},
+		"no outcome":             {Type: full.Type, Tenant: full.Tenant},
+		"empty":                  {},
+		"unknown outcome":        {Type: full.Type, Tenant: full.Tenant, Outcome: "ok"},
+		"outcome in capitals":    {Type: full.Type, Tenant: full.Tenant, Outcome: "SUCCESS"},
+		"success with a code":    {Type: full.Type, Tenant: full.Tenant, Outcome: events.OutcomeSuccess, ErrorCode: "ValidationException"},
+		"failure without a code": {Type: full.Type, Tenant: full.Tenant, Outcome: events.OutcomeFailure},
+		"denied without a code":  {Type: full.Type, Tenant: full.Tenant, Outcome: events.OutcomeDenied},
 	} {
 		if _, err := r.CloudEvent(); !errors.Is(err, events.ErrInvalidRecord) {
 			t.Errorf("%s: got %v, want ErrInvalidRecord", name, err)
@@ -119,6 +124,102 @@ func TestCloudEventRefusesIncompleteRecords(t *testing.T) {
 	}
 	if _, err := full.CloudEvent(); err != nil {
 		t.Errorf("complete record: %v", err)
+	}
+	for _, outcome := range []string{events.OutcomeFailure, events.OutcomeDenied} {
+		r := full
+		r.Outcome, r.ErrorCode = outcome, "AccessDeniedException"
+		if _, err := r.CloudEvent(); err != nil {
+			t.Errorf("%s with a code: %v", outcome, err)
+		}
+	}
+}
+
+// TestEveryTypeValidates builds, for every event type, a record with the
+// data its emitter in package kms writes (on success and on failure), and
+// checks the CloudEvent against the schemas, so a type, its emitter and its
+// schema cannot drift apart unnoticed. The NATS trail test
+// (workers/rpc/events_test.go) checks the events the real operations emit.
+func TestEveryTypeValidates(t *testing.T) {
+	const id = "0b7f8a4e-3c1d-4e5f-8a9b-0c1d2e3f4a5b"
+	subject := "kf:alpha:key/" + id
+	type sample struct {
+		code string
+		data map[string]any
+	}
+	samples := map[string][]sample{
+		events.TypeKeyCreated: {
+			{"", map[string]any{"alias": "app", "keySpec": "ECC_NIST_P256", "keyId": id, "version": uint32(1)}},
+			{"ValidationException", map[string]any{"alias": "", "keySpec": "ECC_NIST_P257"}},
+		},
+		events.TypeKeyDescribed:      {{"", map[string]any{"keyRef": "alias/app"}}},
+		events.TypeKeyListed:         {{"", map[string]any{"count": 0}}},
+		events.TypeKeyVersionCreated: {{"", map[string]any{"keyId": id, "version": uint32(2)}}},
+		events.TypeKeyRotated: {
+			{"", map[string]any{"keyId": id, "version": uint32(2), "previousVersion": uint32(1)}},
+			{"NotFoundException", map[string]any{"keyId": id, "version": uint32(9)}},
+		},
+		events.TypeKeyRotationStart:  {{"", map[string]any{"keyRef": "app"}}},
+		events.TypeKeyRotationFailed: {{"KMSInternalException", map[string]any{"keyId": id}}},
+		events.TypeEncrypt: {
+			{"", map[string]any{"plaintextBytes": 5, "contextKeys": []string{"a"}, "keyVersion": uint32(1)}},
+			{"ValidationException", map[string]any{"plaintextBytes": 0, "contextKeys": []string(nil)}},
+		},
+		events.TypeDecrypt:         {{"", map[string]any{"ciphertextBytes": 384, "contextKeys": []string(nil), "keyVersion": uint32(1)}}},
+		events.TypeGenerateDataKey: {{"", map[string]any{"numberOfBytes": 32, "contextKeys": []string(nil), "keyVersion": uint32(1)}}},
+		events.TypeAuditRead:       {{"", nil}},
+		events.TypeSign: {
+			{"", map[string]any{"algorithm": "ECDSA_SHA_256", "messageType": "", "messageBytes": 5, "keyVersion": uint32(1)}},
+			{"ValidationException", map[string]any{"algorithm": "ED25519_SHA_512", "messageType": "DIGEST", "messageBytes": 64}},
+		},
+		events.TypeVerify: {
+			{"", map[string]any{"algorithm": "RSASSA_PSS_SHA_512", "messageType": "DIGEST", "messageBytes": 64, "keyVersion": uint32(2)}},
+			{"KMSInvalidSignatureException", map[string]any{"algorithm": "RSASSA_PSS_SHA_512", "messageType": "RAW", "messageBytes": 1}},
+		},
+		events.TypeGenerateMAC: {{"", map[string]any{"algorithm": "HMAC_SHA_256", "messageBytes": 9}}},
+		events.TypeVerifyMAC:   {{"KMSInvalidMacException", map[string]any{"algorithm": "HMAC_SHA_256", "messageBytes": 9}}},
+		events.TypeGetPublicKey: {
+			{"", map[string]any{"keyVersion": uint32(1)}},
+			{"InvalidKeyUsageException", map[string]any{"keyVersion": uint32(0)}},
+		},
+		events.TypeGenerateRandom: {
+			{"", map[string]any{"numberOfBytes": 1024}},
+			{"ValidationException", map[string]any{"numberOfBytes": 1025}},
+		},
+		events.TypeReEncrypt: {
+			{"", map[string]any{"ciphertextBytes": 80, "sourceKey": subject, "sourceKeyVersion": uint32(1), "keyVersion": uint32(3)}},
+			{"InvalidCiphertextException", map[string]any{"ciphertextBytes": 80, "sourceKey": subject}},
+			{"InvalidCiphertextException", map[string]any{"ciphertextBytes": 2}},
+		},
+		events.TypeGenerateDataKeyPair: {
+			{"", map[string]any{"keyPairSpec": "ECC_NIST_P256", "withoutPlaintext": false, "keyVersion": uint32(1)}},
+			{"ValidationException", map[string]any{"keyPairSpec": "ECC_NIST_P521", "withoutPlaintext": true}},
+		},
+		events.TypeRequestRejected: {{"ValidationException", map[string]any{"operation": "crypto.batchdatakey"}}},
+	}
+	for _, typ := range events.Types {
+		ss, ok := samples[typ]
+		if !ok {
+			t.Errorf("no sample for %s", typ)
+			continue
+		}
+		for _, s := range ss {
+			r := events.Record{Type: typ, Tenant: "alpha", Principal: "alice", RequestID: "r1", Subject: subject, Outcome: events.OutcomeSuccess, Data: s.data}
+			if s.code != "" {
+				r.Outcome, r.ErrorCode = events.OutcomeFailure, s.code
+			}
+			e, err := r.CloudEvent()
+			if err != nil {
+				t.Errorf("%s: %v", typ, err)
+				continue
+			}
+			raw, err := json.Marshal(e)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := schemas.ValidateEvent(raw); err != nil {
+				t.Errorf("%s: %v\n%s", typ, err, raw)
+			}
+		}
 	}
 }
 

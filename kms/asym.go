@@ -127,16 +127,23 @@ func (s *Service) signingSetup(ctx context.Context, c Caller, ref string, alg Si
 func (s *Service) Sign(ctx context.Context, c Caller, p SignParams) (res *SignResult, err error) {
 	var k *Key
 	defer func() {
-		subject, data := "", map[string]any{"algorithm": string(p.Algorithm), "messageType": string(p.MessageType), "messageBytes": len(p.Message)}
+		subject, data := "", map[string]any{"algorithm": truncate(string(p.Algorithm), 64), "messageType": truncate(string(p.MessageType), 64), "messageBytes": len(p.Message)}
 		if k != nil {
 			subject = k.ResourceName()
 		}
 		if res != nil {
 			data["keyVersion"] = res.KeyVersion
 		}
+		panicked := recover() // a panic must not be audited as a success
+		if panicked != nil {
+			err = newError(CodeInternal, "internal error")
+		}
 		err = s.emit(ctx, c, typeSign, subject, data, err)
 		if err != nil {
 			res = nil
+		}
+		if panicked != nil {
+			panic(panicked)
 		}
 	}()
 	k, params, input, err := s.signingSetup(ctx, c, p.KeyRef, p.Algorithm, p.Message, p.MessageType, true)
@@ -190,16 +197,23 @@ type VerifyResult struct {
 func (s *Service) Verify(ctx context.Context, c Caller, p VerifyParams) (res *VerifyResult, err error) {
 	var k *Key
 	defer func() {
-		subject, data := "", map[string]any{"algorithm": string(p.Algorithm), "messageType": string(p.MessageType), "messageBytes": len(p.Message)}
+		subject, data := "", map[string]any{"algorithm": truncate(string(p.Algorithm), 64), "messageType": truncate(string(p.MessageType), 64), "messageBytes": len(p.Message)}
 		if k != nil {
 			subject = k.ResourceName()
 		}
 		if res != nil {
 			data["keyVersion"] = res.KeyVersion
 		}
+		panicked := recover() // a panic must not be audited as a success
+		if panicked != nil {
+			err = newError(CodeInternal, "internal error")
+		}
 		err = s.emit(ctx, c, typeVerify, subject, data, err)
 		if err != nil {
 			res = nil
+		}
+		if panicked != nil {
+			panic(panicked)
 		}
 	}()
 	k, params, input, err := s.signingSetup(ctx, c, p.KeyRef, p.Algorithm, p.Message, p.MessageType, false)
@@ -280,9 +294,16 @@ func (s *Service) GetPublicKey(ctx context.Context, c Caller, ref string, versio
 		if k != nil {
 			subject = k.ResourceName()
 		}
+		panicked := recover() // a panic must not be audited as a success
+		if panicked != nil {
+			err = newError(CodeInternal, "internal error")
+		}
 		err = s.emit(ctx, c, events.TypeGetPublicKey, subject, map[string]any{"keyVersion": version}, err)
 		if err != nil {
 			res = nil
+		}
+		if panicked != nil {
+			panic(panicked)
 		}
 	}()
 	if err := checkCaller(c); err != nil {
@@ -372,9 +393,16 @@ func (s *Service) GenerateMac(ctx context.Context, c Caller, p MACParams) (res *
 		if k != nil {
 			subject = k.ResourceName()
 		}
-		err = s.emit(ctx, c, typeMAC, subject, map[string]any{"algorithm": string(p.Algorithm), "messageBytes": len(p.Message)}, err)
+		panicked := recover() // a panic must not be audited as a success
+		if panicked != nil {
+			err = newError(CodeInternal, "internal error")
+		}
+		err = s.emit(ctx, c, typeMAC, subject, map[string]any{"algorithm": truncate(string(p.Algorithm), 64), "messageBytes": len(p.Message)}, err)
 		if err != nil {
 			res = nil
+		}
+		if panicked != nil {
+			panic(panicked)
 		}
 	}()
 	k, macs, err := s.macSetup(ctx, c, p, true)
@@ -397,9 +425,16 @@ func (s *Service) VerifyMac(ctx context.Context, c Caller, p MACParams) (res *MA
 		if k != nil {
 			subject = k.ResourceName()
 		}
-		err = s.emit(ctx, c, typeVerifyMAC, subject, map[string]any{"algorithm": string(p.Algorithm), "messageBytes": len(p.Message)}, err)
+		panicked := recover() // a panic must not be audited as a success
+		if panicked != nil {
+			err = newError(CodeInternal, "internal error")
+		}
+		err = s.emit(ctx, c, typeVerifyMAC, subject, map[string]any{"algorithm": truncate(string(p.Algorithm), 64), "messageBytes": len(p.Message)}, err)
 		if err != nil {
 			res = nil
+		}
+		if panicked != nil {
+			panic(panicked)
 		}
 	}()
 	k, macs, err := s.macSetup(ctx, c, p, false)
@@ -427,9 +462,16 @@ var ErrInvalidMAC = &Error{Code: CodeInvalidMAC}
 // GenerateRandom returns n (1-1024) random bytes from the HSM.
 func (s *Service) GenerateRandom(ctx context.Context, c Caller, n int) (out []byte, err error) {
 	defer func() {
+		panicked := recover() // a panic must not be audited as a success
+		if panicked != nil {
+			err = newError(CodeInternal, "internal error")
+		}
 		err = s.emit(ctx, c, events.TypeGenerateRandom, "", map[string]any{"numberOfBytes": n}, err)
 		if err != nil {
 			out = nil
+		}
+		if panicked != nil {
+			panic(panicked)
 		}
 	}()
 	if err := checkCaller(c); err != nil {

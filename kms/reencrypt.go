@@ -2,6 +2,7 @@ package kms
 
 import (
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -45,9 +46,16 @@ func (s *Service) ReEncrypt(ctx context.Context, c Caller, p ReEncryptParams) (r
 		if res != nil {
 			data["sourceKeyVersion"], data["keyVersion"] = res.SourceKeyVersion, res.KeyVersion
 		}
+		panicked := recover() // a panic must not be audited as a success
+		if panicked != nil {
+			err = newError(CodeInternal, "internal error")
+		}
 		err = s.emit(ctx, c, events.TypeReEncrypt, subject, data, err)
 		if err != nil {
 			res = nil
+		}
+		if panicked != nil {
+			panic(panicked)
 		}
 	}()
 	if err := checkCaller(c); err != nil {
@@ -107,17 +115,24 @@ type DataKeyPairResult struct {
 func (s *Service) GenerateDataKeyPair(ctx context.Context, c Caller, p DataKeyPairParams) (res *DataKeyPairResult, err error) {
 	var k *Key
 	defer func() {
-		subject, data := "", map[string]any{"keyPairSpec": string(p.KeyPairSpec), "withoutPlaintext": p.WithoutPlaintext}
+		subject, data := "", map[string]any{"keyPairSpec": truncate(string(p.KeyPairSpec), 64), "withoutPlaintext": p.WithoutPlaintext}
 		if k != nil {
 			subject = k.ResourceName()
 		}
 		if res != nil {
 			data["keyVersion"] = res.KeyVersion
 		}
+		panicked := recover() // a panic must not be audited as a success
+		if panicked != nil {
+			err = newError(CodeInternal, "internal error")
+		}
 		err = s.emit(ctx, c, events.TypeGenerateDataKeyPair, subject, data, err)
 		if err != nil && res != nil {
 			clear(res.PrivateKeyPlaintext)
 			res = nil
+		}
+		if panicked != nil {
+			panic(panicked)
 		}
 	}()
 	if err := checkCaller(c); err != nil {
@@ -126,26 +141,28 @@ func (s *Service) GenerateDataKeyPair(ctx context.Context, c Caller, p DataKeyPa
 	if err := p.Context.validate(); err != nil {
 		return nil, err
 	}
-	var priv any
-	switch p.KeyPairSpec {
-	case SpecECCP256:
-		priv, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	case SpecRSA3072:
-		priv, err = rsa.GenerateKey(rand.Reader, 3072)
-	default:
+	if p.KeyPairSpec != SpecECCP256 && p.KeyPairSpec != SpecRSA3072 {
 		return nil, newError(CodeValidation, "key pair spec must be one of %v", DataKeyPairSpecs)
+	}
+	// Look the key up before spending CPU on a key pair (RSA-3072 takes
+	// tens of milliseconds).
+	if k, err = s.cachedKey(ctx, c.Tenant, p.KeyRef); err != nil {
+		return nil, err
+	}
+	var priv crypto.Signer
+	if p.KeyPairSpec == SpecECCP256 {
+		priv, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	} else {
+		priv, err = rsa.GenerateKey(rand.Reader, 3072)
 	}
 	if err != nil {
 		return nil, wrapError(CodeInternal, err, "failed to generate the key pair")
-	}
-	if k, err = s.cachedKey(ctx, c.Tenant, p.KeyRef); err != nil {
-		return nil, err
 	}
 	der, err := x509.MarshalPKCS8PrivateKey(priv)
 	if err != nil {
 		return nil, wrapError(CodeInternal, err, "failed to encode the private key")
 	}
-	pub, err := x509.MarshalPKIXPublicKey(priv.(interface{ Public() any }).Public())
+	pub, err := x509.MarshalPKIXPublicKey(priv.Public())
 	if err != nil {
 		clear(der)
 		return nil, wrapError(CodeInternal, err, "failed to encode the public key")

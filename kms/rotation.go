@@ -23,9 +23,16 @@ type CreateVersionParams struct {
 func (s *Service) CreateVersion(ctx context.Context, c Caller, p CreateVersionParams) (v *Version, err error) {
 	defer func() {
 		data := map[string]any{"keyId": p.KeyID, "version": p.Version}
+		panicked := recover() // a panic must not be audited as a success
+		if panicked != nil {
+			err = newError(CodeInternal, "internal error")
+		}
 		err = s.emit(ctx, c, events.TypeKeyVersionCreated, ResourceName(c.Tenant, p.KeyID), data, err)
 		if err != nil {
 			v = nil
+		}
+		if panicked != nil {
+			panic(panicked)
 		}
 	}()
 	if err := checkCaller(c); err != nil {
@@ -91,9 +98,16 @@ func (s *Service) SetPrimaryVersion(ctx context.Context, c Caller, p SetPrimaryP
 		if res != nil {
 			data["previousVersion"] = res.PreviousPrimary
 		}
+		panicked := recover() // a panic must not be audited as a success
+		if panicked != nil {
+			err = newError(CodeInternal, "internal error")
+		}
 		err = s.emit(ctx, c, events.TypeKeyRotated, ResourceName(c.Tenant, p.KeyID), data, err)
 		if err != nil {
 			res = nil
+		}
+		if panicked != nil {
+			panic(panicked)
 		}
 	}()
 	if err := checkCaller(c); err != nil {
@@ -141,9 +155,16 @@ func (s *Service) RequestRotation(ctx context.Context, c Caller, ref string) (ke
 		if keyID != "" {
 			subject = ResourceName(c.Tenant, keyID)
 		}
+		panicked := recover() // a panic must not be audited as a success
+		if panicked != nil {
+			err = newError(CodeInternal, "internal error")
+		}
 		err = s.emit(ctx, c, events.TypeKeyRotationStart, subject, map[string]any{"keyRef": truncate(ref, 64)}, err)
 		if err != nil {
 			keyID = ""
+		}
+		if panicked != nil {
+			panic(panicked)
 		}
 	}()
 	if err := checkCaller(c); err != nil {

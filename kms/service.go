@@ -242,9 +242,16 @@ func (s *Service) CreateKey(ctx context.Context, c Caller, p CreateKeyParams) (k
 			data["keyId"] = k.ID
 			data["version"] = k.PrimaryVersion
 		}
+		panicked := recover() // a panic must not be audited as a success
+		if panicked != nil {
+			err = newError(CodeInternal, "internal error")
+		}
 		err = s.emit(ctx, c, events.TypeKeyCreated, subject, data, err)
 		if err != nil {
 			k = nil
+		}
+		if panicked != nil {
+			panic(panicked)
 		}
 	}()
 	if err := checkCaller(c); err != nil {
@@ -350,9 +357,16 @@ func (s *Service) DescribeKey(ctx context.Context, c Caller, ref string) (k *Key
 		if k != nil {
 			subject = k.ResourceName()
 		}
+		panicked := recover() // a panic must not be audited as a success
+		if panicked != nil {
+			err = newError(CodeInternal, "internal error")
+		}
 		err = s.emit(ctx, c, events.TypeKeyDescribed, subject, map[string]any{"keyRef": truncate(ref, 64)}, err)
 		if err != nil {
 			k = nil
+		}
+		if panicked != nil {
+			panic(panicked)
 		}
 	}()
 	if err := checkCaller(c); err != nil {
@@ -365,9 +379,16 @@ func (s *Service) DescribeKey(ctx context.Context, c Caller, ref string) (k *Key
 // ListKeys returns the tenant's keys, oldest first.
 func (s *Service) ListKeys(ctx context.Context, c Caller) (keys []*Key, err error) {
 	defer func() {
+		panicked := recover() // a panic must not be audited as a success
+		if panicked != nil {
+			err = newError(CodeInternal, "internal error")
+		}
 		err = s.emit(ctx, c, events.TypeKeyListed, "", map[string]any{"count": len(keys)}, err)
 		if err != nil {
 			keys = nil
+		}
+		if panicked != nil {
+			panic(panicked)
 		}
 	}()
 	if err := checkCaller(c); err != nil {
@@ -507,9 +528,16 @@ func (s *Service) Encrypt(ctx context.Context, c Caller, p EncryptParams) (res *
 		if res != nil {
 			data["keyVersion"] = res.KeyVersion
 		}
+		panicked := recover() // a panic must not be audited as a success
+		if panicked != nil {
+			err = newError(CodeInternal, "internal error")
+		}
 		err = s.emit(ctx, c, events.TypeEncrypt, subject, data, err)
 		if err != nil {
 			res = nil
+		}
+		if panicked != nil {
+			panic(panicked)
 		}
 	}()
 	if err := checkCaller(c); err != nil {
@@ -529,6 +557,9 @@ func (s *Service) Encrypt(ctx context.Context, c Caller, p EncryptParams) (res *
 		return nil, err
 	}
 	if p.Algorithm != "" && p.Algorithm != EncSymmetricDefault {
+		if len(p.Context) > 0 {
+			return nil, newError(CodeValidation, "RSA-OAEP ciphertexts cannot bind an encryption context; leave it out")
+		}
 		ct, ver, err := s.rsaEncrypt(ctx, k, p.Algorithm, p.Plaintext)
 		if err != nil {
 			return nil, err
@@ -575,9 +606,16 @@ func (s *Service) Decrypt(ctx context.Context, c Caller, p DecryptParams) (res *
 		if res != nil {
 			data["keyVersion"] = res.KeyVersion
 		}
+		panicked := recover() // a panic must not be audited as a success
+		if panicked != nil {
+			err = newError(CodeInternal, "internal error")
+		}
 		err = s.emit(ctx, c, events.TypeDecrypt, subject, data, err)
 		if err != nil {
 			res = nil
+		}
+		if panicked != nil {
+			panic(panicked)
 		}
 	}()
 	if err := checkCaller(c); err != nil {
@@ -674,10 +712,17 @@ func (s *Service) GenerateDataKey(ctx context.Context, c Caller, p GenerateDataK
 		if res != nil {
 			data["keyVersion"] = res.KeyVersion
 		}
+		panicked := recover() // a panic must not be audited as a success
+		if panicked != nil {
+			err = newError(CodeInternal, "internal error")
+		}
 		err = s.emit(ctx, c, events.TypeGenerateDataKey, subject, data, err)
 		if err != nil && res != nil {
 			clear(res.Plaintext)
 			res = nil
+		}
+		if panicked != nil {
+			panic(panicked)
 		}
 	}()
 	if err := checkCaller(c); err != nil {

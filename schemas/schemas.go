@@ -14,9 +14,19 @@
 //	                            named after the Go type in workers/api:
 //	                            EncryptRequest, EncryptReply, DecryptRequest,
 //	                            DecryptReply, DataKeyRequest, DataKeyReply,
+//	                            SignRequest, SignReply, VerifyRequest,
+//	                            VerifyReply, MacRequest, MacReply (mac and
+//	                            verifymac), PublicKeyRequest, PublicKeyReply,
+//	                            RandomRequest, RandomReply, ReEncryptRequest,
+//	                            ReEncryptReply, DataKeyPairRequest,
+//	                            DataKeyPairReply, BatchEncryptRequest,
+//	                            BatchDecryptRequest, BatchDataKeyRequest,
 //	                            CreateKeyRequest, KeyRequest, KeyMetadata,
 //	                            ListKeysReply, RotateKeyReply,
-//	                            AuditTailRequest, AuditTailReply, ErrorReply
+//	                            AuditTailRequest, AuditTailReply, ErrorReply;
+//	                            the generic BatchReply[T] is one file per T:
+//	                            BatchEncryptReply, BatchDecryptReply and
+//	                            BatchDataKeyReply
 //	events/cloudevent.json      the audit event envelope (CloudEvents 1.0,
 //	                            structured JSON mode, with keyflow's
 //	                            extension attributes)
@@ -31,9 +41,16 @@
 //
 // # What the schemas promise
 //
-//   - Binary fields (plaintext, ciphertextBlob) are standard base64 with
-//     padding, marked "contentEncoding": "base64" and checked by a pattern,
-//     so validators that ignore contentEncoding still check the alphabet.
+//   - Binary fields (plaintext, ciphertextBlob, message, signature, mac,
+//     publicKey, ...) are standard base64 with padding, marked
+//     "contentEncoding": "base64" and checked by a pattern, so validators
+//     that ignore contentEncoding still check the alphabet.
+//   - Names of specs, usages and algorithms (ECDSA_SHA_256,
+//     RSAES_OAEP_SHA_256, HMAC_SHA_256, ...) are upper snake case, checked
+//     by pattern rather than by a closed list: the server refuses a name
+//     that a key does not support, and a new algorithm needs no new schema.
+//     Audit events record such names as the caller sent them (cut to 64
+//     bytes), so a refused request may show any string there.
 //   - Property names mirror the JSON names of the Go types exactly. Every
 //     object is closed ("additionalProperties": false): the server decodes
 //     requests strictly and refuses unknown fields, and a reply or event
@@ -45,8 +62,10 @@
 //     tenant and outcome (success, failure or denied), and allows subject,
 //     principal, requestid and errorcode. errorcode is present exactly when
 //     the outcome is not success. cloudevent.json also dispatches on type:
-//     for every type listed below, it checks data against events/<type>.json,
-//     so one validation against cloudevent.json checks a whole event.
+//     for every event type that has a schema file, it checks data against
+//     events/<type>.json, so one validation against cloudevent.json checks a
+//     whole event. (It lets an unknown type through with any data object;
+//     ValidateEvent refuses it.)
 //   - An event type carries its version (.v1); a change that is not
 //     backward compatible gets a new type and a new file.
 //   - Schemas state the shape; the server checks more (for example, the
@@ -55,23 +74,33 @@
 //
 // # Validating with any JSON Schema tool
 //
-// Any draft 2020-12 validator works. Load every file, then validate against
-// the one you want. With check-jsonschema (Python):
+// Any draft 2020-12 validator works. Register every file under its $id
+// (most tools call this adding a schema or a resource to a registry), then
+// validate against the one you want: events/cloudevent.json for an audit
+// event, api/<Message>.json for a request or reply. Nothing needs to be
+// fetched over the network. With Python's jsonschema and referencing
+// packages, for example:
 //
-//	check-jsonschema --base-uri https://keyflow.io/schemas/events/cloudevent.json \
-//	    --schemafile schemas/events/cloudevent.json event.json
+//	import json, pathlib
+//	from jsonschema import Draft202012Validator
+//	from referencing import Registry, Resource
 //
-// With ajv-cli (JavaScript):
+//	docs = [json.loads(p.read_text()) for p in pathlib.Path("schemas").rglob("*.json")]
+//	registry = Registry().with_resources((d["$id"], Resource.from_contents(d)) for d in docs)
+//	envelope = registry.contents("https://keyflow.io/schemas/events/cloudevent.json")
+//	validator = Draft202012Validator(envelope, registry=registry,
+//	                                 format_checker=Draft202012Validator.FORMAT_CHECKER)
+//	for error in validator.iter_errors(json.loads(event_bytes)):
+//	    print(error.message)
 //
-//	ajv validate --spec=draft2020 -c ajv-formats \
-//	    -s schemas/events/cloudevent.json -r schemas/defs.json \
-//	    -r 'schemas/events/io.keyflow.*.json' -d event.json
+// With ajv (JavaScript), call ajv.addSchema for every file, then
+// ajv.getSchema("https://keyflow.io/schemas/events/cloudevent.json").
 //
 // To check events as they arrive, read them with `keyflow audit tail
-// --output json` (or from the KF_AUDIT stream: each message body is one
-// event) and validate each against events/cloudevent.json. Turn on format
-// assertions (date-time, uri-reference) if your tool makes them optional,
-// as draft 2020-12 does.
+// --follow`, which prints one event per line (or from the KF_AUDIT stream:
+// each message body is one event), and validate each. Turn on format assertions (date-time,
+// uri-reference) if your tool makes them optional, as draft 2020-12 does;
+// the schemas do not depend on them for anything security-relevant.
 //
 // # Validating from Go
 //

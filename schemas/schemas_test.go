@@ -78,29 +78,57 @@ func TestSchemaAPIMirrorsGoTypes(t *testing.T) {
 		v       any
 		file    string
 		pointer []string // inside the file
+		name    string   // the message name, when the Go type's is not (generics)
 	}{
-		{api.EncryptRequest{}, "api/EncryptRequest.json", nil},
-		{api.EncryptReply{}, "api/EncryptReply.json", nil},
-		{api.DecryptRequest{}, "api/DecryptRequest.json", nil},
-		{api.DecryptReply{}, "api/DecryptReply.json", nil},
-		{api.DataKeyRequest{}, "api/DataKeyRequest.json", nil},
-		{api.DataKeyReply{}, "api/DataKeyReply.json", nil},
-		{api.CreateKeyRequest{}, "api/CreateKeyRequest.json", nil},
-		{api.KeyRequest{}, "api/KeyRequest.json", nil},
-		{api.KeyMetadata{}, "api/KeyMetadata.json", nil},
-		{api.KeyVersion{}, "api/KeyMetadata.json", []string{"$defs", "KeyVersion"}},
-		{api.ListKeysReply{}, "api/ListKeysReply.json", nil},
-		{api.RotateKeyReply{}, "api/RotateKeyReply.json", nil},
-		{api.AuditTailRequest{}, "api/AuditTailRequest.json", nil},
-		{api.AuditTailReply{}, "api/AuditTailReply.json", nil},
-		{api.AuditEvent{}, "api/AuditTailReply.json", []string{"properties", "events", "items"}},
-		{api.ErrorReply{}, "api/ErrorReply.json", nil},
-		{api.ErrorBody{}, "api/ErrorReply.json", []string{"properties", "error"}},
+		{api.EncryptRequest{}, "api/EncryptRequest.json", nil, ""},
+		{api.EncryptReply{}, "api/EncryptReply.json", nil, ""},
+		{api.DecryptRequest{}, "api/DecryptRequest.json", nil, ""},
+		{api.DecryptReply{}, "api/DecryptReply.json", nil, ""},
+		{api.DataKeyRequest{}, "api/DataKeyRequest.json", nil, ""},
+		{api.DataKeyReply{}, "api/DataKeyReply.json", nil, ""},
+		{api.CreateKeyRequest{}, "api/CreateKeyRequest.json", nil, ""},
+		{api.KeyRequest{}, "api/KeyRequest.json", nil, ""},
+		{api.KeyMetadata{}, "api/KeyMetadata.json", nil, ""},
+		{api.KeyVersion{}, "api/KeyMetadata.json", []string{"$defs", "KeyVersion"}, ""},
+		{api.ListKeysReply{}, "api/ListKeysReply.json", nil, ""},
+		{api.RotateKeyReply{}, "api/RotateKeyReply.json", nil, ""},
+		{api.AuditTailRequest{}, "api/AuditTailRequest.json", nil, ""},
+		{api.AuditTailReply{}, "api/AuditTailReply.json", nil, ""},
+		{api.AuditEvent{}, "api/AuditTailReply.json", []string{"properties", "events", "items"}, ""},
+		{api.ErrorReply{}, "api/ErrorReply.json", nil, ""},
+		{api.ErrorBody{}, "api/ErrorReply.json", []string{"properties", "error"}, ""},
+		{api.SignRequest{}, "api/SignRequest.json", nil, ""},
+		{api.SignReply{}, "api/SignReply.json", nil, ""},
+		{api.VerifyRequest{}, "api/VerifyRequest.json", nil, ""},
+		{api.VerifyReply{}, "api/VerifyReply.json", nil, ""},
+		{api.MacRequest{}, "api/MacRequest.json", nil, ""},
+		{api.MacReply{}, "api/MacReply.json", nil, ""},
+		{api.PublicKeyRequest{}, "api/PublicKeyRequest.json", nil, ""},
+		{api.PublicKeyReply{}, "api/PublicKeyReply.json", nil, ""},
+		{api.RandomRequest{}, "api/RandomRequest.json", nil, ""},
+		{api.RandomReply{}, "api/RandomReply.json", nil, ""},
+		{api.ReEncryptRequest{}, "api/ReEncryptRequest.json", nil, ""},
+		{api.ReEncryptReply{}, "api/ReEncryptReply.json", nil, ""},
+		{api.DataKeyPairRequest{}, "api/DataKeyPairRequest.json", nil, ""},
+		{api.DataKeyPairReply{}, "api/DataKeyPairReply.json", nil, ""},
+		{api.BatchEncryptRequest{}, "api/BatchEncryptRequest.json", nil, ""},
+		{api.BatchDecryptRequest{}, "api/BatchDecryptRequest.json", nil, ""},
+		{api.BatchDataKeyRequest{}, "api/BatchDataKeyRequest.json", nil, ""},
+		{api.BatchReply[api.EncryptReply]{}, "api/BatchEncryptReply.json", nil, "BatchEncryptReply"},
+		{api.BatchResult[api.EncryptReply]{}, "api/BatchEncryptReply.json", []string{"$defs", "BatchResult"}, "BatchEncryptResult"},
+		{api.BatchReply[api.DecryptReply]{}, "api/BatchDecryptReply.json", nil, "BatchDecryptReply"},
+		{api.BatchResult[api.DecryptReply]{}, "api/BatchDecryptReply.json", []string{"$defs", "BatchResult"}, "BatchDecryptResult"},
+		{api.BatchReply[api.DataKeyReply]{}, "api/BatchDataKeyReply.json", nil, "BatchDataKeyReply"},
+		{api.BatchResult[api.DataKeyReply]{}, "api/BatchDataKeyReply.json", []string{"$defs", "BatchResult"}, "BatchDataKeyResult"},
 	}
 	var names []string
 	for _, c := range cases {
 		typ := reflect.TypeOf(c.v)
-		t.Run(typ.Name(), func(t *testing.T) {
+		name := c.name
+		if name == "" {
+			name = typ.Name()
+		}
+		t.Run(name, func(t *testing.T) {
 			node, _ := dig(readSchema(t, c.file), c.pointer...).(map[string]any)
 			if node == nil {
 				t.Fatalf("%s has nothing at %v", c.file, c.pointer)
@@ -140,7 +168,7 @@ func TestSchemaAPIMirrorsGoTypes(t *testing.T) {
 			}
 		})
 		if c.pointer == nil {
-			names = append(names, typ.Name())
+			names = append(names, name)
 		}
 	}
 	slices.Sort(names)
@@ -180,6 +208,34 @@ func TestSchemaAPIAcceptsGoValues(t *testing.T) {
 		"AuditTailRequest": api.AuditTailRequest{AfterSeq: 1 << 40, Limit: 10, WaitMillis: 500},
 		"AuditTailReply":   api.AuditTailReply{Events: []api.AuditEvent{{Seq: 7, Event: event}}},
 		"ErrorReply":       api.ErrorReply{Error: api.ErrorBody{Code: "NotFoundException", Message: "key does not exist", RequestID: "r1"}},
+
+		"SignRequest":        api.SignRequest{KeyID: "alias/signer", Message: []byte("message"), SigningAlgorithm: "ECDSA_SHA_256"},
+		"SignReply":          api.SignReply{KeyID: id, KeyVersion: 1, SigningAlgorithm: "ECDSA_SHA_256", Signature: make([]byte, 71)},
+		"VerifyRequest":      api.VerifyRequest{KeyID: id, KeyVersion: 2, Message: make([]byte, 32), MessageType: "DIGEST", SigningAlgorithm: "RSASSA_PSS_SHA_256", Signature: make([]byte, 512)},
+		"VerifyReply":        api.VerifyReply{KeyID: id, KeyVersion: 2, SignatureValid: true, SigningAlgorithm: "RSASSA_PSS_SHA_256"},
+		"MacRequest":         api.MacRequest{KeyID: "mac", Message: []byte("m"), MacAlgorithm: "HMAC_SHA_256", Mac: make([]byte, 32)},
+		"MacReply":           api.MacReply{KeyID: id, KeyVersion: 1, MacAlgorithm: "HMAC_SHA_256", Mac: make([]byte, 32)},
+		"PublicKeyRequest":   api.PublicKeyRequest{KeyID: "signer", KeyVersion: 3},
+		"PublicKeyReply":     api.PublicKeyReply{KeyID: id, KeyVersion: 1, KeySpec: "ECC_NIST_P256", KeyUsage: "SIGN_VERIFY", PublicKey: make([]byte, 91), SigningAlgorithms: []string{"ECDSA_SHA_256"}},
+		"RandomRequest":      api.RandomRequest{NumberOfBytes: 1024},
+		"RandomReply":        api.RandomReply{Plaintext: make([]byte, 1024)},
+		"ReEncryptRequest":   api.ReEncryptRequest{CiphertextBlob: make([]byte, 80), SourceEncryptionContext: map[string]string{"a": "b"}, SourceKeyID: "a", DestinationKeyID: id, DestinationEncryptionContext: map[string]string{"c": "d"}},
+		"ReEncryptReply":     api.ReEncryptReply{SourceKeyID: id, SourceKeyVersion: 1, KeyID: id, KeyVersion: 2, CiphertextBlob: make([]byte, 80)},
+		"DataKeyPairRequest": api.DataKeyPairRequest{KeyID: "app", KeyPairSpec: "RSA_3072", EncryptionContext: map[string]string{"a": "b"}, WithoutPlaintext: true},
+		"DataKeyPairReply":   api.DataKeyPairReply{KeyID: id, KeyVersion: 1, KeyPairSpec: "ECC_NIST_P256", PublicKey: make([]byte, 91), PrivateKeyPlaintext: make([]byte, 138), PrivateKeyCiphertextBlob: make([]byte, 200)},
+		"BatchEncryptRequest": api.BatchEncryptRequest{Items: []api.EncryptRequest{
+			{KeyID: "app", Plaintext: []byte("a")}, {KeyID: id, Plaintext: []byte("b"), EncryptionAlgorithm: "RSAES_OAEP_SHA_256"}}},
+		"BatchDecryptRequest": api.BatchDecryptRequest{Items: []api.DecryptRequest{{CiphertextBlob: []byte{1}}}},
+		"BatchDataKeyRequest": api.BatchDataKeyRequest{Items: []api.DataKeyRequest{{KeyID: "app", WithoutPlaintext: true}}},
+		"BatchEncryptReply": api.BatchReply[api.EncryptReply]{Results: []api.BatchResult[api.EncryptReply]{
+			{Result: &api.EncryptReply{KeyID: id, KeyVersion: 1, CiphertextBlob: []byte{1, 2, 3}}},
+			{Error: &api.ErrorBody{Code: "NotFoundException", Message: "alias \"x\" does not exist"}}}},
+		"BatchDecryptReply": api.BatchReply[api.DecryptReply]{Results: []api.BatchResult[api.DecryptReply]{
+			{Error: &api.ErrorBody{Code: "InvalidCiphertextException", Message: "the ciphertext could not be decrypted"}},
+			{Result: &api.DecryptReply{KeyID: id, KeyVersion: 1, Plaintext: []byte("x")}}}},
+		"BatchDataKeyReply": api.BatchReply[api.DataKeyReply]{Results: []api.BatchResult[api.DataKeyReply]{
+			{Result: &api.DataKeyReply{KeyID: id, KeyVersion: 1, CiphertextBlob: []byte{1, 2, 3}}}, // withoutPlaintext: "plaintext":null
+			{Result: &api.DataKeyReply{KeyID: id, KeyVersion: 1, Plaintext: make([]byte, 32), CiphertextBlob: []byte{1, 2, 3}}}}},
 	}
 	for _, name := range schemas.APIMessages() {
 		v, ok := cases[name]
@@ -221,6 +277,22 @@ func TestSchemaValidateAPI(t *testing.T) {
 		{"KeyRequest", `{"keyId":"alias/app"}`},
 		{"AuditTailRequest", `{"afterSeq":18446744073709551615,"limit":1000,"waitMillis":10000}`},
 		{"ErrorReply", `{"error":{"code":"InvalidCiphertextException","message":"the ciphertext could not be decrypted"}}`},
+		{"EncryptRequest", `{"keyId":"rsa","plaintext":"AA==","encryptionAlgorithm":"RSAES_OAEP_SHA_1"}`},
+		{"EncryptRequest", `{"keyId":"app","plaintext":"AA==","encryptionAlgorithm":""}`},
+		{"DecryptRequest", `{"ciphertextBlob":"AQID","keyId":"rsa","encryptionAlgorithm":"RSAES_OAEP_SHA_256"}`},
+		{"DecryptRequest", `{"ciphertextBlob":"AQID","encryptionAlgorithm":"SYMMETRIC_DEFAULT"}`},
+		{"DataKeyRequest", `{"keyId":"app","withoutPlaintext":true}`},
+		{"DataKeyReply", `{"keyId":"` + id + `","keyVersion":1,"plaintext":null,"ciphertextBlob":"AQID"}`},
+		{"SignRequest", `{"keyId":"s","message":"AA==","messageType":"","signingAlgorithm":"ED25519_SHA_512"}`},
+		{"SignRequest", `{"keyId":"s","message":"AA==","messageType":"RAW","signingAlgorithm":"ECDSA_SHA_384"}`},
+		{"VerifyRequest", `{"keyId":"s","keyVersion":0,"message":"AA==","signingAlgorithm":"ECDSA_SHA_384","signature":"AQID"}`},
+		{"MacRequest", `{"keyId":"m","message":"AA==","macAlgorithm":"HMAC_SHA_256"}`},
+		{"MacReply", `{"keyId":"` + id + `","keyVersion":1,"macAlgorithm":"HMAC_SHA_256","macValid":true}`},
+		{"PublicKeyReply", `{"keyId":"` + id + `","keyVersion":1,"keySpec":"RSA_3072","keyUsage":"ENCRYPT_DECRYPT","publicKey":"AQID","encryptionAlgorithms":["RSAES_OAEP_SHA_256","RSAES_OAEP_SHA_1"]}`},
+		{"RandomRequest", `{"numberOfBytes":1}`},
+		{"ReEncryptRequest", `{"ciphertextBlob":"AQID","sourceKeyId":"","destinationKeyId":""}`},
+		{"DataKeyPairReply", `{"keyId":"` + id + `","keyVersion":1,"keyPairSpec":"RSA_3072","publicKey":"AQID","privateKeyCiphertextBlob":"AQID"}`},
+		{"BatchDecryptRequest", `{"items":[{"ciphertextBlob":"AQID"},{"ciphertextBlob":"AQID","keyId":"rsa","encryptionAlgorithm":"RSAES_OAEP_SHA_1"}]}`},
 	}
 	for _, c := range good {
 		if err := schemas.ValidateAPI(c.name, []byte(c.body)); err != nil {
@@ -247,7 +319,8 @@ func TestSchemaValidateAPI(t *testing.T) {
 		{"data key length fractional", "DataKeyRequest", `{"keyId":"app","numberOfBytes":1.5}`},
 		{"alias that is a key ID", "CreateKeyRequest", `{"alias":"alias/` + id + `"}`},
 		{"alias too long", "CreateKeyRequest", `{"alias":"` + strings.Repeat("a", 251) + `"}`},
-		{"unsupported key spec", "CreateKeyRequest", `{"keySpec":"RSA_2048"}`},
+		{"malformed key spec", "CreateKeyRequest", `{"keySpec":"rsa 2048"}`},
+		{"malformed key usage", "CreateKeyRequest", `{"keyUsage":"sign-verify"}`},
 		{"limit negative", "AuditTailRequest", `{"limit":-1}`},
 		{"afterSeq beyond uint64", "AuditTailRequest", `{"afterSeq":18446744073709551616}`},
 		{"key version 0", "EncryptReply", `{"keyId":"` + id + `","keyVersion":0,"ciphertextBlob":"AQID"}`},
@@ -260,6 +333,41 @@ func TestSchemaValidateAPI(t *testing.T) {
 		{"not JSON", "KeyRequest", `{"keyId":`},
 		{"trailing data", "KeyRequest", `{"keyId":"app"} {}`},
 		{"not an object", "KeyRequest", `["app"]`},
+
+		{"encryption algorithm in lower case", "EncryptRequest", `{"keyId":"app","plaintext":"AA==","encryptionAlgorithm":"rsaes_oaep_sha_256"}`},
+		{"RSA decrypt without the key", "DecryptRequest", `{"ciphertextBlob":"AQID","encryptionAlgorithm":"RSAES_OAEP_SHA_256"}`},
+		{"RSA decrypt with an empty key", "DecryptRequest", `{"ciphertextBlob":"AQID","keyId":"","encryptionAlgorithm":"RSAES_OAEP_SHA_256"}`},
+		{"withoutPlaintext not a boolean", "DataKeyRequest", `{"keyId":"app","withoutPlaintext":"yes"}`},
+		{"data key reply without plaintext field", "DataKeyReply", `{"keyId":"` + id + `","keyVersion":1,"ciphertextBlob":"AQID"}`},
+		{"sign without an algorithm", "SignRequest", `{"keyId":"s","message":"AA=="}`},
+		{"sign with an empty message", "SignRequest", `{"keyId":"s","message":"","signingAlgorithm":"ECDSA_SHA_256"}`},
+		{"sign with a message over 64 KiB", "SignRequest", `{"keyId":"s","message":"` + strings.Repeat("AAAA", 21847) + `","signingAlgorithm":"ECDSA_SHA_256"}`},
+		{"sign with an unknown message type", "SignRequest", `{"keyId":"s","message":"AA==","messageType":"HASH","signingAlgorithm":"ECDSA_SHA_256"}`},
+		{"sign with a malformed algorithm", "SignRequest", `{"keyId":"s","message":"AA==","signingAlgorithm":"ecdsa-sha256"}`},
+		{"sign reply without a signature", "SignReply", `{"keyId":"` + id + `","keyVersion":1,"signingAlgorithm":"ECDSA_SHA_256","signature":""}`},
+		{"verify without a signature", "VerifyRequest", `{"keyId":"s","message":"AA==","signingAlgorithm":"ECDSA_SHA_256"}`},
+		{"verify with a signature too long", "VerifyRequest", `{"keyId":"s","message":"AA==","signingAlgorithm":"ECDSA_SHA_256","signature":"` + strings.Repeat("AAAA", 172) + `"}`},
+		{"verify reply saying false", "VerifyReply", `{"keyId":"` + id + `","keyVersion":1,"signatureValid":false,"signingAlgorithm":"ECDSA_SHA_256"}`},
+		{"mac without an algorithm", "MacRequest", `{"keyId":"m","message":"AA=="}`},
+		{"mac reply with neither mac nor verdict", "MacReply", `{"keyId":"` + id + `","keyVersion":1,"macAlgorithm":"HMAC_SHA_256"}`},
+		{"mac reply with both", "MacReply", `{"keyId":"` + id + `","keyVersion":1,"macAlgorithm":"HMAC_SHA_256","mac":"AQID","macValid":true}`},
+		{"public key reply without algorithms", "PublicKeyReply", `{"keyId":"` + id + `","keyVersion":1,"keySpec":"RSA_3072","keyUsage":"ENCRYPT_DECRYPT","publicKey":"AQID"}`},
+		{"public key reply with private key", "PublicKeyReply", `{"keyId":"` + id + `","keyVersion":1,"keySpec":"ECC_NIST_P256","keyUsage":"SIGN_VERIFY","publicKey":"AQID","signingAlgorithms":["ECDSA_SHA_256"],"privateKey":"AQID"}`},
+		{"random 0 bytes", "RandomRequest", `{"numberOfBytes":0}`},
+		{"random 1025 bytes", "RandomRequest", `{"numberOfBytes":1025}`},
+		{"random without a length", "RandomRequest", `{}`},
+		{"random reply over 1024 bytes", "RandomReply", `{"plaintext":"` + strings.Repeat("AAAA", 342) + `AA=="}`},
+		{"reencrypt without a ciphertext", "ReEncryptRequest", `{"destinationKeyId":"b"}`},
+		{"reencrypt reply without the source", "ReEncryptReply", `{"keyId":"` + id + `","keyVersion":1,"ciphertextBlob":"AQID"}`},
+		{"data key pair without a spec", "DataKeyPairRequest", `{"keyId":"app"}`},
+		{"data key pair with a malformed spec", "DataKeyPairRequest", `{"keyId":"app","keyPairSpec":"ec p256"}`},
+		{"data key pair reply without the encrypted private key", "DataKeyPairReply", `{"keyId":"` + id + `","keyVersion":1,"keyPairSpec":"RSA_3072","publicKey":"AQID","privateKeyPlaintext":"AQID"}`},
+		{"empty batch", "BatchEncryptRequest", `{"items":[]}`},
+		{"batch of 1001", "BatchDataKeyRequest", `{"items":[` + strings.Repeat(`{"keyId":"a"},`, 1000) + `{"keyId":"a"}]}`},
+		{"batch with a bad item", "BatchEncryptRequest", `{"items":[{"keyId":"app"}]}`},
+		{"batch result with both", "BatchEncryptReply", `{"results":[{"result":{"keyId":"` + id + `","keyVersion":1,"ciphertextBlob":"AQID"},"error":{"code":"X","message":"x"}}]}`},
+		{"batch result with neither", "BatchDecryptReply", `{"results":[{}]}`},
+		{"batch result of another type", "BatchDecryptReply", `{"results":[{"result":{"keyId":"` + id + `","keyVersion":1,"ciphertextBlob":"AQID"}}]}`},
 	}
 	for _, c := range bad {
 		err := schemas.ValidateAPI(c.name, []byte(c.body))
@@ -313,6 +421,36 @@ func TestSchemaValidateEvent(t *testing.T) {
 			e["data"] = map[string]any{"alias": "app", "keySpec": "SYMMETRIC_DEFAULT", "keyId": id, "version": 1}
 		},
 	}
+	typed := func(typ string, d map[string]any, code string) edit {
+		return func(e map[string]any) {
+			e["type"], e["data"] = typ, d
+			if code != "" {
+				e["outcome"], e["errorcode"] = "failure", code
+			}
+		}
+	}
+	for name, f := range map[string]edit{
+		"sign":                          typed("io.keyflow.crypto.sign.v1", map[string]any{"algorithm": "ECDSA_SHA_256", "messageType": "DIGEST", "messageBytes": 32, "keyVersion": 1}, ""),
+		"sign, default message type":    typed("io.keyflow.crypto.sign.v1", map[string]any{"algorithm": "ED25519_SHA_512", "messageType": "", "messageBytes": 5, "keyVersion": 3}, ""),
+		"sign refused, junk names":      typed("io.keyflow.crypto.sign.v1", map[string]any{"algorithm": "sha256 please", "messageType": "digest", "messageBytes": 0}, "InvalidKeyUsageException"),
+		"verify invalid":                typed("io.keyflow.crypto.verify.v1", map[string]any{"algorithm": "RSASSA_PSS_SHA_256", "messageType": "RAW", "messageBytes": 7}, "KMSInvalidSignatureException"),
+		"mac":                           typed("io.keyflow.crypto.mac.v1", map[string]any{"algorithm": "HMAC_SHA_256", "messageBytes": 7}, ""),
+		"verifymac invalid":             typed("io.keyflow.crypto.verifymac.v1", map[string]any{"algorithm": "HMAC_SHA_256", "messageBytes": 7}, "KMSInvalidMacException"),
+		"public key":                    typed("io.keyflow.key.publickey.read.v1", map[string]any{"keyVersion": 2}, ""),
+		"public key refused":            typed("io.keyflow.key.publickey.read.v1", map[string]any{"keyVersion": 0}, "InvalidKeyUsageException"),
+		"random":                        typed("io.keyflow.crypto.random.v1", map[string]any{"numberOfBytes": 32}, ""),
+		"random refused":                typed("io.keyflow.crypto.random.v1", map[string]any{"numberOfBytes": -5}, "ValidationException"),
+		"reencrypt":                     typed("io.keyflow.crypto.reencrypt.v1", map[string]any{"ciphertextBytes": 80, "sourceKey": "kf:alpha:key/" + id, "sourceKeyVersion": 1, "keyVersion": 2}, ""),
+		"reencrypt, foreign ciphertext": typed("io.keyflow.crypto.reencrypt.v1", map[string]any{"ciphertextBytes": 3}, "InvalidCiphertextException"),
+		"reencrypt, bad destination":    typed("io.keyflow.crypto.reencrypt.v1", map[string]any{"ciphertextBytes": 80, "sourceKey": "kf:alpha:key/" + id}, "NotFoundException"),
+		"datakeypair":                   typed("io.keyflow.crypto.datakeypair.v1", map[string]any{"keyPairSpec": "RSA_3072", "withoutPlaintext": true, "keyVersion": 1}, ""),
+		"datakeypair refused":           typed("io.keyflow.crypto.datakeypair.v1", map[string]any{"keyPairSpec": "", "withoutPlaintext": false}, "ValidationException"),
+		"rotation failed":               typed("io.keyflow.key.rotation.failed.v1", map[string]any{"keyId": id}, "KMSInternalException"),
+		"rejected sign":                 typed("io.keyflow.request.rejected.v1", map[string]any{"operation": "crypto.sign"}, "ValidationException"),
+		"rejected batch":                typed("io.keyflow.request.rejected.v1", map[string]any{"operation": "crypto.batchencrypt"}, "ValidationException"),
+	} {
+		good[name] = f
+	}
 	for name, f := range good {
 		e := base()
 		f(e)
@@ -349,6 +487,24 @@ func TestSchemaValidateEvent(t *testing.T) {
 			e["data"] = map[string]any{"operation": "keys.destroy"}
 		},
 		"type not io.keyflow": func(e map[string]any) { e["type"] = "com.example.thing.v1" },
+
+		"sign with the message":             typed("io.keyflow.crypto.sign.v1", map[string]any{"algorithm": "ECDSA_SHA_256", "messageType": "RAW", "messageBytes": 5, "keyVersion": 1, "message": "aGVsbG8="}, ""),
+		"sign with the signature":           typed("io.keyflow.crypto.sign.v1", map[string]any{"algorithm": "ECDSA_SHA_256", "messageType": "RAW", "messageBytes": 5, "keyVersion": 1, "signature": "AQID"}, ""),
+		"sign without messageType":          typed("io.keyflow.crypto.sign.v1", map[string]any{"algorithm": "ECDSA_SHA_256", "messageBytes": 5}, "ValidationException"),
+		"signed with a junk algorithm":      typed("io.keyflow.crypto.sign.v1", map[string]any{"algorithm": "sha256", "messageType": "RAW", "messageBytes": 5, "keyVersion": 1}, ""),
+		"signed with a junk message type":   typed("io.keyflow.crypto.sign.v1", map[string]any{"algorithm": "ECDSA_SHA_256", "messageType": "HASH", "messageBytes": 5, "keyVersion": 1}, ""),
+		"verify with an untruncated name":   typed("io.keyflow.crypto.verify.v1", map[string]any{"algorithm": strings.Repeat("A", 66), "messageType": "RAW", "messageBytes": 5}, "InvalidKeyUsageException"),
+		"mac with the MAC":                  typed("io.keyflow.crypto.mac.v1", map[string]any{"algorithm": "HMAC_SHA_256", "messageBytes": 7, "mac": "AQID"}, ""),
+		"verifymac without messageBytes":    typed("io.keyflow.crypto.verifymac.v1", map[string]any{"algorithm": "HMAC_SHA_256"}, "KMSInvalidMacException"),
+		"public key with the key":           typed("io.keyflow.key.publickey.read.v1", map[string]any{"keyVersion": 1, "publicKey": "AQID"}, ""),
+		"random with the bytes":             typed("io.keyflow.crypto.random.v1", map[string]any{"numberOfBytes": 3, "plaintext": "AQID"}, ""),
+		"reencrypt versions without source": typed("io.keyflow.crypto.reencrypt.v1", map[string]any{"ciphertextBytes": 80, "sourceKeyVersion": 1, "keyVersion": 2}, ""),
+		"reencrypt half the versions":       typed("io.keyflow.crypto.reencrypt.v1", map[string]any{"ciphertextBytes": 80, "sourceKey": "kf:alpha:key/" + id, "keyVersion": 2}, ""),
+		"reencrypt with the plaintext":      typed("io.keyflow.crypto.reencrypt.v1", map[string]any{"ciphertextBytes": 80, "plaintext": "AQID"}, "InvalidCiphertextException"),
+		"datakeypair with the private key":  typed("io.keyflow.crypto.datakeypair.v1", map[string]any{"keyPairSpec": "RSA_3072", "withoutPlaintext": false, "keyVersion": 1, "privateKeyPlaintext": "AQID"}, ""),
+		"datakeypair made with a junk spec": typed("io.keyflow.crypto.datakeypair.v1", map[string]any{"keyPairSpec": "rsa", "withoutPlaintext": false, "keyVersion": 1}, ""),
+		"rotation failed, no key ID":        typed("io.keyflow.key.rotation.failed.v1", map[string]any{"keyId": "alias/app"}, "KMSInternalException"),
+		"rejected unknown crypto op":        typed("io.keyflow.request.rejected.v1", map[string]any{"operation": "crypto.batchsign"}, "ValidationException"),
 	}
 	for name, f := range bad {
 		e := base()

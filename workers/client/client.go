@@ -146,6 +146,12 @@ func (c *Client) CallRaw(ctx context.Context, op string, body []byte, out any) e
 		return ErrNoService
 	}
 	if err != nil {
+		// The server drops a publish the principal may not make and tells
+		// the connection asynchronously; report that instead of a bare
+		// timeout.
+		if last := c.nc.LastError(); last != nil && errors.Is(last, nats.ErrPermissionViolation) {
+			return &Error{Code: "AccessDeniedException", Message: "this principal may not call " + op + " for tenant " + c.tenant + " (" + last.Error() + ")"}
+		}
 		return fmt.Errorf("failed to call %s: %w", op, err)
 	}
 	if code := reply.Header.Get(api.HeaderErrorCode); code != "" {

@@ -51,13 +51,16 @@ var ErrUnknownTenant = errors.New("natsauth: unknown tenant")
 // Identity holds the operator and account keys of one deployment and issues
 // account and user JWTs. It is safe for concurrent use.
 type Identity struct {
-	mu       sync.Mutex
+	mu       sync.RWMutex
 	path     string
 	operator nkeys.KeyPair
 	system   nkeys.KeyPair
 	service  nkeys.KeyPair
 	tenants  map[string]nkeys.KeyPair
-	resolver *server.MemAccResolver
+	// byAccount maps account public keys to tenant names: TenantOf runs on
+	// every request, so it must not derive keys.
+	byAccount map[string]string
+	resolver  *server.MemAccResolver
 }
 
 type identityFile struct {
@@ -70,7 +73,7 @@ type identityFile struct {
 // Load reads the identity stored at path, creating a new one (fresh
 // operator, system and service keys) if the file does not exist.
 func Load(path string) (*Identity, error) {
-	id := &Identity{path: path, tenants: map[string]nkeys.KeyPair{}, resolver: &server.MemAccResolver{}}
+	id := &Identity{path: path, tenants: map[string]nkeys.KeyPair{}, byAccount: map[string]string{}, resolver: &server.MemAccResolver{}}
 	b, err := os.ReadFile(path)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
@@ -109,6 +112,7 @@ func Load(path string) (*Identity, error) {
 				return nil, fmt.Errorf("failed to parse key of tenant %s: %w", name, err)
 			}
 			id.tenants[name] = kp
+			id.byAccount[pub(kp)] = name
 		}
 	}
 	if err := id.publishAll(); err != nil {
@@ -226,6 +230,7 @@ func (id *Identity) AddTenant(name string) (string, error) {
 		return "", fmt.Errorf("failed to create tenant key: %w", err)
 	}
 	id.tenants[name] = kp
+	id.byAccount[pub(kp)] = name
 	if err := id.store(id.tenantClaims(name, kp)); err != nil {
 		return "", err
 	}
@@ -250,14 +255,13 @@ func (id *Identity) Tenants() []string {
 // TenantOf maps an account public key (as found in Nats-Request-Info) to a
 // tenant name.
 func (id *Identity) TenantOf(account string) (string, error) {
-	id.mu.Lock()
-	defer id.mu.Unlock()
-	for name, kp := range id.tenants {
-		if pub(kp) == account {
-			return name, nil
-		}
+	id.mu.RLock()
+	name, ok := id.byAccount[account]
+	id.mu.RUnlock()
+	if !ok {
+		return "", ErrUnknownTenant
 	}
-	return "", ErrUnknownTenant
+	return name, nil
 }
 
 // UserCreds issues a creds file (user JWT + seed) for a principal of a

@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"context"
+	"fmt"
 	"sync"
 
 	"github.com/keyflow/keyflow/kms"
@@ -126,10 +127,11 @@ func (s *Server) dataKeyPair(ctx context.Context, c kms.Caller, body []byte) (an
 const batchParallelism = 16
 
 // runBatch runs one single-item handler over every item and collects one
-// result per item. Each item is audited by the domain call it makes.
-func runBatch[Req, Rep any](ctx context.Context, c kms.Caller, items []Req, one func(context.Context, kms.Caller, Req) (any, error)) (any, error) {
+// result per item. Each item is audited by the domain call it makes; a batch
+// refused as a whole is audited as a rejected request of op.
+func runBatch[Req, Rep any](ctx context.Context, s *Server, op string, c kms.Caller, items []Req, one func(context.Context, kms.Caller, Req) (any, error)) (any, error) {
 	if len(items) == 0 || len(items) > api.MaxBatchItems {
-		return nil, &kms.Error{Code: kms.CodeValidation, Message: "a batch holds 1 to 1000 items"}
+		return nil, s.rejectWith(ctx, c, op, &kms.Error{Code: kms.CodeValidation, Message: "a batch holds 1 to 1000 items"})
 	}
 	out := api.BatchReply[Rep]{Results: make([]api.BatchResult[Rep], len(items))}
 	sem := make(chan struct{}, batchParallelism)
@@ -138,7 +140,16 @@ func runBatch[Req, Rep any](ctx context.Context, c kms.Caller, items []Req, one 
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
-			defer func() { <-sem; wg.Done() }()
+			defer func() {
+				// serve's recover does not reach this goroutine: a panic
+				// here would take the whole worker down.
+				if p := recover(); p != nil {
+					s.cfg.Logger.Error("batch item panic", "op", op, "request", c.RequestID, "panic", fmt.Sprint(p))
+					out.Results[i] = api.BatchResult[Rep]{Error: &api.ErrorBody{Code: string(kms.CodeInternal), Message: "internal error"}}
+				}
+				<-sem
+				wg.Done()
+			}()
 			res, err := one(ctx, c, items[i])
 			if err != nil {
 				out.Results[i].Error = &api.ErrorBody{Code: string(kms.CodeOf(err)), Message: kms.PublicMessage(err)}
@@ -157,7 +168,7 @@ func (s *Server) batchEncrypt(ctx context.Context, c kms.Caller, body []byte) (a
 	if err := decode(body, &req); err != nil {
 		return nil, s.rejectWith(ctx, c, api.OpBatchEncrypt, err)
 	}
-	return runBatch[api.EncryptRequest, api.EncryptReply](ctx, c, req.Items, func(ctx context.Context, c kms.Caller, r api.EncryptRequest) (any, error) {
+	return runBatch[api.EncryptRequest, api.EncryptReply](ctx, s, api.OpBatchEncrypt, c, req.Items, func(ctx context.Context, c kms.Caller, r api.EncryptRequest) (any, error) {
 		res, err := s.cfg.KMS.Encrypt(ctx, c, kms.EncryptParams{KeyRef: r.KeyID, Plaintext: r.Plaintext, Context: r.EncryptionContext, Algorithm: kms.EncryptionAlgorithm(r.EncryptionAlgorithm)})
 		if err != nil {
 			return nil, err
@@ -171,7 +182,7 @@ func (s *Server) batchDecrypt(ctx context.Context, c kms.Caller, body []byte) (a
 	if err := decode(body, &req); err != nil {
 		return nil, s.rejectWith(ctx, c, api.OpBatchDecrypt, err)
 	}
-	return runBatch[api.DecryptRequest, api.DecryptReply](ctx, c, req.Items, func(ctx context.Context, c kms.Caller, r api.DecryptRequest) (any, error) {
+	return runBatch[api.DecryptRequest, api.DecryptReply](ctx, s, api.OpBatchDecrypt, c, req.Items, func(ctx context.Context, c kms.Caller, r api.DecryptRequest) (any, error) {
 		res, err := s.cfg.KMS.Decrypt(ctx, c, kms.DecryptParams{KeyRef: r.KeyID, Ciphertext: r.CiphertextBlob, Context: r.EncryptionContext, Algorithm: kms.EncryptionAlgorithm(r.EncryptionAlgorithm)})
 		if err != nil {
 			return nil, err
@@ -185,7 +196,7 @@ func (s *Server) batchDataKey(ctx context.Context, c kms.Caller, body []byte) (a
 	if err := decode(body, &req); err != nil {
 		return nil, s.rejectWith(ctx, c, api.OpBatchDataKey, err)
 	}
-	return runBatch[api.DataKeyRequest, api.DataKeyReply](ctx, c, req.Items, func(ctx context.Context, c kms.Caller, r api.DataKeyRequest) (any, error) {
+	return runBatch[api.DataKeyRequest, api.DataKeyReply](ctx, s, api.OpBatchDataKey, c, req.Items, func(ctx context.Context, c kms.Caller, r api.DataKeyRequest) (any, error) {
 		res, err := s.cfg.KMS.GenerateDataKey(ctx, c, kms.GenerateDataKeyParams{KeyRef: r.KeyID, NumberOfBytes: r.NumberOfBytes, Context: r.EncryptionContext})
 		if err != nil {
 			return nil, err

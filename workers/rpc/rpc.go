@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"reflect"
 	"strings"
 	"sync"
 	"time"
@@ -231,7 +232,7 @@ func (s *Server) serve(j job) {
 		s.replyError(j.req, reqID, kms.ErrInternal)
 		return
 	}
-	if err := j.req.Respond(b, micro.WithHeaders(micro.Headers{api.HeaderRequestID: []string{reqID}})); err != nil {
+	if err := s.publishReply(j.req, reqID, b, nil); err != nil {
 		s.cfg.Logger.Warn("failed to reply", "op", j.op, "err", err)
 	}
 	// The reply may hold plaintext; the NATS client copied it already.
@@ -270,10 +271,29 @@ func (s *Server) replyError(r micro.Request, reqID string, err error) {
 		Code: string(kms.CodeOf(err)), Message: kms.PublicMessage(err), RequestID: reqID,
 	}}
 	b, _ := json.Marshal(body)
-	if rerr := r.Error(body.Error.Code, body.Error.Message, b,
-		micro.WithHeaders(micro.Headers{api.HeaderRequestID: []string{reqID}})); rerr != nil {
+	hdr := nats.Header{}
+	hdr.Set(api.HeaderErrorCode, body.Error.Code)
+	hdr.Set(api.HeaderError, body.Error.Message)
+	if rerr := s.publishReply(r, reqID, b, hdr); rerr != nil {
 		s.cfg.Logger.Warn("failed to reply", "err", rerr)
 	}
+}
+
+// publishReply answers a request on the connection directly. The pool must
+// not use r.Respond or r.Error: they record the outcome in the request,
+// which micro reads on its own goroutine once the handler has returned
+// (that is, while the pool may still be writing it), a data race. The
+// reply carries micro's error headers, so clients see no difference; the
+// micro endpoint stats do not count errors (they never could, with a pool).
+func (s *Server) publishReply(r micro.Request, reqID string, data []byte, hdr nats.Header) error {
+	if r.Reply() == "" {
+		return nil // a publish, not a request: nobody to answer
+	}
+	if hdr == nil {
+		hdr = nats.Header{}
+	}
+	hdr.Set(api.HeaderRequestID, reqID)
+	return s.cfg.Conn.PublishMsg(&nats.Msg{Subject: r.Reply(), Header: hdr, Data: data})
 }
 
 // decode parses a request strictly: unknown fields and trailing data are
@@ -290,7 +310,67 @@ func decode(body []byte, v any) error {
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) { // More() misses a stray '}' or ']'
 		return &kms.Error{Code: kms.CodeValidation, Message: "malformed request: trailing data after the JSON object"}
 	}
+	return checkFieldNames(body, v)
+}
+
+// fieldNames caches the JSON names of each request type.
+var fieldNames sync.Map // reflect.Type -> map[string]bool
+
+// checkFieldNames refuses what encoding/json lets through: top-level keys
+// that match a field only case-insensitively ("KEYID"), and duplicate keys
+// (where the last one silently wins).
+func checkFieldNames(body []byte, v any) error {
+	t := reflect.TypeOf(v)
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t.Kind() != reflect.Struct {
+		return nil
+	}
+	names, ok := fieldNames.Load(t)
+	if !ok {
+		m := map[string]bool{}
+		for f := range t.Fields() {
+			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			if name == "" {
+				name = f.Name
+			}
+			m[name] = true
+		}
+		names, _ = fieldNames.LoadOrStore(t, m)
+	}
+	known := names.(map[string]bool)
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return nil // not an object: Decode already judged it
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil
+		}
+		key, _ := tok.(string)
+		if !known[key] {
+			return &kms.Error{Code: kms.CodeValidation, Message: fmt.Sprintf("malformed request: unknown field %q (field names are case-sensitive)", truncateName(key))}
+		}
+		if seen[key] {
+			return &kms.Error{Code: kms.CodeValidation, Message: fmt.Sprintf("malformed request: field %q appears twice", key)}
+		}
+		seen[key] = true
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return nil
+		}
+	}
 	return nil
+}
+
+func truncateName(s string) string {
+	if len(s) > 64 {
+		return strings.ToValidUTF8(s[:64], "") + "…"
+	}
+	return strings.ToValidUTF8(s, "")
 }
 
 // jsonProblem describes a decoding error without echoing request content
