@@ -74,7 +74,18 @@ func New(t testing.TB) *Bed {
 	if b.Store, err = kvstore.Open(ctx, b.JS); err != nil {
 		t.Fatal(err)
 	}
-	if b.Audit, err = jsaudit.Open(ctx, b.JS); err != nil {
+	// Audit records go out on their own connection, as in the dev stack:
+	// replies and audit publishes then do not queue behind each other.
+	auditConn, err := natsserver.ConnectService(b.NATS, b.Identity, "testbed-audit")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(auditConn.Close)
+	auditJS, err := jetstream.New(auditConn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Audit, err = jsaudit.Open(ctx, auditJS); err != nil {
 		t.Fatal(err)
 	}
 	b.KMS = b.NewKMS(b.Audit)

@@ -36,19 +36,25 @@ type sample map[string]float64
 
 // results are the parsed samples of one input.
 type results struct {
-	nats   map[int][]sample // by requesters
-	raw    []sample
-	failed bool
+	nats    map[int][]sample // by requesters
+	raw     []sample
+	batch   []sample         // BenchmarkBatchEncryptNATS (ops/s counts items)
+	sign    map[int][]sample // BenchmarkSignNATS by requesters
+	rawSign []sample         // BenchmarkRawHSMSignP256
+	failed  bool
 }
 
 var (
 	// BenchmarkEncryptNATS/requesters=8-2 (the -2 is GOMAXPROCS).
-	natsName = regexp.MustCompile(`^BenchmarkEncryptNATS/requesters=(\d+)(?:-\d+)?$`)
-	rawName  = regexp.MustCompile(`^BenchmarkRawHSMGCM(?:-\d+)?$`)
+	natsName    = regexp.MustCompile(`^BenchmarkEncryptNATS/requesters=(\d+)(?:-\d+)?$`)
+	rawName     = regexp.MustCompile(`^BenchmarkRawHSMGCM(?:-\d+)?$`)
+	batchName   = regexp.MustCompile(`^BenchmarkBatchEncryptNATS/`)
+	signName    = regexp.MustCompile(`^BenchmarkSignNATS/requesters=(\d+)(?:-\d+)?$`)
+	rawSignName = regexp.MustCompile(`^BenchmarkRawHSMSignP256(?:-\d+)?$`)
 )
 
 func parse(r io.Reader) (*results, error) {
-	res := &results{nats: map[int][]sample{}}
+	res := &results{nats: map[int][]sample{}, sign: map[int][]sample{}}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 64*1024), 1024*1024)
 	for sc.Scan() {
@@ -77,6 +83,13 @@ func parse(r io.Reader) (*results, error) {
 			res.nats[n] = append(res.nats[n], s)
 		} else if rawName.MatchString(f[0]) {
 			res.raw = append(res.raw, s)
+		} else if batchName.MatchString(f[0]) {
+			res.batch = append(res.batch, s)
+		} else if m := signName.FindStringSubmatch(f[0]); m != nil {
+			n, _ := strconv.Atoi(m[1])
+			res.sign[n] = append(res.sign[n], s)
+		} else if rawSignName.MatchString(f[0]) {
+			res.rawSign = append(res.rawSign, s)
 		}
 	}
 	if err := sc.Err(); err != nil {
@@ -158,6 +171,43 @@ func write(w io.Writer, res *results) {
 		verdict = "PASS"
 	}
 	fmt.Fprintf(w, "target: >= %.0f ops/s at %d requesters: %s\n", Target, TargetRequesters, verdict)
+	writeCore(w, res, raw, rawOK)
+}
+
+// writeCore prints the crypto-core figures with their targets (issue
+// "crypto core"): each is a ratio against a raw HSM rate of the same run.
+func writeCore(w io.Writer, res *results, raw float64, rawOK bool) {
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Crypto-core figures (medians; ratios against the raw HSM rate of the same run)")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "figure\tmeasured\ttarget\tverdict\t")
+	ratioRow := func(name string, ss []sample, base float64, baseOK bool, target float64) {
+		v, ok := median(ss, "ops/s")
+		if !ok || !baseOK || base <= 0 {
+			fmt.Fprintf(tw, "%s\t-\t>= %.2fx\tNO DATA\t\n", name, target)
+			return
+		}
+		r := v / base
+		fmt.Fprintf(tw, "%s\t%.0f ops/s = %.2fx\t>= %.2fx\t%s\t\n", name, v, r, target, verdictOf(r >= target))
+	}
+	ratioRow("encrypt, 64 requesters / raw AES-GCM", res.nats[64], raw, rawOK, 0.5)
+	ratioRow("batch encrypt items/s / raw AES-GCM", res.batch, raw, rawOK, 0.8)
+	rawSign, rawSignOK := median(res.rawSign, "ops/s")
+	ratioRow("ECDSA P-256 sign, 8 requesters / raw sign", res.sign[8], rawSign, rawSignOK, 0.6)
+	if p50, ok := median(res.nats[1], "p50-µs"); ok {
+		fmt.Fprintf(tw, "encrypt p50 at 1 requester\t%.0f µs\t<= 150 µs\t%s\t\n", p50, verdictOf(p50 <= 150))
+	}
+	tw.Flush()
+	if rawSignOK {
+		fmt.Fprintf(w, "raw HSM ECDSA P-256 sign (serial): %.0f ops/s\n", rawSign)
+	}
+}
+
+func verdictOf(ok bool) string {
+	if ok {
+		return "PASS"
+	}
+	return "BELOW"
 }
 
 func main() {
