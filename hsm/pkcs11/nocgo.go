@@ -120,3 +120,13 @@ func (t *Token) HMACSHA256(ctx context.Context, key hsm.KeyHandle, data []byte) 
 func (t *Token) ImportHMACKeyForTesting(ctx context.Context, raw []byte) (hsm.KeyHandle, error) {
 	return 0, errNoCgo
 }
+
+// WrapSecret needs cgo.
+func (t *Token) WrapSecret(ctx context.Context, wrappingKey hsm.KeyHandle, secret []byte) ([]byte, error) {
+	return nil, errNoCgo
+}
+
+// UnwrapSecret needs cgo.
+func (t *Token) UnwrapSecret(ctx context.Context, wrappingKey hsm.KeyHandle, blob []byte) ([]byte, error) {
+	return nil, errNoCgo
+}
