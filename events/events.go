@@ -49,6 +49,10 @@ const (
 	TypeGetPublicKey        = "io.keyflow.key.publickey.read.v1"
 	TypeGenerateRandom      = "io.keyflow.crypto.random.v1"
 	TypeReEncrypt           = "io.keyflow.crypto.reencrypt.v1"
+	TypeSeal                = "io.keyflow.crypto.seal.v1"
+	TypeOpen                = "io.keyflow.crypto.open.v1"
+	TypeEncapsulate         = "io.keyflow.crypto.encapsulate.v1"
+	TypeDecapsulate         = "io.keyflow.crypto.decapsulate.v1"
 	TypeGenerateDataKeyPair = "io.keyflow.crypto.datakeypair.v1"
 	TypeRequestRejected     = "io.keyflow.request.rejected.v1"
 )
@@ -61,6 +65,7 @@ var Types = []string{
 	TypeGenerateDataKey, TypeAuditRead, TypeRequestRejected, TypeKeyRotationFailed,
 	TypeSign, TypeVerify, TypeGenerateMAC, TypeVerifyMAC, TypeGetPublicKey,
 	TypeGenerateRandom, TypeReEncrypt, TypeGenerateDataKeyPair,
+	TypeSeal, TypeOpen, TypeEncapsulate, TypeDecapsulate,
 }
 
 // Outcomes.

@@ -10,6 +10,7 @@ import (
 
 	"github.com/keyflow/keyflow/events"
 	"github.com/keyflow/keyflow/hsm"
+	"github.com/keyflow/keyflow/pqc"
 )
 
 // MessageType says whether Sign and Verify get the message or its digest.
@@ -87,6 +88,9 @@ type SignParams struct {
 	Message     []byte
 	MessageType MessageType // RAW (default) or DIGEST
 	Algorithm   SigningAlgorithm
+	// Context is the FIPS 204/205 context string of ML-DSA and SLH-DSA
+	// signatures (at most 255 bytes); Verify needs the same.
+	Context []byte
 }
 
 // SignResult is a signature. ECDSA signatures are DER, as AWS returns them.
@@ -116,6 +120,14 @@ func (s *Service) signingSetup(ctx context.Context, c Caller, ref string, alg Si
 	}
 	if !contains(info.signing, alg) {
 		return k, hsm.SignParams{}, nil, newError(CodeInvalidKeyUsage, "key %s (%s) does not sign with %q; it supports %v", k.ID, k.Spec, truncate(string(alg), 64), info.signing)
+	}
+	if info.kind == materialSoftware {
+		// Post-quantum signatures sign the message itself (ML-DSA's
+		// external-mu mode is not available in the library in use).
+		if mt != MessageRaw {
+			return k, hsm.SignParams{}, nil, newError(CodeValidation, "%s signs the message itself; use message type RAW", alg)
+		}
+		return k, hsm.SignParams{}, msg, nil
 	}
 	p := signingParams[alg]
 	input, err := digestInput(p, msg, mt)
@@ -150,6 +162,16 @@ func (s *Service) Sign(ctx context.Context, c Caller, p SignParams) (res *SignRe
 	if err != nil {
 		return nil, err
 	}
+	if specs[k.Spec].kind == materialSoftware {
+		sig, err := s.pqSign(ctx, k, k.PrimaryVersion, input, p.Context)
+		if err != nil {
+			return nil, err
+		}
+		return &SignResult{KeyID: k.ID, KeyVersion: k.PrimaryVersion, Algorithm: p.Algorithm, Signature: sig}, nil
+	}
+	if len(p.Context) > 0 {
+		return nil, newError(CodeValidation, "a signature context applies to ML-DSA and SLH-DSA keys only")
+	}
 	signer, ok := s.hsm.(hsm.Signer)
 	if !ok {
 		return nil, newError(CodeInternal, "this HSM cannot sign")
@@ -183,6 +205,7 @@ type VerifyParams struct {
 	MessageType MessageType
 	Algorithm   SigningAlgorithm
 	Signature   []byte
+	Context     []byte
 }
 
 // VerifyResult reports a valid signature. An invalid one is the error
@@ -219,6 +242,16 @@ func (s *Service) Verify(ctx context.Context, c Caller, p VerifyParams) (res *Ve
 	k, params, input, err := s.signingSetup(ctx, c, p.KeyRef, p.Algorithm, p.Message, p.MessageType, false)
 	if err != nil {
 		return nil, err
+	}
+	if specs[k.Spec].kind == materialSoftware {
+		for _, v := range candidateVersions(k, p.KeyVersion) {
+			if err := s.pqVerify(ctx, k, v, input, p.Signature, p.Context); err == nil {
+				return &VerifyResult{KeyID: k.ID, KeyVersion: v, Algorithm: p.Algorithm}, nil
+			} else if CodeOf(err) != CodeInvalidSignature {
+				return nil, err
+			}
+		}
+		return nil, errInvalidSignature(nil)
 	}
 	verifier, ok := s.hsm.(hsm.Signer)
 	if !ok {
@@ -276,11 +309,13 @@ func errInvalidSignature(cause error) *Error {
 
 // PublicKeyResult is a version's public key.
 type PublicKeyResult struct {
-	KeyID                string
-	KeyVersion           uint32
-	KeySpec              KeySpec
-	KeyUsage             KeyUsage
-	PublicKeyDER         []byte // SubjectPublicKeyInfo
+	KeyID        string
+	KeyVersion   uint32
+	KeySpec      KeySpec
+	KeyUsage     KeyUsage
+	PublicKeyDER []byte // SubjectPublicKeyInfo
+	RawPublicKey []byte // the algorithm's own encoding (e.g. the ML-KEM encapsulation key), for HPKE and pqc
+
 	SigningAlgorithms    []SigningAlgorithm
 	EncryptionAlgorithms []EncryptionAlgorithm
 }
@@ -313,7 +348,7 @@ func (s *Service) GetPublicKey(ctx context.Context, c Caller, ref string, versio
 		return nil, err
 	}
 	info := specs[k.Spec]
-	if info == nil || info.kind != materialKeyPair {
+	if info == nil || (info.kind != materialKeyPair && info.kind != materialSoftware) {
 		return nil, newError(CodeInvalidKeyUsage, "key %s (%s) has no public key", k.ID, k.Spec)
 	}
 	if version == 0 {
@@ -326,9 +361,17 @@ func (s *Service) GetPublicKey(ctx context.Context, c Caller, ref string, versio
 	if err != nil {
 		return nil, wrapError(CodeInternal, err, "failed to read the public key")
 	}
-	res = &PublicKeyResult{KeyID: k.ID, KeyVersion: version, KeySpec: k.Spec, KeyUsage: k.Usage, PublicKeyDER: m.PublicKey}
+	der := m.PublicKey
+	if info.kind == materialSoftware {
+		if der, err = pqc.PublicKeyDER(info.pqName, m.PublicKey); err != nil {
+			return nil, wrapError(CodeInternal, err, "failed to encode the public key")
+		}
+	}
+	res = &PublicKeyResult{KeyID: k.ID, KeyVersion: version, KeySpec: k.Spec, KeyUsage: k.Usage, PublicKeyDER: der, RawPublicKey: m.PublicKey}
 	if k.Usage == UsageSignVerify {
 		res.SigningAlgorithms = info.signing
+	} else if info.kind != materialKeyPair {
+		res.EncryptionAlgorithms = info.encryption
 	} else {
 		res.EncryptionAlgorithms = info.encryption
 	}

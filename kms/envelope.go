@@ -93,6 +93,13 @@ func parseEnvelope(b []byte) (*envelope, error) {
 	if !ValidKeyID(keyID) {
 		return nil, errMalformedEnvelope
 	}
+	if alg != AlgAES256GCM {
+		// HPKE envelopes: enc || ciphertext follow the header; no IV.
+		return &envelope{
+			alg: alg, keyID: keyID, version: binary.BigEndian.Uint32(b[3+l : hdrLen]),
+			body: b[hdrLen:], header: b[:hdrLen],
+		}, nil
+	}
 	return &envelope{
 		alg:     alg,
 		keyID:   keyID,

@@ -339,6 +339,10 @@ func (s *Service) newVersionMaterial(ctx context.Context, tenant, keyID string, 
 		if kp, err = pairs.GenerateWrappedKeyPair(ctx, s.root, info.pair); err == nil {
 			m.Wrapped, m.PublicKey = kp.WrappedPrivate, kp.PublicKeyDER
 		}
+	case materialSoftware:
+		if err := s.newSoftwareMaterial(ctx, m, info); err != nil {
+			return err
+		}
 	}
 	if err != nil {
 		return wrapError(CodeInternal, err, "failed to generate key material in the HSM")
@@ -430,6 +434,8 @@ func (s *Service) handleFor(ctx context.Context, k *Key, version uint32) (hsm.Ke
 				return 0, newError(CodeInternal, "this HSM cannot hold %s keys", info.spec)
 			}
 			h, err = pairs.UnwrapPrivateKey(ctx, s.root, m.Wrapped, info.pair)
+		default:
+			return 0, newError(CodeInternal, "%s keys are not loaded into the HSM", info.spec)
 		}
 		if err != nil {
 			return 0, wrapError(CodeInternal, err, "failed to load key material into the HSM")
@@ -471,6 +477,9 @@ func newIV() ([]byte, error) {
 
 // sealWith encrypts plaintext under k's primary version into an envelope.
 func (s *Service) sealWith(ctx context.Context, k *Key, tenant string, plaintext []byte, ec EncryptionContext) ([]byte, uint32, error) {
+	if info := specs[k.Spec]; info != nil && info.hpkeKEM != nil {
+		return s.sealHPKE(ctx, k, tenant, plaintext, ec)
+	}
 	if k.Usage != UsageEncryptDecrypt || k.Spec != SpecSymmetricDefault {
 		return nil, 0, newError(CodeInvalidKeyUsage, "key %s (%s, %s) cannot encrypt with SYMMETRIC_DEFAULT", k.ID, k.Spec, k.Usage)
 	}
@@ -667,6 +676,10 @@ func (s *Service) open(ctx context.Context, tenant, keyRef string, ciphertext []
 	}
 	if !v.State.CanDecrypt() {
 		return k, nil, 0, newError(CodeInvalidState, "version %d of key %s is %s and cannot decrypt", v.Number, k.ID, v.State)
+	}
+	if info := specs[k.Spec]; info != nil && info.hpkeKEM != nil {
+		pt, err := s.openHPKE(ctx, k, env, tenant, ec)
+		return k, pt, v.Number, err
 	}
 	h, release, err := s.handleFor(ctx, k, v.Number)
 	if err != nil {

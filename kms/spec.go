@@ -2,6 +2,7 @@ package kms
 
 import (
 	"crypto"
+	"crypto/hpke"
 
 	"github.com/keyflow/keyflow/hsm"
 )
@@ -75,7 +76,58 @@ const (
 	materialAES materialKind = iota
 	materialHMAC
 	materialKeyPair
+	// materialSoftware is a post-quantum key: generated in Go (package
+	// pqc), its private key wrapped under the HSM root key with
+	// hsm.SecretWrapper, unwrapped into memory for one operation only.
+	materialSoftware
 )
+
+// Post-quantum key specs.
+const (
+	SpecMLKEM768          KeySpec  = "ML_KEM_768"
+	SpecMLKEM1024         KeySpec  = "ML_KEM_1024"
+	SpecXWing             KeySpec  = "X_WING"
+	SpecMLDSA44           KeySpec  = "ML_DSA_44"
+	SpecMLDSA65           KeySpec  = "ML_DSA_65"
+	SpecMLDSA87           KeySpec  = "ML_DSA_87"
+	SpecSLHDSA128S        KeySpec  = "SLH_DSA_SHA2_128S"
+	SpecSLHDSA128F        KeySpec  = "SLH_DSA_SHA2_128F"
+	UsageKeyEncapsulation KeyUsage = "KEY_ENCAPSULATION"
+)
+
+// Post-quantum signing algorithms. ML-DSA uses AWS's name.
+const (
+	SignMLDSA      SigningAlgorithm = "ML_DSA_SHAKE_256"
+	SignSLHDSA128S SigningAlgorithm = "SLH_DSA_SHA2_128S"
+	SignSLHDSA128F SigningAlgorithm = "SLH_DSA_SHA2_128F"
+)
+
+// EncHPKE is how KEM keys encrypt: HPKE (RFC 9180) with the key's KEM,
+// HKDF-SHA256 and AES-256-GCM.
+const EncHPKE EncryptionAlgorithm = "HPKE_HKDF_SHA256_AES_256_GCM"
+
+func pqSign(s KeySpec, alg SigningAlgorithm) *specInfo {
+	return &specInfo{spec: s, usages: []KeyUsage{UsageSignVerify}, kind: materialSoftware, alg: Algorithm(s),
+		pqName: string(s), signing: []SigningAlgorithm{alg}}
+}
+
+func pqKEM(s KeySpec, envID byte, kem func() hpke.KEM) *specInfo {
+	return &specInfo{spec: s, usages: []KeyUsage{UsageKeyEncapsulation}, kind: materialSoftware, alg: Algorithm(s),
+		pqName: string(s), encryption: []EncryptionAlgorithm{EncHPKE}, envelopeID: envID, hpkeKEM: kem}
+}
+
+func init() {
+	for _, si := range []*specInfo{
+		pqKEM(SpecMLKEM768, 0x11, hpke.MLKEM768), pqKEM(SpecMLKEM1024, 0x12, hpke.MLKEM1024), pqKEM(SpecXWing, 0x10, hpke.MLKEM768X25519),
+		pqSign(SpecMLDSA44, SignMLDSA), pqSign(SpecMLDSA65, SignMLDSA), pqSign(SpecMLDSA87, SignMLDSA),
+		pqSign(SpecSLHDSA128S, SignSLHDSA128S), pqSign(SpecSLHDSA128F, SignSLHDSA128F),
+	} {
+		specs[si.spec] = si
+		if si.envelopeID != 0 {
+			algIDs[si.alg] = si.envelopeID
+		}
+	}
+}
 
 // specInfo is everything keyflow knows about one key spec. The table below
 // is the only place that knows which spec does what: the operations look
@@ -89,6 +141,13 @@ type specInfo struct {
 	signing    []SigningAlgorithm
 	encryption []EncryptionAlgorithm
 	mac        []MACAlgorithm
+	// pqName is the pqc registry name of a software key.
+	pqName string
+	// envelopeID is the ciphertext header's algorithm byte of a KEM key
+	// (HPKE envelopes).
+	envelopeID byte
+	// hpkeKEM is the HPKE KEM of a KEM key.
+	hpkeKEM func() hpke.KEM
 }
 
 var specs = map[KeySpec]*specInfo{
@@ -126,7 +185,8 @@ func specByAlgorithm(alg Algorithm) *specInfo {
 
 // Specs lists the key specs keyflow supports, for documentation and CLIs.
 func Specs() []KeySpec {
-	return []KeySpec{SpecSymmetricDefault, SpecHMAC256, SpecRSA3072, SpecRSA4096, SpecECCP256, SpecECCP384, SpecEd25519}
+	return []KeySpec{SpecSymmetricDefault, SpecHMAC256, SpecRSA3072, SpecRSA4096, SpecECCP256, SpecECCP384, SpecEd25519,
+		SpecMLKEM768, SpecMLKEM1024, SpecXWing, SpecMLDSA44, SpecMLDSA65, SpecMLDSA87, SpecSLHDSA128S, SpecSLHDSA128F}
 }
 
 func (s *specInfo) allowsUsage(u KeyUsage) bool {
