@@ -23,6 +23,14 @@ import (
 // KeyHandle identifies a key object inside one backend instance. It is only
 // meaningful to the backend that returned it, and only for as long as that
 // backend is open. It is never key material.
+//
+// A handle of a loaded key (anything an Unwrap* or Import* method
+// returned) may also stop working while the backend is open, if the
+// device drops the object: a session lost, a token removed or reset.
+// Operations then return ErrKeyHandleInvalid, and the caller loads the
+// key again from its wrapped blob. Whether a root key handle survives a
+// device reset is the backend's to document (the PKCS#11 backend's do);
+// calling EnsureRootKey again always returns one that works.
 type KeyHandle uint64
 
 // GCMIVSize is the only AES-GCM IV length keyflow uses. Callers generate the
@@ -46,6 +54,23 @@ var (
 	ErrInvalidInput = errors.New("hsm: invalid input")
 	// ErrClosed is returned after Close.
 	ErrClosed = errors.New("hsm: backend closed")
+	// ErrKeyHandleInvalid is returned when a KeyHandle no longer names a
+	// live key: it was destroyed, or it was a session object (an
+	// unwrapped or imported key) that the device dropped because the
+	// session holding it was lost or the token was removed or reset.
+	// The key itself is safe in its wrapped blob. The caller must forget
+	// the handle (evict it from any cache, never retry with it) and load
+	// the key again from its blob with the Unwrap* method that made it.
+	// Backends do not retry it themselves. Errors that wrap it also wrap
+	// ErrNotFound.
+	ErrKeyHandleInvalid = errors.New("hsm: key handle invalid")
+	// ErrDevice is returned when the device, or the session to it,
+	// failed (a device error, no memory on the device, the token
+	// removed, a session lost) and the backend's own recovery did not
+	// help. The operation did not complete; it may succeed later, and
+	// retrying it is safe. It never means that an input was wrong or
+	// failed to authenticate.
+	ErrDevice = errors.New("hsm: device error")
 )
 
 // AEAD is authenticated encryption with AES-256-GCM under an HSM key.

@@ -106,6 +106,23 @@ func (c *handleCache) evictLocked(el *list.Element) []hsm.KeyHandle {
 	return nil
 }
 
+// drop evicts the entry for ref if it still holds h, after the HSM said
+// that h no longer names a key (hsm.ErrKeyHandleInvalid: the HSM session
+// that held it was lost, the token was reset). The next acquire loads the
+// key again from its wrapped blob. Callers still holding h keep their
+// reference; the destroy after the last release is harmless on a dead
+// handle. If the entry already holds another handle (someone reloaded it
+// first), nothing happens.
+func (c *handleCache) drop(ref versionRef, h hsm.KeyHandle) {
+	c.mu.Lock()
+	var victims []hsm.KeyHandle
+	if el, ok := c.byID[ref]; ok && el.Value.(*cacheEntry).handle == h {
+		victims = c.evictLocked(el)
+	}
+	c.mu.Unlock()
+	c.destroy(victims)
+}
+
 // invalidateKey drops every cached version of one key; called on any change
 // to the key (state change, rotation, destruction).
 func (c *handleCache) invalidateKey(tenant, keyID string) {

@@ -25,14 +25,16 @@ func (s *Service) rsaEncrypt(ctx context.Context, k *Key, alg EncryptionAlgorith
 	if max := info.pair.RSABits/8 - 2*h.Size() - 2; len(plaintext) > max {
 		return nil, 0, newError(CodeValidation, "plaintext is %d bytes; %s with %s holds at most %d", len(plaintext), alg, k.Spec, max)
 	}
-	ph, release, err := s.publicHandleFor(ctx, k, k.PrimaryVersion)
+	var ct []byte
+	err := s.withHandle(ctx, k, k.PrimaryVersion, true, func(ph hsm.KeyHandle) error {
+		var err error
+		if ct, err = enc.EncryptOAEP(ctx, ph, h, plaintext, nil); err != nil {
+			return wrapError(CodeInternal, err, "the HSM failed to encrypt")
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, 0, err
-	}
-	defer release()
-	ct, err := enc.EncryptOAEP(ctx, ph, h, plaintext, nil)
-	if err != nil {
-		return nil, 0, wrapError(CodeInternal, err, "the HSM failed to encrypt")
 	}
 	return ct, k.PrimaryVersion, nil
 }
@@ -63,17 +65,22 @@ func (s *Service) rsaDecrypt(ctx context.Context, c Caller, ref string, alg Encr
 		return k, nil, 0, errDecrypt(errors.New("wrong RSA ciphertext length"))
 	}
 	for _, v := range candidateVersions(k, 0) {
-		h, release, err := s.handleFor(ctx, k, v)
+		var pt []byte
+		var bad bool
+		err := s.withHandle(ctx, k, v, false, func(h hsm.KeyHandle) error {
+			var err error
+			pt, err = enc.DecryptOAEP(ctx, h, oaepHash[alg], ct, nil)
+			bad = errors.Is(err, hsm.ErrAuthFailed) || errors.Is(err, hsm.ErrInvalidInput)
+			if err != nil && !bad {
+				return wrapError(CodeInternal, err, "the HSM failed to decrypt")
+			}
+			return nil
+		})
 		if err != nil {
 			return k, nil, 0, err
 		}
-		pt, err := enc.DecryptOAEP(ctx, h, oaepHash[alg], ct, nil)
-		release()
-		if err == nil {
+		if !bad {
 			return k, pt, v, nil
-		}
-		if !errors.Is(err, hsm.ErrAuthFailed) && !errors.Is(err, hsm.ErrInvalidInput) {
-			return k, nil, 0, wrapError(CodeInternal, err, "the HSM failed to decrypt")
 		}
 	}
 	return k, nil, 0, errDecrypt(errors.New("no version decrypts"))

@@ -24,7 +24,10 @@
 // (KeyPairs, Signer, RSAEncrypter, MACs) are also held to the rules
 // listed in asym.go; the tests of abilities a backend lacks are skipped.
 // A backend with a bounded session pool may implement [SessionBorrower]
-// so that the suite can make the pool run dry.
+// so that the suite can make the pool run dry, and a backend that talks
+// to a device may implement [FaultInjector] so that the suite can make
+// the device fail: lose sessions, report device errors and lost keys.
+// The rules for failures are listed in faults.go.
 package hsmtest
 
 import (
@@ -71,6 +74,13 @@ func Run(t *testing.T, newBackend func(t *testing.T) hsm.Backend) {
 	// The optional abilities; each test skips itself on a backend that
 	// lacks what it needs.
 	for _, tc := range asymTests {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.fn(t, newBackend(t))
+		})
+	}
+	// Failure handling, on backends that can fake device failures
+	// (FaultInjector); see faults.go.
+	for _, tc := range faultTests {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.fn(t, newBackend(t))
 		})

@@ -182,12 +182,6 @@ func (t *Token) GenerateWrappedKeyPair(ctx context.Context, wrappingKey hsm.KeyH
 	if err != nil {
 		return nil, fmt.Errorf("pkcs11: failed to %s: %v: %w", op, err, hsm.ErrInvalidInput)
 	}
-	s, err := t.session(ctx, op)
-	if err != nil {
-		return nil, err
-	}
-	defer t.put(s)
-
 	pubT := []*p11.Attribute{
 		p11.NewAttribute(p11.CKA_CLASS, p11.CKO_PUBLIC_KEY),
 		p11.NewAttribute(p11.CKA_KEY_TYPE, k.keyType),
@@ -219,27 +213,41 @@ func (t *Token) GenerateWrappedKeyPair(ctx context.Context, wrappingKey hsm.KeyH
 		p11.NewAttribute(p11.CKA_UNWRAP, false),
 		p11.NewAttribute(p11.CKA_DERIVE, false),
 	}
-	pub, priv, err := t.ctx.GenerateKeyPair(s, []*p11.Mechanism{p11.NewMechanism(k.genMech, nil)}, pubT, privT)
-	if err != nil {
-		return nil, fmt.Errorf("pkcs11: failed to %s: %w", op, ckr(err))
-	}
-	defer func() {
-		_ = t.ctx.DestroyObject(s, priv)
-		_ = t.ctx.DestroyObject(s, pub)
-	}()
-
-	blob, err := t.ctx.WrapKey(s, kwp, p11.ObjectHandle(wrappingKey), priv)
-	if err != nil {
-		if k.isEd25519() && isCKR(err, p11.CKR_KEY_NOT_WRAPPABLE) {
-			return t.generateEd25519InProcess(s, op, wrappingKey)
+	var res *hsm.WrappedKeyPair
+	err = t.do(ctx, op, func(a *attempt) error {
+		w, err := t.object(op, wrappingKey)
+		if err != nil {
+			return err
 		}
-		return nil, keyErr(op, err)
-	}
-	spki, err := t.publicKeyDER(s, pub, k)
+		s := a.s
+		pub, priv, err := t.ctx.GenerateKeyPair(s, []*p11.Mechanism{p11.NewMechanism(k.genMech, nil)}, pubT, privT)
+		if err != nil {
+			return fmt.Errorf("pkcs11: failed to %s: %w", op, ckr(err))
+		}
+		defer func() {
+			_ = t.ctx.DestroyObject(s, priv)
+			_ = t.ctx.DestroyObject(s, pub)
+		}()
+
+		blob, err := t.ctx.WrapKey(s, kwp, w, priv)
+		if err != nil {
+			if k.isEd25519() && isCKR(err, p11.CKR_KEY_NOT_WRAPPABLE) {
+				res, err = t.generateEd25519InProcess(s, op, w)
+				return err
+			}
+			return keyErr(op, err)
+		}
+		spki, err := t.publicKeyDER(s, pub, k)
+		if err != nil {
+			return fmt.Errorf("pkcs11: failed to %s: %w", op, err)
+		}
+		res = &hsm.WrappedKeyPair{PublicKeyDER: spki, WrappedPrivate: blob}
+		return nil
+	})
 	if err != nil {
-		return nil, fmt.Errorf("pkcs11: failed to %s: %w", op, err)
+		return nil, err
 	}
-	return &hsm.WrappedKeyPair{PublicKeyDER: spki, WrappedPrivate: blob}, nil
+	return res, nil
 }
 
 // ed25519PKCS8Prefix is the PKCS#8 (RFC 8410) encoding of an Ed25519
@@ -252,7 +260,7 @@ var ed25519PKCS8Prefix = []byte{
 
 // generateEd25519InProcess is the Ed25519 path for tokens that cannot
 // wrap Ed25519 keys; see GenerateWrappedKeyPair.
-func (t *Token) generateEd25519InProcess(s p11.SessionHandle, op string, wrappingKey hsm.KeyHandle) (*hsm.WrappedKeyPair, error) {
+func (t *Token) generateEd25519InProcess(s p11.SessionHandle, op string, wrappingKey p11.ObjectHandle) (*hsm.WrappedKeyPair, error) {
 	seed, err := t.ctx.GenerateRandom(s, ed25519.SeedSize)
 	if err != nil {
 		return nil, fmt.Errorf("pkcs11: failed to %s: failed to draw an Ed25519 seed: %w", op, ckr(err))
@@ -290,7 +298,7 @@ func (t *Token) generateEd25519InProcess(s p11.SessionHandle, op string, wrappin
 		return nil, fmt.Errorf("pkcs11: failed to %s: %w", op, ckr(err))
 	}
 	defer func() { _ = t.ctx.DestroyObject(s, tmp) }()
-	blob, err := t.ctx.WrapKey(s, kwp, p11.ObjectHandle(wrappingKey), tmp)
+	blob, err := t.ctx.WrapKey(s, kwp, wrappingKey, tmp)
 	if err != nil {
 		return nil, keyErr(op, err)
 	}
@@ -388,32 +396,42 @@ func (t *Token) UnwrapPrivateKey(ctx context.Context, wrappingKey hsm.KeyHandle,
 	if len(blob) < 24 || len(blob)%8 != 0 || len(blob) > maxWrappedPrivate {
 		return 0, fmt.Errorf("pkcs11: failed to %s: a wrapped private key cannot be %d bytes: %w", op, len(blob), hsm.ErrInvalidInput)
 	}
-	s, err := t.session(ctx, op)
+	var h hsm.KeyHandle
+	err = t.doOwner(ctx, op, func(a *attempt) error {
+		w, err := t.object(op, wrappingKey)
+		if err != nil {
+			return err
+		}
+		o, err := t.ctx.UnwrapKey(a.s, kwp, w, blob, privateKeyTemplate(k))
+		if err != nil {
+			switch {
+			case isAuthFailure(err):
+				return fmt.Errorf("pkcs11: failed to %s: %w", op, hsm.ErrAuthFailed)
+			case k.isEd25519() && (isCKR(err, p11.CKR_FUNCTION_FAILED) || isCKR(err, p11.CKR_TEMPLATE_INCONSISTENT) || isCKR(err, p11.CKR_KEY_TYPE_INCONSISTENT)):
+				h, err = t.unwrapEd25519InProcess(a, op, w, blob)
+				return err
+			case isCKR(err, p11.CKR_FUNCTION_FAILED):
+				// SoftHSM: the blob opened, but its PKCS#8 is not a key
+				// of this type.
+				return fmt.Errorf("pkcs11: failed to %s: the blob does not hold a %s key: %w", op, k.spec.Algorithm, hsm.ErrInvalidInput)
+			default:
+				return keyErr(op, err)
+			}
+		}
+		if err := t.checkPrivateKey(a.s, o, k); err != nil {
+			_ = t.ctx.DestroyObject(a.s, o)
+			if deviceSide(err) {
+				return fmt.Errorf("pkcs11: failed to %s: %w", op, err)
+			}
+			return fmt.Errorf("pkcs11: failed to %s: %v: %w", op, err, hsm.ErrInvalidInput)
+		}
+		h, err = t.tagged(op, a, o)
+		return err
+	})
 	if err != nil {
 		return 0, err
 	}
-	defer t.put(s)
-
-	h, err := t.ctx.UnwrapKey(s, kwp, p11.ObjectHandle(wrappingKey), blob, privateKeyTemplate(k))
-	if err != nil {
-		switch {
-		case isAuthFailure(err):
-			return 0, fmt.Errorf("pkcs11: failed to %s: %w", op, hsm.ErrAuthFailed)
-		case k.isEd25519() && (isCKR(err, p11.CKR_FUNCTION_FAILED) || isCKR(err, p11.CKR_TEMPLATE_INCONSISTENT) || isCKR(err, p11.CKR_KEY_TYPE_INCONSISTENT)):
-			return t.unwrapEd25519InProcess(s, op, wrappingKey, blob)
-		case isCKR(err, p11.CKR_FUNCTION_FAILED):
-			// SoftHSM: the blob opened, but its PKCS#8 is not a key
-			// of this type.
-			return 0, fmt.Errorf("pkcs11: failed to %s: the blob does not hold a %s key: %w", op, k.spec.Algorithm, hsm.ErrInvalidInput)
-		default:
-			return 0, keyErr(op, err)
-		}
-	}
-	if err := t.checkPrivateKey(s, h, k); err != nil {
-		_ = t.ctx.DestroyObject(s, h)
-		return 0, fmt.Errorf("pkcs11: failed to %s: %v: %w", op, err, hsm.ErrInvalidInput)
-	}
-	return hsm.KeyHandle(h), nil
+	return h, nil
 }
 
 // checkPrivateKey checks that an unwrapped key is the size or on the
@@ -443,8 +461,9 @@ func (t *Token) checkPrivateKey(s p11.SessionHandle, h p11.ObjectHandle, k pairK
 
 // unwrapEd25519InProcess is the Ed25519 path for tokens that cannot
 // unwrap Ed25519 keys; see UnwrapPrivateKey.
-func (t *Token) unwrapEd25519InProcess(s p11.SessionHandle, op string, wrappingKey hsm.KeyHandle, blob []byte) (hsm.KeyHandle, error) {
-	tmp, err := t.ctx.UnwrapKey(s, kwp, p11.ObjectHandle(wrappingKey), blob, []*p11.Attribute{
+func (t *Token) unwrapEd25519InProcess(a *attempt, op string, wrappingKey p11.ObjectHandle, blob []byte) (hsm.KeyHandle, error) {
+	s := a.s
+	tmp, err := t.ctx.UnwrapKey(s, kwp, wrappingKey, blob, []*p11.Attribute{
 		p11.NewAttribute(p11.CKA_CLASS, p11.CKO_SECRET_KEY),
 		p11.NewAttribute(p11.CKA_KEY_TYPE, p11.CKK_GENERIC_SECRET),
 		p11.NewAttribute(p11.CKA_TOKEN, false),
@@ -477,23 +496,20 @@ func (t *Token) unwrapEd25519InProcess(s p11.SessionHandle, op string, wrappingK
 	if len(der) != len(ed25519PKCS8Prefix)+ed25519.SeedSize || !bytes.Equal(der[:len(ed25519PKCS8Prefix)], ed25519PKCS8Prefix) {
 		return 0, fmt.Errorf("pkcs11: failed to %s: the blob does not hold an Ed25519 key: %w", op, hsm.ErrInvalidInput)
 	}
-	h, err := t.createEd25519Private(s, der[len(ed25519PKCS8Prefix):])
+	o, err := t.ctx.CreateObject(s, ed25519PrivateTemplate(der[len(ed25519PKCS8Prefix):]))
 	if err != nil {
-		return 0, fmt.Errorf("pkcs11: failed to %s: %w", op, err)
+		return 0, fmt.Errorf("pkcs11: failed to %s: %w", op, ckr(err))
 	}
-	return h, nil
+	return t.tagged(op, a, o)
 }
 
-func (t *Token) createEd25519Private(s p11.SessionHandle, seed []byte) (hsm.KeyHandle, error) {
+// ed25519PrivateTemplate is the template of an Ed25519 private key loaded
+// from its seed.
+func ed25519PrivateTemplate(seed []byte) []*p11.Attribute {
 	k, _ := parseSpec(hsm.KeyPairSpec{Algorithm: "ED25519"})
-	tmpl := append(privateKeyTemplate(k),
+	return append(privateKeyTemplate(k),
 		p11.NewAttribute(p11.CKA_EC_PARAMS, oidEd25519),
 		p11.NewAttribute(p11.CKA_VALUE, seed))
-	h, err := t.ctx.CreateObject(s, tmpl)
-	if err != nil {
-		return 0, ckr(err)
-	}
-	return hsm.KeyHandle(h), nil
 }
 
 // ImportPublicKey creates a session public-key object from DER
@@ -556,16 +572,7 @@ func (t *Token) ImportPublicKey(ctx context.Context, spkiDER []byte) (hsm.KeyHan
 	default:
 		return 0, fmt.Errorf("pkcs11: failed to %s: unsupported key type %T: %w", op, key, hsm.ErrInvalidInput)
 	}
-	s, err := t.session(ctx, op)
-	if err != nil {
-		return 0, err
-	}
-	defer t.put(s)
-	h, err := t.ctx.CreateObject(s, tmpl)
-	if err != nil {
-		return 0, fmt.Errorf("pkcs11: failed to %s: %w", op, ckr(err))
-	}
-	return hsm.KeyHandle(h), nil
+	return t.createObject(ctx, op, tmpl)
 }
 
 // ImportPrivateKeyForTesting DANGEROUSLY loads a private key from process
@@ -624,29 +631,11 @@ func (t *Token) ImportPrivateKeyForTesting(ctx context.Context, key crypto.Priva
 		if len(key) != ed25519.PrivateKeySize {
 			return 0, fmt.Errorf("pkcs11: failed to %s: an Ed25519 private key is %d bytes: %w", op, ed25519.PrivateKeySize, hsm.ErrInvalidInput)
 		}
-		s, err := t.session(ctx, op)
-		if err != nil {
-			return 0, err
-		}
-		defer t.put(s)
 		seed := key.Seed()
 		defer clear(seed)
-		h, err := t.createEd25519Private(s, seed)
-		if err != nil {
-			return 0, fmt.Errorf("pkcs11: failed to %s: %w", op, err)
-		}
-		return h, nil
+		return t.createObject(ctx, op, ed25519PrivateTemplate(seed))
 	default:
 		return 0, fmt.Errorf("pkcs11: failed to %s: unsupported key type %T: %w", op, key, hsm.ErrInvalidInput)
 	}
-	s, err := t.session(ctx, op)
-	if err != nil {
-		return 0, err
-	}
-	defer t.put(s)
-	h, err := t.ctx.CreateObject(s, tmpl)
-	if err != nil {
-		return 0, fmt.Errorf("pkcs11: failed to %s: %w", op, ckr(err))
-	}
-	return hsm.KeyHandle(h), nil
+	return t.createObject(ctx, op, tmpl)
 }

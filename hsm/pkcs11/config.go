@@ -13,7 +13,9 @@ type Config struct {
 	// TokenLabel selects the token. Slot numbers are not stable, labels
 	// are.
 	TokenLabel string
-	// PIN is the user PIN. It is never logged nor put in an error.
+	// PIN is the user PIN. It is never logged nor put in an error. The
+	// Token keeps it in memory, to log in again if the device drops the
+	// login (a token removed and reinserted).
 	PIN string
 	// Sessions is the size of the session pool; 0 means 4. More than
 	// about two sessions adds no AES-GCM throughput on SoftHSM, but a

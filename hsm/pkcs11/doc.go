@@ -62,10 +62,74 @@
 // the length of one operation. A caller that cannot get a session waits,
 // and gives up when its context is done.
 //
-// Session objects (unwrapped key versions) belong to the session that
-// created them and die with it. The pool therefore never closes a session
-// before [Token.Close]; a session that is left in a state it cannot be
-// brought back from is set aside, still open, and replaced by a new one.
+// Session objects (unwrapped and imported keys) belong to the session
+// that created them and die with it. So that no pooled session has to
+// be kept alive for their sake, every object that outlives a call is
+// created on one more session, the owner session, which does nothing
+// else and is never closed nor recycled before [Token.Close]: the
+// Unwrap* and Import* methods borrow it, one at a time, and wait for it
+// (honouring their context) while another load is in progress. Loads are
+// rare (keyflow caches loaded keys), so serialising them costs little,
+// and a pool that ran dry under load still loads keys. Pooled sessions
+// create only temporary objects that a call destroys before it returns
+// (the keys that GenerateWrapped* wraps), so a pooled session can be
+// closed and replaced at any time. An owner session stuck with an
+// operation it cannot end is set aside, still open, and replaced.
+//
+// # Failure handling
+//
+// A call that fails for a reason on the device's side is retried, on
+// the same session or a fresh one; each of these recoveries is made at
+// most once per call:
+//   - session lost (CKR_SESSION_HANDLE_INVALID, CKR_SESSION_CLOSED): the
+//     session is replaced by a fresh one (logged in again if the device
+//     dropped the login) and the call retried. The lost handle is dropped,
+//     never closed: a module may have given its number to another
+//     session. If no session can be opened (the token is out), the call
+//     fails with [hsm.ErrDevice] and the lost handle stays in the pool, to
+//     be replaced by the next call that draws it. A lost pooled session
+//     makes the Token check the owner session too.
+//   - logged out (CKR_USER_NOT_LOGGED_IN, or a fresh session that is not
+//     logged in): the Token logs in again with the PIN given to [Open],
+//     which it keeps in memory for this. A PIN the token refuses is never
+//     tried again, so that a changed PIN cannot lead the Token to lock the
+//     user PIN; open a new Token with the new one.
+//   - device error (CKR_DEVICE_ERROR, CKR_DEVICE_MEMORY,
+//     CKR_DEVICE_REMOVED, CKR_TOKEN_NOT_PRESENT, and CKR_GENERAL_ERROR
+//     except where SoftHSM uses it to say that a GCM tag or KWP blob did
+//     not authenticate): retried once, then [hsm.ErrDevice]. Every method
+//     may run twice: each only reads and computes, or destroys what it
+//     created before returning (GenerateWrapped*: a retry makes a new key,
+//     and only its blob is returned), or keeps an object only when it
+//     succeeds (Unwrap*, Import*; EnsureRootKey looks for the key again
+//     before creating it).
+//   - invalid key handle (CKR_KEY_HANDLE_INVALID, CKR_OBJECT_HANDLE_INVALID
+//     and their wrapping-key forms): a session object that is gone is not
+//     coming back, so this is returned as [hsm.ErrKeyHandleInvalid] (which
+//     also matches [hsm.ErrNotFound]), and the caller loads the key again
+//     from its blob. Root keys are the exception: a token reset changes
+//     their object handles, so the Token looks them up again by label and
+//     retries; the handle [Token.EnsureRootKey] returned stays valid.
+//
+// When the owner session is lost, or the Token has to log in again (a
+// logout destroys every private session object), every key loaded
+// before is gone. Key handles carry the generation of session objects
+// they belong to, so their handles are then refused at once with
+// [hsm.ErrKeyHandleInvalid], without asking the device: even a module
+// that reuses object handle numbers cannot make a stale handle name
+// another key. A Token assumes, as SoftHSM does, that session handle
+// numbers are not reused while it holds them.
+//
+// Nothing here panics on a device failure, and every session borrowed is
+// handed back, or replaced, before a method returns, so [Token.Close]
+// never waits for a session that a failure lost. A token that comes back
+// in another slot needs a new Token.
+//
+// SoftHSM 2.6.1 frees a session's objects when the session is closed
+// without regard to operations that other threads are running with them.
+// The Token never closes the owner session before Close, which waits for
+// every operation; callers must likewise not destroy a key while it is in
+// use (package kms counts its users).
 //
 // # The library
 //
@@ -79,7 +143,10 @@
 // Errors read "pkcs11: failed to ...: ..." and wrap the sentinels of
 // package hsm where one applies, so callers branch with errors.Is. They
 // never contain a PIN or key material. A failed decryption or unwrap says
-// only [hsm.ErrAuthFailed], never which check failed.
+// only [hsm.ErrAuthFailed], never which check failed. A device failure is
+// [hsm.ErrDevice] and never [hsm.ErrAuthFailed] nor [hsm.ErrInvalidInput],
+// so a caller never takes an HSM outage for a bad ciphertext or a bad
+// request.
 //
 // # Without cgo
 //

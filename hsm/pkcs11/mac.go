@@ -59,35 +59,41 @@ func (t *Token) GenerateWrappedSecret(ctx context.Context, wrappingKey hsm.KeyHa
 	if size < minHMACKey || size > maxHMACKey {
 		return nil, fmt.Errorf("pkcs11: failed to %s: size must be %d to %d bytes, not %d: %w", op, minHMACKey, maxHMACKey, size, hsm.ErrInvalidInput)
 	}
-	s, err := t.session(ctx, op)
-	if err != nil {
-		return nil, err
-	}
-	defer t.put(s)
-	tmp, err := t.ctx.GenerateKey(s, []*p11.Mechanism{p11.NewMechanism(p11.CKM_GENERIC_SECRET_KEY_GEN, nil)}, []*p11.Attribute{
-		p11.NewAttribute(p11.CKA_CLASS, p11.CKO_SECRET_KEY),
-		p11.NewAttribute(p11.CKA_KEY_TYPE, p11.CKK_GENERIC_SECRET),
-		p11.NewAttribute(p11.CKA_VALUE_LEN, size),
-		p11.NewAttribute(p11.CKA_TOKEN, false),
-		p11.NewAttribute(p11.CKA_PRIVATE, true),
-		p11.NewAttribute(p11.CKA_SENSITIVE, true),
-		// Extractable only so that it can be wrapped, once, below.
-		p11.NewAttribute(p11.CKA_EXTRACTABLE, true),
-		p11.NewAttribute(p11.CKA_SIGN, false),
-		p11.NewAttribute(p11.CKA_VERIFY, false),
-		p11.NewAttribute(p11.CKA_ENCRYPT, false),
-		p11.NewAttribute(p11.CKA_DECRYPT, false),
-		p11.NewAttribute(p11.CKA_WRAP, false),
-		p11.NewAttribute(p11.CKA_UNWRAP, false),
-		p11.NewAttribute(p11.CKA_DERIVE, false),
+	var blob []byte
+	err := t.do(ctx, op, func(a *attempt) error {
+		w, err := t.object(op, wrappingKey)
+		if err != nil {
+			return err
+		}
+		s := a.s
+		tmp, err := t.ctx.GenerateKey(s, []*p11.Mechanism{p11.NewMechanism(p11.CKM_GENERIC_SECRET_KEY_GEN, nil)}, []*p11.Attribute{
+			p11.NewAttribute(p11.CKA_CLASS, p11.CKO_SECRET_KEY),
+			p11.NewAttribute(p11.CKA_KEY_TYPE, p11.CKK_GENERIC_SECRET),
+			p11.NewAttribute(p11.CKA_VALUE_LEN, size),
+			p11.NewAttribute(p11.CKA_TOKEN, false),
+			p11.NewAttribute(p11.CKA_PRIVATE, true),
+			p11.NewAttribute(p11.CKA_SENSITIVE, true),
+			// Extractable only so that it can be wrapped, once, below.
+			p11.NewAttribute(p11.CKA_EXTRACTABLE, true),
+			p11.NewAttribute(p11.CKA_SIGN, false),
+			p11.NewAttribute(p11.CKA_VERIFY, false),
+			p11.NewAttribute(p11.CKA_ENCRYPT, false),
+			p11.NewAttribute(p11.CKA_DECRYPT, false),
+			p11.NewAttribute(p11.CKA_WRAP, false),
+			p11.NewAttribute(p11.CKA_UNWRAP, false),
+			p11.NewAttribute(p11.CKA_DERIVE, false),
+		})
+		if err != nil {
+			return fmt.Errorf("pkcs11: failed to %s: %w", op, ckr(err))
+		}
+		defer func() { _ = t.ctx.DestroyObject(s, tmp) }()
+		if blob, err = t.ctx.WrapKey(s, kwp, w, tmp); err != nil {
+			return keyErr(op, err)
+		}
+		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("pkcs11: failed to %s: %w", op, ckr(err))
-	}
-	defer func() { _ = t.ctx.DestroyObject(s, tmp) }()
-	blob, err := t.ctx.WrapKey(s, kwp, p11.ObjectHandle(wrappingKey), tmp)
-	if err != nil {
-		return nil, keyErr(op, err)
+		return nil, err
 	}
 	return blob, nil
 }
@@ -104,38 +110,50 @@ func (t *Token) UnwrapHMACKey(ctx context.Context, wrappingKey hsm.KeyHandle, bl
 	if n := len(blob); n < minHMACKey+8 || n > maxHMACKey+8 || n%8 != 0 {
 		return 0, fmt.Errorf("pkcs11: failed to %s: a wrapped HMAC key cannot be %d bytes: %w", op, n, hsm.ErrInvalidInput)
 	}
-	s, err := t.session(ctx, op)
+	var h hsm.KeyHandle
+	err := t.doOwner(ctx, op, func(a *attempt) error {
+		w, err := t.object(op, wrappingKey)
+		if err != nil {
+			return err
+		}
+		k, err := t.ctx.UnwrapKey(a.s, kwp, w, blob, hmacKeyTemplate())
+		if err != nil {
+			if isAuthFailure(err) {
+				return fmt.Errorf("pkcs11: failed to %s: %w", op, hsm.ErrAuthFailed)
+			}
+			return keyErr(op, err)
+		}
+		// An unwrapped secret has no CKA_VALUE_LEN on SoftHSM, and its
+		// size is only checked when a MAC starts; check it now, not at
+		// first use.
+		if perr := t.probeHMACKey(a, k); perr != nil {
+			_ = t.ctx.DestroyObject(a.s, k)
+			if deviceSide(perr) {
+				return fmt.Errorf("pkcs11: failed to %s: failed to check the key: %w", op, ckr(perr))
+			}
+			return fmt.Errorf("pkcs11: failed to %s: the blob does not hold a usable HMAC key: %w", op, hsm.ErrInvalidInput)
+		}
+		h, err = t.tagged(op, a, k)
+		return err
+	})
 	if err != nil {
 		return 0, err
 	}
-	defer func() { t.put(s) }()
-	k, err := t.ctx.UnwrapKey(s, kwp, p11.ObjectHandle(wrappingKey), blob, hmacKeyTemplate())
-	if err != nil {
-		if isAuthFailure(err) {
-			return 0, fmt.Errorf("pkcs11: failed to %s: %w", op, hsm.ErrAuthFailed)
-		}
-		return 0, keyErr(op, err)
-	}
-	// An unwrapped secret has no CKA_VALUE_LEN on SoftHSM, and its size
-	// is only checked when a MAC starts; check it now, not at first use.
-	var perr error
-	if s, perr = t.probeHMACKey(s, k); perr != nil {
-		_ = t.ctx.DestroyObject(s, k)
-		return 0, fmt.Errorf("pkcs11: failed to %s: the blob does not hold a usable HMAC key: %w", op, hsm.ErrInvalidInput)
-	}
-	return hsm.KeyHandle(k), nil
+	return h, nil
 }
 
-// probeHMACKey computes a throwaway MAC of nothing under k. It returns the
-// session to go on with.
-func (t *Token) probeHMACKey(s p11.SessionHandle, k p11.ObjectHandle) (p11.SessionHandle, error) {
-	if err := t.signInit(s, []*p11.Mechanism{p11.NewMechanism(p11.CKM_SHA256_HMAC, nil)}, hsm.KeyHandle(k)); err != nil {
-		return t.afterInitFailure(s, err), err
+// probeHMACKey computes a throwaway MAC of nothing under k. A failure
+// that leaves a.s unusable replaces it.
+func (t *Token) probeHMACKey(a *attempt, k p11.ObjectHandle) error {
+	if err := t.signInit(a.s, []*p11.Mechanism{p11.NewMechanism(p11.CKM_SHA256_HMAC, nil)}, k); err != nil {
+		t.afterInitFailure(a, err)
+		return err
 	}
-	if _, err := t.ctx.Sign(s, nil); err != nil {
-		return t.settle(s), err
+	if _, err := t.ctx.Sign(a.s, nil); err != nil {
+		t.settle(a)
+		return err
 	}
-	return s, nil
+	return nil
 }
 
 // HMACSHA256 computes HMAC-SHA256 of data under key inside the HSM.
@@ -144,20 +162,25 @@ func (t *Token) HMACSHA256(ctx context.Context, key hsm.KeyHandle, data []byte) 
 	if len(data) > maxMACMessage {
 		return nil, fmt.Errorf("pkcs11: failed to %s: %d bytes is over the %d-byte limit: %w", op, len(data), maxMACMessage, hsm.ErrInvalidInput)
 	}
-	s, err := t.session(ctx, op)
+	var mac []byte
+	err := t.do(ctx, op, func(a *attempt) error {
+		k, err := t.object(op, key)
+		if err != nil {
+			return err
+		}
+		if err := t.signInit(a.s, []*p11.Mechanism{p11.NewMechanism(p11.CKM_SHA256_HMAC, nil)}, k); err != nil {
+			t.afterInitFailure(a, err)
+			return keyErr(op, err)
+		}
+		if mac, err = t.ctx.Sign(a.s, data); err != nil {
+			t.settle(a)
+			return fmt.Errorf("pkcs11: failed to %s: %w", op, ckr(err))
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	if err := t.signInit(s, []*p11.Mechanism{p11.NewMechanism(p11.CKM_SHA256_HMAC, nil)}, key); err != nil {
-		t.put(t.afterInitFailure(s, err))
-		return nil, keyErr(op, err)
-	}
-	mac, err := t.ctx.Sign(s, data)
-	if err != nil {
-		t.put(t.settle(s))
-		return nil, fmt.Errorf("pkcs11: failed to %s: %w", op, ckr(err))
-	}
-	t.put(s)
 	if len(mac) != sha256.Size {
 		return nil, fmt.Errorf("pkcs11: failed to %s: the token returned %d bytes", op, len(mac))
 	}
@@ -173,14 +196,5 @@ func (t *Token) ImportHMACKeyForTesting(ctx context.Context, raw []byte) (hsm.Ke
 	if len(raw) < minHMACKey || len(raw) > maxHMACKey {
 		return 0, fmt.Errorf("pkcs11: failed to %s: key must be %d to %d bytes, not %d: %w", op, minHMACKey, maxHMACKey, len(raw), hsm.ErrInvalidInput)
 	}
-	s, err := t.session(ctx, op)
-	if err != nil {
-		return 0, err
-	}
-	defer t.put(s)
-	k, err := t.ctx.CreateObject(s, append(hmacKeyTemplate(), p11.NewAttribute(p11.CKA_VALUE, raw)))
-	if err != nil {
-		return 0, fmt.Errorf("pkcs11: failed to %s: %w", op, ckr(err))
-	}
-	return hsm.KeyHandle(k), nil
+	return t.createObject(ctx, op, append(hmacKeyTemplate(), p11.NewAttribute(p11.CKA_VALUE, raw)))
 }

@@ -31,8 +31,16 @@ type module struct {
 	// the library believes.
 	loginMu sync.Mutex
 	logins  map[uint]*login
-	// pinKey keys the PIN digests in logins, so that no PIN is kept.
+	// pinKey keys the PIN digests in logins, so that they reveal nothing
+	// about the PIN.
 	pinKey [32]byte
+
+	// roots are the root keys that Tokens of this module have found or
+	// created, indexed by the KeyHandles that stand for them (see
+	// rootHandle). Object handles are the application's, not a
+	// session's, so every Token on a token shares them.
+	rootsMu sync.Mutex
+	roots   []rootKey
 }
 
 // login records that this package logged the user in to the token in a

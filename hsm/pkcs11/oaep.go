@@ -61,38 +61,45 @@ func (t *Token) EncryptOAEP(ctx context.Context, publicKey hsm.KeyHandle, hash c
 
 // rsaPublicKey reads an RSA public-key object that may encrypt.
 func (t *Token) rsaPublicKey(ctx context.Context, op string, key hsm.KeyHandle) (*rsa.PublicKey, error) {
-	s, err := t.session(ctx, op)
+	var pub *rsa.PublicKey
+	err := t.do(ctx, op, func(a *attempt) error {
+		k, err := t.object(op, key)
+		if err != nil {
+			return err
+		}
+		attrs, err := t.ctx.GetAttributeValue(a.s, k, []*p11.Attribute{
+			p11.NewAttribute(p11.CKA_CLASS, nil),
+			p11.NewAttribute(p11.CKA_KEY_TYPE, nil),
+		})
+		if err != nil {
+			return keyErr(op, err)
+		}
+		if attrUint(attrs[0]) != p11.CKO_PUBLIC_KEY || attrUint(attrs[1]) != p11.CKK_RSA {
+			return fmt.Errorf("pkcs11: failed to %s: the key is not an RSA public key: %w", op, hsm.ErrInvalidInput)
+		}
+		attrs, err = t.ctx.GetAttributeValue(a.s, k, []*p11.Attribute{
+			p11.NewAttribute(p11.CKA_ENCRYPT, nil),
+			p11.NewAttribute(p11.CKA_MODULUS, nil),
+			p11.NewAttribute(p11.CKA_PUBLIC_EXPONENT, nil),
+		})
+		if err != nil {
+			return keyErr(op, err)
+		}
+		if !attrBool(attrs[0]) {
+			return fmt.Errorf("pkcs11: failed to %s: the key may not encrypt: %w", op, hsm.ErrInvalidInput)
+		}
+		n := new(big.Int).SetBytes(attrs[1].Value)
+		e := new(big.Int).SetBytes(attrs[2].Value)
+		if !e.IsInt64() || e.Int64() < 3 || e.Int64() > 1<<31-1 {
+			return fmt.Errorf("pkcs11: failed to %s: unusable public exponent: %w", op, hsm.ErrInvalidInput)
+		}
+		pub = &rsa.PublicKey{N: n, E: int(e.Int64())}
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	defer t.put(s)
-	attrs, err := t.ctx.GetAttributeValue(s, p11.ObjectHandle(key), []*p11.Attribute{
-		p11.NewAttribute(p11.CKA_CLASS, nil),
-		p11.NewAttribute(p11.CKA_KEY_TYPE, nil),
-	})
-	if err != nil {
-		return nil, keyErr(op, err)
-	}
-	if attrUint(attrs[0]) != p11.CKO_PUBLIC_KEY || attrUint(attrs[1]) != p11.CKK_RSA {
-		return nil, fmt.Errorf("pkcs11: failed to %s: the key is not an RSA public key: %w", op, hsm.ErrInvalidInput)
-	}
-	attrs, err = t.ctx.GetAttributeValue(s, p11.ObjectHandle(key), []*p11.Attribute{
-		p11.NewAttribute(p11.CKA_ENCRYPT, nil),
-		p11.NewAttribute(p11.CKA_MODULUS, nil),
-		p11.NewAttribute(p11.CKA_PUBLIC_EXPONENT, nil),
-	})
-	if err != nil {
-		return nil, keyErr(op, err)
-	}
-	if !attrBool(attrs[0]) {
-		return nil, fmt.Errorf("pkcs11: failed to %s: the key may not encrypt: %w", op, hsm.ErrInvalidInput)
-	}
-	n := new(big.Int).SetBytes(attrs[1].Value)
-	e := new(big.Int).SetBytes(attrs[2].Value)
-	if !e.IsInt64() || e.Int64() < 3 || e.Int64() > 1<<31-1 {
-		return nil, fmt.Errorf("pkcs11: failed to %s: unusable public exponent: %w", op, hsm.ErrInvalidInput)
-	}
-	return &rsa.PublicKey{N: n, E: int(e.Int64())}, nil
+	return pub, nil
 }
 
 // DecryptOAEP decrypts an RSA-OAEP ciphertext with a private key inside
@@ -112,14 +119,25 @@ func (t *Token) DecryptOAEP(ctx context.Context, privateKey hsm.KeyHandle, hash 
 	if !validOAEPHash(hash) {
 		return nil, fmt.Errorf("pkcs11: failed to %s: hash must be SHA-1, SHA-256, SHA-384 or SHA-512, not %v: %w", op, hash, hsm.ErrInvalidInput)
 	}
-	s, err := t.session(ctx, op)
+	var msg []byte
+	err := t.do(ctx, op, func(a *attempt) error {
+		var err error
+		msg, err = t.decryptOAEP(a, op, privateKey, hash, ciphertext, label)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
-	// s may be replaced by settle below; put back whichever it is.
-	defer func() { t.put(s) }()
+	return msg, nil
+}
 
-	attrs, err := t.ctx.GetAttributeValue(s, p11.ObjectHandle(privateKey), []*p11.Attribute{
+// decryptOAEP is one attempt of DecryptOAEP, on a.s.
+func (t *Token) decryptOAEP(a *attempt, op string, privateKey hsm.KeyHandle, hash crypto.Hash, ciphertext, label []byte) ([]byte, error) {
+	key, err := t.object(op, privateKey)
+	if err != nil {
+		return nil, err
+	}
+	attrs, err := t.ctx.GetAttributeValue(a.s, key, []*p11.Attribute{
 		p11.NewAttribute(p11.CKA_CLASS, nil),
 		p11.NewAttribute(p11.CKA_KEY_TYPE, nil),
 	})
@@ -129,7 +147,7 @@ func (t *Token) DecryptOAEP(ctx context.Context, privateKey hsm.KeyHandle, hash 
 	if attrUint(attrs[0]) != p11.CKO_PRIVATE_KEY || attrUint(attrs[1]) != p11.CKK_RSA {
 		return nil, fmt.Errorf("pkcs11: failed to %s: not an RSA private key: %w", op, hsm.ErrInvalidInput)
 	}
-	attrs, err = t.ctx.GetAttributeValue(s, p11.ObjectHandle(privateKey), []*p11.Attribute{p11.NewAttribute(p11.CKA_MODULUS, nil)})
+	attrs, err = t.ctx.GetAttributeValue(a.s, key, []*p11.Attribute{p11.NewAttribute(p11.CKA_MODULUS, nil)})
 	if err != nil {
 		return nil, keyErr(op, err)
 	}
@@ -145,13 +163,13 @@ func (t *Token) DecryptOAEP(ctx context.Context, privateKey hsm.KeyHandle, hash 
 	if hash == crypto.SHA1 && len(label) == 0 {
 		params := p11.NewOAEPParams(p11.CKM_SHA_1, p11.CKG_MGF1_SHA1, p11.CKZ_DATA_SPECIFIED, nil)
 		mech := []*p11.Mechanism{p11.NewMechanism(p11.CKM_RSA_PKCS_OAEP, params)}
-		if err := t.decryptInit(s, mech, privateKey); err != nil {
-			s = t.afterInitFailure(s, err)
+		if err := t.decryptInit(a.s, mech, key); err != nil {
+			t.afterInitFailure(a, err)
 			return nil, keyErr(op, err)
 		}
-		pt, err := t.ctx.Decrypt(s, ciphertext)
+		pt, err := t.ctx.Decrypt(a.s, ciphertext)
 		if err != nil {
-			s = t.settle(s)
+			t.settle(a)
 			if isAuthFailure(err) {
 				return nil, errOAEP
 			}
@@ -161,13 +179,13 @@ func (t *Token) DecryptOAEP(ctx context.Context, privateKey hsm.KeyHandle, hash 
 	}
 
 	mech := []*p11.Mechanism{p11.NewMechanism(p11.CKM_RSA_X_509, nil)}
-	if err := t.decryptInit(s, mech, privateKey); err != nil {
-		s = t.afterInitFailure(s, err)
+	if err := t.decryptInit(a.s, mech, key); err != nil {
+		t.afterInitFailure(a, err)
 		return nil, keyErr(op, err)
 	}
-	out, err := t.ctx.Decrypt(s, ciphertext)
+	out, err := t.ctx.Decrypt(a.s, ciphertext)
 	if err != nil {
-		s = t.settle(s)
+		t.settle(a)
 		// SoftHSM refuses a ciphertext that is not below the modulus
 		// with CKR_GENERAL_ERROR; that is a fact about public values.
 		if isAuthFailure(err) {

@@ -38,24 +38,28 @@ func (t *Token) EncryptGCM(ctx context.Context, key hsm.KeyHandle, iv, plaintext
 	if len(iv) != hsm.GCMIVSize {
 		return nil, fmt.Errorf("pkcs11: failed to %s: IV must be %d bytes, not %d: %w", op, hsm.GCMIVSize, len(iv), hsm.ErrInvalidInput)
 	}
-	s, err := t.session(ctx, op)
+	var out []byte
+	err := t.do(ctx, op, func(a *attempt) error {
+		k, err := t.object(op, key)
+		if err != nil {
+			return err
+		}
+		params := p11.NewGCMParams(iv, aad, hsm.GCMTagSize*8)
+		defer params.Free()
+		mech := []*p11.Mechanism{p11.NewMechanism(p11.CKM_AES_GCM, params)}
+		if err := t.encryptInit(a.s, mech, k); err != nil {
+			t.afterInitFailure(a, err)
+			return keyErr(op, err)
+		}
+		if out, err = t.ctx.Encrypt(a.s, plaintext); err != nil {
+			t.settle(a)
+			return fmt.Errorf("pkcs11: failed to %s: %w", op, ckr(err))
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	params := p11.NewGCMParams(iv, aad, hsm.GCMTagSize*8)
-	defer params.Free()
-	mech := []*p11.Mechanism{p11.NewMechanism(p11.CKM_AES_GCM, params)}
-
-	if err := t.encryptInit(s, mech, key); err != nil {
-		t.put(t.afterInitFailure(s, err))
-		return nil, keyErr(op, err)
-	}
-	out, err := t.ctx.Encrypt(s, plaintext)
-	if err != nil {
-		t.put(t.settle(s))
-		return nil, fmt.Errorf("pkcs11: failed to %s: %w", op, ckr(err))
-	}
-	t.put(s)
 	return out, nil
 }
 
@@ -69,64 +73,68 @@ func (t *Token) DecryptGCM(ctx context.Context, key hsm.KeyHandle, iv, ciphertex
 	if len(ciphertext) < hsm.GCMTagSize {
 		return nil, fmt.Errorf("pkcs11: failed to %s: %w", op, hsm.ErrAuthFailed)
 	}
-	s, err := t.session(ctx, op)
+	var out []byte
+	err := t.do(ctx, op, func(a *attempt) error {
+		k, err := t.object(op, key)
+		if err != nil {
+			return err
+		}
+		params := p11.NewGCMParams(iv, aad, hsm.GCMTagSize*8)
+		defer params.Free()
+		mech := []*p11.Mechanism{p11.NewMechanism(p11.CKM_AES_GCM, params)}
+		if err := t.decryptInit(a.s, mech, k); err != nil {
+			t.afterInitFailure(a, err)
+			return keyErr(op, err)
+		}
+		if out, err = t.ctx.Decrypt(a.s, ciphertext); err != nil {
+			t.settle(a)
+			if isAuthFailure(err) {
+				return fmt.Errorf("pkcs11: failed to %s: %w", op, hsm.ErrAuthFailed)
+			}
+			return fmt.Errorf("pkcs11: failed to %s: %w", op, ckr(err))
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	params := p11.NewGCMParams(iv, aad, hsm.GCMTagSize*8)
-	defer params.Free()
-	mech := []*p11.Mechanism{p11.NewMechanism(p11.CKM_AES_GCM, params)}
-
-	if err := t.decryptInit(s, mech, key); err != nil {
-		t.put(t.afterInitFailure(s, err))
-		return nil, keyErr(op, err)
-	}
-	out, err := t.ctx.Decrypt(s, ciphertext)
-	if err != nil {
-		t.put(t.settle(s))
-		if isAuthFailure(err) {
-			return nil, fmt.Errorf("pkcs11: failed to %s: %w", op, hsm.ErrAuthFailed)
-		}
-		return nil, fmt.Errorf("pkcs11: failed to %s: %w", op, ckr(err))
-	}
-	t.put(s)
 	return out, nil
 }
 
 // encryptInit starts an encryption. A session runs one operation of any
 // kind at a time, so if a previous failure left one behind it clears it
 // and tries once more.
-func (t *Token) encryptInit(s p11.SessionHandle, mech []*p11.Mechanism, key hsm.KeyHandle) error {
-	err := t.ctx.EncryptInit(s, mech, p11.ObjectHandle(key))
+func (t *Token) encryptInit(s p11.SessionHandle, mech []*p11.Mechanism, key p11.ObjectHandle) error {
+	err := t.ctx.EncryptInit(s, mech, key)
 	if isCKR(err, p11.CKR_OPERATION_ACTIVE) {
 		t.clearOperation(s)
-		err = t.ctx.EncryptInit(s, mech, p11.ObjectHandle(key))
+		err = t.ctx.EncryptInit(s, mech, key)
 	}
 	return err
 }
 
-func (t *Token) decryptInit(s p11.SessionHandle, mech []*p11.Mechanism, key hsm.KeyHandle) error {
-	err := t.ctx.DecryptInit(s, mech, p11.ObjectHandle(key))
+func (t *Token) decryptInit(s p11.SessionHandle, mech []*p11.Mechanism, key p11.ObjectHandle) error {
+	err := t.ctx.DecryptInit(s, mech, key)
 	if isCKR(err, p11.CKR_OPERATION_ACTIVE) {
 		t.clearOperation(s)
-		err = t.ctx.DecryptInit(s, mech, p11.ObjectHandle(key))
+		err = t.ctx.DecryptInit(s, mech, key)
 	}
 	return err
 }
 
-// afterInitFailure returns the session to put back after a C_*Init
-// failed: s, unless the failure says an operation is stuck on it.
-func (t *Token) afterInitFailure(s p11.SessionHandle, err error) p11.SessionHandle {
+// afterInitFailure settles the session after a C_*Init failed, if the
+// failure says an operation is stuck on it.
+func (t *Token) afterInitFailure(a *attempt, err error) {
 	if isCKR(err, p11.CKR_OPERATION_ACTIVE) {
-		return t.settle(s)
+		t.settle(a)
 	}
-	return s
 }
 
 // isAuthFailure reports whether a C_Decrypt or C_UnwrapKey failure means
 // the input did not authenticate. SoftHSM reports a GCM tag mismatch and
 // a bad KWP integrity check as CKR_GENERAL_ERROR; other modules use the
-// return values meant for it.
+// return values meant for it. Callers check it before anything else, so
+// on these paths CKR_GENERAL_ERROR is never taken for a device error.
 func isAuthFailure(err error) bool {
 	for _, rv := range []uint{
 		p11.CKR_GENERAL_ERROR,
@@ -144,14 +152,12 @@ func isAuthFailure(err error) bool {
 
 // keyErr wraps a failure to start an operation with a key, mapping the
 // return values that mean "no such key" and "wrong key for this" to the
-// hsm sentinels.
+// hsm sentinels. A key handle that names no object is
+// hsm.ErrKeyHandleInvalid, which also matches hsm.ErrNotFound.
 func keyErr(op string, err error) error {
 	switch {
-	case isCKR(err, p11.CKR_KEY_HANDLE_INVALID),
-		isCKR(err, p11.CKR_OBJECT_HANDLE_INVALID),
-		isCKR(err, p11.CKR_WRAPPING_KEY_HANDLE_INVALID),
-		isCKR(err, p11.CKR_UNWRAPPING_KEY_HANDLE_INVALID):
-		return fmt.Errorf("pkcs11: failed to %s: %w (%w)", op, hsm.ErrNotFound, ckr(err))
+	case classify(err) == failKeyHandle:
+		return fmt.Errorf("pkcs11: failed to %s: %w (%w)", op, hsm.ErrKeyHandleInvalid, ckr(err))
 	case isCKR(err, p11.CKR_KEY_FUNCTION_NOT_PERMITTED),
 		// A key whose CKA_ALLOWED_MECHANISMS leaves this one out.
 		isCKR(err, p11.CKR_MECHANISM_INVALID),
@@ -169,6 +175,20 @@ func keyErr(op string, err error) error {
 	}
 }
 
+// tagged returns the KeyHandle for a session object that a.s (the owner
+// session) just created, destroying the object if it cannot have one.
+// The epoch is read after the object exists: if the objects of the
+// previous epoch were lost meanwhile, this one may be too, and then its
+// handle must not outlive the epoch.
+func (t *Token) tagged(op string, a *attempt, k p11.ObjectHandle) (hsm.KeyHandle, error) {
+	h, err := tag(k, t.epoch.Load())
+	if err != nil {
+		_ = t.ctx.DestroyObject(a.s, k)
+		return 0, fmt.Errorf("pkcs11: failed to %s: %v", op, err)
+	}
+	return h, nil
+}
+
 func validAESKeySize(n int) bool { return n == 16 || n == 24 || n == 32 }
 
 // GenerateWrappedAESKey generates an AES key of size bytes as a temporary
@@ -178,35 +198,40 @@ func (t *Token) GenerateWrappedAESKey(ctx context.Context, wrappingKey hsm.KeyHa
 	if !validAESKeySize(size) {
 		return nil, fmt.Errorf("pkcs11: failed to %s: size must be 16, 24 or 32 bytes, not %d: %w", op, size, hsm.ErrInvalidInput)
 	}
-	s, err := t.session(ctx, op)
-	if err != nil {
-		return nil, err
-	}
-	defer t.put(s)
-
-	tmp, err := t.ctx.GenerateKey(s, aesKeyGen, []*p11.Attribute{
-		p11.NewAttribute(p11.CKA_CLASS, p11.CKO_SECRET_KEY),
-		p11.NewAttribute(p11.CKA_KEY_TYPE, p11.CKK_AES),
-		p11.NewAttribute(p11.CKA_VALUE_LEN, size),
-		p11.NewAttribute(p11.CKA_TOKEN, false),
-		p11.NewAttribute(p11.CKA_PRIVATE, true),
-		p11.NewAttribute(p11.CKA_SENSITIVE, true),
-		// Extractable only so that it can be wrapped, once, below; the
-		// object is destroyed before this returns.
-		p11.NewAttribute(p11.CKA_EXTRACTABLE, true),
-		p11.NewAttribute(p11.CKA_ENCRYPT, false),
-		p11.NewAttribute(p11.CKA_DECRYPT, false),
-		p11.NewAttribute(p11.CKA_WRAP, false),
-		p11.NewAttribute(p11.CKA_UNWRAP, false),
+	var blob []byte
+	err := t.do(ctx, op, func(a *attempt) error {
+		w, err := t.object(op, wrappingKey)
+		if err != nil {
+			return err
+		}
+		s := a.s
+		tmp, err := t.ctx.GenerateKey(s, aesKeyGen, []*p11.Attribute{
+			p11.NewAttribute(p11.CKA_CLASS, p11.CKO_SECRET_KEY),
+			p11.NewAttribute(p11.CKA_KEY_TYPE, p11.CKK_AES),
+			p11.NewAttribute(p11.CKA_VALUE_LEN, size),
+			p11.NewAttribute(p11.CKA_TOKEN, false),
+			p11.NewAttribute(p11.CKA_PRIVATE, true),
+			p11.NewAttribute(p11.CKA_SENSITIVE, true),
+			// Extractable only so that it can be wrapped, once, below;
+			// the object is destroyed before this returns (or dies with
+			// its session, which is a pooled one).
+			p11.NewAttribute(p11.CKA_EXTRACTABLE, true),
+			p11.NewAttribute(p11.CKA_ENCRYPT, false),
+			p11.NewAttribute(p11.CKA_DECRYPT, false),
+			p11.NewAttribute(p11.CKA_WRAP, false),
+			p11.NewAttribute(p11.CKA_UNWRAP, false),
+		})
+		if err != nil {
+			return fmt.Errorf("pkcs11: failed to %s: %w", op, ckr(err))
+		}
+		defer func() { _ = t.ctx.DestroyObject(s, tmp) }()
+		if blob, err = t.ctx.WrapKey(s, kwp, w, tmp); err != nil {
+			return keyErr(op, err)
+		}
+		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("pkcs11: failed to %s: %w", op, ckr(err))
-	}
-	defer func() { _ = t.ctx.DestroyObject(s, tmp) }()
-
-	blob, err := t.ctx.WrapKey(s, kwp, p11.ObjectHandle(wrappingKey), tmp)
-	if err != nil {
-		return nil, keyErr(op, err)
+		return nil, err
 	}
 	return blob, nil
 }
@@ -236,65 +261,73 @@ func (t *Token) unwrap(ctx context.Context, op string, wrappingKey hsm.KeyHandle
 	if n := len(blob) - 8; !validAESKeySize(n) {
 		return 0, fmt.Errorf("pkcs11: failed to %s: a wrapped AES key is 24, 32 or 40 bytes, not %d: %w", op, len(blob), hsm.ErrInvalidInput)
 	}
-	s, err := t.session(ctx, op)
+	var h hsm.KeyHandle
+	err := t.doOwner(ctx, op, func(a *attempt) error {
+		w, err := t.object(op, wrappingKey)
+		if err != nil {
+			return err
+		}
+		// Keep data keys and key-encryption keys apart: a data key that
+		// could unwrap would let anyone who can decrypt also import keys.
+		k, err := t.ctx.UnwrapKey(a.s, kwp, w, blob, []*p11.Attribute{
+			p11.NewAttribute(p11.CKA_CLASS, p11.CKO_SECRET_KEY),
+			p11.NewAttribute(p11.CKA_KEY_TYPE, p11.CKK_AES),
+			p11.NewAttribute(p11.CKA_TOKEN, false),
+			p11.NewAttribute(p11.CKA_PRIVATE, true),
+			p11.NewAttribute(p11.CKA_SENSITIVE, true),
+			p11.NewAttribute(p11.CKA_EXTRACTABLE, false),
+			p11.NewAttribute(p11.CKA_ENCRYPT, !kek),
+			p11.NewAttribute(p11.CKA_DECRYPT, !kek),
+			p11.NewAttribute(p11.CKA_WRAP, kek),
+			p11.NewAttribute(p11.CKA_UNWRAP, kek),
+		})
+		if err != nil {
+			if isAuthFailure(err) {
+				return fmt.Errorf("pkcs11: failed to %s: %w", op, hsm.ErrAuthFailed)
+			}
+			return keyErr(op, err)
+		}
+		if !kek {
+			// SoftHSM's C_UnwrapKey stores whatever the blob held,
+			// without checking that it is a valid AES key length (and
+			// leaves CKA_VALUE_LEN at 0, so it cannot be read back
+			// either). Starting an encryption makes it check; otherwise
+			// the first real use would fail, far from the cause.
+			if perr := t.probeAESKey(a, k); perr != nil {
+				_ = t.ctx.DestroyObject(a.s, k)
+				if deviceSide(perr) {
+					return fmt.Errorf("pkcs11: failed to %s: failed to check the key: %w", op, ckr(perr))
+				}
+				return fmt.Errorf("pkcs11: failed to %s: the blob does not hold a usable AES key: %w", op, hsm.ErrInvalidInput)
+			}
+		}
+		h, err = t.tagged(op, a, k)
+		return err
+	})
 	if err != nil {
 		return 0, err
 	}
-	// s may be replaced below, so put back whichever it is by then.
-	defer func() { t.put(s) }()
-
-	// Keep data keys and key-encryption keys apart: a data key that could
-	// unwrap would let anyone who can decrypt also import keys.
-	k, err := t.ctx.UnwrapKey(s, kwp, p11.ObjectHandle(wrappingKey), blob, []*p11.Attribute{
-		p11.NewAttribute(p11.CKA_CLASS, p11.CKO_SECRET_KEY),
-		p11.NewAttribute(p11.CKA_KEY_TYPE, p11.CKK_AES),
-		p11.NewAttribute(p11.CKA_TOKEN, false),
-		p11.NewAttribute(p11.CKA_PRIVATE, true),
-		p11.NewAttribute(p11.CKA_SENSITIVE, true),
-		p11.NewAttribute(p11.CKA_EXTRACTABLE, false),
-		p11.NewAttribute(p11.CKA_ENCRYPT, !kek),
-		p11.NewAttribute(p11.CKA_DECRYPT, !kek),
-		p11.NewAttribute(p11.CKA_WRAP, kek),
-		p11.NewAttribute(p11.CKA_UNWRAP, kek),
-	})
-	if err != nil {
-		if isAuthFailure(err) {
-			return 0, fmt.Errorf("pkcs11: failed to %s: %w", op, hsm.ErrAuthFailed)
-		}
-		return 0, keyErr(op, err)
-	}
-	if !kek {
-		// SoftHSM's C_UnwrapKey stores whatever the blob held, without
-		// checking that it is a valid AES key length (and leaves
-		// CKA_VALUE_LEN at 0, so it cannot be read back either). Starting
-		// an encryption makes it check; otherwise the first real use
-		// would fail, far from the cause.
-		var perr error
-		if s, perr = t.probeAESKey(s, k); perr != nil {
-			_ = t.ctx.DestroyObject(s, k)
-			return 0, fmt.Errorf("pkcs11: failed to %s: the blob does not hold a usable AES key: %w", op, hsm.ErrInvalidInput)
-		}
-	}
-	return hsm.KeyHandle(k), nil
+	return h, nil
 }
 
 // probeIV only starts and finishes a throwaway encryption of nothing,
 // whose output is discarded.
 var probeIV [hsm.GCMIVSize]byte
 
-// probeAESKey checks that k is an AES key the token can encrypt with. It
-// returns the session to go on with, which is s unless a failure left s
-// unusable.
-func (t *Token) probeAESKey(s p11.SessionHandle, k p11.ObjectHandle) (p11.SessionHandle, error) {
+// probeAESKey checks that k is an AES key the token can encrypt with. A
+// failure that leaves a.s unusable replaces it.
+func (t *Token) probeAESKey(a *attempt, k p11.ObjectHandle) error {
 	params := p11.NewGCMParams(probeIV[:], nil, hsm.GCMTagSize*8)
 	defer params.Free()
-	if err := t.encryptInit(s, []*p11.Mechanism{p11.NewMechanism(p11.CKM_AES_GCM, params)}, hsm.KeyHandle(k)); err != nil {
-		return t.afterInitFailure(s, err), err
+	if err := t.encryptInit(a.s, []*p11.Mechanism{p11.NewMechanism(p11.CKM_AES_GCM, params)}, k); err != nil {
+		t.afterInitFailure(a, err)
+		return err
 	}
-	if _, err := t.ctx.Encrypt(s, nil); err != nil {
-		return t.settle(s), err
+	if _, err := t.ctx.Encrypt(a.s, nil); err != nil {
+		t.settle(a)
+		return err
 	}
-	return s, nil
+	return nil
 }
 
 // WrapKey wraps key under wrappingKey with AES-KWP. key must be
@@ -302,14 +335,23 @@ func (t *Token) probeAESKey(s p11.SessionHandle, k p11.ObjectHandle) (p11.Sessio
 // and exporting freshly imported or generated keys for backup.
 func (t *Token) WrapKey(ctx context.Context, wrappingKey, key hsm.KeyHandle) ([]byte, error) {
 	const op = "wrap a key"
-	s, err := t.session(ctx, op)
+	var blob []byte
+	err := t.do(ctx, op, func(a *attempt) error {
+		w, err := t.object(op, wrappingKey)
+		if err != nil {
+			return err
+		}
+		k, err := t.object(op, key)
+		if err != nil {
+			return err
+		}
+		if blob, err = t.ctx.WrapKey(a.s, kwp, w, k); err != nil {
+			return keyErr(op, err)
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, err
-	}
-	defer t.put(s)
-	blob, err := t.ctx.WrapKey(s, kwp, p11.ObjectHandle(wrappingKey), p11.ObjectHandle(key))
-	if err != nil {
-		return nil, keyErr(op, err)
 	}
 	return blob, nil
 }
@@ -324,12 +366,7 @@ func (t *Token) ImportAESKeyForTesting(ctx context.Context, raw []byte, extracta
 	if !validAESKeySize(len(raw)) {
 		return 0, fmt.Errorf("pkcs11: failed to %s: key must be 16, 24 or 32 bytes, not %d: %w", op, len(raw), hsm.ErrInvalidInput)
 	}
-	s, err := t.session(ctx, op)
-	if err != nil {
-		return 0, err
-	}
-	defer t.put(s)
-	k, err := t.ctx.CreateObject(s, []*p11.Attribute{
+	return t.createObject(ctx, op, []*p11.Attribute{
 		p11.NewAttribute(p11.CKA_CLASS, p11.CKO_SECRET_KEY),
 		p11.NewAttribute(p11.CKA_KEY_TYPE, p11.CKK_AES),
 		p11.NewAttribute(p11.CKA_VALUE, raw),
@@ -342,40 +379,58 @@ func (t *Token) ImportAESKeyForTesting(ctx context.Context, raw []byte, extracta
 		p11.NewAttribute(p11.CKA_WRAP, true),
 		p11.NewAttribute(p11.CKA_UNWRAP, true),
 	})
+}
+
+// createObject creates a session object from tmpl on the owner session.
+func (t *Token) createObject(ctx context.Context, op string, tmpl []*p11.Attribute) (hsm.KeyHandle, error) {
+	var h hsm.KeyHandle
+	err := t.doOwner(ctx, op, func(a *attempt) error {
+		k, err := t.ctx.CreateObject(a.s, tmpl)
+		if err != nil {
+			return fmt.Errorf("pkcs11: failed to %s: %w", op, ckr(err))
+		}
+		h, err = t.tagged(op, a, k)
+		return err
+	})
 	if err != nil {
-		return 0, fmt.Errorf("pkcs11: failed to %s: %w", op, ckr(err))
+		return 0, err
 	}
-	return hsm.KeyHandle(k), nil
+	return h, nil
 }
 
 // DestroyKey destroys a session object. An unknown handle is not an
-// error. It refuses token objects, so a stray handle can never destroy
-// the root key.
+// error, nor is one whose object died with a lost session. It refuses
+// token objects, so a stray handle can never destroy the root key.
 func (t *Token) DestroyKey(ctx context.Context, key hsm.KeyHandle) error {
 	const op = "destroy a key"
-	s, err := t.session(ctx, op)
-	if err != nil {
-		return err
-	}
-	defer t.put(s)
-	attrs, err := t.ctx.GetAttributeValue(s, p11.ObjectHandle(key), []*p11.Attribute{p11.NewAttribute(p11.CKA_TOKEN, nil)})
-	switch {
-	case isCKR(err, p11.CKR_OBJECT_HANDLE_INVALID):
+	return t.do(ctx, op, func(a *attempt) error {
+		k, err := t.object(op, key)
+		if err != nil {
+			return nil // its object is already gone
+		}
+		attrs, err := t.ctx.GetAttributeValue(a.s, k, []*p11.Attribute{p11.NewAttribute(p11.CKA_TOKEN, nil)})
+		switch {
+		case isCKR(err, p11.CKR_OBJECT_HANDLE_INVALID):
+			return nil
+		case err != nil:
+			return fmt.Errorf("pkcs11: failed to %s: %w", op, ckr(err))
+		case attrBool(attrs[0]):
+			return fmt.Errorf("pkcs11: failed to %s: refusing to destroy a token object: %w", op, hsm.ErrInvalidInput)
+		}
+		if err := t.ctx.DestroyObject(a.s, k); err != nil && !isCKR(err, p11.CKR_OBJECT_HANDLE_INVALID) {
+			return fmt.Errorf("pkcs11: failed to %s: %w", op, ckr(err))
+		}
 		return nil
-	case err != nil:
-		return fmt.Errorf("pkcs11: failed to %s: %w", op, ckr(err))
-	case attrBool(attrs[0]):
-		return fmt.Errorf("pkcs11: failed to %s: refusing to destroy a token object: %w", op, hsm.ErrInvalidInput)
-	}
-	if err := t.ctx.DestroyObject(s, p11.ObjectHandle(key)); err != nil && !isCKR(err, p11.CKR_OBJECT_HANDLE_INVALID) {
-		return fmt.Errorf("pkcs11: failed to %s: %w", op, ckr(err))
-	}
-	return nil
+	})
 }
 
 // EnsureRootKey finds the AES-256 token key labelled label, or creates it:
 // private, sensitive, non-extractable, able to wrap and unwrap and nothing
 // else. It refuses an existing key with that label that is weaker.
+//
+// The handle it returns stands for the key by token and label, not for
+// the device's object handle, which changes when the token is reset; see
+// the package documentation on failure handling.
 func (t *Token) EnsureRootKey(ctx context.Context, label string) (hsm.KeyHandle, error) {
 	const op = "ensure the root key"
 	if label == "" {
@@ -385,52 +440,51 @@ func (t *Token) EnsureRootKey(ctx context.Context, label string) (hsm.KeyHandle,
 	// against callers that hold every session while waiting for rootMu.
 	rootMu.Lock()
 	defer rootMu.Unlock()
-	s, err := t.session(ctx, op)
+	var obj p11.ObjectHandle
+	err := t.do(ctx, op, func(a *attempt) error {
+		found, err := t.findObjects(a.s, rootTemplate(label))
+		if err != nil {
+			return fmt.Errorf("pkcs11: failed to %s %q: %w", op, label, err)
+		}
+		switch len(found) {
+		case 0:
+		case 1:
+			if err := t.checkRootKey(a.s, found[0]); err != nil {
+				return fmt.Errorf("pkcs11: failed to %s %q: %w", op, label, err)
+			}
+			obj = found[0]
+			return nil
+		default:
+			// Blobs wrapped under one would not open under the other, so
+			// guessing would lose data.
+			return fmt.Errorf("pkcs11: failed to %s %q: %d keys have that label", op, label, len(found))
+		}
+
+		// If the device fails after creating the key but before saying
+		// so, the retry finds it above instead of making a second one.
+		obj, err = t.ctx.GenerateKey(a.s, aesKeyGen, []*p11.Attribute{
+			p11.NewAttribute(p11.CKA_CLASS, p11.CKO_SECRET_KEY),
+			p11.NewAttribute(p11.CKA_KEY_TYPE, p11.CKK_AES),
+			p11.NewAttribute(p11.CKA_VALUE_LEN, 32),
+			p11.NewAttribute(p11.CKA_TOKEN, true),
+			p11.NewAttribute(p11.CKA_PRIVATE, true),
+			p11.NewAttribute(p11.CKA_SENSITIVE, true),
+			p11.NewAttribute(p11.CKA_EXTRACTABLE, false),
+			p11.NewAttribute(p11.CKA_WRAP, true),
+			p11.NewAttribute(p11.CKA_UNWRAP, true),
+			p11.NewAttribute(p11.CKA_ENCRYPT, false),
+			p11.NewAttribute(p11.CKA_DECRYPT, false),
+			p11.NewAttribute(p11.CKA_LABEL, label),
+		})
+		if err != nil {
+			return fmt.Errorf("pkcs11: failed to %s %q: failed to create it: %w", op, label, ckr(err))
+		}
+		return nil
+	})
 	if err != nil {
 		return 0, err
 	}
-	defer t.put(s)
-
-	found, err := t.findObjects(s, []*p11.Attribute{
-		p11.NewAttribute(p11.CKA_CLASS, p11.CKO_SECRET_KEY),
-		p11.NewAttribute(p11.CKA_KEY_TYPE, p11.CKK_AES),
-		p11.NewAttribute(p11.CKA_TOKEN, true),
-		p11.NewAttribute(p11.CKA_LABEL, label),
-	})
-	if err != nil {
-		return 0, fmt.Errorf("pkcs11: failed to %s %q: %w", op, label, err)
-	}
-	switch len(found) {
-	case 0:
-	case 1:
-		if err := t.checkRootKey(s, found[0]); err != nil {
-			return 0, fmt.Errorf("pkcs11: failed to %s %q: %w", op, label, err)
-		}
-		return hsm.KeyHandle(found[0]), nil
-	default:
-		// Blobs wrapped under one would not open under the other, so
-		// guessing would lose data.
-		return 0, fmt.Errorf("pkcs11: failed to %s %q: %d keys have that label", op, label, len(found))
-	}
-
-	k, err := t.ctx.GenerateKey(s, aesKeyGen, []*p11.Attribute{
-		p11.NewAttribute(p11.CKA_CLASS, p11.CKO_SECRET_KEY),
-		p11.NewAttribute(p11.CKA_KEY_TYPE, p11.CKK_AES),
-		p11.NewAttribute(p11.CKA_VALUE_LEN, 32),
-		p11.NewAttribute(p11.CKA_TOKEN, true),
-		p11.NewAttribute(p11.CKA_PRIVATE, true),
-		p11.NewAttribute(p11.CKA_SENSITIVE, true),
-		p11.NewAttribute(p11.CKA_EXTRACTABLE, false),
-		p11.NewAttribute(p11.CKA_WRAP, true),
-		p11.NewAttribute(p11.CKA_UNWRAP, true),
-		p11.NewAttribute(p11.CKA_ENCRYPT, false),
-		p11.NewAttribute(p11.CKA_DECRYPT, false),
-		p11.NewAttribute(p11.CKA_LABEL, label),
-	})
-	if err != nil {
-		return 0, fmt.Errorf("pkcs11: failed to %s %q: failed to create it: %w", op, label, ckr(err))
-	}
-	return hsm.KeyHandle(k), nil
+	return t.mod.rootHandle(t.label, label, obj), nil
 }
 
 // checkRootKey refuses a root key that someone made extractable or short:
@@ -479,14 +533,16 @@ func (t *Token) GenerateRandom(ctx context.Context, n int) ([]byte, error) {
 	if n <= 0 || n > maxRandom {
 		return nil, fmt.Errorf("pkcs11: failed to %s: length must be 1 to %d, not %d: %w", op, maxRandom, n, hsm.ErrInvalidInput)
 	}
-	s, err := t.session(ctx, op)
+	var out []byte
+	err := t.do(ctx, op, func(a *attempt) error {
+		var err error
+		if out, err = t.ctx.GenerateRandom(a.s, n); err != nil {
+			return fmt.Errorf("pkcs11: failed to %s: %w", op, ckr(err))
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, err
-	}
-	defer t.put(s)
-	out, err := t.ctx.GenerateRandom(s, n)
-	if err != nil {
-		return nil, fmt.Errorf("pkcs11: failed to %s: %w", op, ckr(err))
 	}
 	if len(out) != n {
 		return nil, fmt.Errorf("pkcs11: failed to %s: got %d bytes, want %d", op, len(out), n)

@@ -54,19 +54,25 @@ func (t *Token) WrapSecret(ctx context.Context, wrappingKey hsm.KeyHandle, secre
 	// own length and is padded to whole blocks here.
 	framed := frameSecret(secret)
 	defer clear(framed)
-	s, err := t.session(ctx, op)
+	var blob []byte
+	err := t.do(ctx, op, func(a *attempt) error {
+		w, err := t.object(op, wrappingKey)
+		if err != nil {
+			return err
+		}
+		s := a.s
+		tmp, err := t.ctx.CreateObject(s, secretTemplate(framed, true))
+		if err != nil {
+			return fmt.Errorf("pkcs11: failed to %s: %w", op, ckr(err))
+		}
+		defer func() { _ = t.ctx.DestroyObject(s, tmp) }()
+		if blob, err = t.ctx.WrapKey(s, kwp, w, tmp); err != nil {
+			return keyErr(op, err)
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, err
-	}
-	defer t.put(s)
-	tmp, err := t.ctx.CreateObject(s, secretTemplate(framed, true))
-	if err != nil {
-		return nil, fmt.Errorf("pkcs11: failed to %s: %w", op, ckr(err))
-	}
-	defer func() { _ = t.ctx.DestroyObject(s, tmp) }()
-	blob, err := t.ctx.WrapKey(s, kwp, p11.ObjectHandle(wrappingKey), tmp)
-	if err != nil {
-		return nil, keyErr(op, err)
 	}
 	return blob, nil
 }
@@ -78,24 +84,32 @@ func (t *Token) UnwrapSecret(ctx context.Context, wrappingKey hsm.KeyHandle, blo
 	if len(blob) < 24 || len(blob)%8 != 0 || len(blob) > maxSecret+24 {
 		return nil, fmt.Errorf("pkcs11: failed to %s: %w", op, hsm.ErrAuthFailed)
 	}
-	s, err := t.session(ctx, op)
+	var framed []byte
+	err := t.do(ctx, op, func(a *attempt) error {
+		w, err := t.object(op, wrappingKey)
+		if err != nil {
+			return err
+		}
+		// A temporary object, destroyed at once (or with its pooled
+		// session): it need not be on the owner session.
+		tmp, err := t.ctx.UnwrapKey(a.s, kwp, w, blob, secretTemplate(nil, false))
+		if err != nil {
+			if isAuthFailure(err) {
+				return fmt.Errorf("pkcs11: failed to %s: %w", op, hsm.ErrAuthFailed)
+			}
+			return keyErr(op, err)
+		}
+		attrs, err := t.ctx.GetAttributeValue(a.s, tmp, []*p11.Attribute{p11.NewAttribute(p11.CKA_VALUE, nil)})
+		_ = t.ctx.DestroyObject(a.s, tmp)
+		if err != nil {
+			return fmt.Errorf("pkcs11: failed to %s: %w", op, ckr(err))
+		}
+		framed = attrs[0].Value
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	defer t.put(s)
-	tmp, err := t.ctx.UnwrapKey(s, kwp, p11.ObjectHandle(wrappingKey), blob, secretTemplate(nil, false))
-	if err != nil {
-		if isAuthFailure(err) {
-			return nil, fmt.Errorf("pkcs11: failed to %s: %w", op, hsm.ErrAuthFailed)
-		}
-		return nil, keyErr(op, err)
-	}
-	attrs, err := t.ctx.GetAttributeValue(s, tmp, []*p11.Attribute{p11.NewAttribute(p11.CKA_VALUE, nil)})
-	_ = t.ctx.DestroyObject(s, tmp)
-	if err != nil {
-		return nil, fmt.Errorf("pkcs11: failed to %s: %w", op, ckr(err))
-	}
-	framed := attrs[0].Value
 	defer clear(framed)
 	secret, ok := unframeSecret(framed)
 	if !ok {

@@ -85,20 +85,25 @@ func (t *Token) Sign(ctx context.Context, key hsm.KeyHandle, p hsm.SignParams, i
 	if err != nil {
 		return nil, fmt.Errorf("pkcs11: failed to %s: %v: %w", op, err, hsm.ErrInvalidInput)
 	}
-	s, err := t.session(ctx, op)
+	var sig []byte
+	err = t.do(ctx, op, func(a *attempt) error {
+		k, err := t.object(op, key)
+		if err != nil {
+			return err
+		}
+		if err := t.signInit(a.s, mech, k); err != nil {
+			t.afterInitFailure(a, err)
+			return keyErr(op, err)
+		}
+		if sig, err = t.ctx.Sign(a.s, data); err != nil {
+			t.settle(a)
+			return fmt.Errorf("pkcs11: failed to %s: %w", op, ckr(err))
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	if err := t.signInit(s, mech, key); err != nil {
-		t.put(t.afterInitFailure(s, err))
-		return nil, keyErr(op, err)
-	}
-	sig, err := t.ctx.Sign(s, data)
-	if err != nil {
-		t.put(t.settle(s))
-		return nil, fmt.Errorf("pkcs11: failed to %s: %w", op, ckr(err))
-	}
-	t.put(s)
 	return sig, nil
 }
 
@@ -112,50 +117,50 @@ func (t *Token) Verify(ctx context.Context, publicKey hsm.KeyHandle, p hsm.SignP
 	if err != nil {
 		return fmt.Errorf("pkcs11: failed to %s: %v: %w", op, err, hsm.ErrInvalidInput)
 	}
-	s, err := t.session(ctx, op)
-	if err != nil {
-		return err
-	}
-	if err := t.verifyInit(s, mech, publicKey); err != nil {
-		t.put(t.afterInitFailure(s, err))
-		return keyErr(op, err)
-	}
 	if len(signature) == 0 {
 		// PKCS#11 takes no empty signature (SoftHSM: CKR_ARGUMENTS_BAD);
 		// a one-byte one ends the operation with a length error.
 		signature = []byte{0}
 	}
-	err = t.ctx.Verify(s, data, signature)
-	switch {
-	case err == nil:
-		t.put(s)
-		return nil
-	case isCKR(err, p11.CKR_SIGNATURE_INVALID), isCKR(err, p11.CKR_SIGNATURE_LEN_RANGE):
-		// C_Verify always ends the operation.
-		t.put(s)
-		return fmt.Errorf("pkcs11: failed to %s: %w", op, hsm.ErrAuthFailed)
-	default:
-		t.put(t.settle(s))
-		return fmt.Errorf("pkcs11: failed to %s: %w", op, ckr(err))
-	}
+	return t.do(ctx, op, func(a *attempt) error {
+		k, err := t.object(op, publicKey)
+		if err != nil {
+			return err
+		}
+		if err := t.verifyInit(a.s, mech, k); err != nil {
+			t.afterInitFailure(a, err)
+			return keyErr(op, err)
+		}
+		err = t.ctx.Verify(a.s, data, signature)
+		switch {
+		case err == nil:
+			return nil
+		case isCKR(err, p11.CKR_SIGNATURE_INVALID), isCKR(err, p11.CKR_SIGNATURE_LEN_RANGE):
+			// C_Verify always ends the operation.
+			return fmt.Errorf("pkcs11: failed to %s: %w", op, hsm.ErrAuthFailed)
+		default:
+			t.settle(a)
+			return fmt.Errorf("pkcs11: failed to %s: %w", op, ckr(err))
+		}
+	})
 }
 
 // signInit and verifyInit start an operation, clearing one that a
 // previous failure left active, as encryptInit does.
-func (t *Token) signInit(s p11.SessionHandle, mech []*p11.Mechanism, key hsm.KeyHandle) error {
-	err := t.ctx.SignInit(s, mech, p11.ObjectHandle(key))
+func (t *Token) signInit(s p11.SessionHandle, mech []*p11.Mechanism, key p11.ObjectHandle) error {
+	err := t.ctx.SignInit(s, mech, key)
 	if isCKR(err, p11.CKR_OPERATION_ACTIVE) {
 		t.clearOperation(s)
-		err = t.ctx.SignInit(s, mech, p11.ObjectHandle(key))
+		err = t.ctx.SignInit(s, mech, key)
 	}
 	return err
 }
 
-func (t *Token) verifyInit(s p11.SessionHandle, mech []*p11.Mechanism, key hsm.KeyHandle) error {
-	err := t.ctx.VerifyInit(s, mech, p11.ObjectHandle(key))
+func (t *Token) verifyInit(s p11.SessionHandle, mech []*p11.Mechanism, key p11.ObjectHandle) error {
+	err := t.ctx.VerifyInit(s, mech, key)
 	if isCKR(err, p11.CKR_OPERATION_ACTIVE) {
 		t.clearOperation(s)
-		err = t.ctx.VerifyInit(s, mech, p11.ObjectHandle(key))
+		err = t.ctx.VerifyInit(s, mech, key)
 	}
 	return err
 }

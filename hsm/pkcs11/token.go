@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	p11 "github.com/miekg/pkcs11"
 
@@ -19,29 +20,62 @@ import (
 // and is safe for concurrent use.
 type Token struct {
 	mod   *module
-	ctx   *p11.Ctx
+	ctx   *cryptoki
 	slot  uint
 	label string
 	size  int
+	// pin is kept to log in again after the device dropped every session
+	// of the application (a token removed and reinserted). It is never
+	// logged nor put in an error.
+	pin string
 
 	// pool holds the idle sessions. Exactly size sessions are in
 	// circulation (idle here or borrowed by an operation) until Close.
 	pool chan p11.SessionHandle
-	done chan struct{}
+	// owner holds the owner session when it is idle: the one session
+	// that creates objects which outlive an operation (unwrapped and
+	// imported keys). It is never closed nor recycled before Close, so
+	// those objects live until they are destroyed.
+	owner chan ownerSession
+	done  chan struct{}
+	// epoch is the generation of session objects; it moves on when they
+	// are all destroyed (the owner session lost, or a logout), which
+	// makes every handle tagged with an older one stale. See tag and
+	// object.
+	epoch atomic.Uint32
+	// ownerHandle is the owner session's handle, for tests and
+	// debugging; it changes only when the owner session is replaced.
+	ownerHandle atomic.Uint64
+	// loginRefused is set once the token refused the PIN on a login
+	// again, which is then never attempted again.
+	loginRefused atomic.Bool
 
 	closeOnce sync.Once
 
 	mu sync.Mutex
-	// retired sessions were left in a state that could not be cleared.
-	// They stay open, unused, because closing them would destroy the
-	// session objects (unwrapped keys) they created.
+	// retired owner sessions were left in a state that could not be
+	// cleared. They stay open, unused, because closing them would
+	// destroy the session objects (unwrapped keys) they created.
 	retired []p11.SessionHandle
+
+	stats struct {
+		retries   atomic.Uint64 // operations run a second time
+		replaced  atomic.Uint64 // sessions replaced, lost or stuck
+		ownerLost atomic.Uint64 // owner sessions lost (with their objects)
+		relogins  atomic.Uint64 // logins after the first
+	}
+}
+
+// ownerSession is the owner session, as it waits in Token.owner.
+type ownerSession struct {
+	s p11.SessionHandle
 }
 
 var _ hsm.Backend = (*Token)(nil)
 
 // Open finds the token labelled cfg.TokenLabel, logs in as its user and
-// opens cfg.Sessions sessions. The caller must Close the Token.
+// opens cfg.Sessions pooled sessions and the owner session. The caller
+// must Close the Token.
 func Open(ctx context.Context, cfg Config) (*Token, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -67,10 +101,12 @@ func Open(ctx context.Context, cfg Config) (*Token, error) {
 	}
 	t := &Token{
 		mod:   mod,
-		ctx:   mod.ctx,
+		ctx:   &cryptoki{Ctx: mod.ctx},
 		label: cfg.TokenLabel,
 		size:  size,
+		pin:   cfg.PIN,
 		pool:  make(chan p11.SessionHandle, size),
+		owner: make(chan ownerSession, 1),
 		done:  make(chan struct{}),
 	}
 	if err := t.open(cfg.PIN); err != nil {
@@ -81,7 +117,7 @@ func Open(ctx context.Context, cfg Config) (*Token, error) {
 }
 
 func (t *Token) open(pin string) error {
-	slot, err := findSlot(t.ctx, t.label)
+	slot, err := findSlot(t.ctx.Ctx, t.label)
 	if err != nil {
 		return err
 	}
@@ -91,13 +127,13 @@ func (t *Token) open(pin string) error {
 	m.loginMu.Lock()
 	defer m.loginMu.Unlock()
 
-	opened := make([]p11.SessionHandle, 0, t.size)
+	opened := make([]p11.SessionHandle, 0, t.size+1)
 	closeOpened := func() {
 		for _, s := range opened {
 			_ = t.ctx.CloseSession(s)
 		}
 	}
-	for range t.size {
+	for range t.size + 1 {
 		s, err := t.ctx.OpenSession(slot, p11.CKF_SERIAL_SESSION|p11.CKF_RW_SESSION)
 		if err != nil {
 			closeOpened()
@@ -129,7 +165,10 @@ func (t *Token) open(pin string) error {
 		}
 		m.logins[slot] = &login{tokens: 1, pinDigest: digest}
 	}
-	for _, s := range opened {
+	t.epoch.Store(1)
+	t.ownerHandle.Store(uint64(opened[t.size]))
+	t.owner <- ownerSession{s: opened[t.size]}
+	for _, s := range opened[:t.size] {
 		t.pool <- s
 	}
 	return nil
@@ -179,10 +218,11 @@ func (t *Token) Close() error {
 		return nil
 	}
 	// Wait for operations in flight to hand their sessions back.
-	sessions := make([]p11.SessionHandle, 0, t.size)
+	sessions := make([]p11.SessionHandle, 0, t.size+1)
 	for range t.size {
 		sessions = append(sessions, <-t.pool)
 	}
+	sessions = append(sessions, (<-t.owner).s)
 	t.mu.Lock()
 	sessions = append(sessions, t.retired...)
 	t.retired = nil
@@ -240,9 +280,35 @@ func (t *Token) session(ctx context.Context, op string) (p11.SessionHandle, erro
 
 func (t *Token) put(s p11.SessionHandle) { t.pool <- s }
 
-// settle makes sure no operation is left active on s after one failed
-// part way, and returns the session to put back in the pool: s itself, or
-// a fresh session if s could not be cleared.
+// ownerSession borrows the owner session, waiting while another
+// operation holds it. The caller must give it back to t.owner.
+func (t *Token) ownerSession(ctx context.Context, op string) (ownerSession, error) {
+	if err := ctx.Err(); err != nil {
+		return ownerSession{}, err
+	}
+	select {
+	case <-t.done:
+		return ownerSession{}, closedErr(op)
+	default:
+	}
+	select {
+	case o := <-t.owner:
+		select {
+		case <-t.done:
+			t.owner <- o
+			return ownerSession{}, closedErr(op)
+		default:
+			return o, nil
+		}
+	case <-t.done:
+		return ownerSession{}, closedErr(op)
+	case <-ctx.Done():
+		return ownerSession{}, ctx.Err()
+	}
+}
+
+// settle makes sure no operation is left active on a.s after one failed
+// part way, replacing the session if it cannot be cleared.
 //
 // PKCS#11 says a failed C_Encrypt, C_Decrypt or C_Sign ends the
 // operation, and SoftHSM does so, but miekg/pkcs11 makes two calls per
@@ -250,50 +316,63 @@ func (t *Token) put(s p11.SessionHandle) { t.pool <- s }
 // the rule. A call with no active operation returns
 // CKR_OPERATION_NOT_INITIALIZED at once, so the check is cheap; a call
 // that does find one finishes it on a throwaway input, whose output is
-// discarded.
-func (t *Token) settle(s p11.SessionHandle) p11.SessionHandle {
+// discarded. A session that turns out to be lost is left as it is, for
+// run to replace. The probes bypass the fault hook.
+func (t *Token) settle(a *attempt) {
+	raw := t.ctx.Ctx
 	var probe [hsm.GCMTagSize]byte
 	for range 3 {
-		_, derr := t.ctx.Decrypt(s, probe[:])
-		_, eerr := t.ctx.Encrypt(s, probe[:])
-		_, serr := t.ctx.Sign(s, probe[:])
-		verr := t.ctx.Verify(s, probe[:], probe[:])
+		_, derr := raw.Decrypt(a.s, probe[:])
+		_, eerr := raw.Encrypt(a.s, probe[:])
+		_, serr := raw.Sign(a.s, probe[:])
+		verr := raw.Verify(a.s, probe[:], probe[:])
 		if isCKR(derr, p11.CKR_OPERATION_NOT_INITIALIZED) && isCKR(eerr, p11.CKR_OPERATION_NOT_INITIALIZED) &&
 			isCKR(serr, p11.CKR_OPERATION_NOT_INITIALIZED) && isCKR(verr, p11.CKR_OPERATION_NOT_INITIALIZED) {
-			return s
+			return
 		}
-		if isCKR(derr, p11.CKR_SESSION_HANDLE_INVALID) || isCKR(derr, p11.CKR_SESSION_CLOSED) {
-			break
+		if isLost(derr) || isLost(eerr) || isLost(serr) || isLost(verr) {
+			return
 		}
-		_ = t.ctx.FindObjectsFinal(s)
+		_ = raw.FindObjectsFinal(a.s)
 	}
-	return t.replace(s)
+	t.replaceStuck(a)
 }
 
 // clearOperation ends whatever operation is active on s, if any. Each
 // call finishes an operation of its kind, or fails at once if none is
 // active.
 func (t *Token) clearOperation(s p11.SessionHandle) {
+	raw := t.ctx.Ctx
 	var probe [hsm.GCMTagSize]byte
-	_, _ = t.ctx.Encrypt(s, probe[:])
-	_, _ = t.ctx.Decrypt(s, probe[:])
-	_, _ = t.ctx.Sign(s, probe[:])
-	_ = t.ctx.Verify(s, probe[:], probe[:])
-	_ = t.ctx.FindObjectsFinal(s)
+	_, _ = raw.Encrypt(s, probe[:])
+	_, _ = raw.Decrypt(s, probe[:])
+	_, _ = raw.Sign(s, probe[:])
+	_ = raw.Verify(s, probe[:], probe[:])
+	_ = raw.FindObjectsFinal(s)
 }
 
-// replace opens a fresh session to stand in for s and retires s. If no new
-// session can be had, s goes back into service: a pool that shrank would
-// make Close wait forever, and the next operation may still clear s.
-func (t *Token) replace(s p11.SessionHandle) p11.SessionHandle {
-	n, err := t.ctx.OpenSession(t.slot, p11.CKF_SERIAL_SESSION|p11.CKF_RW_SESSION)
+// replaceStuck opens a fresh session to stand in for a.s, which is alive
+// but stuck. A pooled session holds no objects that outlive an operation
+// and is closed; the owner session holds every loaded key and is set
+// aside, still open, until Close. If no new session can be had, a.s goes
+// back into service: a pool that shrank would make Close wait forever,
+// and the next operation may still clear it.
+func (t *Token) replaceStuck(a *attempt) {
+	n, err := t.openSession()
 	if err != nil {
-		return s
+		return
 	}
-	t.mu.Lock()
-	t.retired = append(t.retired, s)
-	t.mu.Unlock()
-	return n
+	t.stats.replaced.Add(1)
+	old := a.s
+	a.s = n
+	if a.owner {
+		t.ownerHandle.Store(uint64(n))
+		t.mu.Lock()
+		t.retired = append(t.retired, old)
+		t.mu.Unlock()
+		return
+	}
+	_ = t.ctx.Ctx.CloseSession(old)
 }
 
 func closedErr(op string) error {
@@ -302,6 +381,13 @@ func closedErr(op string) error {
 
 // ckrError presents a PKCS#11 return value without miekg's "pkcs11:"
 // prefix, which would repeat ours, and still unwraps to the p11.Error.
+//
+// It also matches the hsm sentinels that the return value means, so
+// that every error made with ckr carries them: hsm.ErrDevice for device
+// and session failures, hsm.ErrKeyHandleInvalid and hsm.ErrNotFound for
+// a key object that is gone. Return values that an operation turns into
+// a verdict (CKR_GENERAL_ERROR for a GCM tag mismatch on SoftHSM) never
+// get here.
 type ckrError struct{ rv p11.Error }
 
 func (e ckrError) Error() string {
@@ -309,6 +395,19 @@ func (e ckrError) Error() string {
 }
 
 func (e ckrError) Unwrap() error { return e.rv }
+
+func (e ckrError) Is(target error) bool {
+	switch target {
+	case hsm.ErrDevice:
+		switch classifyRV(uint(e.rv)) {
+		case failDevice, failSessionLost, failLoggedOut:
+			return true
+		}
+	case hsm.ErrKeyHandleInvalid, hsm.ErrNotFound:
+		return classifyRV(uint(e.rv)) == failKeyHandle
+	}
+	return false
+}
 
 func ckr(err error) error {
 	var rv p11.Error
