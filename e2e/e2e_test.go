@@ -140,14 +140,15 @@ type stack struct {
 	stopOnce       sync.Once
 }
 
-// startStack runs `keyflow dev` on dir and waits for its ready line. Listen
+// startStack runs `keyflow dev` on dir (with extra flags) and waits for its
+// ready line. Listen
 // addresses "127.0.0.1:0" let the stack pick free ports; the ready line
 // says which. The stack is stopped (and its clean exit asserted) when the
 // test ends, unless the test stops it earlier.
-func startStack(t *testing.T, dir, natsListen, temporalListen string) *stack {
+func startStack(t *testing.T, dir, natsListen, temporalListen string, extra ...string) *stack {
 	t.Helper()
 	s := &stack{dir: dir, stdout: newOutputBuffer(), stderr: newOutputBuffer(), exited: make(chan struct{}), stopSignal: syscall.SIGTERM}
-	s.cmd = exec.Command(kfBin, "dev", "--data-dir", dir, "--nats-listen", natsListen, "--temporal-listen", temporalListen)
+	s.cmd = exec.Command(kfBin, append([]string{"dev", "--data-dir", dir, "--nats-listen", natsListen, "--temporal-listen", temporalListen}, extra...)...)
 	s.cmd.Env = cliEnv("", "")
 	s.cmd.Stdout, s.cmd.Stderr = s.stdout, s.stderr
 	killWithParent(s.cmd)

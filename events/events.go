@@ -55,6 +55,10 @@ const (
 	TypeDecapsulate         = "io.keyflow.crypto.decapsulate.v1"
 	TypeGenerateDataKeyPair = "io.keyflow.crypto.datakeypair.v1"
 	TypeRequestRejected     = "io.keyflow.request.rejected.v1"
+	// TypeAuditPolicyChanged records a change of the audit guarantees, such
+	// as a worker started fail-open (data: failClosed=false). It is
+	// deployment-wide, so its tenant is "-".
+	TypeAuditPolicyChanged = "io.keyflow.audit.policy.changed.v1"
 )
 
 // Types lists every event type keyflow emits; schemas/events has one JSON
@@ -66,6 +70,7 @@ var Types = []string{
 	TypeSign, TypeVerify, TypeGenerateMAC, TypeVerifyMAC, TypeGetPublicKey,
 	TypeGenerateRandom, TypeReEncrypt, TypeGenerateDataKeyPair,
 	TypeSeal, TypeOpen, TypeEncapsulate, TypeDecapsulate,
+	TypeAuditPolicyChanged,
 }
 
 // Outcomes.

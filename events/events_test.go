@@ -194,7 +194,8 @@ func TestEveryTypeValidates(t *testing.T) {
 			{"", map[string]any{"keyPairSpec": "ECC_NIST_P256", "withoutPlaintext": false, "keyVersion": uint32(1)}},
 			{"ValidationException", map[string]any{"keyPairSpec": "ECC_NIST_P521", "withoutPlaintext": true}},
 		},
-		events.TypeRequestRejected: {{"ValidationException", map[string]any{"operation": "crypto.batchdatakey"}}},
+		events.TypeRequestRejected:    {{"ValidationException", map[string]any{"operation": "crypto.batchdatakey"}}},
+		events.TypeAuditPolicyChanged: {{"", map[string]any{"failClosed": false}}},
 	}
 	for _, typ := range events.Types {
 		ss, ok := samples[typ]

@@ -176,17 +176,21 @@ func (s *Service) Sign(ctx context.Context, c Caller, p SignParams) (res *SignRe
 	if !ok {
 		return nil, newError(CodeInternal, "this HSM cannot sign")
 	}
-	h, release, err := s.handleFor(ctx, k, k.PrimaryVersion)
+	var sig []byte
+	err = s.withHandle(ctx, k, k.PrimaryVersion, false, func(h hsm.KeyHandle) error {
+		var err error
+		sig, err = signer.Sign(ctx, h, params, input)
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, hsm.ErrInvalidInput):
+			return wrapError(CodeValidation, err, "the HSM refused the input")
+		default:
+			return wrapError(CodeInternal, err, "the HSM failed to sign")
+		}
+	})
 	if err != nil {
 		return nil, err
-	}
-	defer release()
-	sig, err := signer.Sign(ctx, h, params, input)
-	if err != nil {
-		if errors.Is(err, hsm.ErrInvalidInput) {
-			return nil, wrapError(CodeValidation, err, "the HSM refused the input")
-		}
-		return nil, wrapError(CodeInternal, err, "the HSM failed to sign")
 	}
 	if params.Scheme == hsm.SchemeECDSA {
 		if sig, err = hsm.ECDSASigToDER(sig); err != nil {
@@ -268,17 +272,20 @@ func (s *Service) Verify(ctx context.Context, c Caller, p VerifyParams) (res *Ve
 		}
 	}
 	for _, v := range candidateVersions(k, p.KeyVersion) {
-		h, release, err := s.publicHandleFor(ctx, k, v)
+		var bad bool
+		err := s.withHandle(ctx, k, v, true, func(h hsm.KeyHandle) error {
+			err := verifier.Verify(ctx, h, params, input, sig)
+			bad = errors.Is(err, hsm.ErrAuthFailed) || errors.Is(err, hsm.ErrInvalidInput)
+			if err != nil && !bad {
+				return wrapError(CodeInternal, err, "the HSM failed to verify")
+			}
+			return nil
+		})
 		if err != nil {
 			return nil, err
 		}
-		err = verifier.Verify(ctx, h, params, input, sig)
-		release()
-		if err == nil {
+		if !bad {
 			return &VerifyResult{KeyID: k.ID, KeyVersion: v, Algorithm: p.Algorithm}, nil
-		}
-		if !errors.Is(err, hsm.ErrAuthFailed) && !errors.Is(err, hsm.ErrInvalidInput) {
-			return nil, wrapError(CodeInternal, err, "the HSM failed to verify")
 		}
 	}
 	return nil, errInvalidSignature(nil)
@@ -416,14 +423,16 @@ func (s *Service) macSetup(ctx context.Context, c Caller, p MACParams, produce b
 }
 
 func (s *Service) computeMAC(ctx context.Context, macs hsm.MACs, k *Key, version uint32, msg []byte) ([]byte, error) {
-	h, release, err := s.handleFor(ctx, k, version)
+	var mac []byte
+	err := s.withHandle(ctx, k, version, false, func(h hsm.KeyHandle) error {
+		var err error
+		if mac, err = macs.HMACSHA256(ctx, h, msg); err != nil {
+			return wrapError(CodeInternal, err, "the HSM failed to compute the MAC")
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, err
-	}
-	defer release()
-	mac, err := macs.HMACSHA256(ctx, h, msg)
-	if err != nil {
-		return nil, wrapError(CodeInternal, err, "the HSM failed to compute the MAC")
 	}
 	return mac, nil
 }

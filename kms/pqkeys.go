@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 
 	"github.com/keyflow/keyflow/events"
 	"github.com/keyflow/keyflow/hsm"
@@ -20,27 +21,51 @@ import (
 
 // newSoftwareMaterial generates a PQC key pair and wraps its private key.
 func (s *Service) newSoftwareMaterial(ctx context.Context, m *VersionMaterial, info *specInfo) error {
-	sw, ok := s.hsm.(hsm.SecretWrapper)
-	if !ok {
+	if _, ok := s.hsm.(hsm.SecretWrapper); !ok {
 		return newError(CodeValidation, "this HSM cannot protect %s keys", info.spec)
 	}
-	var pub, priv []byte
-	var err error
-	if kem, kerr := pqc.KEMByName(info.pqName); kerr == nil {
-		pub, priv, err = kem.GenerateKey(rand.Reader)
-	} else if sig, serr := pqc.SignerByName(info.pqName); serr == nil {
-		pub, priv, err = sig.GenerateKey(rand.Reader)
-	} else {
-		return newError(CodeInternal, "no algorithm %s in the pqc registry", info.pqName)
+	gen, err := pqKeyGenFor(info)
+	if err != nil {
+		return err
 	}
+	pub, priv, err := gen.GenerateKey(rand.Reader)
 	if err != nil {
 		return wrapError(CodeInternal, err, "failed to generate a %s key", info.spec)
 	}
 	defer pqc.Zero(priv)
-	if m.Wrapped, err = sw.WrapSecret(ctx, s.root, priv); err != nil {
+	return s.wrapSoftwareMaterial(ctx, m, info, pub, priv)
+}
+
+// pqKeyGen is what pqc.KEM and pqc.Signer have in common: making key pairs.
+type pqKeyGen interface {
+	SeedSize() int
+	GenerateKey(rand io.Reader) (pub, priv []byte, err error)
+	DeriveKey(seed []byte) (pub, priv []byte, err error)
+}
+
+// pqKeyGenFor returns the pqc algorithm of a software key spec.
+func pqKeyGenFor(info *specInfo) (pqKeyGen, error) {
+	if kem, err := pqc.KEMByName(info.pqName); err == nil {
+		return kem, nil
+	}
+	if sig, err := pqc.SignerByName(info.pqName); err == nil {
+		return sig, nil
+	}
+	return nil, newError(CodeInternal, "no algorithm %s in the pqc registry", info.pqName)
+}
+
+// wrapSoftwareMaterial wraps priv under the root key into m, with pub. The
+// caller zeroes priv.
+func (s *Service) wrapSoftwareMaterial(ctx context.Context, m *VersionMaterial, info *specInfo, pub, priv []byte) error {
+	sw, ok := s.hsm.(hsm.SecretWrapper)
+	if !ok {
+		return newError(CodeValidation, "this HSM cannot protect %s keys", info.spec)
+	}
+	wrapped, err := sw.WrapSecret(ctx, s.root, priv)
+	if err != nil {
 		return wrapError(CodeInternal, err, "failed to wrap the %s private key in the HSM", info.spec)
 	}
-	m.PublicKey = pub
+	m.Wrapped, m.PublicKey = wrapped, pub
 	return nil
 }
 
@@ -241,7 +266,11 @@ func (s *Service) Seal(ctx context.Context, c Caller, p SealParams) (res *SealRe
 		if panicked != nil {
 			err = newError(CodeInternal, "internal error")
 		}
-		err = s.emit(ctx, c, events.TypeSeal, subject, map[string]any{"plaintextBytes": len(p.Plaintext)}, err)
+		data := map[string]any{"plaintextBytes": len(p.Plaintext)}
+		if res != nil {
+			data["keyVersion"] = res.KeyVersion
+		}
+		err = s.emit(ctx, c, events.TypeSeal, subject, data, err)
 		if err != nil {
 			res = nil
 		}
@@ -297,6 +326,9 @@ func (s *Service) Open(ctx context.Context, c Caller, p OpenParams) (res *Decryp
 		}
 		err = s.emit(ctx, c, events.TypeOpen, subject, data, err)
 		if err != nil {
+			if res != nil {
+				clear(res.Plaintext) // withheld: audit failed
+			}
 			res = nil
 		}
 		if panicked != nil {
@@ -356,8 +388,15 @@ func (s *Service) Encapsulate(ctx context.Context, c Caller, keyRef string) (res
 		if panicked != nil {
 			err = newError(CodeInternal, "internal error")
 		}
-		err = s.emit(ctx, c, events.TypeEncapsulate, subject, map[string]any{}, err)
+		data := map[string]any{}
+		if res != nil {
+			data["keyVersion"] = res.KeyVersion
+		}
+		err = s.emit(ctx, c, events.TypeEncapsulate, subject, data, err)
 		if err != nil {
+			if res != nil {
+				clear(res.SharedSecret) // withheld: audit failed
+			}
 			res = nil
 		}
 		if panicked != nil {
@@ -400,7 +439,11 @@ func (s *Service) Decapsulate(ctx context.Context, c Caller, p DecapsulateParams
 		if panicked != nil {
 			err = newError(CodeInternal, "internal error")
 		}
-		err = s.emit(ctx, c, events.TypeDecapsulate, subject, map[string]any{"ciphertextBytes": len(p.Ciphertext)}, err)
+		data := map[string]any{"ciphertextBytes": len(p.Ciphertext)}
+		if res != nil {
+			data["keyVersion"] = res.KeyVersion
+		}
+		err = s.emit(ctx, c, events.TypeDecapsulate, subject, data, err)
 		if err != nil {
 			if res != nil {
 				clear(res.SharedSecret)

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -40,6 +41,14 @@ type Config struct {
 	CacheSize int // unwrapped versions kept in the HSM; default 1024
 	Logger    *slog.Logger
 	Now       func() time.Time
+	// AuditFailOpen relaxes keyflow's default (fail-closed: no audit, no
+	// crypto). When set, an operation whose audit record cannot be stored
+	// proceeds anyway; the worker logs each lost record at error level and
+	// counts them (DroppedAuditRecords). Starting with it is itself
+	// recorded (io.keyflow.audit.policy.changed.v1, failClosed=false), and
+	// New fails if that record cannot be stored. Weaker: use only where
+	// availability outranks a complete trail.
+	AuditFailOpen bool
 }
 
 // Service is the key management domain: it creates keys, runs crypto
@@ -56,6 +65,9 @@ type Service struct {
 	log     *slog.Logger
 	now     func() time.Time
 	handles *handleCache
+
+	failOpen bool
+	dropped  atomic.Uint64 // audit records lost while failing open
 
 	metaMu sync.RWMutex
 	meta   map[[2]string]*Key
@@ -82,13 +94,31 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("failed to open the root key: %w", err)
 	}
-	return &Service{
+	s := &Service{
 		hsm: cfg.HSM, root: root, label: cfg.RootKeyLabel, store: cfg.Store,
 		audit: cfg.Audit, source: cfg.Source, log: cfg.Logger, now: cfg.Now,
-		handles: newHandleCache(cfg.HSM, cfg.CacheSize),
-		meta:    map[[2]string]*Key{},
-	}, nil
+		handles:  newHandleCache(cfg.HSM, cfg.CacheSize),
+		meta:     map[[2]string]*Key{},
+		failOpen: cfg.AuditFailOpen,
+	}
+	if s.failOpen {
+		// Relaxing the guarantee is itself on the record, before the
+		// first operation can rely on it.
+		err := s.audit.Emit(ctx, events.Record{
+			Type: events.TypeAuditPolicyChanged, Source: s.source, Tenant: "-", Time: s.now(),
+			Outcome: events.OutcomeSuccess, Data: map[string]any{"failClosed": false},
+		})
+		if err != nil {
+			return nil, fmt.Errorf("failed to record the fail-open audit policy: %w", err)
+		}
+		s.log.Warn("audit is FAIL-OPEN: operations proceed when their audit record cannot be stored")
+	}
+	return s, nil
 }
+
+// DroppedAuditRecords is the number of audit records this service could
+// not store and went on without (fail-open only; always 0 fail-closed).
+func (s *Service) DroppedAuditRecords() uint64 { return s.dropped.Load() }
 
 // Close destroys the cached session objects. It does not close the HSM.
 func (s *Service) Close() { s.handles.closeAll() }
@@ -106,6 +136,8 @@ func (s *Service) Invalidate(tenant, keyID string) {
 // emit records one fact. It is called on success and on failure alike. It
 // fails closed: if the record cannot be stored, a successful operation is
 // reported as AuditUnavailable and its result is withheld by the caller.
+// With Config.AuditFailOpen it logs and counts the lost record instead, and
+// the operation's own outcome stands.
 func (s *Service) emit(ctx context.Context, c Caller, typ, subject string, data map[string]any, opErr error) error {
 	rec := events.Record{
 		Type: typ, Source: s.source, Subject: subject, Tenant: c.Tenant,
@@ -130,13 +162,17 @@ func (s *Service) emit(ctx context.Context, c Caller, typ, subject string, data 
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	if err := s.audit.Emit(actx, rec); err != nil {
-		s.log.Error("audit record not stored", "type", typ, "subject", subject, "outcome", rec.Outcome, "errorcode", rec.ErrorCode, "err", err)
-		if opErr != nil {
-			// The caller's own error is more useful than ours; the
-			// lost record is in the worker log above.
-			return opErr
+		if !s.failOpen {
+			s.log.Error("audit record not stored", "type", typ, "subject", subject, "outcome", rec.Outcome, "errorcode", rec.ErrorCode, "err", err)
+			if opErr != nil {
+				// The caller's own error is more useful than ours; the
+				// lost record is in the worker log above.
+				return opErr
+			}
+			return wrapError(CodeAuditUnavailable, err, "the audit trail is unavailable, so the operation was refused; retry later")
 		}
-		return wrapError(CodeAuditUnavailable, err, "the audit trail is unavailable, so the operation was refused; retry later")
+		n := s.dropped.Add(1)
+		s.log.Error("AUDIT RECORD DROPPED: fail-open, so the operation went on without it", "type", typ, "subject", subject, "tenant", rec.Tenant, "requestid", rec.RequestID, "outcome", rec.Outcome, "errorcode", rec.ErrorCode, "dropped", n, "err", err)
 	}
 	if opErr != nil && CodeOf(opErr) == CodeInternal {
 		s.log.Error("operation failed", "type", typ, "subject", subject, "err", opErr)
@@ -444,6 +480,37 @@ func (s *Service) handleFor(ctx context.Context, k *Key, version uint32) (hsm.Ke
 	})
 }
 
+// withHandle runs use with an HSM handle for one version of k: its secret
+// or private part, or its public key if public. If the HSM says the handle
+// is stale (hsm.ErrKeyHandleInvalid: the HSM session that held the loaded
+// key was lost, or the token was reset), the cache entry is dropped, the
+// key loaded again from its wrapped blob and use run once more. use
+// returns its own errors (wrapped *Error or not); errors from loading the
+// key are returned as they are.
+func (s *Service) withHandle(ctx context.Context, k *Key, version uint32, public bool, use func(h hsm.KeyHandle) error) error {
+	ref := versionRef{tenant: k.Tenant, keyID: k.ID, version: version, public: public}
+	for attempt := 0; ; attempt++ {
+		var h hsm.KeyHandle
+		var release func()
+		var err error
+		if public {
+			h, release, err = s.publicHandleFor(ctx, k, version)
+		} else {
+			h, release, err = s.handleFor(ctx, k, version)
+		}
+		if err != nil {
+			return err
+		}
+		err = use(h)
+		release()
+		if attempt == 0 && errors.Is(err, hsm.ErrKeyHandleInvalid) {
+			s.handles.drop(ref, h)
+			continue
+		}
+		return err
+	}
+}
+
 // publicHandleFor returns an HSM handle for the public key of one version
 // of an asymmetric key, with the public key itself.
 func (s *Service) publicHandleFor(ctx context.Context, k *Key, version uint32) (hsm.KeyHandle, func(), error) {
@@ -495,16 +562,17 @@ func (s *Service) sealWith(ctx context.Context, k *Key, tenant string, plaintext
 		return nil, 0, wrapError(CodeInternal, err, "failed to encrypt")
 	}
 	env := &envelope{alg: v.Algorithm, keyID: k.ID, version: v.Number, iv: iv}
-	h, release, err := s.handleFor(ctx, k, v.Number)
+	err = s.withHandle(ctx, k, v.Number, false, func(h hsm.KeyHandle) error {
+		body, err := s.hsm.EncryptGCM(ctx, h, iv, plaintext, aad(env.headerBytes(), tenant, ec))
+		if err != nil {
+			return wrapError(CodeInternal, err, "the HSM failed to encrypt")
+		}
+		env.body = body
+		return nil
+	})
 	if err != nil {
 		return nil, 0, err
 	}
-	defer release()
-	body, err := s.hsm.EncryptGCM(ctx, h, iv, plaintext, aad(env.headerBytes(), tenant, ec))
-	if err != nil {
-		return nil, 0, wrapError(CodeInternal, err, "the HSM failed to encrypt")
-	}
-	env.body = body
 	return env.marshal(), v.Number, nil
 }
 
@@ -681,17 +749,21 @@ func (s *Service) open(ctx context.Context, tenant, keyRef string, ciphertext []
 		pt, err := s.openHPKE(ctx, k, env, tenant, ec)
 		return k, pt, v.Number, err
 	}
-	h, release, err := s.handleFor(ctx, k, v.Number)
+	var pt []byte
+	err = s.withHandle(ctx, k, v.Number, false, func(h hsm.KeyHandle) error {
+		var err error
+		pt, err = s.hsm.DecryptGCM(ctx, h, env.iv, env.body, aad(env.header, tenant, ec))
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, hsm.ErrAuthFailed) || errors.Is(err, hsm.ErrInvalidInput):
+			return errDecrypt(err)
+		default:
+			return wrapError(CodeInternal, err, "the HSM failed to decrypt")
+		}
+	})
 	if err != nil {
 		return k, nil, 0, err
-	}
-	defer release()
-	pt, err := s.hsm.DecryptGCM(ctx, h, env.iv, env.body, aad(env.header, tenant, ec))
-	if err != nil {
-		if errors.Is(err, hsm.ErrAuthFailed) || errors.Is(err, hsm.ErrInvalidInput) {
-			return k, nil, 0, errDecrypt(err)
-		}
-		return k, nil, 0, wrapError(CodeInternal, err, "the HSM failed to decrypt")
 	}
 	return k, pt, v.Number, nil
 }

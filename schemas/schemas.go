@@ -23,7 +23,11 @@
 //	                            BatchDecryptRequest, BatchDataKeyRequest,
 //	                            CreateKeyRequest, KeyRequest, KeyMetadata,
 //	                            ListKeysReply, RotateKeyReply,
-//	                            AuditTailRequest, AuditTailReply, ErrorReply;
+//	                            AuditTailRequest, AuditTailReply, ErrorReply,
+//	                            SealRequest, SealReply, OpenRequest,
+//	                            OpenReply, EncapsulateRequest,
+//	                            EncapsulateReply, DecapsulateRequest,
+//	                            DecapsulateReply;
 //	                            the generic BatchReply[T] is one file per T:
 //	                            BatchEncryptReply, BatchDecryptReply and
 //	                            BatchDataKeyReply

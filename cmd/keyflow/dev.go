@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -12,6 +13,9 @@ import (
 
 func newDevCmd(g *globals) *cobra.Command {
 	var natsListen, temporalListen string
+	var failOpen bool
+	var maxAge time.Duration
+	var maxBytes, maxMsgs int64
 	cmd := &cobra.Command{
 		Use:   "dev [--data-dir DIR]",
 		Short: "Run keyflow with its embedded stack (NATS JetStream, Temporal on SQLite, a SoftHSM token)",
@@ -21,13 +25,25 @@ On the first run it initialises a SoftHSM token (the PIN is generated and kept
 in DIR/hsm/pin, mode 0600, never printed), creates the default tenant and an
 admin principal, and writes DIR/admin.creds, which the other commands use by
 default. Started again on the same directory, it comes back with every key,
-version, workflow and audit record. SIGINT or SIGTERM stops it cleanly.`,
+version, workflow and audit record. SIGINT or SIGTERM stops it cleanly.
+
+Audit: by default an operation whose audit record cannot be stored is
+refused (AuditUnavailableException). --audit-fail-open relaxes that: the
+operation proceeds, the worker logs each lost record and counts them, and
+the start itself is recorded (io.keyflow.audit.policy.changed.v1,
+failClosed=false). The audit stream keeps every record unless
+--audit-max-age, --audit-max-bytes or --audit-max-msgs bound it (the oldest
+records are then removed).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+			if maxAge < 0 || maxBytes < 0 || maxMsgs < 0 {
+				return usagef("--audit-max-age, --audit-max-bytes and --audit-max-msgs must not be negative")
+			}
 			st, err := devstack.Start(ctx, devstack.Config{
 				DataDir: g.dataDir, NATSListen: natsListen, TemporalListen: temporalListen, Logger: log,
+				AuditFailOpen: failOpen, AuditMaxAge: maxAge, AuditMaxBytes: maxBytes, AuditMaxMsgs: maxMsgs,
 			})
 			if err != nil {
 				return err
@@ -36,6 +52,9 @@ version, workflow and audit record. SIGINT or SIGTERM stops it cleanly.`,
 				st.NATSURL(), st.Temporal.HostPort(), st.AdminCreds(), devstack.DefaultTenant)
 			<-ctx.Done()
 			fmt.Fprintln(cmd.OutOrStdout(), "keyflow stopping")
+			if n := st.KMS.DroppedAuditRecords(); n > 0 {
+				log.Error("audit records were dropped while failing open", "dropped", n)
+			}
 			st.Stop()
 			fmt.Fprintln(cmd.OutOrStdout(), "keyflow stopped")
 			return nil
@@ -43,5 +62,9 @@ version, workflow and audit record. SIGINT or SIGTERM stops it cleanly.`,
 	}
 	cmd.Flags().StringVar(&natsListen, "nats-listen", devstack.DefaultNATSListen, "address of the NATS listener")
 	cmd.Flags().StringVar(&temporalListen, "temporal-listen", devstack.DefaultTemporalListen, "address of the Temporal frontend")
+	cmd.Flags().BoolVar(&failOpen, "audit-fail-open", false, "let operations proceed when their audit record cannot be stored (weaker; recorded in the trail)")
+	cmd.Flags().DurationVar(&maxAge, "audit-max-age", 0, "remove audit records older than this, e.g. 2160h (0: keep for ever)")
+	cmd.Flags().Int64Var(&maxBytes, "audit-max-bytes", 0, "bound the audit stream to this many bytes, removing the oldest records (0: no bound)")
+	cmd.Flags().Int64Var(&maxMsgs, "audit-max-msgs", 0, "bound the audit stream to this many records, removing the oldest (0: no bound)")
 	return cmd
 }

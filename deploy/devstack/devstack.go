@@ -13,6 +13,7 @@
 //	DIR/nats/jetstream/                      streams and KV buckets
 //	DIR/temporal/temporal.db                 Temporal's SQLite database
 //	DIR/admin.creds                          the default tenant's admin (0600)
+//	DIR/auditor.creds                        keyflow-account auditor: audit verify/export/forward (0600)
 //
 // This is a composition root: it imports the adapters (workers, workflows)
 // and wires them to the infrastructure, which is why it lives in deploy
@@ -44,6 +45,7 @@ import (
 	"github.com/keyflow/keyflow/workers/kvstore"
 	"github.com/keyflow/keyflow/workers/natsauth"
 	"github.com/keyflow/keyflow/workers/rpc"
+	"github.com/keyflow/keyflow/workers/sealer"
 	"github.com/keyflow/keyflow/workflows"
 )
 
@@ -65,6 +67,13 @@ type Config struct {
 	Logger         *slog.Logger
 	// Workers is the request pool size of the NATS services (default 64).
 	Workers int
+	// AuditFailOpen lets operations proceed when their audit record
+	// cannot be stored (see kms.Config.AuditFailOpen). Weaker; recorded.
+	AuditFailOpen bool
+	// Retention limits of the audit stream; zero means unlimited.
+	AuditMaxAge   time.Duration
+	AuditMaxBytes int64
+	AuditMaxMsgs  int64
 }
 
 // Stack is a running dev stack.
@@ -165,14 +174,14 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 	if err != nil {
 		return st, fmt.Errorf("failed to open JetStream: %w", err)
 	}
-	audit, err := jsaudit.Open(ctx, auditJS)
+	audit, err := jsaudit.Open(ctx, auditJS, jsaudit.MaxAge(cfg.AuditMaxAge), jsaudit.MaxBytes(cfg.AuditMaxBytes), jsaudit.MaxMsgs(cfg.AuditMaxMsgs))
 	if err != nil {
 		return st, err
 	}
 	host, _ := os.Hostname()
 	if st.KMS, err = kms.New(ctx, kms.Config{
 		HSM: st.HSM, Store: store, Audit: audit, Logger: cfg.Logger,
-		Source: "/keyflow/worker/" + host,
+		Source: "/keyflow/worker/" + host, AuditFailOpen: cfg.AuditFailOpen,
 	}); err != nil {
 		return st, err
 	}
@@ -180,6 +189,24 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 	if err = store.WatchKeys(runCtx, st.KMS); err != nil {
 		return st, err
 	}
+
+	// The audit sealer chains KF_AUDIT into signed digests (KF_AUDIT_DIGESTS),
+	// on a connection of its own. Closers run in reverse, so it stops (and
+	// seals what is pending) before the KMS and the audit connection close.
+	sealConn, err := natsserver.ConnectService(st.NATS, st.Identity, "keyflow-sealer")
+	if err != nil {
+		return st, err
+	}
+	st.closers = append(st.closers, func() { drain(sealConn) })
+	sealJS, err := jetstream.New(sealConn)
+	if err != nil {
+		return st, fmt.Errorf("failed to open JetStream: %w", err)
+	}
+	auditSealer, err := sealer.Start(ctx, sealer.Config{JS: sealJS, KMS: st.KMS, Logger: cfg.Logger})
+	if err != nil {
+		return st, err
+	}
+	st.closers = append(st.closers, auditSealer.Stop)
 
 	if st.Temporal, err = StartTemporal(ctx, TemporalConfig{
 		DataDir: filepath.Join(dir, "temporal"), ListenAddr: cfg.TemporalListen, Namespace: "keyflow",
@@ -207,6 +234,9 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 	st.closers = append(st.closers, st.rpc.Stop)
 
 	if err = st.writeAdminCreds(); err != nil {
+		return st, err
+	}
+	if err = st.writeAuditorCreds(); err != nil {
 		return st, err
 	}
 	return st, nil
@@ -318,4 +348,22 @@ func drain(nc *nats.Conn) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	nc.Close()
+}
+
+// writeAuditorCreds writes the creds of a keyflow-account user for the
+// operator and auditor commands (audit verify, export, forward), which read
+// the whole stream. Tenants never get these.
+func (s *Stack) writeAuditorCreds() error {
+	path := filepath.Join(s.cfg.DataDir, sealer.AuditorCredsFile)
+	if _, err := os.Stat(path); err == nil {
+		return nil
+	}
+	creds, err := s.Identity.ServiceCreds("auditor")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(path, creds, 0o600); err != nil {
+		return fmt.Errorf("failed to write auditor creds: %w", err)
+	}
+	return nil
 }

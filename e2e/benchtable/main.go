@@ -8,6 +8,11 @@
 //
 //	go test -run '^$' -bench 'EncryptNATS|RawHSMGCM' -benchtime 2s -count 3 ./workers/rpc/ | go run ./e2e/benchtable
 //
+// With BenchmarkEncryptNATSNoAudit in the same run (the pattern above
+// selects it), it also prints what durable audit costs: the audited
+// throughput as a fraction of the same path with an audit sink that stores
+// nothing (target >= 0.75x at 8 requesters).
+//
 // The target line at the end is informational; the exit status reports only
 // whether the input could be read (1 if it held no benchmark results or the
 // benchmark run failed).
@@ -37,6 +42,7 @@ type sample map[string]float64
 // results are the parsed samples of one input.
 type results struct {
 	nats    map[int][]sample // by requesters
+	noAudit map[int][]sample // BenchmarkEncryptNATSNoAudit by requesters
 	raw     []sample
 	batch   []sample         // BenchmarkBatchEncryptNATS (ops/s counts items)
 	sign    map[int][]sample // BenchmarkSignNATS by requesters
@@ -47,6 +53,7 @@ type results struct {
 var (
 	// BenchmarkEncryptNATS/requesters=8-2 (the -2 is GOMAXPROCS).
 	natsName    = regexp.MustCompile(`^BenchmarkEncryptNATS/requesters=(\d+)(?:-\d+)?$`)
+	noAuditName = regexp.MustCompile(`^BenchmarkEncryptNATSNoAudit/requesters=(\d+)(?:-\d+)?$`)
 	rawName     = regexp.MustCompile(`^BenchmarkRawHSMGCM(?:-\d+)?$`)
 	batchName   = regexp.MustCompile(`^BenchmarkBatchEncryptNATS/`)
 	signName    = regexp.MustCompile(`^BenchmarkSignNATS/requesters=(\d+)(?:-\d+)?$`)
@@ -54,7 +61,7 @@ var (
 )
 
 func parse(r io.Reader) (*results, error) {
-	res := &results{nats: map[int][]sample{}, sign: map[int][]sample{}}
+	res := &results{nats: map[int][]sample{}, noAudit: map[int][]sample{}, sign: map[int][]sample{}}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 64*1024), 1024*1024)
 	for sc.Scan() {
@@ -81,6 +88,9 @@ func parse(r io.Reader) (*results, error) {
 		if m := natsName.FindStringSubmatch(f[0]); m != nil {
 			n, _ := strconv.Atoi(m[1])
 			res.nats[n] = append(res.nats[n], s)
+		} else if m := noAuditName.FindStringSubmatch(f[0]); m != nil {
+			n, _ := strconv.Atoi(m[1])
+			res.noAudit[n] = append(res.noAudit[n], s)
 		} else if rawName.MatchString(f[0]) {
 			res.raw = append(res.raw, s)
 		} else if batchName.MatchString(f[0]) {
@@ -171,7 +181,56 @@ func write(w io.Writer, res *results) {
 		verdict = "PASS"
 	}
 	fmt.Fprintf(w, "target: >= %.0f ops/s at %d requesters: %s\n", Target, TargetRequesters, verdict)
+	writeAuditCost(w, res)
 	writeCore(w, res, raw, rawOK)
+}
+
+// AuditRatioTarget is the informational floor of audited / unaudited
+// encrypt throughput at TargetRequesters.
+const AuditRatioTarget = 0.75
+
+// writeAuditCost prints audited vs unaudited throughput per number of
+// requesters (medians of the same run) and the ratio line.
+func writeAuditCost(w io.Writer, res *results) {
+	if len(res.noAudit) == 0 {
+		return
+	}
+	ns := make([]int, 0, len(res.noAudit))
+	for n := range res.noAudit {
+		ns = append(ns, n)
+	}
+	slices.Sort(ns)
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Durable audit cost (encrypt with the record stored in JetStream vs an audit sink that stores nothing)")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "requesters\taudited ops/s\tno audit ops/s\tratio\taudited cpu µs/op\tno audit cpu µs/op\tcpu ratio\t")
+	for _, n := range ns {
+		a, okA := median(res.nats[n], "ops/s")
+		u, okU := median(res.noAudit[n], "ops/s")
+		ratio := "-"
+		if okA && okU && u > 0 {
+			ratio = fmt.Sprintf("%.2fx", a/u)
+		}
+		ca, okCA := median(res.nats[n], "cpu-µs/op")
+		cu, okCU := median(res.noAudit[n], "cpu-µs/op")
+		cpuRatio := "-"
+		if okCA && okCU && ca > 0 {
+			cpuRatio = fmt.Sprintf("%.2fx", cu/ca)
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t\n", n, num(a, okA), num(u, okU), ratio, num(ca, okCA), num(cu, okCU), cpuRatio)
+	}
+	tw.Flush()
+	fmt.Fprintln(w, "(cpu ratio: no-audit CPU per request / audited CPU per request, the throughput ratio to expect when CPU-bound;")
+	fmt.Fprintln(w, " it varies far less than ops/s on a shared machine)")
+	a, okA := median(res.nats[TargetRequesters], "ops/s")
+	u, okU := median(res.noAudit[TargetRequesters], "ops/s")
+	if !okA || !okU || u <= 0 {
+		fmt.Fprintf(w, "audit ratio at %d requesters: NO DATA (target >= %.2fx)\n", TargetRequesters, AuditRatioTarget)
+		return
+	}
+	r := a / u
+	fmt.Fprintf(w, "audit ratio at %d requesters: audited %.0f / no audit %.0f ops/s = %.2fx (target >= %.2fx): %s\n",
+		TargetRequesters, a, u, r, AuditRatioTarget, verdictOf(r >= AuditRatioTarget))
 }
 
 // writeCore prints the crypto-core figures with their targets (issue
@@ -216,7 +275,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "benchtable:", err)
 		os.Exit(1)
 	}
-	if len(res.nats) == 0 && len(res.raw) == 0 {
+	if len(res.nats) == 0 && len(res.raw) == 0 && len(res.noAudit) == 0 {
 		fmt.Fprintln(os.Stderr, "benchtable: no BenchmarkEncryptNATS or BenchmarkRawHSMGCM results on stdin")
 		os.Exit(1)
 	}

@@ -11,6 +11,65 @@
 // window drops a record re-published by a retried step. Emit returns only
 // after the stream acknowledged the record: callers reply to their own
 // clients only after their audit record is durable.
+//
+// # Subjects
+//
+// A record is stored on
+//
+//	kf.audit.<tenant>.<keyID or "none">.<type tokens...>
+//
+// for example kf.audit.default.4f0c…e1.io.keyflow.crypto.encrypt.v1. The key
+// ID comes from the record's subject (the resource name kf:<tenant>:key/<id>);
+// a record about no key (a key list, an audit read, a refused request) has
+// "none". So every question "which records of this tenant, about this key,
+// of these types" is a subject filter that the server evaluates, and a
+// reader never downloads what it does not want: [FilterSubject] builds it,
+// and `keyflow audit tail --key K --type io.keyflow.crypto.*` uses it.
+// Records refused before a tenant was known, and deployment-wide records
+// such as io.keyflow.audit.policy.changed.v1, have tenant "-".
+//
+// # Retention
+//
+// By default the stream keeps every record for ever. [MaxAge], [MaxBytes] and
+// [MaxMsgs] bound it (`keyflow dev --audit-max-age 2160h --audit-max-bytes
+// N`); once a limit is reached the oldest records are removed (JetStream's
+// discard-old policy). Deletion and purge by API stay denied. Records that
+// aged out cannot be read back: export them first (see below) if the trail
+// must outlive the limit.
+//
+// # Subscribing
+//
+// Audit consumers, SIEM exports and remediation attach to the stream as
+// durable pull consumers in keyflow's own NATS account (tenants cannot reach
+// the stream; give the subscriber a KF-account creds file such as the dev
+// stack's DIR/auditor.creds, and guard it like the HSM PIN). [ConsumerConfig]
+// returns the configuration to use:
+//
+//	cfg := jsaudit.ConsumerConfig("siem-export", jsaudit.AllSubjects)
+//	cons, err := js.CreateOrUpdateConsumer(ctx, jsaudit.StreamName, cfg)
+//
+// It is durable (the server keeps the position across restarts of the
+// subscriber and of the server), delivers from the first record, in stream
+// order, and uses explicit acks: ack a record only once it is durably
+// handled (written and synced, sent and confirmed). A record that is not
+// acked within AckWait is delivered again, so a subscriber sees every
+// record at least once. To see each exactly once, keep the stream sequence
+// of the last record handled (it is in the message metadata) next to the
+// output and skip records at or below it, which covers a crash between
+// handling a record and acking it. To resume, start again with the same
+// durable name: delivery continues after the last acked record.
+//
+// One trap: a redelivery comes after the records delivered meanwhile, so a
+// record lost in flight (a crash, a reconnect) arrives behind newer ones,
+// and "skip at or below the last handled" would then drop it. A subscriber
+// that needs order without gaps restarts its consumer at the record after
+// the last one handled (delete it and create it again with
+// DeliverByStartSequencePolicy) when it starts with records still pending
+// and whenever the delivery sequence in the metadata jumps. Filter
+// subjects narrow the consumer ([FilterSubject]); each durable name is one
+// independent position, so several subscribers never steal records from
+// each other. Package events/siem is such a subscriber (`keyflow audit
+// forward`).
 package jsaudit
 
 import (
@@ -18,6 +77,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -37,8 +97,119 @@ const (
 // only, so a larger one is a bug (unbounded caller input in the data).
 const MaxEventBytes = 64 * 1024
 
+// AllSubjects is the subject filter of every record of every tenant.
+const AllSubjects = SubjectPrefix + ".>"
+
+// NoKey is the key token of a record that concerns no key.
+const NoKey = "none"
+
 // TenantSubjects is the subject filter for one tenant's events.
 func TenantSubjects(tenant string) string { return SubjectPrefix + "." + tenant + ".>" }
+
+// Subject is the stream subject of a record of tenant about the resource
+// (a key resource name, or "") of type eventType.
+func Subject(tenant, resource, eventType string) string {
+	return SubjectPrefix + "." + tenant + "." + KeyToken(resource) + "." + eventType
+}
+
+// KeyToken is the key token of a record's subject: the key ID of a key
+// resource name kf:<tenant>:key/<id>, or [NoKey].
+func KeyToken(resource string) string {
+	rest, ok := strings.CutPrefix(resource, "kf:")
+	if !ok {
+		return NoKey
+	}
+	_, id, ok := strings.Cut(rest, ":key/")
+	if !ok || !literalToken(id, true) {
+		return NoKey
+	}
+	return id
+}
+
+// ErrInvalidFilter is returned for a filter that cannot be expressed as a
+// subject filter. Its message says why, for the caller.
+var ErrInvalidFilter = errors.New("invalid audit filter")
+
+// FilterSubject returns the subject filter for records of tenant ("*" for
+// every tenant), about keyID ("" for any key, [NoKey] for records about no
+// key), whose type matches typeGlob ("" for any type; see [TypeFilter]).
+func FilterSubject(tenant, keyID, typeGlob string) (string, error) {
+	if tenant != "*" && !literalToken(tenant, true) {
+		return "", fmt.Errorf("%w: tenant %q is not a tenant name", ErrInvalidFilter, tenant)
+	}
+	key := "*"
+	if keyID != "" {
+		if !literalToken(keyID, true) {
+			return "", fmt.Errorf("%w: key %q is not a key ID", ErrInvalidFilter, keyID)
+		}
+		key = keyID
+	}
+	typ := ">"
+	if typeGlob != "" {
+		var err error
+		if typ, err = TypeFilter(typeGlob); err != nil {
+			return "", err
+		}
+	}
+	return SubjectPrefix + "." + tenant + "." + key + "." + typ, nil
+}
+
+// TypeFilter turns a type glob into the type part of a subject filter. Each
+// dot-separated part of the glob is a literal (lower-case letters and
+// digits, as in io.keyflow.crypto.encrypt.v1) or "*", which matches any one
+// part; a "*" as the last part matches one or more parts. So
+// "io.keyflow.crypto.*" matches every crypto event, "io.keyflow.*.*.v1"
+// every version-1 event of two-part facts, and "*" everything. Anything else
+// ("crypto*", "io.keyflow.**", "a..b") cannot be evaluated by the server
+// and is refused with ErrInvalidFilter.
+func TypeFilter(glob string) (string, error) {
+	if glob == "" {
+		return "", fmt.Errorf("%w: the type pattern is empty", ErrInvalidFilter)
+	}
+	if len(glob) > 256 {
+		return "", fmt.Errorf("%w: the type pattern is longer than 256 bytes", ErrInvalidFilter)
+	}
+	parts := strings.Split(glob, ".")
+	for i, p := range parts {
+		switch {
+		case p == "*":
+			if i == len(parts)-1 {
+				parts[i] = ">"
+			}
+		case literalToken(p, false):
+		default:
+			return "", fmt.Errorf("%w: type pattern %q: part %d (%q) must be a literal of a-z and 0-9 or a whole \"*\"; "+
+				"wildcards inside a part and empty parts cannot be filtered server-side (example: io.keyflow.crypto.*)",
+				ErrInvalidFilter, truncate(glob, 64), i+1, truncate(p, 32))
+		}
+	}
+	return strings.Join(parts, "."), nil
+}
+
+// literalToken reports whether s is a safe literal subject token: type
+// parts are lower-case letters and digits; tenants and key IDs may also
+// hold '-' (and key IDs of other forms '_' and upper case).
+func literalToken(s string, names bool) bool {
+	if s == "" || len(s) > 128 {
+		return false
+	}
+	for _, r := range s {
+		switch {
+		case r >= 'a' && r <= 'z', r >= '0' && r <= '9':
+		case names && (r == '-' || r == '_' || (r >= 'A' && r <= 'Z')):
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return strings.ToValidUTF8(s[:n], "") + "…"
+	}
+	return strings.ToValidUTF8(s, "")
+}
 
 // Publisher is an events.Sink backed by the audit stream.
 type Publisher struct {
@@ -47,19 +218,64 @@ type Publisher struct {
 
 var _ events.Sink = (*Publisher)(nil)
 
-// Open creates the audit stream if it does not exist and returns a
-// publisher. The stream keeps everything (limits-based, no max age): audit
-// retention is a policy decision made by whoever operates it.
-func Open(ctx context.Context, js jetstream.JetStream) (*Publisher, error) {
-	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+// DuplicateWindow is how long the stream remembers event IDs to drop a
+// re-published record.
+const DuplicateWindow = 2 * time.Minute
+
+// Option configures the stream [Open] creates or updates.
+type Option func(*jetstream.StreamConfig)
+
+// MaxAge removes records older than d (0: keep for ever). A d shorter than
+// [DuplicateWindow] also shortens the duplicate window to d.
+func MaxAge(d time.Duration) Option {
+	return func(c *jetstream.StreamConfig) { c.MaxAge = max(d, 0) }
+}
+
+// MaxBytes bounds the stream's size; the oldest records are removed to make
+// room (0: no bound).
+func MaxBytes(n int64) Option {
+	return func(c *jetstream.StreamConfig) {
+		if n > 0 {
+			c.MaxBytes = n
+		}
+	}
+}
+
+// MaxMsgs bounds the number of records; the oldest are removed to make room
+// (0: no bound).
+func MaxMsgs(n int64) Option {
+	return func(c *jetstream.StreamConfig) {
+		if n > 0 {
+			c.MaxMsgs = n
+		}
+	}
+}
+
+// Open creates the audit stream if it does not exist, or updates its
+// limits, and returns a publisher. Without options the stream keeps
+// everything (limits-based, no max age): audit retention is a policy
+// decision made by whoever operates it, with [MaxAge], [MaxBytes] and
+// [MaxMsgs].
+func Open(ctx context.Context, js jetstream.JetStream, opts ...Option) (*Publisher, error) {
+	cfg := jetstream.StreamConfig{
 		Name:        StreamName,
 		Description: "keyflow audit trail (CloudEvents, structured mode)",
-		Subjects:    []string{SubjectPrefix + ".>"},
+		Subjects:    []string{AllSubjects},
 		Storage:     jetstream.FileStorage,
-		Duplicates:  2 * time.Minute,
+		Duplicates:  DuplicateWindow,
 		DenyDelete:  true,
 		DenyPurge:   true,
-	})
+		Discard:     jetstream.DiscardOld,
+		MaxBytes:    -1,
+		MaxMsgs:     -1,
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if cfg.MaxAge > 0 && cfg.MaxAge < cfg.Duplicates {
+		cfg.Duplicates = cfg.MaxAge // the server refuses a window longer than the age
+	}
+	_, err := js.CreateOrUpdateStream(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("failed to open audit stream: %w", err)
 	}
@@ -68,23 +284,19 @@ func Open(ctx context.Context, js jetstream.JetStream) (*Publisher, error) {
 
 // Emit implements events.Sink.
 func (p *Publisher) Emit(ctx context.Context, r events.Record) error {
-	e, err := r.CloudEvent()
+	id, body, err := encode(r)
 	if err != nil {
 		return err
-	}
-	body, err := json.Marshal(e)
-	if err != nil {
-		return fmt.Errorf("failed to encode audit event: %w", err)
 	}
 	if len(body) > MaxEventBytes {
 		return fmt.Errorf("audit event of %d bytes exceeds %d: %w", len(body), MaxEventBytes, events.ErrInvalidRecord)
 	}
 	msg := &nats.Msg{
-		Subject: SubjectPrefix + "." + r.Tenant + "." + e.Type(),
+		Subject: Subject(r.Tenant, r.Subject, strings.TrimSpace(r.Type)),
 		Data:    body,
 		Header:  nats.Header{"Content-Type": []string{ContentType}},
 	}
-	if _, err := p.js.PublishMsg(ctx, msg, jetstream.WithMsgID(e.ID()), jetstream.WithExpectStream(StreamName)); err != nil {
+	if _, err := p.js.PublishMsg(ctx, msg, jetstream.WithMsgID(id), jetstream.WithExpectStream(StreamName)); err != nil {
 		return fmt.Errorf("failed to store audit event: %w", err)
 	}
 	return nil
@@ -102,6 +314,12 @@ type ReadParams struct {
 	AfterSeq uint64        // return events with a larger stream sequence
 	Limit    int           // at most this many (default 100, max 1000)
 	Wait     time.Duration // wait up to this long for the first event (long poll)
+	// KeyID keeps the events about one key (by key ID, not alias; NoKey
+	// for events about no key); "" keeps all.
+	KeyID string
+	// Type keeps the events whose type matches a glob (see TypeFilter);
+	// "" keeps all.
+	Type string
 }
 
 // Read returns a tenant's events in stream order.
@@ -112,8 +330,15 @@ func Read(ctx context.Context, js jetstream.JetStream, p ReadParams) ([]Stored, 
 	if p.Wait <= 0 {
 		p.Wait = 200 * time.Millisecond
 	}
+	filter := TenantSubjects(p.Tenant)
+	if p.KeyID != "" || p.Type != "" {
+		var err error
+		if filter, err = FilterSubject(p.Tenant, p.KeyID, p.Type); err != nil {
+			return nil, err
+		}
+	}
 	cfg := jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{TenantSubjects(p.Tenant)},
+		FilterSubjects: []string{filter},
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
 	}
 	if p.AfterSeq > 0 {

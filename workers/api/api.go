@@ -177,11 +177,23 @@ type RotateKeyReply struct {
 }
 
 // AuditTailRequest reads the caller's tenant's audit events after a stream
-// sequence, waiting up to WaitMillis for the first one.
+// sequence, waiting up to WaitMillis for the first one. KeyID and Type
+// filter on the server (by subject), so a reader receives only what it
+// asked for.
 type AuditTailRequest struct {
 	AfterSeq   uint64 `json:"afterSeq,omitempty"`
 	Limit      int    `json:"limit,omitempty"`
 	WaitMillis int    `json:"waitMillis,omitempty"`
+	// KeyID keeps the events about one key: a key ID, an alias or
+	// "alias/NAME" (resolved by the server, which records a describe).
+	KeyID string `json:"keyId,omitempty"`
+	// Type keeps the events whose type matches a glob: dot-separated
+	// parts, each a literal or "*"; a final "*" matches the rest
+	// (io.keyflow.crypto.*).
+	Type string `json:"type,omitempty"`
+	// Tenant is the tenant whose trail to read; only the caller's own
+	// (the default) is allowed until roles exist.
+	Tenant string `json:"tenant,omitempty"`
 }
 
 // AuditEvent is one stored event: its stream sequence and the CloudEvent.
@@ -193,6 +205,12 @@ type AuditEvent struct {
 // AuditTailReply is a page of events.
 type AuditTailReply struct {
 	Events []AuditEvent `json:"events"`
+	// KeyID is the key ID the request's keyId resolved to; send it on
+	// the next pages, so an alias is resolved (and recorded) once.
+	KeyID string `json:"keyId,omitempty"`
+	// LastSeq, on a page without events, is the stream sequence up to
+	// which nothing matched: send it as afterSeq on the next request.
+	LastSeq uint64 `json:"lastSeq,omitempty"`
 }
 
 // SignRequest signs a message or a digest.
@@ -201,6 +219,9 @@ type SignRequest struct {
 	Message          []byte `json:"message"`
 	MessageType      string `json:"messageType,omitempty"` // RAW (default) or DIGEST
 	SigningAlgorithm string `json:"signingAlgorithm"`
+	// SignatureContext is the FIPS 204/205 context string of ML-DSA and
+	// SLH-DSA signatures (at most 255 bytes); verify needs the same.
+	SignatureContext []byte `json:"signatureContext,omitempty"`
 }
 
 // SignReply is a signature (DER for ECDSA).
@@ -219,6 +240,7 @@ type VerifyRequest struct {
 	MessageType      string `json:"messageType,omitempty"`
 	SigningAlgorithm string `json:"signingAlgorithm"`
 	Signature        []byte `json:"signature"`
+	SignatureContext []byte `json:"signatureContext,omitempty"`
 }
 
 // VerifyReply reports a valid signature; an invalid one is the error

@@ -122,6 +122,18 @@ func (c *Client) Close() {
 // Tenant returns the tenant this client speaks for.
 func (c *Client) Tenant() string { return c.tenant }
 
+type requestIDKey struct{}
+
+// WithRequestID returns a context under which calls send id as their
+// request ID (the Kf-Request-Id header, at most 128 bytes), instead of a
+// random one. The worker records it in the request's audit event (the
+// requestid extension) and returns it in error replies, so an application
+// can correlate its own logs with the audit trail. Use a new ID for each
+// request.
+func WithRequestID(ctx context.Context, id string) context.Context {
+	return context.WithValue(ctx, requestIDKey{}, id)
+}
+
 // Call sends one request and decodes the reply into out.
 func (c *Client) Call(ctx context.Context, op string, req, out any) error {
 	body, err := json.Marshal(req)
@@ -140,7 +152,11 @@ func (c *Client) CallRaw(ctx context.Context, op string, body []byte, out any) e
 	}
 	msg := nats.NewMsg(api.Subject(c.tenant, op))
 	msg.Data = body
-	msg.Header.Set(api.HeaderRequestID, nuid.Next())
+	reqID, _ := ctx.Value(requestIDKey{}).(string)
+	if reqID == "" {
+		reqID = nuid.Next()
+	}
+	msg.Header.Set(api.HeaderRequestID, reqID)
 	reply, err := c.nc.RequestMsgWithContext(ctx, msg)
 	if errors.Is(err, nats.ErrNoResponders) {
 		return ErrNoService

@@ -45,6 +45,10 @@ const (
 	ServiceAccountName = "KF"
 )
 
+// SystemTenant holds keyflow's own keys (the audit sealer's signing keys).
+// No NATS account may carry its name, so no principal can reach its keys.
+const SystemTenant = "keyflow-system"
+
 // ErrUnknownTenant is returned for a tenant that has no account.
 var ErrUnknownTenant = errors.New("natsauth: unknown tenant")
 
@@ -222,7 +226,7 @@ func (id *Identity) AddTenant(name string) (string, error) {
 	if kp, ok := id.tenants[name]; ok {
 		return pub(kp), nil
 	}
-	if name == SystemAccountName || name == ServiceAccountName {
+	if name == SystemAccountName || name == ServiceAccountName || name == SystemTenant {
 		return "", fmt.Errorf("natsauth: %q is a reserved name", name)
 	}
 	kp, err := nkeys.CreateAccount()

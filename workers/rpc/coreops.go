@@ -19,7 +19,7 @@ func (s *Server) sign(ctx context.Context, c kms.Caller, body []byte) (any, erro
 		return nil, s.rejectWith(ctx, c, api.OpSign, err)
 	}
 	res, err := s.cfg.KMS.Sign(ctx, c, kms.SignParams{KeyRef: req.KeyID, Message: req.Message,
-		MessageType: kms.MessageType(req.MessageType), Algorithm: kms.SigningAlgorithm(req.SigningAlgorithm)})
+		MessageType: kms.MessageType(req.MessageType), Algorithm: kms.SigningAlgorithm(req.SigningAlgorithm), Context: req.SignatureContext})
 	if err != nil {
 		return nil, err
 	}
@@ -32,7 +32,7 @@ func (s *Server) verify(ctx context.Context, c kms.Caller, body []byte) (any, er
 		return nil, s.rejectWith(ctx, c, api.OpVerify, err)
 	}
 	res, err := s.cfg.KMS.Verify(ctx, c, kms.VerifyParams{KeyRef: req.KeyID, KeyVersion: req.KeyVersion, Message: req.Message,
-		MessageType: kms.MessageType(req.MessageType), Algorithm: kms.SigningAlgorithm(req.SigningAlgorithm), Signature: req.Signature})
+		MessageType: kms.MessageType(req.MessageType), Algorithm: kms.SigningAlgorithm(req.SigningAlgorithm), Signature: req.Signature, Context: req.SignatureContext})
 	if err != nil {
 		return nil, err
 	}

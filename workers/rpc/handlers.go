@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"context"
+	"strings"
 	"time"
 
 	"github.com/keyflow/keyflow/events/jsaudit"
@@ -128,6 +129,28 @@ func (s *Server) auditTail(ctx context.Context, c kms.Caller, body []byte) (any,
 	if s.cfg.JS == nil {
 		return nil, &kms.Error{Code: kms.CodeInternal, Message: "audit reading is not available on this worker"}
 	}
+	// Until roles exist, a principal reads its own tenant's trail only.
+	if req.Tenant != "" && req.Tenant != c.Tenant {
+		return nil, s.rejectWith(ctx, c, api.OpAuditTail, &kms.Error{Code: kms.CodeAccessDenied, Message: "a principal may read its own tenant's audit trail only"})
+	}
+	// The filters are subject filters evaluated by the server; a pattern
+	// that is not expressible as one is refused, never filtered here.
+	if req.Type != "" {
+		if _, err := jsaudit.TypeFilter(req.Type); err != nil {
+			return nil, s.rejectWith(ctx, c, api.OpAuditTail, &kms.Error{Code: kms.CodeValidation, Message: strings.TrimPrefix(err.Error(), jsaudit.ErrInvalidFilter.Error()+": ")})
+		}
+	}
+	keyID := req.KeyID
+	if keyID != "" && !kms.ValidKeyID(keyID) {
+		// An alias: resolve it (DescribeKey records the lookup). A key
+		// ID is used as it is, so the trail of a key that no longer
+		// resolves stays readable.
+		k, err := s.cfg.KMS.DescribeKey(ctx, c, keyID)
+		if err != nil {
+			return nil, err
+		}
+		keyID = k.ID
+	}
 	wait := time.Duration(req.WaitMillis) * time.Millisecond
 	if wait > 10*time.Second {
 		wait = 10 * time.Second
@@ -139,13 +162,31 @@ func (s *Server) auditTail(ctx context.Context, c kms.Caller, body []byte) (any,
 			return nil, err
 		}
 	}
-	evs, err := jsaudit.Read(ctx, s.cfg.JS, jsaudit.ReadParams{Tenant: c.Tenant, AfterSeq: req.AfterSeq, Limit: req.Limit, Wait: wait})
+	// A filtered read may find nothing for a long stretch of the stream;
+	// the reply then says how far it looked, so the next page starts
+	// there (and does not count as a new first page).
+	var last uint64
+	filtered := keyID != "" || req.Type != ""
+	if filtered {
+		str, err := s.cfg.JS.Stream(ctx, jsaudit.StreamName)
+		if err != nil {
+			return nil, &kms.Error{Code: kms.CodeInternal, Message: "failed to read the audit trail"}
+		}
+		last = str.CachedInfo().State.LastSeq
+	}
+	evs, err := jsaudit.Read(ctx, s.cfg.JS, jsaudit.ReadParams{Tenant: c.Tenant, AfterSeq: req.AfterSeq, Limit: req.Limit, Wait: wait, KeyID: keyID, Type: req.Type})
 	if err != nil {
 		return nil, &kms.Error{Code: kms.CodeInternal, Message: "failed to read the audit trail"}
 	}
 	out := api.AuditTailReply{Events: make([]api.AuditEvent, 0, len(evs))}
+	if req.KeyID != "" {
+		out.KeyID = keyID
+	}
 	for _, e := range evs {
 		out.Events = append(out.Events, api.AuditEvent{Seq: e.Seq, Event: e.Event})
+	}
+	if filtered && len(evs) == 0 && last > req.AfterSeq {
+		out.LastSeq = last
 	}
 	return out, nil
 }

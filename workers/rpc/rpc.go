@@ -121,6 +121,7 @@ func Start(cfg Config) (*Server, error) {
 			"sign": s.sign, "verify": s.verify, "mac": s.generateMac, "verifymac": s.verifyMac,
 			"publickey": s.getPublicKey, "random": s.random, "reencrypt": s.reEncrypt, "datakeypair": s.dataKeyPair,
 			"batchencrypt": s.batchEncrypt, "batchdecrypt": s.batchDecrypt, "batchdatakey": s.batchDataKey,
+			"seal": s.seal, "open": s.open, "encapsulate": s.encapsulate, "decapsulate": s.decapsulate,
 		}},
 		{"keyflow-admin", "keys", map[string]handlerFunc{
 			"create": s.createKey, "describe": s.describeKey, "list": s.listKeys, "rotate": s.rotateKey,

@@ -1,0 +1,400 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/cobra"
+
+	"github.com/keyflow/keyflow/events/chain"
+	"github.com/keyflow/keyflow/events/jsaudit"
+	"github.com/keyflow/keyflow/workers/client"
+	"github.com/keyflow/keyflow/workers/kvstore"
+	"github.com/keyflow/keyflow/workers/sealer"
+)
+
+// codeVerificationFailed is the error code `audit verify` exits 1 with.
+const codeVerificationFailed = "AuditVerificationFailed"
+
+const auditorHelp = `These commands read the whole audit stream, every tenant's records, which
+only keyflow's own NATS account can do: they connect with an auditor creds
+file of that account (--auditor-creds, default DIR/auditor.creds, which
+'keyflow dev' writes). That is the operator and auditor path; guard the
+file like the HSM PIN. Tenants read their own trail with 'keyflow audit tail'.`
+
+// newAuditChainCmds returns `audit verify`, `audit export` and
+// `audit pubkeys`.
+func newAuditChainCmds(g *globals) []*cobra.Command {
+	var creds string
+	addCreds := func(c *cobra.Command) {
+		c.Flags().StringVar(&creds, "auditor-creds", "", "creds file of a user of keyflow's own NATS account (default: DIR/"+sealer.AuditorCredsFile+" of the dev stack)")
+	}
+
+	var from, to uint64
+	var file, pubkeys string
+	verify := &cobra.Command{
+		Use:   "verify [--from SEQ] [--to SEQ] [--file EXPORT.jsonl] [--pubkeys FILE]",
+		Short: "Prove the audit trail complete and untampered (operator and auditor)",
+		Long: `Check every audit record against the sealer's signed digests and report the
+first bad sequence number: a modified, deleted or reordered record, or a forged
+digest (a bad or missing Ed25519 or ML-DSA-65 signature, a key that is not the
+sealer's, or a digest that does not link to the previous one). Records after
+the last digest are the unsealed tail: reported, not an error.
+
+Exit status: 0 when everything checks; 1 with one line on stderr naming the
+first bad sequence and what is wrong.
+
+Without --file it reads the live audit stream and digest stream. With --file
+it checks an export ('keyflow audit export --format jsonl') offline.
+
+Trusted keys: the sealer's public keys come from keyflow's key store (online),
+or from the export's header (--file). Pin them instead with --pubkeys FILE (a
+file written by 'keyflow audit pubkeys', or another export), which is what to
+do with an export received from elsewhere.
+
+Retention: when old records have aged out of the stream, start later with
+--from SEQ. The digest chain is then the trust anchor: the digest covering SEQ
+carries the chain head before its range (the previous digest's headHash,
+signed), and its per-record leaf hashes check each record, so SEQ need not be a
+digest boundary. Digests are kept for ever; records need not be.
+
+` + auditorHelp,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if to != 0 && to < from {
+				return usagef("--to must not be below --from")
+			}
+			ctx := cmd.Context()
+			var pinned []chain.PublicKey
+			if pubkeys != "" {
+				var err error
+				if pinned, err = readPubKeys(pubkeys); err != nil {
+					return err
+				}
+			}
+			var r *chain.Report
+			var err error
+			if file != "" {
+				r, err = verifyFile(cmd, file, pinned, from, to)
+			} else {
+				err = g.withAuditor(ctx, creds, func(js jetstream.JetStream) (err error) {
+					keys := pinned
+					if keys == nil {
+						if keys, err = storedKeys(ctx, js); err != nil {
+							return err
+						}
+					}
+					r, err = sealer.Verify(ctx, js, sealer.VerifyParams{Keys: keys, From: from, To: to})
+					return err
+				})
+			}
+			if err != nil {
+				return err
+			}
+			return g.printReport(cmd, r)
+		},
+	}
+	verify.Flags().Uint64Var(&from, "from", 0, "first sequence to check (default: the first digest's); use after records aged out")
+	verify.Flags().Uint64Var(&to, "to", 0, "last sequence to check (default: the end)")
+	verify.Flags().StringVar(&file, "file", "", "check this JSON Lines export instead of the live stream")
+	verify.Flags().StringVar(&pubkeys, "pubkeys", "", "trust only the sealer public keys in this file ('keyflow audit pubkeys' output, or an export)")
+	addCreds(verify)
+
+	var format, since, out string
+	export := &cobra.Command{
+		Use:   "export --format jsonl|cef [--since RFC3339|DURATION] [--out FILE]",
+		Short: "Export the audit trail, with its digests, for offline verification or a SIEM",
+		Long: `Write the audit trail, every tenant, in stream order.
+
+  --format jsonl  JSON Lines: a header (with the sealer's public keys), each
+                  record as {"type":"record","seq":N,"event":<the stored
+                  CloudEvent, byte for byte>}, and each digest after the last
+                  record it covers. 'keyflow audit verify --file' checks it
+                  offline.
+  --format cef    ArcSight Common Event Format, one line per record (type as
+                  the event class, outcome as severity 3/6/8, tenant, key,
+                  principal, request ID, stream sequence). No digests.
+
+--since keeps records stored at or after a time (RFC 3339) or within a
+duration (such as 24h). The output goes to --out (created 0600), or stdout.
+
+` + auditorHelp,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if format != sealer.FormatJSONL && format != sealer.FormatCEF {
+				return usagef("--format must be %s or %s", sealer.FormatJSONL, sealer.FormatCEF)
+			}
+			var t time.Time
+			if since != "" {
+				var err error
+				if t, err = parseSince(since, time.Now()); err != nil {
+					return err
+				}
+			}
+			ctx := cmd.Context()
+			var w io.Writer = cmd.OutOrStdout()
+			var f *os.File
+			if out != "" && out != "-" {
+				var err error
+				if f, err = os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600); err != nil {
+					return usagef("cannot write --out: %v", err)
+				}
+				defer f.Close()
+				w = f
+			}
+			var res *sealer.ExportResult
+			err := g.withAuditor(ctx, creds, func(js jetstream.JetStream) (err error) {
+				var keys []chain.PublicKey
+				if format == sealer.FormatJSONL {
+					if keys, err = storedKeys(ctx, js); err != nil {
+						fmt.Fprintf(cmd.ErrOrStderr(), "keyflow: note: the export carries no sealer keys: %v\n", err)
+					}
+				}
+				res, err = sealer.Export(ctx, js, w, sealer.ExportParams{Format: format, Since: t, Keys: keys})
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			if f != nil {
+				if err := f.Close(); err != nil {
+					return fmt.Errorf("failed to write %s: %w", out, err)
+				}
+				return printJSON(cmd.OutOrStdout(), res)
+			}
+			return nil
+		},
+	}
+	export.Flags().StringVar(&format, "format", sealer.FormatJSONL, "jsonl (records and digests) or cef (ArcSight CEF, records only)")
+	export.Flags().StringVar(&since, "since", "", "only records stored since this time (RFC 3339) or duration ago (e.g. 24h)")
+	export.Flags().StringVar(&out, "out", "", "write to this file (mode 0600) instead of stdout")
+	addCreds(export)
+
+	pub := &cobra.Command{
+		Use:   "pubkeys",
+		Short: "Print the audit sealer's public keys, to pin with 'audit verify --pubkeys'",
+		Long: `Print the public keys of the audit sealer (every version of its Ed25519 and
+ML-DSA-65 keys, DER SubjectPublicKeyInfo in base64) as JSON, from keyflow's key
+store. Keep the output somewhere the audited system cannot write, and verify
+with --pubkeys FILE.
+
+` + auditorHelp,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			var keys []chain.PublicKey
+			if err := g.withAuditor(ctx, creds, func(js jetstream.JetStream) (err error) {
+				keys, err = storedKeys(ctx, js)
+				return err
+			}); err != nil {
+				return err
+			}
+			return printJSON(cmd.OutOrStdout(), struct {
+				Keys []chain.PublicKey `json:"keys"`
+			}{keys})
+		},
+	}
+	addCreds(pub)
+	return []*cobra.Command{verify, export, pub}
+}
+
+// withAuditor connects with the auditor's creds and runs fn.
+func (g *globals) withAuditor(ctx context.Context, creds string, fn func(js jetstream.JetStream) error) error {
+	if creds == "" {
+		creds = filepath.Join(g.dataDir, sealer.AuditorCredsFile)
+	}
+	if _, err := os.Stat(creds); err != nil {
+		return fmt.Errorf("%w: no auditor creds at %s (start `keyflow dev`, or pass --auditor-creds)", errUnreachable, creds)
+	}
+	// A user of another account is refused per subject; the server says so
+	// asynchronously, while the JetStream request would wait out its
+	// timeout. Watch for it.
+	denied := make(chan error, 1)
+	nc, err := nats.Connect(g.server, nats.UserCredentials(creds), nats.Name("keyflow-auditor"), nats.Timeout(g.timeout),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			if errors.Is(err, nats.ErrPermissionViolation) {
+				select {
+				case denied <- err:
+				default:
+				}
+			}
+		}))
+	if err != nil {
+		return fmt.Errorf("%w: %w", errUnreachable, err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc, jetstream.WithDefaultTimeout(g.timeout))
+	if err != nil {
+		return fmt.Errorf("%w: %w", errUnreachable, err)
+	}
+	notAuditor := errors.New("the audit stream is not visible with these creds: audit verify, export and pubkeys need a user of keyflow's own account (DIR/" +
+		sealer.AuditorCredsFile + "); tenants read their trail with `keyflow audit tail`")
+	pctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	go func() {
+		select {
+		case err := <-denied:
+			cancel(err)
+		case <-pctx.Done():
+		}
+	}()
+	if _, err := js.Stream(pctx, jsaudit.StreamName); err != nil {
+		if errors.Is(err, jetstream.ErrStreamNotFound) || errors.Is(context.Cause(pctx), nats.ErrPermissionViolation) {
+			return notAuditor
+		}
+		return fmt.Errorf("%w: %w", errUnreachable, err)
+	}
+	return fn(js)
+}
+
+// storedKeys reads the sealer's public keys from the key store.
+func storedKeys(ctx context.Context, js jetstream.JetStream) ([]chain.PublicKey, error) {
+	store, err := kvstore.Open(ctx, js)
+	if err != nil {
+		return nil, err
+	}
+	return sealer.StoredPublicKeys(ctx, store)
+}
+
+// verifyFile checks an export offline, in two passes (digests, then
+// records), so the file may be far larger than memory.
+func verifyFile(cmd *cobra.Command, path string, pinned []chain.PublicKey, from, to uint64) (*chain.Report, error) {
+	open := func() (*os.File, error) {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, usagef("cannot read --file: %v", err)
+		}
+		return f, nil
+	}
+	f, err := open()
+	if err != nil {
+		return nil, err
+	}
+	var hdr *chain.ExportHeader
+	var digests []*chain.Digest
+	err = chain.ReadExport(f, chain.ExportVisitor{
+		Header: func(h *chain.ExportHeader) error { hdr = h; return nil },
+		Digest: func(d *chain.Digest) error { digests = append(digests, d); return nil },
+	})
+	f.Close()
+	if err != nil {
+		return nil, err
+	}
+	if hdr == nil {
+		return nil, fmt.Errorf("%s has no export header: %w", path, chain.ErrBadExport)
+	}
+	keys := pinned
+	if keys == nil {
+		if len(hdr.Keys) == 0 {
+			return nil, usagef("the export carries no sealer keys: pass --pubkeys")
+		}
+		keys = hdr.Keys
+		fmt.Fprintln(cmd.ErrOrStderr(), "keyflow: note: trusting the sealer keys in the export's header; pin them with --pubkeys for an export from elsewhere")
+	}
+	if from == 0 {
+		from = hdr.FromSeq
+	}
+	v, err := chain.NewVerifier(chain.Options{Keys: keys, Stream: hdr.Stream, From: from, To: to}, digests)
+	if err != nil {
+		return nil, err
+	}
+	if f, err = open(); err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if err := chain.ReadExport(f, chain.ExportVisitor{Record: func(seq uint64, body []byte) error {
+		v.Add(seq, body)
+		return nil
+	}}); err != nil {
+		return nil, err
+	}
+	return v.Finish(), nil
+}
+
+// printReport prints a verification report and turns a finding into the
+// command's error (exit 1, one line).
+func (g *globals) printReport(cmd *cobra.Command, r *chain.Report) error {
+	w := cmd.OutOrStdout()
+	if g.output == "json" {
+		if err := printJSON(w, r); err != nil {
+			return err
+		}
+	} else if r.OK() {
+		if r.Digests == 0 {
+			fmt.Fprintf(w, "nothing is sealed yet: %d records, no digests\n", r.Unsealed)
+		} else {
+			fmt.Fprintf(w, "OK: %d records verified against %d %s (seq %d-%d)\n", r.Verified, r.Digests, plural(r.Digests, "digest"), r.From, r.To)
+			fmt.Fprintf(w, "anchor: %s\n", r.Anchor)
+		}
+		if r.Unsealed > 0 && r.Digests > 0 {
+			fmt.Fprintf(w, "unsealed tail: %d records from seq %d (not sealed yet; informational)\n", r.Unsealed, r.UnsealedFrom)
+		}
+	}
+	if f := r.First(); f != nil {
+		msg := f.String()
+		if n := len(r.Findings); n > 1 {
+			msg += fmt.Sprintf(" (%d findings in all)", n)
+		}
+		return &client.Error{Code: codeVerificationFailed, Message: msg}
+	}
+	return nil
+}
+
+// readPubKeys reads pinned sealer keys: `keyflow audit pubkeys` output
+// ({"keys":[…]}), a bare JSON array, or an export (its header's keys).
+func readPubKeys(path string) ([]chain.PublicKey, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, usagef("cannot read --pubkeys: %v", err)
+	}
+	first, _, _ := bytes.Cut(bytes.TrimSpace(b), []byte("\n"))
+	var keys []chain.PublicKey
+	var obj struct {
+		Keys []chain.PublicKey `json:"keys"`
+	}
+	switch {
+	case json.Unmarshal(b, &keys) == nil:
+	case json.Unmarshal(b, &obj) == nil:
+		keys = obj.Keys
+	case json.Unmarshal(first, &obj) == nil:
+		keys = obj.Keys
+	default:
+		return nil, usagef("--pubkeys: %s is neither `keyflow audit pubkeys` output nor an export", path)
+	}
+	if len(keys) == 0 {
+		return nil, usagef("--pubkeys: %s holds no keys", path)
+	}
+	if _, err := chain.NewKeySet(keys); err != nil {
+		return nil, usagef("--pubkeys: %v", err)
+	}
+	return keys, nil
+}
+
+// parseSince reads --since: an RFC 3339 time or a duration before now.
+func parseSince(s string, now time.Time) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return t, nil
+	}
+	d, err := time.ParseDuration(strings.TrimSpace(s))
+	if err != nil || d < 0 {
+		return time.Time{}, usagef("--since wants an RFC 3339 time (2026-01-02T15:04:05Z) or a duration (24h), not %q", s)
+	}
+	return now.Add(-d), nil
+}
+
+func plural(n int, word string) string {
+	if n == 1 {
+		return word
+	}
+	return word + "s"
+}

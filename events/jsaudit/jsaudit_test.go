@@ -1,0 +1,123 @@
+package jsaudit_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/keyflow/keyflow/events/jsaudit"
+)
+
+func TestTypeFilter(t *testing.T) {
+	for glob, want := range map[string]string{
+		"io.keyflow.crypto.encrypt.v1": "io.keyflow.crypto.encrypt.v1",
+		"io.keyflow.crypto.*":          "io.keyflow.crypto.>",
+		"io.keyflow.*.encrypt.v1":      "io.keyflow.*.encrypt.v1",
+		"io.keyflow.*.*":               "io.keyflow.*.>",
+		"*":                            ">",
+		"*.keyflow.key.rotated.v1":     "*.keyflow.key.rotated.v1",
+	} {
+		got, err := jsaudit.TypeFilter(glob)
+		if err != nil || got != want {
+			t.Errorf("TypeFilter(%q) = %q, %v; want %q", glob, got, err, want)
+		}
+	}
+	for _, glob := range []string{"", "io.keyflow.crypto.enc*", "io..crypto", "io.keyflow.>", "io.keyflow.**",
+		"IO.keyflow", "io.keyflow.", ".io", "io keyflow", "io.key-flow", "io.keyflow.?", string(make([]byte, 300))} {
+		if got, err := jsaudit.TypeFilter(glob); !errors.Is(err, jsaudit.ErrInvalidFilter) {
+			t.Errorf("TypeFilter(%q) = %q, %v; want ErrInvalidFilter", glob, got, err)
+		}
+	}
+}
+
+func TestFilterSubject(t *testing.T) {
+	const id = "0b7f8a4e-3c1d-4e5f-8a9b-0c1d2e3f4a5b"
+	for _, c := range []struct{ tenant, key, typ, want string }{
+		{"alpha", "", "", "kf.audit.alpha.*.>"},
+		{"alpha", id, "", "kf.audit.alpha." + id + ".>"},
+		{"alpha", "", "io.keyflow.crypto.*", "kf.audit.alpha.*.io.keyflow.crypto.>"},
+		{"alpha", id, "io.keyflow.crypto.decrypt.v1", "kf.audit.alpha." + id + ".io.keyflow.crypto.decrypt.v1"},
+		{"*", jsaudit.NoKey, "io.keyflow.key.*", "kf.audit.*.none.io.keyflow.key.>"},
+		{"-", "", "", "kf.audit.-.*.>"},
+	} {
+		got, err := jsaudit.FilterSubject(c.tenant, c.key, c.typ)
+		if err != nil || got != c.want {
+			t.Errorf("FilterSubject(%q, %q, %q) = %q, %v; want %q", c.tenant, c.key, c.typ, got, err, c.want)
+		}
+	}
+	for _, c := range [][3]string{{"al.pha", "", ""}, {">", "", ""}, {"alpha", "a.b", ""}, {"alpha", "*", ""}, {"alpha", "", "a*"}} {
+		if _, err := jsaudit.FilterSubject(c[0], c[1], c[2]); !errors.Is(err, jsaudit.ErrInvalidFilter) {
+			t.Errorf("FilterSubject%q: %v, want ErrInvalidFilter", c, err)
+		}
+	}
+}
+
+func TestSubject(t *testing.T) {
+	const id = "0b7f8a4e-3c1d-4e5f-8a9b-0c1d2e3f4a5b"
+	for resource, want := range map[string]string{
+		"kf:alpha:key/" + id: "kf.audit.alpha." + id + ".io.keyflow.crypto.encrypt.v1",
+		"":                   "kf.audit.alpha.none.io.keyflow.crypto.encrypt.v1",
+		"kf:alpha:key/a.b":   "kf.audit.alpha.none.io.keyflow.crypto.encrypt.v1", // never a subject wildcard or extra token
+		"kf:alpha:key/>":     "kf.audit.alpha.none.io.keyflow.crypto.encrypt.v1",
+		"something/else":     "kf.audit.alpha.none.io.keyflow.crypto.encrypt.v1",
+	} {
+		if got := jsaudit.Subject("alpha", resource, "io.keyflow.crypto.encrypt.v1"); got != want {
+			t.Errorf("Subject(%q) = %q, want %q", resource, got, want)
+		}
+	}
+}
+
+// TestOpenLimits: the retention options reach the stream, a later Open
+// changes them, and a max age under the duplicate window shortens it.
+func TestOpenLimits(t *testing.T) {
+	ns, err := server.NewServer(&server.Options{JetStream: true, StoreDir: t.TempDir(), DontListen: true, NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("NATS server not ready")
+	}
+	nc, err := nats.Connect("", nats.InProcessServer(ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	config := func() jetstream.StreamConfig {
+		t.Helper()
+		s, err := js.Stream(ctx, jsaudit.StreamName)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s.CachedInfo().Config
+	}
+	if _, err := jsaudit.Open(ctx, js); err != nil {
+		t.Fatal(err)
+	}
+	if c := config(); c.MaxAge != 0 || c.MaxBytes != -1 || c.MaxMsgs != -1 || c.Duplicates != jsaudit.DuplicateWindow || !c.DenyDelete || !c.DenyPurge {
+		t.Errorf("default limits: %+v", c)
+	}
+	if _, err := jsaudit.Open(ctx, js, jsaudit.MaxAge(90*24*time.Hour), jsaudit.MaxBytes(1<<30), jsaudit.MaxMsgs(1e6)); err != nil {
+		t.Fatal(err)
+	}
+	if c := config(); c.MaxAge != 90*24*time.Hour || c.MaxBytes != 1<<30 || c.MaxMsgs != 1e6 || c.Discard != jetstream.DiscardOld || c.Duplicates != jsaudit.DuplicateWindow {
+		t.Errorf("limits: max age %v bytes %d msgs %d discard %v duplicates %v", c.MaxAge, c.MaxBytes, c.MaxMsgs, c.Discard, c.Duplicates)
+	}
+	if _, err := jsaudit.Open(ctx, js, jsaudit.MaxAge(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if c := config(); c.MaxAge != time.Minute || c.Duplicates != time.Minute || c.MaxBytes != -1 {
+		t.Errorf("short max age: max age %v duplicates %v bytes %d", c.MaxAge, c.Duplicates, c.MaxBytes)
+	}
+}
