@@ -194,6 +194,22 @@ func TestEveryTypeValidates(t *testing.T) {
 			{"", map[string]any{"keyPairSpec": "ECC_NIST_P256", "withoutPlaintext": false, "keyVersion": uint32(1)}},
 			{"ValidationException", map[string]any{"keyPairSpec": "ECC_NIST_P521", "withoutPlaintext": true}},
 		},
+		events.TypeSeal: {
+			{"", map[string]any{"plaintextBytes": 5, "keyVersion": uint32(1)}},
+			{"InvalidKeyUsageException", map[string]any{"plaintextBytes": 5}},
+		},
+		events.TypeOpen: {
+			{"", map[string]any{"ciphertextBytes": 1141, "keyVersion": uint32(2)}},
+			{"InvalidCiphertextException", map[string]any{"ciphertextBytes": 3}},
+		},
+		events.TypeEncapsulate: {
+			{"", map[string]any{"keyVersion": uint32(1)}},
+			{"NotFoundException", map[string]any{}},
+		},
+		events.TypeDecapsulate: {
+			{"", map[string]any{"ciphertextBytes": 1088, "keyVersion": uint32(1)}},
+			{"ValidationException", map[string]any{"ciphertextBytes": 7}},
+		},
 		events.TypeRequestRejected:    {{"ValidationException", map[string]any{"operation": "crypto.batchdatakey"}}},
 		events.TypeAuditPolicyChanged: {{"", map[string]any{"failClosed": false}}},
 	}

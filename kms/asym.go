@@ -22,6 +22,9 @@ const (
 	MessageDigest MessageType = "DIGEST"
 )
 
+// maxSignatureContext is the FIPS 204/205 limit on context strings.
+const maxSignatureContext = 255
+
 // MaxSignMessage is the largest RAW message Sign and Verify accept (AWS's
 // limit is 4 KiB; ours matches the encrypt limit).
 const MaxSignMessage = MaxPlaintext
@@ -163,6 +166,9 @@ func (s *Service) Sign(ctx context.Context, c Caller, p SignParams) (res *SignRe
 		return nil, err
 	}
 	if specs[k.Spec].kind == materialSoftware {
+		if len(p.Context) > maxSignatureContext {
+			return nil, newError(CodeValidation, "the signature context is %d bytes; the limit is %d", len(p.Context), maxSignatureContext)
+		}
 		sig, err := s.pqSign(ctx, k, k.PrimaryVersion, input, p.Context)
 		if err != nil {
 			return nil, err
@@ -248,6 +254,9 @@ func (s *Service) Verify(ctx context.Context, c Caller, p VerifyParams) (res *Ve
 		return nil, err
 	}
 	if specs[k.Spec].kind == materialSoftware {
+		if len(p.Context) > maxSignatureContext {
+			return nil, newError(CodeValidation, "the signature context is %d bytes; the limit is %d", len(p.Context), maxSignatureContext)
+		}
 		for _, v := range candidateVersions(k, p.KeyVersion) {
 			if err := s.pqVerify(ctx, k, v, input, p.Signature, p.Context); err == nil {
 				return &VerifyResult{KeyID: k.ID, KeyVersion: v, Algorithm: p.Algorithm}, nil

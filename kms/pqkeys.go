@@ -107,9 +107,6 @@ func (s *Service) pqSign(ctx context.Context, k *Key, version uint32, msg, sigCt
 		sig, err = signer.Sign(priv, msg, pqc.SignOptions{Context: sigCtx, Randomized: true})
 		return err
 	})
-	if errors.Is(err, pqc.ErrInvalidInput) {
-		return nil, wrapError(CodeValidation, err, "the signature context is longer than 255 bytes")
-	}
 	if err != nil {
 		var ke *Error
 		if errors.As(err, &ke) {
@@ -288,6 +285,9 @@ func (s *Service) Seal(ctx context.Context, c Caller, p SealParams) (res *SealRe
 	if err != nil {
 		return nil, err
 	}
+	if err := primaryCanEncrypt(k); err != nil {
+		return nil, err
+	}
 	pub, err := s.publicKey(ctx, k, k.PrimaryVersion)
 	if err != nil {
 		return nil, err
@@ -410,6 +410,9 @@ func (s *Service) Encapsulate(ctx context.Context, c Caller, keyRef string) (res
 	if err != nil {
 		return nil, err
 	}
+	if err := primaryCanEncrypt(k); err != nil {
+		return nil, err
+	}
 	kem, err := pqc.KEMByName(info.pqName)
 	if err != nil {
 		return nil, wrapError(CodeInternal, err, "no KEM for %s", k.Spec)
@@ -489,4 +492,13 @@ func (s *Service) Decapsulate(ctx context.Context, c Caller, p DecapsulateParams
 		return nil, wrapError(CodeInternal, err, "failed to decapsulate")
 	}
 	return &EncapsulateResult{KeyID: k.ID, KeyVersion: version, SharedSecret: ss}, nil
+}
+
+// primaryCanEncrypt refuses a key whose primary version may not make new
+// ciphertexts (the key's own state is checked by usableKey).
+func primaryCanEncrypt(k *Key) error {
+	if v, ok := k.Version(k.PrimaryVersion); !ok || !v.State.CanEncrypt() {
+		return newError(CodeInvalidState, "key %s has no active primary version", k.ID)
+	}
+	return nil
 }

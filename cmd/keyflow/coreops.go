@@ -56,6 +56,7 @@ func printB64(cmd *cobra.Command, b []byte) error {
 
 func newSignCmd(g *globals) *cobra.Command {
 	var m messageFlags
+	var sigCtx string
 	cmd := &cobra.Command{
 		Use:   "sign --key KEY --algorithm ALG [--message-type RAW|DIGEST]",
 		Short: "Sign stdin (or --in); prints the signature as base64 (DER for ECDSA)",
@@ -66,7 +67,7 @@ func newSignCmd(g *globals) *cobra.Command {
 				return err
 			}
 			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
-				r, err := c.Sign(ctx, api.SignRequest{KeyID: m.key, Message: msg, MessageType: m.mtype, SigningAlgorithm: m.alg})
+				r, err := c.Sign(ctx, api.SignRequest{KeyID: m.key, Message: msg, MessageType: m.mtype, SigningAlgorithm: m.alg, SignatureContext: []byte(sigCtx)})
 				if err != nil {
 					return err
 				}
@@ -77,13 +78,14 @@ func newSignCmd(g *globals) *cobra.Command {
 			})
 		},
 	}
-	m.add(cmd, "ECDSA_SHA_256, ECDSA_SHA_384, RSASSA_PSS_SHA_256|384|512, RSASSA_PKCS1_V1_5_SHA_256|384|512, ED25519_SHA_512", true)
+	m.add(cmd, "ECDSA_SHA_256, ECDSA_SHA_384, RSASSA_PSS_SHA_256|384|512, RSASSA_PKCS1_V1_5_SHA_256|384|512, ED25519_SHA_512, ML_DSA_SHAKE_256, SLH_DSA_SHA2_128S|128F", true)
+	cmd.Flags().StringVar(&sigCtx, "context", "", "ML-DSA / SLH-DSA signature context string (at most 255 bytes); verify needs the same")
 	return cmd
 }
 
 func newVerifyCmd(g *globals) *cobra.Command {
 	var m messageFlags
-	var sig string
+	var sig, sigCtx string
 	cmd := &cobra.Command{
 		Use:   "verify --key KEY --algorithm ALG --signature B64 [--message-type RAW|DIGEST]",
 		Short: "Verify a signature over stdin (or --in); exit 0 when valid, 1 when not",
@@ -98,7 +100,7 @@ func newVerifyCmd(g *globals) *cobra.Command {
 				return err
 			}
 			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
-				r, err := c.Verify(ctx, api.VerifyRequest{KeyID: m.key, Message: msg, MessageType: m.mtype, SigningAlgorithm: m.alg, Signature: s})
+				r, err := c.Verify(ctx, api.VerifyRequest{KeyID: m.key, Message: msg, MessageType: m.mtype, SigningAlgorithm: m.alg, Signature: s, SignatureContext: []byte(sigCtx)})
 				if err != nil {
 					return err
 				}
@@ -112,6 +114,7 @@ func newVerifyCmd(g *globals) *cobra.Command {
 	}
 	m.add(cmd, "the signing algorithm", true)
 	cmd.Flags().StringVar(&sig, "signature", "", "the signature, base64")
+	cmd.Flags().StringVar(&sigCtx, "context", "", "the ML-DSA / SLH-DSA signature context the signature was made with")
 	return cmd
 }
 

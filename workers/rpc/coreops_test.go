@@ -217,7 +217,10 @@ func TestCoreKeySpecs(t *testing.T) {
 		{"HMAC_512", ""},
 		{"ECC_SECG_P256K1", ""},
 		{"ECC_NIST_P521", ""},
-		{"ML_DSA_65", ""},
+		{"ML_DSA_65", "ENCRYPT_DECRYPT"},
+		{"ML_KEM_768", "SIGN_VERIFY"},
+		{"X_WING", "ENCRYPT_DECRYPT"},
+		{"ML_KEM_512", ""},
 		{"rsa_3072", ""},
 		{"", "SIGN_VERIFY"},
 	}

@@ -989,6 +989,28 @@ func TestSchemaWireMessages(t *testing.T) {
 	ok(api.OpBatchDecrypt, "BatchDecryptRequest", `{"items":[{"ciphertextBlob":"`+b64(be.Results[0].Result.CiphertextBlob)+`"},{"ciphertextBlob":"AQID"},{"ciphertextBlob":"`+b64(be.Results[2].Result.CiphertextBlob)+`","keyId":"wire-rsa","encryptionAlgorithm":"RSAES_OAEP_SHA_1"}]}`, "BatchDecryptReply")
 	ok(api.OpBatchDataKey, "BatchDataKeyRequest", `{"items":[{"keyId":"wire"},{"keyId":"wire","numberOfBytes":16,"withoutPlaintext":true},{"keyId":"wire-mac"}]}`, "BatchDataKeyReply")
 	refused(api.OpBatchDataKey, "", `{"items":[]}`, kms.CodeValidation)
+	// The post-quantum messages.
+	ok(api.OpKeyCreate, "CreateKeyRequest", `{"alias":"wire-xwing","keySpec":"X_WING"}`, "KeyMetadata")
+	var sealed api.SealReply
+	if err := json.Unmarshal(ok(api.OpSeal, "SealRequest", `{"keyId":"wire-xwing","plaintext":"aGVsbG8=","info":"AQID"}`, "SealReply"), &sealed); err != nil {
+		t.Fatal(err)
+	}
+	ok(api.OpOpen, "OpenRequest", `{"keyId":"wire-xwing","sealed":"`+b64(sealed.Sealed)+`","info":"AQID"}`, "OpenReply")
+	refused(api.OpOpen, "OpenRequest", `{"keyId":"wire-xwing","sealed":"`+b64(sealed.Sealed)+`"}`, kms.CodeInvalidCiphertext)
+	var encap api.EncapsulateReply
+	if err := json.Unmarshal(ok(api.OpEncapsulate, "EncapsulateRequest", `{"keyId":"wire-xwing"}`, "EncapsulateReply"), &encap); err != nil {
+		t.Fatal(err)
+	}
+	ok(api.OpDecapsulate, "DecapsulateRequest", `{"keyId":"wire-xwing","keyVersion":1,"ciphertext":"`+b64(encap.Ciphertext)+`"}`, "DecapsulateReply")
+	refused(api.OpDecapsulate, "DecapsulateRequest", `{"keyId":"wire-xwing","ciphertext":"AQID"}`, kms.CodeValidation)
+	ok(api.OpGetPublicKey, "PublicKeyRequest", `{"keyId":"wire-xwing"}`, "PublicKeyReply")
+	ok(api.OpKeyCreate, "CreateKeyRequest", `{"alias":"wire-mldsa","keySpec":"ML_DSA_65"}`, "KeyMetadata")
+	var pqSig api.SignReply
+	if err := json.Unmarshal(ok(api.OpSign, "SignRequest", `{"keyId":"wire-mldsa","message":"aGVsbG8=","signingAlgorithm":"ML_DSA_SHAKE_256","signatureContext":"AQID"}`, "SignReply"), &pqSig); err != nil {
+		t.Fatal(err)
+	}
+	ok(api.OpVerify, "VerifyRequest", `{"keyId":"wire-mldsa","message":"aGVsbG8=","signingAlgorithm":"ML_DSA_SHAKE_256","signature":"`+b64(pqSig.Signature)+`","signatureContext":"AQID"}`, "VerifyReply")
+	refused(api.OpVerify, "VerifyRequest", `{"keyId":"wire-mldsa","message":"aGVsbG8=","signingAlgorithm":"ML_DSA_SHAKE_256","signature":"`+b64(pqSig.Signature)+`"}`, kms.CodeInvalidSignature)
 	// A rotation that fails after it was accepted.
 	var doomed api.KeyMetadata
 	if err := json.Unmarshal(ok(api.OpKeyCreate, "CreateKeyRequest", `{"alias":"wire-doomed"}`, "KeyMetadata"), &doomed); err != nil {
