@@ -141,7 +141,7 @@ func (s *Service) signingSetup(ctx context.Context, c Caller, ref string, alg Si
 // HSM.
 func (s *Service) Sign(ctx context.Context, c Caller, p SignParams) (res *SignResult, err error) {
 	var k *Key
-	defer func() {
+	defer s.finish(ctx, c, typeSign, &err, func() (string, map[string]any) {
 		subject, data := "", map[string]any{"algorithm": truncate(string(p.Algorithm), 64), "messageType": truncate(string(p.MessageType), 64), "messageBytes": len(p.Message)}
 		if k != nil {
 			subject = k.ResourceName()
@@ -149,18 +149,10 @@ func (s *Service) Sign(ctx context.Context, c Caller, p SignParams) (res *SignRe
 		if res != nil {
 			data["keyVersion"] = res.KeyVersion
 		}
-		panicked := recover() // a panic must not be audited as a success
-		if panicked != nil {
-			err = newError(CodeInternal, "internal error")
-		}
-		err = s.emit(ctx, c, typeSign, subject, data, err)
-		if err != nil {
-			res = nil
-		}
-		if panicked != nil {
-			panic(panicked)
-		}
-	}()
+		return subject, data
+	}, func() {
+		res = nil
+	})
 	k, params, input, err := s.signingSetup(ctx, c, p.KeyRef, p.Algorithm, p.Message, p.MessageType, true)
 	if err != nil {
 		return nil, err
@@ -229,7 +221,7 @@ type VerifyResult struct {
 // Verify checks a signature inside the HSM with the version's public key.
 func (s *Service) Verify(ctx context.Context, c Caller, p VerifyParams) (res *VerifyResult, err error) {
 	var k *Key
-	defer func() {
+	defer s.finish(ctx, c, typeVerify, &err, func() (string, map[string]any) {
 		subject, data := "", map[string]any{"algorithm": truncate(string(p.Algorithm), 64), "messageType": truncate(string(p.MessageType), 64), "messageBytes": len(p.Message)}
 		if k != nil {
 			subject = k.ResourceName()
@@ -237,18 +229,10 @@ func (s *Service) Verify(ctx context.Context, c Caller, p VerifyParams) (res *Ve
 		if res != nil {
 			data["keyVersion"] = res.KeyVersion
 		}
-		panicked := recover() // a panic must not be audited as a success
-		if panicked != nil {
-			err = newError(CodeInternal, "internal error")
-		}
-		err = s.emit(ctx, c, typeVerify, subject, data, err)
-		if err != nil {
-			res = nil
-		}
-		if panicked != nil {
-			panic(panicked)
-		}
-	}()
+		return subject, data
+	}, func() {
+		res = nil
+	})
 	k, params, input, err := s.signingSetup(ctx, c, p.KeyRef, p.Algorithm, p.Message, p.MessageType, false)
 	if err != nil {
 		return nil, err
@@ -340,23 +324,15 @@ type PublicKeyResult struct {
 // version (or of version, when not 0).
 func (s *Service) GetPublicKey(ctx context.Context, c Caller, ref string, version uint32) (res *PublicKeyResult, err error) {
 	var k *Key
-	defer func() {
+	defer s.finish(ctx, c, events.TypeGetPublicKey, &err, func() (string, map[string]any) {
 		subject := ""
 		if k != nil {
 			subject = k.ResourceName()
 		}
-		panicked := recover() // a panic must not be audited as a success
-		if panicked != nil {
-			err = newError(CodeInternal, "internal error")
-		}
-		err = s.emit(ctx, c, events.TypeGetPublicKey, subject, map[string]any{"keyVersion": version}, err)
-		if err != nil {
-			res = nil
-		}
-		if panicked != nil {
-			panic(panicked)
-		}
-	}()
+		return subject, map[string]any{"keyVersion": version}
+	}, func() {
+		res = nil
+	})
 	if err := checkCaller(c); err != nil {
 		return nil, err
 	}
@@ -449,23 +425,15 @@ func (s *Service) computeMAC(ctx context.Context, macs hsm.MACs, k *Key, version
 // GenerateMac computes an HMAC with the key's primary version.
 func (s *Service) GenerateMac(ctx context.Context, c Caller, p MACParams) (res *MACResult, err error) {
 	var k *Key
-	defer func() {
+	defer s.finish(ctx, c, typeMAC, &err, func() (string, map[string]any) {
 		subject := ""
 		if k != nil {
 			subject = k.ResourceName()
 		}
-		panicked := recover() // a panic must not be audited as a success
-		if panicked != nil {
-			err = newError(CodeInternal, "internal error")
-		}
-		err = s.emit(ctx, c, typeMAC, subject, map[string]any{"algorithm": truncate(string(p.Algorithm), 64), "messageBytes": len(p.Message)}, err)
-		if err != nil {
-			res = nil
-		}
-		if panicked != nil {
-			panic(panicked)
-		}
-	}()
+		return subject, map[string]any{"algorithm": truncate(string(p.Algorithm), 64), "messageBytes": len(p.Message)}
+	}, func() {
+		res = nil
+	})
 	k, macs, err := s.macSetup(ctx, c, p, true)
 	if err != nil {
 		return nil, err
@@ -481,23 +449,15 @@ func (s *Service) GenerateMac(ctx context.Context, c Caller, p MACParams) (res *
 // and compares in constant time. An invalid MAC is KMSInvalidMacException.
 func (s *Service) VerifyMac(ctx context.Context, c Caller, p MACParams) (res *MACResult, err error) {
 	var k *Key
-	defer func() {
+	defer s.finish(ctx, c, typeVerifyMAC, &err, func() (string, map[string]any) {
 		subject := ""
 		if k != nil {
 			subject = k.ResourceName()
 		}
-		panicked := recover() // a panic must not be audited as a success
-		if panicked != nil {
-			err = newError(CodeInternal, "internal error")
-		}
-		err = s.emit(ctx, c, typeVerifyMAC, subject, map[string]any{"algorithm": truncate(string(p.Algorithm), 64), "messageBytes": len(p.Message)}, err)
-		if err != nil {
-			res = nil
-		}
-		if panicked != nil {
-			panic(panicked)
-		}
-	}()
+		return subject, map[string]any{"algorithm": truncate(string(p.Algorithm), 64), "messageBytes": len(p.Message)}
+	}, func() {
+		res = nil
+	})
 	k, macs, err := s.macSetup(ctx, c, p, false)
 	if err != nil {
 		return nil, err
@@ -522,19 +482,11 @@ var ErrInvalidMAC = &Error{Code: CodeInvalidMAC}
 
 // GenerateRandom returns n (1-1024) random bytes from the HSM.
 func (s *Service) GenerateRandom(ctx context.Context, c Caller, n int) (out []byte, err error) {
-	defer func() {
-		panicked := recover() // a panic must not be audited as a success
-		if panicked != nil {
-			err = newError(CodeInternal, "internal error")
-		}
-		err = s.emit(ctx, c, events.TypeGenerateRandom, "", map[string]any{"numberOfBytes": n}, err)
-		if err != nil {
-			out = nil
-		}
-		if panicked != nil {
-			panic(panicked)
-		}
-	}()
+	defer s.finish(ctx, c, events.TypeGenerateRandom, &err, func() (string, map[string]any) {
+		return "", map[string]any{"numberOfBytes": n}
+	}, func() {
+		out = nil
+	})
 	if err := checkCaller(c); err != nil {
 		return nil, err
 	}

@@ -35,24 +35,16 @@ const OriginUnsafeTestImport = "UNSAFE_TEST_IMPORT"
 // ImportKeyMaterial do) comes with the BYOK issue.
 func (s *Service) UnsafeImportSoftwareKeyForTesting(ctx context.Context, c Caller, spec KeySpec, seed []byte) (k *Key, err error) {
 	subject := ""
-	defer func() {
+	defer s.finish(ctx, c, events.TypeKeyCreated, &err, func() (string, map[string]any) {
 		data := map[string]any{"alias": "", "keySpec": truncate(string(spec), 64), "origin": OriginUnsafeTestImport}
 		if k != nil {
 			data["keyId"] = k.ID
 			data["version"] = k.PrimaryVersion
 		}
-		panicked := recover() // a panic must not be audited as a success
-		if panicked != nil {
-			err = newError(CodeInternal, "internal error")
-		}
-		err = s.emit(ctx, c, events.TypeKeyCreated, subject, data, err)
-		if err != nil {
-			k = nil
-		}
-		if panicked != nil {
-			panic(panicked)
-		}
-	}()
+		return subject, data
+	}, func() {
+		k = nil
+	})
 	if !testing.Testing() {
 		return nil, newError(CodeValidation, "importing a key from a seed is for tests only")
 	}

@@ -254,27 +254,19 @@ type SealResult struct {
 // HKDF-SHA256, AES-256-GCM), exactly as a third party would.
 func (s *Service) Seal(ctx context.Context, c Caller, p SealParams) (res *SealResult, err error) {
 	var k *Key
-	defer func() {
+	defer s.finish(ctx, c, events.TypeSeal, &err, func() (string, map[string]any) {
 		subject := ""
 		if k != nil {
 			subject = k.ResourceName()
-		}
-		panicked := recover() // a panic must not be audited as a success
-		if panicked != nil {
-			err = newError(CodeInternal, "internal error")
 		}
 		data := map[string]any{"plaintextBytes": len(p.Plaintext)}
 		if res != nil {
 			data["keyVersion"] = res.KeyVersion
 		}
-		err = s.emit(ctx, c, events.TypeSeal, subject, data, err)
-		if err != nil {
-			res = nil
-		}
-		if panicked != nil {
-			panic(panicked)
-		}
-	}()
+		return subject, data
+	}, func() {
+		res = nil
+	})
 	if err := checkCaller(c); err != nil {
 		return nil, err
 	}
@@ -311,30 +303,22 @@ type OpenParams struct {
 // every failure is the one generic decryption error.
 func (s *Service) Open(ctx context.Context, c Caller, p OpenParams) (res *DecryptResult, err error) {
 	var k *Key
-	defer func() {
+	defer s.finish(ctx, c, events.TypeOpen, &err, func() (string, map[string]any) {
 		subject := ""
 		if k != nil {
 			subject = k.ResourceName()
-		}
-		panicked := recover() // a panic must not be audited as a success
-		if panicked != nil {
-			err = newError(CodeInternal, "internal error")
 		}
 		data := map[string]any{"ciphertextBytes": len(p.Sealed)}
 		if res != nil {
 			data["keyVersion"] = res.KeyVersion
 		}
-		err = s.emit(ctx, c, events.TypeOpen, subject, data, err)
-		if err != nil {
-			if res != nil {
-				clear(res.Plaintext) // withheld: audit failed
-			}
-			res = nil
+		return subject, data
+	}, func() {
+		if res != nil {
+			clear(res.Plaintext) // withheld: audit failed
 		}
-		if panicked != nil {
-			panic(panicked)
-		}
-	}()
+		res = nil
+	})
 	if err := checkCaller(c); err != nil {
 		return nil, err
 	}
@@ -379,30 +363,22 @@ type EncapsulateResult struct {
 // and returns the ciphertext and the shared secret (which the caller zeroes).
 func (s *Service) Encapsulate(ctx context.Context, c Caller, keyRef string) (res *EncapsulateResult, err error) {
 	var k *Key
-	defer func() {
+	defer s.finish(ctx, c, events.TypeEncapsulate, &err, func() (string, map[string]any) {
 		subject := ""
 		if k != nil {
 			subject = k.ResourceName()
-		}
-		panicked := recover() // a panic must not be audited as a success
-		if panicked != nil {
-			err = newError(CodeInternal, "internal error")
 		}
 		data := map[string]any{}
 		if res != nil {
 			data["keyVersion"] = res.KeyVersion
 		}
-		err = s.emit(ctx, c, events.TypeEncapsulate, subject, data, err)
-		if err != nil {
-			if res != nil {
-				clear(res.SharedSecret) // withheld: audit failed
-			}
-			res = nil
+		return subject, data
+	}, func() {
+		if res != nil {
+			clear(res.SharedSecret) // withheld: audit failed
 		}
-		if panicked != nil {
-			panic(panicked)
-		}
-	}()
+		res = nil
+	})
 	if err := checkCaller(c); err != nil {
 		return nil, err
 	}
@@ -433,30 +409,22 @@ func (s *Service) Encapsulate(ctx context.Context, c Caller, keyRef string) (res
 // unrelated secret, not an error; a wrong length is ValidationException.
 func (s *Service) Decapsulate(ctx context.Context, c Caller, p DecapsulateParams) (res *EncapsulateResult, err error) {
 	var k *Key
-	defer func() {
+	defer s.finish(ctx, c, events.TypeDecapsulate, &err, func() (string, map[string]any) {
 		subject := ""
 		if k != nil {
 			subject = k.ResourceName()
-		}
-		panicked := recover() // a panic must not be audited as a success
-		if panicked != nil {
-			err = newError(CodeInternal, "internal error")
 		}
 		data := map[string]any{"ciphertextBytes": len(p.Ciphertext)}
 		if res != nil {
 			data["keyVersion"] = res.KeyVersion
 		}
-		err = s.emit(ctx, c, events.TypeDecapsulate, subject, data, err)
-		if err != nil {
-			if res != nil {
-				clear(res.SharedSecret)
-			}
-			res = nil
+		return subject, data
+	}, func() {
+		if res != nil {
+			clear(res.SharedSecret)
 		}
-		if panicked != nil {
-			panic(panicked)
-		}
-	}()
+		res = nil
+	})
 	if err := checkCaller(c); err != nil {
 		return nil, err
 	}

@@ -35,7 +35,7 @@ type ReEncryptResult struct {
 // reaches the caller. It works on symmetric ciphertexts (with a header).
 func (s *Service) ReEncrypt(ctx context.Context, c Caller, p ReEncryptParams) (res *ReEncryptResult, err error) {
 	var src, dst *Key
-	defer func() {
+	defer s.finish(ctx, c, events.TypeReEncrypt, &err, func() (string, map[string]any) {
 		subject, data := "", map[string]any{"ciphertextBytes": len(p.Ciphertext)}
 		if dst != nil {
 			subject = dst.ResourceName()
@@ -46,18 +46,10 @@ func (s *Service) ReEncrypt(ctx context.Context, c Caller, p ReEncryptParams) (r
 		if res != nil {
 			data["sourceKeyVersion"], data["keyVersion"] = res.SourceKeyVersion, res.KeyVersion
 		}
-		panicked := recover() // a panic must not be audited as a success
-		if panicked != nil {
-			err = newError(CodeInternal, "internal error")
-		}
-		err = s.emit(ctx, c, events.TypeReEncrypt, subject, data, err)
-		if err != nil {
-			res = nil
-		}
-		if panicked != nil {
-			panic(panicked)
-		}
-	}()
+		return subject, data
+	}, func() {
+		res = nil
+	})
 	if err := checkCaller(c); err != nil {
 		return nil, err
 	}
@@ -114,7 +106,7 @@ type DataKeyPairResult struct {
 // the HSM protects the encrypted copy.
 func (s *Service) GenerateDataKeyPair(ctx context.Context, c Caller, p DataKeyPairParams) (res *DataKeyPairResult, err error) {
 	var k *Key
-	defer func() {
+	defer s.finish(ctx, c, events.TypeGenerateDataKeyPair, &err, func() (string, map[string]any) {
 		subject, data := "", map[string]any{"keyPairSpec": truncate(string(p.KeyPairSpec), 64), "withoutPlaintext": p.WithoutPlaintext}
 		if k != nil {
 			subject = k.ResourceName()
@@ -122,19 +114,13 @@ func (s *Service) GenerateDataKeyPair(ctx context.Context, c Caller, p DataKeyPa
 		if res != nil {
 			data["keyVersion"] = res.KeyVersion
 		}
-		panicked := recover() // a panic must not be audited as a success
-		if panicked != nil {
-			err = newError(CodeInternal, "internal error")
-		}
-		err = s.emit(ctx, c, events.TypeGenerateDataKeyPair, subject, data, err)
-		if err != nil && res != nil {
+		return subject, data
+	}, func() {
+		if res != nil {
 			clear(res.PrivateKeyPlaintext)
 			res = nil
 		}
-		if panicked != nil {
-			panic(panicked)
-		}
-	}()
+	})
 	if err := checkCaller(c); err != nil {
 		return nil, err
 	}

@@ -21,20 +21,12 @@ type CreateVersionParams struct {
 // workflow activity is harmless. Asking for any other number than the next
 // one is a conflict.
 func (s *Service) CreateVersion(ctx context.Context, c Caller, p CreateVersionParams) (v *Version, err error) {
-	defer func() {
+	defer s.finish(ctx, c, events.TypeKeyVersionCreated, &err, func() (string, map[string]any) {
 		data := map[string]any{"keyId": p.KeyID, "version": p.Version}
-		panicked := recover() // a panic must not be audited as a success
-		if panicked != nil {
-			err = newError(CodeInternal, "internal error")
-		}
-		err = s.emit(ctx, c, events.TypeKeyVersionCreated, ResourceName(c.Tenant, p.KeyID), data, err)
-		if err != nil {
-			v = nil
-		}
-		if panicked != nil {
-			panic(panicked)
-		}
-	}()
+		return ResourceName(c.Tenant, p.KeyID), data
+	}, func() {
+		v = nil
+	})
 	if err := checkCaller(c); err != nil {
 		return nil, err
 	}
@@ -93,23 +85,15 @@ type SetPrimaryResult struct {
 // nothing changes (and the rotated event is re-emitted with the same ID when
 // an idempotency key is set, which the stream deduplicates).
 func (s *Service) SetPrimaryVersion(ctx context.Context, c Caller, p SetPrimaryParams) (res *SetPrimaryResult, err error) {
-	defer func() {
+	defer s.finish(ctx, c, events.TypeKeyRotated, &err, func() (string, map[string]any) {
 		data := map[string]any{"keyId": p.KeyID, "version": p.Version}
 		if res != nil {
 			data["previousVersion"] = res.PreviousPrimary
 		}
-		panicked := recover() // a panic must not be audited as a success
-		if panicked != nil {
-			err = newError(CodeInternal, "internal error")
-		}
-		err = s.emit(ctx, c, events.TypeKeyRotated, ResourceName(c.Tenant, p.KeyID), data, err)
-		if err != nil {
-			res = nil
-		}
-		if panicked != nil {
-			panic(panicked)
-		}
-	}()
+		return ResourceName(c.Tenant, p.KeyID), data
+	}, func() {
+		res = nil
+	})
 	if err := checkCaller(c); err != nil {
 		return nil, err
 	}
@@ -150,23 +134,15 @@ func (s *Service) SetPrimaryVersion(ctx context.Context, c Caller, p SetPrimaryP
 // the transport can start the rotation workflow for it. Refusals (unknown
 // key, wrong state) are audited here.
 func (s *Service) RequestRotation(ctx context.Context, c Caller, ref string) (keyID string, err error) {
-	defer func() {
+	defer s.finish(ctx, c, events.TypeKeyRotationStart, &err, func() (string, map[string]any) {
 		subject := ""
 		if keyID != "" {
 			subject = ResourceName(c.Tenant, keyID)
 		}
-		panicked := recover() // a panic must not be audited as a success
-		if panicked != nil {
-			err = newError(CodeInternal, "internal error")
-		}
-		err = s.emit(ctx, c, events.TypeKeyRotationStart, subject, map[string]any{"keyRef": truncate(ref, 64)}, err)
-		if err != nil {
-			keyID = ""
-		}
-		if panicked != nil {
-			panic(panicked)
-		}
-	}()
+		return subject, map[string]any{"keyRef": truncate(ref, 64)}
+	}, func() {
+		keyID = ""
+	})
 	if err := checkCaller(c); err != nil {
 		return "", err
 	}

@@ -272,24 +272,16 @@ type CreateKeyParams struct {
 // the HSM and stored wrapped under the root key.
 func (s *Service) CreateKey(ctx context.Context, c Caller, p CreateKeyParams) (k *Key, err error) {
 	subject := ""
-	defer func() {
+	defer s.finish(ctx, c, events.TypeKeyCreated, &err, func() (string, map[string]any) {
 		data := map[string]any{"alias": truncate(p.Alias, 256), "keySpec": truncate(string(p.Spec), 64)}
 		if k != nil {
 			data["keyId"] = k.ID
 			data["version"] = k.PrimaryVersion
 		}
-		panicked := recover() // a panic must not be audited as a success
-		if panicked != nil {
-			err = newError(CodeInternal, "internal error")
-		}
-		err = s.emit(ctx, c, events.TypeKeyCreated, subject, data, err)
-		if err != nil {
-			k = nil
-		}
-		if panicked != nil {
-			panic(panicked)
-		}
-	}()
+		return subject, data
+	}, func() {
+		k = nil
+	})
 	if err := checkCaller(c); err != nil {
 		return nil, err
 	}
@@ -392,23 +384,15 @@ func (s *Service) newVersionMaterial(ctx context.Context, tenant, keyID string, 
 
 // DescribeKey returns one key's metadata.
 func (s *Service) DescribeKey(ctx context.Context, c Caller, ref string) (k *Key, err error) {
-	defer func() {
+	defer s.finish(ctx, c, events.TypeKeyDescribed, &err, func() (string, map[string]any) {
 		subject := ""
 		if k != nil {
 			subject = k.ResourceName()
 		}
-		panicked := recover() // a panic must not be audited as a success
-		if panicked != nil {
-			err = newError(CodeInternal, "internal error")
-		}
-		err = s.emit(ctx, c, events.TypeKeyDescribed, subject, map[string]any{"keyRef": truncate(ref, 64)}, err)
-		if err != nil {
-			k = nil
-		}
-		if panicked != nil {
-			panic(panicked)
-		}
-	}()
+		return subject, map[string]any{"keyRef": truncate(ref, 64)}
+	}, func() {
+		k = nil
+	})
 	if err := checkCaller(c); err != nil {
 		return nil, err
 	}
@@ -418,19 +402,11 @@ func (s *Service) DescribeKey(ctx context.Context, c Caller, ref string) (k *Key
 
 // ListKeys returns the tenant's keys, oldest first.
 func (s *Service) ListKeys(ctx context.Context, c Caller) (keys []*Key, err error) {
-	defer func() {
-		panicked := recover() // a panic must not be audited as a success
-		if panicked != nil {
-			err = newError(CodeInternal, "internal error")
-		}
-		err = s.emit(ctx, c, events.TypeKeyListed, "", map[string]any{"count": len(keys)}, err)
-		if err != nil {
-			keys = nil
-		}
-		if panicked != nil {
-			panic(panicked)
-		}
-	}()
+	defer s.finish(ctx, c, events.TypeKeyListed, &err, func() (string, map[string]any) {
+		return "", map[string]any{"count": len(keys)}
+	}, func() {
+		keys = nil
+	})
 	if err := checkCaller(c); err != nil {
 		return nil, err
 	}
@@ -597,7 +573,7 @@ type EncryptResult struct {
 // Encrypt encrypts up to MaxPlaintext bytes under the key's primary version.
 func (s *Service) Encrypt(ctx context.Context, c Caller, p EncryptParams) (res *EncryptResult, err error) {
 	var k *Key
-	defer func() {
+	defer s.finish(ctx, c, events.TypeEncrypt, &err, func() (string, map[string]any) {
 		subject, data := "", map[string]any{"plaintextBytes": len(p.Plaintext), "contextKeys": contextKeys(p.Context)}
 		if k != nil {
 			subject = k.ResourceName()
@@ -605,18 +581,10 @@ func (s *Service) Encrypt(ctx context.Context, c Caller, p EncryptParams) (res *
 		if res != nil {
 			data["keyVersion"] = res.KeyVersion
 		}
-		panicked := recover() // a panic must not be audited as a success
-		if panicked != nil {
-			err = newError(CodeInternal, "internal error")
-		}
-		err = s.emit(ctx, c, events.TypeEncrypt, subject, data, err)
-		if err != nil {
-			res = nil
-		}
-		if panicked != nil {
-			panic(panicked)
-		}
-	}()
+		return subject, data
+	}, func() {
+		res = nil
+	})
 	if err := checkCaller(c); err != nil {
 		return nil, err
 	}
@@ -675,7 +643,7 @@ type DecryptResult struct {
 // same InvalidCiphertextException.
 func (s *Service) Decrypt(ctx context.Context, c Caller, p DecryptParams) (res *DecryptResult, err error) {
 	var k *Key
-	defer func() {
+	defer s.finish(ctx, c, events.TypeDecrypt, &err, func() (string, map[string]any) {
 		subject, data := "", map[string]any{"ciphertextBytes": len(p.Ciphertext), "contextKeys": contextKeys(p.Context)}
 		if k != nil {
 			subject = k.ResourceName()
@@ -683,18 +651,10 @@ func (s *Service) Decrypt(ctx context.Context, c Caller, p DecryptParams) (res *
 		if res != nil {
 			data["keyVersion"] = res.KeyVersion
 		}
-		panicked := recover() // a panic must not be audited as a success
-		if panicked != nil {
-			err = newError(CodeInternal, "internal error")
-		}
-		err = s.emit(ctx, c, events.TypeDecrypt, subject, data, err)
-		if err != nil {
-			res = nil
-		}
-		if panicked != nil {
-			panic(panicked)
-		}
-	}()
+		return subject, data
+	}, func() {
+		res = nil
+	})
 	if err := checkCaller(c); err != nil {
 		return nil, err
 	}
@@ -789,7 +749,7 @@ type DataKeyResult struct {
 // ordinary ciphertext: Decrypt opens it.
 func (s *Service) GenerateDataKey(ctx context.Context, c Caller, p GenerateDataKeyParams) (res *DataKeyResult, err error) {
 	var k *Key
-	defer func() {
+	defer s.finish(ctx, c, events.TypeGenerateDataKey, &err, func() (string, map[string]any) {
 		subject, data := "", map[string]any{"numberOfBytes": p.NumberOfBytes, "contextKeys": contextKeys(p.Context)}
 		if k != nil {
 			subject = k.ResourceName()
@@ -797,19 +757,13 @@ func (s *Service) GenerateDataKey(ctx context.Context, c Caller, p GenerateDataK
 		if res != nil {
 			data["keyVersion"] = res.KeyVersion
 		}
-		panicked := recover() // a panic must not be audited as a success
-		if panicked != nil {
-			err = newError(CodeInternal, "internal error")
-		}
-		err = s.emit(ctx, c, events.TypeGenerateDataKey, subject, data, err)
-		if err != nil && res != nil {
+		return subject, data
+	}, func() {
+		if res != nil {
 			clear(res.Plaintext)
 			res = nil
 		}
-		if panicked != nil {
-			panic(panicked)
-		}
-	}()
+	})
 	if err := checkCaller(c); err != nil {
 		return nil, err
 	}
@@ -871,4 +825,24 @@ func (s *Service) RecordAuditRead(ctx context.Context, c Caller) error {
 		return s.emit(ctx, c, events.TypeAuditRead, "", nil, err)
 	}
 	return s.emit(ctx, c, events.TypeAuditRead, "", nil, nil)
+}
+
+// finish records an operation's outcome; every operation defers it. It runs
+// after the operation returned or panicked: a panic is recorded as an
+// internal failure (never as a success) and then continues. If the record
+// cannot be stored (fail-closed), err becomes AuditUnavailable and withhold
+// drops the result.
+func (s *Service) finish(ctx context.Context, c Caller, typ string, errp *error, record func() (subject string, data map[string]any), withhold func()) {
+	panicked := recover()
+	if panicked != nil {
+		*errp = newError(CodeInternal, "internal error")
+	}
+	subject, data := record()
+	*errp = s.emit(ctx, c, typ, subject, data, *errp)
+	if *errp != nil && withhold != nil {
+		withhold()
+	}
+	if panicked != nil {
+		panic(panicked)
+	}
 }
