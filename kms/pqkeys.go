@@ -76,7 +76,7 @@ func (s *Service) withPrivate(ctx context.Context, k *Key, version uint32, use f
 	if !ok {
 		return newError(CodeInternal, "this HSM cannot protect %s keys", k.Spec)
 	}
-	m, err := s.store.GetMaterial(ctx, k.Tenant, k.ID, version)
+	m, err := s.material(ctx, k, version)
 	if err != nil {
 		return wrapError(CodeInternal, err, "failed to read key material")
 	}
@@ -89,7 +89,7 @@ func (s *Service) withPrivate(ctx context.Context, k *Key, version uint32, use f
 }
 
 func (s *Service) publicKey(ctx context.Context, k *Key, version uint32) ([]byte, error) {
-	m, err := s.store.GetMaterial(ctx, k.Tenant, k.ID, version)
+	m, err := s.material(ctx, k, version)
 	if err != nil {
 		return nil, wrapError(CodeInternal, err, "failed to read key material")
 	}

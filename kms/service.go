@@ -71,6 +71,10 @@ type Service struct {
 
 	metaMu sync.RWMutex
 	meta   map[[2]string]*Key
+	// mats caches wrapped version material of software keys, which is
+	// write-once and useless without the HSM: it saves a KV read per
+	// post-quantum operation. The private key itself is never cached.
+	mats map[versionRef]*VersionMaterial
 }
 
 // New returns a Service, creating the HSM root key on first use.
@@ -99,6 +103,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		audit: cfg.Audit, source: cfg.Source, log: cfg.Logger, now: cfg.Now,
 		handles:  newHandleCache(cfg.HSM, cfg.CacheSize),
 		meta:     map[[2]string]*Key{},
+		mats:     map[versionRef]*VersionMaterial{},
 		failOpen: cfg.AuditFailOpen,
 	}
 	if s.failOpen {
@@ -129,6 +134,11 @@ func (s *Service) Close() { s.handles.closeAll() }
 func (s *Service) Invalidate(tenant, keyID string) {
 	s.metaMu.Lock()
 	delete(s.meta, [2]string{tenant, keyID})
+	for ref := range s.mats {
+		if ref.tenant == tenant && ref.keyID == keyID {
+			delete(s.mats, ref)
+		}
+	}
 	s.metaMu.Unlock()
 	s.handles.invalidateKey(tenant, keyID)
 }
@@ -845,4 +855,26 @@ func (s *Service) finish(ctx context.Context, c Caller, typ string, errp *error,
 	if panicked != nil {
 		panic(panicked)
 	}
+}
+
+// material returns a version's stored material, from memory when it can.
+func (s *Service) material(ctx context.Context, k *Key, version uint32) (*VersionMaterial, error) {
+	ref := versionRef{tenant: k.Tenant, keyID: k.ID, version: version}
+	s.metaMu.RLock()
+	m := s.mats[ref]
+	s.metaMu.RUnlock()
+	if m != nil {
+		return m, nil
+	}
+	m, err := s.store.GetMaterial(ctx, k.Tenant, k.ID, version)
+	if err != nil {
+		return nil, err
+	}
+	s.metaMu.Lock()
+	if len(s.mats) >= 10000 {
+		clear(s.mats) // crude bound; the working set refills it
+	}
+	s.mats[ref] = m
+	s.metaMu.Unlock()
+	return m, nil
 }
