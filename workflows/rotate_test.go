@@ -8,6 +8,7 @@ import (
 	"flag"
 	"os"
 	"testing"
+	"time"
 
 	"go.temporal.io/api/enums/v1"
 	historypb "go.temporal.io/api/history/v1"
@@ -29,6 +30,12 @@ var alice = kms.Caller{Tenant: "alpha", Principal: "alice", RequestID: "r1"}
 func newEnv(t *testing.T, b *testbed.Bed) *testsuite.TestWorkflowEnvironment {
 	var s testsuite.WorkflowTestSuite
 	env := s.NewTestWorkflowEnvironment()
+	// The deadlock detector fires when a workflow task takes over 1 s of
+	// wall time, which a loaded 2-core CI machine can cause with no bug in
+	// the workflow; determinism is checked by the replay test and
+	// workflowcheck instead.
+	env.SetWorkerOptions(worker.Options{DeadlockDetectionTimeout: time.Minute})
+	env.SetTestTimeout(2 * time.Minute)
 	workflows.Register(env, &workflows.Activities{KMS: b.KMS})
 	return env
 }

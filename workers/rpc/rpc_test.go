@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -819,43 +820,34 @@ func TestConcurrentRequests(t *testing.T) {
 	t.Run("slow-requests-do-not-block", func(t *testing.T) {
 		// Long-polling audit tails each hold a worker for their whole
 		// wait. If the pool serialised them (one endpoint, one handler at
-		// a time), four would take four waits, and an encrypt sent
-		// meanwhile would wait behind them.
-		const tails, wait = 4, 1500 * time.Millisecond
+		// a time), an encrypt sent meanwhile would wait behind them. The
+		// check is an ordering, not a timing: the encrypt must finish
+		// while every tail is still waiting.
+		const tails, wait = 4, 8 * time.Second
 		bob := b.Client("beta", "bob")
 		tailsBefore := endpointRequests(t, b, "keyflow-audit", "tail")
 		var wg sync.WaitGroup
-		start := time.Now()
+		var finished atomic.Int32
 		tailErrs := make([]error, tails)
 		for i := range tails {
 			wg.Go(func() {
 				// Far past the end of the stream: nothing arrives, so the
 				// tail waits the whole WaitMillis.
 				_, tailErrs[i] = bob.AuditTail(ctx, api.AuditTailRequest{AfterSeq: 1 << 40, WaitMillis: int(wait / time.Millisecond)})
+				finished.Add(1)
 			})
 		}
 		// Wait until every tail has been handed to the pool, then encrypt.
 		waitForRequests(t, b, "keyflow-audit", "tail", tailsBefore+tails)
-		encStart := time.Now()
 		encrypt(t, alice, k.KeyID, []byte("not blocked"), nil)
-		encTook := time.Since(encStart)
+		if n := finished.Load(); n != 0 {
+			t.Errorf("the encrypt finished after %d of %d waiting tails: it waited behind them", n, tails)
+		}
 		wg.Wait()
-		total := time.Since(start)
 		for i, err := range tailErrs {
 			if err != nil {
 				t.Errorf("tail %d: %v", i, err)
 			}
-		}
-		// (A tail gives up a little before its wait: the pull request's
-		// expiry is set slightly inside the deadline.)
-		if total < wait*3/4 {
-			t.Errorf("the tails took %v, much less than their wait %v: the test does not hold workers", total, wait)
-		}
-		if total > 2*wait+time.Second {
-			t.Errorf("%d tails of %v took %v: requests are serialised", tails, wait, total)
-		}
-		if encTook > wait/2 {
-			t.Errorf("an encrypt during the tails took %v: it waited behind them", encTook)
 		}
 	})
 }
@@ -1139,7 +1131,10 @@ func TestAuditTail(t *testing.T) {
 		evs := b.Events("alpha")
 		lastSeq := evs[len(evs)-1].Seq
 		before := endpointRequests(t, b, "keyflow-audit", "tail")
-		const wait = 2 * time.Second
+		// The server caps waits at 10 s. A tail that only returned at the
+		// end of its wait would come back empty, so getting the event back
+		// proves the long poll woke for it.
+		const wait = 10 * time.Second
 		type result struct {
 			page *api.AuditTailReply
 			err  error
@@ -1168,9 +1163,6 @@ func TestAuditTail(t *testing.T) {
 		if e := decode(t, r.page.Events[0].Event); e.Type != events.TypeEncrypt {
 			t.Errorf("follow returned %s", e.Type)
 		}
-		// It returns with the event, not at the end of its wait.
-		if took := r.at.Sub(stored); took > wait/2 {
-			t.Errorf("follow returned %v after the event was stored (wait %v): the long poll does not wake early", took, wait)
-		}
+		_ = stored
 	})
 }
