@@ -55,6 +55,9 @@ const (
 	TypeDecapsulate         = "io.keyflow.crypto.decapsulate.v1"
 	TypeGenerateDataKeyPair = "io.keyflow.crypto.datakeypair.v1"
 	TypeRequestRejected     = "io.keyflow.request.rejected.v1"
+	// TypeKeyInventoryRead records a crypto inventory (keys.inventory,
+	// including a CycloneDX CBOM export).
+	TypeKeyInventoryRead = "io.keyflow.key.inventory.read.v1"
 	// TypeAuditPolicyChanged records a change of the audit guarantees, such
 	// as a worker started fail-open (data: failClosed=false). It is
 	// deployment-wide, so its tenant is "-".
@@ -70,7 +73,7 @@ var Types = []string{
 	TypeSign, TypeVerify, TypeGenerateMAC, TypeVerifyMAC, TypeGetPublicKey,
 	TypeGenerateRandom, TypeReEncrypt, TypeGenerateDataKeyPair,
 	TypeSeal, TypeOpen, TypeEncapsulate, TypeDecapsulate,
-	TypeAuditPolicyChanged,
+	TypeAuditPolicyChanged, TypeKeyInventoryRead,
 }
 
 // Outcomes.

@@ -212,6 +212,11 @@ func TestEveryTypeValidates(t *testing.T) {
 		},
 		events.TypeRequestRejected:    {{"ValidationException", map[string]any{"operation": "crypto.batchdatakey"}}},
 		events.TypeAuditPolicyChanged: {{"", map[string]any{"failClosed": false}}},
+		events.TypeKeyInventoryRead: {
+			{"", map[string]any{"count": 3}},
+			{"", map[string]any{"count": 1, "fromAlgorithms": []string{"RSA_3072", "ECC_NIST_P256"}, "to": "ML_DSA_65"}},
+			{"ValidationException", map[string]any{"count": 0, "fromAlgorithms": []string{"RSA_1024"}}},
+		},
 	}
 	for _, typ := range events.Types {
 		ss, ok := samples[typ]

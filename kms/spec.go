@@ -127,6 +127,85 @@ func init() {
 			algIDs[si.alg] = si.envelopeID
 		}
 	}
+	for spec, p := range profiles {
+		specs[spec].profile = p
+	}
+}
+
+// Profile is what keyflow says about a key spec in an inventory or a
+// cryptographic bill of materials (CBOM): whether a quantum computer breaks
+// it, what to move to, and the algorithm's identifiers.
+type Profile struct {
+	// Algorithm is the algorithm's common name, e.g. "RSA-3072".
+	Algorithm string
+	// Symmetric is true for secret keys (AES, HMAC), false for key pairs.
+	Symmetric bool
+	// QuantumVulnerable is true when Shor's algorithm breaks the spec
+	// (RSA, ECC, Ed25519). 256-bit symmetric keys keep 128 bits against
+	// Grover, and the NIST PQC algorithms are designed to resist both.
+	QuantumVulnerable bool
+	// Targets is the recommended post-quantum spec by the key's usage; a
+	// usage without one (or a spec that is already safe) has none.
+	Targets map[KeyUsage]KeySpec
+	// NISTLevel is the NIST PQC security category (0 for classical
+	// asymmetric algorithms, 1 to 5 otherwise); -1 when not stated.
+	NISTLevel int
+	// SizeBits is the key size in bits (0 when not meaningful).
+	SizeBits int
+	// ParameterSet is the parameter set identifier ("768", "P-256", ...).
+	ParameterSet string
+	// OID is the algorithm's object identifier, when one is registered.
+	OID string
+	// Primitives is the CycloneDX primitive by the key's usage: "ae",
+	// "mac", "signature", "pke" or "kem".
+	Primitives map[KeyUsage]string
+}
+
+// pqTargets is where quantum-vulnerable keys go: hybrid X-Wing for
+// encryption, ML-DSA-65 for signatures.
+var pqTargets = map[KeyUsage]KeySpec{UsageEncryptDecrypt: SpecXWing, UsageSignVerify: SpecMLDSA65}
+
+var (
+	primSign = map[KeyUsage]string{UsageSignVerify: "signature"}
+	primKEM  = map[KeyUsage]string{UsageKeyEncapsulation: "kem"}
+)
+
+// profiles is the crypto-agility table: one row per spec.
+var profiles = map[KeySpec]Profile{
+	SpecSymmetricDefault: {Algorithm: "AES-256-GCM", Symmetric: true, NISTLevel: 5, SizeBits: 256, ParameterSet: "256",
+		OID: "2.16.840.1.101.3.4.1.46", Primitives: map[KeyUsage]string{UsageEncryptDecrypt: "ae"}},
+	SpecHMAC256: {Algorithm: "HMAC-SHA256", Symmetric: true, NISTLevel: -1, SizeBits: 256, ParameterSet: "256",
+		OID: "1.2.840.113549.2.9", Primitives: map[KeyUsage]string{UsageGenerateVerifyMAC: "mac"}},
+	SpecRSA3072: {Algorithm: "RSA-3072", QuantumVulnerable: true, Targets: pqTargets, SizeBits: 3072, ParameterSet: "3072",
+		OID: "1.2.840.113549.1.1.1", Primitives: map[KeyUsage]string{UsageEncryptDecrypt: "pke", UsageSignVerify: "signature"}},
+	SpecRSA4096: {Algorithm: "RSA-4096", QuantumVulnerable: true, Targets: pqTargets, SizeBits: 4096, ParameterSet: "4096",
+		OID: "1.2.840.113549.1.1.1", Primitives: map[KeyUsage]string{UsageEncryptDecrypt: "pke", UsageSignVerify: "signature"}},
+	SpecECCP256: {Algorithm: "ECDSA-P256", QuantumVulnerable: true, Targets: pqTargets, SizeBits: 256, ParameterSet: "P-256",
+		OID: "1.2.840.10045.4.3.2", Primitives: primSign},
+	SpecECCP384: {Algorithm: "ECDSA-P384", QuantumVulnerable: true, Targets: pqTargets, SizeBits: 384, ParameterSet: "P-384",
+		OID: "1.2.840.10045.4.3.3", Primitives: primSign},
+	SpecEd25519: {Algorithm: "Ed25519", QuantumVulnerable: true, Targets: pqTargets, SizeBits: 256, ParameterSet: "Ed25519",
+		OID: "1.3.101.112", Primitives: primSign},
+	SpecMLKEM768:   {Algorithm: "ML-KEM-768", NISTLevel: 3, ParameterSet: "768", OID: "2.16.840.1.101.3.4.4.2", Primitives: primKEM},
+	SpecMLKEM1024:  {Algorithm: "ML-KEM-1024", NISTLevel: 5, ParameterSet: "1024", OID: "2.16.840.1.101.3.4.4.3", Primitives: primKEM},
+	SpecXWing:      {Algorithm: "X-Wing", NISTLevel: 3, ParameterSet: "ML-KEM-768+X25519", OID: "1.3.6.1.4.1.62253.25722", Primitives: primKEM},
+	SpecMLDSA44:    {Algorithm: "ML-DSA-44", NISTLevel: 2, ParameterSet: "44", OID: "2.16.840.1.101.3.4.3.17", Primitives: primSign},
+	SpecMLDSA65:    {Algorithm: "ML-DSA-65", NISTLevel: 3, ParameterSet: "65", OID: "2.16.840.1.101.3.4.3.18", Primitives: primSign},
+	SpecMLDSA87:    {Algorithm: "ML-DSA-87", NISTLevel: 5, ParameterSet: "87", OID: "2.16.840.1.101.3.4.3.19", Primitives: primSign},
+	SpecSLHDSA128S: {Algorithm: "SLH-DSA-SHA2-128s", NISTLevel: 1, ParameterSet: "SHA2-128s", OID: "2.16.840.1.101.3.4.3.20", Primitives: primSign},
+	SpecSLHDSA128F: {Algorithm: "SLH-DSA-SHA2-128f", NISTLevel: 1, ParameterSet: "SHA2-128f", OID: "2.16.840.1.101.3.4.3.21", Primitives: primSign},
+}
+
+// SpecProfile returns the inventory and CBOM profile of a key spec.
+func SpecProfile(s KeySpec) (Profile, bool) {
+	if s == specAES256Alias {
+		s = SpecSymmetricDefault
+	}
+	info, ok := specs[s]
+	if !ok {
+		return Profile{}, false
+	}
+	return info.profile, true
 }
 
 // specInfo is everything keyflow knows about one key spec. The table below
@@ -148,6 +227,8 @@ type specInfo struct {
 	envelopeID byte
 	// hpkeKEM is the HPKE KEM of a KEM key.
 	hpkeKEM func() hpke.KEM
+	// profile is the spec's crypto-agility row (see profiles).
+	profile Profile
 }
 
 var specs = map[KeySpec]*specInfo{

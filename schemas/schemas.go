@@ -27,7 +27,8 @@
 //	                            SealRequest, SealReply, OpenRequest,
 //	                            OpenReply, EncapsulateRequest,
 //	                            EncapsulateReply, DecapsulateRequest,
-//	                            DecapsulateReply;
+//	                            DecapsulateReply, InventoryRequest,
+//	                            InventoryReply;
 //	                            the generic BatchReply[T] is one file per T:
 //	                            BatchEncryptReply, BatchDecryptReply and
 //	                            BatchDataKeyReply

@@ -129,6 +129,10 @@ func TestSchemaAPIMirrorsGoTypes(t *testing.T) {
 		{api.EncapsulateReply{}, "api/EncapsulateReply.json", nil, ""},
 		{api.DecapsulateRequest{}, "api/DecapsulateRequest.json", nil, ""},
 		{api.DecapsulateReply{}, "api/DecapsulateReply.json", nil, ""},
+
+		{api.InventoryRequest{}, "api/InventoryRequest.json", nil, ""},
+		{api.InventoryReply{}, "api/InventoryReply.json", nil, ""},
+		{api.InventoryKey{}, "api/InventoryReply.json", []string{"$defs", "InventoryKey"}, ""},
 	}
 	var names []string
 	for _, c := range cases {
@@ -241,6 +245,10 @@ func TestSchemaAPIAcceptsGoValues(t *testing.T) {
 		"EncapsulateReply":   api.EncapsulateReply{KeyID: id, KeyVersion: 1, Ciphertext: make([]byte, 1088), SharedSecret: make([]byte, 32)},
 		"DecapsulateRequest": api.DecapsulateRequest{KeyID: "kem", KeyVersion: 1, Ciphertext: make([]byte, 1088)},
 		"DecapsulateReply":   api.DecapsulateReply{KeyID: id, KeyVersion: 1, SharedSecret: make([]byte, 32)},
+		"InventoryRequest":   api.InventoryRequest{FromAlgorithms: []string{"RSA_3072", "ECC_NIST_P256"}, To: "ML_DSA_65", Format: "cyclonedx"},
+		"InventoryReply": api.InventoryReply{Keys: []api.InventoryKey{
+			{KeyID: id, Alias: "app", KeySpec: "RSA_3072", KeyUsage: "SIGN_VERIFY", KeyState: "ACTIVE", Versions: 2, PrimaryVersion: 2, CreationDate: now, QuantumVulnerable: true, TargetKeySpec: "ML_DSA_65", RecentPrincipals: []string{"alice"}},
+			{KeyID: id, KeySpec: "SYMMETRIC_DEFAULT", KeyUsage: "ENCRYPT_DECRYPT", KeyState: "ACTIVE", Versions: 1, PrimaryVersion: 1, CreationDate: now, RecentPrincipals: []string{}}}},
 		"BatchEncryptRequest": api.BatchEncryptRequest{Items: []api.EncryptRequest{
 			{KeyID: "app", Plaintext: []byte("a")}, {KeyID: id, Plaintext: []byte("b"), EncryptionAlgorithm: "RSAES_OAEP_SHA_256"}}},
 		"BatchDecryptRequest": api.BatchDecryptRequest{Items: []api.DecryptRequest{{CiphertextBlob: []byte{1}}}},
@@ -500,6 +508,7 @@ func TestSchemaValidateEvent(t *testing.T) {
 		"encapsulate refused":           typed("io.keyflow.crypto.encapsulate.v1", map[string]any{}, "InvalidKeyUsageException"),
 		"decapsulate":                   typed("io.keyflow.crypto.decapsulate.v1", map[string]any{"ciphertextBytes": 1088, "keyVersion": 1}, ""),
 		"decapsulate refused":           typed("io.keyflow.crypto.decapsulate.v1", map[string]any{"ciphertextBytes": 7}, "ValidationException"),
+		"inventory":                     typed("io.keyflow.key.inventory.read.v1", map[string]any{"count": 2, "fromAlgorithms": []string{"RSA_3072"}, "to": "ML_DSA_65"}, ""),
 		"rejected seal":                 typed("io.keyflow.request.rejected.v1", map[string]any{"operation": "crypto.seal"}, "ValidationException"),
 		"created by a test import":      typed("io.keyflow.key.created.v1", map[string]any{"alias": "", "keySpec": "ML_KEM_768", "keyId": id, "version": 1, "origin": "UNSAFE_TEST_IMPORT"}, ""),
 	} {

@@ -64,6 +64,7 @@ against it. They find the dev stack's credentials by themselves.`,
 	root.AddCommand(newDevCmd(g), newKeyCmd(g), newEncryptCmd(g), newDecryptCmd(g), newDataKeyCmd(g), newAuditCmd(g))
 	root.AddCommand(newCoreOpsCmds(g)...)
 	root.AddCommand(newPQCmds(g)...)
+	root.AddCommand(newInventoryCmd(g), newMigrateCmd(g))
 	return root
 }
 

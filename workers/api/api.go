@@ -5,7 +5,7 @@
 // Subjects carry the API version and the tenant:
 //
 //	kf.v1.<tenant>.crypto.<op>   data plane:   encrypt, decrypt, datakey
-//	kf.v1.<tenant>.keys.<op>     control plane: create, describe, list, rotate
+//	kf.v1.<tenant>.keys.<op>     control plane: create, describe, list, rotate, inventory
 //	kf.v1.<tenant>.audit.<op>    audit:        tail
 //
 // The tenant in the subject must match the account the NATS server vouched

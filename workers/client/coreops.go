@@ -72,3 +72,9 @@ func (c *Client) BatchDecrypt(ctx context.Context, items []api.DecryptRequest) (
 func (c *Client) BatchGenerateDataKey(ctx context.Context, items []api.DataKeyRequest) (*api.BatchReply[api.DataKeyReply], error) {
 	return call[api.BatchReply[api.DataKeyReply]](ctx, c, api.OpBatchDataKey, api.BatchDataKeyRequest{Items: items})
 }
+
+// Inventory returns the tenant's keys as crypto assets (r.Format "json")
+// or a CycloneDX 1.6 CBOM (r.Format "cyclonedx").
+func (c *Client) Inventory(ctx context.Context, r api.InventoryRequest) (*api.InventoryReply, error) {
+	return call[api.InventoryReply](ctx, c, api.OpKeyInventory, r)
+}

@@ -1011,6 +1011,11 @@ func TestSchemaWireMessages(t *testing.T) {
 	}
 	ok(api.OpVerify, "VerifyRequest", `{"keyId":"wire-mldsa","message":"aGVsbG8=","signingAlgorithm":"ML_DSA_SHAKE_256","signature":"`+b64(pqSig.Signature)+`","signatureContext":"AQID"}`, "VerifyReply")
 	refused(api.OpVerify, "VerifyRequest", `{"keyId":"wire-mldsa","message":"aGVsbG8=","signingAlgorithm":"ML_DSA_SHAKE_256","signature":"`+b64(pqSig.Signature)+`"}`, kms.CodeInvalidSignature)
+	// The crypto inventory, in both formats.
+	ok(api.OpKeyInventory, "InventoryRequest", `{}`, "InventoryReply")
+	ok(api.OpKeyInventory, "InventoryRequest", `{"fromAlgorithms":["RSA_3072"],"to":"ML_DSA_65","format":"cyclonedx"}`, "InventoryReply")
+	refused(api.OpKeyInventory, "InventoryRequest", `{"to":"RSA_4096"}`, kms.CodeValidation)
+	refused(api.OpKeyInventory, "", `{"format":"xml"}`, kms.CodeValidation)
 	// A rotation that fails after it was accepted.
 	var doomed api.KeyMetadata
 	if err := json.Unmarshal(ok(api.OpKeyCreate, "CreateKeyRequest", `{"alias":"wire-doomed"}`, "KeyMetadata"), &doomed); err != nil {

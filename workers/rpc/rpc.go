@@ -125,6 +125,7 @@ func Start(cfg Config) (*Server, error) {
 		}},
 		{"keyflow-admin", "keys", map[string]handlerFunc{
 			"create": s.createKey, "describe": s.describeKey, "list": s.listKeys, "rotate": s.rotateKey,
+			"inventory": s.inventory,
 		}},
 		{"keyflow-audit", "audit", map[string]handlerFunc{
 			"tail": s.auditTail,
