@@ -104,7 +104,10 @@ type SignResult struct {
 	Signature  []byte
 }
 
-func (s *Service) signingSetup(ctx context.Context, c Caller, ref string, alg SigningAlgorithm, msg []byte, mt MessageType, produce bool) (*Key, hsm.SignParams, []byte, error) {
+// signingSetup checks a Sign or Verify request and returns the key, the HSM
+// parameters and what is to be signed. Sign and Verify share it so that they
+// accept exactly the same inputs.
+func (s *Service) signingSetup(ctx context.Context, c Caller, ref string, alg SigningAlgorithm, msg []byte, mt MessageType, sigCtx []byte, produce bool) (*Key, hsm.SignParams, []byte, error) {
 	if err := checkCaller(c); err != nil {
 		return nil, hsm.SignParams{}, nil, err
 	}
@@ -123,6 +126,12 @@ func (s *Service) signingSetup(ctx context.Context, c Caller, ref string, alg Si
 	}
 	if !contains(info.signing, alg) {
 		return k, hsm.SignParams{}, nil, newError(CodeInvalidKeyUsage, "key %s (%s) does not sign with %q; it supports %v", k.ID, k.Spec, truncate(string(alg), 64), info.signing)
+	}
+	if info.kind != materialSoftware && len(sigCtx) > 0 {
+		return k, hsm.SignParams{}, nil, newError(CodeValidation, "a signature context applies to ML-DSA and SLH-DSA keys only")
+	}
+	if len(sigCtx) > maxSignatureContext {
+		return k, hsm.SignParams{}, nil, newError(CodeValidation, "the signature context is %d bytes; the limit is %d", len(sigCtx), maxSignatureContext)
 	}
 	if info.kind == materialSoftware {
 		// Post-quantum signatures sign the message itself (ML-DSA's
@@ -153,22 +162,16 @@ func (s *Service) Sign(ctx context.Context, c Caller, p SignParams) (res *SignRe
 	}, func() {
 		res = nil
 	})
-	k, params, input, err := s.signingSetup(ctx, c, p.KeyRef, p.Algorithm, p.Message, p.MessageType, true)
+	k, params, input, err := s.signingSetup(ctx, c, p.KeyRef, p.Algorithm, p.Message, p.MessageType, p.Context, true)
 	if err != nil {
 		return nil, err
 	}
 	if specs[k.Spec].kind == materialSoftware {
-		if len(p.Context) > maxSignatureContext {
-			return nil, newError(CodeValidation, "the signature context is %d bytes; the limit is %d", len(p.Context), maxSignatureContext)
-		}
 		sig, err := s.pqSign(ctx, k, k.PrimaryVersion, input, p.Context)
 		if err != nil {
 			return nil, err
 		}
 		return &SignResult{KeyID: k.ID, KeyVersion: k.PrimaryVersion, Algorithm: p.Algorithm, Signature: sig}, nil
-	}
-	if len(p.Context) > 0 {
-		return nil, newError(CodeValidation, "a signature context applies to ML-DSA and SLH-DSA keys only")
 	}
 	signer, ok := s.hsm.(hsm.Signer)
 	if !ok {
@@ -233,14 +236,11 @@ func (s *Service) Verify(ctx context.Context, c Caller, p VerifyParams) (res *Ve
 	}, func() {
 		res = nil
 	})
-	k, params, input, err := s.signingSetup(ctx, c, p.KeyRef, p.Algorithm, p.Message, p.MessageType, false)
+	k, params, input, err := s.signingSetup(ctx, c, p.KeyRef, p.Algorithm, p.Message, p.MessageType, p.Context, false)
 	if err != nil {
 		return nil, err
 	}
 	if specs[k.Spec].kind == materialSoftware {
-		if len(p.Context) > maxSignatureContext {
-			return nil, newError(CodeValidation, "the signature context is %d bytes; the limit is %d", len(p.Context), maxSignatureContext)
-		}
 		for _, v := range candidateVersions(k, p.KeyVersion) {
 			if err := s.pqVerify(ctx, k, v, input, p.Signature, p.Context); err == nil {
 				return &VerifyResult{KeyID: k.ID, KeyVersion: v, Algorithm: p.Algorithm}, nil
@@ -256,11 +256,7 @@ func (s *Service) Verify(ctx context.Context, c Caller, p VerifyParams) (res *Ve
 	}
 	sig := p.Signature
 	if params.Scheme == hsm.SchemeECDSA {
-		size := 32
-		if k.Spec == SpecECCP384 {
-			size = 48
-		}
-		if sig, err = hsm.ECDSASigFromDER(p.Signature, size); err != nil {
+		if sig, err = hsm.ECDSASigFromDER(p.Signature, specs[k.Spec].scalarSize); err != nil {
 			return nil, errInvalidSignature(err)
 		}
 	}

@@ -220,6 +220,8 @@ type specInfo struct {
 	signing    []SigningAlgorithm
 	encryption []EncryptionAlgorithm
 	mac        []MACAlgorithm
+	// scalarSize is the byte length of r and s in an ECDSA signature.
+	scalarSize int
 	// pqName is the pqc registry name of a software key.
 	pqName string
 	// envelopeID is the ciphertext header's algorithm byte of a KEM key
@@ -239,9 +241,9 @@ var specs = map[KeySpec]*specInfo{
 	SpecRSA3072: rsaSpec(SpecRSA3072, AlgRSA3072, 3072),
 	SpecRSA4096: rsaSpec(SpecRSA4096, AlgRSA4096, 4096),
 	SpecECCP256: {spec: SpecECCP256, usages: []KeyUsage{UsageSignVerify}, kind: materialKeyPair, alg: AlgECCP256,
-		pair: hsm.KeyPairSpec{Algorithm: "EC", Curve: "P-256"}, signing: []SigningAlgorithm{SignECDSASHA256}},
+		pair: hsm.KeyPairSpec{Algorithm: "EC", Curve: "P-256"}, signing: []SigningAlgorithm{SignECDSASHA256}, scalarSize: 32},
 	SpecECCP384: {spec: SpecECCP384, usages: []KeyUsage{UsageSignVerify}, kind: materialKeyPair, alg: AlgECCP384,
-		pair: hsm.KeyPairSpec{Algorithm: "EC", Curve: "P-384"}, signing: []SigningAlgorithm{SignECDSASHA384}},
+		pair: hsm.KeyPairSpec{Algorithm: "EC", Curve: "P-384"}, signing: []SigningAlgorithm{SignECDSASHA384}, scalarSize: 48},
 	SpecEd25519: {spec: SpecEd25519, usages: []KeyUsage{UsageSignVerify}, kind: materialKeyPair, alg: AlgEd25519,
 		pair: hsm.KeyPairSpec{Algorithm: "ED25519"}, signing: []SigningAlgorithm{SignEd25519SHA512}},
 }

@@ -59,43 +59,23 @@ func (t *Token) GenerateWrappedSecret(ctx context.Context, wrappingKey hsm.KeyHa
 	if size < minHMACKey || size > maxHMACKey {
 		return nil, fmt.Errorf("pkcs11: failed to %s: size must be %d to %d bytes, not %d: %w", op, minHMACKey, maxHMACKey, size, hsm.ErrInvalidInput)
 	}
-	var blob []byte
-	err := t.do(ctx, op, func(a *attempt) error {
-		w, err := t.object(op, wrappingKey)
-		if err != nil {
-			return err
-		}
-		s := a.s
-		tmp, err := t.ctx.GenerateKey(s, []*p11.Mechanism{p11.NewMechanism(p11.CKM_GENERIC_SECRET_KEY_GEN, nil)}, []*p11.Attribute{
-			p11.NewAttribute(p11.CKA_CLASS, p11.CKO_SECRET_KEY),
-			p11.NewAttribute(p11.CKA_KEY_TYPE, p11.CKK_GENERIC_SECRET),
-			p11.NewAttribute(p11.CKA_VALUE_LEN, size),
-			p11.NewAttribute(p11.CKA_TOKEN, false),
-			p11.NewAttribute(p11.CKA_PRIVATE, true),
-			p11.NewAttribute(p11.CKA_SENSITIVE, true),
-			// Extractable only so that it can be wrapped, once, below.
-			p11.NewAttribute(p11.CKA_EXTRACTABLE, true),
-			p11.NewAttribute(p11.CKA_SIGN, false),
-			p11.NewAttribute(p11.CKA_VERIFY, false),
-			p11.NewAttribute(p11.CKA_ENCRYPT, false),
-			p11.NewAttribute(p11.CKA_DECRYPT, false),
-			p11.NewAttribute(p11.CKA_WRAP, false),
-			p11.NewAttribute(p11.CKA_UNWRAP, false),
-			p11.NewAttribute(p11.CKA_DERIVE, false),
-		})
-		if err != nil {
-			return fmt.Errorf("pkcs11: failed to %s: %w", op, ckr(err))
-		}
-		defer func() { _ = t.ctx.DestroyObject(s, tmp) }()
-		if blob, err = t.ctx.WrapKey(s, kwp, w, tmp); err != nil {
-			return keyErr(op, err)
-		}
-		return nil
+	return t.generateWrapped(ctx, op, wrappingKey, []*p11.Mechanism{p11.NewMechanism(p11.CKM_GENERIC_SECRET_KEY_GEN, nil)}, []*p11.Attribute{
+		p11.NewAttribute(p11.CKA_CLASS, p11.CKO_SECRET_KEY),
+		p11.NewAttribute(p11.CKA_KEY_TYPE, p11.CKK_GENERIC_SECRET),
+		p11.NewAttribute(p11.CKA_VALUE_LEN, size),
+		p11.NewAttribute(p11.CKA_TOKEN, false),
+		p11.NewAttribute(p11.CKA_PRIVATE, true),
+		p11.NewAttribute(p11.CKA_SENSITIVE, true),
+		// Extractable only so that it can be wrapped, once, below.
+		p11.NewAttribute(p11.CKA_EXTRACTABLE, true),
+		p11.NewAttribute(p11.CKA_SIGN, false),
+		p11.NewAttribute(p11.CKA_VERIFY, false),
+		p11.NewAttribute(p11.CKA_ENCRYPT, false),
+		p11.NewAttribute(p11.CKA_DECRYPT, false),
+		p11.NewAttribute(p11.CKA_WRAP, false),
+		p11.NewAttribute(p11.CKA_UNWRAP, false),
+		p11.NewAttribute(p11.CKA_DERIVE, false),
 	})
-	if err != nil {
-		return nil, err
-	}
-	return blob, nil
 }
 
 // UnwrapHMACKey unwraps blob under wrappingKey into a sensitive,

@@ -198,34 +198,41 @@ func (t *Token) GenerateWrappedAESKey(ctx context.Context, wrappingKey hsm.KeyHa
 	if !validAESKeySize(size) {
 		return nil, fmt.Errorf("pkcs11: failed to %s: size must be 16, 24 or 32 bytes, not %d: %w", op, size, hsm.ErrInvalidInput)
 	}
+	return t.generateWrapped(ctx, op, wrappingKey, aesKeyGen, []*p11.Attribute{
+		p11.NewAttribute(p11.CKA_CLASS, p11.CKO_SECRET_KEY),
+		p11.NewAttribute(p11.CKA_KEY_TYPE, p11.CKK_AES),
+		p11.NewAttribute(p11.CKA_VALUE_LEN, size),
+		p11.NewAttribute(p11.CKA_TOKEN, false),
+		p11.NewAttribute(p11.CKA_PRIVATE, true),
+		p11.NewAttribute(p11.CKA_SENSITIVE, true),
+		// Extractable only so that it can be wrapped, once, below;
+		// the object is destroyed before this returns (or dies with
+		// its session, which is a pooled one).
+		p11.NewAttribute(p11.CKA_EXTRACTABLE, true),
+		p11.NewAttribute(p11.CKA_ENCRYPT, false),
+		p11.NewAttribute(p11.CKA_DECRYPT, false),
+		p11.NewAttribute(p11.CKA_WRAP, false),
+		p11.NewAttribute(p11.CKA_UNWRAP, false),
+	})
+}
+
+// generateWrapped generates a secret key from template as a temporary
+// session object, wraps it under wrappingKey with AES-KWP and destroys it:
+// only the blob leaves. The template must make the key sensitive and
+// extractable (so it can be wrapped, once) and useless for anything else.
+func (t *Token) generateWrapped(ctx context.Context, op string, wrappingKey hsm.KeyHandle, mech []*p11.Mechanism, template []*p11.Attribute) ([]byte, error) {
 	var blob []byte
 	err := t.do(ctx, op, func(a *attempt) error {
 		w, err := t.object(op, wrappingKey)
 		if err != nil {
 			return err
 		}
-		s := a.s
-		tmp, err := t.ctx.GenerateKey(s, aesKeyGen, []*p11.Attribute{
-			p11.NewAttribute(p11.CKA_CLASS, p11.CKO_SECRET_KEY),
-			p11.NewAttribute(p11.CKA_KEY_TYPE, p11.CKK_AES),
-			p11.NewAttribute(p11.CKA_VALUE_LEN, size),
-			p11.NewAttribute(p11.CKA_TOKEN, false),
-			p11.NewAttribute(p11.CKA_PRIVATE, true),
-			p11.NewAttribute(p11.CKA_SENSITIVE, true),
-			// Extractable only so that it can be wrapped, once, below;
-			// the object is destroyed before this returns (or dies with
-			// its session, which is a pooled one).
-			p11.NewAttribute(p11.CKA_EXTRACTABLE, true),
-			p11.NewAttribute(p11.CKA_ENCRYPT, false),
-			p11.NewAttribute(p11.CKA_DECRYPT, false),
-			p11.NewAttribute(p11.CKA_WRAP, false),
-			p11.NewAttribute(p11.CKA_UNWRAP, false),
-		})
+		tmp, err := t.ctx.GenerateKey(a.s, mech, template)
 		if err != nil {
 			return fmt.Errorf("pkcs11: failed to %s: %w", op, ckr(err))
 		}
-		defer func() { _ = t.ctx.DestroyObject(s, tmp) }()
-		if blob, err = t.ctx.WrapKey(s, kwp, w, tmp); err != nil {
+		defer func() { _ = t.ctx.DestroyObject(a.s, tmp) }()
+		if blob, err = t.ctx.WrapKey(a.s, kwp, w, tmp); err != nil {
 			return keyErr(op, err)
 		}
 		return nil
