@@ -27,6 +27,10 @@ type Caller struct {
 	// IdempotencyKey, when set, makes the audit event ID deterministic, so
 	// a retried workflow activity does not produce a second record.
 	IdempotencyKey string
+	// Roles are the caller's roles as the transport established them
+	// (key-admin, crypto-user, auditor, approver, tenant-admin). Nil when
+	// the transport has no role information (internal calls).
+	Roles []string
 }
 
 // Config wires a Service.
