@@ -70,6 +70,12 @@ func (t *Token) DecryptGCM(ctx context.Context, key hsm.KeyHandle, iv, ciphertex
 	if len(iv) != hsm.GCMIVSize {
 		return nil, fmt.Errorf("pkcs11: failed to %s: IV must be %d bytes, not %d: %w", op, hsm.GCMIVSize, len(iv), hsm.ErrInvalidInput)
 	}
+	return t.openGCM(ctx, op, key, iv, ciphertext, aad)
+}
+
+// openGCM is the decryption shared by DecryptGCM and DecryptGCMLongIV,
+// once they have checked the IV length.
+func (t *Token) openGCM(ctx context.Context, op string, key hsm.KeyHandle, iv, ciphertext, aad []byte) ([]byte, error) {
 	if len(ciphertext) < hsm.GCMTagSize {
 		return nil, fmt.Errorf("pkcs11: failed to %s: %w", op, hsm.ErrAuthFailed)
 	}
