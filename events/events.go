@@ -62,6 +62,12 @@ const (
 	// as a worker started fail-open (data: failClosed=false). It is
 	// deployment-wide, so its tenant is "-".
 	TypeAuditPolicyChanged = "io.keyflow.audit.policy.changed.v1"
+	// XKS proxy calls (AWS KMS External Key Store, workers/xks).
+	TypeXKSMetadata = "io.keyflow.xks.metadata.v1"
+	TypeXKSEncrypt  = "io.keyflow.xks.encrypt.v1"
+	TypeXKSDecrypt  = "io.keyflow.xks.decrypt.v1"
+	TypeXKSHealth   = "io.keyflow.xks.health.v1"
+	TypeXKSRejected = "io.keyflow.xks.rejected.v1"
 )
 
 // Types lists every event type keyflow emits; schemas/events has one JSON
@@ -74,6 +80,7 @@ var Types = []string{
 	TypeGenerateRandom, TypeReEncrypt, TypeGenerateDataKeyPair,
 	TypeSeal, TypeOpen, TypeEncapsulate, TypeDecapsulate,
 	TypeAuditPolicyChanged, TypeKeyInventoryRead,
+	TypeXKSMetadata, TypeXKSEncrypt, TypeXKSDecrypt, TypeXKSHealth, TypeXKSRejected,
 }
 
 // Outcomes.

@@ -217,6 +217,23 @@ func TestEveryTypeValidates(t *testing.T) {
 			{"", map[string]any{"count": 1, "fromAlgorithms": []string{"RSA_3072", "ECC_NIST_P256"}, "to": "ML_DSA_65"}},
 			{"ValidationException", map[string]any{"count": 0, "fromAlgorithms": []string{"RSA_1024"}}},
 		},
+		events.TypeXKSMetadata: {
+			{"", map[string]any{"keyStore": "/ks1", "externalKeyId": "xks-demo", "awsPrincipalArn": "arn:aws:iam::111122223333:user/alice", "kmsOperation": "CreateKey", "kmsRequestId": "4112f4d6", "keyStatus": "ENABLED"}},
+			{"AccessDeniedException", map[string]any{"keyStore": "/ks1", "externalKeyId": "xks-demo", "awsPrincipalArn": "arn:aws:iam::111122223333:user/mallory", "kmsOperation": "DescribeKey", "kmsRequestId": "r2"}},
+		},
+		events.TypeXKSEncrypt: {
+			{"", map[string]any{"keyStore": "/ks1", "externalKeyId": "xks-demo", "kmsKeyArn": "arn:aws:kms:us-east-1:111122223333:key/k", "kmsOperation": "GenerateDataKey", "kmsRequestId": "r3", "plaintextBytes": 32, "aadBytes": 80, "integrityValue": true, "keyVersion": uint32(1)}},
+			{"UnsupportedOperationException", map[string]any{"keyStore": "", "externalKeyId": "xks-demo", "plaintextBytes": 4301, "aadBytes": 0, "integrityValue": false}},
+		},
+		events.TypeXKSDecrypt: {
+			{"", map[string]any{"keyStore": "/ks1", "externalKeyId": "xks-demo", "kmsOperation": "Decrypt", "kmsRequestId": "r4", "ciphertextBytes": 32, "aadBytes": 80, "ivBytes": 12, "keyVersion": uint32(2)}},
+			{"InvalidCiphertextException", map[string]any{"keyStore": "/ks1", "externalKeyId": "xks-demo", "ciphertextBytes": 32, "aadBytes": 0, "ivBytes": 16}},
+		},
+		events.TypeXKSHealth: {{"", map[string]any{"keyStore": "/ks1", "kmsOperation": "KmsHealthCheck", "kmsRequestId": "r5", "healthStatus": "ACTIVE"}}},
+		events.TypeXKSRejected: {
+			{"AuthenticationFailedException", map[string]any{"keyStore": "/ks1", "operation": "encrypt", "externalKeyId": "xks-demo", "accessKeyId": "AKIAEXAMPLEEXAMPLE22"}},
+			{"InvalidUriPathException", map[string]any{"keyStore": "/nope", "operation": "unknown"}},
+		},
 	}
 	for _, typ := range events.Types {
 		ss, ok := samples[typ]
