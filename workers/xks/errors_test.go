@@ -51,17 +51,29 @@ func TestSpecErrorTable(t *testing.T) {
 		{"no kmsRequestId", keyPath(extKey, "encrypt"), withMeta(encryptBody(pt, nil, false), map[string]any{"awsPrincipalArn": principal, "kmsOperation": "Encrypt"}), 400, "ValidationException"},
 		{"no awsPrincipalArn", keyPath(extKey, "metadata"), map[string]any{"requestMetadata": map[string]any{"kmsOperation": "CreateKey", "kmsRequestId": "r"}}, 400, "ValidationException"},
 		{"wrong encryptionAlgorithm", keyPath(extKey, "encrypt"), func() any { b := encryptBody(pt, nil, false); b["encryptionAlgorithm"] = "AES_CBC"; return b }(), 400, "ValidationException"},
-		{"wrong CDIV algorithm", keyPath(extKey, "encrypt"), func() any { b := encryptBody(pt, nil, false); b["ciphertextDataIntegrityValueAlgorithm"] = "MD5"; return b }(), 400, "ValidationException"},
+		{"wrong CDIV algorithm", keyPath(extKey, "encrypt"), func() any {
+			b := encryptBody(pt, nil, false)
+			b["ciphertextDataIntegrityValueAlgorithm"] = "MD5"
+			return b
+		}(), 400, "ValidationException"},
 		{"no plaintext", keyPath(extKey, "encrypt"), func() any { b := encryptBody(pt, nil, false); delete(b, "plaintext"); return b }(), 400, "ValidationException"},
 		{"plaintext not Base64", keyPath(extKey, "encrypt"), func() any { b := encryptBody(pt, nil, false); b["plaintext"] = "!!"; return b }(), 400, "ValidationException"},
-		{"URL-safe Base64", keyPath(extKey, "decrypt"), func() any { b := decryptBody(good, aad); b["authenticationTag"] = "_-__" + b["authenticationTag"].(string)[4:]; return b }(), 400, "ValidationException"},
+		{"URL-safe Base64", keyPath(extKey, "decrypt"), func() any {
+			b := decryptBody(good, aad)
+			b["authenticationTag"] = "_-__" + b["authenticationTag"].(string)[4:]
+			return b
+		}(), 400, "ValidationException"},
 		{"ciphertextMetadata over 20 bytes", keyPath(extKey, "decrypt"), tamper(func(e *encrypted) { e.meta = make([]byte, 21) }), 400, "ValidationException"},
 		{"unknown kmsOperation is not refused", keyPath(extKey, "decrypt"), withMeta(decryptBody(good, aad), meta("BulkDecrypt", "r")), 200, ""},
 
 		{"tampered ciphertext", keyPath(extKey, "decrypt"), tamper(func(e *encrypted) { e.ct[0] ^= 1 }), 400, "InvalidCiphertextException"},
 		{"tampered tag", keyPath(extKey, "decrypt"), tamper(func(e *encrypted) { e.tag[15] ^= 1 }), 400, "InvalidCiphertextException"},
 		{"tampered IV", keyPath(extKey, "decrypt"), tamper(func(e *encrypted) { e.iv[0] ^= 1 }), 400, "InvalidCiphertextException"},
-		{"other AAD", keyPath(extKey, "decrypt"), func() any { b := tamper(func(*encrypted) {}); b["additionalAuthenticatedData"] = b64([]byte("aae")); return b }(), 400, "InvalidCiphertextException"},
+		{"other AAD", keyPath(extKey, "decrypt"), func() any {
+			b := tamper(func(*encrypted) {})
+			b["additionalAuthenticatedData"] = b64([]byte("aae"))
+			return b
+		}(), 400, "InvalidCiphertextException"},
 		{"AAD left out", keyPath(extKey, "decrypt"), func() any { b := tamper(func(*encrypted) {}); delete(b, "additionalAuthenticatedData"); return b }(), 400, "InvalidCiphertextException"},
 		{"ciphertextMetadata left out", keyPath(extKey, "decrypt"), tamper(func(e *encrypted) { e.meta = nil }), 400, "InvalidCiphertextException"},
 		{"ciphertextMetadata changed", keyPath(extKey, "decrypt"), tamper(func(e *encrypted) { e.meta[4] = 7 }), 400, "InvalidCiphertextException"},

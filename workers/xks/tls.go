@@ -40,9 +40,9 @@ func SelfSignedCert(dir string, hosts []string) (tls.Certificate, string, error)
 		SerialNumber: serial,
 		Subject:      pkix.Name{CommonName: "keyflow XKS proxy (development)", Organization: []string{"keyflow dev"}},
 		NotBefore:    time.Now().Add(-time.Hour), NotAfter: time.Now().AddDate(1, 0, 0),
-		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IsCA:         true, BasicConstraintsValid: true,
+		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IsCA:        true, BasicConstraintsValid: true,
 	}
 	for _, h := range hosts {
 		if ip := net.ParseIP(h); ip != nil {
