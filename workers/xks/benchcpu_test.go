@@ -1,0 +1,19 @@
+//go:build unix
+
+package xks_test
+
+import (
+	"syscall"
+	"time"
+)
+
+// processCPU is the CPU time (user + system) this process has used: the
+// load generator (HTTPS client and SigV4 signer), the proxy, the
+// in-process NATS server and SoftHSM together.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
