@@ -12,7 +12,7 @@ import (
 )
 
 func newDevCmd(g *globals) *cobra.Command {
-	var natsListen, temporalListen string
+	var natsListen, temporalListen, xksListen, xksConfig string
 	var failOpen bool
 	var maxAge time.Duration
 	var maxBytes, maxMsgs int64
@@ -33,7 +33,16 @@ operation proceeds, the worker logs each lost record and counts them, and
 the start itself is recorded (io.keyflow.audit.policy.changed.v1,
 failClosed=false). The audit stream keeps every record unless
 --audit-max-age, --audit-max-bytes or --audit-max-msgs bound it (the oldest
-records are then removed).`,
+records are then removed).
+
+XKS: --xks-listen 127.0.0.1:8443 also serves the AWS KMS External Key Store
+proxy API there, over HTTPS with a self-signed certificate (development
+only). Without --xks-config, the first start creates DIR/xks/config.json
+with one key store (path /keyflow-dev/kms/xks/v1, generated SigV4
+credentials, 0600, never printed) exposing the key alias/xks-demo as the
+external key xks-demo, and DIR/xks/aws-console.json for the AWS KMS
+console. SIGHUP reloads the configuration (credential rotation). See
+docs/xks.md.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
@@ -44,9 +53,15 @@ records are then removed).`,
 			st, err := devstack.Start(ctx, devstack.Config{
 				DataDir: g.dataDir, NATSListen: natsListen, TemporalListen: temporalListen, Logger: log,
 				AuditFailOpen: failOpen, AuditMaxAge: maxAge, AuditMaxBytes: maxBytes, AuditMaxMsgs: maxMsgs,
+				XKSListen: xksListen, XKSConfig: xksConfig,
 			})
 			if err != nil {
 				return err
+			}
+			if x := st.XKS; x != nil {
+				fmt.Fprintf(cmd.OutOrStdout(), "keyflow xks endpoint=%s path=%s config=%s cert=%s\n", x.URL, x.URIPath, x.ConfigPath, x.CertPath)
+				stopHUP := reloadOnHUP(ctx, st, log)
+				defer stopHUP()
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "keyflow ready nats=%s temporal=%s creds=%s tenant=%s\n",
 				st.NATSURL(), st.Temporal.HostPort(), st.AdminCreds(), devstack.DefaultTenant)
@@ -61,6 +76,8 @@ records are then removed).`,
 		},
 	}
 	cmd.Flags().StringVar(&natsListen, "nats-listen", devstack.DefaultNATSListen, "address of the NATS listener")
+	cmd.Flags().StringVar(&xksListen, "xks-listen", "", "also serve the AWS KMS XKS proxy API on this address (HTTPS, self-signed), e.g. 127.0.0.1:8443")
+	cmd.Flags().StringVar(&xksConfig, "xks-config", "", "XKS proxy configuration file (default: generated under DIR/xks)")
 	cmd.Flags().StringVar(&temporalListen, "temporal-listen", devstack.DefaultTemporalListen, "address of the Temporal frontend")
 	cmd.Flags().BoolVar(&failOpen, "audit-fail-open", false, "let operations proceed when their audit record cannot be stored (weaker; recorded in the trail)")
 	cmd.Flags().DurationVar(&maxAge, "audit-max-age", 0, "remove audit records older than this, e.g. 2160h (0: keep for ever)")

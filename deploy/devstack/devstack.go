@@ -46,6 +46,7 @@ import (
 	"github.com/keyflow/keyflow/workers/natsauth"
 	"github.com/keyflow/keyflow/workers/rpc"
 	"github.com/keyflow/keyflow/workers/sealer"
+	"github.com/keyflow/keyflow/workers/xks"
 	"github.com/keyflow/keyflow/workflows"
 )
 
@@ -74,6 +75,11 @@ type Config struct {
 	AuditMaxAge   time.Duration
 	AuditMaxBytes int64
 	AuditMaxMsgs  int64
+	// XKSListen, when set, serves the AWS KMS XKS proxy there (HTTPS,
+	// self-signed); XKSConfig is its configuration (default: generated
+	// under DIR/xks). See xks.go.
+	XKSListen string
+	XKSConfig string
 }
 
 // Stack is a running dev stack.
@@ -84,7 +90,9 @@ type Stack struct {
 	Identity *natsauth.Identity
 	KMS      *kms.Service
 	HSM      *pkcs11.Token
+	XKS      *XKSInfo // nil unless Config.XKSListen
 
+	xksSrv  *xks.Server
 	nc      *nats.Conn
 	tc      client.Client
 	tworker worker.Worker
@@ -232,6 +240,9 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 		return st, err
 	}
 	st.closers = append(st.closers, st.rpc.Stop)
+	if err = st.startXKS(ctx); err != nil {
+		return st, err
+	}
 
 	if err = st.writeAdminCreds(); err != nil {
 		return st, err
