@@ -47,6 +47,8 @@ type results struct {
 	batch   []sample         // BenchmarkBatchEncryptNATS (ops/s counts items)
 	sign    map[int][]sample // BenchmarkSignNATS by requesters
 	rawSign []sample         // BenchmarkRawHSMSignP256
+	xks     map[int][]sample // BenchmarkXKSEncrypt by clients (xks.go)
+	xksRaw  []sample         // BenchmarkXKSRawHSMGCM
 	failed  bool
 }
 
@@ -61,7 +63,7 @@ var (
 )
 
 func parse(r io.Reader) (*results, error) {
-	res := &results{nats: map[int][]sample{}, noAudit: map[int][]sample{}, sign: map[int][]sample{}}
+	res := &results{nats: map[int][]sample{}, noAudit: map[int][]sample{}, sign: map[int][]sample{}, xks: map[int][]sample{}}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 64*1024), 1024*1024)
 	for sc.Scan() {
@@ -100,6 +102,8 @@ func parse(r io.Reader) (*results, error) {
 			res.sign[n] = append(res.sign[n], s)
 		} else if rawSignName.MatchString(f[0]) {
 			res.rawSign = append(res.rawSign, s)
+		} else {
+			parseXKS(res, f[0], s)
 		}
 	}
 	if err := sc.Err(); err != nil {
@@ -183,6 +187,7 @@ func write(w io.Writer, res *results) {
 	fmt.Fprintf(w, "target: >= %.0f ops/s at %d requesters: %s\n", Target, TargetRequesters, verdict)
 	writeAuditCost(w, res)
 	writeCore(w, res, raw, rawOK)
+	writeXKS(w, res)
 }
 
 // AuditRatioTarget is the informational floor of audited / unaudited
