@@ -185,4 +185,3 @@ func auditTailXKS(t *testing.T, st *stack) (string, []cloudEvent) {
 	}
 	return r.stdout, evs
 }
-
