@@ -27,6 +27,7 @@ import (
 	"github.com/keyflow/keyflow/events"
 	"github.com/keyflow/keyflow/hsm/pkcs11/pkcs11test"
 	"github.com/keyflow/keyflow/kms"
+	"github.com/keyflow/keyflow/schemas"
 	"github.com/keyflow/keyflow/workers/xks"
 )
 
@@ -587,5 +588,40 @@ func TestInteropWithGoGCM(t *testing.T) {
 	got, err := gcm.Open(nil, e.iv, append(bytes.Clone(e.ct), e.tag...), full)
 	if err != nil || !bytes.Equal(got, pt) {
 		t.Fatalf("keyflow's ciphertext does not open in Go: %v", err)
+	}
+}
+
+// TestEveryXKSEventValidates makes every io.keyflow.xks.* event happen for
+// real, successes and refusals, and checks each stored CloudEvent against
+// its schema.
+func TestEveryXKSEventValidates(t *testing.T) {
+	f := newFixture(t, func(c *xks.Config) {
+		c.KeyStores[0].Keys["guarded"] = xks.Key{KeyRef: "alias/xks-demo", XKSPolicy: kms.XKSPolicy{AllowedPrincipals: []string{"arn:aws:iam::999999999999:root"}}}
+	})
+	e := f.encrypt(t, extKey, []byte("x"), []byte("aad"))
+	f.call(t, apiBase+"/keys/"+extKey+"/decrypt", decryptBody(e, []byte("aad")))
+	f.call(t, apiBase+"/keys/"+extKey+"/decrypt", decryptBody(e, nil))
+	f.call(t, apiBase+"/keys/"+extKey+"/metadata", map[string]any{"requestMetadata": meta("DescribeKey", "r")})
+	f.call(t, apiBase+"/keys/guarded/metadata", map[string]any{"requestMetadata": meta("DescribeKey", "r")})
+	f.call(t, apiBase+"/health", map[string]any{"requestMetadata": meta("KmsHealthCheck", "r")})
+	f.call(t, apiBase+"/keys/"+extKey+"/encrypt", "not json")
+	f.call(t, "/nope/kms/xks/v1/health", map[string]any{})
+	f.do(t, f.signed(t, newCred(t), apiBase+"/health", []byte("{}"), "kms-xks-proxy", "us-east-1", f.clock()))
+	seen := map[string]int{}
+	for _, tenant := range []string{"alpha", "-"} {
+		for _, ev := range f.bed.Events(tenant) {
+			if err := schemas.ValidateEvent(ev.Raw); err != nil {
+				t.Errorf("%v\n%s", err, ev.Raw)
+			}
+			seen[ev.Type]++
+		}
+	}
+	for _, typ := range events.Types {
+		if strings.HasPrefix(typ, "io.keyflow.xks.") && seen[typ] == 0 {
+			t.Errorf("no %s event", typ)
+		}
+	}
+	if seen[events.TypeXKSRejected] != 3 {
+		t.Errorf("%d rejected events, want 3", seen[events.TypeXKSRejected])
 	}
 }
