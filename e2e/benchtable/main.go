@@ -280,7 +280,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "benchtable:", err)
 		os.Exit(1)
 	}
-	if len(res.nats) == 0 && len(res.raw) == 0 && len(res.noAudit) == 0 {
+	if len(res.nats) == 0 && len(res.raw) == 0 && len(res.noAudit) == 0 && len(res.xks) == 0 {
 		fmt.Fprintln(os.Stderr, "benchtable: no BenchmarkEncryptNATS or BenchmarkRawHSMGCM results on stdin")
 		os.Exit(1)
 	}

@@ -61,6 +61,7 @@ type Server struct {
 
 type state struct {
 	cfg     *Config
+	keys    signingKeys
 	stores  map[string]*store
 	timeout time.Duration
 	skew    time.Duration
@@ -284,7 +285,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		reject(kms.CodeUnsupportedOperation, fmt.Sprintf("the request body is larger than %d bytes", maxBody))
 		return
 	}
-	akid, err := verifySigV4(r, body, s.now(), st.skew, func(id string) ([]byte, bool) {
+	akid, err := verifySigV4(r, body, s.now(), st.skew, &st.keys, func(id string) ([]byte, bool) {
 		sec, ok := sto.secrets[id]
 		return sec, ok
 	})

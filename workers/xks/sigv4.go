@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -81,7 +82,7 @@ func parseAuthorization(h string) (*sigV4Auth, error) {
 // verifySigV4 authenticates r (whose body has been read into body) and
 // returns the access key ID. secretOf returns the secret of an access key
 // ID, or false.
-func verifySigV4(r *http.Request, body []byte, now time.Time, skew time.Duration, secretOf func(string) ([]byte, bool)) (string, error) {
+func verifySigV4(r *http.Request, body []byte, now time.Time, skew time.Duration, keys *signingKeys, secretOf func(string) ([]byte, bool)) (string, error) {
 	a, err := parseAuthorization(r.Header.Get("Authorization"))
 	if err != nil {
 		return "", err
@@ -147,15 +148,42 @@ func verifySigV4(r *http.Request, body []byte, now time.Time, skew time.Duration
 		// ID takes as long to refuse as a wrong signature.
 		secret = []byte("keyflow-unknown-access-key-id")
 	}
-	key := hmacSHA256([]byte("AWS4"+string(secret)), a.date)
-	key = hmacSHA256(key, a.region)
-	key = hmacSHA256(key, a.service)
-	key = hmacSHA256(key, "aws4_request")
-	want := hmacSHA256(key, toSign)
+	want := hmacSHA256(keys.signingKey(secret, a.date, a.region, a.service), toSign)
 	if !hmac.Equal(want, a.signature) || !ok {
 		return a.accessKeyID, authFail("signature mismatch or unknown access key ID")
 	}
 	return a.accessKeyID, nil
+}
+
+// signingKeys caches derived SigV4 signing keys: a key depends only on the
+// secret, the date, the region and the service, so the four HMACs that
+// derive it run once a day per credential and region instead of on every
+// request. The cache belongs to one configuration (a reload drops it) and
+// is bounded.
+type signingKeys struct {
+	mu sync.Mutex
+	m  map[[4]string][]byte
+}
+
+func (c *signingKeys) signingKey(secret []byte, date, region, service string) []byte {
+	id := [4]string{string(secret), date, region, service}
+	c.mu.Lock()
+	k, ok := c.m[id]
+	c.mu.Unlock()
+	if ok {
+		return k
+	}
+	k = hmacSHA256([]byte("AWS4"+string(secret)), date)
+	k = hmacSHA256(k, region)
+	k = hmacSHA256(k, service)
+	k = hmacSHA256(k, "aws4_request")
+	c.mu.Lock()
+	if c.m == nil || len(c.m) >= 256 {
+		c.m = map[[4]string][]byte{} // crude bound; a day's working set is a few keys
+	}
+	c.m[id] = k
+	c.mu.Unlock()
+	return k
 }
 
 func hmacSHA256(key []byte, data string) []byte {
