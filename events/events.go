@@ -62,6 +62,16 @@ const (
 	// as a worker started fail-open (data: failClosed=false). It is
 	// deployment-wide, so its tenant is "-".
 	TypeAuditPolicyChanged = "io.keyflow.audit.policy.changed.v1"
+
+	// Archival, recovery and backups (docs/backup-and-recovery.md).
+	TypeKeyVersionArchived         = "io.keyflow.key.version.archived.v1"
+	TypeKeyVersionRestoreRequested = "io.keyflow.key.version.restore.requested.v1"
+	TypeKeyVersionRestoreApproved  = "io.keyflow.key.version.restore.approved.v1"
+	TypeKeyVersionRestoreRejected  = "io.keyflow.key.version.restore.rejected.v1"
+	TypeKeyVersionRestored         = "io.keyflow.key.version.restored.v1"
+	TypeKeyArchiveDestroyed        = "io.keyflow.key.archive.destroyed.v1"
+	TypeBackupCreated              = "io.keyflow.backup.created.v1"
+	TypeBackupRestored             = "io.keyflow.backup.restored.v1"
 )
 
 // Types lists every event type keyflow emits; schemas/events has one JSON
@@ -74,6 +84,9 @@ var Types = []string{
 	TypeGenerateRandom, TypeReEncrypt, TypeGenerateDataKeyPair,
 	TypeSeal, TypeOpen, TypeEncapsulate, TypeDecapsulate,
 	TypeAuditPolicyChanged, TypeKeyInventoryRead,
+	TypeKeyVersionArchived, TypeKeyVersionRestoreRequested, TypeKeyVersionRestoreApproved,
+	TypeKeyVersionRestoreRejected, TypeKeyVersionRestored, TypeKeyArchiveDestroyed,
+	TypeBackupCreated, TypeBackupRestored,
 }
 
 // Outcomes.
