@@ -297,7 +297,7 @@ func TestArchiveAndRestoreVersion(t *testing.T) {
 		t.Fatalf("archive entry after restore: %v", err)
 	}
 	for typ, n := range map[string]int{
-		events.TypeKeyVersionArchived: 4, // two refusals and two successes (no idempotency key outside a workflow)
+		events.TypeKeyVersionArchived:         4, // two refusals and two successes (no idempotency key outside a workflow)
 		events.TypeKeyVersionRestoreRequested: 2, events.TypeKeyVersionRestoreApproved: 2, events.TypeKeyVersionRestored: 2,
 	} {
 		if got := len(b.EventsOfType("alpha", typ)); got != n {
