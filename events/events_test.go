@@ -221,9 +221,12 @@ func TestEveryTypeValidates(t *testing.T) {
 			{"", map[string]any{"keyId": id, "version": uint32(1), "requestedBy": "alice"}},
 			{"AccessDeniedException", map[string]any{"keyId": id, "version": uint32(1), "requestedBy": "alice"}},
 		},
-		events.TypeKeyVersionRestoreRejected: {{"", map[string]any{"keyId": id, "version": uint32(1), "requestedBy": "alice"}}},
-		events.TypeKeyVersionRestored:        {{"", map[string]any{"keyId": id, "version": uint32(1)}}},
-		events.TypeKeyArchiveDestroyed:       {{"", map[string]any{"keyId": id, "versions": 2, "backups": 1}}},
+		events.TypeKeyVersionRestoreRejected: {
+			{"", map[string]any{"keyId": id, "version": uint32(1), "requestedBy": "alice", "reason": "rejected"}},
+			{"", map[string]any{"keyId": id, "version": uint32(1), "requestedBy": "alice", "reason": "expired"}},
+		},
+		events.TypeKeyVersionRestored:  {{"", map[string]any{"keyId": id, "version": uint32(1)}}},
+		events.TypeKeyArchiveDestroyed: {{"", map[string]any{"keyId": id, "versions": 2, "backups": 1}}},
 		events.TypeBackupCreated: {
 			{"", map[string]any{"backupId": id, "keys": 3, "versions": 4, "bytes": 2048}},
 			{"LimitExceededException", map[string]any{}},

@@ -232,7 +232,11 @@ func (s *Service) RecordRestoreDecision(ctx context.Context, c Caller, keyID str
 		typ = events.TypeKeyVersionRestoreRejected
 	}
 	defer s.finish(ctx, c, typ, &err, func() (string, map[string]any) {
-		return ResourceName(c.Tenant, keyID), map[string]any{"keyId": keyID, "version": version, "requestedBy": requester}
+		data := map[string]any{"keyId": keyID, "version": version, "requestedBy": requester}
+		if !approved {
+			data["reason"] = "rejected"
+		}
+		return ResourceName(c.Tenant, keyID), data
 	}, nil)
 	if err := checkCaller(c); err != nil {
 		return err
@@ -343,4 +347,14 @@ func (s *Service) DestroyArchivedMaterial(ctx context.Context, c Caller, keyID s
 	}
 	s.Invalidate(c.Tenant, keyID)
 	return out, nil
+}
+
+// RecordRestoreExpired records that a restore request got no decision
+// before its approval window closed; nothing was restored.
+func (s *Service) RecordRestoreExpired(ctx context.Context, c Caller, keyID string, version uint32, requester string) error {
+	if err := checkCaller(c); err != nil {
+		return err
+	}
+	return s.emit(ctx, c, events.TypeKeyVersionRestoreRejected, ResourceName(c.Tenant, keyID),
+		map[string]any{"keyId": keyID, "version": version, "requestedBy": requester, "reason": "expired"}, nil)
 }
