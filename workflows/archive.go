@@ -331,3 +331,12 @@ func (c *Client) DecideRecovery(ctx context.Context, tenant, keyID string, versi
 	}
 	return &res, nil
 }
+
+// DestroyArchivedMaterial destroys a key's archived material and revokes
+// the registered backups that hold it (kms.Service.DestroyArchivedMaterial):
+// the step the key destruction workflow runs for the copies keyflow manages
+// outside the live store. Idempotent.
+func (a *Activities) DestroyArchivedMaterial(ctx context.Context, s KeyStep) error {
+	_, err := a.KMS.DestroyArchivedMaterial(ctx, caller(ctx, s), s.KeyID)
+	return activityError(err)
+}

@@ -2,6 +2,7 @@ package workflows_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"os"
@@ -213,5 +214,31 @@ func TestRecoveryWorkflowExpires(t *testing.T) {
 	evs := b.EventsOfType("alpha", events.TypeKeyVersionRestoreRejected)
 	if len(evs) != 1 || evs[0].Data["reason"] != "expired" {
 		t.Fatalf("rejected events: %+v", evs)
+	}
+}
+
+// The workflows' inputs and outputs (what Temporal stores in history)
+// hold IDs, numbers, principals and durations only.
+func TestArchivalHistoryHoldsNoMaterial(t *testing.T) {
+	for _, v := range []any{
+		workflows.ArchivalParams{Tenant: "alpha", Principal: "p", RequestID: "r", Retention: time.Hour, Interval: time.Hour, Passes: 1},
+		workflows.ArchivalResult{Archived: []kms.VersionRef{{KeyID: "k", Version: 1}}},
+		workflows.ArchiveVersionStep{KeyStep: workflows.KeyStep{Tenant: "alpha", KeyID: "k", Version: 1}, Retention: time.Hour},
+		workflows.RecoveryParams{Tenant: "alpha", KeyID: "k", Version: 1, Principal: "p", RequestID: "r", ApprovalTimeout: time.Hour},
+		workflows.RecoveryResult{KeyID: "k", Version: 1, Outcome: workflows.RecoveryRestored, DecidedBy: "bob"},
+		workflows.RestoreDecision{Principal: "bob", RequestID: "r", Approve: true},
+		workflows.DecisionStep{KeyStep: workflows.KeyStep{KeyID: "k"}, Requester: "p", Approve: true, Seq: 1},
+	} {
+		b, _ := json.Marshal(v)
+		var m map[string]any
+		_ = json.Unmarshal(b, &m)
+		for k := range m {
+			switch k {
+			case "Tenant", "KeyID", "Principal", "RequestID", "Version", "Retention", "Interval", "Passes",
+				"Archived", "Failed", "KeyStep", "ApprovalTimeout", "Outcome", "DecidedBy", "Approve", "Requester", "Seq":
+			default:
+				t.Errorf("%T: unexpected field %q in workflow payload", v, k)
+			}
+		}
 	}
 }

@@ -50,25 +50,34 @@ destroying a key later revokes the backups that hold it.`,
 			if force {
 				flags = os.O_WRONLY | os.O_CREATE | os.O_TRUNC
 			}
+			// Claim the file first, so a backup is never made (and
+			// registered) only to be thrown away.
+			f, err := os.OpenFile(out, flags, 0o600)
+			if errors.Is(err, os.ErrExist) {
+				return usagef("%s exists; choose another --out or pass --force", out)
+			}
+			if err != nil {
+				return usagef("cannot write --out: %v", err)
+			}
+			ok := false
+			defer func() {
+				f.Close()
+				if !ok {
+					os.Remove(out)
+				}
+			}()
 			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
 				r, err := c.CreateBackup(ctx)
 				if err != nil {
 					return err
 				}
-				f, err := os.OpenFile(out, flags, 0o600)
-				if errors.Is(err, os.ErrExist) {
-					return usagef("%s exists; choose another --out or pass --force", out)
-				}
-				if err != nil {
-					return fmt.Errorf("failed to write the backup: %w", err)
-				}
 				if _, err := f.Write(r.Backup); err != nil {
-					f.Close()
 					return fmt.Errorf("failed to write the backup: %w", err)
 				}
 				if err := f.Close(); err != nil {
 					return fmt.Errorf("failed to write the backup: %w", err)
 				}
+				ok = true
 				sum := sha256.Sum256(r.Backup)
 				return g.print(cmd, map[string]any{"backupId": r.BackupID, "keys": r.Keys, "versions": r.Versions, "file": out, "bytes": len(r.Backup), "sha256": hex.EncodeToString(sum[:])},
 					fmt.Sprintf("backup %s: %d keys, %d versions -> %s", r.BackupID, r.Keys, r.Versions, out))
