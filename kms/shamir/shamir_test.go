@@ -204,3 +204,12 @@ func BenchmarkCombine32Bytes3of5(b *testing.B) {
 		_, _ = Combine(shares[:3])
 	}
 }
+
+// BenchmarkRandom32Bytes is the baseline: drawing the 32 bytes of one
+// ceremony key from crypto/rand.
+func BenchmarkRandom32Bytes(b *testing.B) {
+	buf := make([]byte, 32)
+	for b.Loop() {
+		rand.Read(buf)
+	}
+}
