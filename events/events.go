@@ -68,6 +68,16 @@ const (
 	TypeXKSDecrypt  = "io.keyflow.xks.decrypt.v1"
 	TypeXKSHealth   = "io.keyflow.xks.health.v1"
 	TypeXKSRejected = "io.keyflow.xks.rejected.v1"
+
+	// Archival, recovery and backups (docs/backup-and-recovery.md).
+	TypeKeyVersionArchived         = "io.keyflow.key.version.archived.v1"
+	TypeKeyVersionRestoreRequested = "io.keyflow.key.version.restore.requested.v1"
+	TypeKeyVersionRestoreApproved  = "io.keyflow.key.version.restore.approved.v1"
+	TypeKeyVersionRestoreRejected  = "io.keyflow.key.version.restore.rejected.v1"
+	TypeKeyVersionRestored         = "io.keyflow.key.version.restored.v1"
+	TypeKeyArchiveDestroyed        = "io.keyflow.key.archive.destroyed.v1"
+	TypeBackupCreated              = "io.keyflow.backup.created.v1"
+	TypeBackupRestored             = "io.keyflow.backup.restored.v1"
 )
 
 // Types lists every event type keyflow emits; schemas/events has one JSON
@@ -81,6 +91,9 @@ var Types = []string{
 	TypeSeal, TypeOpen, TypeEncapsulate, TypeDecapsulate,
 	TypeAuditPolicyChanged, TypeKeyInventoryRead,
 	TypeXKSMetadata, TypeXKSEncrypt, TypeXKSDecrypt, TypeXKSHealth, TypeXKSRejected,
+	TypeKeyVersionArchived, TypeKeyVersionRestoreRequested, TypeKeyVersionRestoreApproved,
+	TypeKeyVersionRestoreRejected, TypeKeyVersionRestored, TypeKeyArchiveDestroyed,
+	TypeBackupCreated, TypeBackupRestored,
 }
 
 // Outcomes.

@@ -212,6 +212,29 @@ func TestEveryTypeValidates(t *testing.T) {
 		},
 		events.TypeRequestRejected:    {{"ValidationException", map[string]any{"operation": "crypto.batchdatakey"}}},
 		events.TypeAuditPolicyChanged: {{"", map[string]any{"failClosed": false}}},
+		events.TypeKeyVersionArchived: {
+			{"", map[string]any{"keyId": id, "version": uint32(1)}},
+			{"KMSInvalidStateException", map[string]any{"keyId": id, "version": uint32(2)}},
+		},
+		events.TypeKeyVersionRestoreRequested: {{"", map[string]any{"keyRef": "alias/app", "version": uint32(1)}}},
+		events.TypeKeyVersionRestoreApproved: {
+			{"", map[string]any{"keyId": id, "version": uint32(1), "requestedBy": "alice"}},
+			{"AccessDeniedException", map[string]any{"keyId": id, "version": uint32(1), "requestedBy": "alice"}},
+		},
+		events.TypeKeyVersionRestoreRejected: {
+			{"", map[string]any{"keyId": id, "version": uint32(1), "requestedBy": "alice", "reason": "rejected"}},
+			{"", map[string]any{"keyId": id, "version": uint32(1), "requestedBy": "alice", "reason": "expired"}},
+		},
+		events.TypeKeyVersionRestored:  {{"", map[string]any{"keyId": id, "version": uint32(1)}}},
+		events.TypeKeyArchiveDestroyed: {{"", map[string]any{"keyId": id, "versions": 2, "backups": 1}}},
+		events.TypeBackupCreated: {
+			{"", map[string]any{"backupId": id, "keys": 3, "versions": 4, "bytes": 2048}},
+			{"LimitExceededException", map[string]any{}},
+		},
+		events.TypeBackupRestored: {
+			{"", map[string]any{"backupId": id, "keys": 3, "versions": 4, "bytes": 2048, "overwrite": false}},
+			{"InvalidCiphertextException", map[string]any{"bytes": 2048, "overwrite": true}},
+		},
 		events.TypeKeyInventoryRead: {
 			{"", map[string]any{"count": 3}},
 			{"", map[string]any{"count": 1, "fromAlgorithms": []string{"RSA_3072", "ECC_NIST_P256"}, "to": "ML_DSA_65"}},

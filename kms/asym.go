@@ -286,7 +286,7 @@ func candidateVersions(k *Key, want uint32) []uint32 {
 	var out []uint32
 	for i := len(k.Versions) - 1; i >= 0; i-- {
 		v := k.Versions[i]
-		if v.State.CanDecrypt() && (want == 0 || v.Number == want) {
+		if v.State.CanDecrypt() && !v.Archived && (want == 0 || v.Number == want) {
 			out = append(out, v.Number)
 		}
 	}

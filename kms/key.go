@@ -69,6 +69,10 @@ type Version struct {
 	State     KeyState  `json:"state"`
 	Algorithm Algorithm `json:"algorithm"`
 	CreatedAt time.Time `json:"creationDate"`
+	// Archived is set while the version's material sits in the archive
+	// (see ArchiveVersion): it is not loadable until it is restored.
+	Archived   bool      `json:"archived,omitempty"`
+	ArchivedAt time.Time `json:"archivedAt,omitzero"`
 }
 
 // Version returns version n and whether it exists.

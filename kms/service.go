@@ -716,6 +716,9 @@ func (s *Service) open(ctx context.Context, tenant, keyRef string, ciphertext []
 	if !k.State.CanDecrypt() {
 		return k, nil, 0, newError(CodeInvalidState, "key %s is %s and cannot decrypt", k.ID, k.State)
 	}
+	if v.Archived {
+		return k, nil, 0, errArchived(k, v)
+	}
 	if !v.State.CanDecrypt() {
 		return k, nil, 0, newError(CodeInvalidState, "version %d of key %s is %s and cannot decrypt", v.Number, k.ID, v.State)
 	}

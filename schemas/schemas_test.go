@@ -133,6 +133,19 @@ func TestSchemaAPIMirrorsGoTypes(t *testing.T) {
 		{api.InventoryRequest{}, "api/InventoryRequest.json", nil, ""},
 		{api.InventoryReply{}, "api/InventoryReply.json", nil, ""},
 		{api.InventoryKey{}, "api/InventoryReply.json", []string{"$defs", "InventoryKey"}, ""},
+
+		{api.BackupCreateReply{}, "api/BackupCreateReply.json", nil, ""},
+		{api.BackupRestoreRequest{}, "api/BackupRestoreRequest.json", nil, ""},
+		{api.BackupRestoreReply{}, "api/BackupRestoreReply.json", nil, ""},
+		{api.BackupListReply{}, "api/BackupListReply.json", nil, ""},
+		{api.BackupInfo{}, "api/BackupListReply.json", []string{"$defs", "BackupInfo"}, ""},
+		{api.ArchiveRunRequest{}, "api/ArchiveRunRequest.json", nil, ""},
+		{api.ArchiveRunReply{}, "api/ArchiveRunReply.json", nil, ""},
+		{api.VersionRef{}, "api/ArchiveRunReply.json", []string{"$defs", "VersionRef"}, ""},
+		{api.ArchiveRestoreRequest{}, "api/ArchiveRestoreRequest.json", nil, ""},
+		{api.ArchiveRestoreReply{}, "api/ArchiveRestoreReply.json", nil, ""},
+		{api.ArchiveDecideRequest{}, "api/ArchiveDecideRequest.json", nil, ""},
+		{api.ArchiveDecideReply{}, "api/ArchiveDecideReply.json", nil, ""},
 	}
 	var names []string
 	for _, c := range cases {
@@ -263,6 +276,19 @@ func TestSchemaAPIAcceptsGoValues(t *testing.T) {
 			{Result: &api.DataKeyReply{KeyID: id, KeyVersion: 1, CiphertextBlob: []byte{1, 2, 3}}}, // withoutPlaintext: "plaintext":null
 			{Result: &api.DataKeyReply{KeyID: id, KeyVersion: 1, Plaintext: make([]byte, 32), CiphertextBlob: []byte{1, 2, 3}}}}},
 	}
+	revoked := now
+	cases["BackupCreateReply"] = api.BackupCreateReply{BackupID: id, Keys: 2, Versions: 3, Backup: make([]byte, 4096)}
+	cases["BackupRestoreRequest"] = api.BackupRestoreRequest{Backup: make([]byte, 4096), Overwrite: true}
+	cases["BackupRestoreReply"] = api.BackupRestoreReply{BackupID: id, Keys: 2, Versions: 3, Aliases: 1}
+	cases["BackupListReply"] = api.BackupListReply{Backups: []api.BackupInfo{
+		{BackupID: id, CreationDate: now, CreatedBy: "alice", KeyIDs: []string{id}, Bytes: 4096, SHA256: strings.Repeat("ab", 32)},
+		{BackupID: id, CreationDate: now, KeyIDs: []string{}, Bytes: 1, SHA256: strings.Repeat("0", 64), Revoked: true, RevokedAt: &revoked, RevokedForKey: id}}}
+	cases["ArchiveRunRequest"] = api.ArchiveRunRequest{RetentionSeconds: 86400, IntervalSeconds: 3600}
+	cases["ArchiveRunReply"] = api.ArchiveRunReply{WorkflowID: "archive/alpha", Archived: []api.VersionRef{{KeyID: id, Version: 1}}, Failed: []api.VersionRef{}}
+	cases["ArchiveRestoreRequest"] = api.ArchiveRestoreRequest{KeyID: "alias/app", Version: 1}
+	cases["ArchiveRestoreReply"] = api.ArchiveRestoreReply{KeyID: id, Version: 1, WorkflowID: "recover/alpha/" + id + "/v1", Status: "PENDING_APPROVAL"}
+	cases["ArchiveDecideRequest"] = api.ArchiveDecideRequest{KeyID: id, Version: 1, Approve: true}
+	cases["ArchiveDecideReply"] = api.ArchiveDecideReply{KeyID: id, Version: 1, Outcome: "RESTORED", DecidedBy: "bob"}
 	for _, name := range schemas.APIMessages() {
 		v, ok := cases[name]
 		if !ok {

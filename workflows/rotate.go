@@ -143,6 +143,8 @@ func Register(r interface {
 	RegisterActivity(any)
 }, a *Activities) {
 	r.RegisterWorkflow(RotateKeyWorkflow)
+	r.RegisterWorkflow(ArchivalWorkflow)
+	r.RegisterWorkflow(RecoveryWorkflow)
 	r.RegisterActivity(a)
 }
 

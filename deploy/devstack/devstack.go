@@ -9,6 +9,7 @@
 //
 //	DIR/hsm/softhsm2.conf, DIR/hsm/tokens/   the SoftHSM token
 //	DIR/hsm/pin                              the token's user PIN (0600)
+//	DIR/hsm/so-pin                           the security officer's PIN (0600), for the root key ceremony
 //	DIR/nats/identity.json                   operator and account keys (0600)
 //	DIR/nats/jetstream/                      streams and KV buckets
 //	DIR/temporal/temporal.db                 Temporal's SQLite database
@@ -236,6 +237,7 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 	if st.rpc, err = rpc.Start(rpc.Config{
 		Conn: st.nc, KMS: st.KMS, Tenants: st.Identity, JS: js, Logger: cfg.Logger,
 		Rotator: rotator{&workflows.Client{Temporal: st.tc}, cfg.Logger}, Workers: cfg.Workers,
+		Archiver: archiver{&workflows.Client{Temporal: st.tc}, cfg.Logger},
 	}); err != nil {
 		return st, err
 	}
@@ -310,6 +312,10 @@ func openToken(ctx context.Context, dir string) (*pkcs11.Token, error) {
 		}
 		if err := os.WriteFile(pinPath, []byte(userPIN), 0o600); err != nil {
 			return nil, fmt.Errorf("failed to write the PIN file: %w", err)
+		}
+		// The SO PIN is kept for the root key ceremony (token.go).
+		if err := os.WriteFile(soPINPath(dir), []byte(soPIN), 0o600); err != nil {
+			return nil, fmt.Errorf("failed to write the SO PIN file: %w", err)
 		}
 		pin = []byte(userPIN)
 	} else if err != nil {

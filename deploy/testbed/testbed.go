@@ -49,8 +49,15 @@ type Bed struct {
 // New starts a bed with tenants "alpha" and "beta".
 func New(t testing.TB) *Bed {
 	t.Helper()
+	return NewOn(t, pkcs11test.NewToken(t))
+}
+
+// NewOn starts a bed on an HSM token the test already has: a fresh NATS
+// and store over the same root key, as a stack rebuilt from a backup is.
+func NewOn(t testing.TB, tok *pkcs11.Token) *Bed {
+	t.Helper()
 	ctx := context.Background()
-	b := &Bed{T: t, HSM: pkcs11test.NewToken(t)}
+	b := &Bed{T: t, HSM: tok}
 	var err error
 	if b.Identity, err = natsauth.Load(t.TempDir() + "/identity.json"); err != nil {
 		t.Fatal(err)

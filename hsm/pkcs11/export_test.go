@@ -315,3 +315,23 @@ func (t *Token) BorrowOwnerSessionForTest(ctx context.Context) (release func(), 
 	}
 	return func() { t.owner <- o }, nil
 }
+
+// CreateNonExtractableRootForTest creates a root key the way keyflow did
+// before the root key ceremony: non-extractable, so never exportable.
+func (t *Token) CreateNonExtractableRootForTest(ctx context.Context, label string) error {
+	return t.do(ctx, "create a legacy root key", func(a *attempt) error {
+		_, err := t.ctx.GenerateKey(a.s, aesKeyGen, []*p11.Attribute{
+			p11.NewAttribute(p11.CKA_CLASS, p11.CKO_SECRET_KEY),
+			p11.NewAttribute(p11.CKA_KEY_TYPE, p11.CKK_AES),
+			p11.NewAttribute(p11.CKA_VALUE_LEN, 32),
+			p11.NewAttribute(p11.CKA_TOKEN, true),
+			p11.NewAttribute(p11.CKA_PRIVATE, true),
+			p11.NewAttribute(p11.CKA_SENSITIVE, true),
+			p11.NewAttribute(p11.CKA_EXTRACTABLE, false),
+			p11.NewAttribute(p11.CKA_WRAP, true),
+			p11.NewAttribute(p11.CKA_UNWRAP, true),
+			p11.NewAttribute(p11.CKA_LABEL, label),
+		})
+		return err
+	})
+}

@@ -438,8 +438,12 @@ func (t *Token) DestroyKey(ctx context.Context, key hsm.KeyHandle) error {
 }
 
 // EnsureRootKey finds the AES-256 token key labelled label, or creates it:
-// private, sensitive, non-extractable, able to wrap and unwrap and nothing
-// else. It refuses an existing key with that label that is weaker.
+// private, sensitive, able to wrap and unwrap and nothing else, and
+// extractable only wrapped under a key the security officer marked
+// trusted (CKA_WRAP_WITH_TRUSTED; see ExportRootKey). It refuses an
+// existing key with that label that is weaker. Root keys made
+// non-extractable (by earlier versions) are accepted and cannot be
+// exported.
 //
 // The handle it returns stands for the key by token and label, not for
 // the device's object handle, which changes when the token is reset; see
@@ -475,20 +479,7 @@ func (t *Token) EnsureRootKey(ctx context.Context, label string) (hsm.KeyHandle,
 
 		// If the device fails after creating the key but before saying
 		// so, the retry finds it above instead of making a second one.
-		obj, err = t.ctx.GenerateKey(a.s, aesKeyGen, []*p11.Attribute{
-			p11.NewAttribute(p11.CKA_CLASS, p11.CKO_SECRET_KEY),
-			p11.NewAttribute(p11.CKA_KEY_TYPE, p11.CKK_AES),
-			p11.NewAttribute(p11.CKA_VALUE_LEN, 32),
-			p11.NewAttribute(p11.CKA_TOKEN, true),
-			p11.NewAttribute(p11.CKA_PRIVATE, true),
-			p11.NewAttribute(p11.CKA_SENSITIVE, true),
-			p11.NewAttribute(p11.CKA_EXTRACTABLE, false),
-			p11.NewAttribute(p11.CKA_WRAP, true),
-			p11.NewAttribute(p11.CKA_UNWRAP, true),
-			p11.NewAttribute(p11.CKA_ENCRYPT, false),
-			p11.NewAttribute(p11.CKA_DECRYPT, false),
-			p11.NewAttribute(p11.CKA_LABEL, label),
-		})
+		obj, err = t.ctx.GenerateKey(a.s, aesKeyGen, append(rootKeyTemplate(label), p11.NewAttribute(p11.CKA_VALUE_LEN, 32)))
 		if err != nil {
 			return fmt.Errorf("pkcs11: failed to %s %q: failed to create it: %w", op, label, ckr(err))
 		}
@@ -500,21 +491,24 @@ func (t *Token) EnsureRootKey(ctx context.Context, label string) (hsm.KeyHandle,
 	return t.mod.rootHandle(t.label, label, obj), nil
 }
 
-// checkRootKey refuses a root key that someone made extractable or short:
+// checkRootKey refuses a root key that someone made freely extractable or short:
 // it would silently weaken every key wrapped under it.
 func (t *Token) checkRootKey(s p11.SessionHandle, k p11.ObjectHandle) error {
 	attrs, err := t.ctx.GetAttributeValue(s, k, []*p11.Attribute{
 		p11.NewAttribute(p11.CKA_VALUE_LEN, nil),
 		p11.NewAttribute(p11.CKA_EXTRACTABLE, nil),
 		p11.NewAttribute(p11.CKA_SENSITIVE, nil),
+		p11.NewAttribute(p11.CKA_WRAP_WITH_TRUSTED, nil),
 	})
 	if err != nil {
 		return fmt.Errorf("failed to read its attributes: %w", ckr(err))
 	}
 	// A key that came in through C_UnwrapKey has CKA_VALUE_LEN 0 on
-	// SoftHSM; only a length that is known and wrong is refused.
-	if n := attrUint(attrs[0]); (n != 0 && n != 32) || attrBool(attrs[1]) || !attrBool(attrs[2]) {
-		return errors.New("the existing key is not a sensitive, non-extractable AES-256 key")
+	// SoftHSM; only a length that is known and wrong is refused. An
+	// extractable root is accepted only if nothing but a trusted key can
+	// wrap it.
+	if n := attrUint(attrs[0]); (n != 0 && n != 32) || (attrBool(attrs[1]) && !attrBool(attrs[3])) || !attrBool(attrs[2]) {
+		return errors.New("the existing key is not a sensitive AES-256 key that is non-extractable or extractable only under a trusted key")
 	}
 	return nil
 }

@@ -57,8 +57,11 @@ type Config struct {
 	Conn    *nats.Conn
 	KMS     *kms.Service
 	Tenants TenantResolver
-	Rotator Rotator             // nil: rotate answers KMSInternalException
-	JS      jetstream.JetStream // for audit tail
+	Rotator Rotator // nil: rotate answers KMSInternalException
+	// Archiver runs archival and recovery (backup.go); nil: archive.*
+	// answers KMSInternalException.
+	Archiver Archiver
+	JS       jetstream.JetStream // for audit tail
 	// Workers is the size of the handler pool (default 64).
 	Workers int
 	// Timeout bounds each request (default 30s).
@@ -130,6 +133,8 @@ func Start(cfg Config) (*Server, error) {
 		{"keyflow-audit", "audit", map[string]handlerFunc{
 			"tail": s.auditTail,
 		}},
+		{"keyflow-backup", "backup", s.backupOps()},
+		{"keyflow-archive", "archive", s.archiveOps()},
 	}
 	for _, g := range groups {
 		svc, err := micro.AddService(cfg.Conn, micro.Config{

@@ -107,15 +107,24 @@ func Main(m *testing.M) {
 // Tokens on one token, as several workers sharing a root key do.
 func NewTokenConfig(t testing.TB) pkcs11.Config {
 	t.Helper()
+	cfg, _ := NewTokenConfigWithSO(t)
+	return cfg
+}
+
+// NewTokenConfigWithSO is NewTokenConfig that also returns the security
+// officer's PIN, for tests of what only the SO may do (the root key
+// ceremony).
+func NewTokenConfigWithSO(t testing.TB) (cfg pkcs11.Config, soPIN string) {
+	t.Helper()
 	if !isSetUp.Load() {
 		t.Fatal("pkcs11test: call pkcs11test.Main (or Setup) from TestMain before making tokens")
 	}
 	label := "kf-test-" + randomHex(8)
-	userPIN := randomHex(8)
-	if err := pkcs11.InitToken(context.Background(), "", label, randomHex(8), userPIN); err != nil {
+	userPIN, soPIN := randomHex(8), randomHex(8)
+	if err := pkcs11.InitToken(context.Background(), "", label, soPIN, userPIN); err != nil {
 		t.Fatalf("pkcs11test: %v", err)
 	}
-	return pkcs11.Config{TokenLabel: label, PIN: userPIN}
+	return pkcs11.Config{TokenLabel: label, PIN: userPIN}, soPIN
 }
 
 // NewToken initialises a fresh token and opens it. The test's cleanup
