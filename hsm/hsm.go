@@ -3,7 +3,9 @@
 //
 // The rest of keyflow never sees key material for HSM-backed keys. It sees
 // opaque [KeyHandle] values, and wrapped blobs that only the HSM can open.
-// The root key lives in the HSM as a non-extractable token object; every
+// The root key lives in the HSM as a sensitive token object that leaves it
+// only wrapped under a key the security officer trusts (see
+// [RootKeyCeremony]); every
 // customer key version is stored outside the HSM wrapped under it (AES-KWP)
 // and is unwrapped back into the HSM as a session object, non-extractable and
 // sensitive, when a worker needs it.
@@ -99,7 +101,8 @@ type KeyWrapper interface {
 }
 
 // RootKeys finds or creates the deployment's root key: an AES-256 token
-// object, non-extractable, that can only wrap and unwrap.
+// object that can only wrap and unwrap, sensitive, and extractable (if at
+// all) only wrapped under a trusted key, for the root key ceremony.
 type RootKeys interface {
 	// EnsureRootKey returns the root key with this label, creating it on
 	// first use. Calling it again returns the same key.

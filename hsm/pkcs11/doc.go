@@ -19,7 +19,10 @@
 // # Keys
 //
 // The root key is an AES-256 token object that can wrap and unwrap and do
-// nothing else; [Token.EnsureRootKey] finds it by label or creates it.
+// nothing else; [Token.EnsureRootKey] finds it by label or creates it. It
+// leaves the token only wrapped under a key the security officer marked
+// trusted, in the root key ceremony ([Token.ExportRootKey],
+// [Token.ImportRootKey]).
 // Customer key versions live outside the HSM as AES-KWP blobs under it:
 // [Token.GenerateWrappedAESKey] makes one, [Token.UnwrapAESKey] turns one
 // back into a sensitive, non-extractable session object that can encrypt

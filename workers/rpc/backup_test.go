@@ -194,3 +194,33 @@ func isCode(err error, code kms.Code) bool {
 	var ce *client.Error
 	return errors.As(err, &ce) && ce.Code == string(code)
 }
+
+// emitArchiveEvents makes the domain emit every archival and recovery event
+// type once (successes and refusals) for TestSchemaWireMessages.
+func emitArchiveEvents(t *testing.T, b *testbed.Bed, keyID string) {
+	t.Helper()
+	ctx := context.Background()
+	alice := kms.Caller{Tenant: "alpha", Principal: "alice", RequestID: "r-archive"}
+	bob := kms.Caller{Tenant: "alpha", Principal: "bob", RequestID: "r-archive"}
+	if err := b.KMS.ArchiveVersion(ctx, alice, kms.ArchiveVersionParams{KeyID: keyID, Version: 1}); !errors.Is(err, kms.ErrInvalidState) {
+		t.Fatalf("archive of an active primary: %v", err)
+	}
+	if _, err := b.KMS.RequestVersionRestore(ctx, alice, keyID, 1); !errors.Is(err, kms.ErrInvalidState) {
+		t.Fatalf("restore request of a live version: %v", err)
+	}
+	if err := b.KMS.RecordRestoreDecision(ctx, alice, keyID, 1, "alice", true); !errors.Is(err, kms.ErrAccessDenied) {
+		t.Fatalf("self-approval: %v", err)
+	}
+	if err := b.KMS.RecordRestoreDecision(ctx, bob, keyID, 1, "alice", false); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.KMS.RecordRestoreExpired(ctx, alice, keyID, 1, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.KMS.RestoreVersion(ctx, bob, keyID, 1); err != nil { // not archived: a no-op
+		t.Fatal(err)
+	}
+	if _, err := b.KMS.DestroyArchivedMaterial(ctx, bob, keyID); err != nil {
+		t.Fatal(err)
+	}
+}

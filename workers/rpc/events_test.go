@@ -1024,6 +1024,15 @@ func TestSchemaWireMessages(t *testing.T) {
 	rot.fail.Store(doomed.KeyID, true)
 	refused(api.OpKeyRotate, "KeyRequest", `{"keyId":"wire-doomed"}`, kms.CodeInternal)
 
+	// Backups over the wire; archival and recovery through the domain
+	// (their endpoints need an Archiver: backup_test.go).
+	var bk api.BackupCreateReply
+	if err := json.Unmarshal(ok(api.OpBackupCreate, "", `{}`, "BackupCreateReply"), &bk); err != nil {
+		t.Fatal(err)
+	}
+	refused(api.OpBackupRestore, "BackupRestoreRequest", `{"backup":"`+b64(bk.Backup)+`"}`, kms.CodeAlreadyExists)
+	emitArchiveEvents(t, b, doomed.KeyID)
+
 	// The events stored match their schemas, and together they cover
 	// every event type.
 	seen := map[string]bool{}
