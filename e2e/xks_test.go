@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -79,6 +81,18 @@ func TestXKSProxy(t *testing.T) {
 		t.Fatalf("XKS audit events missing:\n%s", raw)
 	}
 
+	// Credential rotation without a restart: add a second pair, SIGHUP,
+	// and the new pair works while the old one still does.
+	rotated := x.withNewCredential(t)
+	if err := st.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	health := map[string]any{"requestMetadata": map[string]any{"kmsOperation": "KmsHealthCheck", "kmsRequestId": "e2e-rot"}}
+	if !waitFor(t, 30*time.Second, func() bool { return rotated.status(t, "/health", health) == http.StatusOK }) {
+		t.Fatal("the added credential was not accepted after SIGHUP")
+	}
+	x.call(t, "/health", health, http.StatusOK)
+
 	// Restart on the same directory: same credentials, same key.
 	st.stop(t)
 	st = startStack(t, dir, "127.0.0.1:0", "127.0.0.1:0", "--xks-listen", "127.0.0.1:0")
@@ -123,7 +137,7 @@ func xksFromOutput(t *testing.T, st *stack) *xksClient {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := json.Unmarshal(b, &cfg); err != nil || len(cfg.KeyStores) != 1 || len(cfg.KeyStores[0].Credentials) != 1 {
+	if err := json.Unmarshal(b, &cfg); err != nil || len(cfg.KeyStores) != 1 || len(cfg.KeyStores[0].Credentials) == 0 {
 		t.Fatalf("unexpected XKS config: %v", err)
 	}
 	pemBytes, err := os.ReadFile(fields["cert"])
@@ -145,7 +159,44 @@ func (x *xksClient) meta(op, id string) map[string]any {
 	return map[string]any{"awsPrincipalArn": "arn:aws:iam::111122223333:role/e2e", "kmsKeyArn": "arn:aws:kms:us-east-1:111122223333:key/e2e", "kmsOperation": op, "kmsRequestId": id}
 }
 
-func (x *xksClient) call(t *testing.T, path string, body any, want int) map[string]any {
+// withNewCredential adds a generated credential pair to the proxy's
+// configuration file and returns a client that signs with it.
+func (x *xksClient) withNewCredential(t *testing.T) *xksClient {
+	t.Helper()
+	b, err := os.ReadFile(x.configPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg map[string]any
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	id := "ROTATEDACCESSKEYID234567AB"
+	secret := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{7}, 32))
+	ks := cfg["keyStores"].([]any)[0].(map[string]any)
+	ks["credentials"] = append(ks["credentials"].([]any), map[string]any{"accessKeyId": id, "secretAccessKey": secret})
+	if b, err = json.Marshal(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(x.configPath, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	n := *x
+	n.akid, n.secret = id, secret
+	return &n
+}
+
+func (x *xksClient) status(t *testing.T, path string, body any) int {
+	t.Helper()
+	res, err := x.client.Do(x.request(t, path, body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	return res.StatusCode
+}
+
+func (x *xksClient) request(t *testing.T, path string, body any) *http.Request {
 	t.Helper()
 	b, _ := json.Marshal(body)
 	req, err := http.NewRequest(http.MethodPost, x.base+path, bytes.NewReader(b))
@@ -157,7 +208,12 @@ func (x *xksClient) call(t *testing.T, path string, body any, want int) map[stri
 	if err := v4.NewSigner().SignHTTP(context.Background(), aws.Credentials{AccessKeyID: x.akid, SecretAccessKey: x.secret}, req, hex.EncodeToString(sum[:]), "kms-xks-proxy", "eu-west-1", time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	res, err := x.client.Do(req)
+	return req
+}
+
+func (x *xksClient) call(t *testing.T, path string, body any, want int) map[string]any {
+	t.Helper()
+	res, err := x.client.Do(x.request(t, path, body))
 	if err != nil {
 		t.Fatal(err)
 	}

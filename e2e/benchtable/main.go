@@ -49,7 +49,9 @@ type results struct {
 	rawSign []sample         // BenchmarkRawHSMSignP256
 	xks     map[int][]sample // BenchmarkXKSEncrypt by clients (xks.go)
 	xksRaw  []sample         // BenchmarkXKSRawHSMGCM
-	failed  bool
+	// BenchmarkXKSEncryptNoAudit by clients
+	xksNoAudit map[int][]sample
+	failed     bool
 }
 
 var (
@@ -63,7 +65,7 @@ var (
 )
 
 func parse(r io.Reader) (*results, error) {
-	res := &results{nats: map[int][]sample{}, noAudit: map[int][]sample{}, sign: map[int][]sample{}, xks: map[int][]sample{}}
+	res := &results{nats: map[int][]sample{}, noAudit: map[int][]sample{}, sign: map[int][]sample{}, xks: map[int][]sample{}, xksNoAudit: map[int][]sample{}}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 64*1024), 1024*1024)
 	for sc.Scan() {

@@ -135,15 +135,15 @@ func TestMTLS(t *testing.T) {
 	pemBytes, _ := os.ReadFile(certPath)
 	roots.AppendCertsFromPEM(pemBytes)
 	get := func(certs ...tls.Certificate) error {
-		hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, Certificates: certs}}}
+		hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, Certificates: certs}, ForceAttemptHTTP2: true}}
 		defer hc.CloseIdleConnections()
 		res, err := hc.Get("https://" + addr.String() + "/ping")
 		if err != nil {
 			return err
 		}
 		res.Body.Close()
-		if res.StatusCode != http.StatusOK {
-			t.Fatalf("ping: %d", res.StatusCode)
+		if res.StatusCode != http.StatusOK || res.ProtoMajor != 2 {
+			t.Fatalf("ping: %d over %s, want 200 over HTTP/2", res.StatusCode, res.Proto)
 		}
 		return nil
 	}

@@ -317,7 +317,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rp.Metadata = req.RequestMetadata
 	c.RequestID = req.RequestMetadata.KMSRequestID
 	if len(c.RequestID) > 128 {
-		c.RequestID = c.RequestID[:128]
+		c.RequestID = strings.ToValidUTF8(c.RequestID[:128], "")
 	}
 	var bad []string
 	aad := b64("additionalAuthenticatedData", req.AdditionalAuthenticatedData, &bad)
