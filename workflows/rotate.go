@@ -143,6 +143,7 @@ func Register(r interface {
 	RegisterActivity(any)
 }, a *Activities) {
 	r.RegisterWorkflow(RotateKeyWorkflow)
+	r.RegisterWorkflow(ApprovalWorkflow)
 	r.RegisterActivity(a)
 }
 

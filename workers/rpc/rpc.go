@@ -61,6 +61,9 @@ type Config struct {
 	JS      jetstream.JetStream // for audit tail
 	// Workers is the size of the handler pool (default 64).
 	Workers int
+	// MaxInFlightPerTenant bounds one tenant's requests queued for or
+	// held by the pool (default Workers); see quota.go.
+	MaxInFlightPerTenant int
 	// Timeout bounds each request (default 30s).
 	Timeout time.Duration
 	Logger  *slog.Logger
@@ -77,12 +80,14 @@ type Server struct {
 	wg       sync.WaitGroup
 	services []micro.Service
 	stopOnce sync.Once
+	limits   *limiter // per-tenant admission (quota.go)
 }
 
 type job struct {
-	op  string
-	req micro.Request
-	fn  handlerFunc
+	op      string
+	req     micro.Request
+	fn      handlerFunc
+	release func() // frees the tenant's in-flight slot
 }
 
 // handlerFunc handles one decoded request for an established caller.
@@ -107,6 +112,7 @@ func Start(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, jobs: make(chan job, cfg.Workers), done: make(chan struct{})}
 	s.base, s.cancel = context.WithCancel(context.Background())
+	s.startQuotas()
 	for range cfg.Workers {
 		s.wg.Add(1)
 		go s.loop()
@@ -130,6 +136,8 @@ func Start(cfg Config) (*Server, error) {
 		{"keyflow-audit", "audit", map[string]handlerFunc{
 			"tail": s.auditTail,
 		}},
+		{"keyflow-approvals", "approvals", s.approvalOps()},
+		{"keyflow-tenantpolicy", "tenantpolicy", s.tenantPolicyOps()},
 	}
 	for _, g := range groups {
 		svc, err := micro.AddService(cfg.Conn, micro.Config{
@@ -176,11 +184,18 @@ var errShuttingDown = &kms.Error{Code: kms.CodeInternal, Message: "the worker is
 
 func (s *Server) dispatch(op string, fn handlerFunc) micro.Handler {
 	return micro.HandlerFunc(func(r micro.Request) {
+		// A tenant over its quota is answered at once, never queued.
+		release, err := s.admit(op, r)
+		if err != nil {
+			s.replyError(r, r.Headers().Get(api.HeaderRequestID), err)
+			return
+		}
 		// Blocking here is the back-pressure: NATS buffers the rest. The
 		// jobs channel is never closed, so a late message cannot panic.
 		select {
-		case s.jobs <- job{op: op, req: r, fn: fn}:
+		case s.jobs <- job{op: op, req: r, fn: fn, release: release}:
 		case <-s.done:
+			release()
 			s.replyError(r, "", errShuttingDown)
 		}
 	})
@@ -206,6 +221,7 @@ func (s *Server) loop() {
 }
 
 func (s *Server) serve(j job) {
+	defer j.release()
 	ctx, cancel := context.WithTimeout(s.base, s.cfg.Timeout)
 	defer cancel()
 	reqID := j.req.Headers().Get(api.HeaderRequestID)
@@ -271,9 +287,11 @@ func (s *Server) caller(r micro.Request, reqID string) (kms.Caller, error) {
 func (s *Server) replyError(r micro.Request, reqID string, err error) {
 	body := api.ErrorReply{Error: api.ErrorBody{
 		Code: string(kms.CodeOf(err)), Message: kms.PublicMessage(err), RequestID: reqID,
+		ApprovalID: kms.PendingApprovalID(err), RetryAfterMillis: kms.RetryAfterOf(err).Milliseconds(),
 	}}
 	b, _ := json.Marshal(body)
 	hdr := nats.Header{}
+	governanceHeaders(hdr, body.Error)
 	hdr.Set(api.HeaderErrorCode, body.Error.Code)
 	hdr.Set(api.HeaderError, body.Error.Message)
 	if rerr := s.publishReply(r, reqID, b, hdr); rerr != nil {
