@@ -37,7 +37,7 @@ import (
 // verifies the server-vouched identity before anything runs.
 
 type limiter struct {
-	kms         *kms.Service
+	quotas      func(tenant string) *kms.Quotas // in memory
 	maxInFlight int
 	now         func() time.Time
 
@@ -53,14 +53,14 @@ type tenantGate struct {
 	pending kms.ThrottleSummary
 }
 
-func newLimiter(k *kms.Service, maxInFlight int) *limiter {
-	return &limiter{kms: k, maxInFlight: maxInFlight, now: time.Now, tenants: map[string]*tenantGate{}}
+func newLimiter(quotas func(tenant string) *kms.Quotas, maxInFlight int) *limiter {
+	return &limiter{quotas: quotas, maxInFlight: maxInFlight, now: time.Now, tenants: map[string]*tenantGate{}}
 }
 
 // admit decides on one request of tenant. On success it returns the
 // release function to call when the request is done.
 func (l *limiter) admit(tenant, op string) (release func(), err error) {
-	q := l.kms.TenantQuotas(context.Background(), tenant) // in memory
+	q := l.quotas(tenant)
 	now := l.now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -129,7 +129,9 @@ func (s *Server) startQuotas() {
 	if n <= 0 {
 		n = s.cfg.Workers
 	}
-	s.limits = newLimiter(s.cfg.KMS, n)
+	s.limits = newLimiter(func(tenant string) *kms.Quotas {
+		return s.cfg.KMS.TenantQuotas(context.Background(), tenant) // from memory
+	}, n)
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()

@@ -1,0 +1,70 @@
+package rpc
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/keyflow/keyflow/kms"
+)
+
+// TestLimiter checks the admission rules on a set clock: the token
+// bucket's exact counts and retry hints, the in-flight bound, and that
+// one tenant's state never affects another's.
+func TestLimiter(t *testing.T) {
+	quotas := map[string]*kms.Quotas{"alpha": {RequestsPerSecond: 2, Burst: 3}}
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	l := newLimiter(func(tenant string) *kms.Quotas { return quotas[tenant] }, 4)
+	l.now = func() time.Time { return now }
+
+	var releases []func()
+	for i := range 3 { // the burst
+		r, err := l.admit("alpha", "crypto.encrypt")
+		if err != nil {
+			t.Fatalf("request %d of the burst: %v", i, err)
+		}
+		releases = append(releases, r)
+	}
+	_, err := l.admit("alpha", "crypto.encrypt")
+	if !errors.Is(err, kms.ErrThrottling) || kms.RetryAfterOf(err) != 500*time.Millisecond {
+		t.Fatalf("over the burst: %v (retry after %s), want ThrottlingException after 500ms", err, kms.RetryAfterOf(err))
+	}
+	now = now.Add(250 * time.Millisecond) // half a token
+	if _, err := l.admit("alpha", "crypto.encrypt"); kms.RetryAfterOf(err) != 250*time.Millisecond {
+		t.Fatalf("half a token later: %v", err)
+	}
+	now = now.Add(250 * time.Millisecond) // one token
+	r, err := l.admit("alpha", "crypto.decrypt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	releases = append(releases, r)
+
+	// Four in flight: the bound, whatever the rate.
+	now = now.Add(time.Hour)
+	if _, err := l.admit("alpha", "crypto.encrypt"); !errors.Is(err, kms.ErrThrottling) {
+		t.Fatalf("a fifth request in flight: %v", err)
+	}
+	// Beta, with no quota, is not affected by alpha's state.
+	for i := range 4 {
+		if _, err := l.admit("beta", "crypto.encrypt"); err != nil {
+			t.Fatalf("beta request %d: %v", i, err)
+		}
+	}
+	releases[0]()
+	releases[0]() // releasing twice frees one slot only
+	if _, err := l.admit("alpha", "crypto.encrypt"); err != nil {
+		t.Fatalf("after a release: %v", err)
+	}
+	if _, err := l.admit("alpha", "crypto.encrypt"); !errors.Is(err, kms.ErrThrottling) {
+		t.Fatalf("a double release freed two slots: %v", err)
+	}
+
+	tenants, sums := l.drain()
+	if len(tenants) != 1 || tenants[0] != "alpha" || sums[0].Count != 4 || sums[0].Reason != "concurrency" {
+		t.Fatalf("throttle summary: %v %+v", tenants, sums)
+	}
+	if tenants, _ := l.drain(); len(tenants) != 0 {
+		t.Fatal("drain did not reset the counts")
+	}
+}
