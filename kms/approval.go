@@ -559,6 +559,7 @@ type ThrottleSummary struct {
 	Count     uint64
 	Operation string // the last throttled operation
 	Reason    string // "rate" or "concurrency"
+	RequestID string // the last throttled request's ID
 }
 
 // RecordThrottled records throttled requests (io.keyflow.quota.throttled.v1,
@@ -568,5 +569,5 @@ type ThrottleSummary struct {
 // record that cannot be stored is logged at error level.
 func (s *Service) RecordThrottled(ctx context.Context, tenant string, t ThrottleSummary) {
 	data := map[string]any{"count": t.Count, "operation": truncate(t.Operation, 64), "reason": t.Reason}
-	_ = s.emit(ctx, Caller{Tenant: tenant}, events.TypeQuotaThrottled, "", data, ErrThrottling)
+	_ = s.emit(ctx, Caller{Tenant: tenant, RequestID: t.RequestID}, events.TypeQuotaThrottled, "", data, ErrThrottling)
 }

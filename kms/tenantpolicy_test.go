@@ -13,6 +13,7 @@ import (
 	"github.com/keyflow/keyflow/deploy/testbed"
 	"github.com/keyflow/keyflow/events"
 	"github.com/keyflow/keyflow/kms"
+	"github.com/keyflow/keyflow/schemas"
 )
 
 func TestTenantPolicyValidate(t *testing.T) {
@@ -160,6 +161,9 @@ func TestCreateKeyUnderTenantPolicy(t *testing.T) {
 	warns := b.EventsOfType("alpha", events.TypePolicyWarning)
 	if len(warns) != 1 || warns[0].Data["keySpec"] != "ECC_NIST_P256" || warns[0].Outcome != events.OutcomeSuccess {
 		t.Fatalf("warning events: %+v", warns)
+	}
+	if err := schemas.ValidateEvent(warns[0].Raw); err != nil {
+		t.Fatalf("warning event: %v", err)
 	}
 	// 2035: refused, and the refusal is on the record.
 	clock = time.Date(2035, 1, 1, 0, 0, 0, 0, time.UTC)

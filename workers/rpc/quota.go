@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"context"
+	"errors"
 	"math"
 	"sort"
 	"strings"
@@ -9,8 +10,10 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/micro"
+	"github.com/nats-io/nuid"
 
 	"github.com/keyflow/keyflow/kms"
+	"github.com/keyflow/keyflow/workers/api"
 )
 
 // Per-tenant admission: quotas and fairness.
@@ -59,7 +62,7 @@ func newLimiter(quotas func(tenant string) *kms.Quotas, maxInFlight int) *limite
 
 // admit decides on one request of tenant. On success it returns the
 // release function to call when the request is done.
-func (l *limiter) admit(tenant, op string) (release func(), err error) {
+func (l *limiter) admit(tenant, op, reqID string) (release func(), err error) {
 	q := l.quotas(tenant)
 	now := l.now()
 	l.mu.Lock()
@@ -71,7 +74,7 @@ func (l *limiter) admit(tenant, op string) (release func(), err error) {
 	}
 	throttle := func(reason, msg string, after time.Duration) error {
 		g.pending.Count++
-		g.pending.Operation, g.pending.Reason = op, reason
+		g.pending.Operation, g.pending.Reason, g.pending.RequestID = op, reason, reqID
 		return kms.ThrottlingError(msg, after)
 	}
 	if g.inflight >= l.maxInFlight {
@@ -165,5 +168,31 @@ func (s *Server) admit(op string, r micro.Request) (func(), error) {
 	if len(parts) < 4 || !kms.ValidTenant(parts[2]) {
 		return func() {}, nil // serve refuses it, audited
 	}
-	return s.limits.admit(parts[2], op)
+	reqID := r.Headers().Get(api.HeaderRequestID)
+	if reqID == "" || len(reqID) > 128 {
+		reqID = nuid.Next()
+	}
+	release, err := s.limits.admit(parts[2], op, reqID)
+	if err != nil {
+		return nil, &throttled{err: err, reqID: reqID}
+	}
+	return release, nil
+}
+
+// throttled carries the request ID a throttled reply names.
+type throttled struct {
+	err   error
+	reqID string
+}
+
+func (t *throttled) Error() string { return t.err.Error() }
+func (t *throttled) Unwrap() error { return t.err }
+
+// requestIDOf returns the request ID of a throttled request.
+func requestIDOf(err error) string {
+	var t *throttled
+	if errors.As(err, &t) {
+		return t.reqID
+	}
+	return ""
 }

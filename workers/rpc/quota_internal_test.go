@@ -19,22 +19,22 @@ func TestLimiter(t *testing.T) {
 
 	var releases []func()
 	for i := range 3 { // the burst
-		r, err := l.admit("alpha", "crypto.encrypt")
+		r, err := l.admit("alpha", "crypto.encrypt", "r")
 		if err != nil {
 			t.Fatalf("request %d of the burst: %v", i, err)
 		}
 		releases = append(releases, r)
 	}
-	_, err := l.admit("alpha", "crypto.encrypt")
+	_, err := l.admit("alpha", "crypto.encrypt", "r")
 	if !errors.Is(err, kms.ErrThrottling) || kms.RetryAfterOf(err) != 500*time.Millisecond {
 		t.Fatalf("over the burst: %v (retry after %s), want ThrottlingException after 500ms", err, kms.RetryAfterOf(err))
 	}
 	now = now.Add(250 * time.Millisecond) // half a token
-	if _, err := l.admit("alpha", "crypto.encrypt"); kms.RetryAfterOf(err) != 250*time.Millisecond {
+	if _, err := l.admit("alpha", "crypto.encrypt", "r"); kms.RetryAfterOf(err) != 250*time.Millisecond {
 		t.Fatalf("half a token later: %v", err)
 	}
 	now = now.Add(250 * time.Millisecond) // one token
-	r, err := l.admit("alpha", "crypto.decrypt")
+	r, err := l.admit("alpha", "crypto.decrypt", "r")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,21 +42,21 @@ func TestLimiter(t *testing.T) {
 
 	// Four in flight: the bound, whatever the rate.
 	now = now.Add(time.Hour)
-	if _, err := l.admit("alpha", "crypto.encrypt"); !errors.Is(err, kms.ErrThrottling) {
+	if _, err := l.admit("alpha", "crypto.encrypt", "r"); !errors.Is(err, kms.ErrThrottling) {
 		t.Fatalf("a fifth request in flight: %v", err)
 	}
 	// Beta, with no quota, is not affected by alpha's state.
 	for i := range 4 {
-		if _, err := l.admit("beta", "crypto.encrypt"); err != nil {
+		if _, err := l.admit("beta", "crypto.encrypt", "r"); err != nil {
 			t.Fatalf("beta request %d: %v", i, err)
 		}
 	}
 	releases[0]()
 	releases[0]() // releasing twice frees one slot only
-	if _, err := l.admit("alpha", "crypto.encrypt"); err != nil {
+	if _, err := l.admit("alpha", "crypto.encrypt", "r"); err != nil {
 		t.Fatalf("after a release: %v", err)
 	}
-	if _, err := l.admit("alpha", "crypto.encrypt"); !errors.Is(err, kms.ErrThrottling) {
+	if _, err := l.admit("alpha", "crypto.encrypt", "r"); !errors.Is(err, kms.ErrThrottling) {
 		t.Fatalf("a double release freed two slots: %v", err)
 	}
 

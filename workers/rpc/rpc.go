@@ -187,7 +187,7 @@ func (s *Server) dispatch(op string, fn handlerFunc) micro.Handler {
 		// A tenant over its quota is answered at once, never queued.
 		release, err := s.admit(op, r)
 		if err != nil {
-			s.replyError(r, r.Headers().Get(api.HeaderRequestID), err)
+			s.replyError(r, requestIDOf(err), err)
 			return
 		}
 		// Blocking here is the back-pressure: NATS buffers the rest. The
