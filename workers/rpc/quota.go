@@ -25,15 +25,16 @@ import (
 //     quotas.requestsPerSecond (bucket size quotas.burst), when it has
 //     one;
 //   - its requests in flight (queued for or held by the pool), at most
-//     Config.MaxInFlightPerTenant (default: the pool size), always.
+//     Config.MaxInFlightPerTenant (default: twice the pool size, which is
+//     what the pool and its queue hold), always.
 //
 // A request over either limit is answered at once with
 // ThrottlingException and a retry hint (message, retryAfterMillis in the
 // body, Kf-Retry-After-Ms header); it is never queued. That is what keeps
-// one tenant's flood from starving another: the flood cannot fill the
-// pool and its queue (twice the pool size) alone, and the endpoint's
-// subscription never blocks on it, so the other tenants' requests reach
-// the pool behind at most one pool's worth of the flood.
+// one tenant's flood from starving another: the flood's excess is refused
+// at the door, so the endpoint's subscription (which every tenant's
+// requests share) never blocks behind it, and another tenant's request
+// reaches the pool behind at most one pool's worth of the flood.
 //
 // The tenant here is the one named in the subject. The NATS account
 // imports let a tenant publish only on its own subjects, and serve
@@ -130,7 +131,7 @@ func (l *limiter) drain() (tenants []string, sums []kms.ThrottleSummary) {
 func (s *Server) startQuotas() {
 	n := s.cfg.MaxInFlightPerTenant
 	if n <= 0 {
-		n = s.cfg.Workers
+		n = 2 * s.cfg.Workers
 	}
 	s.limits = newLimiter(func(tenant string) *kms.Quotas {
 		return s.cfg.KMS.TenantQuotas(context.Background(), tenant) // from memory

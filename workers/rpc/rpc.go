@@ -62,7 +62,7 @@ type Config struct {
 	// Workers is the size of the handler pool (default 64).
 	Workers int
 	// MaxInFlightPerTenant bounds one tenant's requests queued for or
-	// held by the pool (default Workers); see quota.go.
+	// held by the pool (default 2×Workers); see quota.go.
 	MaxInFlightPerTenant int
 	// Timeout bounds each request (default 30s).
 	Timeout time.Duration
