@@ -20,7 +20,10 @@ import (
 // run their workflow in the test environment.
 type captureEngine struct{ last *kms.Approval }
 
-func (e *captureEngine) StartApproval(_ context.Context, a *kms.Approval) error { e.last = a; return nil }
+func (e *captureEngine) StartApproval(_ context.Context, a *kms.Approval) error {
+	e.last = a
+	return nil
+}
 func (e *captureEngine) CastVote(context.Context, string, string, kms.ApprovalVote) error {
 	return errors.New("votes go through the test environment")
 }

@@ -68,3 +68,36 @@ func TestLimiter(t *testing.T) {
 		t.Fatal("drain did not reset the counts")
 	}
 }
+
+// BenchmarkLimiterAdmit is one admission and its release, without and with
+// a rate quota, serially and from every core (one tenant: the worst case
+// for the limiter's lock).
+func BenchmarkLimiterAdmit(b *testing.B) {
+	for _, q := range []struct {
+		name string
+		q    *kms.Quotas
+	}{{"no-quota", nil}, {"rate-quota", &kms.Quotas{RequestsPerSecond: 1e9, Burst: 1e9}}} {
+		l := newLimiter(func(string) *kms.Quotas { return q.q }, 1<<30)
+		b.Run(q.name, func(b *testing.B) {
+			for b.Loop() {
+				r, err := l.admit("alpha", "crypto.encrypt", "r")
+				if err != nil {
+					b.Fatal(err)
+				}
+				r()
+			}
+		})
+		b.Run(q.name+"/parallel", func(b *testing.B) {
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					r, err := l.admit("alpha", "crypto.encrypt", "r")
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					r()
+				}
+			})
+		})
+	}
+}
