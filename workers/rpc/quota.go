@@ -24,17 +24,18 @@ import (
 //   - its request rate, a token bucket refilled at the tenant policy's
 //     quotas.requestsPerSecond (bucket size quotas.burst), when it has
 //     one;
-//   - its requests in flight (queued for or held by the pool), at most
-//     Config.MaxInFlightPerTenant (default: twice the pool size, which is
-//     what the pool and its queue hold), always.
+//   - its requests in flight (queued or running), at most
+//     Config.MaxInFlightPerTenant (default 1024, at least 16 per pool
+//     worker), always: a bound on what one tenant may park in memory.
 //
 // A request over either limit is answered at once with
 // ThrottlingException and a retry hint (message, retryAfterMillis in the
-// body, Kf-Retry-After-Ms header); it is never queued. That is what keeps
-// one tenant's flood from starving another: the flood's excess is refused
-// at the door, so the endpoint's subscription (which every tenant's
-// requests share) never blocks behind it, and another tenant's request
-// reaches the pool behind at most one pool's worth of the flood.
+// body, Kf-Retry-After-Ms header). An admitted request joins its tenant's
+// queue; the pool takes from the tenants' queues in turn (round robin), so
+// a tenant with a backlog of thousands delays another tenant's request by
+// at most one request per worker. Dispatch never blocks, so the endpoint's
+// subscription (which every tenant's requests share) never backs up behind
+// a flood either.
 //
 // The tenant here is the one named in the subject. The NATS account
 // imports let a tenant publish only on its own subjects, and serve
@@ -131,8 +132,9 @@ func (l *limiter) drain() (tenants []string, sums []kms.ThrottleSummary) {
 func (s *Server) startQuotas() {
 	n := s.cfg.MaxInFlightPerTenant
 	if n <= 0 {
-		n = 2 * s.cfg.Workers
+		n = max(1024, 16*s.cfg.Workers)
 	}
+	s.queue = newFairQueue()
 	s.limits = newLimiter(func(tenant string) *kms.Quotas {
 		return s.cfg.KMS.TenantQuotas(context.Background(), tenant) // from memory
 	}, n)
@@ -146,6 +148,7 @@ func (s *Server) startQuotas() {
 			case <-t.C:
 				s.recordThrottled()
 			case <-s.done:
+				s.queue.close()
 				s.recordThrottled()
 				return
 			}
@@ -164,20 +167,20 @@ func (s *Server) recordThrottled() {
 
 // admit is dispatch's hook: it returns the release function of an
 // admitted request, or the ThrottlingException to answer at once.
-func (s *Server) admit(op string, r micro.Request) (func(), error) {
+func (s *Server) admit(op string, r micro.Request) (tenant string, release func(), err error) {
 	parts := strings.SplitN(r.Subject(), ".", 4)
 	if len(parts) < 4 || !kms.ValidTenant(parts[2]) {
-		return func() {}, nil // serve refuses it, audited
+		return "", func() {}, nil // serve refuses it, audited
 	}
 	reqID := r.Headers().Get(api.HeaderRequestID)
 	if reqID == "" || len(reqID) > 128 {
 		reqID = nuid.Next()
 	}
-	release, err := s.limits.admit(parts[2], op, reqID)
+	release, err = s.limits.admit(parts[2], op, reqID)
 	if err != nil {
-		return nil, &throttled{err: err, reqID: reqID}
+		return "", nil, &throttled{err: err, reqID: reqID}
 	}
-	return release, nil
+	return parts[2], release, nil
 }
 
 // throttled carries the request ID a throttled reply names.
@@ -196,4 +199,73 @@ func requestIDOf(err error) string {
 		return t.reqID
 	}
 	return ""
+}
+
+// fairQueue holds admitted jobs in one FIFO queue per tenant and hands
+// them to the pool round robin across the tenants that have any.
+type fairQueue struct {
+	mu      sync.Mutex
+	cond    *sync.Cond
+	tenants map[string][]job
+	ring    []string // tenants with queued jobs, in turn order
+	next    int
+	closed  bool
+}
+
+func newFairQueue() *fairQueue {
+	q := &fairQueue{tenants: map[string][]job{}}
+	q.cond = sync.NewCond(&q.mu)
+	return q
+}
+
+// push queues j for tenant; false once the queue is closed.
+func (q *fairQueue) push(tenant string, j job) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed {
+		return false
+	}
+	jobs := q.tenants[tenant]
+	if len(jobs) == 0 {
+		q.ring = append(q.ring, tenant)
+	}
+	q.tenants[tenant] = append(jobs, j)
+	q.cond.Signal()
+	return true
+}
+
+// pop waits for a job and returns the next tenant's oldest; false once
+// the queue is closed and empty.
+func (q *fairQueue) pop() (job, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for len(q.ring) == 0 && !q.closed {
+		q.cond.Wait()
+	}
+	if len(q.ring) == 0 {
+		return job{}, false
+	}
+	if q.next >= len(q.ring) {
+		q.next = 0
+	}
+	tenant := q.ring[q.next]
+	jobs := q.tenants[tenant]
+	j := jobs[0]
+	jobs[0] = job{}
+	if len(jobs) == 1 {
+		delete(q.tenants, tenant)
+		q.ring = append(q.ring[:q.next], q.ring[q.next+1:]...) // next now names the following tenant
+	} else {
+		q.tenants[tenant] = jobs[1:]
+		q.next++
+	}
+	return j, true
+}
+
+// close makes pop return false once the queued jobs are handed out.
+func (q *fairQueue) close() {
+	q.mu.Lock()
+	q.closed = true
+	q.cond.Broadcast()
+	q.mu.Unlock()
 }

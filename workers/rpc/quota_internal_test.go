@@ -2,6 +2,8 @@ package rpc
 
 import (
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -99,5 +101,38 @@ func BenchmarkLimiterAdmit(b *testing.B) {
 				}
 			})
 		})
+	}
+}
+
+// TestFairQueue: a tenant's backlog does not hold up another tenant's
+// request; each tenant's own requests keep their order; close hands out
+// what is queued, then ends.
+func TestFairQueue(t *testing.T) {
+	q := newFairQueue()
+	for i := range 5 {
+		q.push("alpha", job{op: fmt.Sprint("a", i)})
+	}
+	q.push("beta", job{op: "b0"})
+	q.push("gamma", job{op: "c0"})
+	var got []string
+	for range 3 {
+		j, _ := q.pop()
+		got = append(got, j.op)
+	}
+	q.push("beta", job{op: "b1"})
+	q.close()
+	if q.push("beta", job{op: "late"}) {
+		t.Error("push after close accepted")
+	}
+	for {
+		j, ok := q.pop()
+		if !ok {
+			break
+		}
+		got = append(got, j.op)
+	}
+	want := "a0 b0 c0 b1 a1 a2 a3 a4" // beta rejoined at the turn after gamma
+	if s := strings.Join(got, " "); s != want {
+		t.Fatalf("served %s, want %s", s, want)
 	}
 }

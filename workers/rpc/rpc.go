@@ -6,8 +6,8 @@
 // Nats-Request-Info header (never from the body), decodes the request
 // strictly, calls the domain (package kms), and replies. micro runs one
 // handler at a time per endpoint, so requests are handed to a bounded pool
-// of goroutines; when the pool is busy, the subscription backs up in NATS
-// rather than spawning without limit.
+// of goroutines through per-tenant queues served in turn, each bounded
+// (see quota.go: per-tenant admission, quotas and fairness).
 package rpc
 
 import (
@@ -73,7 +73,7 @@ type Config struct {
 // Server is a running set of keyflow services.
 type Server struct {
 	cfg      Config
-	jobs     chan job
+	queue    *fairQueue // per-tenant queues served round-robin (quota.go)
 	done     chan struct{} // closed by Stop
 	base     context.Context
 	cancel   context.CancelFunc
@@ -110,7 +110,7 @@ func Start(cfg Config) (*Server, error) {
 	if cfg.Version == "" {
 		cfg.Version = "0.1.0"
 	}
-	s := &Server{cfg: cfg, jobs: make(chan job, cfg.Workers), done: make(chan struct{})}
+	s := &Server{cfg: cfg, done: make(chan struct{})}
 	s.base, s.cancel = context.WithCancel(context.Background())
 	s.startQuotas()
 	for range cfg.Workers {
@@ -184,17 +184,15 @@ var errShuttingDown = &kms.Error{Code: kms.CodeInternal, Message: "the worker is
 
 func (s *Server) dispatch(op string, fn handlerFunc) micro.Handler {
 	return micro.HandlerFunc(func(r micro.Request) {
-		// A tenant over its quota is answered at once, never queued.
-		release, err := s.admit(op, r)
+		// A tenant over its quota is answered at once, never queued;
+		// the others queue per tenant, and the pool serves the tenants
+		// in turn, so one tenant's backlog never delays another's.
+		tenant, release, err := s.admit(op, r)
 		if err != nil {
 			s.replyError(r, requestIDOf(err), err)
 			return
 		}
-		// Blocking here is the back-pressure: NATS buffers the rest. The
-		// jobs channel is never closed, so a late message cannot panic.
-		select {
-		case s.jobs <- job{op: op, req: r, fn: fn, release: release}:
-		case <-s.done:
+		if !s.queue.push(tenant, job{op: op, req: r, fn: fn, release: release}) {
 			release()
 			s.replyError(r, "", errShuttingDown)
 		}
@@ -204,19 +202,12 @@ func (s *Server) dispatch(op string, fn handlerFunc) micro.Handler {
 func (s *Server) loop() {
 	defer s.wg.Done()
 	for {
-		select {
-		case j := <-s.jobs:
-			s.serve(j)
-		case <-s.done:
-			for { // answer what was already queued, then leave
-				select {
-				case j := <-s.jobs:
-					s.serve(j)
-				default:
-					return
-				}
-			}
+		// After Stop, pop still hands out what was queued, then ends.
+		j, ok := s.queue.pop()
+		if !ok {
+			return
 		}
+		s.serve(j)
 	}
 }
 
