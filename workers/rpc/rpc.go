@@ -73,7 +73,7 @@ type Config struct {
 // Server is a running set of keyflow services.
 type Server struct {
 	cfg      Config
-	queue    *fairQueue // per-tenant queues served round-robin (quota.go)
+	queue    *fairQueue    // per-tenant queues served round-robin (quota.go)
 	done     chan struct{} // closed by Stop
 	base     context.Context
 	cancel   context.CancelFunc
