@@ -41,6 +41,8 @@ type cachedPolicy struct {
 
 var _ kms.GovernanceStore = (*Governance)(nil)
 
+var errNoPolicy = fmt.Errorf("no tenant policy: %w", kms.ErrStoreNotFound)
+
 // OpenGovernance creates the buckets if needed, loads the current tenant
 // policies and watches them until ctx ends.
 func OpenGovernance(ctx context.Context, js jetstream.JetStream) (*Governance, error) {
@@ -119,7 +121,7 @@ func (g *Governance) GetTenantPolicy(_ context.Context, tenant string) (*kms.Ten
 	c, ok := g.cache[tenant]
 	g.mu.RUnlock()
 	if !ok {
-		return nil, 0, fmt.Errorf("tenant policy of %s: %w", tenant, kms.ErrStoreNotFound)
+		return nil, 0, errNoPolicy // on every request of such a tenant: no allocation
 	}
 	cp := *c.p
 	return &cp, kms.Revision(c.rev), nil
