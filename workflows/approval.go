@@ -54,6 +54,7 @@ type ApprovalParams struct {
 
 // ApprovalVoteInput is one vote, the argument of both updates.
 type ApprovalVoteInput struct {
+	Tenant    string // the voter's; must be the request's
 	Principal string
 	Comment   string
 }
@@ -207,6 +208,9 @@ func ApprovalWorkflow(ctx workflow.Context, p ApprovalParams) (*ApprovalResult, 
 		}
 	}
 	validate := func(_ workflow.Context, in ApprovalVoteInput) error {
+		if in.Tenant != p.Tenant { // defence in depth: the domain looked the request up in the voter's tenant
+			return temporal.NewApplicationError("approval "+p.ID+" does not exist", string(kms.CodeNotFound))
+		}
 		if err := kms.CheckVote(st.asApproval(), in.Principal); err != nil {
 			return temporal.NewApplicationError(kms.PublicMessage(err), string(kms.CodeOf(err)))
 		}
@@ -370,7 +374,7 @@ func (e *ApprovalEngine) CastVote(ctx context.Context, tenant, id string, v kms.
 	}
 	h, err := e.Temporal.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{
 		WorkflowID: id, UpdateName: name, WaitForStage: client.WorkflowUpdateStageCompleted,
-		Args: []any{ApprovalVoteInput{Principal: v.Principal, Comment: v.Comment}},
+		Args: []any{ApprovalVoteInput{Tenant: tenant, Principal: v.Principal, Comment: v.Comment}},
 	})
 	if err == nil {
 		var st ApprovalStatus

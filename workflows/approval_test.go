@@ -64,6 +64,10 @@ type voteResult struct {
 }
 
 func scheduleVote(env *testsuite.TestWorkflowEnvironment, at time.Duration, update, principal string, out *voteResult) {
+	scheduleTenantVote(env, at, update, "alpha", principal, out)
+}
+
+func scheduleTenantVote(env *testsuite.TestWorkflowEnvironment, at time.Duration, update, tenant, principal string, out *voteResult) {
 	env.RegisterDelayedCallback(func() {
 		// Update IDs must differ: Temporal answers a repeated ID with
 		// the first answer (idempotent updates).
@@ -76,7 +80,7 @@ func scheduleVote(env *testsuite.TestWorkflowEnvironment, at time.Duration, upda
 					out.st = s
 				}
 			},
-		}, workflows.ApprovalVoteInput{Principal: principal, Comment: "ticket CHG-" + principal})
+		}, workflows.ApprovalVoteInput{Tenant: tenant, Principal: principal, Comment: "ticket CHG-" + principal})
 	}, at)
 }
 
@@ -141,8 +145,9 @@ func TestApprovalWorkflowDenied(t *testing.T) {
 	b := testbed.New(t)
 	k, p := openRotationApproval(t, b, []string{"bob", "carol", "dave"}, "72h")
 	env := newEnv(t, b)
-	var mallory, bob, dave, carol voteResult
+	var mallory, bob, dave, carol, foreign voteResult
 	scheduleVote(env, time.Minute, workflows.UpdateApprove, "mallory", &mallory)
+	scheduleTenantVote(env, time.Minute+time.Second, workflows.UpdateApprove, "beta", "bob", &foreign)
 	scheduleVote(env, 2*time.Minute, workflows.UpdateApprove, "bob", &bob)
 	scheduleVote(env, 3*time.Minute, workflows.UpdateDeny, "dave", &dave)
 	scheduleVote(env, 4*time.Minute, workflows.UpdateApprove, "carol", &carol)
@@ -153,6 +158,9 @@ func TestApprovalWorkflowDenied(t *testing.T) {
 	}
 	if codeOf(mallory.err) != kms.CodeAccessDenied {
 		t.Errorf("a principal not among the approvers: %v", mallory.err)
+	}
+	if codeOf(foreign.err) != kms.CodeNotFound || foreign.accepted {
+		t.Errorf("a vote from another tenant: %+v", foreign)
 	}
 	if bob.err != nil || dave.err != nil || dave.st.State != kms.ApprovalDenied {
 		t.Errorf("bob %+v, dave %+v", bob, dave)
