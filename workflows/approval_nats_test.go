@@ -1,11 +1,15 @@
 package workflows_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"testing"
 	"time"
 
+	"go.temporal.io/api/enums/v1"
+	historypb "go.temporal.io/api/history/v1"
+	"go.temporal.io/api/temporalproto"
 	"go.temporal.io/sdk/worker"
 	"go.temporal.io/server/temporaltest"
 
@@ -205,5 +209,30 @@ func TestDualControlOverNATS(t *testing.T) {
 	}
 	if _, err := b.Client("beta", "eve").ShowApproval(ctx, id); err == nil {
 		t.Fatal("beta read alpha's approval")
+	}
+
+	// The real server's histories replay (determinism: approved with a
+	// child rotation and refused updates, denied, policy change,
+	// expired), and they name no key material.
+	for _, wid := range []string{id, id2, id3, id4} {
+		var h historypb.History
+		iter := ts.GetDefaultClient().GetWorkflowHistory(ctx, wid, "", false, enums.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+		for iter.HasNext() {
+			e, err := iter.Next()
+			if err != nil {
+				t.Fatal(err)
+			}
+			h.Events = append(h.Events, e)
+		}
+		r := worker.NewWorkflowReplayer()
+		r.RegisterWorkflow(workflows.ApprovalWorkflow)
+		r.RegisterWorkflow(workflows.RotateKeyWorkflow)
+		if err := r.ReplayWorkflowHistory(nil, &h); err != nil {
+			t.Errorf("replay of %s: %v", wid, err)
+		}
+		raw, _ := temporalproto.CustomJSONMarshalOptions{}.Marshal(&h)
+		if bytes.Contains(raw, []byte("wrapped")) || bytes.Contains(raw, []byte("Wrapped")) {
+			t.Errorf("history of %s mentions wrapped material", wid)
+		}
 	}
 }
