@@ -78,6 +78,18 @@ const (
 	TypeKeyArchiveDestroyed        = "io.keyflow.key.archive.destroyed.v1"
 	TypeBackupCreated              = "io.keyflow.backup.created.v1"
 	TypeBackupRestored             = "io.keyflow.backup.restored.v1"
+
+	// Governance (dual control, quotas, profiles): see kms/approval.go.
+	TypeApprovalRequested   = "io.keyflow.approval.requested.v1"
+	TypeApprovalApproved    = "io.keyflow.approval.approved.v1"
+	TypeApprovalDenied      = "io.keyflow.approval.denied.v1"
+	TypeApprovalExpired     = "io.keyflow.approval.expired.v1"
+	TypeApprovalCompleted   = "io.keyflow.approval.completed.v1"
+	TypeApprovalRead        = "io.keyflow.approval.read.v1"
+	TypeTenantPolicyChanged = "io.keyflow.tenant.policy.changed.v1"
+	TypeTenantPolicyRead    = "io.keyflow.tenant.policy.read.v1"
+	TypePolicyWarning       = "io.keyflow.policy.warning.v1"
+	TypeQuotaThrottled      = "io.keyflow.quota.throttled.v1"
 )
 
 // Types lists every event type keyflow emits; schemas/events has one JSON
@@ -94,6 +106,9 @@ var Types = []string{
 	TypeKeyVersionArchived, TypeKeyVersionRestoreRequested, TypeKeyVersionRestoreApproved,
 	TypeKeyVersionRestoreRejected, TypeKeyVersionRestored, TypeKeyArchiveDestroyed,
 	TypeBackupCreated, TypeBackupRestored,
+	TypeApprovalRequested, TypeApprovalApproved, TypeApprovalDenied, TypeApprovalExpired,
+	TypeApprovalCompleted, TypeApprovalRead, TypeTenantPolicyChanged, TypeTenantPolicyRead,
+	TypePolicyWarning, TypeQuotaThrottled,
 }
 
 // Outcomes.

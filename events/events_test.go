@@ -257,6 +257,41 @@ func TestEveryTypeValidates(t *testing.T) {
 			{"AuthenticationFailedException", map[string]any{"keyStore": "/ks1", "operation": "encrypt", "externalKeyId": "xks-demo", "accessKeyId": "AKIAEXAMPLEEXAMPLE22"}},
 			{"InvalidUriPathException", map[string]any{"keyStore": "/nope", "operation": "unknown"}},
 		},
+		events.TypeApprovalRequested: {
+			{"", map[string]any{"approvalId": id, "operation": "rotate", "target": id, "required": 2, "expiresAt": "2026-11-30T18:00:00Z"}},
+			{"KMSInternalException", map[string]any{"approvalId": id, "operation": "disable", "target": id}},
+		},
+		events.TypeApprovalApproved: {
+			{"", map[string]any{"approvalId": id, "operation": "rotate", "target": id, "comment": "ok", "approvals": 1, "required": 2, "state": "PENDING"}},
+			{"AccessDeniedException", map[string]any{"approvalId": id, "comment": "", "operation": "rotate", "target": id}},
+			{"ConflictException", map[string]any{"approvalId": "not-a-uuid", "comment": ""}},
+		},
+		events.TypeApprovalDenied: {
+			{"", map[string]any{"approvalId": id, "operation": "policy-change", "target": "tenant-policy", "comment": "not now", "approvals": 0, "required": 2, "state": "DENIED"}},
+		},
+		events.TypeApprovalExpired: {
+			{"", map[string]any{"approvalId": id, "operation": "rotate", "target": id, "approvals": 1, "required": 2, "approvers": []string{"bob"}}},
+		},
+		events.TypeApprovalCompleted: {
+			{"", map[string]any{"approvalId": id, "operation": "rotate", "target": id, "approvals": 2, "required": 2, "approvers": []string{"bob", "carol"}, "result": "succeeded"}},
+			{"", map[string]any{"approvalId": id, "result": "failed", "errorCode": "KMSInvalidStateException"}},
+		},
+		events.TypeApprovalRead: {
+			{"", map[string]any{"count": 3, "state": "PENDING"}},
+			{"NotFoundException", map[string]any{"approvalId": id, "count": 0}},
+		},
+		events.TypeTenantPolicyChanged: {
+			{"", map[string]any{"approvalOperations": []string{"rotate"}, "profiles": []string{"cnsa2"}, "requestsPerSecond": 10.5, "burst": 20, "maxKeys": 100, "minDeletionWindowDays": 7, "requiredOrigin": ""}},
+			{"", map[string]any{"approvalOperations": []string{}, "profiles": []string{}, "minDeletionWindowDays": 0, "requiredOrigin": "EXTERNAL", "approvalId": id, "pending": true}},
+			{"ValidationException", map[string]any{}},
+		},
+		events.TypeTenantPolicyRead: {{"", nil}},
+		events.TypePolicyWarning: {
+			{"", map[string]any{"operation": "keys.create", "keySpec": "ECC_NIST_P256", "warning": "nist-ir-8547: ECDSA-P256 is quantum-vulnerable"}},
+		},
+		events.TypeQuotaThrottled: {
+			{"ThrottlingException", map[string]any{"count": uint64(42), "operation": "crypto.encrypt", "reason": "rate"}},
+		},
 	}
 	for _, typ := range events.Types {
 		ss, ok := samples[typ]

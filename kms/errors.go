@@ -23,6 +23,8 @@ const (
 	CodeLimitExceeded     Code = "LimitExceededException"
 	CodeAuditUnavailable  Code = "AuditUnavailableException"
 	CodeConflict          Code = "ConflictException"
+	CodeThrottling        Code = "ThrottlingException"
+	CodePendingApproval   Code = "PendingApprovalException"
 	CodeInternal          Code = "KMSInternalException"
 )
 
@@ -40,6 +42,8 @@ var (
 	ErrLimitExceeded     = &Error{Code: CodeLimitExceeded}
 	ErrAuditUnavailable  = &Error{Code: CodeAuditUnavailable}
 	ErrConflict          = &Error{Code: CodeConflict}
+	ErrThrottling        = &Error{Code: CodeThrottling}
+	ErrPendingApproval   = &Error{Code: CodePendingApproval}
 	ErrInternal          = &Error{Code: CodeInternal}
 )
 

@@ -53,6 +53,9 @@ type Config struct {
 	// New fails if that record cannot be stored. Weaker: use only where
 	// availability outranks a complete trail.
 	AuditFailOpen bool
+	// Governance stores tenant policies and approval requests (see
+	// TenantPolicy); nil disables them (no approvals, quotas, profiles).
+	Governance GovernanceStore
 }
 
 // Service is the key management domain: it creates keys, runs crypto
@@ -79,6 +82,8 @@ type Service struct {
 	// write-once and useless without the HSM: it saves a KV read per
 	// post-quantum operation. The private key itself is never cached.
 	mats map[versionRef]*VersionMaterial
+
+	gov governance // tenant policies and approvals (tenantpolicy.go, approval.go)
 }
 
 // New returns a Service, creating the HSM root key on first use.
@@ -109,6 +114,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		meta:     map[[2]string]*Key{},
 		mats:     map[versionRef]*VersionMaterial{},
 		failOpen: cfg.AuditFailOpen,
+		gov:      governance{store: cfg.Governance},
 	}
 	if s.failOpen {
 		// Relaxing the guarantee is itself on the record, before the
@@ -320,6 +326,9 @@ func (s *Service) CreateKey(ctx context.Context, c Caller, p CreateKeyParams) (k
 		return nil, newError(CodeValidation, "alias must be 1-250 characters of A-Za-z0-9/_- and not look like a key ID")
 	}
 	p.Alias = alias
+	if err := s.checkKeyCreate(ctx, c, p.Spec); err != nil { // tenant policy: origin, profiles, key quota
+		return nil, err
+	}
 
 	id := uuid.NewString()
 	subject = ResourceName(c.Tenant, id)

@@ -159,6 +159,12 @@ type Profile struct {
 	// Primitives is the CycloneDX primitive by the key's usage: "ae",
 	// "mac", "signature", "pke" or "kem".
 	Primitives map[KeyUsage]string
+	// ClassicalBits is the classical security strength in bits (NIST SP
+	// 800-57 Part 1, Table 2), which the nist-ir-8547 profile reads.
+	ClassicalBits int
+	// CNSA2 is true for the algorithms NSA's CNSA 2.0 suite allows (the
+	// cnsa2 tenant profile allows only these).
+	CNSA2 bool
 }
 
 // pqTargets is where quantum-vulnerable keys go: hybrid X-Wing for
@@ -172,28 +178,28 @@ var (
 
 // profiles is the crypto-agility table: one row per spec.
 var profiles = map[KeySpec]Profile{
-	SpecSymmetricDefault: {Algorithm: "AES-256-GCM", Symmetric: true, NISTLevel: 5, SizeBits: 256, ParameterSet: "256",
+	SpecSymmetricDefault: {ClassicalBits: 256, CNSA2: true, Algorithm: "AES-256-GCM", Symmetric: true, NISTLevel: 5, SizeBits: 256, ParameterSet: "256",
 		OID: "2.16.840.1.101.3.4.1.46", Primitives: map[KeyUsage]string{UsageEncryptDecrypt: "ae"}},
-	SpecHMAC256: {Algorithm: "HMAC-SHA256", Symmetric: true, NISTLevel: -1, SizeBits: 256, ParameterSet: "256",
+	SpecHMAC256: {ClassicalBits: 256, Algorithm: "HMAC-SHA256", Symmetric: true, NISTLevel: -1, SizeBits: 256, ParameterSet: "256",
 		OID: "1.2.840.113549.2.9", Primitives: map[KeyUsage]string{UsageGenerateVerifyMAC: "mac"}},
-	SpecRSA3072: {Algorithm: "RSA-3072", QuantumVulnerable: true, Targets: pqTargets, SizeBits: 3072, ParameterSet: "3072",
+	SpecRSA3072: {ClassicalBits: 128, Algorithm: "RSA-3072", QuantumVulnerable: true, Targets: pqTargets, SizeBits: 3072, ParameterSet: "3072",
 		OID: "1.2.840.113549.1.1.1", Primitives: map[KeyUsage]string{UsageEncryptDecrypt: "pke", UsageSignVerify: "signature"}},
-	SpecRSA4096: {Algorithm: "RSA-4096", QuantumVulnerable: true, Targets: pqTargets, SizeBits: 4096, ParameterSet: "4096",
+	SpecRSA4096: {ClassicalBits: 152, Algorithm: "RSA-4096", QuantumVulnerable: true, Targets: pqTargets, SizeBits: 4096, ParameterSet: "4096",
 		OID: "1.2.840.113549.1.1.1", Primitives: map[KeyUsage]string{UsageEncryptDecrypt: "pke", UsageSignVerify: "signature"}},
-	SpecECCP256: {Algorithm: "ECDSA-P256", QuantumVulnerable: true, Targets: pqTargets, SizeBits: 256, ParameterSet: "P-256",
+	SpecECCP256: {ClassicalBits: 128, Algorithm: "ECDSA-P256", QuantumVulnerable: true, Targets: pqTargets, SizeBits: 256, ParameterSet: "P-256",
 		OID: "1.2.840.10045.4.3.2", Primitives: primSign},
-	SpecECCP384: {Algorithm: "ECDSA-P384", QuantumVulnerable: true, Targets: pqTargets, SizeBits: 384, ParameterSet: "P-384",
+	SpecECCP384: {ClassicalBits: 192, Algorithm: "ECDSA-P384", QuantumVulnerable: true, Targets: pqTargets, SizeBits: 384, ParameterSet: "P-384",
 		OID: "1.2.840.10045.4.3.3", Primitives: primSign},
-	SpecEd25519: {Algorithm: "Ed25519", QuantumVulnerable: true, Targets: pqTargets, SizeBits: 256, ParameterSet: "Ed25519",
+	SpecEd25519: {ClassicalBits: 128, Algorithm: "Ed25519", QuantumVulnerable: true, Targets: pqTargets, SizeBits: 256, ParameterSet: "Ed25519",
 		OID: "1.3.101.112", Primitives: primSign},
-	SpecMLKEM768:   {Algorithm: "ML-KEM-768", NISTLevel: 3, ParameterSet: "768", OID: "2.16.840.1.101.3.4.4.2", Primitives: primKEM},
-	SpecMLKEM1024:  {Algorithm: "ML-KEM-1024", NISTLevel: 5, ParameterSet: "1024", OID: "2.16.840.1.101.3.4.4.3", Primitives: primKEM},
-	SpecXWing:      {Algorithm: "X-Wing", NISTLevel: 3, ParameterSet: "ML-KEM-768+X25519", OID: "1.3.6.1.4.1.62253.25722", Primitives: primKEM},
-	SpecMLDSA44:    {Algorithm: "ML-DSA-44", NISTLevel: 2, ParameterSet: "44", OID: "2.16.840.1.101.3.4.3.17", Primitives: primSign},
-	SpecMLDSA65:    {Algorithm: "ML-DSA-65", NISTLevel: 3, ParameterSet: "65", OID: "2.16.840.1.101.3.4.3.18", Primitives: primSign},
-	SpecMLDSA87:    {Algorithm: "ML-DSA-87", NISTLevel: 5, ParameterSet: "87", OID: "2.16.840.1.101.3.4.3.19", Primitives: primSign},
-	SpecSLHDSA128S: {Algorithm: "SLH-DSA-SHA2-128s", NISTLevel: 1, ParameterSet: "SHA2-128s", OID: "2.16.840.1.101.3.4.3.20", Primitives: primSign},
-	SpecSLHDSA128F: {Algorithm: "SLH-DSA-SHA2-128f", NISTLevel: 1, ParameterSet: "SHA2-128f", OID: "2.16.840.1.101.3.4.3.21", Primitives: primSign},
+	SpecMLKEM768:   {ClassicalBits: 192, Algorithm: "ML-KEM-768", NISTLevel: 3, ParameterSet: "768", OID: "2.16.840.1.101.3.4.4.2", Primitives: primKEM},
+	SpecMLKEM1024:  {ClassicalBits: 256, CNSA2: true, Algorithm: "ML-KEM-1024", NISTLevel: 5, ParameterSet: "1024", OID: "2.16.840.1.101.3.4.4.3", Primitives: primKEM},
+	SpecXWing:      {ClassicalBits: 192, Algorithm: "X-Wing", NISTLevel: 3, ParameterSet: "ML-KEM-768+X25519", OID: "1.3.6.1.4.1.62253.25722", Primitives: primKEM},
+	SpecMLDSA44:    {ClassicalBits: 128, Algorithm: "ML-DSA-44", NISTLevel: 2, ParameterSet: "44", OID: "2.16.840.1.101.3.4.3.17", Primitives: primSign},
+	SpecMLDSA65:    {ClassicalBits: 192, Algorithm: "ML-DSA-65", NISTLevel: 3, ParameterSet: "65", OID: "2.16.840.1.101.3.4.3.18", Primitives: primSign},
+	SpecMLDSA87:    {ClassicalBits: 256, CNSA2: true, Algorithm: "ML-DSA-87", NISTLevel: 5, ParameterSet: "87", OID: "2.16.840.1.101.3.4.3.19", Primitives: primSign},
+	SpecSLHDSA128S: {ClassicalBits: 128, Algorithm: "SLH-DSA-SHA2-128s", NISTLevel: 1, ParameterSet: "SHA2-128s", OID: "2.16.840.1.101.3.4.3.20", Primitives: primSign},
+	SpecSLHDSA128F: {ClassicalBits: 128, Algorithm: "SLH-DSA-SHA2-128f", NISTLevel: 1, ParameterSet: "SHA2-128f", OID: "2.16.840.1.101.3.4.3.21", Primitives: primSign},
 }
 
 // SpecProfile returns the inventory and CBOM profile of a key spec.

@@ -45,7 +45,6 @@ import (
 const (
 	CodeXKSAuthenticationFailed Code = "AuthenticationFailedException"
 	CodeXKSInvalidURIPath       Code = "InvalidUriPathException"
-	CodeThrottling              Code = "ThrottlingException"
 	CodeUnsupportedOperation    Code = "UnsupportedOperationException"
 	CodeDependencyTimeout       Code = "DependencyTimeoutException"
 )

@@ -28,7 +28,11 @@
 //	                            OpenReply, EncapsulateRequest,
 //	                            EncapsulateReply, DecapsulateRequest,
 //	                            DecapsulateReply, InventoryRequest,
-//	                            InventoryReply;
+//	                            InventoryReply, ApprovalListRequest,
+//	                            ApprovalListReply, ApprovalRequest,
+//	                            ApprovalDecisionRequest, Approval,
+//	                            TenantPolicy, SetTenantPolicyRequest,
+//	                            TenantPolicyReply;
 //	                            the generic BatchReply[T] is one file per T:
 //	                            BatchEncryptReply, BatchDecryptReply and
 //	                            BatchDataKeyReply

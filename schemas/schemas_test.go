@@ -146,6 +146,17 @@ func TestSchemaAPIMirrorsGoTypes(t *testing.T) {
 		{api.ArchiveRestoreReply{}, "api/ArchiveRestoreReply.json", nil, ""},
 		{api.ArchiveDecideRequest{}, "api/ArchiveDecideRequest.json", nil, ""},
 		{api.ArchiveDecideReply{}, "api/ArchiveDecideReply.json", nil, ""},
+		{api.ApprovalListRequest{}, "api/ApprovalListRequest.json", nil, ""},
+		{api.ApprovalListReply{}, "api/ApprovalListReply.json", nil, ""},
+		{api.ApprovalRequest{}, "api/ApprovalRequest.json", nil, ""},
+		{api.ApprovalDecisionRequest{}, "api/ApprovalDecisionRequest.json", nil, ""},
+		{api.Approval{}, "api/Approval.json", nil, ""},
+		{api.ApprovalVote{}, "api/Approval.json", []string{"$defs", "ApprovalVote"}, ""},
+		{api.TenantPolicy{}, "api/TenantPolicy.json", nil, ""},
+		{api.ApprovalRule{}, "api/TenantPolicy.json", []string{"$defs", "ApprovalRule"}, ""},
+		{api.Quotas{}, "api/TenantPolicy.json", []string{"$defs", "Quotas"}, ""},
+		{api.SetTenantPolicyRequest{}, "api/SetTenantPolicyRequest.json", nil, ""},
+		{api.TenantPolicyReply{}, "api/TenantPolicyReply.json", nil, ""},
 	}
 	var names []string
 	for _, c := range cases {
@@ -218,6 +229,14 @@ func TestSchemaAPIAcceptsGoValues(t *testing.T) {
 			{Version: 2, State: "ACTIVE", Algorithm: "AES_256_GCM", CreationDate: now},
 		},
 	}
+	approval := api.Approval{ApprovalID: id, Operation: "rotate", Target: id, Requester: "alice", State: "APPROVED", Required: 2, Approvals: 2,
+		Approvers: []string{"bob", "carol"}, CreatedAt: now, ExpiresAt: now, UpdatedAt: now, Votes: []api.ApprovalVote{
+			{Principal: "bob", Decision: "APPROVE", At: now}, {Principal: "carol", Decision: "APPROVE", Comment: "ok", At: now}}}
+	policy := api.TenantPolicy{
+		Approvals: []api.ApprovalRule{{Operation: "schedule-deletion", Required: 2, Approvers: []string{"bob", "carol", "dave"}, ExpiresAfter: "72h"}},
+		Quotas:    &api.Quotas{RequestsPerSecond: 12.5, Burst: 20, MaxKeys: 100}, Profiles: []string{"cnsa2", "nist-ir-8547"},
+		MinDeletionWindowDays: 14, RequiredOrigin: "EXTERNAL",
+	}
 	event := json.RawMessage(`{"specversion":"1.0","id":"e1","source":"/keyflow","type":"io.keyflow.key.listed.v1","time":"2026-01-02T03:04:05.123456789Z","datacontenttype":"application/json","data":{"count":1},"tenant":"alpha","principal":"alice","outcome":"success","requestid":"r1"}`)
 	cases := map[string]any{
 		"EncryptRequest":   api.EncryptRequest{KeyID: "alias/app", Plaintext: []byte("hello"), EncryptionContext: map[string]string{"purpose": "test"}},
@@ -233,7 +252,16 @@ func TestSchemaAPIAcceptsGoValues(t *testing.T) {
 		"RotateKeyReply":   api.RotateKeyReply{KeyID: id, PreviousVersion: 1, NewVersion: 2, WorkflowID: "rotate-" + id},
 		"AuditTailRequest": api.AuditTailRequest{AfterSeq: 1 << 40, Limit: 10, WaitMillis: 500, KeyID: "alias/app", Type: "io.keyflow.crypto.*", Tenant: "alpha"},
 		"AuditTailReply":   api.AuditTailReply{Events: []api.AuditEvent{{Seq: 7, Event: event}}, KeyID: id, LastSeq: 9},
-		"ErrorReply":       api.ErrorReply{Error: api.ErrorBody{Code: "NotFoundException", Message: "key does not exist", RequestID: "r1"}},
+		"ErrorReply":       api.ErrorReply{Error: api.ErrorBody{Code: "PendingApprovalException", Message: "the operation needs approval", RequestID: "r1", ApprovalID: id, RetryAfterMillis: 0}},
+
+		"ApprovalListRequest":     api.ApprovalListRequest{State: "PENDING"},
+		"ApprovalListReply":       api.ApprovalListReply{Approvals: []api.Approval{approval}},
+		"ApprovalRequest":         api.ApprovalRequest{ApprovalID: id},
+		"ApprovalDecisionRequest": api.ApprovalDecisionRequest{ApprovalID: id, Comment: "change ticket CHG-1"},
+		"Approval":                approval,
+		"TenantPolicy":            policy,
+		"SetTenantPolicyRequest":  api.SetTenantPolicyRequest{Policy: policy},
+		"TenantPolicyReply":       api.TenantPolicyReply{Policy: &api.TenantPolicy{UpdatedAt: &now, UpdatedBy: "alice"}},
 
 		"SignRequest":        api.SignRequest{KeyID: "alias/signer", Message: []byte("message"), SigningAlgorithm: "ECDSA_SHA_256"},
 		"SignReply":          api.SignReply{KeyID: id, KeyVersion: 1, SigningAlgorithm: "ECDSA_SHA_256", Signature: make([]byte, 71)},

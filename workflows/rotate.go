@@ -145,6 +145,7 @@ func Register(r interface {
 	r.RegisterWorkflow(RotateKeyWorkflow)
 	r.RegisterWorkflow(ArchivalWorkflow)
 	r.RegisterWorkflow(RecoveryWorkflow)
+	r.RegisterWorkflow(ApprovalWorkflow)
 	r.RegisterActivity(a)
 }
 

@@ -3,7 +3,8 @@
 // stack over NATS.
 //
 // Exit codes: 0 success; 1 keyflow refused the request (the stable error
-// code is printed); 2 bad usage; 3 keyflow could not be reached.
+// code is printed); 2 bad usage; 3 keyflow could not be reached; 4 the
+// operation waits for approval (dual control: the approval ID is printed).
 package main
 
 import (
@@ -23,6 +24,7 @@ const (
 	exitRefused     = 1
 	exitUsage       = 2
 	exitUnreachable = 3
+	exitPending     = 4
 )
 
 func main() {
@@ -41,6 +43,10 @@ func report(err error) int {
 	var ke *client.Error
 	var ue usageError
 	switch {
+	case errors.As(err, &ke) && ke.ApprovalID != "":
+		fmt.Fprintf(os.Stderr, "keyflow: %s: %s\n", ke.Code, ke.Message)
+		fmt.Fprintf(os.Stdout, "approval ID: %s\n", ke.ApprovalID)
+		return exitPending
 	case errors.As(err, &ke):
 		fmt.Fprintf(os.Stderr, "keyflow: %s: %s\n", ke.Code, ke.Message)
 		return exitRefused

@@ -66,6 +66,7 @@ against it. They find the dev stack's credentials by themselves.`,
 	root.AddCommand(newPQCmds(g)...)
 	root.AddCommand(newInventoryCmd(g), newMigrateCmd(g))
 	root.AddCommand(newBackupCmds(g)...)
+	root.AddCommand(newApprovalCmd(g), newTenantCmd(g))
 	return root
 }
 

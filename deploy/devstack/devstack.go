@@ -187,9 +187,13 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 	if err != nil {
 		return st, err
 	}
+	gov, err := kvstore.OpenGovernance(runCtx, js)
+	if err != nil {
+		return st, err
+	}
 	host, _ := os.Hostname()
 	if st.KMS, err = kms.New(ctx, kms.Config{
-		HSM: st.HSM, Store: store, Audit: audit, Logger: cfg.Logger,
+		HSM: st.HSM, Store: store, Audit: audit, Logger: cfg.Logger, Governance: gov,
 		Source: "/keyflow/worker/" + host, AuditFailOpen: cfg.AuditFailOpen,
 	}); err != nil {
 		return st, err
@@ -227,6 +231,7 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 		return st, err
 	}
 	st.closers = append(st.closers, st.tc.Close)
+	st.KMS.SetApprovalEngine(&workflows.ApprovalEngine{Temporal: st.tc})
 	st.tworker = worker.New(st.tc, workflows.TaskQueue, worker.Options{})
 	workflows.Register(st.tworker, &workflows.Activities{KMS: st.KMS})
 	if err = st.tworker.Start(); err != nil {

@@ -42,6 +42,7 @@ type Bed struct {
 	Conn     *nats.Conn // the service account's connection
 	JS       jetstream.JetStream
 	Store    *kvstore.Store
+	Gov      *kvstore.Governance // tenant policies and approvals
 	Audit    *jsaudit.Publisher
 	KMS      *kms.Service
 }
@@ -81,6 +82,11 @@ func NewOn(t testing.TB, tok *pkcs11.Token) *Bed {
 	if b.Store, err = kvstore.Open(ctx, b.JS); err != nil {
 		t.Fatal(err)
 	}
+	gctx, stopGov := context.WithCancel(ctx)
+	t.Cleanup(stopGov)
+	if b.Gov, err = kvstore.OpenGovernance(gctx, b.JS); err != nil {
+		t.Fatal(err)
+	}
 	// Audit records go out on their own connection, as in the dev stack:
 	// replies and audit publishes then do not queue behind each other.
 	auditConn, err := natsserver.ConnectService(b.NATS, b.Identity, "testbed-audit")
@@ -104,7 +110,7 @@ func NewOn(t testing.TB, tok *pkcs11.Token) *Bed {
 func (b *Bed) NewKMS(audit events.Sink) *kms.Service {
 	b.T.Helper()
 	s, err := kms.New(context.Background(), kms.Config{
-		HSM: b.HSM, Store: b.Store, Audit: audit, Source: "/keyflow/test",
+		HSM: b.HSM, Store: b.Store, Audit: audit, Source: "/keyflow/test", Governance: b.Gov,
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})),
 	})
 	if err != nil {

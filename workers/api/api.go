@@ -73,6 +73,12 @@ type ErrorBody struct {
 	Code      string `json:"code"`
 	Message   string `json:"message"`
 	RequestID string `json:"requestId,omitempty"`
+	// ApprovalID is set on PendingApprovalException: the operation waits
+	// for approval (keyflow approval show ID).
+	ApprovalID string `json:"approvalId,omitempty"`
+	// RetryAfterMillis is set on ThrottlingException: when a retry can
+	// succeed.
+	RetryAfterMillis int64 `json:"retryAfterMillis,omitempty"`
 }
 
 // EncryptRequest asks to encrypt Plaintext under KeyID (an ID or alias).
@@ -161,6 +167,9 @@ type KeyMetadata struct {
 	PrimaryVersion   uint32       `json:"primaryVersion"`
 	LastRotationDate *time.Time   `json:"lastRotationDate,omitempty"`
 	Versions         []KeyVersion `json:"versions"`
+	// Warnings are the tenant policy's warnings about the key (create
+	// only), e.g. an algorithm profile's deprecation notice.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // ListKeysReply lists keys.

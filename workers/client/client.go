@@ -48,6 +48,10 @@ type Error struct {
 	Code      string
 	Message   string
 	RequestID string
+	// ApprovalID is set on PendingApprovalException (the request waits
+	// for approval), RetryAfter on ThrottlingException.
+	ApprovalID string
+	RetryAfter time.Duration
 }
 
 func (e *Error) Error() string { return e.Code + ": " + e.Message }
@@ -173,7 +177,8 @@ func (c *Client) CallRaw(ctx context.Context, op string, body []byte, out any) e
 	if code := reply.Header.Get(api.HeaderErrorCode); code != "" {
 		var er api.ErrorReply
 		if json.Unmarshal(reply.Data, &er) == nil && er.Error.Code != "" {
-			return &Error{Code: er.Error.Code, Message: er.Error.Message, RequestID: er.Error.RequestID}
+			return &Error{Code: er.Error.Code, Message: er.Error.Message, RequestID: er.Error.RequestID,
+				ApprovalID: er.Error.ApprovalID, RetryAfter: time.Duration(er.Error.RetryAfterMillis) * time.Millisecond}
 		}
 		return &Error{Code: code, Message: reply.Header.Get(api.HeaderError)}
 	}

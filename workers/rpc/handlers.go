@@ -69,7 +69,11 @@ func (s *Server) createKey(ctx context.Context, c kms.Caller, body []byte) (any,
 	if err != nil {
 		return nil, err
 	}
-	return Metadata(k), nil
+	m := Metadata(k)
+	if w := s.cfg.KMS.KeySpecWarning(ctx, c.Tenant, k.Spec); w != "" {
+		m.Warnings = []string{w}
+	}
+	return m, nil
 }
 
 func (s *Server) describeKey(ctx context.Context, c kms.Caller, body []byte) (any, error) {
@@ -110,6 +114,9 @@ func (s *Server) rotateKey(ctx context.Context, c kms.Caller, body []byte) (any,
 	}
 	keyID, err := s.cfg.KMS.RequestRotation(ctx, c, req.KeyID)
 	if err != nil {
+		return nil, err
+	}
+	if err := s.approvalGate(ctx, c, kms.ApprovalRotate, keyID); err != nil {
 		return nil, err
 	}
 	res, err := s.cfg.Rotator.Rotate(ctx, c, keyID)

@@ -6,8 +6,8 @@
 // Nats-Request-Info header (never from the body), decodes the request
 // strictly, calls the domain (package kms), and replies. micro runs one
 // handler at a time per endpoint, so requests are handed to a bounded pool
-// of goroutines; when the pool is busy, the subscription backs up in NATS
-// rather than spawning without limit.
+// of goroutines through per-tenant queues served in turn, each bounded
+// (see quota.go: per-tenant admission, quotas and fairness).
 package rpc
 
 import (
@@ -64,6 +64,9 @@ type Config struct {
 	JS       jetstream.JetStream // for audit tail
 	// Workers is the size of the handler pool (default 64).
 	Workers int
+	// MaxInFlightPerTenant bounds one tenant's requests queued for or
+	// held by the pool (default 2×Workers); see quota.go.
+	MaxInFlightPerTenant int
 	// Timeout bounds each request (default 30s).
 	Timeout time.Duration
 	Logger  *slog.Logger
@@ -73,19 +76,21 @@ type Config struct {
 // Server is a running set of keyflow services.
 type Server struct {
 	cfg      Config
-	jobs     chan job
+	queue    *fairQueue    // per-tenant queues served round-robin (quota.go)
 	done     chan struct{} // closed by Stop
 	base     context.Context
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 	services []micro.Service
 	stopOnce sync.Once
+	limits   *limiter // per-tenant admission (quota.go)
 }
 
 type job struct {
-	op  string
-	req micro.Request
-	fn  handlerFunc
+	op      string
+	req     micro.Request
+	fn      handlerFunc
+	release func() // frees the tenant's in-flight slot
 }
 
 // handlerFunc handles one decoded request for an established caller.
@@ -108,8 +113,9 @@ func Start(cfg Config) (*Server, error) {
 	if cfg.Version == "" {
 		cfg.Version = "0.1.0"
 	}
-	s := &Server{cfg: cfg, jobs: make(chan job, cfg.Workers), done: make(chan struct{})}
+	s := &Server{cfg: cfg, done: make(chan struct{})}
 	s.base, s.cancel = context.WithCancel(context.Background())
+	s.startQuotas()
 	for range cfg.Workers {
 		s.wg.Add(1)
 		go s.loop()
@@ -135,6 +141,8 @@ func Start(cfg Config) (*Server, error) {
 		}},
 		{"keyflow-backup", "backup", s.backupOps()},
 		{"keyflow-archive", "archive", s.archiveOps()},
+		{"keyflow-approvals", "approvals", s.approvalOps()},
+		{"keyflow-tenantpolicy", "tenantpolicy", s.tenantPolicyOps()},
 	}
 	for _, g := range groups {
 		svc, err := micro.AddService(cfg.Conn, micro.Config{
@@ -181,11 +189,16 @@ var errShuttingDown = &kms.Error{Code: kms.CodeInternal, Message: "the worker is
 
 func (s *Server) dispatch(op string, fn handlerFunc) micro.Handler {
 	return micro.HandlerFunc(func(r micro.Request) {
-		// Blocking here is the back-pressure: NATS buffers the rest. The
-		// jobs channel is never closed, so a late message cannot panic.
-		select {
-		case s.jobs <- job{op: op, req: r, fn: fn}:
-		case <-s.done:
+		// A tenant over its quota is answered at once, never queued;
+		// the others queue per tenant, and the pool serves the tenants
+		// in turn, so one tenant's backlog never delays another's.
+		tenant, release, err := s.admit(op, r)
+		if err != nil {
+			s.replyError(r, requestIDOf(err), err)
+			return
+		}
+		if !s.queue.push(tenant, job{op: op, req: r, fn: fn, release: release}) {
+			release()
 			s.replyError(r, "", errShuttingDown)
 		}
 	})
@@ -194,23 +207,17 @@ func (s *Server) dispatch(op string, fn handlerFunc) micro.Handler {
 func (s *Server) loop() {
 	defer s.wg.Done()
 	for {
-		select {
-		case j := <-s.jobs:
-			s.serve(j)
-		case <-s.done:
-			for { // answer what was already queued, then leave
-				select {
-				case j := <-s.jobs:
-					s.serve(j)
-				default:
-					return
-				}
-			}
+		// After Stop, pop still hands out what was queued, then ends.
+		j, ok := s.queue.pop()
+		if !ok {
+			return
 		}
+		s.serve(j)
 	}
 }
 
 func (s *Server) serve(j job) {
+	defer j.release()
 	ctx, cancel := context.WithTimeout(s.base, s.cfg.Timeout)
 	defer cancel()
 	reqID := j.req.Headers().Get(api.HeaderRequestID)
@@ -276,9 +283,11 @@ func (s *Server) caller(r micro.Request, reqID string) (kms.Caller, error) {
 func (s *Server) replyError(r micro.Request, reqID string, err error) {
 	body := api.ErrorReply{Error: api.ErrorBody{
 		Code: string(kms.CodeOf(err)), Message: kms.PublicMessage(err), RequestID: reqID,
+		ApprovalID: kms.PendingApprovalID(err), RetryAfterMillis: kms.RetryAfterOf(err).Milliseconds(),
 	}}
 	b, _ := json.Marshal(body)
 	hdr := nats.Header{}
+	governanceHeaders(hdr, body.Error)
 	hdr.Set(api.HeaderErrorCode, body.Error.Code)
 	hdr.Set(api.HeaderError, body.Error.Message)
 	if rerr := s.publishReply(r, reqID, b, hdr); rerr != nil {
