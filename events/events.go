@@ -62,6 +62,11 @@ const (
 	// as a worker started fail-open (data: failClosed=false). It is
 	// deployment-wide, so its tenant is "-".
 	TypeAuditPolicyChanged = "io.keyflow.audit.policy.changed.v1"
+	// BYOK: import parameters issued, material imported, deleted, expired.
+	TypeKeyImportParameters = "io.keyflow.key.import.parameters.v1"
+	TypeKeyImported         = "io.keyflow.key.import.completed.v1"
+	TypeKeyImportDeleted    = "io.keyflow.key.import.deleted.v1"
+	TypeKeyImportExpired    = "io.keyflow.key.import.expired.v1"
 )
 
 // Types lists every event type keyflow emits; schemas/events has one JSON
@@ -74,6 +79,7 @@ var Types = []string{
 	TypeGenerateRandom, TypeReEncrypt, TypeGenerateDataKeyPair,
 	TypeSeal, TypeOpen, TypeEncapsulate, TypeDecapsulate,
 	TypeAuditPolicyChanged, TypeKeyInventoryRead,
+	TypeKeyImportParameters, TypeKeyImported, TypeKeyImportDeleted, TypeKeyImportExpired,
 }
 
 // Outcomes.
