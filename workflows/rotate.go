@@ -143,6 +143,7 @@ func Register(r interface {
 	RegisterActivity(any)
 }, a *Activities) {
 	r.RegisterWorkflow(RotateKeyWorkflow)
+	r.RegisterWorkflow(ImportExpiryWorkflow)
 	r.RegisterActivity(a)
 }
 

@@ -58,6 +58,7 @@ type Config struct {
 	KMS     *kms.Service
 	Tenants TenantResolver
 	Rotator Rotator             // nil: rotate answers KMSInternalException
+	Imports ImportExpirer       // nil: imports with a validTo are refused
 	JS      jetstream.JetStream // for audit tail
 	// Workers is the size of the handler pool (default 64).
 	Workers int
@@ -126,6 +127,7 @@ func Start(cfg Config) (*Server, error) {
 		{"keyflow-admin", "keys", map[string]handlerFunc{
 			"create": s.createKey, "describe": s.describeKey, "list": s.listKeys, "rotate": s.rotateKey,
 			"inventory": s.inventory,
+			"importparams": s.importParams, "import": s.importKey, "deleteimport": s.deleteImport,
 		}},
 		{"keyflow-audit", "audit", map[string]handlerFunc{
 			"tail": s.auditTail,
