@@ -126,8 +126,7 @@ func Start(cfg Config) (*Server, error) {
 		}},
 		{"keyflow-admin", "keys", map[string]handlerFunc{
 			"create": s.createKey, "describe": s.describeKey, "list": s.listKeys, "rotate": s.rotateKey,
-			"inventory": s.inventory,
-			"importparams": s.importParams, "import": s.importKey, "deleteimport": s.deleteImport,
+			"inventory": s.inventory, "importparams": s.importParams, "import": s.importKey, "deleteimport": s.deleteImport,
 		}},
 		{"keyflow-audit", "audit", map[string]handlerFunc{
 			"tail": s.auditTail,
