@@ -34,7 +34,7 @@ import (
 
 // customerWrap wraps material to the import parameters' public key the
 // way the customer would.
-func customerWrap(t *testing.T, p *kms.ImportParameters, material []byte) []byte {
+func customerWrap(t testing.TB, p *kms.ImportParameters, material []byte) []byte {
 	t.Helper()
 	if p.Algorithm == kms.WrapXWingHPKE {
 		pk, err := hpke.MLKEM768X25519().NewPublicKey(p.PublicKey)
@@ -77,7 +77,7 @@ func customerWrap(t *testing.T, p *kms.ImportParameters, material []byte) []byte
 }
 
 // kwp is AES key wrap with padding (RFC 5649).
-func kwp(t *testing.T, kek, pt []byte) []byte {
+func kwp(t testing.TB, kek, pt []byte) []byte {
 	t.Helper()
 	block, err := aes.NewCipher(kek)
 	if err != nil {

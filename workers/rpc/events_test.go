@@ -1024,6 +1024,8 @@ func TestSchemaWireMessages(t *testing.T) {
 	rot.fail.Store(doomed.KeyID, true)
 	refused(api.OpKeyRotate, "KeyRequest", `{"keyId":"wire-doomed"}`, kms.CodeInternal)
 
+	importWireMessages(t, b, send)
+
 	// The events stored match their schemas, and together they cover
 	// every event type.
 	seen := map[string]bool{}

@@ -183,3 +183,44 @@ func TestImportWithoutWorkflows(t *testing.T) {
 		t.Fatalf("state after a refused import: %s", got.KeyState)
 	}
 }
+
+// importWireMessages is TestSchemaWireMessages' BYOK part: every import
+// operation through the wire with raw JSON, and an expiry, so every import
+// event type is emitted and checked against its schema there.
+func importWireMessages(t *testing.T, b *testbed.Bed, send func(op, reqSchema, body, replySchema string) []byte) {
+	t.Helper()
+	var meta api.KeyMetadata
+	if err := json.Unmarshal(send(api.OpKeyCreate, "CreateKeyRequest", `{"alias":"wire-byok","origin":"EXTERNAL"}`, "KeyMetadata"), &meta); err != nil || meta.KeyID == "" {
+		t.Fatalf("create EXTERNAL: %v", err)
+	}
+	var params api.ImportParamsReply
+	if err := json.Unmarshal(send(api.OpKeyImportParams, "ImportParamsRequest", `{"keyId":"alias/wire-byok","wrappingAlgorithm":"RSA_AES_KEY_WRAP_SHA_1","wrappingKeySpec":"RSA_3072"}`, "ImportParamsReply"), &params); err != nil {
+		t.Fatal(err)
+	}
+	pub, err := x509.ParsePKIXPublicKey(params.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrapped, _ := rsa.EncryptOAEP(sha1.New(), rand.Reader, pub.(*rsa.PublicKey), make([]byte, 32), nil)
+	tok, _ := json.Marshal(params.ImportToken)
+	mat, _ := json.Marshal(wrapped)
+	// RSA-OAEP material under an RSA+AES token: refused, and recorded.
+	send(api.OpKeyImport, "ImportRequest", `{"keyId":"wire-byok","encryptedKeyMaterial":`+string(mat)+`,"importToken":`+string(tok)+`}`, "ImportReply")
+	send(api.OpKeyImportParams, "ImportParamsRequest", `{"keyId":"wire-byok","wrappingAlgorithm":"RSAES_OAEP_SHA_1"}`, "ImportParamsReply")
+	if err := json.Unmarshal(send(api.OpKeyImportParams, "ImportParamsRequest", `{"keyId":"wire-byok","wrappingAlgorithm":"RSAES_OAEP_SHA_1"}`, "ImportParamsReply"), &params); err != nil {
+		t.Fatal(err)
+	}
+	pub, _ = x509.ParsePKIXPublicKey(params.PublicKey)
+	wrapped, _ = rsa.EncryptOAEP(sha1.New(), rand.Reader, pub.(*rsa.PublicKey), make([]byte, 32), nil)
+	tok, _ = json.Marshal(params.ImportToken)
+	mat, _ = json.Marshal(wrapped)
+	var imp api.ImportReply
+	if err := json.Unmarshal(send(api.OpKeyImport, "ImportRequest", `{"keyId":"wire-byok","encryptedKeyMaterial":`+string(mat)+`,"importToken":`+string(tok)+`,"wrappingAlgorithm":"RSAES_OAEP_SHA_1"}`, "ImportReply"), &imp); err != nil || imp.ImportID == "" {
+		t.Fatalf("import: %v %+v", err, imp)
+	}
+	send(api.OpKeyDescribe, "KeyRequest", `{"keyId":"wire-byok"}`, "KeyMetadata")
+	if _, err := b.KMS.ExpireImportedKeyMaterial(context.Background(), kms.Caller{Tenant: "alpha", Principal: "lifecycle", RequestID: "wire"}, kms.ExpireImportParams{KeyID: meta.KeyID, ImportID: imp.ImportID}); err != nil {
+		t.Fatal(err)
+	}
+	send(api.OpKeyDeleteImport, "KeyRequest", `{"keyId":"wire-byok"}`, "KeyMetadata")
+}
