@@ -3,6 +3,7 @@ package kms
 import (
 	"context"
 	"crypto"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
@@ -113,11 +114,10 @@ const ImportTokenLifetime = 24 * time.Hour
 
 // Error codes of imports, AWS's names.
 const (
-	CodeInvalidImportToken     Code = "InvalidImportTokenException"
-	CodeExpiredImportToken     Code = "ExpiredImportTokenException"
-	CodeIncorrectKeyMaterial   Code = "IncorrectKeyMaterialException"
-	CodeUnsupportedOperation   Code = "UnsupportedOperationException"
-	CodeInvalidWrappedMaterial Code = "InvalidCiphertextException"
+	CodeInvalidImportToken   Code = "InvalidImportTokenException"
+	CodeExpiredImportToken   Code = "ExpiredImportTokenException"
+	CodeIncorrectKeyMaterial Code = "IncorrectKeyMaterialException"
+	CodeUnsupportedOperation Code = "UnsupportedOperationException"
 )
 
 // Sentinels of the import error codes.
@@ -317,7 +317,7 @@ func (s *Service) GetParametersForImport(ctx context.Context, c Caller, p GetImp
 		if err != nil {
 			return nil, err
 		}
-		pub, priv, err := gen.GenerateKey(nil)
+		pub, priv, err := gen.GenerateKey(rand.Reader)
 		if err != nil {
 			return nil, wrapError(CodeInternal, err, "failed to generate an X-Wing wrapping key")
 		}
@@ -510,7 +510,7 @@ func importFingerprint(keyID string, blob []byte) []byte {
 // errWrappedMaterial is every failure to open the customer's wrapped
 // material, whatever failed: an import is no padding oracle.
 func errWrappedMaterial(cause error) *Error {
-	return wrapError(CodeInvalidWrappedMaterial, cause, "the wrapped key material could not be decrypted with this import token's wrapping key and algorithm")
+	return wrapError(CodeInvalidCiphertext, cause, "the wrapped key material could not be decrypted with this import token's wrapping key and algorithm")
 }
 
 // unwrapImport turns the customer's wrapped material into a blob wrapped
@@ -622,7 +622,11 @@ type ExpireImportParams struct {
 // idempotent.
 func (s *Service) ExpireImportedKeyMaterial(ctx context.Context, c Caller, p ExpireImportParams) (deleted bool, err error) {
 	defer s.finish(ctx, c, events.TypeKeyImportExpired, &err, func() (string, map[string]any) {
-		return ResourceName(c.Tenant, p.KeyID), map[string]any{"keyId": p.KeyID, "importId": p.ImportID, "deleted": deleted}
+		subject := ""
+		if ValidKeyID(p.KeyID) {
+			subject = ResourceName(c.Tenant, p.KeyID)
+		}
+		return subject, map[string]any{"keyId": truncate(p.KeyID, 64), "importId": truncate(p.ImportID, 64), "deleted": deleted}
 	}, nil)
 	if err := checkCaller(c); err != nil {
 		return false, err

@@ -477,6 +477,8 @@ func TestImportHMAC(t *testing.T) {
 	ctx := context.Background()
 	b := testbed.New(t)
 	k := createExternal(t, b.KMS, kms.SpecHMAC256)
+	_, err := b.KMS.GenerateMac(ctx, alice, kms.MACParams{KeyRef: k.ID, Message: []byte("msg"), Algorithm: kms.MACHMACSHA256})
+	wantCode(t, "MAC before import", err, kms.CodeInvalidState)
 	params, err := b.KMS.GetParametersForImport(ctx, alice, kms.GetImportParamsParams{KeyRef: k.ID, Algorithm: kms.WrapRSAOAEPSHA256})
 	if err != nil {
 		t.Fatal(err)
