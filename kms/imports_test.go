@@ -497,3 +497,36 @@ func TestImportHMAC(t *testing.T) {
 		t.Fatal("keyflow's HMAC is not the customer's")
 	}
 }
+
+// TestDeleteFinishesAfterACrash: a deletion that stopped between taking the
+// key back to PENDING_IMPORT and deleting the material (a crash) is
+// finished by the next delete or expiry, which is idempotent.
+func TestDeleteFinishesAfterACrash(t *testing.T) {
+	ctx := context.Background()
+	b := testbed.New(t)
+	k := createExternal(t, b.KMS, kms.SpecSymmetricDefault)
+	params, err := b.KMS.GetParametersForImport(ctx, alice, kms.GetImportParamsParams{KeyRef: k.ID, Algorithm: kms.WrapRSAOAEPSHA1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.KMS.ImportKeyMaterial(ctx, alice, kms.ImportParams{KeyRef: k.ID, WrappedMaterial: customerWrap(t, params, newMaterial(32)), ImportToken: params.ImportToken}); err != nil {
+		t.Fatal(err)
+	}
+	m, err := b.Store.GetMaterial(ctx, alice.Tenant, k.ID, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.KMS.DeleteImportedKeyMaterial(ctx, alice, k.ID); err != nil {
+		t.Fatal(err)
+	}
+	// The crash: the key says PENDING_IMPORT, the material is still there.
+	if err := b.Store.PutMaterial(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.KMS.DeleteImportedKeyMaterial(ctx, alice, k.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Store.GetMaterial(ctx, alice.Tenant, k.ID, 1); !errors.Is(err, kms.ErrStoreNotFound) {
+		t.Fatalf("material after the second delete: %v", err)
+	}
+}
