@@ -55,6 +55,12 @@ type KeyImporter interface {
 	// above) of a fresh AES key, as long as the modulus, followed by the
 	// AES-KWP (RFC 5649) wrapping of the material under that AES key.
 	ImportRSAAESKeyWrap(ctx context.Context, importKey KeyHandle, hash crypto.Hash, ciphertext []byte, target ImportTarget, wrappingKey KeyHandle) ([]byte, error)
+	// ImportPrivateKeyRSAAESKeyWrap imports a private key, its PKCS#8
+	// DER wrapped as for ImportRSAAESKeyWrap, checks that it is a key of
+	// spec, and returns it as GenerateWrappedKeyPair returns a generated
+	// one: the public key and the private key wrapped under wrappingKey.
+	// A key of another kind or size returns ErrInvalidInput.
+	ImportPrivateKeyRSAAESKeyWrap(ctx context.Context, importKey KeyHandle, hash crypto.Hash, ciphertext []byte, spec KeyPairSpec, wrappingKey KeyHandle) (*WrappedKeyPair, error)
 	// ImportPlaintext wraps material that the caller already holds in
 	// process memory (opened by a scheme the HSM lacks, such as a
 	// post-quantum KEM). The caller zeroes material afterwards.

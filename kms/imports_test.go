@@ -3,6 +3,7 @@ package kms_test
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/hmac"
@@ -318,8 +319,8 @@ func TestImportRefusals(t *testing.T) {
 	gen := mustCreate(t, s, alice, "")
 	_, err = s.GetParametersForImport(ctx, alice, kms.GetImportParamsParams{KeyRef: gen.ID, Algorithm: kms.WrapRSAOAEPSHA256})
 	wantCode(t, "parameters for an AWS_KMS key", err, kms.CodeUnsupportedOperation)
-	_, err = s.CreateKey(ctx, alice, kms.CreateKeyParams{Spec: kms.SpecRSA3072, Origin: kms.OriginExternal})
-	wantCode(t, "EXTERNAL RSA key", err, kms.CodeUnsupportedOperation)
+	_, err = s.CreateKey(ctx, alice, kms.CreateKeyParams{Spec: kms.SpecECCP256, Usage: kms.UsageSignVerify, Origin: kms.OriginExternal})
+	wantCode(t, "EXTERNAL EC key", err, kms.CodeUnsupportedOperation)
 	_, err = s.CreateKey(ctx, alice, kms.CreateKeyParams{Origin: "CLOUDHSM"})
 	wantCode(t, "unknown origin", err, kms.CodeValidation)
 	_, err = s.GetParametersForImport(ctx, alice, kms.GetImportParamsParams{KeyRef: k.ID, Algorithm: "RSAES_PKCS1_V1_5"})
@@ -528,5 +529,78 @@ func TestDeleteFinishesAfterACrash(t *testing.T) {
 	}
 	if _, err := b.Store.GetMaterial(ctx, alice.Tenant, k.ID, 1); !errors.Is(err, kms.ErrStoreNotFound) {
 		t.Fatalf("material after the second delete: %v", err)
+	}
+}
+
+// TestImportRSAPrivateKey: the customer's own RSA key pair (PKCS#8,
+// wrapped with RSA + AES key wrap) signs and decrypts in keyflow, and
+// what keyflow does checks out with the customer's key outside keyflow.
+func TestImportRSAPrivateKey(t *testing.T) {
+	ctx := context.Background()
+	b := testbed.New(t)
+	customer, err := rsa.GenerateKey(rand.Reader, 3072)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, _ := x509.MarshalPKCS8PrivateKey(customer)
+	wantPub, _ := x509.MarshalPKIXPublicKey(&customer.PublicKey)
+
+	signer, err := b.KMS.CreateKey(ctx, alice, kms.CreateKeyParams{Spec: kms.SpecRSA3072, Usage: kms.UsageSignVerify, Origin: kms.OriginExternal})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = b.KMS.GetParametersForImport(ctx, alice, kms.GetImportParamsParams{KeyRef: signer.ID, Algorithm: kms.WrapRSAOAEPSHA256})
+	wantCode(t, "OAEP for a private key", err, kms.CodeValidation)
+	params, err := b.KMS.GetParametersForImport(ctx, alice, kms.GetImportParamsParams{KeyRef: signer.ID, Algorithm: kms.WrapRSAAESSHA256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, _ := rsa.GenerateKey(rand.Reader, 2048)
+	otherDER, _ := x509.MarshalPKCS8PrivateKey(other)
+	_, err = b.KMS.ImportKeyMaterial(ctx, alice, kms.ImportParams{KeyRef: signer.ID, WrappedMaterial: customerWrap(t, params, otherDER), ImportToken: params.ImportToken})
+	wantCode(t, "a 2048-bit key into RSA_3072", err, kms.CodeIncorrectKeyMaterial)
+	if _, err := b.KMS.ImportKeyMaterial(ctx, alice, kms.ImportParams{KeyRef: signer.ID, WrappedMaterial: customerWrap(t, params, der), ImportToken: params.ImportToken}); err != nil {
+		t.Fatal(err)
+	}
+	pk, err := b.KMS.GetPublicKey(ctx, alice, signer.ID, 0)
+	if err != nil || !bytes.Equal(pk.PublicKeyDER, wantPub) {
+		t.Fatalf("public key: %v, the customer's: %v", err, pk != nil && bytes.Equal(pk.PublicKeyDER, wantPub))
+	}
+	msg := []byte("release v2")
+	sig, err := b.KMS.Sign(ctx, alice, kms.SignParams{KeyRef: signer.ID, Message: msg, Algorithm: kms.SignRSAPSSSHA256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	digest := sha256.Sum256(msg)
+	if err := rsa.VerifyPSS(&customer.PublicKey, crypto.SHA256, digest[:], sig.Signature, &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash}); err != nil {
+		t.Fatalf("keyflow's signature does not verify with the customer's key: %v", err)
+	}
+	// The same key again is a re-import; another RSA-3072 key is not.
+	res, err := b.KMS.ImportKeyMaterial(ctx, alice, kms.ImportParams{KeyRef: signer.ID, WrappedMaterial: customerWrap(t, params, der), ImportToken: params.ImportToken})
+	if err != nil || !res.Reimport {
+		t.Fatalf("re-import of the same private key: %v", err)
+	}
+	third, _ := rsa.GenerateKey(rand.Reader, 3072)
+	thirdDER, _ := x509.MarshalPKCS8PrivateKey(third)
+	_, err = b.KMS.ImportKeyMaterial(ctx, alice, kms.ImportParams{KeyRef: signer.ID, WrappedMaterial: customerWrap(t, params, thirdDER), ImportToken: params.ImportToken})
+	wantCode(t, "another private key", err, kms.CodeIncorrectKeyMaterial)
+
+	// An encryption key: the customer encrypts with its public key, keyflow
+	// decrypts.
+	dec, err := b.KMS.CreateKey(ctx, alice, kms.CreateKeyParams{Spec: kms.SpecRSA3072, Usage: kms.UsageEncryptDecrypt, Origin: kms.OriginExternal})
+	if err != nil {
+		t.Fatal(err)
+	}
+	params, err = b.KMS.GetParametersForImport(ctx, alice, kms.GetImportParamsParams{KeyRef: dec.ID, Algorithm: kms.WrapRSAAESSHA1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.KMS.ImportKeyMaterial(ctx, alice, kms.ImportParams{KeyRef: dec.ID, WrappedMaterial: customerWrap(t, params, der), ImportToken: params.ImportToken}); err != nil {
+		t.Fatal(err)
+	}
+	ct, _ := rsa.EncryptOAEP(sha256.New(), rand.Reader, &customer.PublicKey, []byte("for keyflow"), nil)
+	out, err := b.KMS.Decrypt(ctx, alice, kms.DecryptParams{KeyRef: dec.ID, Ciphertext: ct, Algorithm: kms.EncRSAOAEPSHA256})
+	if err != nil || string(out.Plaintext) != "for keyflow" {
+		t.Fatalf("keyflow decrypting with the imported key: %v", err)
 	}
 }

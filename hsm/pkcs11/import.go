@@ -5,6 +5,8 @@ package pkcs11
 import (
 	"context"
 	"crypto"
+	"crypto/rsa"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"math/big"
@@ -34,6 +36,9 @@ var _ hsm.KeyImporter = (*Token)(nil)
 //     through process memory and is zeroed), then C_UnwrapKey with
 //     CKM_AES_KEY_WRAP_PAD opens the material under it into an HSM
 //     object. The material never reaches process memory.
+//   - RSA private keys (ImportPrivateKeyRSAAESKeyWrap): as RSA + AES key
+//     wrap, the PKCS#8 unwrapped by C_UnwrapKey into a private key object;
+//     the private key never reaches process memory.
 //   - ImportPlaintext: for material the caller opened in process (a
 //     post-quantum KEM the HSM lacks), loaded with C_CreateObject.
 
@@ -286,8 +291,95 @@ func (t *Token) ImportRSAAESKeyWrap(ctx context.Context, importKey hsm.KeyHandle
 	if err := checkTarget(target); err != nil {
 		return nil, fmt.Errorf("pkcs11: failed to %s: %v: %w", op, err, hsm.ErrInvalidInput)
 	}
+	var blob []byte
+	err := t.rsaAESUnwrap(ctx, op, importKey, hash, ciphertext, wrappingKey, targetTemplate(target, nil), false,
+		func(a *attempt, obj, w p11.ObjectHandle) error {
+			var err error
+			blob, err = t.finishImport(a, op, obj, w, target)
+			return err
+		})
+	if err != nil {
+		return nil, err
+	}
+	return blob, nil
+}
+
+// importPrivateTemplate is the temporary object an imported private key
+// lands in: it can be wrapped once and do nothing else.
+func importPrivateTemplate(k pairKind) []*p11.Attribute {
+	return []*p11.Attribute{
+		p11.NewAttribute(p11.CKA_CLASS, p11.CKO_PRIVATE_KEY),
+		p11.NewAttribute(p11.CKA_KEY_TYPE, k.keyType),
+		p11.NewAttribute(p11.CKA_TOKEN, false),
+		p11.NewAttribute(p11.CKA_PRIVATE, true),
+		p11.NewAttribute(p11.CKA_SENSITIVE, true),
+		p11.NewAttribute(p11.CKA_EXTRACTABLE, true),
+		p11.NewAttribute(p11.CKA_SIGN, false),
+		p11.NewAttribute(p11.CKA_SIGN_RECOVER, false),
+		p11.NewAttribute(p11.CKA_DECRYPT, false),
+		p11.NewAttribute(p11.CKA_UNWRAP, false),
+		p11.NewAttribute(p11.CKA_DERIVE, false),
+	}
+}
+
+// ImportPrivateKeyRSAAESKeyWrap implements hsm.KeyImporter for RSA keys.
+// The private key is unwrapped from its PKCS#8 inside the HSM, checked
+// (size), wrapped under wrappingKey and destroyed; its public key is read
+// from the modulus and exponent. EC keys are refused: SoftHSM keeps no
+// public point on an EC private key object, so the public key could not
+// be had without the private key leaving the HSM.
+func (t *Token) ImportPrivateKeyRSAAESKeyWrap(ctx context.Context, importKey hsm.KeyHandle, hash crypto.Hash, ciphertext []byte, spec hsm.KeyPairSpec, wrappingKey hsm.KeyHandle) (*hsm.WrappedKeyPair, error) {
+	const op = "import a private key with RSA and AES key wrap"
+	k, err := parseSpec(spec)
+	if err != nil || !k.isRSA() {
+		return nil, fmt.Errorf("pkcs11: failed to %s: only RSA private keys import: %w", op, hsm.ErrInvalidInput)
+	}
+	var res *hsm.WrappedKeyPair
+	err = t.rsaAESUnwrap(ctx, op, importKey, hash, ciphertext, wrappingKey, importPrivateTemplate(k), true,
+		func(a *attempt, obj, w p11.ObjectHandle) error {
+			if err := t.checkPrivateKey(a.s, obj, k); err != nil {
+				if deviceSide(err) {
+					return fmt.Errorf("pkcs11: failed to %s: %w", op, err)
+				}
+				return fmt.Errorf("pkcs11: failed to %s: %v: %w", op, err, hsm.ErrInvalidInput)
+			}
+			attrs, err := t.ctx.GetAttributeValue(a.s, obj, []*p11.Attribute{
+				p11.NewAttribute(p11.CKA_MODULUS, nil),
+				p11.NewAttribute(p11.CKA_PUBLIC_EXPONENT, nil),
+			})
+			if err != nil {
+				return fmt.Errorf("pkcs11: failed to %s: failed to read the public key: %w", op, ckr(err))
+			}
+			n := new(big.Int).SetBytes(attrs[0].Value)
+			e := new(big.Int).SetBytes(attrs[1].Value)
+			if !e.IsInt64() || e.Int64() < 3 || e.Int64() > 1<<31-1 || e.Bit(0) == 0 {
+				return fmt.Errorf("pkcs11: failed to %s: unusable public exponent: %w", op, hsm.ErrInvalidInput)
+			}
+			spki, err := x509.MarshalPKIXPublicKey(&rsa.PublicKey{N: n, E: int(e.Int64())})
+			if err != nil {
+				return fmt.Errorf("pkcs11: failed to %s: %w", op, err)
+			}
+			blob, err := t.ctx.WrapKey(a.s, kwp, w, obj)
+			if err != nil {
+				return keyErr(op, err)
+			}
+			res = &hsm.WrappedKeyPair{PublicKeyDER: spki, WrappedPrivate: blob}
+			return nil
+		})
+	if err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// rsaAESUnwrap opens a CKM_RSA_AES_KEY_WRAP-style ciphertext into an HSM
+// object made from tmpl and runs fn with it (and the wrapping key); the
+// object and the one-time AES key are destroyed afterwards. private says
+// that tmpl is a private key, whose PKCS#8 SoftHSM refuses with
+// CKR_FUNCTION_FAILED when it does not hold a key of that type.
+func (t *Token) rsaAESUnwrap(ctx context.Context, op string, importKey hsm.KeyHandle, hash crypto.Hash, ciphertext []byte, wrappingKey hsm.KeyHandle, tmpl []*p11.Attribute, private bool, fn func(a *attempt, obj, w p11.ObjectHandle) error) error {
 	if hash != crypto.SHA1 && hash != crypto.SHA256 {
-		return nil, fmt.Errorf("pkcs11: failed to %s: hash must be SHA-1 or SHA-256: %w", op, hsm.ErrInvalidInput)
+		return fmt.Errorf("pkcs11: failed to %s: hash must be SHA-1 or SHA-256: %w", op, hsm.ErrInvalidInput)
 	}
 	// The modulus length splits the ciphertext; read it once.
 	var n int
@@ -300,11 +392,11 @@ func (t *Token) ImportRSAAESKeyWrap(ctx context.Context, importKey hsm.KeyHandle
 		return err
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	// KWP output is at least 16 bytes, in whole 8-byte blocks.
 	if len(ciphertext) < n+16 || (len(ciphertext)-n)%8 != 0 {
-		return nil, errImport
+		return errImport
 	}
 	ephCT, wrapped := ciphertext[:n], ciphertext[n:]
 	var ephKey []byte
@@ -312,17 +404,16 @@ func (t *Token) ImportRSAAESKeyWrap(ctx context.Context, importKey hsm.KeyHandle
 		ephKey, err = t.DecryptOAEP(ctx, importKey, hash, ephCT, nil)
 		if err != nil {
 			if errors.Is(err, hsm.ErrAuthFailed) {
-				return nil, errImport
+				return errImport
 			}
-			return nil, err
+			return err
 		}
 		defer clear(ephKey)
 		if !validAESKeySize(len(ephKey)) {
-			return nil, errImport
+			return errImport
 		}
 	}
-	var blob []byte
-	err = t.do(ctx, op, func(a *attempt) error {
+	return t.do(ctx, op, func(a *attempt) error {
 		w, err := t.object(op, wrappingKey)
 		if err != nil {
 			return err
@@ -345,21 +436,22 @@ func (t *Token) ImportRSAAESKeyWrap(ctx context.Context, importKey hsm.KeyHandle
 			}
 		}
 		defer func() { _ = t.ctx.DestroyObject(a.s, eph) }()
-		obj, err := t.ctx.UnwrapKey(a.s, kwp, eph, wrapped, targetTemplate(target, nil))
+		obj, err := t.ctx.UnwrapKey(a.s, kwp, eph, wrapped, tmpl)
 		if err != nil {
-			if isAuthFailure(err) || isCKR(err, p11.CKR_FUNCTION_FAILED) {
+			switch {
+			case isAuthFailure(err):
 				return errImport
+			case isCKR(err, p11.CKR_FUNCTION_FAILED) && private:
+				return fmt.Errorf("pkcs11: failed to %s: the material is not a private key of this type: %w", op, hsm.ErrInvalidInput)
+			case isCKR(err, p11.CKR_FUNCTION_FAILED):
+				return errImport
+			default:
+				return keyErr(op, err)
 			}
-			return keyErr(op, err)
 		}
 		defer func() { _ = t.ctx.DestroyObject(a.s, obj) }()
-		blob, err = t.finishImport(a, op, obj, w, target)
-		return err
+		return fn(a, obj, w)
 	})
-	if err != nil {
-		return nil, err
-	}
-	return blob, nil
 }
 
 // ImportPlaintext implements hsm.KeyImporter: the material enters the

@@ -8,6 +8,8 @@ import (
 	"crypto"
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha1"
@@ -173,5 +175,69 @@ func TestImportKeyCannotSign(t *testing.T) {
 	digest := sha256.Sum256([]byte("x"))
 	if _, err := tok.Sign(ctx, ik, hsm.SignParams{Scheme: hsm.SchemeRSAPSS, Hash: crypto.SHA256}, digest[:]); err == nil {
 		t.Fatal("an import key signed")
+	}
+}
+
+func TestImportRSAPrivateKey(t *testing.T) {
+	ctx := context.Background()
+	tok, root, ik, pub := importFixture(t, 3072)
+	spec := hsm.KeyPairSpec{Algorithm: "RSA", RSABits: 3072}
+	wrap := func(t *testing.T, h func() hash.Hash, der []byte) []byte {
+		eph := make([]byte, 32)
+		rand.Read(eph)
+		ct, err := rsa.EncryptOAEP(h(), rand.Reader, pub, eph, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return append(ct, kwpWrap(t, eph, der)...)
+	}
+	key, err := rsa.GenerateKey(rand.Reader, 3072)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, _ := x509.MarshalPKCS8PrivateKey(key)
+	for name, c := range map[string]struct {
+		h    func() hash.Hash
+		hash crypto.Hash
+	}{"SHA1": {sha1.New, crypto.SHA1}, "SHA256": {sha256.New, crypto.SHA256}} {
+		t.Run(name, func(t *testing.T) {
+			kp, err := tok.ImportPrivateKeyRSAAESKeyWrap(ctx, ik, c.hash, wrap(t, c.h, der), spec, root)
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantPub, _ := x509.MarshalPKIXPublicKey(&key.PublicKey)
+			if !bytes.Equal(kp.PublicKeyDER, wantPub) {
+				t.Fatal("the public key is not the customer's")
+			}
+			// The blob loads as a generated key pair's does, and signs
+			// as the customer's key.
+			h, err := tok.UnwrapPrivateKey(ctx, root, kp.WrappedPrivate, spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			digest := sha256.Sum256([]byte("signed in the HSM"))
+			sig, err := tok.Sign(ctx, h, hsm.SignParams{Scheme: hsm.SchemeRSAPSS, Hash: crypto.SHA256}, digest[:])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := rsa.VerifyPSS(&key.PublicKey, crypto.SHA256, digest[:], sig, &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash}); err != nil {
+				t.Fatalf("signature does not verify under the customer's key: %v", err)
+			}
+		})
+	}
+	small, _ := rsa.GenerateKey(rand.Reader, 2048)
+	smallDER, _ := x509.MarshalPKCS8PrivateKey(small)
+	if _, err := tok.ImportPrivateKeyRSAAESKeyWrap(ctx, ik, crypto.SHA256, wrap(t, sha256.New, smallDER), spec, root); !errors.Is(err, hsm.ErrInvalidInput) {
+		t.Fatalf("a 2048-bit key for a 3072-bit spec: %v, want ErrInvalidInput", err)
+	}
+	ec, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ecDER, _ := x509.MarshalPKCS8PrivateKey(ec)
+	if _, err := tok.ImportPrivateKeyRSAAESKeyWrap(ctx, ik, crypto.SHA256, wrap(t, sha256.New, ecDER), spec, root); !errors.Is(err, hsm.ErrInvalidInput) {
+		t.Fatalf("an EC key for an RSA spec: %v, want ErrInvalidInput", err)
+	}
+	bad := wrap(t, sha256.New, der)
+	bad[len(bad)-1] ^= 1
+	if _, err := tok.ImportPrivateKeyRSAAESKeyWrap(ctx, ik, crypto.SHA256, bad, spec, root); !errors.Is(err, hsm.ErrAuthFailed) {
+		t.Fatalf("tampered: %v, want ErrAuthFailed", err)
 	}
 }

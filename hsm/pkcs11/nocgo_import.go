@@ -30,3 +30,8 @@ func (t *Token) ImportRSAAESKeyWrap(ctx context.Context, importKey hsm.KeyHandle
 func (t *Token) ImportPlaintext(ctx context.Context, material []byte, target hsm.ImportTarget, wrappingKey hsm.KeyHandle) ([]byte, error) {
 	return nil, errNoCgo
 }
+
+// ImportPrivateKeyRSAAESKeyWrap always fails without cgo.
+func (t *Token) ImportPrivateKeyRSAAESKeyWrap(ctx context.Context, importKey hsm.KeyHandle, hash crypto.Hash, ciphertext []byte, spec hsm.KeyPairSpec, wrappingKey hsm.KeyHandle) (*hsm.WrappedKeyPair, error) {
+	return nil, errNoCgo
+}
