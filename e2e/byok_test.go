@@ -191,6 +191,38 @@ func TestBYOKWithOpenSSL(t *testing.T) {
 		t.Fatalf("decrypted outside keyflow: %q", got)
 	}
 
+	// 4. The customer's own RSA signing key, made and wrapped by openssl:
+	// keyflow's signature verifies with openssl under the customer's key.
+	ossl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:3072", "-out", path("rsa.pem"))
+	ossl("pkcs8", "-topk8", "-nocrypt", "-outform", "DER", "-in", path("rsa.pem"), "-out", path("rsa.der"))
+	ossl("pkey", "-in", path("rsa.pem"), "-pubout", "-out", path("rsa-pub.pem"))
+	mustOK(t, st.kf(t, "", "key", "create", "--origin", "EXTERNAL", "--alias", "byok-rsa", "--spec", "RSA_3072", "--usage", "SIGN_VERIFY"))
+	expectFailure(t, st.kf(t, "", "import-params", "byok-rsa", "--wrapping-alg", "RSAES_OAEP_SHA_256", "--out", work), 1, "ValidationException")
+	p5 := params("byok-rsa", "RSA_AES_KEY_WRAP_SHA_256", path("p5"))
+	ossl("rand", "-out", path("aes5.bin"), "32")
+	ossl("enc", "-id-aes256-wrap-pad", "-K", hex.EncodeToString(mustRead(t, path("aes5.bin"))), "-iv", "A65959A6",
+		"-in", path("rsa.der"), "-out", path("rsa-kwp.bin"))
+	oaep(p5.PublicKeyFile, path("aes5.bin"), path("aes5-wrapped.bin"))
+	if err := os.WriteFile(path("wrapped5.bin"), append(mustRead(t, path("aes5-wrapped.bin")), mustRead(t, path("rsa-kwp.bin"))...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	mustOK(t, st.kf(t, "", "import", "byok-rsa", "--material-file", path("wrapped5.bin"), "--token-file", p5.ImportTokenFile))
+	if got, want := mustOK(t, st.kf(t, "", "get-public-key", "byok-rsa")).stdout, string(mustRead(t, path("rsa-pub.pem"))); strings.TrimSpace(got) != strings.TrimSpace(want) {
+		t.Fatalf("get-public-key is not the customer's public key:\n%s\nwant\n%s", got, want)
+	}
+	const release = "release v2 signed with the customer's own key"
+	sig5, err := base64.StdEncoding.DecodeString(strings.TrimSpace(mustOK(t, st.kf(t, release, "sign", "--key", "byok-rsa", "--algorithm", "RSASSA_PKCS1_V1_5_SHA_256")).stdout))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path("sig5"), sig5, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path("release"), []byte(release), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ossl("dgst", "-sha256", "-verify", path("rsa-pub.pem"), "-signature", path("sig5"), path("release"))
+
 	// Refusals, each with its code.
 	expectFailure(t, st.kf(t, "", "import", "byok-kw", "--material-file", path("wrapped1.bin"), "--token-file", p.ImportTokenFile), 1, "InvalidImportTokenException")
 	ossl("rand", "-out", path("other.bin"), "32")

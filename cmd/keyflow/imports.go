@@ -40,7 +40,10 @@ Wrapping algorithms:
   RSAES_OAEP_SHA_1          RSA-OAEP, SHA-1
   RSA_AES_KEY_WRAP_SHA_256  RSA-OAEP (SHA-256) of a fresh AES-256 key, then AES-KWP (RFC 5649) of the material
   RSA_AES_KEY_WRAP_SHA_1    the same with SHA-1
-  XWING_HPKE                HPKE with X-Wing (ML-KEM-768 + X25519), HKDF-SHA256, AES-256-GCM: post-quantum`,
+  XWING_HPKE                HPKE with X-Wing (ML-KEM-768 + X25519), HKDF-SHA256, AES-256-GCM: post-quantum
+
+RSA_3072 and RSA_4096 keys import your private key (PKCS#8 DER) and take
+RSA_AES_KEY_WRAP_SHA_256 or RSA_AES_KEY_WRAP_SHA_1 only.`,
 		Args: exactArgs(1, "KEY"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if alg == "" {
