@@ -491,11 +491,20 @@ func (s *Service) ImportKeyMaterial(ctx context.Context, c Caller, p ImportParam
 	info := specs[k.Spec]
 	v := k.PrimaryVersion
 	m := &VersionMaterial{Tenant: c.Tenant, KeyID: k.ID, Version: v, Algorithm: info.alg, Wrapped: blob, WrappedBy: s.label, PublicKey: pub}
-	if err := s.store.PutMaterial(ctx, m); err != nil && !errors.Is(err, ErrStoreExists) {
+	if err := s.store.PutMaterial(ctx, m); errors.Is(err, ErrStoreExists) {
+		// Material stays as first stored. A concurrent first import of
+		// other material may have stored it before this one recorded
+		// a fingerprint: only the same material goes on.
+		stored, err := s.store.GetMaterial(ctx, c.Tenant, k.ID, v)
+		if err != nil {
+			return nil, wrapError(CodeInternal, err, "failed to read key material")
+		}
+		if subtle.ConstantTimeCompare(stored.Wrapped, blob) != 1 {
+			return nil, newError(CodeIncorrectKeyMaterial, "key %s has other key material; only the same material can be imported into it again", k.ID)
+		}
+	} else if err != nil {
 		return nil, wrapError(CodeInternal, err, "failed to store key material")
 	}
-	// Material stays as first stored; the fingerprint check above
-	// already made sure it is the same.
 	for attempt := 0; attempt < 5; attempt++ {
 		cur, rev, err := s.getKey(ctx, c.Tenant, k.ID)
 		if err != nil {

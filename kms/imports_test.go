@@ -604,3 +604,53 @@ func TestImportRSAPrivateKey(t *testing.T) {
 		t.Fatalf("keyflow decrypting with the imported key: %v", err)
 	}
 }
+
+// TestConcurrentFirstImports: two workers import different material into
+// the same fresh key at once. One wins; the other is refused; the key's
+// material is the winner's.
+func TestConcurrentFirstImports(t *testing.T) {
+	ctx := context.Background()
+	b := testbed.New(t)
+	second := b.NewKMS(b.Audit)
+	for round := range 3 {
+		k := createExternal(t, b.KMS, kms.SpecSymmetricDefault)
+		params, err := b.KMS.GetParametersForImport(ctx, alice, kms.GetImportParamsParams{KeyRef: k.ID, Algorithm: kms.WrapRSAOAEPSHA1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		materials := [][]byte{newMaterial(32), newMaterial(32)}
+		wrapped := [][]byte{customerWrap(t, params, materials[0]), customerWrap(t, params, materials[1])}
+		errs := make([]error, 2)
+		var wg sync.WaitGroup
+		for i, s := range []*kms.Service{b.KMS, second} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, errs[i] = s.ImportKeyMaterial(ctx, alice, kms.ImportParams{KeyRef: k.ID, WrappedMaterial: wrapped[i], ImportToken: params.ImportToken})
+			}()
+		}
+		wg.Wait()
+		winner := -1
+		for i, err := range errs {
+			switch {
+			case err == nil:
+				if winner >= 0 {
+					t.Fatalf("round %d: both imports of different material succeeded", round)
+				}
+				winner = i
+			case kms.CodeOf(err) != kms.CodeIncorrectKeyMaterial && kms.CodeOf(err) != kms.CodeConflict:
+				t.Fatalf("round %d: import %d: %v", round, i, err)
+			}
+		}
+		if winner < 0 {
+			t.Fatalf("round %d: neither import succeeded: %v", round, errs)
+		}
+		enc, err := b.KMS.Encrypt(ctx, alice, kms.EncryptParams{KeyRef: k.ID, Plaintext: []byte("whose?")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := customerDecrypt(t, materials[winner], enc.Ciphertext, alice.Tenant, nil); string(got) != "whose?" {
+			t.Fatalf("round %d: decrypted %q", round, got)
+		}
+	}
+}
