@@ -325,9 +325,10 @@ func importPrivateTemplate(k pairKind) []*p11.Attribute {
 // ImportPrivateKeyRSAAESKeyWrap implements hsm.KeyImporter for RSA keys.
 // The private key is unwrapped from its PKCS#8 inside the HSM, checked
 // (size), wrapped under wrappingKey and destroyed; its public key is read
-// from the modulus and exponent. EC keys are refused: SoftHSM keeps no
-// public point on an EC private key object, so the public key could not
-// be had without the private key leaving the HSM.
+// from the modulus and exponent. EC keys are refused: a PKCS#11 EC
+// private key object has no public point (CKA_EC_POINT is a public key
+// attribute), so the public key could not be had without the private key
+// leaving the HSM.
 func (t *Token) ImportPrivateKeyRSAAESKeyWrap(ctx context.Context, importKey hsm.KeyHandle, hash crypto.Hash, ciphertext []byte, spec hsm.KeyPairSpec, wrappingKey hsm.KeyHandle) (*hsm.WrappedKeyPair, error) {
 	const op = "import a private key with RSA and AES key wrap"
 	k, err := parseSpec(spec)
