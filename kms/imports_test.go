@@ -434,11 +434,16 @@ func TestDeleteAndReimport(t *testing.T) {
 	gen := mustCreate(t, b.KMS, alice, "")
 	_, err = b.KMS.DeleteImportedKeyMaterial(ctx, alice, gen.ID)
 	wantCode(t, "deleting an AWS_KMS key's material", err, kms.CodeUnsupportedOperation)
+	_, err = b.KMS.ExpireImportedKeyMaterial(ctx, alice, kms.ExpireImportParams{KeyID: gen.ID, ImportID: res.ImportID})
+	wantCode(t, "expiring an AWS_KMS key's material", err, kms.CodeUnsupportedOperation)
+	if _, err := b.Store.GetMaterial(ctx, alice.Tenant, gen.ID, 1); err != nil {
+		t.Fatalf("an AWS_KMS key lost its material: %v", err)
+	}
 
 	// The trail: one record per fact, and never the material.
 	for typ, n := range map[string]int{
 		events.TypeKeyImportParameters: 1, events.TypeKeyImported: 3,
-		events.TypeKeyImportExpired: 3, events.TypeKeyImportDeleted: 3,
+		events.TypeKeyImportExpired: 4, events.TypeKeyImportDeleted: 3,
 	} {
 		if got := len(b.EventsOfType("alpha", typ)); got != n {
 			t.Errorf("%s: %d events, want %d", typ, got, n)
@@ -652,5 +657,41 @@ func TestConcurrentFirstImports(t *testing.T) {
 		if got := customerDecrypt(t, materials[winner], enc.Ciphertext, alice.Tenant, nil); string(got) != "whose?" {
 			t.Fatalf("round %d: decrypted %q", round, got)
 		}
+	}
+}
+
+// TestExpiryOfASuspendedKey: material expires whatever the key's state;
+// a suspended key is PENDING_IMPORT afterwards, as in AWS.
+func TestExpiryOfASuspendedKey(t *testing.T) {
+	ctx := context.Background()
+	b := testbed.New(t)
+	k := createExternal(t, b.KMS, kms.SpecSymmetricDefault)
+	params, err := b.KMS.GetParametersForImport(ctx, alice, kms.GetImportParamsParams{KeyRef: k.ID, Algorithm: kms.WrapRSAOAEPSHA1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := b.KMS.ImportKeyMaterial(ctx, alice, kms.ImportParams{KeyRef: k.ID, WrappedMaterial: customerWrap(t, params, newMaterial(32)), ImportToken: params.ImportToken, ValidTo: time.Now().Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Suspend it the way the lifecycle work will: in the stored metadata.
+	cur, rev, err := b.Store.GetKey(ctx, alice.Tenant, k.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur.State = kms.StateSuspended
+	if _, err := b.Store.UpdateKey(ctx, cur, rev); err != nil {
+		t.Fatal(err)
+	}
+	deleted, err := b.KMS.ExpireImportedKeyMaterial(ctx, alice, kms.ExpireImportParams{KeyID: k.ID, ImportID: res.ImportID})
+	if err != nil || !deleted {
+		t.Fatalf("expiry of a suspended key: %v, deleted %v", err, deleted)
+	}
+	got, _ := b.KMS.DescribeKey(ctx, alice, k.ID)
+	if got.State != kms.StatePendingImport {
+		t.Fatalf("state after expiry: %s", got.State)
+	}
+	if _, err := b.Store.GetMaterial(ctx, alice.Tenant, k.ID, 1); !errors.Is(err, kms.ErrStoreNotFound) {
+		t.Fatalf("material after expiry: %v", err)
 	}
 }
