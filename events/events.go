@@ -90,6 +90,11 @@ const (
 	TypeTenantPolicyRead    = "io.keyflow.tenant.policy.read.v1"
 	TypePolicyWarning       = "io.keyflow.policy.warning.v1"
 	TypeQuotaThrottled      = "io.keyflow.quota.throttled.v1"
+	// BYOK: import parameters issued, material imported, deleted, expired.
+	TypeKeyImportParameters = "io.keyflow.key.import.parameters.v1"
+	TypeKeyImported         = "io.keyflow.key.import.completed.v1"
+	TypeKeyImportDeleted    = "io.keyflow.key.import.deleted.v1"
+	TypeKeyImportExpired    = "io.keyflow.key.import.expired.v1"
 )
 
 // Types lists every event type keyflow emits; schemas/events has one JSON
@@ -109,6 +114,7 @@ var Types = []string{
 	TypeApprovalRequested, TypeApprovalApproved, TypeApprovalDenied, TypeApprovalExpired,
 	TypeApprovalCompleted, TypeApprovalRead, TypeTenantPolicyChanged, TypeTenantPolicyRead,
 	TypePolicyWarning, TypeQuotaThrottled,
+	TypeKeyImportParameters, TypeKeyImported, TypeKeyImportDeleted, TypeKeyImportExpired,
 }
 
 // Outcomes.

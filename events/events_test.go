@@ -150,6 +150,7 @@ func TestEveryTypeValidates(t *testing.T) {
 		events.TypeKeyCreated: {
 			{"", map[string]any{"alias": "app", "keySpec": "ECC_NIST_P256", "keyId": id, "version": uint32(1)}},
 			{"ValidationException", map[string]any{"alias": "", "keySpec": "ECC_NIST_P257"}},
+			{"", map[string]any{"alias": "", "keySpec": "SYMMETRIC_DEFAULT", "origin": "EXTERNAL", "keyId": id, "version": uint32(1)}},
 		},
 		events.TypeKeyDescribed:      {{"", map[string]any{"keyRef": "alias/app"}}},
 		events.TypeKeyListed:         {{"", map[string]any{"count": 0}}},
@@ -234,6 +235,23 @@ func TestEveryTypeValidates(t *testing.T) {
 		events.TypeBackupRestored: {
 			{"", map[string]any{"backupId": id, "keys": 3, "versions": 4, "bytes": 2048, "overwrite": false}},
 			{"InvalidCiphertextException", map[string]any{"bytes": 2048, "overwrite": true}},
+		},
+		events.TypeKeyImportParameters: {
+			{"", map[string]any{"keyRef": id, "keyId": id, "wrappingAlgorithm": "RSAES_OAEP_SHA_256", "wrappingKeySpec": "RSA_3072", "validTo": "2026-11-28T18:00:00Z"}},
+			{"UnsupportedOperationException", map[string]any{"keyRef": "app", "keyId": id, "wrappingAlgorithm": "XWING_HPKE", "wrappingKeySpec": ""}},
+		},
+		events.TypeKeyImported: {
+			{"", map[string]any{"keyRef": id, "keyId": id, "wrappedBytes": 384, "wrappingAlgorithm": "RSA_AES_KEY_WRAP_SHA_256", "importId": id, "reimport": false, "expirationModel": "KEY_MATERIAL_EXPIRES", "validTo": "2027-01-01T00:00:00Z"}},
+			{"InvalidImportTokenException", map[string]any{"keyRef": "app", "keyId": id, "wrappedBytes": 1}},
+			{"IncorrectKeyMaterialException", map[string]any{"keyRef": id, "keyId": id, "wrappedBytes": 1152, "wrappingAlgorithm": "XWING_HPKE"}},
+		},
+		events.TypeKeyImportDeleted: {
+			{"", map[string]any{"keyRef": id, "keyId": id, "importId": id}},
+			{"UnsupportedOperationException", map[string]any{"keyRef": "app", "keyId": id}},
+		},
+		events.TypeKeyImportExpired: {
+			{"", map[string]any{"keyId": id, "importId": id, "deleted": true}},
+			{"", map[string]any{"keyId": id, "importId": id, "deleted": false}},
 		},
 		events.TypeKeyInventoryRead: {
 			{"", map[string]any{"count": 3}},

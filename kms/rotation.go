@@ -48,6 +48,9 @@ func (s *Service) CreateVersion(ctx context.Context, c Caller, p CreateVersionPa
 		if !k.State.CanEncrypt() {
 			return nil, newError(CodeInvalidState, "key %s is %s; only an ACTIVE key rotates", k.ID, k.State)
 		}
+		if err := refuseExternalRotation(k); err != nil {
+			return nil, err
+		}
 		info := specs[k.Spec]
 		if info == nil {
 			return nil, newError(CodeInternal, "key %s has unknown spec %q", k.ID, k.Spec)
@@ -152,6 +155,9 @@ func (s *Service) RequestRotation(ctx context.Context, c Caller, ref string) (ke
 	}
 	if !k.State.CanEncrypt() {
 		return "", newError(CodeInvalidState, "key %s is %s; only an ACTIVE key rotates", k.ID, k.State)
+	}
+	if err := refuseExternalRotation(k); err != nil {
+		return "", err
 	}
 	return k.ID, nil
 }

@@ -83,7 +83,8 @@ type Service struct {
 	// post-quantum operation. The private key itself is never cached.
 	mats map[versionRef]*VersionMaterial
 
-	gov governance // tenant policies and approvals (tenantpolicy.go, approval.go)
+	gov     governance  // tenant policies and approvals (tenantpolicy.go, approval.go)
+	imports importHooks // BYOK (imports.go)
 }
 
 // New returns a Service, creating the HSM root key on first use.
@@ -286,6 +287,9 @@ type CreateKeyParams struct {
 	Description string
 	Spec        KeySpec
 	Usage       KeyUsage
+	// Origin EXTERNAL creates a key without material, in PENDING_IMPORT,
+	// for BYOK (imports.go). Default AWS_KMS: generated in the HSM.
+	Origin Origin
 }
 
 // CreateKey creates an AES-256 key with its first version, generated inside
@@ -294,6 +298,9 @@ func (s *Service) CreateKey(ctx context.Context, c Caller, p CreateKeyParams) (k
 	subject := ""
 	defer s.finish(ctx, c, events.TypeKeyCreated, &err, func() (string, map[string]any) {
 		data := map[string]any{"alias": truncate(p.Alias, 256), "keySpec": truncate(string(p.Spec), 64)}
+		if p.Origin == OriginExternal {
+			data["origin"] = string(OriginExternal)
+		}
 		if k != nil {
 			data["keyId"] = k.ID
 			data["version"] = k.PrimaryVersion
@@ -326,7 +333,15 @@ func (s *Service) CreateKey(ctx context.Context, c Caller, p CreateKeyParams) (k
 		return nil, newError(CodeValidation, "alias must be 1-250 characters of A-Za-z0-9/_- and not look like a key ID")
 	}
 	p.Alias = alias
-	if err := s.checkKeyCreate(ctx, c, p.Spec); err != nil { // tenant policy: origin, profiles, key quota
+	external, err := checkOrigin(p.Origin, p.Spec)
+	if err != nil {
+		return nil, err
+	}
+	origin := OriginKMS
+	if external {
+		origin = OriginExternal
+	}
+	if err := s.checkKeyCreate(ctx, c, p.Spec, origin); err != nil { // tenant policy: origin, profiles, key quota
 		return nil, err
 	}
 
@@ -346,14 +361,19 @@ func (s *Service) CreateKey(ctx context.Context, c Caller, p CreateKeyParams) (k
 		}()
 	}
 	now := s.now().UTC()
-	if err := s.newVersionMaterial(ctx, c.Tenant, id, 1, info); err != nil {
-		return nil, err
+	if !external {
+		if err := s.newVersionMaterial(ctx, c.Tenant, id, 1, info); err != nil {
+			return nil, err
+		}
 	}
 	k = &Key{
 		ID: id, Tenant: c.Tenant, Alias: alias, Description: p.Description,
 		Spec: p.Spec, Usage: p.Usage, State: StateActive, CreatedAt: now, CreatedBy: c.Principal,
 		PrimaryVersion: 1,
 		Versions:       []Version{{Number: 1, State: StateActive, Algorithm: info.alg, CreatedAt: now}},
+	}
+	if external {
+		markPendingImport(k)
 	}
 	if _, err := s.store.CreateKey(ctx, k); err != nil {
 		return nil, wrapError(CodeInternal, err, "failed to store key")

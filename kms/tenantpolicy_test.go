@@ -59,14 +59,14 @@ func TestTenantPolicyChecks(t *testing.T) {
 			t.Errorf("%d-day window: %v", d, err)
 		}
 	}
-	if err := p.CheckOrigin(kms.OriginKeyflow); !errors.Is(err, kms.ErrAccessDenied) {
+	if err := p.CheckOrigin(kms.OriginKMS); !errors.Is(err, kms.ErrAccessDenied) {
 		t.Errorf("KEYFLOW origin under EXTERNAL-only: %v", err)
 	}
 	if err := p.CheckOrigin(kms.OriginExternal); err != nil {
 		t.Errorf("EXTERNAL origin: %v", err)
 	}
 	var none *kms.TenantPolicy
-	if none.CheckDeletionWindow(1) != nil || none.CheckOrigin(kms.OriginKeyflow) != nil || none.Rule(kms.ApprovalDisable) != nil {
+	if none.CheckDeletionWindow(1) != nil || none.CheckOrigin(kms.OriginKMS) != nil || none.Rule(kms.ApprovalDisable) != nil {
 		t.Error("a nil policy must allow everything")
 	}
 

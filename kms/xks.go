@@ -45,7 +45,6 @@ import (
 const (
 	CodeXKSAuthenticationFailed Code = "AuthenticationFailedException"
 	CodeXKSInvalidURIPath       Code = "InvalidUriPathException"
-	CodeUnsupportedOperation    Code = "UnsupportedOperationException"
 	CodeDependencyTimeout       Code = "DependencyTimeoutException"
 )
 

@@ -157,6 +157,10 @@ func TestSchemaAPIMirrorsGoTypes(t *testing.T) {
 		{api.Quotas{}, "api/TenantPolicy.json", []string{"$defs", "Quotas"}, ""},
 		{api.SetTenantPolicyRequest{}, "api/SetTenantPolicyRequest.json", nil, ""},
 		{api.TenantPolicyReply{}, "api/TenantPolicyReply.json", nil, ""},
+		{api.ImportParamsRequest{}, "api/ImportParamsRequest.json", nil, ""},
+		{api.ImportParamsReply{}, "api/ImportParamsReply.json", nil, ""},
+		{api.ImportRequest{}, "api/ImportRequest.json", nil, ""},
+		{api.ImportReply{}, "api/ImportReply.json", nil, ""},
 	}
 	var names []string
 	for _, c := range cases {
@@ -290,6 +294,14 @@ func TestSchemaAPIAcceptsGoValues(t *testing.T) {
 		"InventoryReply": api.InventoryReply{Keys: []api.InventoryKey{
 			{KeyID: id, Alias: "app", KeySpec: "RSA_3072", KeyUsage: "SIGN_VERIFY", KeyState: "ACTIVE", Versions: 2, PrimaryVersion: 2, CreationDate: now, QuantumVulnerable: true, TargetKeySpec: "ML_DSA_65", RecentPrincipals: []string{"alice"}},
 			{KeyID: id, KeySpec: "SYMMETRIC_DEFAULT", KeyUsage: "ENCRYPT_DECRYPT", KeyState: "ACTIVE", Versions: 1, PrimaryVersion: 1, CreationDate: now, RecentPrincipals: []string{}}}},
+		"ImportParamsRequest": api.ImportParamsRequest{KeyID: "alias/byok", WrappingAlgorithm: "RSA_AES_KEY_WRAP_SHA_256", WrappingKeySpec: "RSA_4096"},
+		"ImportParamsReply":   api.ImportParamsReply{KeyID: id, WrappingAlgorithm: "XWING_HPKE", WrappingKeySpec: "X_WING", PublicKey: make([]byte, 1216), ImportToken: make([]byte, 3000), ParametersValidTo: now},
+		"ImportRequest":       api.ImportRequest{KeyID: id, EncryptedKeyMaterial: make([]byte, 384), ImportToken: make([]byte, 3000), WrappingAlgorithm: "RSAES_OAEP_SHA_256", ValidTo: &now},
+		"ImportReply": api.ImportReply{KeyMetadata: func() api.KeyMetadata {
+			m := meta
+			m.Origin, m.ExpirationModel, m.ValidTo = "EXTERNAL", "KEY_MATERIAL_EXPIRES", &now
+			return m
+		}(), ImportID: id, Reimport: true, WorkflowID: "import-expiry/alpha/" + id},
 		"BatchEncryptRequest": api.BatchEncryptRequest{Items: []api.EncryptRequest{
 			{KeyID: "app", Plaintext: []byte("a")}, {KeyID: id, Plaintext: []byte("b"), EncryptionAlgorithm: "RSAES_OAEP_SHA_256"}}},
 		"BatchDecryptRequest": api.BatchDecryptRequest{Items: []api.DecryptRequest{{CiphertextBlob: []byte{1}}}},

@@ -146,6 +146,7 @@ func Register(r interface {
 	r.RegisterWorkflow(ArchivalWorkflow)
 	r.RegisterWorkflow(RecoveryWorkflow)
 	r.RegisterWorkflow(ApprovalWorkflow)
+	r.RegisterWorkflow(ImportExpiryWorkflow)
 	r.RegisterActivity(a)
 }
 

@@ -14,7 +14,7 @@ import (
 func newKeyCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "key", Short: "Create, inspect and rotate keys", Args: noSubcommand, RunE: showHelp}
 
-	var alias, desc, spec, usage string
+	var alias, desc, spec, usage, origin string
 	create := &cobra.Command{
 		Use:   "create [--spec SPEC] [--usage USAGE]",
 		Short: "Create a key (AES-256 by default) and print its metadata",
@@ -29,7 +29,7 @@ Specs and usages (AWS KMS names):
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
-				k, err := c.CreateKey(ctx, api.CreateKeyRequest{Alias: alias, Description: desc, KeySpec: spec, KeyUsage: usage})
+				k, err := c.CreateKey(ctx, api.CreateKeyRequest{Alias: alias, Description: desc, KeySpec: spec, KeyUsage: usage, Origin: origin})
 				if err != nil {
 					return err
 				}
@@ -41,6 +41,7 @@ Specs and usages (AWS KMS names):
 	create.Flags().StringVar(&desc, "description", "", "free-text description")
 	create.Flags().StringVar(&spec, "spec", "", "key spec (default SYMMETRIC_DEFAULT)")
 	create.Flags().StringVar(&usage, "usage", "", "key usage (default: the spec's first usage)")
+	create.Flags().StringVar(&origin, "origin", "", "AWS_KMS (default: generated in the HSM) or EXTERNAL (no material: import it, see 'keyflow import-params')")
 
 	describe := &cobra.Command{
 		Use:   "describe KEY",

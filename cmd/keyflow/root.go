@@ -67,6 +67,7 @@ against it. They find the dev stack's credentials by themselves.`,
 	root.AddCommand(newInventoryCmd(g), newMigrateCmd(g))
 	root.AddCommand(newBackupCmds(g)...)
 	root.AddCommand(newApprovalCmd(g), newTenantCmd(g))
+	root.AddCommand(newImportCmds(g)...)
 	return root
 }
 

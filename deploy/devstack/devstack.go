@@ -243,6 +243,7 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 		Conn: st.nc, KMS: st.KMS, Tenants: st.Identity, JS: js, Logger: cfg.Logger,
 		Rotator: rotator{&workflows.Client{Temporal: st.tc}, cfg.Logger}, Workers: cfg.Workers,
 		Archiver: archiver{&workflows.Client{Temporal: st.tc}, cfg.Logger},
+		Imports:  importExpirer{&workflows.Client{Temporal: st.tc}},
 	}); err != nil {
 		return st, err
 	}

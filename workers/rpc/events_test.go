@@ -1035,6 +1035,7 @@ func TestSchemaWireMessages(t *testing.T) {
 	// Governance: the tenant policy, dual control (with the workflow's
 	// steps run in-process) and quotas.
 	governanceWireMessages(t, b, send, ok, refused)
+	importWireMessages(t, b, send)
 
 	// The events stored match their schemas, and together they cover
 	// every event type.

@@ -145,7 +145,7 @@ func ApprovalInfo(a *kms.Approval) api.Approval {
 // PolicyInfo converts a tenant policy to its wire form.
 func PolicyInfo(p *kms.TenantPolicy) *api.TenantPolicy {
 	out := &api.TenantPolicy{Profiles: p.Profiles, MinDeletionWindowDays: p.MinDeletionWindowDays,
-		RequiredOrigin: p.RequiredOrigin, UpdatedBy: p.UpdatedBy}
+		RequiredOrigin: string(p.RequiredOrigin), UpdatedBy: p.UpdatedBy}
 	if !p.UpdatedAt.IsZero() {
 		t := p.UpdatedAt
 		out.UpdatedAt = &t
@@ -162,7 +162,7 @@ func PolicyInfo(p *kms.TenantPolicy) *api.TenantPolicy {
 // policyFromAPI converts a wire policy to the domain's. The server-set
 // fields are ignored.
 func policyFromAPI(p api.TenantPolicy) *kms.TenantPolicy {
-	out := &kms.TenantPolicy{Profiles: p.Profiles, MinDeletionWindowDays: p.MinDeletionWindowDays, RequiredOrigin: p.RequiredOrigin}
+	out := &kms.TenantPolicy{Profiles: p.Profiles, MinDeletionWindowDays: p.MinDeletionWindowDays, RequiredOrigin: kms.Origin(p.RequiredOrigin)}
 	for _, r := range p.Approvals {
 		out.Approvals = append(out.Approvals, kms.ApprovalRule{Operation: kms.ApprovalKind(r.Operation), Required: r.Required, Approvers: r.Approvers, ExpiresAfter: r.ExpiresAfter})
 	}

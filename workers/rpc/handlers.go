@@ -64,7 +64,7 @@ func (s *Server) createKey(ctx context.Context, c kms.Caller, body []byte) (any,
 	}
 	k, err := s.cfg.KMS.CreateKey(ctx, c, kms.CreateKeyParams{
 		Alias: req.Alias, Description: req.Description,
-		Spec: kms.KeySpec(req.KeySpec), Usage: kms.KeyUsage(req.KeyUsage),
+		Spec: kms.KeySpec(req.KeySpec), Usage: kms.KeyUsage(req.KeyUsage), Origin: kms.Origin(req.Origin),
 	})
 	if err != nil {
 		return nil, err
@@ -212,5 +212,6 @@ func Metadata(k *kms.Key) api.KeyMetadata {
 	for _, v := range k.Versions {
 		m.Versions = append(m.Versions, api.KeyVersion{Version: v.Number, State: string(v.State), Algorithm: string(v.Algorithm), CreationDate: v.CreatedAt})
 	}
+	importMetadata(k, &m)
 	return m
 }

@@ -61,6 +61,7 @@ type Config struct {
 	// Archiver runs archival and recovery (backup.go); nil: archive.*
 	// answers KMSInternalException.
 	Archiver Archiver
+	Imports  ImportExpirer       // nil: imports with a validTo are refused
 	JS       jetstream.JetStream // for audit tail
 	// Workers is the size of the handler pool (default 64).
 	Workers int
@@ -134,7 +135,7 @@ func Start(cfg Config) (*Server, error) {
 		}},
 		{"keyflow-admin", "keys", map[string]handlerFunc{
 			"create": s.createKey, "describe": s.describeKey, "list": s.listKeys, "rotate": s.rotateKey,
-			"inventory": s.inventory,
+			"inventory": s.inventory, "importparams": s.importParams, "import": s.importKey, "deleteimport": s.deleteImport,
 		}},
 		{"keyflow-audit", "audit", map[string]handlerFunc{
 			"tail": s.auditTail,
