@@ -31,7 +31,7 @@ func TestTenantPolicyValidate(t *testing.T) {
 		{"negative rate", kms.TenantPolicy{Quotas: &kms.Quotas{RequestsPerSecond: -1}}, "requestsPerSecond"},
 		{"unknown profile", kms.TenantPolicy{Profiles: []string{"fips-9000"}}, "profile"},
 		{"window", kms.TenantPolicy{MinDeletionWindowDays: 400}, "minDeletionWindowDays"},
-		{"origin", kms.TenantPolicy{RequiredOrigin: "AWS_KMS"}, "requiredOrigin"},
+		{"origin", kms.TenantPolicy{RequiredOrigin: "KEYFLOW"}, "requiredOrigin"},
 	}
 	for _, c := range bad {
 		err := c.p.Validate()
