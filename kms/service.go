@@ -79,6 +79,8 @@ type Service struct {
 	// write-once and useless without the HSM: it saves a KV read per
 	// post-quantum operation. The private key itself is never cached.
 	mats map[versionRef]*VersionMaterial
+
+	authz authzCache // key policies, grants and deny lists (authz.go)
 }
 
 // New returns a Service, creating the HSM root key on first use.

@@ -40,8 +40,9 @@ func TestSchemasCompile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// defs.json, the envelope, one per event type and one per API message.
-	if want := 2 + len(schemas.EventTypes()) + len(schemas.APIMessages()); n != want {
+	// defs.json, the envelope, one per event type, one per API message and
+	// one per policy document.
+	if want := 2 + len(schemas.EventTypes()) + len(schemas.APIMessages()) + len(schemas.PolicyDocuments()); n != want {
 		t.Errorf("FS holds %d files, want %d: a file outside defs.json, api/ and events/?", n, want)
 	}
 }
