@@ -89,6 +89,8 @@ func New(t testing.TB) *Bed {
 		t.Fatal(err)
 	}
 	b.KMS = b.NewKMS(b.Audit)
+	b.watchAuthz(b.KMS)
+	b.Identity.SetPlatformTenant(PlatformTenant)
 	return b
 }
 
