@@ -3,6 +3,8 @@ package rpc
 import (
 	"context"
 	"encoding/json"
+	"slices"
+	"strings"
 
 	"github.com/keyflow/keyflow/kms"
 	"github.com/keyflow/keyflow/workers/api"
@@ -60,4 +62,21 @@ func accessTargets(op string, body []byte) []kms.AccessTarget {
 		return out
 	}
 	return []kms.AccessTarget{one(t)}
+}
+
+// Operations lists the operations this server answers ("crypto.encrypt",
+// ...), sorted: every one must have a row in kms's operation table, or
+// it is refused to everyone.
+func (s *Server) Operations() []string {
+	var out []string
+	for _, svc := range s.services {
+		for _, e := range svc.Info().Endpoints {
+			parts := strings.SplitN(e.Subject, ".", 4) // kf.v1.*.<group>.<op>
+			if len(parts) == 4 {
+				out = append(out, parts[3])
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
 }
