@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -231,6 +232,9 @@ out.`,
 			doc, err := readInput(cmd, file, 64<<10)
 			if err != nil {
 				return err
+			}
+			if !json.Valid(doc) {
+				return usagef("the policy document is not JSON")
 			}
 			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
 				r, err := c.SetKeyPolicy(ctx, args[0], doc)
