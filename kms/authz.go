@@ -201,7 +201,7 @@ func (s *Service) Authorize(ctx context.Context, c Caller, p AuthorizeParams) er
 		if action == "" {
 			action = perm.Action
 		}
-		if action == "" || action == ActionPutKeyPolicy || action == ActionGetKeyPolicy {
+		if action == "" || action == ActionPutKeyPolicy || action == ActionGetKeyPolicy || action == ActionRetireGrant {
 			continue
 		}
 		for _, keyID := range s.targetKeys(ctx, c.Tenant, t) {

@@ -64,11 +64,13 @@ const (
 	ActionRotateKey           Action = "RotateKey"
 	ActionCreateGrant         Action = "CreateGrant"
 	ActionListGrants          Action = "ListGrants"
-	ActionRetireGrant         Action = "RetireGrant"
 	ActionRevokeGrant         Action = "RevokeGrant"
 	// ActionPutKeyPolicy and ActionGetKeyPolicy are governed by roles only,
 	// never by the key policy itself, so a key admin can always repair a
-	// policy (no lockout).
+	// policy (no lockout). ActionRetireGrant is governed by the grant
+	// itself: its grantee, its retiring principal or a key admin may
+	// retire it, as in AWS KMS.
+	ActionRetireGrant  Action = "RetireGrant"
 	ActionPutKeyPolicy Action = "PutKeyPolicy"
 	ActionGetKeyPolicy Action = "GetKeyPolicy"
 )
@@ -80,7 +82,7 @@ func PolicyActions() []Action {
 		ActionReEncryptFrom, ActionReEncryptTo, ActionSign, ActionVerify,
 		ActionGenerateMac, ActionVerifyMac, ActionGetPublicKey, ActionSeal, ActionOpen,
 		ActionEncapsulate, ActionDecapsulate, ActionDescribeKey, ActionRotateKey,
-		ActionCreateGrant, ActionListGrants, ActionRetireGrant, ActionRevokeGrant,
+		ActionCreateGrant, ActionListGrants, ActionRevokeGrant,
 	}
 }
 

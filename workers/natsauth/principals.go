@@ -77,8 +77,11 @@ func (id *Identity) CreateTenant(_ context.Context, tenant string, policy kms.Te
 	if exists {
 		return fmt.Errorf("tenant %s: %w", tenant, kms.ErrStoreExists)
 	}
-	if _, err := id.AddTenant(tenant); err != nil {
+	if tenant == SystemAccountName || tenant == ServiceAccountName || tenant == SystemTenant {
 		return &kms.Error{Code: kms.CodeValidation, Message: fmt.Sprintf("tenant name %q is reserved", tenant)}
+	}
+	if _, err := id.AddTenant(tenant); err != nil {
+		return err
 	}
 	id.mu.Lock()
 	defer id.mu.Unlock()
