@@ -27,7 +27,7 @@ func governanceWireMessages(t *testing.T, ok func(op, reqSchema, body, replySche
 	ok(api.OpKeyCreate, "CreateKeyRequest", `{"alias":"wire-gov"}`, "KeyMetadata")
 	ok(api.OpKeyGetPolicy, "KeyRequest", `{"keyId":"wire-gov"}`, "KeyPolicyReply")
 	ok(api.OpKeySetPolicy, "SetKeyPolicyRequest", `{"keyId":"wire-gov","policy":{"version":"2026-11-01","statements":[
-		{"sid":"Admins","effect":"Allow","principals":["role:key-admin"],"operations":["DescribeKey","RotateKey","CreateGrant","ListGrants","RetireGrant","RevokeGrant"]},
+		{"sid":"Admins","effect":"Allow","principals":["role:key-admin"],"operations":["DescribeKey","RotateKey","CreateGrant","ListGrants","RevokeGrant"]},
 		{"sid":"Use","effect":"Allow","principals":["role:crypto-user"],"operations":["*"],"conditions":{"encryptionContextSubset":{"app":"wire"}}},
 		{"sid":"NoAliceEncrypt","effect":"Deny","principals":["alice"],"operations":["Encrypt"],"conditions":{"notBefore":"2020-01-01T00:00:00Z"}}]}}`, "KeyPolicyReply")
 	refused(api.OpKeySetPolicy, "", `{"keyId":"wire-gov","policy":{"version":"2026-11-01","statements":[{"sid":"X","effect":"Maybe","principals":["*"],"operations":["Encrypt"]}]}}`, kms.CodeValidation)
