@@ -50,10 +50,12 @@ func accessTargets(op string, body []byte) []kms.AccessTarget {
 	}
 	switch op {
 	case api.OpReEncrypt:
-		return []kms.AccessTarget{
-			{KeyRef: t.SourceKeyID, Ciphertext: t.CiphertextBlob, Context: t.SourceEncryptionContext, Action: kms.ActionReEncryptFrom},
-			{KeyRef: t.DestinationKeyID, Context: t.DestinationEncryptionContext, Action: kms.ActionReEncryptTo},
+		src := kms.AccessTarget{KeyRef: t.SourceKeyID, Ciphertext: t.CiphertextBlob, Context: t.SourceEncryptionContext, Action: kms.ActionReEncryptFrom}
+		dst := kms.AccessTarget{KeyRef: t.DestinationKeyID, Context: t.DestinationEncryptionContext, Action: kms.ActionReEncryptTo}
+		if dst.KeyRef == "" { // the destination defaults to the source key
+			dst.KeyRef, dst.Ciphertext = src.KeyRef, src.Ciphertext
 		}
+		return []kms.AccessTarget{src, dst}
 	case api.OpBatchEncrypt, api.OpBatchDecrypt, api.OpBatchDataKey:
 		out := make([]kms.AccessTarget, 0, len(t.Items))
 		for _, it := range t.Items {

@@ -330,6 +330,19 @@ func TestAuthzMissingGrant(t *testing.T) {
 	if e.Subject != kms.ResourceName("alpha", k.KeyID) || e.Data["keyId"] != k.KeyID || e.Data["action"] != "Decrypt" {
 		t.Errorf("denial does not name the key and action: %s %v", e.Subject, e.Data)
 	}
+	// Re-encryption needs ReEncryptFrom and ReEncryptTo (here on the same
+	// key: the destination defaults to the source).
+	_, err = alice.ReEncrypt(ctx, api.ReEncryptRequest{CiphertextBlob: ct.CiphertextBlob})
+	if e := wantDenied(t, b, err, "alpha", "alice", "grant:none"); e.Data["action"] != "ReEncryptFrom" {
+		t.Errorf("re-encrypt denial action %v", e.Data["action"])
+	}
+	if _, err := admin.CreateGrant(ctx, api.CreateGrantRequest{KeyID: k.KeyID, Grantee: "alice", Operations: []string{"ReEncryptFrom"}}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = alice.ReEncrypt(ctx, api.ReEncryptRequest{CiphertextBlob: ct.CiphertextBlob})
+	if e := wantDenied(t, b, err, "alpha", "alice", "grant:none"); e.Data["action"] != "ReEncryptTo" {
+		t.Errorf("re-encrypt denial action %v", e.Data["action"])
+	}
 	// A grant lets bob decrypt, and only decrypt.
 	g, err := admin.CreateGrant(ctx, api.CreateGrantRequest{KeyID: k.KeyID, Grantee: "bob", Operations: []string{"Decrypt"}})
 	if err != nil {
