@@ -106,9 +106,7 @@ func TestGovernanceCLI(t *testing.T) {
 
 	// Disable app: refused at once.
 	mustOK(t, as(acme, "principal", "disable", "app"))
-	if r := encrypt(app, "--context", "app=payroll"); r.code == 0 {
-		t.Fatalf("a disabled principal encrypted: %v", r)
-	}
+	expectFailure(t, encrypt(app, "--context", "app=payroll"), 1, "AccessDeniedException")
 	if r := mustOK(t, as(acme, "--output", "table", "principal", "list")); !strings.Contains(r.stdout, "app") || !strings.Contains(r.stdout, "kadmin") {
 		t.Errorf("principal list:\n%s", r.stdout)
 	}
@@ -131,8 +129,6 @@ func TestGovernanceCLI(t *testing.T) {
 	s.stop(t)
 	s = startStack(t, dir, "127.0.0.1:0", "127.0.0.1:0")
 	mustOK(t, as(kadmin, "key", "describe", "alias/payroll"))
-	if r := encrypt(app, "--context", "app=payroll"); r.code == 0 {
-		t.Fatalf("a disabled principal encrypted after a restart: %v", r)
-	}
+	expectFailure(t, encrypt(app, "--context", "app=payroll"), 1, "AccessDeniedException")
 	expectFailure(t, s.kf(t, ct, "--creds", other, "decrypt", "--context", "app=payroll"), 1, "AccessDeniedException")
 }

@@ -3,9 +3,11 @@ package client
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 
 	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 
 	"github.com/keyflow/keyflow/workers/api"
@@ -125,4 +127,18 @@ func (c *Client) CreateTenant(ctx context.Context, p CreateTenantParams) (*api.C
 		return nil, nil, err
 	}
 	return &out, creds, nil
+}
+
+// credsRefused turns the NATS server's refusal of a principal's creds
+// (revoked when the principal was disabled, or not issued for this
+// deployment) into a refusal with a stable code, rather than a transport
+// failure.
+func credsRefused(err error) *Error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, nats.ErrAuthRevoked), errors.Is(err, nats.ErrAuthorization), errors.Is(err, nats.ErrAuthExpired):
+		return &Error{Code: "AccessDeniedException", Message: "the NATS server refused these creds: the principal is disabled, or the creds are not for this deployment (" + err.Error() + ")"}
+	}
+	return nil
 }
