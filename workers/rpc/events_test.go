@@ -1023,7 +1023,7 @@ func TestSchemaWireMessages(t *testing.T) {
 	}
 	rot.fail.Store(doomed.KeyID, true)
 	refused(api.OpKeyRotate, "KeyRequest", `{"keyId":"wire-doomed"}`, kms.CodeInternal)
-	governanceWireMessages(t, ok, refused)
+	identityWireMessages(t, ok, refused)
 
 	// The events stored match their schemas, and together they cover
 	// every event type.

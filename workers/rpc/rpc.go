@@ -131,7 +131,7 @@ func Start(cfg Config) (*Server, error) {
 			"tail": s.auditTail,
 		}},
 	}
-	groups = append(groups, s.governanceGroups()...)
+	groups = append(groups, s.identityGroups()...)
 	for _, g := range groups {
 		svc, err := micro.AddService(cfg.Conn, micro.Config{
 			Name: g.name, Version: cfg.Version, QueueGroup: g.name,

@@ -60,7 +60,8 @@ func writeCreds(w io.Writer, out string, creds []byte) error {
 }
 
 func newTenantCmd(g *globals) *cobra.Command {
-	cmd := &cobra.Command{Use: "tenant", Short: "Create tenants (tenant admins of the platform tenant)", Args: noSubcommand, RunE: showHelp}
+	cmd := &cobra.Command{Use: "tenant", Short: "Create tenants and manage their policy", Args: noSubcommand, RunE: showHelp}
+	cmd.AddCommand(newTenantPolicyCmd(g))
 	var forbid []string
 	var allowAny bool
 	var adminName, out string

@@ -10,11 +10,11 @@ import (
 	"github.com/keyflow/keyflow/workers/api"
 )
 
-// governanceWireMessages sends every identity-and-access message through
+// identityWireMessages sends every identity-and-access message through
 // TestSchemaWireMessages' helpers (as alice of alpha, who holds every role
 // in the platform tenant), so each request, reply and event is checked
 // against its schema.
-func governanceWireMessages(t *testing.T, ok func(op, reqSchema, body, replySchema string) []byte, refused func(op, reqSchema, body string, code kms.Code)) {
+func identityWireMessages(t *testing.T, ok func(op, reqSchema, body, replySchema string) []byte, refused func(op, reqSchema, body string, code kms.Code)) {
 	t.Helper()
 	userKey := func() string {
 		kp, err := nkeys.CreateUser()

@@ -8,10 +8,10 @@ import (
 	"github.com/keyflow/keyflow/workers/api"
 )
 
-// governanceGroups are the identity and access endpoints: key policies,
+// identityGroups are the identity and access endpoints: key policies,
 // grants, principals and tenants. Roles are checked before any of them
 // runs (kms.Authorize, from serve).
-func (s *Server) governanceGroups() []struct {
+func (s *Server) identityGroups() []struct {
 	name  string
 	group string
 	ops   map[string]handlerFunc
