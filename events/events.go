@@ -115,6 +115,7 @@ var Types = []string{
 	TypeApprovalCompleted, TypeApprovalRead, TypeTenantPolicyChanged, TypeTenantPolicyRead,
 	TypePolicyWarning, TypeQuotaThrottled,
 	TypeKeyImportParameters, TypeKeyImported, TypeKeyImportDeleted, TypeKeyImportExpired,
+	TypeAccessDenied, TypeKeyPolicyChanged, TypeKeyPolicyRead, TypeGrantCreated, TypeGrantListed, TypeGrantRetired, TypeGrantRevoked, TypeTenantCreated, TypePrincipalCreated, TypePrincipalListed, TypePrincipalDisabled,
 }
 
 // Outcomes.

@@ -310,6 +310,26 @@ func TestEveryTypeValidates(t *testing.T) {
 		events.TypeQuotaThrottled: {
 			{"ThrottlingException", map[string]any{"count": uint64(42), "operation": "crypto.encrypt", "reason": "rate"}},
 		},
+		events.TypeAccessDenied: {
+			{"AccessDeniedException", map[string]any{"operation": "crypto.encrypt", "rule": "role:crypto-user required"}},
+			{"AccessDeniedException", map[string]any{"operation": "crypto.decrypt", "rule": "condition:encryptionContext", "keyId": id, "action": "Decrypt"}},
+		},
+		events.TypeKeyPolicyChanged: {
+			{"", map[string]any{"keyRef": "alias/app", "statements": []string{"AdminsOnly", "AppUse"}}},
+			{"ValidationException", map[string]any{"keyRef": "app"}},
+		},
+		events.TypeKeyPolicyRead: {{"", map[string]any{"keyRef": id}}},
+		events.TypeGrantCreated: {
+			{"", map[string]any{"keyRef": "app", "grantee": "bob", "grantId": id, "operations": []string{"Decrypt"}, "expiresAt": "2026-01-02T03:04:05Z"}},
+			{"ValidationException", map[string]any{"keyRef": "app", "grantee": "Bob!"}},
+		},
+		events.TypeGrantListed:       {{"", map[string]any{"keyRef": "app", "count": 2}}},
+		events.TypeGrantRetired:      {{"", map[string]any{"keyRef": "app", "grantId": id}}},
+		events.TypeGrantRevoked:      {{"NotFoundException", map[string]any{"keyRef": "app", "grantId": "nope"}}},
+		events.TypeTenantCreated:     {{"", map[string]any{"tenant": "acme", "admin": "admin", "forbiddenRoleSets": [][]string{{"key-admin", "crypto-user"}}}}},
+		events.TypePrincipalCreated:  {{"ValidationException", map[string]any{"principal": "bob", "roles": []string{"key-admin", "crypto-user"}}}},
+		events.TypePrincipalListed:   {{"", map[string]any{"count": 3}}},
+		events.TypePrincipalDisabled: {{"", map[string]any{"principal": "bob"}}},
 	}
 	for _, typ := range events.Types {
 		ss, ok := samples[typ]

@@ -285,7 +285,7 @@ func (s *Service) DecideApproval(ctx context.Context, c Caller, d ApprovalDecisi
 	if err := checkCaller(c); err != nil {
 		return nil, err
 	}
-	if c.Roles != nil && !slices.Contains(c.Roles, RoleApprover) {
+	if c.Roles != nil && !slices.Contains(c.Roles, string(RoleApprover)) {
 		return nil, newError(CodeAccessDenied, "principal %s does not have the %s role", truncate(c.Principal, 128), RoleApprover)
 	}
 	if !d.Approve && d.Comment == "" {

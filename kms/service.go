@@ -85,6 +85,7 @@ type Service struct {
 
 	gov     governance  // tenant policies and approvals (tenantpolicy.go, approval.go)
 	imports importHooks // BYOK (imports.go)
+	authz   authzCache  // key policies, grants and deny lists (authz.go)
 }
 
 // New returns a Service, creating the HSM root key on first use.

@@ -356,7 +356,7 @@ func (s *Service) SetTenantPolicy(ctx context.Context, c Caller, p *TenantPolicy
 	if err := checkCaller(c); err != nil {
 		return nil, err
 	}
-	if c.Roles != nil && !slices.Contains(c.Roles, RoleTenantAdmin) {
+	if c.Roles != nil && !slices.Contains(c.Roles, string(RoleTenantAdmin)) {
 		return nil, newError(CodeAccessDenied, "only a %s may set the tenant policy", RoleTenantAdmin)
 	}
 	if s.gov.store == nil {
@@ -534,10 +534,3 @@ func (s *Service) TenantPolicyFor(ctx context.Context, tenant string) (*TenantPo
 	p, _, err := s.tenantPolicy(ctx, tenant)
 	return p, err
 }
-
-// Roles keyflow's governance checks (assigned by the identity feature and
-// carried in Caller.Roles).
-const (
-	RoleApprover    = "approver"
-	RoleTenantAdmin = "tenant-admin"
-)

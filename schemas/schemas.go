@@ -41,6 +41,8 @@
 //	                            extension attributes)
 //	events/<type>.json          the data object of one event type, e.g.
 //	                            events/io.keyflow.crypto.encrypt.v1.json
+//	policy/KeyPolicy.json       a key policy document (keyflow key
+//	                            set-policy), checked by [ValidatePolicy]
 //
 // Every file has an $id under [BaseURI] (for example
 // https://keyflow.io/schemas/api/EncryptRequest.json), and files refer to
@@ -138,9 +140,10 @@ import (
 	"github.com/santhosh-tekuri/jsonschema/v6"
 )
 
-// FS holds the schema files: defs.json, api/*.json and events/*.json.
+// FS holds the schema files: defs.json, api/*.json, events/*.json and
+// policy/*.json.
 //
-//go:embed defs.json api/*.json events/*.json
+//go:embed defs.json api/*.json events/*.json policy/*.json
 var FS embed.FS
 
 // BaseURI is the prefix of every schema's $id; a file's $id is BaseURI
@@ -166,6 +169,7 @@ type registry struct {
 	envelope *jsonschema.Schema
 	events   map[string]*jsonschema.Schema // event type -> data schema
 	api      map[string]*jsonschema.Schema // Go type name -> schema
+	policy   map[string]*jsonschema.Schema // document name -> schema
 }
 
 var (
@@ -223,7 +227,7 @@ func compileAll() (*registry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("failed to load schemas: %w", err)
 	}
-	r := &registry{events: map[string]*jsonschema.Schema{}, api: map[string]*jsonschema.Schema{}}
+	r := &registry{events: map[string]*jsonschema.Schema{}, api: map[string]*jsonschema.Schema{}, policy: map[string]*jsonschema.Schema{}}
 	for _, p := range files {
 		sch, err := c.Compile(BaseURI + p)
 		if err != nil {
@@ -238,6 +242,8 @@ func compileAll() (*registry, error) {
 			r.events[name] = sch
 		case dir == "api/":
 			r.api[name] = sch
+		case dir == "policy/":
+			r.policy[name] = sch
 		}
 	}
 	if r.envelope == nil {
@@ -339,6 +345,37 @@ func ValidateAPI(name string, raw []byte) error {
 	sch, ok := r.api[name]
 	if !ok {
 		return fmt.Errorf("%w: %q", ErrUnknownMessage, name)
+	}
+	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(raw))
+	if err != nil {
+		return fmt.Errorf("%w: %s is not JSON: %w", ErrInvalid, name, err)
+	}
+	if err := sch.Validate(doc); err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrInvalid, name, err)
+	}
+	return nil
+}
+
+// PolicyDocuments returns the names of the policy documents that have a
+// schema (policy/<name>.json), sorted.
+func PolicyDocuments() []string {
+	r, err := load()
+	if err != nil {
+		return nil
+	}
+	return sortedKeys(r.policy)
+}
+
+// ValidatePolicy checks a policy document, e.g. a key policy, by name
+// ("KeyPolicy").
+func ValidatePolicy(name string, raw []byte) error {
+	r, err := load()
+	if err != nil {
+		return err
+	}
+	sch, ok := r.policy[name]
+	if !ok {
+		return fmt.Errorf("%w: policy %q", ErrUnknownMessage, name)
 	}
 	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(raw))
 	if err != nil {

@@ -40,8 +40,9 @@ func TestSchemasCompile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// defs.json, the envelope, one per event type and one per API message.
-	if want := 2 + len(schemas.EventTypes()) + len(schemas.APIMessages()); n != want {
+	// defs.json, the envelope, one per event type, one per API message and
+	// one per policy document.
+	if want := 2 + len(schemas.EventTypes()) + len(schemas.APIMessages()) + len(schemas.PolicyDocuments()); n != want {
 		t.Errorf("FS holds %d files, want %d: a file outside defs.json, api/ and events/?", n, want)
 	}
 }
@@ -161,6 +162,20 @@ func TestSchemaAPIMirrorsGoTypes(t *testing.T) {
 		{api.ImportParamsReply{}, "api/ImportParamsReply.json", nil, ""},
 		{api.ImportRequest{}, "api/ImportRequest.json", nil, ""},
 		{api.ImportReply{}, "api/ImportReply.json", nil, ""},
+		{api.SetKeyPolicyRequest{}, "api/SetKeyPolicyRequest.json", nil, ""},
+		{api.KeyPolicyReply{}, "api/KeyPolicyReply.json", nil, ""},
+		{api.CreateGrantRequest{}, "api/CreateGrantRequest.json", nil, ""},
+		{api.GrantConstraints{}, "api/CreateGrantRequest.json", []string{"$defs", "GrantConstraints"}, ""},
+		{api.Grant{}, "api/Grant.json", nil, ""},
+		{api.ListGrantsReply{}, "api/ListGrantsReply.json", nil, ""},
+		{api.GrantRequest{}, "api/GrantRequest.json", nil, ""},
+		{api.CreateTenantRequest{}, "api/CreateTenantRequest.json", nil, ""},
+		{api.CreateTenantReply{}, "api/CreateTenantReply.json", nil, ""},
+		{api.CreatePrincipalRequest{}, "api/CreatePrincipalRequest.json", nil, ""},
+		{api.CreatePrincipalReply{}, "api/CreatePrincipalReply.json", nil, ""},
+		{api.Principal{}, "api/Principal.json", nil, ""},
+		{api.ListPrincipalsReply{}, "api/ListPrincipalsReply.json", nil, ""},
+		{api.PrincipalRequest{}, "api/PrincipalRequest.json", nil, ""},
 	}
 	var names []string
 	for _, c := range cases {
@@ -329,6 +344,29 @@ func TestSchemaAPIAcceptsGoValues(t *testing.T) {
 	cases["ArchiveRestoreReply"] = api.ArchiveRestoreReply{KeyID: id, Version: 1, WorkflowID: "recover/alpha/" + id + "/v1", Status: "PENDING_APPROVAL"}
 	cases["ArchiveDecideRequest"] = api.ArchiveDecideRequest{KeyID: id, Version: 1, Approve: true}
 	cases["ArchiveDecideReply"] = api.ArchiveDecideReply{KeyID: id, Version: 1, Outcome: "RESTORED", DecidedBy: "bob"}
+	keyPolicy := json.RawMessage(`{"version":"2026-11-01","statements":[{"sid":"UseInApp","effect":"Allow","principals":["role:crypto-user","svc-app"],"operations":["Encrypt","Decrypt"],"conditions":{"encryptionContextSubset":{"app":"billing"},"notAfter":"2027-01-01T00:00:00Z"}}]}`)
+	later := now.Add(time.Hour)
+	grant := api.Grant{GrantID: id, KeyID: id, Grantee: "bob", Operations: []string{"Decrypt"}, CreationDate: now, CreatedBy: "carol",
+		Constraints: &api.GrantConstraints{EncryptionContextEquals: map[string]string{"app": "billing"}, NotAfter: &later}, RetiringPrincipal: "bob"}
+	principal := api.Principal{Name: "bob", Roles: []string{"crypto-user"}, CreationDate: now, CreatedBy: "admin", DisabledDate: &later}
+	const userKey = "UDXU4RCSJNZOIQHZNWXHXORDPRTGNJAHAHFRGZNEEJCPQTT2M7NLCNF4"
+	for name, v := range map[string]any{
+		"SetKeyPolicyRequest":    api.SetKeyPolicyRequest{KeyID: "alias/app", Policy: keyPolicy},
+		"KeyPolicyReply":         api.KeyPolicyReply{KeyID: id, Policy: keyPolicy},
+		"CreateGrantRequest":     api.CreateGrantRequest{KeyID: "app", Grantee: "bob", Operations: []string{"Encrypt", "Decrypt"}, Constraints: grant.Constraints, RetiringPrincipal: "svc-ops"},
+		"Grant":                  grant,
+		"ListGrantsReply":        api.ListGrantsReply{Grants: []api.Grant{grant}},
+		"GrantRequest":           api.GrantRequest{KeyID: "app", GrantID: id},
+		"CreateTenantRequest":    api.CreateTenantRequest{Tenant: "acme", ForbiddenRoleSets: [][]string{{"key-admin", "crypto-user"}}, AdminName: "root", AdminPublicKey: userKey},
+		"CreateTenantReply":      api.CreateTenantReply{Tenant: "acme", ForbiddenRoleSets: [][]string{}, Admin: "admin", AdminJWT: "eyJ0eXAiOiJKV1QifQ.e30.sig"},
+		"CreatePrincipalRequest": api.CreatePrincipalRequest{Name: "bob", Roles: []string{"crypto-user", "approver"}, PublicKey: userKey},
+		"CreatePrincipalReply":   api.CreatePrincipalReply{Principal: principal, JWT: "eyJ0eXAiOiJKV1QifQ.e30.sig"},
+		"Principal":              principal,
+		"ListPrincipalsReply":    api.ListPrincipalsReply{Principals: []api.Principal{principal}},
+		"PrincipalRequest":       api.PrincipalRequest{Name: "bob"},
+	} {
+		cases[name] = v
+	}
 	for _, name := range schemas.APIMessages() {
 		v, ok := cases[name]
 		if !ok {

@@ -125,15 +125,8 @@ func (g *globals) printApprovals(w io.Writer, as []api.Approval, asList bool) er
 	return tw.Flush()
 }
 
-// newTenantCmd is `keyflow tenant`; its policy subcommand is
-// newTenantPolicyCmd (attach that one to another tenant command if there
-// is one).
-func newTenantCmd(g *globals) *cobra.Command {
-	cmd := &cobra.Command{Use: "tenant", Short: "The tenant's governance", Args: noSubcommand, RunE: showHelp}
-	cmd.AddCommand(newTenantPolicyCmd(g))
-	return cmd
-}
-
+// newTenantPolicyCmd is `keyflow tenant policy`, under the tenant command
+// of identity.go.
 func newTenantPolicyCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "policy",

@@ -93,6 +93,7 @@ Specs and usages (AWS KMS names):
 		},
 	}
 	cmd.AddCommand(create, describe, list, rotate)
+	cmd.AddCommand(newKeyPolicyCmds(g)...)
 	return cmd
 }
 

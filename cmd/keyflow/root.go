@@ -66,8 +66,9 @@ against it. They find the dev stack's credentials by themselves.`,
 	root.AddCommand(newPQCmds(g)...)
 	root.AddCommand(newInventoryCmd(g), newMigrateCmd(g))
 	root.AddCommand(newBackupCmds(g)...)
-	root.AddCommand(newApprovalCmd(g), newTenantCmd(g))
+	root.AddCommand(newApprovalCmd(g))
 	root.AddCommand(newImportCmds(g)...)
+	root.AddCommand(newTenantCmd(g), newPrincipalCmd(g), newGrantCmd(g))
 	return root
 }
 

@@ -153,6 +153,7 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 	if _, err = st.Identity.AddTenant(DefaultTenant); err != nil {
 		return st, err
 	}
+	st.Identity.SetPlatformTenant(DefaultTenant) // its tenant admins create tenants
 	if st.NATS, err = natsserver.Start(natsserver.Config{
 		StoreDir: filepath.Join(dir, "nats", "jetstream"), Listen: cfg.NATSListen, Identity: st.Identity,
 	}); err != nil {
@@ -200,6 +201,9 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 	}
 	st.closers = append(st.closers, st.KMS.Close)
 	if err = store.WatchKeys(runCtx, st.KMS); err != nil {
+		return st, err
+	}
+	if err = store.WatchAuthz(runCtx, st.KMS); err != nil {
 		return st, err
 	}
 
@@ -279,8 +283,8 @@ func (s *Stack) Stop() {
 // keep the file (and its key) so a user's copy keeps working.
 func (s *Stack) writeAdminCreds() error {
 	path := s.AdminCreds()
-	if _, err := os.Stat(path); err == nil {
-		return nil
+	if b, err := os.ReadFile(path); err == nil && natsauth.CredsHaveRoles(b) {
+		return nil // creds from before roles existed are reissued
 	}
 	creds, err := s.Identity.UserCreds(DefaultTenant, DefaultPrincipal)
 	if err != nil {

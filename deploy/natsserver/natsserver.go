@@ -68,6 +68,10 @@ func Start(cfg Config) (*server.Server, error) {
 		ns.Shutdown()
 		return nil, errors.New("natsserver: server not ready within 10s")
 	}
+	if err := publishClaims(ns, cfg.Identity); err != nil {
+		ns.Shutdown()
+		return nil, err
+	}
 	return ns, nil
 }
 

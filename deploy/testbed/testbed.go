@@ -102,6 +102,8 @@ func NewOn(t testing.TB, tok *pkcs11.Token) *Bed {
 		t.Fatal(err)
 	}
 	b.KMS = b.NewKMS(b.Audit)
+	b.watchAuthz(b.KMS)
+	b.Identity.SetPlatformTenant(PlatformTenant)
 	return b
 }
 

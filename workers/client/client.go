@@ -79,6 +79,9 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 		opts = append(opts, nats.UserCredentials(o.CredsFile))
 	}
 	nc, err := nats.Connect(o.Server, opts...)
+	if ce := credsRefused(err); ce != nil {
+		return nil, ce
+	}
 	if err != nil {
 		return nil, fmt.Errorf("failed to connect to %s: %w", o.Server, err)
 	}

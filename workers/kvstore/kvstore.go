@@ -36,6 +36,7 @@ const (
 type Store struct {
 	keys, aliases, material jetstream.KeyValue
 	archive, backups        jetstream.KeyValue // archive.go
+	authz                   jetstream.KeyValue // authz.go
 }
 
 var _ kms.Store = (*Store)(nil)
@@ -63,6 +64,9 @@ func Open(ctx context.Context, js jetstream.JetStream) (*Store, error) {
 		return nil, err
 	}
 	if err := s.openArchive(open); err != nil {
+		return nil, err
+	}
+	if s.authz, err = open(BucketAuthz, "keyflow key policies, grants and disabled principals", 8); err != nil {
 		return nil, err
 	}
 	return &s, nil

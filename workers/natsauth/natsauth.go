@@ -28,12 +28,15 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
+
+	"github.com/keyflow/keyflow/kms"
 )
 
 // ServiceSubjectPrefix is the root of every keyflow service subject.
@@ -65,19 +68,28 @@ type Identity struct {
 	// every request, so it must not derive keys.
 	byAccount map[string]string
 	resolver  *server.MemAccResolver
+
+	// principals.go
+	principals map[string]map[string]*principalRecord // tenant -> name
+	policies   map[string]kms.RolePolicy
+	platform   string
+	push       ClaimsPublisher
 }
 
 type identityFile struct {
-	Operator string            `json:"operator"`
-	System   string            `json:"system"`
-	Service  string            `json:"service"`
-	Tenants  map[string]string `json:"tenants"`
+	Operator   string                                 `json:"operator"`
+	System     string                                 `json:"system"`
+	Service    string                                 `json:"service"`
+	Tenants    map[string]string                      `json:"tenants"`
+	Principals map[string]map[string]*principalRecord `json:"principals,omitempty"`
+	Policies   map[string]kms.RolePolicy              `json:"policies,omitempty"`
 }
 
 // Load reads the identity stored at path, creating a new one (fresh
 // operator, system and service keys) if the file does not exist.
 func Load(path string) (*Identity, error) {
-	id := &Identity{path: path, tenants: map[string]nkeys.KeyPair{}, byAccount: map[string]string{}, resolver: &server.MemAccResolver{}}
+	id := &Identity{path: path, tenants: map[string]nkeys.KeyPair{}, byAccount: map[string]string{}, resolver: &server.MemAccResolver{},
+		principals: map[string]map[string]*principalRecord{}, policies: map[string]kms.RolePolicy{}}
 	b, err := os.ReadFile(path)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
@@ -118,6 +130,12 @@ func Load(path string) (*Identity, error) {
 			id.tenants[name] = kp
 			id.byAccount[pub(kp)] = name
 		}
+		for t, ps := range f.Principals {
+			id.principals[t] = ps
+		}
+		for t, p := range f.Policies {
+			id.policies[t] = p
+		}
 	}
 	if err := id.publishAll(); err != nil {
 		return nil, err
@@ -138,7 +156,8 @@ func randomName() string {
 
 func (id *Identity) save() error {
 	seed := func(kp nkeys.KeyPair) string { s, _ := kp.Seed(); return string(s) }
-	f := identityFile{Operator: seed(id.operator), System: seed(id.system), Service: seed(id.service), Tenants: map[string]string{}}
+	f := identityFile{Operator: seed(id.operator), System: seed(id.system), Service: seed(id.service), Tenants: map[string]string{},
+		Principals: id.principals, Policies: id.policies}
 	for name, kp := range id.tenants {
 		f.Tenants[name] = seed(kp)
 	}
@@ -188,6 +207,7 @@ func (id *Identity) tenantClaims(name string, kp nkeys.KeyPair) *jwt.AccountClai
 	ac.Name = name
 	subj := jwt.Subject(ServiceSubjectPrefix + "." + name + ".>")
 	ac.Imports.Add(&jwt.Import{Name: "keyflow", Subject: subj, Account: pub(id.service), Type: jwt.Service, Share: true})
+	id.addRevocations(name, ac)
 	return ac
 }
 
@@ -269,22 +289,44 @@ func (id *Identity) TenantOf(account string) (string, error) {
 }
 
 // UserCreds issues a creds file (user JWT + seed) for a principal of a
-// tenant. The user may publish only to its tenant's service subjects and
-// receive only replies.
+// tenant with every role. The user may publish only to its tenant's
+// service subjects and receive only replies. It is the bootstrap path (the
+// dev stack's admin, test fixtures): it checks no tenant policy and does
+// not refuse a disabled name. Principals of real tenants are issued by
+// IssuePrincipal (keyflow principal create).
 func (id *Identity) UserCreds(tenant, principal string) ([]byte, error) {
-	id.mu.Lock()
-	kp, ok := id.tenants[tenant]
-	id.mu.Unlock()
-	if !ok {
-		return nil, fmt.Errorf("%w: %s", ErrUnknownTenant, tenant)
+	roles := kms.Roles()
+	ukp, err := nkeys.CreateUser()
+	if err != nil {
+		return nil, fmt.Errorf("failed to create user key: %w", err)
 	}
-	return issueUser(kp, principal, func(uc *jwt.UserClaims) {
-		uc.Pub.Allow.Add(ServiceSubjectPrefix + "." + tenant + ".>")
-		uc.Sub.Allow.Add("_INBOX.>")
-		// Lets the CLI find its tenant without a flag. It is a
-		// convenience only: the worker trusts the account, not the tag.
-		uc.Tags.Add("keyflow_tenant:" + tenant)
-	})
+	tok, err := id.issue(tenant, principal, roles, pub(ukp), "bootstrap", true)
+	if err != nil {
+		return nil, err
+	}
+	seed, err := ukp.Seed()
+	if err != nil {
+		return nil, fmt.Errorf("failed to read user seed: %w", err)
+	}
+	return jwt.FormatUserConfig(tok, seed)
+}
+
+// userClaims are the claims of every principal's user JWT.
+func userClaims(tenant, principal, userPub string, roles []kms.Role) *jwt.UserClaims {
+	uc := jwt.NewUserClaims(userPub)
+	uc.Name = principal
+	uc.Pub.Allow.Add(ServiceSubjectPrefix + "." + tenant + ".>")
+	uc.Sub.Allow.Add("_INBOX.>")
+	// Lets the CLI find its tenant without a flag. It is a convenience
+	// only: the worker trusts the account, not the tag.
+	uc.Tags.Add("keyflow_tenant:" + tenant)
+	// Roles: the server copies the tags into the Nats-Request-Info header
+	// of every request (the import is shared), and the account signed
+	// them, so the worker can trust them.
+	for _, r := range roles {
+		uc.Tags.Add(RoleTagPrefix + string(r))
+	}
+	return uc
 }
 
 // ServiceCreds issues a creds file for a keyflow worker in the KF account.
@@ -324,6 +366,25 @@ type RequestInfo struct {
 	// "name" field is the connection name the client chose: never use it
 	// for identity.)
 	NameTag string `json:"name_tag"`
+	// Tags are the user JWT's tags, also signed by the account; roles are
+	// the tags "role:<role>".
+	Tags []string `json:"tags"`
+}
+
+// RoleTagPrefix marks a role among a user JWT's tags.
+const RoleTagPrefix = "role:"
+
+// Roles are the caller's roles as the server vouched for them. It never
+// returns nil, so a caller without roles is told apart from an internal
+// call.
+func (ri RequestInfo) Roles() []string {
+	out := []string{}
+	for _, t := range ri.Tags {
+		if r, ok := strings.CutPrefix(t, RoleTagPrefix); ok {
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 // Principal is the caller's name as the server vouches for it.

@@ -1023,6 +1023,7 @@ func TestSchemaWireMessages(t *testing.T) {
 	}
 	rot.fail.Store(doomed.KeyID, true)
 	refused(api.OpKeyRotate, "KeyRequest", `{"keyId":"wire-doomed"}`, kms.CodeInternal)
+	identityWireMessages(t, ok, refused)
 
 	// Backups over the wire; archival and recovery through the domain
 	// (their endpoints need an Archiver: backup_test.go).

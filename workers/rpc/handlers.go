@@ -136,7 +136,8 @@ func (s *Server) auditTail(ctx context.Context, c kms.Caller, body []byte) (any,
 	if s.cfg.JS == nil {
 		return nil, &kms.Error{Code: kms.CodeInternal, Message: "audit reading is not available on this worker"}
 	}
-	// Until roles exist, a principal reads its own tenant's trail only.
+	// A principal reads its own tenant's trail only (the auditor role is
+	// checked at dispatch, kms.Authorize).
 	if req.Tenant != "" && req.Tenant != c.Tenant {
 		return nil, s.rejectWith(ctx, c, api.OpAuditTail, &kms.Error{Code: kms.CodeAccessDenied, Message: "a principal may read its own tenant's audit trail only"})
 	}

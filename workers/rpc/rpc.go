@@ -145,6 +145,7 @@ func Start(cfg Config) (*Server, error) {
 		{"keyflow-approvals", "approvals", s.approvalOps()},
 		{"keyflow-tenantpolicy", "tenantpolicy", s.tenantPolicyOps()},
 	}
+	groups = append(groups, s.identityGroups()...)
 	for _, g := range groups {
 		svc, err := micro.AddService(cfg.Conn, micro.Config{
 			Name: g.name, Version: cfg.Version, QueueGroup: g.name,
@@ -237,6 +238,10 @@ func (s *Server) serve(j job) {
 		s.replyError(j.req, reqID, s.cfg.KMS.Reject(ctx, c, j.op, err))
 		return
 	}
+	if err := s.authorize(ctx, j.op, c, j.req.Data()); err != nil {
+		s.replyError(j.req, reqID, err)
+		return
+	}
 	out, err := j.fn(ctx, c, j.req.Data())
 	if err != nil {
 		s.replyError(j.req, reqID, err)
@@ -275,6 +280,7 @@ func (s *Server) caller(r micro.Request, reqID string) (kms.Caller, error) {
 	}
 	c.Tenant = tenant
 	c.Principal = ri.Principal()
+	c.Roles = ri.Roles()
 	if subjectTenant != tenant {
 		return c, &kms.Error{Code: kms.CodeAccessDenied, Message: "the subject names another tenant"}
 	}

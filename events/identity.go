@@ -1,0 +1,21 @@
+package events
+
+// Event types of identity and access: tenants, principals, key policies,
+// grants, and every access an authorization rule denied.
+const (
+	// TypeAccessDenied records a request that an authorization rule
+	// refused before the operation ran; data.rule names the rule
+	// ("role:crypto-user required", "key-policy:statement S",
+	// "condition:encryptionContext", "grant:none", "principal:disabled").
+	TypeAccessDenied      = "io.keyflow.access.denied.v1"
+	TypeKeyPolicyChanged  = "io.keyflow.key.policy.changed.v1"
+	TypeKeyPolicyRead     = "io.keyflow.key.policy.read.v1"
+	TypeGrantCreated      = "io.keyflow.grant.created.v1"
+	TypeGrantListed       = "io.keyflow.grant.listed.v1"
+	TypeGrantRetired      = "io.keyflow.grant.retired.v1"
+	TypeGrantRevoked      = "io.keyflow.grant.revoked.v1"
+	TypeTenantCreated     = "io.keyflow.tenant.created.v1"
+	TypePrincipalCreated  = "io.keyflow.principal.created.v1"
+	TypePrincipalListed   = "io.keyflow.principal.listed.v1"
+	TypePrincipalDisabled = "io.keyflow.principal.disabled.v1"
+)

@@ -1,0 +1,140 @@
+package kms
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseKeyPolicyRefuses(t *testing.T) {
+	cases := map[string]string{
+		"not JSON":        `{`,
+		"wrong version":   `{"version":"2012-10-17","statements":[{"sid":"A","effect":"Allow","principals":["*"],"operations":["Encrypt"]}]}`,
+		"unknown effect":  `{"version":"2026-11-01","statements":[{"sid":"A","effect":"Maybe","principals":["*"],"operations":["Encrypt"]}]}`,
+		"unknown op":      `{"version":"2026-11-01","statements":[{"sid":"A","effect":"Allow","principals":["*"],"operations":["Fly"]}]}`,
+		"unknown field":   `{"version":"2026-11-01","statements":[{"sid":"A","effect":"Allow","principals":["*"],"operations":["Encrypt"],"resource":"*"}]}`,
+		"duplicate sid":   `{"version":"2026-11-01","statements":[{"sid":"A","effect":"Allow","principals":["*"],"operations":["Encrypt"]},{"sid":"A","effect":"Deny","principals":["*"],"operations":["Decrypt"]}]}`,
+		"unknown role":    `{"version":"2026-11-01","statements":[{"sid":"A","effect":"Allow","principals":["role:root"],"operations":["Encrypt"]}]}`,
+		"inverted window": `{"version":"2026-11-01","statements":[{"sid":"A","effect":"Allow","principals":["*"],"operations":["Encrypt"],"conditions":{"notBefore":"2030-01-01T00:00:00Z","notAfter":"2029-01-01T00:00:00Z"}}]}`,
+		"no statements":   `{"version":"2026-11-01","statements":[]}`,
+		"trailing data":   `{"version":"2026-11-01","statements":[{"sid":"A","effect":"Allow","principals":["*"],"operations":["Encrypt"]}]} {}`,
+	}
+	for name, doc := range cases {
+		t.Run(name, func(t *testing.T) {
+			_, err := ParseKeyPolicy([]byte(doc))
+			if CodeOf(err) != CodeValidation || PublicMessage(err) == "" {
+				t.Fatalf("got %v, want a ValidationException with a message", err)
+			}
+		})
+	}
+	if _, err := ParseKeyPolicy([]byte(strings.Repeat(" ", MaxKeyPolicyBytes+1))); CodeOf(err) != CodeValidation {
+		t.Fatalf("oversized policy: %v", err)
+	}
+}
+
+func TestKeyPolicyDecide(t *testing.T) {
+	p, err := ParseKeyPolicy([]byte(`{"version":"2026-11-01","statements":[
+		{"sid":"Users","effect":"Allow","principals":["role:crypto-user"],"operations":["Encrypt","Decrypt"],"conditions":{"encryptionContextSubset":{"app":"a"}}},
+		{"sid":"Batch","effect":"Allow","principals":["batch"],"operations":["*"],"conditions":{"notBefore":"2026-01-01T00:00:00Z","notAfter":"2026-02-01T00:00:00Z"}},
+		{"sid":"Exact","effect":"Allow","principals":["*"],"operations":["GenerateDataKey"],"conditions":{"encryptionContextEquals":{"app":"a"},"sourcePrincipals":["svc-*"]}},
+		{"sid":"NoBob","effect":"Deny","principals":["bob"],"operations":["Decrypt"]}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	jan := time.Date(2026, 1, 15, 0, 0, 0, 0, time.UTC)
+	mar := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	a := &KeyAuthz{Policy: p, Grants: []Grant{
+		{ID: "g1", Grantee: "carol", Operations: []Action{ActionDecrypt}, Constraints: &Conditions{NotAfter: &mar}},
+	}}
+	user := []string{string(RoleCryptoUser)}
+	ctxA := EncryptionContext{"app": "a"}
+	cases := []struct {
+		name      string
+		principal string
+		roles     []string
+		action    Action
+		ec        EncryptionContext
+		now       time.Time
+		want      string
+	}{
+		{"role statement with its context", "alice", user, ActionEncrypt, EncryptionContext{"app": "a", "x": "y"}, jan, ""},
+		{"role statement, wrong context", "alice", user, ActionEncrypt, EncryptionContext{"app": "b"}, jan, "condition:encryptionContext"},
+		{"explicit deny wins", "bob", user, ActionDecrypt, ctxA, jan, "key-policy:statement NoBob"},
+		{"deny names only its action", "bob", user, ActionEncrypt, ctxA, jan, ""},
+		{"not named anywhere", "dave", nil, ActionEncrypt, ctxA, jan, "grant:none"},
+		{"named principal inside its window", "batch", nil, ActionSign, nil, jan, ""},
+		{"named principal after its window", "batch", nil, ActionSign, nil, mar, "condition:timeWindow"},
+		{"equals wants exactly the pairs", "svc-a", nil, ActionGenerateDataKey, EncryptionContext{"app": "a", "x": "y"}, jan, "condition:encryptionContext"},
+		{"equals and source principal", "svc-a", nil, ActionGenerateDataKey, ctxA, jan, ""},
+		{"source principal mismatch", "web", nil, ActionGenerateDataKey, ctxA, jan, "condition:sourcePrincipal"},
+		{"grant before expiry", "carol", nil, ActionDecrypt, nil, jan, ""},
+		{"grant expired", "carol", nil, ActionDecrypt, nil, mar, "condition:timeWindow"},
+		{"grant of another action", "carol", nil, ActionEncrypt, nil, jan, "grant:none"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got := a.decide(accessRequest{principal: c.principal, roles: c.roles, action: c.action, context: c.ec, now: c.now})
+			if got != c.want {
+				t.Fatalf("decide = %q, want %q", got, c.want)
+			}
+		})
+	}
+	// No policy: the default, roles decide.
+	if got := (&KeyAuthz{}).decide(accessRequest{principal: "x", action: ActionDecrypt}); got != "" {
+		t.Fatalf("default policy denied: %q", got)
+	}
+	// What a denial tells the caller never quotes the policy.
+	for _, rule := range []string{"key-policy:statement NoBob", "condition:encryptionContext", "grant:none"} {
+		if msg := denyMessage(ActionDecrypt, rule); strings.Contains(msg, "NoBob") || msg == "" {
+			t.Errorf("message for %s: %q", rule, msg)
+		}
+	}
+}
+
+func TestRolePolicyCheckRoles(t *testing.T) {
+	pol := DefaultRolePolicy()
+	if err := pol.CheckRoles([]Role{RoleKeyAdmin, RoleCryptoUser}); CodeOf(err) != CodeValidation || !strings.Contains(PublicMessage(err), "key-admin and crypto-user") {
+		t.Fatalf("forbidden combination: %v", err)
+	}
+	for _, ok := range [][]Role{{RoleKeyAdmin, RoleApprover}, {RoleCryptoUser}, {RoleTenantAdmin, RoleAuditor}} {
+		if err := pol.CheckRoles(ok); err != nil {
+			t.Errorf("%v: %v", ok, err)
+		}
+	}
+	for _, bad := range [][]Role{nil, {"root"}, {RoleAuditor, RoleAuditor}} {
+		if err := pol.CheckRoles(bad); CodeOf(err) != CodeValidation {
+			t.Errorf("%v: %v", bad, err)
+		}
+	}
+	if err := (RolePolicy{}).CheckRoles([]Role{RoleKeyAdmin, RoleCryptoUser}); err != nil {
+		t.Errorf("an empty policy forbids nothing: %v", err)
+	}
+	if err := (RolePolicy{ForbiddenRoleSets: [][]Role{{RoleKeyAdmin}}}).Validate(); CodeOf(err) != CodeValidation {
+		t.Errorf("a one-role set: %v", err)
+	}
+}
+
+func TestEveryOperationNamesKnownRoles(t *testing.T) {
+	for _, op := range Operations() {
+		p, _ := PermissionOf(op)
+		if len(p.Roles) == 0 {
+			t.Errorf("%s: no role may call it", op)
+		}
+		for _, r := range p.Roles {
+			if !ValidRole(r) {
+				t.Errorf("%s: unknown role %s", op, r)
+			}
+		}
+	}
+	// Separation of duties in the table itself.
+	for _, op := range []string{"crypto.encrypt", "crypto.decrypt", "crypto.sign", "crypto.datakey"} {
+		if p, _ := PermissionOf(op); hasAnyRole([]string{string(RoleKeyAdmin), string(RoleAuditor)}, p.Roles) {
+			t.Errorf("%s is open to key admins or auditors", op)
+		}
+	}
+	for _, op := range []string{"keys.create", "keys.setpolicy", "grants.create"} {
+		if p, _ := PermissionOf(op); hasAnyRole([]string{string(RoleCryptoUser)}, p.Roles) {
+			t.Errorf("%s is open to crypto users", op)
+		}
+	}
+}
