@@ -62,6 +62,17 @@ const (
 	// as a worker started fail-open (data: failClosed=false). It is
 	// deployment-wide, so its tenant is "-".
 	TypeAuditPolicyChanged = "io.keyflow.audit.policy.changed.v1"
+
+	// Key lifecycle (kms/lifecycle.go, docs/lifecycle.md).
+	TypeKeyStateChanged      = "io.keyflow.key.state.changed.v1"
+	TypeKeyCompromised       = "io.keyflow.key.compromised.v1"
+	TypeKeyDeletionScheduled = "io.keyflow.key.deletion.scheduled.v1"
+	TypeKeyDeletionCancelled = "io.keyflow.key.deletion.cancelled.v1"
+	TypeKeyUseRefused        = "io.keyflow.key.use.refused.v1"
+	TypeKeyMaterialDestroyed = "io.keyflow.key.material.destroyed.v1"
+	TypeKeyDestroyed         = "io.keyflow.key.destroyed.v1"
+	TypeKeyPolicyChanged     = "io.keyflow.key.policy.changed.v1"
+	TypeKeyRemediated        = "io.keyflow.key.compromise.remediated.v1"
 )
 
 // Types lists every event type keyflow emits; schemas/events has one JSON
@@ -74,6 +85,8 @@ var Types = []string{
 	TypeGenerateRandom, TypeReEncrypt, TypeGenerateDataKeyPair,
 	TypeSeal, TypeOpen, TypeEncapsulate, TypeDecapsulate,
 	TypeAuditPolicyChanged, TypeKeyInventoryRead,
+	TypeKeyStateChanged, TypeKeyCompromised, TypeKeyDeletionScheduled, TypeKeyDeletionCancelled,
+	TypeKeyUseRefused, TypeKeyMaterialDestroyed, TypeKeyDestroyed, TypeKeyPolicyChanged, TypeKeyRemediated,
 }
 
 // Outcomes.

@@ -37,13 +37,13 @@ const (
 	StateDestroyed   KeyState = "DESTROYED"
 )
 
-// CanEncrypt reports whether new ciphertexts may be made in state s.
-func (s KeyState) CanEncrypt() bool { return s == StateActive }
+// CanEncrypt reports whether new ciphertexts may be made in state s (see
+// the table in lifecycle.go).
+func (s KeyState) CanEncrypt() bool { return s.Allows(UseProtect) }
 
-// CanDecrypt reports whether existing ciphertexts may be opened in state s.
-func (s KeyState) CanDecrypt() bool {
-	return s == StateActive || s == StateSuspended || s == StateDeactivated
-}
+// CanDecrypt reports whether existing ciphertexts may be opened in state s
+// without the compromise override.
+func (s KeyState) CanDecrypt() bool { return s.Allows(UseProcess) }
 
 // Key is a customer key's metadata. It holds no key material: versions'
 // wrapped material is kept apart (see [VersionMaterial]) so that metadata can
@@ -61,6 +61,8 @@ type Key struct {
 	PrimaryVersion uint32    `json:"primaryVersion"`
 	Versions       []Version `json:"versions"`
 	RotatedAt      time.Time `json:"lastRotationDate,omitzero"`
+	// Lifecycle is the lifecycle policy and pending deletion (lifecycle.go).
+	Lifecycle KeyLifecycle `json:"lifecycle,omitzero"`
 }
 
 // Version is one generation of a key's material.
@@ -69,6 +71,9 @@ type Version struct {
 	State     KeyState  `json:"state"`
 	Algorithm Algorithm `json:"algorithm"`
 	CreatedAt time.Time `json:"creationDate"`
+	// DeactivationDate ends the version's originator-usage period
+	// (cryptoperiod): from then on it no longer applies protection.
+	DeactivationDate time.Time `json:"deactivationDate,omitzero"`
 }
 
 // Version returns version n and whether it exists.

@@ -79,6 +79,8 @@ type Service struct {
 	// write-once and useless without the HSM: it saves a KV read per
 	// post-quantum operation. The private key itself is never cached.
 	mats map[versionRef]*VersionMaterial
+
+	destroyers []MaterialDestroyer // see RegisterDestroyer
 }
 
 // New returns a Service, creating the HSM root key on first use.
@@ -280,6 +282,12 @@ type CreateKeyParams struct {
 	Description string
 	Spec        KeySpec
 	Usage       KeyUsage
+	// Lifecycle policy (lifecycle.go): a future ActivationDate keeps the
+	// key PRE_ACTIVE until then; RotationPeriod and Cryptoperiod are 0 for
+	// none and the default.
+	ActivationDate time.Time
+	RotationPeriod time.Duration
+	Cryptoperiod   time.Duration
 }
 
 // CreateKey creates an AES-256 key with its first version, generated inside
@@ -320,6 +328,12 @@ func (s *Service) CreateKey(ctx context.Context, c Caller, p CreateKeyParams) (k
 		return nil, newError(CodeValidation, "alias must be 1-250 characters of A-Za-z0-9/_- and not look like a key ID")
 	}
 	p.Alias = alias
+	if err := checkPeriod("the rotation period", p.RotationPeriod, MinRotationPeriod, MaxRotationPeriod); err != nil {
+		return nil, err
+	}
+	if err := checkPeriod("the cryptoperiod", p.Cryptoperiod, MinRotationPeriod, MaxRotationPeriod); err != nil {
+		return nil, err
+	}
 
 	id := uuid.NewString()
 	subject = ResourceName(c.Tenant, id)
@@ -346,6 +360,7 @@ func (s *Service) CreateKey(ctx context.Context, c Caller, p CreateKeyParams) (k
 		PrimaryVersion: 1,
 		Versions:       []Version{{Number: 1, State: StateActive, Algorithm: info.alg, CreatedAt: now}},
 	}
+	initialLifecycle(k, p, now)
 	if _, err := s.store.CreateKey(ctx, k); err != nil {
 		return nil, wrapError(CodeInternal, err, "failed to store key")
 	}
@@ -540,12 +555,9 @@ func (s *Service) sealWith(ctx context.Context, k *Key, tenant string, plaintext
 	if k.Usage != UsageEncryptDecrypt || k.Spec != SpecSymmetricDefault {
 		return nil, 0, newError(CodeInvalidKeyUsage, "key %s (%s, %s) cannot encrypt with SYMMETRIC_DEFAULT", k.ID, k.Spec, k.Usage)
 	}
-	if !k.State.CanEncrypt() {
-		return nil, 0, newError(CodeInvalidState, "key %s is %s; only an ACTIVE key encrypts", k.ID, k.State)
-	}
-	v, ok := k.Version(k.PrimaryVersion)
-	if !ok || !v.State.CanEncrypt() {
-		return nil, 0, newError(CodeInvalidState, "key %s has no active primary version", k.ID)
+	v, err := permitPrimary(k, s.now())
+	if err != nil {
+		return nil, 0, err
 	}
 	iv, err := newIV()
 	if err != nil {
@@ -641,6 +653,9 @@ type DecryptParams struct {
 	// Algorithm is needed for RSA keys (whose ciphertexts carry no
 	// header), together with KeyRef.
 	Algorithm EncryptionAlgorithm
+	// AllowCompromised is the explicit override that lets a COMPROMISED
+	// key or version decrypt; its use is recorded in the audit event.
+	AllowCompromised bool
 }
 
 // DecryptResult is the output of Decrypt. The caller should zero Plaintext
@@ -665,6 +680,9 @@ func (s *Service) Decrypt(ctx context.Context, c Caller, p DecryptParams) (res *
 		if res != nil {
 			data["keyVersion"] = res.KeyVersion
 		}
+		if p.AllowCompromised {
+			data["allowCompromised"] = true
+		}
 		return subject, data
 	}, func() {
 		res = nil
@@ -680,7 +698,7 @@ func (s *Service) Decrypt(ctx context.Context, c Caller, p DecryptParams) (res *
 	if p.Algorithm != "" && p.Algorithm != EncSymmetricDefault {
 		k, pt, ver, err = s.rsaDecrypt(ctx, c, p.KeyRef, p.Algorithm, p.Ciphertext)
 	} else {
-		k, pt, ver, err = s.open(ctx, c.Tenant, p.KeyRef, p.Ciphertext, p.Context)
+		k, pt, ver, err = s.open(ctx, c.Tenant, p.KeyRef, p.Ciphertext, p.Context, processOf(p.AllowCompromised))
 	}
 	if err != nil {
 		return nil, err
@@ -691,7 +709,7 @@ func (s *Service) Decrypt(ctx context.Context, c Caller, p DecryptParams) (res *
 // open is the shared decryption path. It returns the key when the header
 // named a key of this tenant, even on failure, so the audit record can name
 // it.
-func (s *Service) open(ctx context.Context, tenant, keyRef string, ciphertext []byte, ec EncryptionContext) (*Key, []byte, uint32, error) {
+func (s *Service) open(ctx context.Context, tenant, keyRef string, ciphertext []byte, ec EncryptionContext, use Use) (*Key, []byte, uint32, error) {
 	env, err := parseEnvelope(ciphertext)
 	if err != nil {
 		return nil, nil, 0, errDecrypt(err)
@@ -713,11 +731,8 @@ func (s *Service) open(ctx context.Context, tenant, keyRef string, ciphertext []
 	if !ok || v.Algorithm != env.alg {
 		return k, nil, 0, errDecrypt(errors.New("unknown key version"))
 	}
-	if !k.State.CanDecrypt() {
-		return k, nil, 0, newError(CodeInvalidState, "key %s is %s and cannot decrypt", k.ID, k.State)
-	}
-	if !v.State.CanDecrypt() {
-		return k, nil, 0, newError(CodeInvalidState, "version %d of key %s is %s and cannot decrypt", v.Number, k.ID, v.State)
+	if err := permitVersion(k, v, use, s.now()); err != nil {
+		return k, nil, 0, err
 	}
 	if info := specs[k.Spec]; info != nil && info.hpkeKEM != nil {
 		pt, err := s.openHPKE(ctx, k, env, tenant, ec)
@@ -852,6 +867,9 @@ func (s *Service) finish(ctx context.Context, c Caller, typ string, errp *error,
 		*errp = newError(CodeInternal, "internal error")
 	}
 	subject, data := record()
+	if *errp != nil && errors.Is(*errp, errPendingDeletion) {
+		s.refusedWhilePendingDeletion(ctx, c, typ, subject)
+	}
 	*errp = s.emit(ctx, c, typ, subject, data, *errp)
 	if *errp != nil && withhold != nil {
 		withhold()
