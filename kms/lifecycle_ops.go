@@ -660,3 +660,35 @@ func (s *Service) GetKey(ctx context.Context, c Caller, keyID string) (*Key, err
 	k, _, err := s.getKey(ctx, c.Tenant, keyID)
 	return k, err
 }
+
+// RemediationReport is what a compromise remediation did and what is still
+// exposed, recorded as io.keyflow.key.compromise.remediated.v1.
+type RemediationReport struct {
+	KeyID   string
+	Version uint32 // the compromised version (0: the key)
+	// NewVersion is the fresh primary version (0: rotation refused).
+	NewVersion uint32
+	Rewrapped  int
+	Failed     int
+	// Remaining is how many registered data keys still depend on the
+	// compromised version; -1 when the rewrap did not run.
+	Remaining int
+	// Problems lists the steps that did not complete, for the operator.
+	Problems []string
+}
+
+// RecordRemediation records a remediation's report (the notification step).
+func (s *Service) RecordRemediation(ctx context.Context, c Caller, r RemediationReport) error {
+	if err := checkCaller(c); err != nil {
+		return err
+	}
+	problems := r.Problems
+	if problems == nil {
+		problems = []string{}
+	}
+	data := map[string]any{
+		"keyId": r.KeyID, "version": r.Version, "newVersion": r.NewVersion,
+		"rewrapped": r.Rewrapped, "failed": r.Failed, "remaining": r.Remaining, "problems": problems,
+	}
+	return s.emit(ctx, c, events.TypeKeyRemediated, ResourceName(c.Tenant, r.KeyID), data, nil)
+}
