@@ -81,6 +81,7 @@ type SetStateParams struct {
 // SetStateResult reports the transition made.
 type SetStateResult struct {
 	Key        *Key
+	Version    uint32 // the version changed; 0 for the key
 	From       KeyState
 	Transition string // "" when the key was already in the state
 }
@@ -142,7 +143,7 @@ func (s *Service) SetState(ctx context.Context, c Caller, p SetStateParams) (res
 		return nil, err
 	}
 	keyID = k0.ID
-	res = &SetStateResult{}
+	res = &SetStateResult{Version: p.Version}
 	now := s.now().UTC()
 	k, err := s.updateKey(ctx, c.Tenant, keyID, func(k *Key) (bool, error) {
 		if p.Version == 0 {

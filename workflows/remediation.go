@@ -140,3 +140,9 @@ func (c *Client) StartRemediation(ctx context.Context, kc kms.Caller, keyID stri
 	}
 	return id, nil
 }
+
+// RemediationWorkflowID is StartRemediation's workflow ID (for replies
+// that name it before the remediation worker starts it).
+func (c *Client) RemediationWorkflowID(tenant, keyID string, version uint32) string {
+	return RemediationWorkflowID(tenant, keyID, version)
+}

@@ -99,6 +99,8 @@ type DecryptRequest struct {
 	KeyID             string            `json:"keyId,omitempty"`
 	// EncryptionAlgorithm and KeyID are required for RSA ciphertexts.
 	EncryptionAlgorithm string `json:"encryptionAlgorithm,omitempty"`
+	// AllowCompromised lets a COMPROMISED key or version decrypt (audited).
+	AllowCompromised bool `json:"allowCompromised,omitempty"`
 }
 
 // DecryptReply is the result of Decrypt.
@@ -132,6 +134,11 @@ type CreateKeyRequest struct {
 	Description string `json:"description,omitempty"`
 	KeySpec     string `json:"keySpec,omitempty"`
 	KeyUsage    string `json:"keyUsage,omitempty"`
+	// Lifecycle (docs/lifecycle.md): a future activation date keeps the
+	// key PRE_ACTIVE until then.
+	ActivationDate       *time.Time `json:"activationDate,omitempty"`
+	RotationPeriodInDays int        `json:"rotationPeriodInDays,omitempty"`
+	CryptoperiodInDays   int        `json:"cryptoperiodInDays,omitempty"`
 }
 
 // KeyRequest names one key by ID or alias.
@@ -145,6 +152,8 @@ type KeyVersion struct {
 	State        string    `json:"state"`
 	Algorithm    string    `json:"algorithm"`
 	CreationDate time.Time `json:"creationDate"`
+	// DeactivationDate ends the version's originator-usage period.
+	DeactivationDate *time.Time `json:"deactivationDate,omitempty"`
 }
 
 // KeyMetadata describes a key. It never contains key material.
@@ -161,6 +170,12 @@ type KeyMetadata struct {
 	PrimaryVersion   uint32       `json:"primaryVersion"`
 	LastRotationDate *time.Time   `json:"lastRotationDate,omitempty"`
 	Versions         []KeyVersion `json:"versions"`
+	// Lifecycle (docs/lifecycle.md).
+	ActivationDate       *time.Time `json:"activationDate,omitempty"`
+	RotationPeriodInDays int        `json:"rotationPeriodInDays,omitempty"`
+	CryptoperiodInDays   int        `json:"cryptoperiodInDays,omitempty"`
+	PendingDeletion      bool       `json:"pendingDeletion,omitempty"`
+	DeletionDate         *time.Time `json:"deletionDate,omitempty"`
 }
 
 // ListKeysReply lists keys.
@@ -241,6 +256,8 @@ type VerifyRequest struct {
 	SigningAlgorithm string `json:"signingAlgorithm"`
 	Signature        []byte `json:"signature"`
 	SignatureContext []byte `json:"signatureContext,omitempty"`
+	// AllowCompromised lets a COMPROMISED key or version verify (audited).
+	AllowCompromised bool `json:"allowCompromised,omitempty"`
 }
 
 // VerifyReply reports a valid signature; an invalid one is the error
