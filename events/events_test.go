@@ -217,6 +217,32 @@ func TestEveryTypeValidates(t *testing.T) {
 			{"", map[string]any{"count": 1, "fromAlgorithms": []string{"RSA_3072", "ECC_NIST_P256"}, "to": "ML_DSA_65"}},
 			{"ValidationException", map[string]any{"count": 0, "fromAlgorithms": []string{"RSA_1024"}}},
 		},
+		events.TypeKeyStateChanged: {
+			{"", map[string]any{"keyId": id, "to": "SUSPENDED", "from": "ACTIVE", "transition": "T7", "reason": "investigation"}},
+			{"", map[string]any{"keyId": id, "version": uint32(2), "from": "ACTIVE", "to": "DEACTIVATED", "transition": "T8", "reason": "originator-usage period (cryptoperiod) ended"}},
+			{"KMSInvalidStateException", map[string]any{"keyId": id, "to": "ACTIVE", "from": "COMPROMISED"}},
+			{"ValidationException", map[string]any{"keyId": "alias/nope", "to": "BOGUS"}},
+		},
+		events.TypeKeyCompromised: {
+			{"", map[string]any{"keyId": id, "version": uint32(1), "to": "COMPROMISED", "from": "ACTIVE", "transition": "T6", "reason": "leaked"}},
+			{"", map[string]any{"keyId": id, "version": uint32(1), "to": "COMPROMISED", "from": "COMPROMISED", "reason": "leaked"}},
+		},
+		events.TypeKeyDeletionScheduled: {
+			{"", map[string]any{"keyId": id, "windowDays": 7, "cancelOnUse": true, "deletionDate": "2026-12-04T10:00:00Z"}},
+			{"KMSInvalidStateException", map[string]any{"keyId": id, "windowDays": 30, "cancelOnUse": false}},
+		},
+		events.TypeKeyDeletionCancelled: {
+			{"", map[string]any{"keyId": id, "reason": "requested"}},
+			{"", map[string]any{"keyId": id, "reason": "use-attempted"}},
+		},
+		events.TypeKeyUseRefused: {{"KMSInvalidStateException", map[string]any{"keyId": id, "operation": events.TypeEncrypt, "cancelledDeletion": false}}},
+		events.TypeKeyMaterialDestroyed: {
+			{"", map[string]any{"keyId": id, "cancelled": false, "versions": []uint32{1, 2}, "copies": []string{"hsm-session-objects", "store"}}},
+			{"", map[string]any{"keyId": id, "cancelled": true, "versions": []uint32{}, "copies": []string{}}},
+		},
+		events.TypeKeyDestroyed: {{"", map[string]any{"keyId": id, "cancelled": false, "state": "DESTROYED_COMPROMISED", "versions": []uint32{1}}}},
+		events.TypeKeyPolicyChanged: {{"", map[string]any{"keyId": id, "rotationPeriodDays": 90}}},
+		events.TypeKeyRemediated: {{"", map[string]any{"keyId": id, "version": uint32(1), "newVersion": uint32(2), "rewrapped": 0, "failed": 0, "remaining": -1, "problems": []string{"rewrap: rewrap is not implemented yet"}}}},
 	}
 	for _, typ := range events.Types {
 		ss, ok := samples[typ]
