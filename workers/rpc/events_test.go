@@ -1023,6 +1023,8 @@ func TestSchemaWireMessages(t *testing.T) {
 	}
 	rot.fail.Store(doomed.KeyID, true)
 	refused(api.OpKeyRotate, "KeyRequest", `{"keyId":"wire-doomed"}`, kms.CodeInternal)
+	// The key lifecycle's events (their wire messages: TestLifecycleWire).
+	emitLifecycleEvents(t, b)
 
 	// The events stored match their schemas, and together they cover
 	// every event type.
