@@ -240,9 +240,9 @@ func TestEveryTypeValidates(t *testing.T) {
 			{"", map[string]any{"keyId": id, "cancelled": false, "versions": []uint32{1, 2}, "copies": []string{"hsm-session-objects", "store"}}},
 			{"", map[string]any{"keyId": id, "cancelled": true, "versions": []uint32{}, "copies": []string{}}},
 		},
-		events.TypeKeyDestroyed: {{"", map[string]any{"keyId": id, "cancelled": false, "state": "DESTROYED_COMPROMISED", "versions": []uint32{1}}}},
+		events.TypeKeyDestroyed:     {{"", map[string]any{"keyId": id, "cancelled": false, "state": "DESTROYED_COMPROMISED", "versions": []uint32{1}}}},
 		events.TypeKeyPolicyChanged: {{"", map[string]any{"keyId": id, "rotationPeriodDays": 90}}},
-		events.TypeKeyRemediated: {{"", map[string]any{"keyId": id, "version": uint32(1), "newVersion": uint32(2), "rewrapped": 0, "failed": 0, "remaining": -1, "problems": []string{"rewrap: rewrap is not implemented yet"}}}},
+		events.TypeKeyRemediated:    {{"", map[string]any{"keyId": id, "version": uint32(1), "newVersion": uint32(2), "rewrapped": 0, "failed": 0, "remaining": -1, "problems": []string{"rewrap: rewrap is not implemented yet"}}}},
 	}
 	for _, typ := range events.Types {
 		ss, ok := samples[typ]

@@ -459,4 +459,3 @@ func (s *Service) Decapsulate(ctx context.Context, c Caller, p DecapsulateParams
 	}
 	return &EncapsulateResult{KeyID: k.ID, KeyVersion: version, SharedSecret: ss}, nil
 }
-

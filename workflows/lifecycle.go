@@ -155,9 +155,11 @@ func (a *Activities) DeactivateExpired(ctx context.Context, s KeyStep) (*kms.Cry
 }
 
 // Workflow IDs, one per key (and version, for remediation).
-func ActivationWorkflowID(tenant, keyID string) string   { return "activate/" + tenant + "/" + keyID }
-func CryptoperiodWorkflowID(tenant, keyID string) string { return "cryptoperiod/" + tenant + "/" + keyID }
-func DeletionWorkflowID(tenant, keyID string) string     { return "deletion/" + tenant + "/" + keyID }
+func ActivationWorkflowID(tenant, keyID string) string { return "activate/" + tenant + "/" + keyID }
+func CryptoperiodWorkflowID(tenant, keyID string) string {
+	return "cryptoperiod/" + tenant + "/" + keyID
+}
+func DeletionWorkflowID(tenant, keyID string) string { return "deletion/" + tenant + "/" + keyID }
 func RemediationWorkflowID(tenant, keyID string, version uint32) string {
 	return fmt.Sprintf("remediate/%s/%s/v%d", tenant, keyID, version)
 }

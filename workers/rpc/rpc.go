@@ -57,11 +57,11 @@ type Config struct {
 	Conn    *nats.Conn
 	KMS     *kms.Service
 	Tenants TenantResolver
-	Rotator Rotator             // nil: rotate answers KMSInternalException
+	Rotator Rotator // nil: rotate answers KMSInternalException
 	// Lifecycle runs the lifecycle timers and schedules (lifecycle.go);
 	// nil: schedule-deletion answers KMSInternalException.
 	Lifecycle Lifecycle
-	JS      jetstream.JetStream // for audit tail
+	JS        jetstream.JetStream // for audit tail
 	// Workers is the size of the handler pool (default 64).
 	Workers int
 	// Timeout bounds each request (default 30s).
@@ -129,7 +129,7 @@ func Start(cfg Config) (*Server, error) {
 		{"keyflow-admin", "keys", map[string]handlerFunc{
 			"create": s.createKey, "describe": s.describeKey, "list": s.listKeys, "rotate": s.rotateKey,
 			"inventory": s.inventory,
-			"setstate": s.setKeyState, "scheduledeletion": s.scheduleDeletion, "canceldeletion": s.cancelDeletion,
+			"setstate":  s.setKeyState, "scheduledeletion": s.scheduleDeletion, "canceldeletion": s.cancelDeletion,
 			"compromise": s.compromise, "setrotation": s.setRotation,
 		}},
 		{"keyflow-audit", "audit", map[string]handlerFunc{
