@@ -57,17 +57,17 @@ type Config struct {
 	Conn    *nats.Conn
 	KMS     *kms.Service
 	Tenants TenantResolver
-	Rotator Rotator // nil: rotate answers KMSInternalException
-	// Lifecycle runs the lifecycle timers and schedules (lifecycle.go);
-	// nil: schedule-deletion answers KMSInternalException.
-	Lifecycle Lifecycle
-	JS        jetstream.JetStream // for audit tail
+	Rotator Rotator             // nil: rotate answers KMSInternalException
+	JS      jetstream.JetStream // for audit tail
 	// Workers is the size of the handler pool (default 64).
 	Workers int
 	// Timeout bounds each request (default 30s).
 	Timeout time.Duration
 	Logger  *slog.Logger
 	Version string // service version, semver
+	// Lifecycle runs the lifecycle timers and schedules (lifecycle.go);
+	// nil: schedule-deletion answers KMSInternalException.
+	Lifecycle Lifecycle
 }
 
 // Server is a running set of keyflow services.
