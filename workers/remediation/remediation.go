@@ -42,12 +42,16 @@ type Config struct {
 	Starter Starter
 	Durable string // default DefaultDurable
 	Logger  *slog.Logger
+	// RetryDelay is how long a record whose start failed waits before it
+	// is delivered again (default 5s).
+	RetryDelay time.Duration
 }
 
 // Worker is a running trigger.
 type Worker struct {
-	cc  jetstream.ConsumeContext
-	log *slog.Logger
+	cc    jetstream.ConsumeContext
+	log   *slog.Logger
+	retry time.Duration
 }
 
 // Start attaches the durable consumer and starts handling records.
@@ -61,6 +65,9 @@ func Start(ctx context.Context, cfg Config) (*Worker, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.RetryDelay <= 0 {
+		cfg.RetryDelay = 5 * time.Second
+	}
 	filter, err := jsaudit.FilterSubject("*", "", events.TypeKeyCompromised)
 	if err != nil {
 		return nil, fmt.Errorf("failed to build the remediation filter: %w", err)
@@ -73,7 +80,7 @@ func Start(ctx context.Context, cfg Config) (*Worker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("failed to attach the remediation consumer: %w", err)
 	}
-	w := &Worker{log: cfg.Logger}
+	w := &Worker{log: cfg.Logger, retry: cfg.RetryDelay}
 	w.cc, err = cons.Consume(func(m jetstream.Msg) { w.handle(cfg.Starter, m) },
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			cfg.Logger.Debug("remediation consumer", "err", err)
@@ -123,7 +130,7 @@ func (w *Worker) handle(st Starter, m jetstream.Msg) {
 	id, err := st.StartRemediation(ctx, c, e.Data.KeyID, e.Data.Version, reason)
 	if err != nil {
 		w.log.Error("remediation not started; will retry", "key", kms.ResourceName(e.Tenant, e.Data.KeyID), "version", e.Data.Version, "err", err)
-		_ = m.NakWithDelay(5 * time.Second)
+		_ = m.NakWithDelay(w.retry)
 		return
 	}
 	w.log.Info("remediation started", "workflow", id)
