@@ -44,6 +44,7 @@ func registerLifecycle(r interface{ RegisterWorkflow(any) }) {
 	r.RegisterWorkflow(CryptoperiodWorkflow)
 	r.RegisterWorkflow(DeletionWorkflow)
 	r.RegisterWorkflow(RemediationWorkflow)
+	r.RegisterWorkflow(FleetRotateWorkflow)
 	// Remediation runs RewrapWorkflow as a child: a worker that lacks it
 	// would retry the remediation's workflow task for ever. Registered
 	// without the duplicate check, so whoever else registers the same

@@ -236,3 +236,53 @@ func TestRemediationWorkflow(t *testing.T) {
 		}
 	}
 }
+
+// A fleet rotation rotates every ACTIVE key once, skips the others, and a
+// second run of the same campaign (a retry) rotates nothing again.
+func TestFleetRotateWorkflow(t *testing.T) {
+	ctx := context.Background()
+	b := testbed.New(t)
+	env, s := lifecycleEnv(t, b)
+	var ids []string
+	for i := range 7 {
+		k, err := s.CreateKey(ctx, alice, kms.CreateKeyParams{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 3 {
+			if _, err := s.SetState(ctx, alice, kms.SetStateParams{KeyRef: k.ID, To: kms.StateSuspended}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		ids = append(ids, k.ID)
+	}
+	since := env.Now()
+	p := workflows.FleetRotateParams{Tenant: "alpha", Principal: "alice", BatchSize: 3, Concurrency: 2, Since: since}
+	env.ExecuteWorkflow(workflows.FleetRotateWorkflow, p)
+	var res workflows.FleetRotateResult
+	if err := env.GetWorkflowResult(&res); err != nil {
+		t.Fatal(err)
+	}
+	if res.Rotated != 6 || res.Skipped != 1 || res.Failed != 0 {
+		t.Fatalf("result %+v", res)
+	}
+	// The same campaign again: every key is done already.
+	env2, _ := lifecycleEnv(t, b)
+	env2.ExecuteWorkflow(workflows.FleetRotateWorkflow, p)
+	if err := env2.GetWorkflowResult(&res); err != nil || res.Rotated != 0 || res.Skipped != 7 {
+		t.Fatalf("second run: %v %+v", err, res)
+	}
+	for i, id := range ids {
+		k, _ := s.GetKey(ctx, alice, id)
+		want := 2
+		if i == 3 {
+			want = 1
+		}
+		if len(k.Versions) != want {
+			t.Errorf("key %d has %d versions, want %d", i, len(k.Versions), want)
+		}
+	}
+	if n := len(b.EventsOfType("alpha", events.TypeKeyRotated)); n != 6 {
+		t.Fatalf("%d rotated records, want 6", n)
+	}
+}

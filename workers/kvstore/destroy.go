@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -22,4 +24,19 @@ func (s *Store) DeleteMaterial(ctx context.Context, tenant, keyID string, versio
 		return fmt.Errorf("failed to delete material: %w", mapErr(err))
 	}
 	return nil
+}
+
+// ListKeyIDs implements kms.KeyIDLister: the tenant's key IDs, sorted,
+// without reading each key.
+func (s *Store) ListKeyIDs(ctx context.Context, tenant string) ([]string, error) {
+	lister, err := s.keys.ListKeysFiltered(ctx, tenant+".*")
+	if err != nil {
+		return nil, fmt.Errorf("failed to list keys: %w", err)
+	}
+	var out []string
+	for name := range lister.Keys() {
+		out = append(out, strings.TrimPrefix(name, tenant+"."))
+	}
+	slices.Sort(out)
+	return out, nil
 }
