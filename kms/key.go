@@ -23,8 +23,8 @@ const (
 )
 
 // KeyState is a key's (or a version's) lifecycle state, after NIST SP 800-57
-// Part 1. The foundation uses PreActive, Active and Deactivated; the
-// lifecycle work adds the transitions between all of them.
+// Part 1. lifecycle.go has the transitions between them and what each
+// state allows.
 type KeyState string
 
 // Key states.

@@ -28,7 +28,10 @@
 //	                            OpenReply, EncapsulateRequest,
 //	                            EncapsulateReply, DecapsulateRequest,
 //	                            DecapsulateReply, InventoryRequest,
-//	                            InventoryReply;
+//	                            InventoryReply, SetKeyStateRequest,
+//	                            SetKeyStateReply, ScheduleDeletionRequest,
+//	                            ScheduleDeletionReply, CompromiseRequest,
+//	                            CompromiseReply, SetRotationRequest;
 //	                            the generic BatchReply[T] is one file per T:
 //	                            BatchEncryptReply, BatchDecryptReply and
 //	                            BatchDataKeyReply
