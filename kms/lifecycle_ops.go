@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/keyflow/keyflow/events"
@@ -28,12 +27,10 @@ type MaterialDestroyer interface {
 	DestroyMaterial(ctx context.Context, tenant, keyID string, versions []uint32) error
 }
 
-var destroyersMu sync.Mutex
-
 // RegisterDestroyer adds a destroyer run by every later destruction.
 func (s *Service) RegisterDestroyer(d MaterialDestroyer) {
-	destroyersMu.Lock()
-	defer destroyersMu.Unlock()
+	s.destroyersMu.Lock()
+	defer s.destroyersMu.Unlock()
 	s.destroyers = append(s.destroyers, d)
 }
 
@@ -437,9 +434,9 @@ func (s *Service) DestroyMaterial(ctx context.Context, c Caller, p DestroyParams
 		}
 		res.Copies = append(res.Copies, "store")
 	}
-	destroyersMu.Lock()
+	s.destroyersMu.Lock()
 	ds := append([]MaterialDestroyer(nil), s.destroyers...)
-	destroyersMu.Unlock()
+	s.destroyersMu.Unlock()
 	for _, d := range ds {
 		if err := d.DestroyMaterial(ctx, c.Tenant, k.ID, res.Versions); err != nil {
 			return nil, wrapError(CodeInternal, err, "failed to destroy the %s copies", d.Name())

@@ -3,6 +3,7 @@ package kms_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"strings"
@@ -274,6 +275,8 @@ func TestDestruction(t *testing.T) {
 	ctx := context.Background()
 	b := testbed.New(t)
 	s, clk := clockedKMS(t, b)
+	arch := &archive{}
+	s.RegisterDestroyer(arch)
 	k, _ := s.CreateKey(ctx, alice, kms.CreateKeyParams{})
 	ct, _ := s.Encrypt(ctx, alice, kms.EncryptParams{KeyRef: k.ID, Plaintext: []byte("x")})
 	pk, err := s.ScheduleDeletion(ctx, alice, kms.ScheduleDeletionParams{KeyRef: k.ID, Window: 7 * kms.Day})
@@ -290,7 +293,7 @@ func TestDestruction(t *testing.T) {
 	}
 	for range 2 {
 		res, err := s.DestroyMaterial(ctx, alice, p)
-		if err != nil || res.Cancelled || len(res.Versions) != 1 {
+		if err != nil || res.Cancelled || len(res.Versions) != 1 || strings.Join(res.Copies, ",") != "hsm-session-objects,store,archive" {
 			t.Fatalf("destroy material: %v %+v", err, res)
 		}
 		if _, err := b.Store.GetMaterial(ctx, "alpha", k.ID, 1); !errors.Is(err, kms.ErrStoreNotFound) {
@@ -300,6 +303,9 @@ func TestDestruction(t *testing.T) {
 		if err != nil || res.State != kms.StateDestroyed {
 			t.Fatalf("mark destroyed: %v %+v", err, res)
 		}
+	}
+	if arch.calls != 2 || arch.last != k.ID+"/[1]" {
+		t.Fatalf("archive destroyer: %d calls, last %q", arch.calls, arch.last)
 	}
 	got, err := s.DescribeKey(ctx, alice, k.ID)
 	if err != nil || got.State != kms.StateDestroyed || got.Versions[0].State != kms.StateDestroyed || got.Lifecycle.PendingDeletion || got.Lifecycle.DestroyedAt.IsZero() {
@@ -405,4 +411,19 @@ func TestCompromiseVersion(t *testing.T) {
 	if last.Outcome != events.OutcomeSuccess || last.Data["version"] != float64(1) || last.Data["reason"] != "found in a paste" || last.Data["transition"] != "T6" {
 		t.Fatalf("compromised record: %+v", last)
 	}
+}
+
+// archive is a registered MaterialDestroyer (archives and backups are
+// another change's; this checks the hook).
+type archive struct {
+	calls int
+	last  string
+}
+
+func (a *archive) Name() string { return "archive" }
+
+func (a *archive) DestroyMaterial(_ context.Context, tenant, keyID string, versions []uint32) error {
+	a.calls++
+	a.last = fmt.Sprintf("%s/%v", keyID, versions)
+	return nil
 }

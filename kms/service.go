@@ -80,7 +80,8 @@ type Service struct {
 	// post-quantum operation. The private key itself is never cached.
 	mats map[versionRef]*VersionMaterial
 
-	destroyers []MaterialDestroyer // see RegisterDestroyer
+	destroyersMu sync.Mutex
+	destroyers   []MaterialDestroyer // see RegisterDestroyer
 }
 
 // New returns a Service, creating the HSM root key on first use.
