@@ -95,6 +95,17 @@ const (
 	TypeKeyImported         = "io.keyflow.key.import.completed.v1"
 	TypeKeyImportDeleted    = "io.keyflow.key.import.deleted.v1"
 	TypeKeyImportExpired    = "io.keyflow.key.import.expired.v1"
+
+	// Key lifecycle (kms/lifecycle.go, docs/lifecycle.md).
+	TypeKeyStateChanged      = "io.keyflow.key.state.changed.v1"
+	TypeKeyCompromised       = "io.keyflow.key.compromised.v1"
+	TypeKeyDeletionScheduled = "io.keyflow.key.deletion.scheduled.v1"
+	TypeKeyDeletionCancelled = "io.keyflow.key.deletion.cancelled.v1"
+	TypeKeyUseRefused        = "io.keyflow.key.use.refused.v1"
+	TypeKeyMaterialDestroyed = "io.keyflow.key.material.destroyed.v1"
+	TypeKeyDestroyed         = "io.keyflow.key.destroyed.v1"
+	TypeKeyLifecycleChanged  = "io.keyflow.key.lifecycle.changed.v1"
+	TypeKeyRemediated        = "io.keyflow.key.compromise.remediated.v1"
 )
 
 // Types lists every event type keyflow emits; schemas/events has one JSON
@@ -116,6 +127,8 @@ var Types = []string{
 	TypePolicyWarning, TypeQuotaThrottled,
 	TypeKeyImportParameters, TypeKeyImported, TypeKeyImportDeleted, TypeKeyImportExpired,
 	TypeAccessDenied, TypeKeyPolicyChanged, TypeKeyPolicyRead, TypeGrantCreated, TypeGrantListed, TypeGrantRetired, TypeGrantRevoked, TypeTenantCreated, TypePrincipalCreated, TypePrincipalListed, TypePrincipalDisabled,
+	TypeKeyStateChanged, TypeKeyCompromised, TypeKeyDeletionScheduled, TypeKeyDeletionCancelled,
+	TypeKeyUseRefused, TypeKeyMaterialDestroyed, TypeKeyDestroyed, TypeKeyLifecycleChanged, TypeKeyRemediated,
 }
 
 // Outcomes.

@@ -330,6 +330,32 @@ func TestEveryTypeValidates(t *testing.T) {
 		events.TypePrincipalCreated:  {{"ValidationException", map[string]any{"principal": "bob", "roles": []string{"key-admin", "crypto-user"}}}},
 		events.TypePrincipalListed:   {{"", map[string]any{"count": 3}}},
 		events.TypePrincipalDisabled: {{"", map[string]any{"principal": "bob"}}},
+		events.TypeKeyStateChanged: {
+			{"", map[string]any{"keyId": id, "to": "SUSPENDED", "from": "ACTIVE", "transition": "T7", "reason": "investigation"}},
+			{"", map[string]any{"keyId": id, "version": uint32(2), "from": "ACTIVE", "to": "DEACTIVATED", "transition": "T8", "reason": "originator-usage period (cryptoperiod) ended"}},
+			{"KMSInvalidStateException", map[string]any{"keyId": id, "to": "ACTIVE", "from": "COMPROMISED"}},
+			{"ValidationException", map[string]any{"keyId": "alias/nope", "to": "BOGUS"}},
+		},
+		events.TypeKeyCompromised: {
+			{"", map[string]any{"keyId": id, "version": uint32(1), "to": "COMPROMISED", "from": "ACTIVE", "transition": "T6", "reason": "leaked"}},
+			{"", map[string]any{"keyId": id, "version": uint32(1), "to": "COMPROMISED", "from": "COMPROMISED", "reason": "leaked"}},
+		},
+		events.TypeKeyDeletionScheduled: {
+			{"", map[string]any{"keyId": id, "windowDays": 7, "cancelOnUse": true, "deletionDate": "2026-12-04T10:00:00Z"}},
+			{"KMSInvalidStateException", map[string]any{"keyId": id, "windowDays": 30, "cancelOnUse": false}},
+		},
+		events.TypeKeyDeletionCancelled: {
+			{"", map[string]any{"keyId": id, "reason": "requested"}},
+			{"", map[string]any{"keyId": id, "reason": "use-attempted"}},
+		},
+		events.TypeKeyUseRefused: {{"KMSInvalidStateException", map[string]any{"keyId": id, "operation": events.TypeEncrypt, "cancelledDeletion": false}}},
+		events.TypeKeyMaterialDestroyed: {
+			{"", map[string]any{"keyId": id, "cancelled": false, "versions": []uint32{1, 2}, "copies": []string{"hsm-session-objects", "store"}}},
+			{"", map[string]any{"keyId": id, "cancelled": true, "versions": []uint32{}, "copies": []string{}}},
+		},
+		events.TypeKeyDestroyed:        {{"", map[string]any{"keyId": id, "cancelled": false, "state": "DESTROYED_COMPROMISED", "versions": []uint32{1}}}},
+		events.TypeKeyLifecycleChanged: {{"", map[string]any{"keyId": id, "rotationPeriodDays": 90}}},
+		events.TypeKeyRemediated:       {{"", map[string]any{"keyId": id, "version": uint32(1), "newVersion": uint32(2), "rewrapped": 0, "failed": 0, "remaining": -1, "problems": []string{"rewrap: rewrap is not implemented yet"}}}},
 	}
 	for _, typ := range events.Types {
 		ss, ok := samples[typ]

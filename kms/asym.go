@@ -40,7 +40,7 @@ const (
 // usableKey resolves a key for an operation of usage u, in a state that
 // allows it (encrypt-like operations need ACTIVE; verify-like ones accept
 // the states that decrypt).
-func (s *Service) usableKey(ctx context.Context, c Caller, ref string, u KeyUsage, produce bool) (*Key, *specInfo, error) {
+func (s *Service) usableKey(ctx context.Context, c Caller, ref string, u KeyUsage, use Use) (*Key, *specInfo, error) {
 	k, err := s.cachedKey(ctx, c.Tenant, ref)
 	if err != nil {
 		return nil, nil, err
@@ -49,11 +49,12 @@ func (s *Service) usableKey(ctx context.Context, c Caller, ref string, u KeyUsag
 	if info == nil || k.Usage != u {
 		return k, nil, newError(CodeInvalidKeyUsage, "key %s has usage %s; this operation needs %s", k.ID, k.Usage, u)
 	}
-	if produce && !k.State.CanEncrypt() {
-		return k, nil, newError(CodeInvalidState, "key %s is %s; only an ACTIVE key can do this", k.ID, k.State)
-	}
-	if !produce && !k.State.CanDecrypt() {
-		return k, nil, newError(CodeInvalidState, "key %s is %s and cannot do this", k.ID, k.State)
+	if use == UseProtect {
+		if _, err := permitPrimary(k, s.now()); err != nil {
+			return k, nil, err
+		}
+	} else if err := permitKey(k, use); err != nil {
+		return k, nil, err
 	}
 	return k, info, nil
 }
@@ -107,7 +108,7 @@ type SignResult struct {
 // signingSetup checks a Sign or Verify request and returns the key, the HSM
 // parameters and what is to be signed. Sign and Verify share it so that they
 // accept exactly the same inputs.
-func (s *Service) signingSetup(ctx context.Context, c Caller, ref string, alg SigningAlgorithm, msg []byte, mt MessageType, sigCtx []byte, produce bool) (*Key, hsm.SignParams, []byte, error) {
+func (s *Service) signingSetup(ctx context.Context, c Caller, ref string, alg SigningAlgorithm, msg []byte, mt MessageType, sigCtx []byte, use Use) (*Key, hsm.SignParams, []byte, error) {
 	if err := checkCaller(c); err != nil {
 		return nil, hsm.SignParams{}, nil, err
 	}
@@ -120,7 +121,7 @@ func (s *Service) signingSetup(ctx context.Context, c Caller, ref string, alg Si
 	if len(msg) == 0 || len(msg) > MaxSignMessage {
 		return nil, hsm.SignParams{}, nil, newError(CodeValidation, "message must be 1 to %d bytes", MaxSignMessage)
 	}
-	k, info, err := s.usableKey(ctx, c, ref, UsageSignVerify, produce)
+	k, info, err := s.usableKey(ctx, c, ref, UsageSignVerify, use)
 	if err != nil {
 		return k, hsm.SignParams{}, nil, err
 	}
@@ -162,7 +163,7 @@ func (s *Service) Sign(ctx context.Context, c Caller, p SignParams) (res *SignRe
 	}, func() {
 		res = nil
 	})
-	k, params, input, err := s.signingSetup(ctx, c, p.KeyRef, p.Algorithm, p.Message, p.MessageType, p.Context, true)
+	k, params, input, err := s.signingSetup(ctx, c, p.KeyRef, p.Algorithm, p.Message, p.MessageType, p.Context, UseProtect)
 	if err != nil {
 		return nil, err
 	}
@@ -211,6 +212,9 @@ type VerifyParams struct {
 	Algorithm   SigningAlgorithm
 	Signature   []byte
 	Context     []byte
+	// AllowCompromised is the explicit, audited override that lets a
+	// COMPROMISED key or version verify.
+	AllowCompromised bool
 }
 
 // VerifyResult reports a valid signature. An invalid one is the error
@@ -232,16 +236,19 @@ func (s *Service) Verify(ctx context.Context, c Caller, p VerifyParams) (res *Ve
 		if res != nil {
 			data["keyVersion"] = res.KeyVersion
 		}
+		if p.AllowCompromised {
+			data["allowCompromised"] = true
+		}
 		return subject, data
 	}, func() {
 		res = nil
 	})
-	k, params, input, err := s.signingSetup(ctx, c, p.KeyRef, p.Algorithm, p.Message, p.MessageType, p.Context, false)
+	k, params, input, err := s.signingSetup(ctx, c, p.KeyRef, p.Algorithm, p.Message, p.MessageType, p.Context, processOf(p.AllowCompromised))
 	if err != nil {
 		return nil, err
 	}
 	if specs[k.Spec].kind == materialSoftware {
-		for _, v := range candidateVersions(k, p.KeyVersion) {
+		for _, v := range candidateVersions(k, p.KeyVersion, processOf(p.AllowCompromised)) {
 			if err := s.pqVerify(ctx, k, v, input, p.Signature, p.Context); err == nil {
 				return &VerifyResult{KeyID: k.ID, KeyVersion: v, Algorithm: p.Algorithm}, nil
 			} else if CodeOf(err) != CodeInvalidSignature {
@@ -260,7 +267,7 @@ func (s *Service) Verify(ctx context.Context, c Caller, p VerifyParams) (res *Ve
 			return nil, errInvalidSignature(err)
 		}
 	}
-	for _, v := range candidateVersions(k, p.KeyVersion) {
+	for _, v := range candidateVersions(k, p.KeyVersion, processOf(p.AllowCompromised)) {
 		var bad bool
 		err := s.withHandle(ctx, k, v, true, func(h hsm.KeyHandle) error {
 			err := verifier.Verify(ctx, h, params, input, sig)
@@ -282,11 +289,11 @@ func (s *Service) Verify(ctx context.Context, c Caller, p VerifyParams) (res *Ve
 
 // candidateVersions lists the versions a verification may use: the one
 // asked for, or every version that may verify, newest first.
-func candidateVersions(k *Key, want uint32) []uint32 {
+func candidateVersions(k *Key, want uint32, use Use) []uint32 {
 	var out []uint32
 	for i := len(k.Versions) - 1; i >= 0; i-- {
 		v := k.Versions[i]
-		if v.State.CanDecrypt() && !v.Archived && (want == 0 || v.Number == want) {
+		if v.State.Allows(use) && !v.Archived && (want == 0 || v.Number == want) {
 			out = append(out, v.Number)
 		}
 	}
@@ -342,8 +349,12 @@ func (s *Service) GetPublicKey(ctx context.Context, c Caller, ref string, versio
 	if version == 0 {
 		version = k.PrimaryVersion
 	}
-	if _, ok := k.Version(version); !ok {
+	v, ok := k.Version(version)
+	if !ok {
 		return nil, newError(CodeNotFound, "key %s has no version %d", k.ID, version)
+	}
+	if err := permitVersion(k, v, UseProcess, s.now()); err != nil {
+		return nil, err
 	}
 	m, err := s.store.GetMaterial(ctx, k.Tenant, k.ID, version)
 	if err != nil {
@@ -382,14 +393,14 @@ type MACResult struct {
 	MAC        []byte
 }
 
-func (s *Service) macSetup(ctx context.Context, c Caller, p MACParams, produce bool) (*Key, hsm.MACs, error) {
+func (s *Service) macSetup(ctx context.Context, c Caller, p MACParams, use Use) (*Key, hsm.MACs, error) {
 	if err := checkCaller(c); err != nil {
 		return nil, nil, err
 	}
 	if len(p.Message) == 0 || len(p.Message) > MaxSignMessage {
 		return nil, nil, newError(CodeValidation, "message must be 1 to %d bytes", MaxSignMessage)
 	}
-	k, info, err := s.usableKey(ctx, c, p.KeyRef, UsageGenerateVerifyMAC, produce)
+	k, info, err := s.usableKey(ctx, c, p.KeyRef, UsageGenerateVerifyMAC, use)
 	if err != nil {
 		return k, nil, err
 	}
@@ -430,7 +441,7 @@ func (s *Service) GenerateMac(ctx context.Context, c Caller, p MACParams) (res *
 	}, func() {
 		res = nil
 	})
-	k, macs, err := s.macSetup(ctx, c, p, true)
+	k, macs, err := s.macSetup(ctx, c, p, UseProtect)
 	if err != nil {
 		return nil, err
 	}
@@ -454,11 +465,11 @@ func (s *Service) VerifyMac(ctx context.Context, c Caller, p MACParams) (res *MA
 	}, func() {
 		res = nil
 	})
-	k, macs, err := s.macSetup(ctx, c, p, false)
+	k, macs, err := s.macSetup(ctx, c, p, UseProcess)
 	if err != nil {
 		return nil, err
 	}
-	for _, v := range candidateVersions(k, 0) {
+	for _, v := range candidateVersions(k, 0, UseProcess) {
 		mac, err := s.computeMAC(ctx, macs, k, v, p.Message)
 		if err != nil {
 			return nil, err

@@ -23,8 +23,8 @@ const (
 )
 
 // KeyState is a key's (or a version's) lifecycle state, after NIST SP 800-57
-// Part 1. The foundation uses PreActive, Active and Deactivated; the
-// lifecycle work adds the transitions between all of them.
+// Part 1. lifecycle.go has the transitions between them and what each
+// state allows.
 type KeyState string
 
 // Key states.
@@ -37,13 +37,13 @@ const (
 	StateDestroyed   KeyState = "DESTROYED"
 )
 
-// CanEncrypt reports whether new ciphertexts may be made in state s.
-func (s KeyState) CanEncrypt() bool { return s == StateActive }
+// CanEncrypt reports whether new ciphertexts may be made in state s (see
+// the table in lifecycle.go).
+func (s KeyState) CanEncrypt() bool { return s.Allows(UseProtect) }
 
-// CanDecrypt reports whether existing ciphertexts may be opened in state s.
-func (s KeyState) CanDecrypt() bool {
-	return s == StateActive || s == StateSuspended || s == StateDeactivated
-}
+// CanDecrypt reports whether existing ciphertexts may be opened in state s
+// without the compromise override.
+func (s KeyState) CanDecrypt() bool { return s.Allows(UseProcess) }
 
 // Key is a customer key's metadata. It holds no key material: versions'
 // wrapped material is kept apart (see [VersionMaterial]) so that metadata can
@@ -66,6 +66,8 @@ type Key struct {
 	Origin Origin `json:"origin,omitempty"`
 	// Import describes an EXTERNAL key's imported material.
 	Import *ImportState `json:"import,omitempty"`
+	// Lifecycle is the lifecycle policy and pending deletion (lifecycle.go).
+	Lifecycle KeyLifecycle `json:"lifecycle,omitzero"`
 }
 
 // Version is one generation of a key's material.
@@ -78,6 +80,9 @@ type Version struct {
 	// (see ArchiveVersion): it is not loadable until it is restored.
 	Archived   bool      `json:"archived,omitempty"`
 	ArchivedAt time.Time `json:"archivedAt,omitzero"`
+	// DeactivationDate ends the version's originator-usage period
+	// (cryptoperiod): from then on it no longer applies protection.
+	DeactivationDate time.Time `json:"deactivationDate,omitzero"`
 }
 
 // Version returns version n and whether it exists.

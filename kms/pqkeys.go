@@ -200,9 +200,9 @@ func encapsulationSize(spec KeySpec) int {
 // envelopes (algorithm byte = the KEM), then enc || ciphertext. The AAD
 // binds header, tenant and encryption context as for AES.
 func (s *Service) sealHPKE(ctx context.Context, k *Key, tenant string, plaintext []byte, ec EncryptionContext) ([]byte, uint32, error) {
-	v, ok := k.Version(k.PrimaryVersion)
-	if !ok || !v.State.CanEncrypt() || !k.State.CanEncrypt() {
-		return nil, 0, newError(CodeInvalidState, "key %s cannot encrypt in its state", k.ID)
+	v, err := permitPrimary(k, s.now())
+	if err != nil {
+		return nil, 0, err
 	}
 	pub, err := s.publicKey(ctx, k, v.Number)
 	if err != nil {
@@ -273,11 +273,8 @@ func (s *Service) Seal(ctx context.Context, c Caller, p SealParams) (res *SealRe
 	if len(p.Plaintext) == 0 || len(p.Plaintext) > MaxPlaintext {
 		return nil, newError(CodeValidation, "plaintext must be 1 to %d bytes", MaxPlaintext)
 	}
-	k, _, err = s.usableKey(ctx, c, p.KeyRef, UsageKeyEncapsulation, true)
+	k, _, err = s.usableKey(ctx, c, p.KeyRef, UsageKeyEncapsulation, UseProtect)
 	if err != nil {
-		return nil, err
-	}
-	if err := primaryCanEncrypt(k); err != nil {
 		return nil, err
 	}
 	pub, err := s.publicKey(ctx, k, k.PrimaryVersion)
@@ -322,11 +319,11 @@ func (s *Service) Open(ctx context.Context, c Caller, p OpenParams) (res *Decryp
 	if err := checkCaller(c); err != nil {
 		return nil, err
 	}
-	k, _, err = s.usableKey(ctx, c, p.KeyRef, UsageKeyEncapsulation, false)
+	k, _, err = s.usableKey(ctx, c, p.KeyRef, UsageKeyEncapsulation, UseProcess)
 	if err != nil {
 		return nil, err
 	}
-	for _, v := range candidateVersions(k, 0) {
+	for _, v := range candidateVersions(k, 0, UseProcess) {
 		var pt []byte
 		err := s.withPrivate(ctx, k, v, func(priv []byte) error {
 			var err error
@@ -382,11 +379,8 @@ func (s *Service) Encapsulate(ctx context.Context, c Caller, keyRef string) (res
 	if err := checkCaller(c); err != nil {
 		return nil, err
 	}
-	k, info, err := s.usableKey(ctx, c, keyRef, UsageKeyEncapsulation, true)
+	k, info, err := s.usableKey(ctx, c, keyRef, UsageKeyEncapsulation, UseProtect)
 	if err != nil {
-		return nil, err
-	}
-	if err := primaryCanEncrypt(k); err != nil {
 		return nil, err
 	}
 	kem, err := pqc.KEMByName(info.pqName)
@@ -428,7 +422,7 @@ func (s *Service) Decapsulate(ctx context.Context, c Caller, p DecapsulateParams
 	if err := checkCaller(c); err != nil {
 		return nil, err
 	}
-	k, info, err := s.usableKey(ctx, c, p.KeyRef, UsageKeyEncapsulation, false)
+	k, info, err := s.usableKey(ctx, c, p.KeyRef, UsageKeyEncapsulation, UseProcess)
 	if err != nil {
 		return nil, err
 	}
@@ -443,8 +437,12 @@ func (s *Service) Decapsulate(ctx context.Context, c Caller, p DecapsulateParams
 	if version == 0 {
 		version = k.PrimaryVersion
 	}
-	if v, ok := k.Version(version); !ok || !v.State.CanDecrypt() {
-		return nil, newError(CodeNotFound, "key %s has no usable version %d", k.ID, version)
+	v, ok := k.Version(version)
+	if !ok {
+		return nil, newError(CodeNotFound, "key %s has no version %d", k.ID, version)
+	}
+	if err := permitVersion(k, v, UseProcess, s.now()); err != nil {
+		return nil, err
 	}
 	var ss []byte
 	err = s.withPrivate(ctx, k, version, func(priv []byte) error {
@@ -460,13 +458,4 @@ func (s *Service) Decapsulate(ctx context.Context, c Caller, p DecapsulateParams
 		return nil, wrapError(CodeInternal, err, "failed to decapsulate")
 	}
 	return &EncapsulateResult{KeyID: k.ID, KeyVersion: version, SharedSecret: ss}, nil
-}
-
-// primaryCanEncrypt refuses a key whose primary version may not make new
-// ciphertexts (the key's own state is checked by usableKey).
-func primaryCanEncrypt(k *Key) error {
-	if v, ok := k.Version(k.PrimaryVersion); !ok || !v.State.CanEncrypt() {
-		return newError(CodeInvalidState, "key %s has no active primary version", k.ID)
-	}
-	return nil
 }

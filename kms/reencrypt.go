@@ -59,7 +59,7 @@ func (s *Service) ReEncrypt(ctx context.Context, c Caller, p ReEncryptParams) (r
 	if err := p.DestinationContext.validate(); err != nil {
 		return nil, err
 	}
-	src, pt, srcVer, err := s.open(ctx, c.Tenant, p.SourceKeyRef, p.Ciphertext, p.SourceContext)
+	src, pt, srcVer, err := s.open(ctx, c.Tenant, p.SourceKeyRef, p.Ciphertext, p.SourceContext, UseProcess)
 	if err != nil {
 		return nil, err
 	}

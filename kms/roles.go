@@ -140,6 +140,14 @@ var permissions = map[string]Permission{
 	"principals.list":    {Roles: []Role{RoleTenantAdmin, RoleAuditor}},
 	"principals.disable": {Roles: []Role{RoleTenantAdmin}},
 
+	// Lifecycle changes are key administration (CSA CCM CEK-02: whoever
+	// manages a key does not use it).
+	"keys.setstate":         {Roles: []Role{RoleKeyAdmin}},
+	"keys.scheduledeletion": {Roles: []Role{RoleKeyAdmin}},
+	"keys.canceldeletion":   {Roles: []Role{RoleKeyAdmin}},
+	"keys.compromise":       {Roles: []Role{RoleKeyAdmin}},
+	"keys.setrotation":      {Roles: []Role{RoleKeyAdmin}},
+
 	// BYOK: importing material is key administration.
 	"keys.importparams": {Roles: []Role{RoleKeyAdmin}},
 	"keys.import":       {Roles: []Role{RoleKeyAdmin}},

@@ -45,8 +45,8 @@ func (s *Service) CreateVersion(ctx context.Context, c Caller, p CreateVersionPa
 		if p.Version != newest+1 {
 			return nil, newError(CodeConflict, "key %s has versions up to %d; cannot create version %d", k.ID, newest, p.Version)
 		}
-		if !k.State.CanEncrypt() {
-			return nil, newError(CodeInvalidState, "key %s is %s; only an ACTIVE key rotates", k.ID, k.State)
+		if err := permitRotation(k); err != nil {
+			return nil, err
 		}
 		if err := refuseExternalRotation(k); err != nil {
 			return nil, err
@@ -58,7 +58,8 @@ func (s *Service) CreateVersion(ctx context.Context, c Caller, p CreateVersionPa
 		if err := s.newVersionMaterial(ctx, c.Tenant, k.ID, p.Version, info); err != nil {
 			return nil, err
 		}
-		nv := Version{Number: p.Version, State: StateActive, Algorithm: info.alg, CreatedAt: s.now().UTC()}
+		now := s.now().UTC()
+		nv := Version{Number: p.Version, State: StateActive, Algorithm: info.alg, CreatedAt: now, DeactivationDate: now.Add(cryptoperiodOf(k))}
 		k.Versions = append(k.Versions, nv)
 		if _, err := s.store.UpdateKey(ctx, k, rev); errors.Is(err, ErrStoreConflict) {
 			continue // someone else changed the key; re-read and re-check
@@ -116,7 +117,10 @@ func (s *Service) SetPrimaryVersion(ctx context.Context, c Caller, p SetPrimaryP
 			}
 			return &SetPrimaryResult{Key: k, PreviousPrimary: prev}, nil
 		}
-		if !v.State.CanEncrypt() {
+		if err := permitRotation(k); err != nil {
+			return nil, err
+		}
+		if !v.State.Allows(UseProtect) {
 			return nil, newError(CodeInvalidState, "version %d of key %s is %s and cannot become primary", v.Number, k.ID, v.State)
 		}
 		prev := k.PrimaryVersion
@@ -153,8 +157,8 @@ func (s *Service) RequestRotation(ctx context.Context, c Caller, ref string) (ke
 	if err != nil {
 		return "", err
 	}
-	if !k.State.CanEncrypt() {
-		return "", newError(CodeInvalidState, "key %s is %s; only an ACTIVE key rotates", k.ID, k.State)
+	if err := permitRotation(k); err != nil {
+		return "", err
 	}
 	if err := refuseExternalRotation(k); err != nil {
 		return "", err

@@ -13,8 +13,8 @@ func (s *Service) rsaEncrypt(ctx context.Context, k *Key, alg EncryptionAlgorith
 	if info == nil || k.Usage != UsageEncryptDecrypt || !contains(info.encryption, alg) {
 		return nil, 0, newError(CodeInvalidKeyUsage, "key %s (%s, %s) does not encrypt with %q", k.ID, k.Spec, k.Usage, truncate(string(alg), 64))
 	}
-	if !k.State.CanEncrypt() {
-		return nil, 0, newError(CodeInvalidState, "key %s is %s; only an ACTIVE key encrypts", k.ID, k.State)
+	if _, err := permitPrimary(k, s.now()); err != nil {
+		return nil, 0, err
 	}
 	enc, ok := s.hsm.(hsm.RSAEncrypter)
 	if !ok {
@@ -54,8 +54,8 @@ func (s *Service) rsaDecrypt(ctx context.Context, c Caller, ref string, alg Encr
 	if info == nil || k.Usage != UsageEncryptDecrypt || !contains(info.encryption, alg) {
 		return k, nil, 0, newError(CodeInvalidKeyUsage, "key %s (%s, %s) does not decrypt with %q", k.ID, k.Spec, k.Usage, truncate(string(alg), 64))
 	}
-	if !k.State.CanDecrypt() {
-		return k, nil, 0, newError(CodeInvalidState, "key %s is %s and cannot decrypt", k.ID, k.State)
+	if err := permitKey(k, UseProcess); err != nil {
+		return k, nil, 0, err
 	}
 	enc, ok := s.hsm.(hsm.RSAEncrypter)
 	if !ok {
@@ -64,7 +64,7 @@ func (s *Service) rsaDecrypt(ctx context.Context, c Caller, ref string, alg Encr
 	if len(ct) != info.pair.RSABits/8 {
 		return k, nil, 0, errDecrypt(errors.New("wrong RSA ciphertext length"))
 	}
-	for _, v := range candidateVersions(k, 0) {
+	for _, v := range candidateVersions(k, 0, UseProcess) {
 		var pt []byte
 		var bad bool
 		err := s.withHandle(ctx, k, v, false, func(h hsm.KeyHandle) error {

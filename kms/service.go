@@ -83,9 +83,11 @@ type Service struct {
 	// post-quantum operation. The private key itself is never cached.
 	mats map[versionRef]*VersionMaterial
 
-	gov     governance  // tenant policies and approvals (tenantpolicy.go, approval.go)
-	imports importHooks // BYOK (imports.go)
-	authz   authzCache  // key policies, grants and deny lists (authz.go)
+	gov          governance  // tenant policies and approvals (tenantpolicy.go, approval.go)
+	imports      importHooks // BYOK (imports.go)
+	authz        authzCache  // key policies, grants and deny lists (authz.go)
+	destroyersMu sync.Mutex
+	destroyers   []MaterialDestroyer // see RegisterDestroyer
 }
 
 // New returns a Service, creating the HSM root key on first use.
@@ -291,6 +293,12 @@ type CreateKeyParams struct {
 	// Origin EXTERNAL creates a key without material, in PENDING_IMPORT,
 	// for BYOK (imports.go). Default AWS_KMS: generated in the HSM.
 	Origin Origin
+	// Lifecycle policy (lifecycle.go): a future ActivationDate keeps the
+	// key PRE_ACTIVE until then; RotationPeriod and Cryptoperiod are 0 for
+	// none and the default.
+	ActivationDate time.Time
+	RotationPeriod time.Duration
+	Cryptoperiod   time.Duration
 }
 
 // CreateKey creates an AES-256 key with its first version, generated inside
@@ -345,6 +353,12 @@ func (s *Service) CreateKey(ctx context.Context, c Caller, p CreateKeyParams) (k
 	if err := s.checkKeyCreate(ctx, c, p.Spec, origin); err != nil { // tenant policy: origin, profiles, key quota
 		return nil, err
 	}
+	if err := checkPeriod("the rotation period", p.RotationPeriod, MinRotationPeriod, MaxRotationPeriod); err != nil {
+		return nil, err
+	}
+	if err := checkPeriod("the cryptoperiod", p.Cryptoperiod, MinRotationPeriod, MaxRotationPeriod); err != nil {
+		return nil, err
+	}
 
 	id := uuid.NewString()
 	subject = ResourceName(c.Tenant, id)
@@ -373,6 +387,7 @@ func (s *Service) CreateKey(ctx context.Context, c Caller, p CreateKeyParams) (k
 		PrimaryVersion: 1,
 		Versions:       []Version{{Number: 1, State: StateActive, Algorithm: info.alg, CreatedAt: now}},
 	}
+	initialLifecycle(k, p, now)
 	if external {
 		markPendingImport(k)
 	}
@@ -570,12 +585,9 @@ func (s *Service) sealWith(ctx context.Context, k *Key, tenant string, plaintext
 	if k.Usage != UsageEncryptDecrypt || k.Spec != SpecSymmetricDefault {
 		return nil, 0, newError(CodeInvalidKeyUsage, "key %s (%s, %s) cannot encrypt with SYMMETRIC_DEFAULT", k.ID, k.Spec, k.Usage)
 	}
-	if !k.State.CanEncrypt() {
-		return nil, 0, newError(CodeInvalidState, "key %s is %s; only an ACTIVE key encrypts", k.ID, k.State)
-	}
-	v, ok := k.Version(k.PrimaryVersion)
-	if !ok || !v.State.CanEncrypt() {
-		return nil, 0, newError(CodeInvalidState, "key %s has no active primary version", k.ID)
+	v, err := permitPrimary(k, s.now())
+	if err != nil {
+		return nil, 0, err
 	}
 	iv, err := newIV()
 	if err != nil {
@@ -671,6 +683,9 @@ type DecryptParams struct {
 	// Algorithm is needed for RSA keys (whose ciphertexts carry no
 	// header), together with KeyRef.
 	Algorithm EncryptionAlgorithm
+	// AllowCompromised is the explicit override that lets a COMPROMISED
+	// key or version decrypt; its use is recorded in the audit event.
+	AllowCompromised bool
 }
 
 // DecryptResult is the output of Decrypt. The caller should zero Plaintext
@@ -695,6 +710,9 @@ func (s *Service) Decrypt(ctx context.Context, c Caller, p DecryptParams) (res *
 		if res != nil {
 			data["keyVersion"] = res.KeyVersion
 		}
+		if p.AllowCompromised {
+			data["allowCompromised"] = true
+		}
 		return subject, data
 	}, func() {
 		res = nil
@@ -710,7 +728,7 @@ func (s *Service) Decrypt(ctx context.Context, c Caller, p DecryptParams) (res *
 	if p.Algorithm != "" && p.Algorithm != EncSymmetricDefault {
 		k, pt, ver, err = s.rsaDecrypt(ctx, c, p.KeyRef, p.Algorithm, p.Ciphertext)
 	} else {
-		k, pt, ver, err = s.open(ctx, c.Tenant, p.KeyRef, p.Ciphertext, p.Context)
+		k, pt, ver, err = s.open(ctx, c.Tenant, p.KeyRef, p.Ciphertext, p.Context, processOf(p.AllowCompromised))
 	}
 	if err != nil {
 		return nil, err
@@ -721,7 +739,7 @@ func (s *Service) Decrypt(ctx context.Context, c Caller, p DecryptParams) (res *
 // open is the shared decryption path. It returns the key when the header
 // named a key of this tenant, even on failure, so the audit record can name
 // it.
-func (s *Service) open(ctx context.Context, tenant, keyRef string, ciphertext []byte, ec EncryptionContext) (*Key, []byte, uint32, error) {
+func (s *Service) open(ctx context.Context, tenant, keyRef string, ciphertext []byte, ec EncryptionContext, use Use) (*Key, []byte, uint32, error) {
 	env, err := parseEnvelope(ciphertext)
 	if err != nil {
 		return nil, nil, 0, errDecrypt(err)
@@ -743,14 +761,11 @@ func (s *Service) open(ctx context.Context, tenant, keyRef string, ciphertext []
 	if !ok || v.Algorithm != env.alg {
 		return k, nil, 0, errDecrypt(errors.New("unknown key version"))
 	}
-	if !k.State.CanDecrypt() {
-		return k, nil, 0, newError(CodeInvalidState, "key %s is %s and cannot decrypt", k.ID, k.State)
+	if err := permitVersion(k, v, use, s.now()); err != nil {
+		return k, nil, 0, err
 	}
 	if v.Archived {
 		return k, nil, 0, errArchived(k, v)
-	}
-	if !v.State.CanDecrypt() {
-		return k, nil, 0, newError(CodeInvalidState, "version %d of key %s is %s and cannot decrypt", v.Number, k.ID, v.State)
 	}
 	if info := specs[k.Spec]; info != nil && info.hpkeKEM != nil {
 		pt, err := s.openHPKE(ctx, k, env, tenant, ec)
@@ -885,6 +900,9 @@ func (s *Service) finish(ctx context.Context, c Caller, typ string, errp *error,
 		*errp = newError(CodeInternal, "internal error")
 	}
 	subject, data := record()
+	if *errp != nil && errors.Is(*errp, errPendingDeletion) {
+		s.refusedWhilePendingDeletion(ctx, c, typ, subject)
+	}
 	*errp = s.emit(ctx, c, typ, subject, data, *errp)
 	if *errp != nil && withhold != nil {
 		withhold()

@@ -33,6 +33,10 @@
 //	                            ApprovalDecisionRequest, Approval,
 //	                            TenantPolicy, SetTenantPolicyRequest,
 //	                            TenantPolicyReply;
+//	                            InventoryReply, SetKeyStateRequest,
+//	                            SetKeyStateReply, ScheduleDeletionRequest,
+//	                            ScheduleDeletionReply, CompromiseRequest,
+//	                            CompromiseReply, SetRotationRequest;
 //	                            the generic BatchReply[T] is one file per T:
 //	                            BatchEncryptReply, BatchDecryptReply and
 //	                            BatchDataKeyReply

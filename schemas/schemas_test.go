@@ -176,6 +176,13 @@ func TestSchemaAPIMirrorsGoTypes(t *testing.T) {
 		{api.Principal{}, "api/Principal.json", nil, ""},
 		{api.ListPrincipalsReply{}, "api/ListPrincipalsReply.json", nil, ""},
 		{api.PrincipalRequest{}, "api/PrincipalRequest.json", nil, ""},
+		{api.SetKeyStateRequest{}, "api/SetKeyStateRequest.json", nil, ""},
+		{api.SetKeyStateReply{}, "api/SetKeyStateReply.json", nil, ""},
+		{api.ScheduleDeletionRequest{}, "api/ScheduleDeletionRequest.json", nil, ""},
+		{api.ScheduleDeletionReply{}, "api/ScheduleDeletionReply.json", nil, ""},
+		{api.CompromiseRequest{}, "api/CompromiseRequest.json", nil, ""},
+		{api.CompromiseReply{}, "api/CompromiseReply.json", nil, ""},
+		{api.SetRotationRequest{}, "api/SetRotationRequest.json", nil, ""},
 	}
 	var names []string
 	for _, c := range cases {
@@ -256,6 +263,10 @@ func TestSchemaAPIAcceptsGoValues(t *testing.T) {
 		Quotas:    &api.Quotas{RequestsPerSecond: 12.5, Burst: 20, MaxKeys: 100}, Profiles: []string{"cnsa2", "nist-ir-8547"},
 		MinDeletionWindowDays: 14, RequiredOrigin: "EXTERNAL",
 	}
+	lifeMeta := meta
+	lifeMeta.ActivationDate, lifeMeta.DeletionDate, lifeMeta.PendingDeletion = &now, &now, true
+	lifeMeta.RotationPeriodInDays, lifeMeta.CryptoperiodInDays = 90, 730
+	lifeMeta.Versions = []api.KeyVersion{{Version: 1, State: "DESTROYED_COMPROMISED", Algorithm: "AES_256_GCM", CreationDate: now, DeactivationDate: &now}}
 	event := json.RawMessage(`{"specversion":"1.0","id":"e1","source":"/keyflow","type":"io.keyflow.key.listed.v1","time":"2026-01-02T03:04:05.123456789Z","datacontenttype":"application/json","data":{"count":1},"tenant":"alpha","principal":"alice","outcome":"success","requestid":"r1"}`)
 	cases := map[string]any{
 		"EncryptRequest":   api.EncryptRequest{KeyID: "alias/app", Plaintext: []byte("hello"), EncryptionContext: map[string]string{"purpose": "test"}},
@@ -330,6 +341,14 @@ func TestSchemaAPIAcceptsGoValues(t *testing.T) {
 		"BatchDataKeyReply": api.BatchReply[api.DataKeyReply]{Results: []api.BatchResult[api.DataKeyReply]{
 			{Result: &api.DataKeyReply{KeyID: id, KeyVersion: 1, CiphertextBlob: []byte{1, 2, 3}}}, // withoutPlaintext: "plaintext":null
 			{Result: &api.DataKeyReply{KeyID: id, KeyVersion: 1, Plaintext: make([]byte, 32), CiphertextBlob: []byte{1, 2, 3}}}}},
+
+		"SetKeyStateRequest":      api.SetKeyStateRequest{KeyID: "alias/app", State: "SUSPENDED", Version: 2, Reason: "investigation"},
+		"SetKeyStateReply":        api.SetKeyStateReply{Key: lifeMeta, PreviousState: "ACTIVE", Transition: "T7"},
+		"ScheduleDeletionRequest": api.ScheduleDeletionRequest{KeyID: id, PendingWindowInDays: 7, CancelOnUse: true},
+		"ScheduleDeletionReply":   api.ScheduleDeletionReply{KeyID: id, KeyState: "ACTIVE", DeletionDate: now, WorkflowID: "deletion/alpha/" + id},
+		"CompromiseRequest":       api.CompromiseRequest{KeyID: id, Version: 1, Reason: "leaked"},
+		"CompromiseReply":         api.CompromiseReply{KeyID: id, Version: 1, PreviousState: "ACTIVE", Transition: "T6", RemediationWorkflowID: "remediate/alpha/" + id + "/v1"},
+		"SetRotationRequest":      api.SetRotationRequest{KeyID: id, RotationPeriodInDays: 90},
 	}
 	revoked := now
 	cases["BackupCreateReply"] = api.BackupCreateReply{BackupID: id, Keys: 2, Versions: 3, Backup: make([]byte, 4096)}

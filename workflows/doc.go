@@ -1,6 +1,9 @@
 // Package workflows runs keyflow's long-lived lifecycle steps as Temporal
-// workflows: today, key rotation; the lifecycle work adds archival,
-// recovery, scheduled destruction, approvals and migrations.
+// workflows: key rotation (on demand, on a per-key Temporal Schedule, and
+// for a whole fleet), activation at a date, the end of each version's
+// cryptoperiod, the waiting period and the destruction of a key scheduled
+// for deletion, and compromise remediation (see lifecycle.go and
+// docs/lifecycle.md).
 //
 // Rules every workflow here keeps:
 //

@@ -74,6 +74,9 @@ type KeyStep struct {
 // set; workflows reference the methods through a nil *Activities.
 type Activities struct {
 	KMS *kms.Service
+	// Temporal manages rotation schedules (lifecycle.go); nil on workers
+	// that run no destruction.
+	Temporal client.Client
 }
 
 // caller builds the domain caller for an activity. The idempotency key names
@@ -147,6 +150,7 @@ func Register(r interface {
 	r.RegisterWorkflow(RecoveryWorkflow)
 	r.RegisterWorkflow(ApprovalWorkflow)
 	r.RegisterWorkflow(ImportExpiryWorkflow)
+	registerLifecycle(r)
 	r.RegisterActivity(a)
 }
 

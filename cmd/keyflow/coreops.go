@@ -86,6 +86,7 @@ func newSignCmd(g *globals) *cobra.Command {
 func newVerifyCmd(g *globals) *cobra.Command {
 	var m messageFlags
 	var sig, sigCtx string
+	var allowCompromised bool
 	cmd := &cobra.Command{
 		Use:   "verify --key KEY --algorithm ALG --signature B64 [--message-type RAW|DIGEST]",
 		Short: "Verify a signature over stdin (or --in); exit 0 when valid, 1 when not",
@@ -100,7 +101,7 @@ func newVerifyCmd(g *globals) *cobra.Command {
 				return err
 			}
 			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
-				r, err := c.Verify(ctx, api.VerifyRequest{KeyID: m.key, Message: msg, MessageType: m.mtype, SigningAlgorithm: m.alg, Signature: s, SignatureContext: []byte(sigCtx)})
+				r, err := c.Verify(ctx, api.VerifyRequest{KeyID: m.key, Message: msg, MessageType: m.mtype, SigningAlgorithm: m.alg, Signature: s, SignatureContext: []byte(sigCtx), AllowCompromised: allowCompromised})
 				if err != nil {
 					return err
 				}
@@ -115,6 +116,7 @@ func newVerifyCmd(g *globals) *cobra.Command {
 	m.add(cmd, "the signing algorithm", true)
 	cmd.Flags().StringVar(&sig, "signature", "", "the signature, base64")
 	cmd.Flags().StringVar(&sigCtx, "context", "", "the ML-DSA / SLH-DSA signature context the signature was made with")
+	cmd.Flags().BoolVar(&allowCompromised, "allow-compromised", false, "verify even with a COMPROMISED key or version (recorded in the audit trail)")
 	return cmd
 }
 

@@ -15,6 +15,7 @@ func newKeyCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "key", Short: "Create, inspect and rotate keys", Args: noSubcommand, RunE: showHelp}
 
 	var alias, desc, spec, usage, origin string
+	var life lifecycleFlags
 	create := &cobra.Command{
 		Use:   "create [--spec SPEC] [--usage USAGE]",
 		Short: "Create a key (AES-256 by default) and print its metadata",
@@ -29,7 +30,11 @@ Specs and usages (AWS KMS names):
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
-				k, err := c.CreateKey(ctx, api.CreateKeyRequest{Alias: alias, Description: desc, KeySpec: spec, KeyUsage: usage, Origin: origin})
+				req := api.CreateKeyRequest{Alias: alias, Description: desc, KeySpec: spec, KeyUsage: usage, Origin: origin}
+				if err := life.apply(&req); err != nil {
+					return err
+				}
+				k, err := c.CreateKey(ctx, req)
 				if err != nil {
 					return err
 				}
@@ -42,6 +47,7 @@ Specs and usages (AWS KMS names):
 	create.Flags().StringVar(&spec, "spec", "", "key spec (default SYMMETRIC_DEFAULT)")
 	create.Flags().StringVar(&usage, "usage", "", "key usage (default: the spec's first usage)")
 	create.Flags().StringVar(&origin, "origin", "", "AWS_KMS (default: generated in the HSM) or EXTERNAL (no material: import it, see 'keyflow import-params')")
+	life.add(create)
 
 	describe := &cobra.Command{
 		Use:   "describe KEY",
@@ -94,6 +100,7 @@ Specs and usages (AWS KMS names):
 	}
 	cmd.AddCommand(create, describe, list, rotate)
 	cmd.AddCommand(newKeyPolicyCmds(g)...)
+	cmd.AddCommand(newLifecycleCmds(g)...)
 	return cmd
 }
 
@@ -146,6 +153,7 @@ func newEncryptCmd(g *globals) *cobra.Command {
 func newDecryptCmd(g *globals) *cobra.Command {
 	var key, in, alg string
 	var ctxPairs []string
+	var allowCompromised bool
 	cmd := &cobra.Command{
 		Use:   "decrypt [--context k=v]... [--key KEY --algorithm RSAES_OAEP_SHA_256]",
 		Short: "Decrypt base64 ciphertext from stdin (or --in) and write the plaintext to stdout",
@@ -164,7 +172,7 @@ func newDecryptCmd(g *globals) *cobra.Command {
 				return err
 			}
 			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
-				r, err := c.Decrypt(ctx, api.DecryptRequest{CiphertextBlob: ct, EncryptionContext: ec, KeyID: key, EncryptionAlgorithm: alg})
+				r, err := c.Decrypt(ctx, api.DecryptRequest{CiphertextBlob: ct, EncryptionContext: ec, KeyID: key, EncryptionAlgorithm: alg, AllowCompromised: allowCompromised})
 				if err != nil {
 					return err
 				}
@@ -178,6 +186,7 @@ func newDecryptCmd(g *globals) *cobra.Command {
 	cmd.Flags().StringVar(&alg, "algorithm", "", "RSAES_OAEP_SHA_256 or RSAES_OAEP_SHA_1 for RSA ciphertexts")
 	cmd.Flags().StringVar(&in, "in", "", "read the ciphertext from this file instead of stdin")
 	cmd.Flags().StringArrayVar(&ctxPairs, "context", nil, "encryption context pair key=value (repeatable)")
+	cmd.Flags().BoolVar(&allowCompromised, "allow-compromised", false, "decrypt even under a COMPROMISED key or version (recorded in the audit trail)")
 	return cmd
 }
 

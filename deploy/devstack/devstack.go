@@ -237,18 +237,22 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 	st.closers = append(st.closers, st.tc.Close)
 	st.KMS.SetApprovalEngine(&workflows.ApprovalEngine{Temporal: st.tc})
 	st.tworker = worker.New(st.tc, workflows.TaskQueue, worker.Options{})
-	workflows.Register(st.tworker, &workflows.Activities{KMS: st.KMS})
+	workflows.Register(st.tworker, &workflows.Activities{KMS: st.KMS, Temporal: st.tc})
 	if err = st.tworker.Start(); err != nil {
 		return st, fmt.Errorf("failed to start the lifecycle worker: %w", err)
 	}
 	st.closers = append(st.closers, st.tworker.Stop)
 
+	wc := &workflows.Client{Temporal: st.tc}
 	if st.rpc, err = rpc.Start(rpc.Config{
 		Conn: st.nc, KMS: st.KMS, Tenants: st.Identity, JS: js, Logger: cfg.Logger,
-		Rotator: rotator{&workflows.Client{Temporal: st.tc}, cfg.Logger}, Workers: cfg.Workers,
-		Archiver: archiver{&workflows.Client{Temporal: st.tc}, cfg.Logger},
-		Imports:  importExpirer{&workflows.Client{Temporal: st.tc}},
+		Rotator: rotator{wc, cfg.Logger}, Lifecycle: wc, Workers: cfg.Workers,
+		Archiver: archiver{wc, cfg.Logger},
+		Imports:  importExpirer{wc},
 	}); err != nil {
+		return st, err
+	}
+	if err = st.startRemediation(ctx, js, wc); err != nil {
 		return st, err
 	}
 	st.closers = append(st.closers, st.rpc.Stop)

@@ -18,6 +18,7 @@ import (
 	"go.temporal.io/server/common/authorization"
 	"go.temporal.io/server/common/cluster"
 	"go.temporal.io/server/common/config"
+	"go.temporal.io/server/common/dynamicconfig"
 	tlog "go.temporal.io/server/common/log"
 	"go.temporal.io/server/common/membership/static"
 	sqliteplugin "go.temporal.io/server/common/persistence/sql/sqlplugin/sqlite"
@@ -163,6 +164,7 @@ func StartTemporal(ctx context.Context, cfg TemporalConfig) (*Temporal, error) {
 			temporal.WithLogger(logger),
 			temporal.WithAuthorizer(authorizer),
 			temporal.WithClaimMapper(func(*config.Config) authorization.ClaimMapper { return claimMapper }),
+			temporal.WithDynamicConfigClient(temporalDynamicConfig),
 		)
 		if err != nil {
 			return fmt.Errorf("failed to create temporal server: %w", err)
@@ -503,4 +505,25 @@ func (w *temporalLogWriter) Close() error {
 	}
 	w.closed = true
 	return w.f.Close()
+}
+
+// temporalDynamicConfig tunes the single-process server for latency. A
+// lifecycle workflow is a short chain of activities, so what dominates is
+// the hand-off between steps:
+//   - eager execution: an activity task comes back in the response that
+//     scheduled it (and a workflow's first task in the start response, for
+//     a client that asks) instead of through a task-queue poll;
+//   - the history service's transfer queue, which dispatches each new
+//     workflow task, polls at most 20 times a second by default (a 50 ms
+//     step on an idle stack); 1000 makes the hand-off immediate;
+//   - a client waiting for a workflow's result long-polls the history
+//     service, which sometimes misses the close notification on this
+//     single-process SQLite stack and then answers only when the poll
+//     expires (20 s by default). The SDK polls again at once, so a 1 s
+//     expiry bounds that stall without a busy loop.
+var temporalDynamicConfig = dynamicconfig.StaticClient{
+	dynamicconfig.EnableActivityEagerExecution.Key():      true,
+	dynamicconfig.EnableEagerWorkflowStart.Key():          true,
+	dynamicconfig.TransferProcessorMaxPollRPS.Key():       1000,
+	dynamicconfig.HistoryLongPollExpirationInterval.Key(): time.Second,
 }

@@ -105,6 +105,8 @@ type DecryptRequest struct {
 	KeyID             string            `json:"keyId,omitempty"`
 	// EncryptionAlgorithm and KeyID are required for RSA ciphertexts.
 	EncryptionAlgorithm string `json:"encryptionAlgorithm,omitempty"`
+	// AllowCompromised lets a COMPROMISED key or version decrypt (audited).
+	AllowCompromised bool `json:"allowCompromised,omitempty"`
 }
 
 // DecryptReply is the result of Decrypt.
@@ -140,6 +142,11 @@ type CreateKeyRequest struct {
 	KeyUsage    string `json:"keyUsage,omitempty"`
 	// Origin EXTERNAL makes a key for imported material (BYOK).
 	Origin string `json:"origin,omitempty"`
+	// Lifecycle (docs/lifecycle.md): a future activation date keeps the
+	// key PRE_ACTIVE until then.
+	ActivationDate       *time.Time `json:"activationDate,omitempty"`
+	RotationPeriodInDays int        `json:"rotationPeriodInDays,omitempty"`
+	CryptoperiodInDays   int        `json:"cryptoperiodInDays,omitempty"`
 }
 
 // KeyRequest names one key by ID or alias.
@@ -153,6 +160,8 @@ type KeyVersion struct {
 	State        string    `json:"state"`
 	Algorithm    string    `json:"algorithm"`
 	CreationDate time.Time `json:"creationDate"`
+	// DeactivationDate ends the version's originator-usage period.
+	DeactivationDate *time.Time `json:"deactivationDate,omitempty"`
 }
 
 // KeyMetadata describes a key. It never contains key material.
@@ -177,6 +186,12 @@ type KeyMetadata struct {
 	Origin          string     `json:"origin,omitempty"`
 	ExpirationModel string     `json:"expirationModel,omitempty"`
 	ValidTo         *time.Time `json:"validTo,omitempty"`
+	// Lifecycle (docs/lifecycle.md).
+	ActivationDate       *time.Time `json:"activationDate,omitempty"`
+	RotationPeriodInDays int        `json:"rotationPeriodInDays,omitempty"`
+	CryptoperiodInDays   int        `json:"cryptoperiodInDays,omitempty"`
+	PendingDeletion      bool       `json:"pendingDeletion,omitempty"`
+	DeletionDate         *time.Time `json:"deletionDate,omitempty"`
 }
 
 // ListKeysReply lists keys.
@@ -257,6 +272,8 @@ type VerifyRequest struct {
 	SigningAlgorithm string `json:"signingAlgorithm"`
 	Signature        []byte `json:"signature"`
 	SignatureContext []byte `json:"signatureContext,omitempty"`
+	// AllowCompromised lets a COMPROMISED key or version verify (audited).
+	AllowCompromised bool `json:"allowCompromised,omitempty"`
 }
 
 // VerifyReply reports a valid signature; an invalid one is the error

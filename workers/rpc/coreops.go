@@ -32,7 +32,8 @@ func (s *Server) verify(ctx context.Context, c kms.Caller, body []byte) (any, er
 		return nil, s.rejectWith(ctx, c, api.OpVerify, err)
 	}
 	res, err := s.cfg.KMS.Verify(ctx, c, kms.VerifyParams{KeyRef: req.KeyID, KeyVersion: req.KeyVersion, Message: req.Message,
-		MessageType: kms.MessageType(req.MessageType), Algorithm: kms.SigningAlgorithm(req.SigningAlgorithm), Signature: req.Signature, Context: req.SignatureContext})
+		MessageType: kms.MessageType(req.MessageType), Algorithm: kms.SigningAlgorithm(req.SigningAlgorithm), Signature: req.Signature, Context: req.SignatureContext,
+		AllowCompromised: req.AllowCompromised})
 	if err != nil {
 		return nil, err
 	}

@@ -1037,6 +1037,8 @@ func TestSchemaWireMessages(t *testing.T) {
 	// steps run in-process) and quotas.
 	governanceWireMessages(t, b, send, ok, refused)
 	importWireMessages(t, b, send)
+	// The key lifecycle's events (their wire messages: TestLifecycleWire).
+	emitLifecycleEvents(t, b)
 
 	// The events stored match their schemas, and together they cover
 	// every event type.

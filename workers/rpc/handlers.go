@@ -34,7 +34,8 @@ func (s *Server) decrypt(ctx context.Context, c kms.Caller, body []byte) (any, e
 	if err := decode(body, &req); err != nil {
 		return nil, s.rejectWith(ctx, c, api.OpDecrypt, err)
 	}
-	res, err := s.cfg.KMS.Decrypt(ctx, c, kms.DecryptParams{KeyRef: req.KeyID, Ciphertext: req.CiphertextBlob, Context: req.EncryptionContext, Algorithm: kms.EncryptionAlgorithm(req.EncryptionAlgorithm)})
+	res, err := s.cfg.KMS.Decrypt(ctx, c, kms.DecryptParams{KeyRef: req.KeyID, Ciphertext: req.CiphertextBlob, Context: req.EncryptionContext, Algorithm: kms.EncryptionAlgorithm(req.EncryptionAlgorithm),
+		AllowCompromised: req.AllowCompromised})
 	if err != nil {
 		return nil, err
 	}
@@ -62,11 +63,16 @@ func (s *Server) createKey(ctx context.Context, c kms.Caller, body []byte) (any,
 	if err := decode(body, &req); err != nil {
 		return nil, s.rejectWith(ctx, c, api.OpKeyCreate, err)
 	}
-	k, err := s.cfg.KMS.CreateKey(ctx, c, kms.CreateKeyParams{
+	p := kms.CreateKeyParams{
 		Alias: req.Alias, Description: req.Description,
 		Spec: kms.KeySpec(req.KeySpec), Usage: kms.KeyUsage(req.KeyUsage), Origin: kms.Origin(req.Origin),
-	})
+	}
+	createLifecycle(&p, req)
+	k, err := s.cfg.KMS.CreateKey(ctx, c, p)
 	if err != nil {
+		return nil, err
+	}
+	if err := s.keyChanged(ctx, c, k); err != nil {
 		return nil, err
 	}
 	m := Metadata(k)
@@ -125,6 +131,7 @@ func (s *Server) rotateKey(ctx context.Context, c kms.Caller, body []byte) (any,
 		// request as a whole failed.
 		return nil, s.cfg.KMS.RecordRotationFailed(ctx, c, keyID, err)
 	}
+	s.rotated(ctx, c, keyID)
 	return api.RotateKeyReply{KeyID: res.KeyID, PreviousVersion: res.PreviousVersion, NewVersion: res.NewVersion, WorkflowID: res.WorkflowID}, nil
 }
 
@@ -214,5 +221,6 @@ func Metadata(k *kms.Key) api.KeyMetadata {
 		m.Versions = append(m.Versions, api.KeyVersion{Version: v.Number, State: string(v.State), Algorithm: string(v.Algorithm), CreationDate: v.CreatedAt})
 	}
 	importMetadata(k, &m)
+	lifecycleMetadata(&m, k)
 	return m
 }

@@ -72,6 +72,9 @@ type Config struct {
 	Timeout time.Duration
 	Logger  *slog.Logger
 	Version string // service version, semver
+	// Lifecycle runs the lifecycle timers and schedules (lifecycle.go);
+	// nil: schedule-deletion answers KMSInternalException.
+	Lifecycle Lifecycle
 }
 
 // Server is a running set of keyflow services.
@@ -136,6 +139,8 @@ func Start(cfg Config) (*Server, error) {
 		{"keyflow-admin", "keys", map[string]handlerFunc{
 			"create": s.createKey, "describe": s.describeKey, "list": s.listKeys, "rotate": s.rotateKey,
 			"inventory": s.inventory, "importparams": s.importParams, "import": s.importKey, "deleteimport": s.deleteImport,
+			"setstate": s.setKeyState, "scheduledeletion": s.scheduleDeletion, "canceldeletion": s.cancelDeletion,
+			"compromise": s.compromise, "setrotation": s.setRotation,
 		}},
 		{"keyflow-audit", "audit", map[string]handlerFunc{
 			"tail": s.auditTail,
