@@ -62,6 +62,17 @@ const (
 	// as a worker started fail-open (data: failClosed=false). It is
 	// deployment-wide, so its tenant is "-".
 	TypeAuditPolicyChanged = "io.keyflow.audit.policy.changed.v1"
+
+	// The data-key registry and the migration campaign (docs/migration.md).
+	TypeDataKeyRegistered   = "io.keyflow.datakey.registered.v1"
+	TypeDataKeyRead         = "io.keyflow.datakey.read.v1"
+	TypeDataKeyListed       = "io.keyflow.datakey.listed.v1"
+	TypeDataKeyDeregistered = "io.keyflow.datakey.deregistered.v1"
+	TypeDataKeyRewrapped    = "io.keyflow.datakey.rewrapped.v1"
+	TypeMigrationStarted    = "io.keyflow.migration.started.v1"
+	TypeMigrationPhase      = "io.keyflow.migration.phase.changed.v1"
+	TypeMigrationControl    = "io.keyflow.migration.control.v1"
+	TypeMigrationKey        = "io.keyflow.migration.key.changed.v1"
 )
 
 // Types lists every event type keyflow emits; schemas/events has one JSON
@@ -74,6 +85,8 @@ var Types = []string{
 	TypeGenerateRandom, TypeReEncrypt, TypeGenerateDataKeyPair,
 	TypeSeal, TypeOpen, TypeEncapsulate, TypeDecapsulate,
 	TypeAuditPolicyChanged, TypeKeyInventoryRead,
+	TypeDataKeyRegistered, TypeDataKeyRead, TypeDataKeyListed, TypeDataKeyDeregistered, TypeDataKeyRewrapped,
+	TypeMigrationStarted, TypeMigrationPhase, TypeMigrationControl, TypeMigrationKey,
 }
 
 // Outcomes.

@@ -61,6 +61,9 @@ type Key struct {
 	PrimaryVersion uint32    `json:"primaryVersion"`
 	Versions       []Version `json:"versions"`
 	RotatedAt      time.Time `json:"lastRotationDate,omitzero"`
+	// Migration links a key to its peer in a post-quantum migration
+	// campaign (see migration.go); nil otherwise.
+	Migration *MigrationLink `json:"migration,omitempty"`
 }
 
 // Version is one generation of a key's material.

@@ -35,6 +35,7 @@ const (
 // Store implements kms.Store.
 type Store struct {
 	keys, aliases, material jetstream.KeyValue
+	datakeys                jetstream.KeyValue // see datakeys.go
 }
 
 var _ kms.Store = (*Store)(nil)
@@ -59,6 +60,9 @@ func Open(ctx context.Context, js jetstream.JetStream) (*Store, error) {
 		return nil, err
 	}
 	if s.material, err = open(BucketMaterial, "keyflow wrapped key material", 1); err != nil {
+		return nil, err
+	}
+	if s.datakeys, err = openDataKeys(ctx, js); err != nil {
 		return nil, err
 	}
 	return &s, nil

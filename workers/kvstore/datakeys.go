@@ -1,0 +1,203 @@
+package kvstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/keyflow/keyflow/kms"
+)
+
+// The data-key registry (kms.DataKeyStore) lives in its own bucket:
+//
+//	kf_datakeys  <tenant>.r.<registrationID>                     -> registration (JSON)
+//	             <tenant>.i.<keyID>.<version>.<registrationID>   -> "" (index)
+//
+// The index answers "which registrations use this key (version)" with one
+// subject-filtered listing. A registration and its index entry are two KV
+// entries, so they change in an order that never leaves a registration
+// unindexed: a new index entry first, then the record (with its revision
+// as an optimistic lock), then the old index entry goes. A crash in
+// between leaves a stale index entry at worst; listings and counts check
+// each entry against its record and skip stale ones. (They do not delete
+// them: an entry that looks stale may be the new one of an update in
+// flight.)
+
+// BucketDataKeys is the registry's bucket.
+const BucketDataKeys = "kf_datakeys"
+
+var _ kms.DataKeyStore = (*Store)(nil)
+
+func openDataKeys(ctx context.Context, js jetstream.JetStream) (jetstream.KeyValue, error) {
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: BucketDataKeys, Description: "keyflow registered wrapped data keys", History: 1, Storage: jetstream.FileStorage,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("failed to open bucket %s: %w", BucketDataKeys, err)
+	}
+	return kv, nil
+}
+
+func recordKey(tenant, id string) string { return tenant + ".r." + id }
+
+func indexKey(tenant, keyID string, version uint32, id string) string {
+	return tenant + ".i." + keyID + "." + strconv.FormatUint(uint64(version), 10) + "." + id
+}
+
+// CreateDataKey implements kms.DataKeyStore.
+func (s *Store) CreateDataKey(ctx context.Context, d *kms.DataKey) error {
+	b, err := json.Marshal(d)
+	if err != nil {
+		return fmt.Errorf("failed to encode registration: %w", err)
+	}
+	if _, err := s.datakeys.Put(ctx, indexKey(d.Tenant, d.KeyID, d.KeyVersion, d.ID), nil); err != nil {
+		return fmt.Errorf("failed to index registration: %w", mapErr(err))
+	}
+	if _, err := s.datakeys.Create(ctx, recordKey(d.Tenant, d.ID), b); err != nil {
+		return fmt.Errorf("failed to create registration: %w", mapErr(err))
+	}
+	return nil
+}
+
+// GetDataKey implements kms.DataKeyStore.
+func (s *Store) GetDataKey(ctx context.Context, tenant, id string) (*kms.DataKey, kms.Revision, error) {
+	e, err := s.datakeys.Get(ctx, recordKey(tenant, id))
+	if err != nil {
+		return nil, 0, fmt.Errorf("failed to get registration: %w", mapErr(err))
+	}
+	var d kms.DataKey
+	if err := json.Unmarshal(e.Value(), &d); err != nil {
+		return nil, 0, fmt.Errorf("failed to decode registration %s: %w", id, err)
+	}
+	if d.Tenant != tenant || d.ID != id {
+		return nil, 0, fmt.Errorf("registration %s: %w", id, kms.ErrStoreNotFound)
+	}
+	return &d, kms.Revision(e.Revision()), nil
+}
+
+// UpdateDataKey implements kms.DataKeyStore.
+func (s *Store) UpdateDataKey(ctx context.Context, d *kms.DataKey, rev kms.Revision, prevKeyID string, prevVersion uint32) (kms.Revision, error) {
+	b, err := json.Marshal(d)
+	if err != nil {
+		return 0, fmt.Errorf("failed to encode registration: %w", err)
+	}
+	moved := d.KeyID != prevKeyID || d.KeyVersion != prevVersion
+	newIdx := indexKey(d.Tenant, d.KeyID, d.KeyVersion, d.ID)
+	if moved {
+		if _, err := s.datakeys.Put(ctx, newIdx, nil); err != nil {
+			return 0, fmt.Errorf("failed to index registration: %w", mapErr(err))
+		}
+	}
+	nrev, err := s.datakeys.Update(ctx, recordKey(d.Tenant, d.ID), b, uint64(rev))
+	if err != nil {
+		if moved {
+			_ = s.datakeys.Delete(context.WithoutCancel(ctx), newIdx)
+		}
+		return 0, fmt.Errorf("failed to update registration: %w", mapErr(err))
+	}
+	if moved {
+		if err := s.datakeys.Delete(ctx, indexKey(d.Tenant, prevKeyID, prevVersion, d.ID)); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+			return 0, fmt.Errorf("failed to unindex registration: %w", err)
+		}
+	}
+	return kms.Revision(nrev), nil
+}
+
+// DeleteDataKey implements kms.DataKeyStore.
+func (s *Store) DeleteDataKey(ctx context.Context, tenant, id string) error {
+	d, _, err := s.GetDataKey(ctx, tenant, id)
+	if err != nil {
+		return err
+	}
+	if err := s.datakeys.Delete(ctx, recordKey(tenant, id)); err != nil {
+		return fmt.Errorf("failed to delete registration: %w", mapErr(err))
+	}
+	_ = s.datakeys.Delete(ctx, indexKey(tenant, d.KeyID, d.KeyVersion, id))
+	return nil
+}
+
+// indexEntry is one parsed index key.
+type indexEntry struct {
+	key     string
+	version uint32
+	id      string
+}
+
+// index lists a key's index entries, ordered by registration ID.
+func (s *Store) index(ctx context.Context, tenant, keyID string) ([]indexEntry, error) {
+	prefix := tenant + ".i." + keyID + "."
+	lister, err := s.datakeys.ListKeysFiltered(ctx, prefix+">")
+	if err != nil {
+		if errors.Is(err, jetstream.ErrNoKeysFound) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("failed to list registrations: %w", err)
+	}
+	var out []indexEntry
+	for name := range lister.Keys() {
+		vs, id, ok := strings.Cut(strings.TrimPrefix(name, prefix), ".")
+		v, err := strconv.ParseUint(vs, 10, 32)
+		if !ok || err != nil {
+			continue
+		}
+		out = append(out, indexEntry{key: name, version: uint32(v), id: id})
+	}
+	slices.SortFunc(out, func(a, b indexEntry) int { return strings.Compare(a.id, b.id) })
+	return out, nil
+}
+
+// ListDataKeys implements kms.DataKeyStore.
+func (s *Store) ListDataKeys(ctx context.Context, q kms.DataKeyQuery) ([]*kms.DataKey, error) {
+	idx, err := s.index(ctx, q.Tenant, q.KeyID)
+	if err != nil {
+		return nil, err
+	}
+	var out []*kms.DataKey
+	for _, e := range idx {
+		if len(out) >= q.Limit {
+			break
+		}
+		if e.id <= q.After || (len(q.Versions) > 0 && !slices.Contains(q.Versions, e.version)) {
+			continue
+		}
+		d, _, err := s.GetDataKey(ctx, q.Tenant, e.id)
+		if errors.Is(err, kms.ErrStoreNotFound) || (err == nil && (d.KeyID != q.KeyID || d.KeyVersion != e.version)) {
+			continue // stale: the record moved or is gone
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, d)
+	}
+	return out, nil
+}
+
+// CountDataKeys implements kms.DataKeyStore. It reads each indexed
+// record, so a stale index entry never counts: the answer decides whether
+// a version may be retired, and must be exact.
+func (s *Store) CountDataKeys(ctx context.Context, tenant, keyID string) (map[uint32]int, error) {
+	idx, err := s.index(ctx, tenant, keyID)
+	if err != nil {
+		return nil, err
+	}
+	out := map[uint32]int{}
+	for _, e := range idx {
+		d, _, err := s.GetDataKey(ctx, tenant, e.id)
+		if errors.Is(err, kms.ErrStoreNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if d.KeyID == keyID && d.KeyVersion == e.version {
+			out[e.version]++
+		}
+	}
+	return out, nil
+}
