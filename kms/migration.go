@@ -3,6 +3,7 @@ package kms
 import (
 	"context"
 	"errors"
+	"regexp"
 	"slices"
 
 	"github.com/google/uuid"
@@ -98,8 +99,8 @@ func (s *Service) recordMigration(ctx context.Context, c Caller, action string, 
 }
 
 func checkCampaign(p MigrationKeyParams, needTarget bool) error {
-	if p.CampaignID == "" || len(p.CampaignID) > 128 {
-		return newError(CodeValidation, "a campaign ID of 1 to 128 characters is required")
+	if !ValidCampaignID(p.CampaignID) {
+		return newError(CodeValidation, "%q is not a campaign ID (1-63 characters of a-z, 0-9 and -)", truncate(p.CampaignID, 64))
 	}
 	if !ValidKeyID(p.SourceKeyID) {
 		return newError(CodeValidation, "%q is not a key ID", truncate(p.SourceKeyID, 64))
@@ -440,4 +441,57 @@ func (s *Service) verifyPeer(ctx context.Context, tenant, ref string, alg Signin
 		return ref
 	}
 	return peer.ID
+}
+
+// Campaign control actions, as callers ask for them.
+const (
+	ControlPause    = "pause"
+	ControlResume   = "resume"
+	ControlRollback = "rollback"
+	ControlApprove  = "approve"
+)
+
+// RequestMigrationControl records that a caller asked a campaign to pause,
+// resume, roll back or approve its cutover, and checks the request. The
+// transport then signals the workflow, which records what it did.
+func (s *Service) RequestMigrationControl(ctx context.Context, c Caller, campaignID, action string) (err error) {
+	defer s.finish(ctx, c, events.TypeMigrationControl, &err, func() (string, map[string]any) {
+		return "", map[string]any{"campaignId": truncate(campaignID, 128), "action": truncate(action, 64)}
+	}, nil)
+	if err := checkCaller(c); err != nil {
+		return err
+	}
+	if !ValidCampaignID(campaignID) {
+		return newError(CodeValidation, "%q is not a campaign ID", truncate(campaignID, 64))
+	}
+	switch action {
+	case ControlPause, ControlResume, ControlRollback, ControlApprove:
+		return nil
+	}
+	return newError(CodeValidation, "action must be pause, resume, rollback or approve")
+}
+
+var campaignRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
+
+// ValidCampaignID reports whether s is a well-formed campaign ID (it
+// appears in workflow IDs and audit records).
+func ValidCampaignID(s string) bool { return campaignRE.MatchString(s) }
+
+// Campaigns lists the campaigns that hold links on the tenant's keys (not
+// yet retired or rolled back), from key metadata. It is a plain read.
+func (s *Service) Campaigns(ctx context.Context, c Caller) ([]string, error) {
+	if err := checkCaller(c); err != nil {
+		return nil, err
+	}
+	keys, err := s.store.ListKeys(ctx, c.Tenant)
+	if err != nil {
+		return nil, wrapError(CodeInternal, err, "failed to list keys")
+	}
+	var out []string
+	for _, k := range keys {
+		if k.Migration != nil && k.Migration.Phase != PhaseRetired && !slices.Contains(out, k.Migration.CampaignID) {
+			out = append(out, k.Migration.CampaignID)
+		}
+	}
+	return out, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/keyflow/keyflow/events"
 )
@@ -218,4 +219,30 @@ func (s *Service) recordRewrap(ctx context.Context, c Caller, d *DataKey, fromKe
 type DataKeyVersion struct {
 	KeyID   string `json:"keyId"`
 	Version uint32 `json:"version"`
+}
+
+// RemainingDataKeys counts the registrations a rewrap of keyID (versions
+// from, every version when empty) to destKeyID (keyID when empty) has
+// still to move: those not under the destination's primary version. It is
+// a plain read for workflows and emits no event.
+func (s *Service) RemainingDataKeys(ctx context.Context, c Caller, keyID string, from []uint32, destKeyID string) (int, error) {
+	counts, err := s.CountDataKeys(ctx, c, keyID)
+	if err != nil {
+		return 0, err
+	}
+	var primary uint32
+	if destKeyID == "" || destKeyID == keyID {
+		k, _, err := s.getKey(ctx, c.Tenant, keyID)
+		if err != nil {
+			return 0, err
+		}
+		primary = k.PrimaryVersion
+	}
+	n := 0
+	for v, cnt := range counts {
+		if v != primary && (len(from) == 0 || slices.Contains(from, v)) {
+			n += cnt
+		}
+	}
+	return n, nil
 }

@@ -143,6 +143,8 @@ func Register(r interface {
 	RegisterActivity(any)
 }, a *Activities) {
 	r.RegisterWorkflow(RotateKeyWorkflow)
+	r.RegisterWorkflow(RewrapWorkflow)
+	r.RegisterWorkflow(MigrationWorkflow)
 	r.RegisterActivity(a)
 }
 
