@@ -10,7 +10,9 @@ import (
 
 	"go.temporal.io/sdk/converter"
 	"go.temporal.io/sdk/testsuite"
+	"go.temporal.io/sdk/worker"
 	"go.temporal.io/sdk/workflow"
+	"go.temporal.io/server/temporaltest"
 
 	"github.com/keyflow/keyflow/deploy/testbed"
 	"github.com/keyflow/keyflow/events"
@@ -309,18 +311,28 @@ func TestMigrationWorkflowPauseResumeRollback(t *testing.T) {
 	}
 }
 
-// A campaign cannot be rolled back once it retired its keys: the rollback
-// signal after retirement finds the workflow closed.
+// The gate holds until enough distinct principals approve: with two
+// required, the same principal approving twice counts once, and the
+// campaign waits (here a year of skipped time) without cutting over; a
+// rollback from there restores everything.
 func TestMigrationWorkflowApprovalGateHolds(t *testing.T) {
+	ctx := context.Background()
 	f := newFixture(t, 1)
 	p := f.params()
+	p.RequiredApprovals = 2
 	env := newEnv(t, f.b)
 	env.RegisterDelayedCallback(func() {
+		env.SignalWorkflow(workflows.SignalApprove, workflows.ControlSignal{Principal: "carol"})
+		env.SignalWorkflow(workflows.SignalApprove, workflows.ControlSignal{Principal: "carol"})
+	}, time.Hour)
+	env.RegisterDelayedCallback(func() {
 		s := queryStatus(t, env)
-		if s.Phase != workflows.PhaseAwaitingApproval {
-			t.Errorf("after a year without approval: phase %s", s.Phase)
+		if s.Phase != workflows.PhaseAwaitingApproval || len(s.Approvals) != 1 {
+			t.Errorf("after a year with one approver: phase %s, %d approvals", s.Phase, len(s.Approvals))
 		}
-		// A second approval by the same principal does not count twice.
+		if k, _ := f.b.KMS.DescribeKey(ctx, alice, "alias/billing"); k.ID != f.rsa.ID {
+			t.Errorf("the alias moved without approval")
+		}
 		env.SignalWorkflow(workflows.SignalRollback, workflows.ControlSignal{Principal: "alice"})
 	}, 365*24*time.Hour)
 	env.ExecuteWorkflow(workflows.MigrationWorkflow, p)
@@ -328,7 +340,7 @@ func TestMigrationWorkflowApprovalGateHolds(t *testing.T) {
 	if err := env.GetWorkflowResult(&res); err != nil {
 		t.Fatal(err)
 	}
-	if res.Phase != workflows.PhaseRolledBack || len(res.Approvals) != 0 {
+	if res.Phase != workflows.PhaseRolledBack {
 		t.Fatalf("result %+v", res)
 	}
 }
@@ -393,5 +405,93 @@ func TestRewrapWorkflowContinuesAsNew(t *testing.T) {
 	}
 	if n := len(b.EventsOfType("alpha", events.TypeDataKeyRewrapped)); n != 5 {
 		t.Fatalf("%d rewrapped records, want 5", n)
+	}
+}
+
+// The campaign survives the loss of its worker: a worker stops in the
+// middle of the rewrap, another one takes over, and the campaign completes
+// with every data key rewrapped exactly once and every fact recorded once.
+func TestMigrationSurvivesWorkerRestart(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, 12)
+	p := f.params()
+	p.GracePeriod = time.Second
+	p.MaxBatchesPerRun = 2
+	ts := temporaltest.NewServer(temporaltest.WithT(t))
+	register := func(r worker.Registry) { workflows.Register(r, &workflows.Activities{KMS: f.b.KMS}) }
+	c := &workflows.Client{Temporal: ts.GetDefaultClient()}
+	w1 := ts.NewWorker(workflows.TaskQueue, register)
+	id, err := c.StartMigration(ctx, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, c, func(s *workflows.MigrationStatus) bool { return s.Rewrapped >= 4 })
+	w1.Stop()
+	if left, _ := f.b.KMS.CountDataKeys(ctx, alice, f.rsa.ID); left[1] == 0 {
+		t.Fatal("the rewrap finished before the worker stopped; nothing was tested")
+	}
+	w2 := ts.NewWorker(workflows.TaskQueue, register)
+	defer w2.Stop()
+	// Starting the same campaign again joins it.
+	if id2, err := c.StartMigration(ctx, p); err != nil || id2 != id {
+		t.Fatalf("second start: %s %v", id2, err)
+	}
+	waitStatus(t, c, func(s *workflows.MigrationStatus) bool { return s.Phase == workflows.PhaseAwaitingApproval })
+	if err := c.SignalMigration(ctx, "alpha", f.campaign, workflows.SignalApprove, workflows.ControlSignal{Principal: "carol"}); err != nil {
+		t.Fatal(err)
+	}
+	var res workflows.MigrationStatus
+	if err := ts.GetDefaultClient().GetWorkflow(ctx, id, "").Get(ctx, &res); err != nil {
+		t.Fatal(err)
+	}
+	if res.Phase != workflows.PhaseRetired || res.Rewrapped != 12 {
+		t.Fatalf("result: phase %s, %d rewrapped", res.Phase, res.Rewrapped)
+	}
+	f.checkRewrapped(t, kms.TargetKeyID("alpha", f.campaign, f.rsa.ID))
+	perReg := map[string]int{}
+	for _, e := range f.b.EventsOfType("alpha", events.TypeDataKeyRewrapped) {
+		if e.Outcome == events.OutcomeSuccess {
+			perReg[e.Data["registrationId"].(string)]++
+		}
+	}
+	for _, r := range f.regs {
+		if perReg[r.ID] != 1 {
+			t.Errorf("registration %s has %d rewrapped records, want 1", r.ID, perReg[r.ID])
+		}
+	}
+	phases := map[string]int{}
+	for _, e := range f.b.EventsOfType("alpha", events.TypeMigrationPhase) {
+		phases[e.Data["phase"].(string)]++
+	}
+	for ph, n := range phases {
+		if n != 1 {
+			t.Errorf("phase %s recorded %d times", ph, n)
+		}
+	}
+	actions := map[string]int{}
+	for _, e := range f.b.EventsOfType("alpha", events.TypeMigrationKey) {
+		actions[e.Data["action"].(string)+"/"+e.Subject]++
+	}
+	for a, n := range actions {
+		if n != 1 {
+			t.Errorf("%s recorded %d times", a, n)
+		}
+	}
+}
+
+// waitStatus polls the campaign until ok holds (no sleeps in assertions:
+// a bounded poll, as nats-server's checkFor does).
+func waitStatus(t *testing.T, c *workflows.Client, ok func(*workflows.MigrationStatus) bool) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		s, err := c.MigrationStatus(context.Background(), "alpha", "pq-2026")
+		if err == nil && ok(s) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("campaign status never reached the expected state: %+v %v", s, err)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
