@@ -495,3 +495,56 @@ func (s *Service) Campaigns(ctx context.Context, c Caller) ([]string, error) {
 	}
 	return out, nil
 }
+
+// MaxCampaignKeys bounds the keys of one campaign.
+const MaxCampaignKeys = 256
+
+// ControlStart is the action recorded when a campaign is asked to start.
+const ControlStart = "start"
+
+// RequestMigration checks a campaign plan before the transport starts its
+// workflow, and records the request: every key exists, is of this tenant,
+// appears once, is in no other campaign, and its target spec can take
+// over its role.
+func (s *Service) RequestMigration(ctx context.Context, c Caller, campaignID string, plan []MigrationKeyParams) (err error) {
+	defer s.finish(ctx, c, events.TypeMigrationControl, &err, func() (string, map[string]any) {
+		return "", map[string]any{"campaignId": truncate(campaignID, 128), "action": ControlStart, "keys": len(plan)}
+	}, nil)
+	if err := checkCaller(c); err != nil {
+		return err
+	}
+	if !ValidCampaignID(campaignID) {
+		return newError(CodeValidation, "%q is not a campaign ID (1-63 characters of a-z, 0-9 and -)", truncate(campaignID, 64))
+	}
+	if len(plan) == 0 || len(plan) > MaxCampaignKeys {
+		return newError(CodeValidation, "a campaign moves 1 to %d keys", MaxCampaignKeys)
+	}
+	seen := map[string]bool{}
+	for _, p := range plan {
+		if !ValidKeyID(p.SourceKeyID) {
+			return newError(CodeValidation, "%q is not a key ID", truncate(p.SourceKeyID, 64))
+		}
+		if seen[p.SourceKeyID] {
+			return newError(CodeValidation, "key %s appears twice in the plan", p.SourceKeyID)
+		}
+		seen[p.SourceKeyID] = true
+		k, _, err := s.getKey(ctx, c.Tenant, p.SourceKeyID)
+		if err != nil {
+			return err
+		}
+		if err := linkable(k, campaignID); err != nil {
+			return err
+		}
+		to, ok := specs[p.TargetSpec]
+		if !ok {
+			return newError(CodeValidation, "unsupported target key spec %q", truncate(string(p.TargetSpec), 64))
+		}
+		if to.profile.QuantumVulnerable {
+			return newError(CodeValidation, "target key spec %s is itself quantum-vulnerable", p.TargetSpec)
+		}
+		if info := specs[k.Spec]; info == nil || migrationTarget(info, k.Usage, to) != p.TargetSpec {
+			return newError(CodeValidation, "a %s key cannot take over the role of key %s (%s, %s)", p.TargetSpec, k.ID, k.Spec, k.Usage)
+		}
+	}
+	return nil
+}

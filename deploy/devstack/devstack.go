@@ -228,6 +228,7 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 	if st.rpc, err = rpc.Start(rpc.Config{
 		Conn: st.nc, KMS: st.KMS, Tenants: st.Identity, JS: js, Logger: cfg.Logger,
 		Rotator: rotator{&workflows.Client{Temporal: st.tc}, cfg.Logger}, Workers: cfg.Workers,
+		Migrator: migrator{&workflows.Client{Temporal: st.tc}, cfg.Logger},
 	}); err != nil {
 		return st, err
 	}

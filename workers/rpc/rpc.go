@@ -57,8 +57,11 @@ type Config struct {
 	Conn    *nats.Conn
 	KMS     *kms.Service
 	Tenants TenantResolver
-	Rotator Rotator             // nil: rotate answers KMSInternalException
-	JS      jetstream.JetStream // for audit tail
+	Rotator Rotator // nil: rotate answers KMSInternalException
+	// Migrator runs migration campaigns (migrate.go); nil: the migrate
+	// operations answer KMSInternalException.
+	Migrator Migrator
+	JS       jetstream.JetStream // for audit tail
 	// Workers is the size of the handler pool (default 64).
 	Workers int
 	// Timeout bounds each request (default 30s).
@@ -122,6 +125,17 @@ func Start(cfg Config) (*Server, error) {
 			"publickey": s.getPublicKey, "random": s.random, "reencrypt": s.reEncrypt, "datakeypair": s.dataKeyPair,
 			"batchencrypt": s.batchEncrypt, "batchdecrypt": s.batchDecrypt, "batchdatakey": s.batchDataKey,
 			"seal": s.seal, "open": s.open, "encapsulate": s.encapsulate, "decapsulate": s.decapsulate,
+			"rewrap": s.rewrap,
+		}},
+		{"keyflow-datakeys", "datakeys", map[string]handlerFunc{
+			"register": s.registerDataKey, "get": s.getDataKey, "list": s.listDataKeys, "deregister": s.deregisterDataKey,
+		}},
+		{"keyflow-migrate", "migrate", map[string]handlerFunc{
+			"start": s.migrateStart, "status": s.migrateStatus,
+			"pause":    s.migrateControl(kms.ControlPause, api.OpMigratePause),
+			"resume":   s.migrateControl(kms.ControlResume, api.OpMigrateResume),
+			"rollback": s.migrateControl(kms.ControlRollback, api.OpMigrateRollback),
+			"approve":  s.migrateControl(kms.ControlApprove, api.OpMigrateApprove),
 		}},
 		{"keyflow-admin", "keys", map[string]handlerFunc{
 			"create": s.createKey, "describe": s.describeKey, "list": s.listKeys, "rotate": s.rotateKey,
