@@ -129,6 +129,7 @@ target and is counted as withoutTarget. It changes nothing.
 	plan.Flags().StringArrayVar(&from, "from", nil, "only keys of this spec (repeatable)")
 	plan.Flags().StringVar(&to, "to", "", "target spec (default: the recommended one per key)")
 	cmd.AddCommand(plan)
+	addCampaignCmds(cmd, g) // migrate.go
 	return cmd
 }
 

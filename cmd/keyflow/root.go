@@ -65,6 +65,7 @@ against it. They find the dev stack's credentials by themselves.`,
 	root.AddCommand(newCoreOpsCmds(g)...)
 	root.AddCommand(newPQCmds(g)...)
 	root.AddCommand(newInventoryCmd(g), newMigrateCmd(g))
+	root.AddCommand(newRewrapCmd(g))
 	return root
 }
 
