@@ -93,6 +93,7 @@ type planCounts struct {
 	Vulnerable    int            `json:"vulnerable"`
 	WithTarget    int            `json:"withTarget"`
 	WithoutTarget int            `json:"withoutTarget"`
+	DataKeys      int            `json:"registeredDataKeys"`
 	BySpec        map[string]int `json:"bySpec"`
 	ByTarget      map[string]int `json:"byTarget"`
 }
@@ -142,6 +143,7 @@ func buildPlan(keys []api.InventoryKey) migrationPlan {
 		p.Keys = append(p.Keys, k)
 		p.Counts.Vulnerable++
 		p.Counts.BySpec[k.KeySpec]++
+		p.Counts.DataKeys += k.RegisteredDataKeys
 		if k.TargetKeySpec == "" {
 			p.Counts.WithoutTarget++
 			continue
@@ -154,16 +156,16 @@ func buildPlan(keys []api.InventoryKey) migrationPlan {
 
 func printPlan(w io.Writer, p migrationPlan) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "KEY ID\tALIAS\tSPEC\tUSAGE\tSTATE\tTARGET\tRECENT PRINCIPALS")
+	fmt.Fprintln(tw, "KEY ID\tALIAS\tSPEC\tUSAGE\tSTATE\tTARGET\tDATA KEYS\tRECENT PRINCIPALS")
 	for _, k := range p.Keys {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.KeyID, dash(k.Alias), k.KeySpec, k.KeyUsage, k.KeyState,
-			dash(k.TargetKeySpec), dash(strings.Join(k.RecentPrincipals, ",")))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", k.KeyID, dash(k.Alias), k.KeySpec, k.KeyUsage, k.KeyState,
+			dash(k.TargetKeySpec), k.RegisteredDataKeys, dash(strings.Join(k.RecentPrincipals, ",")))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
 	c := p.Counts
-	fmt.Fprintf(w, "\n%d of %d keys are quantum-vulnerable; %d have a target, %d have none.\n", c.Vulnerable, c.Inventoried, c.WithTarget, c.WithoutTarget)
+	fmt.Fprintf(w, "\n%d of %d keys are quantum-vulnerable; %d have a target, %d have none; %d registered data keys to rewrap.\n", c.Vulnerable, c.Inventoried, c.WithTarget, c.WithoutTarget, c.DataKeys)
 	for _, s := range slices.Sorted(maps.Keys(c.ByTarget)) {
 		fmt.Fprintf(w, "  -> %s: %d\n", s, c.ByTarget[s])
 	}
