@@ -238,7 +238,7 @@ func TestSchemaAPIAcceptsGoValues(t *testing.T) {
 		"AuditTailReply":   api.AuditTailReply{Events: []api.AuditEvent{{Seq: 7, Event: event}}, KeyID: id, LastSeq: 9},
 		"ErrorReply":       api.ErrorReply{Error: api.ErrorBody{Code: "NotFoundException", Message: "key does not exist", RequestID: "r1"}},
 
-		"SignRequest":        api.SignRequest{KeyID: "alias/signer", Message: []byte("message"), SigningAlgorithm: "ECDSA_SHA_256"},
+		"SignRequest": api.SignRequest{KeyID: "alias/signer", Message: []byte("message"), SigningAlgorithm: "ECDSA_SHA_256"},
 		"SignReply": api.SignReply{KeyID: id, KeyVersion: 1, SigningAlgorithm: "ECDSA_SHA_256", Signature: make([]byte, 71),
 			AdditionalSignatures: []api.AdditionalSignature{{KeyID: id, KeyVersion: 1, SigningAlgorithm: "ML_DSA_SHAKE_256", Signature: make([]byte, 3309)}}},
 		"VerifyRequest":      api.VerifyRequest{KeyID: id, KeyVersion: 2, Message: make([]byte, 32), MessageType: "DIGEST", SigningAlgorithm: "RSASSA_PSS_SHA_256", Signature: make([]byte, 512)},
