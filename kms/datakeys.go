@@ -44,17 +44,14 @@ type DataKey struct {
 	UpdatedAt  time.Time           `json:"updatedAt"`
 	// Rewraps counts how many times keyflow moved this data key.
 	Rewraps int `json:"rewraps"`
-	// RewrappedFrom is where the last rewrap moved it from, and RewrapTag
-	// the idempotency key of that rewrap's caller (a workflow), so a
-	// retried page can tell its own finished moves from others.
+	// RewrappedFrom is where the last rewrap moved it from.
 	RewrappedFrom *DataKeyVersion `json:"rewrappedFrom,omitempty"`
-	RewrapTag     string          `json:"rewrapTag,omitempty"`
 }
 
-// DataKeyQuery selects registrations of one key, ordered by registration
-// ID: those after After (a cursor: the last ID of the previous page), at
-// most Limit. Versions, when not empty, keeps the registrations under
-// those versions only.
+// DataKeyQuery selects registrations of one key in the order the store
+// keeps them: those after After (an opaque cursor, the Next of the previous
+// listing), at most Limit. Versions, when not empty, keeps the
+// registrations under those versions only.
 type DataKeyQuery struct {
 	Tenant   string
 	KeyID    string
@@ -76,9 +73,17 @@ type DataKeyStore interface {
 	// (prevKeyID, prevVersion).
 	UpdateDataKey(ctx context.Context, d *DataKey, rev Revision, prevKeyID string, prevVersion uint32) (Revision, error)
 	DeleteDataKey(ctx context.Context, tenant, id string) error
-	ListDataKeys(ctx context.Context, q DataKeyQuery) ([]*DataKey, error)
+	ListDataKeys(ctx context.Context, q DataKeyQuery) (*DataKeyListing, error)
 	// CountDataKeys counts the registrations of a key per version.
 	CountDataKeys(ctx context.Context, tenant, keyID string) (map[uint32]int, error)
+}
+
+// DataKeyListing is one page of a DataKeyQuery: Next continues after it
+// (also past entries it skipped); Done is true when nothing follows.
+type DataKeyListing struct {
+	DataKeys []*DataKey
+	Next     string
+	Done     bool
 }
 
 // Limits of the registry API.
@@ -234,8 +239,9 @@ type ListDataKeysParams struct {
 	Limit    int      // default 100, at most 1000
 }
 
-// DataKeyPage is a page of registrations and the per-version counts of the
-// key. NextCursor is empty on the last page.
+// DataKeyPage is a page of registrations and, on the first page, the
+// per-version counts of the key. NextCursor is empty on the last page (a
+// page may hold fewer than Limit registrations and still not be the last).
 type DataKeyPage struct {
 	KeyID      string
 	DataKeys   []*DataKey
@@ -271,8 +277,8 @@ func (s *Service) ListDataKeys(ctx context.Context, c Caller, p ListDataKeysPara
 	if p.Limit < 1 || p.Limit > MaxDataKeyPage {
 		return nil, newError(CodeValidation, "limit must be between 1 and %d", MaxDataKeyPage)
 	}
-	if p.After != "" && !ValidKeyID(p.After) {
-		return nil, newError(CodeValidation, "the cursor is not a registration ID")
+	if len(p.After) > 32 {
+		return nil, newError(CodeValidation, "the cursor is not one a listing returned")
 	}
 	if len(p.Versions) > 64 {
 		return nil, newError(CodeValidation, "at most 64 versions may be given")
@@ -280,18 +286,22 @@ func (s *Service) ListDataKeys(ctx context.Context, c Caller, p ListDataKeysPara
 	if k, _, err = s.resolve(ctx, c.Tenant, p.KeyRef); err != nil {
 		return nil, err
 	}
-	list, err := ds.ListDataKeys(ctx, DataKeyQuery{Tenant: c.Tenant, KeyID: k.ID, Versions: p.Versions, After: p.After, Limit: p.Limit + 1})
+	list, err := ds.ListDataKeys(ctx, DataKeyQuery{Tenant: c.Tenant, KeyID: k.ID, Versions: p.Versions, After: p.After, Limit: p.Limit})
+	if errors.Is(err, ErrStoreNotFound) {
+		return nil, newError(CodeValidation, "the cursor is not one a listing returned")
+	}
 	if err != nil {
 		return nil, wrapError(CodeInternal, err, "failed to list registrations")
 	}
-	page = &DataKeyPage{KeyID: k.ID}
-	if len(list) > p.Limit {
-		list = list[:p.Limit]
-		page.NextCursor = list[len(list)-1].ID
+	page = &DataKeyPage{KeyID: k.ID, DataKeys: list.DataKeys}
+	if !list.Done {
+		page.NextCursor = list.Next
 	}
-	page.DataKeys = list
-	if page.Counts, err = ds.CountDataKeys(ctx, c.Tenant, k.ID); err != nil {
-		return nil, wrapError(CodeInternal, err, "failed to count registrations")
+	// The counts read the whole index: the first page has them.
+	if p.After == "" {
+		if page.Counts, err = ds.CountDataKeys(ctx, c.Tenant, k.ID); err != nil {
+			return nil, wrapError(CodeInternal, err, "failed to count registrations")
+		}
 	}
 	return page, nil
 }

@@ -66,8 +66,8 @@ func (s *Service) Rewrap(ctx context.Context, c Caller, p RewrapParams) ([]Rewra
 }
 
 // RewrapRegisteredParams select a page of the registry to rewrap: the
-// registrations of KeyID after the cursor After (registration IDs in
-// order), under FromVersions (every version when empty), at most Limit.
+// registrations of KeyID after the cursor After (the NextCursor of the
+// previous page), under FromVersions (every version when empty), at most Limit.
 // They move to DestinationKeyID's primary version (KeyID's when empty).
 type RewrapRegisteredParams struct {
 	KeyID            string
@@ -127,12 +127,26 @@ func (s *Service) RewrapRegistered(ctx context.Context, c Caller, p RewrapRegist
 	if err != nil {
 		return nil, err
 	}
-	list, err := ds.ListDataKeys(ctx, DataKeyQuery{Tenant: c.Tenant, KeyID: p.KeyID, Versions: p.FromVersions, After: p.After, Limit: p.Limit})
+	from := p.FromVersions
+	if dst.ID == p.KeyID && len(from) == 0 {
+		// Every version but the primary: the registrations this rewrap
+		// moves land under the primary, and a scan that filtered them
+		// out does not meet them again.
+		for _, v := range dst.Versions {
+			if v.Number != dst.PrimaryVersion {
+				from = append(from, v.Number)
+			}
+		}
+		if len(from) == 0 {
+			return &RewrapPage{Done: true, NextCursor: p.After, DestinationVersion: dst.PrimaryVersion}, nil
+		}
+	}
+	list, err := ds.ListDataKeys(ctx, DataKeyQuery{Tenant: c.Tenant, KeyID: p.KeyID, Versions: from, After: p.After, Limit: p.Limit})
 	if err != nil {
 		return nil, wrapError(CodeInternal, err, "failed to list registrations")
 	}
-	page := &RewrapPage{Done: len(list) < p.Limit, DestinationVersion: dst.PrimaryVersion}
-	for i, d := range list {
+	page := &RewrapPage{Done: list.Done, NextCursor: list.Next, DestinationVersion: dst.PrimaryVersion}
+	for i, d := range list.DataKeys {
 		switch moved, err := s.rewrapOne(ctx, c, ds, d, dst); {
 		case err != nil:
 			if errors.Is(err, ErrAuditUnavailable) || CodeOf(err) == CodeInternal {
@@ -146,7 +160,6 @@ func (s *Service) RewrapRegistered(ctx context.Context, c Caller, p RewrapRegist
 		default:
 			page.Skipped++
 		}
-		page.NextCursor = d.ID
 		if p.Progress != nil {
 			p.Progress(i+1, d.ID)
 		}
@@ -155,10 +168,12 @@ func (s *Service) RewrapRegistered(ctx context.Context, c Caller, p RewrapRegist
 }
 
 // rewrapOne moves one registration to dst's primary version and reports
-// whether it moved. The rewrapped event's ID names the move (registration,
-// from, to), so a retried page that finds the move done re-emits the same
-// ID, which the audit stream drops if it has it: one record per move even
-// when a worker died between the store update and the audit record.
+// whether it moved. The move is recorded before the registry is updated
+// (no record, no move), under an event ID derived from the move itself
+// (registration, from, to) when the caller has an idempotency key: a
+// worker that dies after the record and before the update leaves a move
+// that the retried page does again under the same ID, which the audit
+// stream drops. One move, one record, whatever crashes.
 func (s *Service) rewrapOne(ctx context.Context, c Caller, ds DataKeyStore, d *DataKey, dst *Key) (bool, error) {
 	for attempt := 0; attempt < 3; attempt++ {
 		cur, rev, err := ds.GetDataKey(ctx, c.Tenant, d.ID)
@@ -169,9 +184,6 @@ func (s *Service) rewrapOne(ctx context.Context, c Caller, ds DataKeyStore, d *D
 			return false, wrapError(CodeInternal, err, "failed to read the registration")
 		}
 		if cur.KeyID == dst.ID && cur.KeyVersion == dst.PrimaryVersion {
-			if c.IdempotencyKey != "" && cur.RewrapTag == c.IdempotencyKey && cur.RewrappedFrom != nil {
-				return false, s.recordRewrap(ctx, c, cur, cur.RewrappedFrom.KeyID, cur.RewrappedFrom.Version, nil)
-			}
 			return false, nil
 		}
 		_, _, res, err := s.reencrypt(ctx, c, reencryptInput{
@@ -187,13 +199,15 @@ func (s *Service) rewrapOne(ctx context.Context, c Caller, ds DataKeyStore, d *D
 		next.UpdatedAt = s.now().UTC()
 		next.Rewraps++
 		next.RewrappedFrom = &DataKeyVersion{KeyID: prevKey, Version: prevVer}
-		next.RewrapTag = c.IdempotencyKey
+		if err := s.recordRewrap(ctx, c, &next, prevKey, prevVer, nil); err != nil {
+			return false, err
+		}
 		if _, err := ds.UpdateDataKey(ctx, &next, rev, prevKey, prevVer); errors.Is(err, ErrStoreConflict) {
 			continue // the application changed it meanwhile; look again
 		} else if err != nil {
 			return false, wrapError(CodeInternal, err, "failed to store the rewrapped data key")
 		}
-		return true, s.recordRewrap(ctx, c, &next, prevKey, prevVer, nil)
+		return true, nil
 	}
 	return false, newError(CodeConflict, "registration %s is changing concurrently", d.ID)
 }

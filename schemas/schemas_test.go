@@ -280,9 +280,9 @@ func TestSchemaAPIAcceptsGoValues(t *testing.T) {
 		"DataKeyRegistration": api.DataKeyRegistration{RegistrationID: id, KeyID: id, KeyVersion: 2, EncryptionAlgorithm: "RSAES_OAEP_SHA_256",
 			CiphertextBlob: make([]byte, 384), Label: "orders/7", CreatedAt: now, UpdatedAt: now, Rewraps: 1},
 		"RegistrationRequest": api.RegistrationRequest{RegistrationID: id},
-		"ListDataKeysRequest": api.ListDataKeysRequest{KeyID: "alias/app", Versions: []uint32{1, 2}, Cursor: id, Limit: 10},
+		"ListDataKeysRequest": api.ListDataKeysRequest{KeyID: "alias/app", Versions: []uint32{1, 2}, Cursor: "1207", Limit: 10},
 		"ListDataKeysReply": api.ListDataKeysReply{KeyID: id, Registrations: []api.DataKeyRegistration{{RegistrationID: id, KeyID: id, KeyVersion: 1,
-			CiphertextBlob: make([]byte, 80), EncryptionContext: map[string]string{"a": "b"}, CreatedAt: now, UpdatedAt: now}}, NextCursor: id, Counts: map[string]int{"1": 3, "2": 0}},
+			CiphertextBlob: make([]byte, 80), EncryptionContext: map[string]string{"a": "b"}, CreatedAt: now, UpdatedAt: now}}, NextCursor: "1207", Counts: map[string]int{"1": 3, "2": 0}},
 		"RewrapRequest": api.RewrapRequest{Items: []api.RewrapItem{{CiphertextBlob: make([]byte, 80), EncryptionContext: map[string]string{"a": "b"}},
 			{CiphertextBlob: make([]byte, 384), KeyID: id, EncryptionAlgorithm: "RSAES_OAEP_SHA_256"}}, DestinationKeyID: "alias/pq"},
 		"RewrapReply": api.BatchReply[api.ReEncryptReply]{Results: []api.BatchResult[api.ReEncryptReply]{

@@ -391,8 +391,8 @@ func TestRewrapWorkflowContinuesAsNew(t *testing.T) {
 	if err := env.GetWorkflowResult(&res); err != nil {
 		t.Fatal(err)
 	}
-	if res.Rewrapped != 5 || res.Skipped != 1 || res.Failed != 0 || res.Remaining != 0 {
-		t.Fatalf("result %+v, want 5 rewrapped, 1 skipped, none left", res)
+	if res.Rewrapped != 5 || res.Skipped != 0 || res.Failed != 0 || res.Remaining != 0 {
+		t.Fatalf("result %+v, want 5 rewrapped, none left (the current one is not even listed)", res)
 	}
 	for _, id := range ids {
 		d, _ := b.KMS.GetDataKey(ctx, alice, id)

@@ -63,8 +63,10 @@ type ListDataKeysRequest struct {
 	Limit    int      `json:"limit,omitempty"`
 }
 
-// ListDataKeysReply is a page of registrations and the key's counts per
-// version (all pages), keyed by the version number as a string.
+// ListDataKeysReply is a page of registrations and, on the first page, the
+// key's counts per version (all pages), keyed by the version number as a
+// string. Pages follow the registry's own order; a page may hold fewer
+// than limit registrations and still have a nextCursor.
 type ListDataKeysReply struct {
 	KeyID         string                `json:"keyId"`
 	Registrations []DataKeyRegistration `json:"registrations"`

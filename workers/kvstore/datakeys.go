@@ -8,7 +8,9 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/keyflow/keyflow/kms"
@@ -152,28 +154,78 @@ func (s *Store) index(ctx context.Context, tenant, keyID string) ([]indexEntry, 
 	return out, nil
 }
 
-// ListDataKeys implements kms.DataKeyStore.
-func (s *Store) ListDataKeys(ctx context.Context, q kms.DataKeyQuery) ([]*kms.DataKey, error) {
-	idx, err := s.index(ctx, q.Tenant, q.KeyID)
-	if err != nil {
-		return nil, err
+// ListDataKeys implements kms.DataKeyStore. It reads the index in stream
+// order from the cursor (a stream sequence) with an ordered consumer, so a
+// page costs the page, not the size of the registry: a campaign over a
+// million data keys pages through them in linear time.
+func (s *Store) ListDataKeys(ctx context.Context, q kms.DataKeyQuery) (*kms.DataKeyListing, error) {
+	var after uint64
+	if q.After != "" {
+		var err error
+		if after, err = strconv.ParseUint(q.After, 10, 64); err != nil {
+			return nil, fmt.Errorf("cursor %q: %w", q.After, kms.ErrStoreNotFound)
+		}
 	}
-	var out []*kms.DataKey
-	for _, e := range idx {
-		if len(out) >= q.Limit {
-			break
+	prefix := q.Tenant + ".i." + q.KeyID + "."
+	filters := []string{prefix + ">"}
+	if len(q.Versions) > 0 {
+		filters = filters[:0]
+		for _, v := range q.Versions {
+			filters = append(filters, prefix+strconv.FormatUint(uint64(v), 10)+".*")
 		}
-		if e.id <= q.After || (len(q.Versions) > 0 && !slices.Contains(q.Versions, e.version)) {
-			continue
+	}
+	for i, f := range filters {
+		filters[i] = "$KV." + BucketDataKeys + "." + f
+	}
+	cons, err := s.js.OrderedConsumer(ctx, "KV_"+BucketDataKeys, jetstream.OrderedConsumerConfig{
+		FilterSubjects: filters, DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: after + 1,
+		HeadersOnly: true, InactiveThreshold: 10 * time.Second,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("failed to read the registry index: %w", err)
+	}
+	defer func() {
+		if info := cons.CachedInfo(); info != nil {
+			_ = s.js.DeleteConsumer(context.WithoutCancel(ctx), "KV_"+BucketDataKeys, info.Name)
 		}
-		d, _, err := s.GetDataKey(ctx, q.Tenant, e.id)
-		if errors.Is(err, kms.ErrStoreNotFound) || (err == nil && (d.KeyID != q.KeyID || d.KeyVersion != e.version)) {
-			continue // stale: the record moved or is gone
-		}
+	}()
+	out := &kms.DataKeyListing{Next: q.After}
+	subjPrefix := "$KV." + BucketDataKeys + "." + prefix
+	for len(out.DataKeys) < q.Limit && !out.Done {
+		want := q.Limit - len(out.DataKeys)
+		batch, err := cons.FetchNoWait(want)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("failed to read the registry index: %w", err)
 		}
-		out = append(out, d)
+		got := 0
+		for m := range batch.Messages() {
+			got++
+			meta, err := m.Metadata()
+			if err != nil {
+				return nil, fmt.Errorf("failed to read the registry index: %w", err)
+			}
+			out.Next = strconv.FormatUint(meta.Sequence.Stream, 10)
+			if op := m.Headers().Get("KV-Operation"); op != "" {
+				continue // a deleted index entry
+			}
+			vs, id, ok := strings.Cut(strings.TrimPrefix(m.Subject(), subjPrefix), ".")
+			v, err := strconv.ParseUint(vs, 10, 32)
+			if !ok || err != nil {
+				continue
+			}
+			d, _, err := s.GetDataKey(ctx, q.Tenant, id)
+			if errors.Is(err, kms.ErrStoreNotFound) || (err == nil && (d.KeyID != q.KeyID || d.KeyVersion != uint32(v))) {
+				continue // stale: the record moved or is gone
+			}
+			if err != nil {
+				return nil, err
+			}
+			out.DataKeys = append(out.DataKeys, d)
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, jetstream.ErrNoMessages) {
+			return nil, fmt.Errorf("failed to read the registry index: %w", err)
+		}
+		out.Done = got < want
 	}
 	return out, nil
 }

@@ -36,6 +36,7 @@ const (
 type Store struct {
 	keys, aliases, material jetstream.KeyValue
 	datakeys                jetstream.KeyValue // see datakeys.go
+	js                      jetstream.JetStream
 }
 
 var _ kms.Store = (*Store)(nil)
@@ -51,7 +52,7 @@ func Open(ctx context.Context, js jetstream.JetStream) (*Store, error) {
 		}
 		return kv, nil
 	}
-	var s Store
+	s := Store{js: js}
 	var err error
 	if s.keys, err = open(BucketKeys, "keyflow key metadata", 16); err != nil {
 		return nil, err

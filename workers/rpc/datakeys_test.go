@@ -92,7 +92,8 @@ func wireRegistryAndMigration(t *testing.T, svc *kms.Service, ok func(op, reqSch
 		t.Fatalf("registry rewrap: %+v %v", page, err)
 	}
 	ok(api.OpDataKeyList, "ListDataKeysRequest", `{"keyId":"wire","limit":10}`, "ListDataKeysReply")
-	ok(api.OpDataKeyList, "ListDataKeysRequest", `{"keyId":"wire","versions":[1,2],"cursor":"`+reg.RegistrationID+`"}`, "ListDataKeysReply")
+	ok(api.OpDataKeyList, "ListDataKeysRequest", `{"keyId":"wire","versions":[1,2],"cursor":"3"}`, "ListDataKeysReply")
+	refused(api.OpDataKeyList, "", `{"keyId":"wire","cursor":"not-a-cursor"}`, kms.CodeValidation)
 	ok(api.OpRewrap, "RewrapRequest", `{"items":[{"ciphertextBlob":"`+b64(dk.CiphertextBlob)+`","encryptionContext":{"row":"1"}},{"ciphertextBlob":"AQID"}],"destinationKeyId":"alias/wire"}`, "RewrapReply")
 	refused(api.OpRewrap, "", `{"items":[]}`, kms.CodeValidation)
 	ok(api.OpDataKeyDeregister, "RegistrationRequest", `{"registrationId":"`+reg.RegistrationID+`"}`, "RegistrationRequest")
@@ -141,8 +142,8 @@ func TestDataKeyRegistryOverNATS(t *testing.T) {
 		}
 		ids = append(ids, r.RegistrationID)
 	}
-	slices.Sort(ids)
-	// Pages of two follow the cursor through all five, in ID order.
+	// Pages of two follow the cursor through all five, in registration
+	// order; the first page has the counts.
 	var got []string
 	cursor := ""
 	for {
@@ -150,7 +151,7 @@ func TestDataKeyRegistryOverNATS(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if page.Counts["1"] != 5 {
+		if cursor == "" && page.Counts["1"] != 5 {
 			t.Fatalf("counts %v, want 5 under version 1", page.Counts)
 		}
 		for _, r := range page.Registrations {
