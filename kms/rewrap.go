@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 
 	"github.com/keyflow/keyflow/events"
 )
@@ -146,26 +147,58 @@ func (s *Service) RewrapRegistered(ctx context.Context, c Caller, p RewrapRegist
 		return nil, wrapError(CodeInternal, err, "failed to list registrations")
 	}
 	page := &RewrapPage{Done: list.Done, NextCursor: list.Next, DestinationVersion: dst.PrimaryVersion}
-	for i, d := range list.DataKeys {
-		switch moved, err := s.rewrapOne(ctx, c, ds, d, dst); {
-		case err != nil:
-			if errors.Is(err, ErrAuditUnavailable) || CodeOf(err) == CodeInternal {
-				// Not the item's fault: stop, so the caller retries the
-				// page from the same cursor.
-				return nil, err
+	// Items are independent (each its own record, its own optimistic
+	// lock), so a page runs rewrapParallelism of them at a time: the HSM,
+	// the registry and the audit stream each wait on I/O.
+	var mu sync.Mutex
+	var stop error
+	done := 0
+	sem := make(chan struct{}, rewrapParallelism)
+	var wg sync.WaitGroup
+	for _, d := range list.DataKeys {
+		mu.Lock()
+		halted := stop != nil
+		mu.Unlock()
+		if halted {
+			break
+		}
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			moved, err := s.rewrapOne(ctx, c, ds, d, dst)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err != nil && (errors.Is(err, ErrAuditUnavailable) || CodeOf(err) == CodeInternal):
+				// Not the item's fault: stop, so the caller retries
+				// the page from the same cursor (finished items are
+				// skipped then).
+				if stop == nil {
+					stop = err
+				}
+				return
+			case err != nil:
+				page.Failed++
+			case moved:
+				page.Rewrapped++
+			default:
+				page.Skipped++
 			}
-			page.Failed++
-		case moved:
-			page.Rewrapped++
-		default:
-			page.Skipped++
-		}
-		if p.Progress != nil {
-			p.Progress(i+1, d.ID)
-		}
+			done++
+			if p.Progress != nil {
+				p.Progress(done, d.ID)
+			}
+		})
+	}
+	wg.Wait()
+	if stop != nil {
+		return nil, stop
 	}
 	return page, nil
 }
+
+// rewrapParallelism bounds the items of one page in flight.
+const rewrapParallelism = 8
 
 // rewrapOne moves one registration to dst's primary version and reports
 // whether it moved. The move is recorded before the registry is updated
