@@ -56,13 +56,20 @@ func (s *Service) Rewrap(ctx context.Context, c Caller, p RewrapParams) ([]Rewra
 		return nil, s.Reject(ctx, c, "crypto.rewrap", newError(CodeValidation, "a rewrap takes 1 to %d ciphertexts", MaxRewrapItems))
 	}
 	out := make([]RewrapItemResult, len(p.Items))
+	sem := make(chan struct{}, rewrapParallelism)
+	var wg sync.WaitGroup
 	for i, it := range p.Items {
-		res, err := s.reencryptOne(ctx, c, reencryptInput{
-			ciphertext: it.Ciphertext, sourceContext: it.Context, sourceKeyRef: it.KeyRef, sourceAlgorithm: it.Algorithm,
-			destinationKeyRef: p.DestinationKeyRef, destinationContext: it.Context,
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			res, err := s.reencryptOne(ctx, c, reencryptInput{
+				ciphertext: it.Ciphertext, sourceContext: it.Context, sourceKeyRef: it.KeyRef, sourceAlgorithm: it.Algorithm,
+				destinationKeyRef: p.DestinationKeyRef, destinationContext: it.Context,
+			})
+			out[i] = RewrapItemResult{Result: res, Err: err}
 		})
-		out[i] = RewrapItemResult{Result: res, Err: err}
 	}
+	wg.Wait()
 	return out, nil
 }
 
