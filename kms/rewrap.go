@@ -61,7 +61,14 @@ func (s *Service) Rewrap(ctx context.Context, c Caller, p RewrapParams) ([]Rewra
 	for i, it := range p.Items {
 		sem <- struct{}{}
 		wg.Go(func() {
-			defer func() { <-sem }()
+			defer func() {
+				// A panic is recorded by reencryptOne and re-raised; here
+				// it fails the item, not the worker.
+				if r := recover(); r != nil {
+					out[i] = RewrapItemResult{Err: newError(CodeInternal, "internal error")}
+				}
+				<-sem
+			}()
 			res, err := s.reencryptOne(ctx, c, reencryptInput{
 				ciphertext: it.Ciphertext, sourceContext: it.Context, sourceKeyRef: it.KeyRef, sourceAlgorithm: it.Algorithm,
 				destinationKeyRef: p.DestinationKeyRef, destinationContext: it.Context,
@@ -171,7 +178,16 @@ func (s *Service) RewrapRegistered(ctx context.Context, c Caller, p RewrapRegist
 		}
 		sem <- struct{}{}
 		wg.Go(func() {
-			defer func() { <-sem }()
+			defer func() {
+				if r := recover(); r != nil {
+					mu.Lock()
+					if stop == nil {
+						stop = newError(CodeInternal, "internal error")
+					}
+					mu.Unlock()
+				}
+				<-sem
+			}()
 			moved, err := s.rewrapOne(ctx, c, ds, d, dst)
 			mu.Lock()
 			defer mu.Unlock()
