@@ -149,6 +149,7 @@ func TestMigrationCampaignCLI(t *testing.T) {
 		t.Fatalf("alias/billing names a %s key after cutover", billing.KeySpec)
 	}
 	expectFailure(t, st.kf(t, "", "migrate", "rollback", id), 1, "NotFoundException")
+	expectFailure(t, st.kf(t, "", "migrate", "approve", id), 1, "KMSInvalidStateException")
 
 	// A second campaign, rolled back at the gate: the key is as before.
 	mustOK(t, st.kf(t, "", "key", "create", "--alias", "legacy", "--spec", "ECC_NIST_EDWARDS25519"))

@@ -120,6 +120,10 @@ type MigrationState struct {
 	StartedAt       time.Time
 	RewrapStartedAt time.Time
 	GraceEndsAt     time.Time
+	// SweepStarted is set once the post-cutover sweep began (a second
+	// rewrap pass for data keys registered under a source while the
+	// first ran).
+	SweepStarted bool
 	// Events counts the phase records so far: their IDs derive from it.
 	Events int
 	Error  string
@@ -301,6 +305,18 @@ func (m *campaign) run(ctx workflow.Context) error {
 		}
 	}
 	if m.st.Phase == PhaseGrace {
+		// The sweep: the sources stopped encrypting at cutover, so one
+		// more pass from each cursor moves whatever was registered under
+		// them after the first pass, and nothing can follow it.
+		if !m.st.SweepStarted {
+			m.st.SweepStarted = true
+			for i := range m.st.Keys {
+				m.st.Keys[i].RewrapDone = false
+			}
+		}
+		if err := m.rewrap(ctx); err != nil {
+			return err
+		}
 		// A durable timer: it survives worker restarts and, in tests,
 		// time skipping. It counts from cutover, also across a restart.
 		if d := m.st.GraceEndsAt.Sub(workflow.Now(ctx)); d > 0 {
@@ -367,9 +383,30 @@ func (m *campaign) rewrap(ctx workflow.Context) error {
 				k.Cursor = page.NextCursor
 			}
 			k.RewrapDone = page.Done
+			if k.RewrapDone {
+				if err := m.reconcile(ctx, k); err != nil {
+					return err
+				}
+			}
 		}
 	}
 	return m.checkpoint(ctx)
+}
+
+// reconcile corrects a key's counts from the registry once its pass is
+// done: a batch cut short by a crash is retried, and the moves it had
+// finished are not in any batch result (they are in the registry and in
+// the audit trail, once each).
+func (m *campaign) reconcile(ctx workflow.Context, k *MigrationKey) error {
+	var a *Activities
+	var remaining int
+	if err := m.exec(ctx, a.RemainingDataKeys, RewrapBatchParams{Tenant: m.p.Tenant, Principal: m.p.Principal, RequestID: m.p.RequestID,
+		KeyID: k.SourceKeyID, DestinationKeyID: k.TargetKeyID}, &remaining); err != nil {
+		return err
+	}
+	k.Total = max(k.Total, k.Rewrapped+remaining)
+	k.Rewrapped = max(k.Rewrapped, k.Total-remaining)
+	return nil
 }
 
 // rollback undoes the campaign on every key, newest step first.
@@ -432,7 +469,7 @@ func (m *campaign) drain() {
 			if !m.chs[n].ReceiveAsync(&sig) {
 				break
 			}
-			m.applySignal(n, sig)
+			m.applySignal(n, sig, time.Time{})
 		}
 	}
 }
@@ -440,10 +477,10 @@ func (m *campaign) drain() {
 func (m *campaign) apply(ctx workflow.Context, name string, c workflow.ReceiveChannel) {
 	var sig ControlSignal
 	c.Receive(ctx, &sig)
-	m.applySignal(name, sig)
+	m.applySignal(name, sig, workflow.Now(ctx))
 }
 
-func (m *campaign) applySignal(name string, sig ControlSignal) {
+func (m *campaign) applySignal(name string, sig ControlSignal, now time.Time) {
 	switch name {
 	case SignalPause:
 		m.st.Paused = true
@@ -454,15 +491,18 @@ func (m *campaign) applySignal(name string, sig ControlSignal) {
 			m.st.RollbackAsked = true
 		}
 	case SignalApprove:
-		if m.st.Phase != PhaseAwaitingApproval && m.st.Phase != PhaseRewrapping && m.st.Phase != PhaseDualSigning && m.st.Phase != PhaseCreatingTargets {
-			return // nothing to approve any more
+		if m.st.Phase != PhaseAwaitingApproval {
+			// An approval is of what the gate shows (the finished
+			// rewrap); before it there is nothing to approve, after it
+			// nothing left. The client refuses such requests up front.
+			return
 		}
 		for _, a := range m.st.Approvals {
 			if a.Principal == sig.Principal {
 				return // M-of-N counts distinct principals
 			}
 		}
-		m.st.Approvals = append(m.st.Approvals, Approval{Principal: sig.Principal})
+		m.st.Approvals = append(m.st.Approvals, Approval{Principal: sig.Principal, At: now})
 	}
 }
 
@@ -634,8 +674,19 @@ func (c *Client) StartMigration(ctx context.Context, p MigrationParams) (string,
 	return id, nil
 }
 
-// SignalMigration sends a campaign one of the control signals.
+// SignalMigration sends a campaign one of the control signals. An approval
+// is refused (KMSInvalidStateException) unless the campaign waits at its
+// gate: approving a rewrap that has not finished would approve nothing.
 func (c *Client) SignalMigration(ctx context.Context, tenant, campaignID, signal string, sig ControlSignal) error {
+	if signal == SignalApprove {
+		s, err := c.MigrationStatus(ctx, tenant, campaignID)
+		if err != nil {
+			return err
+		}
+		if s.Phase != PhaseAwaitingApproval {
+			return &kms.Error{Code: kms.CodeInvalidState, Message: "campaign " + campaignID + " is " + s.Phase + ", not awaiting approval"}
+		}
+	}
 	err := c.Temporal.SignalWorkflow(ctx, MigrationWorkflowID(tenant, campaignID), "", signal, sig)
 	var nf *serviceerror.NotFound
 	if errors.As(err, &nf) {

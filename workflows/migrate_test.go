@@ -165,6 +165,20 @@ func TestMigrationWorkflowFullCampaign(t *testing.T) {
 					t.Errorf("ECDSA signature on %s: %v", ref, err)
 				}
 			}
+			// A data key registered under the source after the rewrap
+			// pass: the post-cutover sweep moves it before retirement.
+			late := []byte("registered after the first pass..")
+			ct, err := f.b.KMS.Encrypt(ctx, alice, kms.EncryptParams{KeyRef: f.rsa.ID, Plaintext: late, Algorithm: kms.EncRSAOAEPSHA256})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			d, err := f.b.KMS.RegisterDataKey(ctx, alice, kms.RegisterDataKeyParams{Ciphertext: ct.Ciphertext, KeyRef: f.rsa.ID, Algorithm: kms.EncRSAOAEPSHA256})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			f.regs, f.secrets = append(f.regs, d), append(f.secrets, late)
 			env.SignalWorkflow(workflows.SignalApprove, workflows.ControlSignal{Principal: "carol"})
 		}, time.Hour)
 		env.RegisterDelayedCallback(func() {
@@ -210,8 +224,11 @@ func TestMigrationWorkflowFullCampaign(t *testing.T) {
 		t.Fatalf("registrations still under the source: %v", n)
 	}
 	// Every move and every step is recorded once.
-	if n := len(f.b.EventsOfType("alpha", events.TypeDataKeyRewrapped)); n != 5 {
-		t.Fatalf("%d rewrapped records, want 5", n)
+	if n := len(f.b.EventsOfType("alpha", events.TypeDataKeyRewrapped)); n != 6 {
+		t.Fatalf("%d rewrapped records, want 6 (5, and 1 by the sweep)", n)
+	}
+	if res.Rewrapped != 6 || res.Total != 6 {
+		t.Fatalf("final counts: %d of %d rewrapped, want 6 of 6", res.Rewrapped, res.Total)
 	}
 	phases := map[string]int{}
 	for _, e := range f.b.EventsOfType("alpha", events.TypeMigrationPhase) {
