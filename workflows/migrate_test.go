@@ -3,11 +3,15 @@ package workflows_test
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"testing"
 	"time"
 
+	"go.temporal.io/api/enums/v1"
+	historypb "go.temporal.io/api/history/v1"
+	"go.temporal.io/api/temporalproto"
 	"go.temporal.io/sdk/converter"
 	"go.temporal.io/sdk/testsuite"
 	"go.temporal.io/sdk/worker"
@@ -463,6 +467,28 @@ func TestMigrationSurvivesWorkerRestart(t *testing.T) {
 	}
 	if res.Phase != workflows.PhaseRetired || res.Rewrapped != 12 {
 		t.Fatalf("result: phase %s, %d rewrapped", res.Phase, res.Rewrapped)
+	}
+	// The recorded history replays on the current code (determinism),
+	// and holds no material.
+	iter := ts.GetDefaultClient().GetWorkflowHistory(ctx, id, "", false, enums.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+	var h historypb.History
+	for iter.HasNext() {
+		e, err := iter.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.Events = append(h.Events, e)
+	}
+	rp := worker.NewWorkflowReplayer()
+	rp.RegisterWorkflow(workflows.MigrationWorkflow)
+	if err := rp.ReplayWorkflowHistory(nil, &h); err != nil {
+		t.Fatalf("replay: %v", err)
+	}
+	hist, _ := temporalproto.CustomJSONMarshalOptions{}.Marshal(&h)
+	for _, s := range f.secrets {
+		if bytes.Contains(hist, s) || bytes.Contains(hist, []byte(base64.StdEncoding.EncodeToString(s))) {
+			t.Fatal("the workflow history holds a data key")
+		}
 	}
 	f.checkRewrapped(t, kms.TargetKeyID("alpha", f.campaign, f.rsa.ID))
 	perReg := map[string]int{}
