@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -177,23 +178,50 @@ func (s *Store) ListDataKeys(ctx context.Context, q kms.DataKeyQuery) (*kms.Data
 	for i, f := range filters {
 		filters[i] = "$KV." + BucketDataKeys + "." + f
 	}
-	cons, err := s.js.OrderedConsumer(ctx, "KV_"+BucketDataKeys, jetstream.OrderedConsumerConfig{
-		FilterSubjects: filters, DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: after + 1,
-		HeadersOnly: true, InactiveThreshold: 10 * time.Second,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("failed to read the registry index: %w", err)
-	}
-	defer func() {
-		if info := cons.CachedInfo(); info != nil {
-			_ = s.js.DeleteConsumer(context.WithoutCancel(ctx), "KV_"+BucketDataKeys, info.Name)
+	cacheKey := strings.Join(filters, ",")
+	open := func() (jetstream.Consumer, error) {
+		cons, err := s.js.OrderedConsumer(ctx, "KV_"+BucketDataKeys, jetstream.OrderedConsumerConfig{
+			FilterSubjects: filters, DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: after + 1,
+			HeadersOnly: true, InactiveThreshold: 30 * time.Second,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("failed to read the registry index: %w", err)
 		}
-	}()
+		return cons, nil
+	}
+	cons, cached := s.lists.take(cacheKey, q.After), true
+	if cons == nil {
+		var err error
+		if cons, err = open(); err != nil {
+			return nil, err
+		}
+		cached = false
+	}
 	out := &kms.DataKeyListing{Next: q.After}
+	// A listing that stops mid-index keeps its consumer for the next
+	// page (which starts where this one ends): creating a filtered
+	// consumer costs the server a walk of the bucket's subjects.
+	keep := false
+	defer func() {
+		if keep {
+			s.lists.put(s, cacheKey, out.Next, cons)
+			return
+		}
+		s.deleteConsumer(ctx, cons)
+	}()
 	subjPrefix := "$KV." + BucketDataKeys + "." + prefix
 	for len(out.DataKeys) < q.Limit && !out.Done {
 		want := q.Limit - len(out.DataKeys)
 		batch, err := cons.FetchNoWait(want)
+		if err != nil && cached && out.Next == q.After {
+			// The kept consumer expired on the server: start afresh
+			// from the same cursor.
+			s.deleteConsumer(ctx, cons)
+			if cons, err = open(); err == nil {
+				batch, err = cons.FetchNoWait(want)
+			}
+		}
+		cached = false
 		if err != nil {
 			return nil, fmt.Errorf("failed to read the registry index: %w", err)
 		}
@@ -227,7 +255,52 @@ func (s *Store) ListDataKeys(ctx context.Context, q kms.DataKeyQuery) (*kms.Data
 		}
 		out.Done = got < want
 	}
+	keep = !out.Done
 	return out, nil
+}
+
+func (s *Store) deleteConsumer(ctx context.Context, cons jetstream.Consumer) {
+	if info := cons.CachedInfo(); info != nil {
+		_ = s.js.DeleteConsumer(context.WithoutCancel(ctx), "KV_"+BucketDataKeys, info.Name)
+	}
+}
+
+// listCache keeps, per index filter, the consumer of the last listing that
+// stopped mid-index and the cursor it stopped at. Zero value ready.
+type listCache struct {
+	mu sync.Mutex
+	m  map[string]cachedList
+}
+
+type cachedList struct {
+	next string
+	cons jetstream.Consumer
+}
+
+// take returns (and forgets) the consumer that stopped at cursor, if any.
+func (c *listCache) take(key, cursor string) jetstream.Consumer {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if l, ok := c.m[key]; ok && l.next == cursor {
+		delete(c.m, key)
+		return l.cons
+	}
+	return nil
+}
+
+// put keeps a consumer for the listing that continues at next, replacing
+// (and deleting) the one kept before under the same filter.
+func (c *listCache) put(s *Store, key, next string, cons jetstream.Consumer) {
+	c.mu.Lock()
+	if c.m == nil {
+		c.m = map[string]cachedList{}
+	}
+	old, had := c.m[key]
+	c.m[key] = cachedList{next: next, cons: cons}
+	c.mu.Unlock()
+	if had {
+		s.deleteConsumer(context.Background(), old.cons)
+	}
 }
 
 // CountDataKeys implements kms.DataKeyStore. It reads each indexed

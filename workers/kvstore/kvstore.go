@@ -37,6 +37,7 @@ type Store struct {
 	keys, aliases, material jetstream.KeyValue
 	datakeys                jetstream.KeyValue // see datakeys.go
 	js                      jetstream.JetStream
+	lists                   listCache // see datakeys.go
 }
 
 var _ kms.Store = (*Store)(nil)
