@@ -153,7 +153,17 @@ func TestMigrationCampaignCLI(t *testing.T) {
 
 	// A second campaign, rolled back at the gate: the key is as before.
 	mustOK(t, st.kf(t, "", "key", "create", "--alias", "legacy", "--spec", "ECC_NIST_EDWARDS25519"))
-	plan2 := mustOK(t, st.kf(t, "", "migrate", "plan", "--from", "ECC_NIST_EDWARDS25519")).stdout
+	mustOK(t, st.kf(t, "", "key", "create", "--alias", "legacy-other", "--spec", "ECC_NIST_EDWARDS25519"))
+	plan2 := mustOK(t, st.kf(t, "", "migrate", "plan", "--from", "ECC_NIST_EDWARDS25519", "--key-filter", "alias/legacy")).stdout
+	var p2 struct {
+		Keys []struct {
+			Alias string `json:"alias"`
+		} `json:"keys"`
+	}
+	if err := json.Unmarshal([]byte(plan2), &p2); err != nil || len(p2.Keys) != 1 || p2.Keys[0].Alias != "legacy" {
+		t.Fatalf("plan --key-filter alias/legacy: %v\n%s", err, plan2)
+	}
+	expectFailure(t, st.kf(t, "", "migrate", "plan", "--key-filter", "[x"), 2, "UsageError")
 	if err := os.WriteFile(planFile, []byte(plan2), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -100,10 +100,10 @@ type planCounts struct {
 
 func newMigrateCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "migrate", Short: "Plan the move of quantum-vulnerable keys to post-quantum specs", Args: noSubcommand, RunE: showHelp}
-	var from []string
+	var from, filters []string
 	var to string
 	plan := &cobra.Command{
-		Use:   "plan [--from SPEC]... [--to SPEC]",
+		Use:   "plan [--from SPEC]... [--key-filter GLOB]... [--to SPEC]",
 		Short: "List the quantum-vulnerable keys with the spec each moves to, and counts",
 		Long: `Plan lists the tenant's quantum-vulnerable keys (RSA, ECC, Ed25519), limited
 to --from specs when given, with the spec each should move to: --to when it
@@ -119,7 +119,11 @@ target and is counted as withoutTarget. It changes nothing.
 				if err != nil {
 					return err
 				}
-				p := buildPlan(r.Keys)
+				keys, err := filterKeys(r.Keys, filters) // migrate.go
+				if err != nil {
+					return err
+				}
+				p := buildPlan(keys)
 				if g.output == "json" {
 					return printJSON(cmd.OutOrStdout(), p)
 				}
@@ -129,6 +133,7 @@ target and is counted as withoutTarget. It changes nothing.
 	}
 	plan.Flags().StringArrayVar(&from, "from", nil, "only keys of this spec (repeatable)")
 	plan.Flags().StringVar(&to, "to", "", "target spec (default: the recommended one per key)")
+	plan.Flags().StringArrayVar(&filters, "key-filter", nil, "only keys whose alias or key ID matches this glob, e.g. 'payments/*' (repeatable)")
 	cmd.AddCommand(plan)
 	addCampaignCmds(cmd, g) // migrate.go
 	return cmd

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path"
 	"slices"
 	"strings"
 	"time"
@@ -46,6 +47,34 @@ func addCampaignCmds(m *cobra.Command, g *globals) {
 			},
 		})
 	}
+}
+
+// filterKeys keeps the keys whose alias or key ID matches one of the
+// globs (all keys when there are none).
+func filterKeys(keys []api.InventoryKey, globs []string) ([]api.InventoryKey, error) {
+	if len(globs) == 0 {
+		return keys, nil
+	}
+	for _, g := range globs {
+		if _, err := path.Match(g, ""); err != nil {
+			return nil, usagef("--key-filter %q is not a valid glob", g)
+		}
+	}
+	var out []api.InventoryKey
+	for _, k := range keys {
+		for _, g := range globs {
+			g = strings.TrimPrefix(g, "alias/")
+			if ok, _ := path.Match(g, k.KeyID); ok {
+				out = append(out, k)
+				break
+			}
+			if ok, _ := path.Match(g, k.Alias); ok && k.Alias != "" {
+				out = append(out, k)
+				break
+			}
+		}
+	}
+	return out, nil
 }
 
 // campaignID derives a campaign's ID from its plan, so starting the same
