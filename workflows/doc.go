@@ -1,6 +1,10 @@
 // Package workflows runs keyflow's long-lived lifecycle steps as Temporal
-// workflows: today, key rotation; the lifecycle work adds archival,
-// recovery, scheduled destruction, approvals and migrations.
+// workflows: key rotation (rotate.go), the rewrap of registered data keys
+// (rewrap.go: batches, heartbeats, ContinueAsNew with a cursor) and the
+// post-quantum migration campaign (migrate.go: targets, dual signing,
+// rewrap, an approval gate, cutover, a grace timer, retirement, with
+// pause, resume and rollback signals and a status query); the lifecycle
+// work adds archival, recovery, scheduled destruction and approvals.
 //
 // Rules every workflow here keeps:
 //
