@@ -119,6 +119,7 @@ type MigrationState struct {
 	Keys            []MigrationKey
 	StartedAt       time.Time
 	RewrapStartedAt time.Time
+	RewrapEndedAt   time.Time // the rate is of the first pass
 	GraceEndsAt     time.Time
 	// SweepStarted is set once the post-cutover sweep began (a second
 	// rewrap pass for data keys registered under a source while the
@@ -281,6 +282,7 @@ func (m *campaign) run(ctx workflow.Context) error {
 		if err := m.rewrap(ctx); err != nil {
 			return err
 		}
+		m.st.RewrapEndedAt = workflow.Now(ctx)
 		if err := m.enter(ctx, PhaseAwaitingApproval); err != nil {
 			return err
 		}
@@ -563,7 +565,11 @@ func (m *campaign) status(now time.Time) MigrationStatus {
 	}
 	if !m.st.RewrapStartedAt.IsZero() {
 		processed := s.Rewrapped + s.Failed + s.Skipped
-		if secs := now.Sub(m.st.RewrapStartedAt).Seconds(); secs > 0 && processed > 0 {
+		end := now
+		if !m.st.RewrapEndedAt.IsZero() {
+			end = m.st.RewrapEndedAt
+		}
+		if secs := end.Sub(m.st.RewrapStartedAt).Seconds(); secs > 0 && processed > 0 {
 			s.RatePerSecond = float64(processed) / secs
 			if left := s.Total - processed; left > 0 && m.st.Phase == PhaseRewrapping {
 				s.ETASeconds = float64(left) / s.RatePerSecond
