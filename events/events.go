@@ -106,6 +106,17 @@ const (
 	TypeKeyDestroyed         = "io.keyflow.key.destroyed.v1"
 	TypeKeyLifecycleChanged  = "io.keyflow.key.lifecycle.changed.v1"
 	TypeKeyRemediated        = "io.keyflow.key.compromise.remediated.v1"
+
+	// The data-key registry and the migration campaign (docs/migration.md).
+	TypeDataKeyRegistered   = "io.keyflow.datakey.registered.v1"
+	TypeDataKeyRead         = "io.keyflow.datakey.read.v1"
+	TypeDataKeyListed       = "io.keyflow.datakey.listed.v1"
+	TypeDataKeyDeregistered = "io.keyflow.datakey.deregistered.v1"
+	TypeDataKeyRewrapped    = "io.keyflow.datakey.rewrapped.v1"
+	TypeMigrationStarted    = "io.keyflow.migration.started.v1"
+	TypeMigrationPhase      = "io.keyflow.migration.phase.changed.v1"
+	TypeMigrationControl    = "io.keyflow.migration.control.v1"
+	TypeMigrationKey        = "io.keyflow.migration.key.changed.v1"
 )
 
 // Types lists every event type keyflow emits; schemas/events has one JSON
@@ -129,6 +140,8 @@ var Types = []string{
 	TypeAccessDenied, TypeKeyPolicyChanged, TypeKeyPolicyRead, TypeGrantCreated, TypeGrantListed, TypeGrantRetired, TypeGrantRevoked, TypeTenantCreated, TypePrincipalCreated, TypePrincipalListed, TypePrincipalDisabled,
 	TypeKeyStateChanged, TypeKeyCompromised, TypeKeyDeletionScheduled, TypeKeyDeletionCancelled,
 	TypeKeyUseRefused, TypeKeyMaterialDestroyed, TypeKeyDestroyed, TypeKeyLifecycleChanged, TypeKeyRemediated,
+	TypeDataKeyRegistered, TypeDataKeyRead, TypeDataKeyListed, TypeDataKeyDeregistered, TypeDataKeyRewrapped,
+	TypeMigrationStarted, TypeMigrationPhase, TypeMigrationControl, TypeMigrationKey,
 }
 
 // Outcomes.

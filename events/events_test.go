@@ -142,6 +142,7 @@ func TestCloudEventRefusesIncompleteRecords(t *testing.T) {
 func TestEveryTypeValidates(t *testing.T) {
 	const id = "0b7f8a4e-3c1d-4e5f-8a9b-0c1d2e3f4a5b"
 	subject := "kf:alpha:key/" + id
+	regID := "5d2c1b0a-9f8e-4d7c-8b6a-5f4e3d2c1b0a"
 	type sample struct {
 		code string
 		data map[string]any
@@ -356,6 +357,31 @@ func TestEveryTypeValidates(t *testing.T) {
 		events.TypeKeyDestroyed:        {{"", map[string]any{"keyId": id, "cancelled": false, "state": "DESTROYED_COMPROMISED", "versions": []uint32{1}}}},
 		events.TypeKeyLifecycleChanged: {{"", map[string]any{"keyId": id, "rotationPeriodDays": 90}}},
 		events.TypeKeyRemediated:       {{"", map[string]any{"keyId": id, "version": uint32(1), "newVersion": uint32(2), "rewrapped": 0, "failed": 0, "remaining": -1, "problems": []string{"rewrap: rewrap is not implemented yet"}}}},
+		events.TypeDataKeyRegistered: {
+			{"", map[string]any{"ciphertextBytes": 80, "registrationId": regID, "keyVersion": uint32(1)}},
+			{"InvalidCiphertextException", map[string]any{"ciphertextBytes": 80}},
+		},
+		events.TypeDataKeyRead: {
+			{"", map[string]any{"registrationId": regID, "keyVersion": uint32(2)}},
+			{"NotFoundException", map[string]any{"registrationId": "nope"}},
+		},
+		events.TypeDataKeyListed:       {{"", map[string]any{"count": 3}}},
+		events.TypeDataKeyDeregistered: {{"", map[string]any{"registrationId": regID, "keyVersion": uint32(1)}}},
+		events.TypeDataKeyRewrapped: {
+			{"", map[string]any{"registrationId": regID, "sourceKey": subject, "sourceKeyVersion": uint32(1), "keyVersion": uint32(1)}},
+			{"InvalidCiphertextException", map[string]any{"registrationId": regID, "sourceKey": subject, "sourceKeyVersion": uint32(1)}},
+		},
+		events.TypeMigrationStarted: {{"", map[string]any{"campaignId": "pq-0a1b2c3d4e5f", "keys": 2}}},
+		events.TypeMigrationPhase:   {{"", map[string]any{"campaignId": "pq-0a1b2c3d4e5f", "phase": "rewrapping", "paused": true}}},
+		events.TypeMigrationControl: {
+			{"", map[string]any{"campaignId": "pq-0a1b2c3d4e5f", "action": "start", "keys": 2}},
+			{"ValidationException", map[string]any{"campaignId": "Bad ID", "action": "explode"}},
+		},
+		events.TypeMigrationKey: {
+			{"", map[string]any{"campaignId": "pq-0a1b2c3d4e5f", "action": "cutover", "sourceKey": subject, "targetKey": subject, "phase": "cutover"}},
+			{"", map[string]any{"campaignId": "pq-0a1b2c3d4e5f", "action": "target-created", "sourceKey": subject, "targetKey": subject, "targetKeySpec": "X_WING"}},
+			{"KMSInvalidStateException", map[string]any{"campaignId": "pq-0a1b2c3d4e5f", "action": "retired", "sourceKey": subject, "targetKey": subject, "phase": "retired"}},
+		},
 	}
 	for _, typ := range events.Types {
 		ss, ok := samples[typ]

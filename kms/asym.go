@@ -103,6 +103,9 @@ type SignResult struct {
 	KeyVersion uint32
 	Algorithm  SigningAlgorithm
 	Signature  []byte
+	// Additional holds the signature of the key's migration target while
+	// a campaign is in its dual-signing phase (see migration.go).
+	Additional []SignResult
 }
 
 // signingSetup checks a Sign or Verify request and returns the key, the HSM
@@ -158,6 +161,9 @@ func (s *Service) Sign(ctx context.Context, c Caller, p SignParams) (res *SignRe
 		}
 		if res != nil {
 			data["keyVersion"] = res.KeyVersion
+			for _, a := range res.Additional {
+				data["dualSignedBy"] = ResourceName(c.Tenant, a.KeyID)
+			}
 		}
 		return subject, data
 	}, func() {
@@ -167,6 +173,34 @@ func (s *Service) Sign(ctx context.Context, c Caller, p SignParams) (res *SignRe
 	if err != nil {
 		return nil, err
 	}
+	if peer, ok := s.migrationPeer(ctx, k); ok && (p.MessageType == "" || p.MessageType == MessageRaw) && len(p.Context) == 0 {
+		defer func() {
+			if err == nil {
+				var extra *SignResult
+				if extra, err = s.signWith(ctx, c, peer, p.Message); err == nil {
+					res.Additional = append(res.Additional, *extra)
+				} else {
+					res = nil
+				}
+			}
+		}()
+	}
+	return s.signKey(ctx, k, params, input, p)
+}
+
+// signWith signs a RAW message with peer's primary version and its first
+// algorithm: the second signature of a dual-signing period.
+func (s *Service) signWith(ctx context.Context, c Caller, peer *Key, msg []byte) (*SignResult, error) {
+	alg := specs[peer.Spec].signing[0]
+	k, params, input, err := s.signingSetup(ctx, c, peer.ID, alg, msg, MessageRaw, nil, UseProtect)
+	if err != nil {
+		return nil, err
+	}
+	return s.signKey(ctx, k, params, input, SignParams{Algorithm: alg})
+}
+
+// signKey signs input with k's primary version.
+func (s *Service) signKey(ctx context.Context, k *Key, params hsm.SignParams, input []byte, p SignParams) (*SignResult, error) {
 	if specs[k.Spec].kind == materialSoftware {
 		sig, err := s.pqSign(ctx, k, k.PrimaryVersion, input, p.Context)
 		if err != nil {
@@ -179,7 +213,7 @@ func (s *Service) Sign(ctx context.Context, c Caller, p SignParams) (res *SignRe
 		return nil, newError(CodeInternal, "this HSM cannot sign")
 	}
 	var sig []byte
-	err = s.withHandle(ctx, k, k.PrimaryVersion, false, func(h hsm.KeyHandle) error {
+	err := s.withHandle(ctx, k, k.PrimaryVersion, false, func(h hsm.KeyHandle) error {
 		var err error
 		sig, err = signer.Sign(ctx, h, params, input)
 		switch {
@@ -243,6 +277,8 @@ func (s *Service) Verify(ctx context.Context, c Caller, p VerifyParams) (res *Ve
 	}, func() {
 		res = nil
 	})
+	// A signature by the other key of a migration verifies on either.
+	p.KeyRef = s.verifyPeer(ctx, c.Tenant, p.KeyRef, p.Algorithm)
 	k, params, input, err := s.signingSetup(ctx, c, p.KeyRef, p.Algorithm, p.Message, p.MessageType, p.Context, processOf(p.AllowCompromised))
 	if err != nil {
 		return nil, err

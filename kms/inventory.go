@@ -35,6 +35,9 @@ type InventoryItem struct {
 	// Target is the spec to migrate to; empty when the key is not
 	// quantum-vulnerable or no target fits its usage.
 	Target KeySpec
+	// DataKeys is how many registered wrapped data keys the key holds
+	// (all versions): what a migration has to rewrap.
+	DataKeys int
 	// RecentPrincipals is who used the key recently, from the audit trail.
 	// The domain leaves it empty; the NATS adapter fills it.
 	RecentPrincipals []string
@@ -108,6 +111,15 @@ func (s *Service) Inventory(ctx context.Context, c Caller, p InventoryParams) (i
 		it := InventoryItem{
 			ID: k.ID, Alias: k.Alias, Spec: k.Spec, Usage: k.Usage, State: k.State,
 			Versions: len(k.Versions), PrimaryVersion: k.PrimaryVersion, CreatedAt: k.CreatedAt,
+		}
+		if ds, ok := s.store.(DataKeyStore); ok {
+			counts, err := ds.CountDataKeys(ctx, c.Tenant, k.ID)
+			if err != nil {
+				return nil, wrapError(CodeInternal, err, "failed to count registered data keys")
+			}
+			for _, n := range counts {
+				it.DataKeys += n
+			}
 		}
 		if info, ok := specs[k.Spec]; ok {
 			it.QuantumVulnerable = info.profile.QuantumVulnerable

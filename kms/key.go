@@ -68,6 +68,9 @@ type Key struct {
 	Import *ImportState `json:"import,omitempty"`
 	// Lifecycle is the lifecycle policy and pending deletion (lifecycle.go).
 	Lifecycle KeyLifecycle `json:"lifecycle,omitzero"`
+	// Migration links a key to its peer in a post-quantum migration
+	// campaign (see migration.go); nil otherwise.
+	Migration *MigrationLink `json:"migration,omitempty"`
 }
 
 // Version is one generation of a key's material.

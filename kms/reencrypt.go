@@ -33,10 +33,19 @@ type ReEncryptResult struct {
 
 // ReEncrypt decrypts and re-encrypts inside keyflow, so the plaintext never
 // reaches the caller. It works on symmetric ciphertexts (with a header).
-func (s *Service) ReEncrypt(ctx context.Context, c Caller, p ReEncryptParams) (res *ReEncryptResult, err error) {
+func (s *Service) ReEncrypt(ctx context.Context, c Caller, p ReEncryptParams) (*ReEncryptResult, error) {
+	return s.reencryptOne(ctx, c, reencryptInput{
+		ciphertext: p.Ciphertext, sourceContext: p.SourceContext, sourceKeyRef: p.SourceKeyRef,
+		destinationKeyRef: p.DestinationKeyRef, destinationContext: p.DestinationContext,
+	})
+}
+
+// reencryptOne is one audited re-encryption (ReEncrypt, and each item of
+// Rewrap).
+func (s *Service) reencryptOne(ctx context.Context, c Caller, in reencryptInput) (res *ReEncryptResult, err error) {
 	var src, dst *Key
 	defer s.finish(ctx, c, events.TypeReEncrypt, &err, func() (string, map[string]any) {
-		subject, data := "", map[string]any{"ciphertextBytes": len(p.Ciphertext)}
+		subject, data := "", map[string]any{"ciphertextBytes": len(in.ciphertext)}
 		if dst != nil {
 			subject = dst.ResourceName()
 		}
@@ -53,28 +62,59 @@ func (s *Service) ReEncrypt(ctx context.Context, c Caller, p ReEncryptParams) (r
 	if err := checkCaller(c); err != nil {
 		return nil, err
 	}
-	if err := p.SourceContext.validate(); err != nil {
-		return nil, err
+	src, dst, res, err = s.reencrypt(ctx, c, in)
+	return res, err
+}
+
+// reencryptInput is one ciphertext to move. sourceAlgorithm is set for raw
+// RSA-OAEP ciphertexts (then sourceKeyRef is required); destination may be
+// a resolved key, which saves a lookup per item in a batch.
+type reencryptInput struct {
+	ciphertext         []byte
+	sourceContext      EncryptionContext
+	sourceKeyRef       string
+	sourceAlgorithm    EncryptionAlgorithm
+	destinationKeyRef  string
+	destination        *Key
+	destinationContext EncryptionContext
+}
+
+// reencrypt is the shared body of ReEncrypt, Rewrap and the registry
+// rewrap: open under the source, seal under the destination's primary
+// version, zero the plaintext in between. It records nothing; its callers
+// do.
+func (s *Service) reencrypt(ctx context.Context, c Caller, in reencryptInput) (src, dst *Key, res *ReEncryptResult, err error) {
+	if err := in.sourceContext.validate(); err != nil {
+		return nil, nil, nil, err
 	}
-	if err := p.DestinationContext.validate(); err != nil {
-		return nil, err
+	if err := in.destinationContext.validate(); err != nil {
+		return nil, nil, nil, err
 	}
-	src, pt, srcVer, err := s.open(ctx, c.Tenant, p.SourceKeyRef, p.Ciphertext, p.SourceContext, UseProcess)
+	var pt []byte
+	var srcVer uint32
+	if in.sourceAlgorithm != "" && in.sourceAlgorithm != EncSymmetricDefault {
+		src, pt, srcVer, err = s.rsaDecrypt(ctx, c, in.sourceKeyRef, in.sourceAlgorithm, in.ciphertext)
+	} else {
+		src, pt, srcVer, err = s.open(ctx, c.Tenant, in.sourceKeyRef, in.ciphertext, in.sourceContext, UseProcess)
+	}
 	if err != nil {
-		return nil, err
+		return src, nil, nil, err
 	}
 	defer clear(pt)
 	dst = src
-	if p.DestinationKeyRef != "" {
-		if dst, err = s.cachedKey(ctx, c.Tenant, p.DestinationKeyRef); err != nil {
-			return nil, err
+	switch {
+	case in.destination != nil:
+		dst = in.destination
+	case in.destinationKeyRef != "":
+		if dst, err = s.cachedKey(ctx, c.Tenant, in.destinationKeyRef); err != nil {
+			return src, nil, nil, err
 		}
 	}
-	ct, ver, err := s.sealWith(ctx, dst, c.Tenant, pt, p.DestinationContext)
+	ct, ver, err := s.sealWith(ctx, dst, c.Tenant, pt, in.destinationContext)
 	if err != nil {
-		return nil, err
+		return src, dst, nil, err
 	}
-	return &ReEncryptResult{SourceKeyID: src.ID, SourceKeyVersion: srcVer, KeyID: dst.ID, KeyVersion: ver, Ciphertext: ct}, nil
+	return src, dst, &ReEncryptResult{SourceKeyID: src.ID, SourceKeyVersion: srcVer, KeyID: dst.ID, KeyVersion: ver, Ciphertext: ct}, nil
 }
 
 // DataKeyPairSpecs are the key pair specs GenerateDataKeyPair offers.

@@ -148,6 +148,21 @@ var permissions = map[string]Permission{
 	"keys.compromise":       {Roles: []Role{RoleKeyAdmin}},
 	"keys.setrotation":      {Roles: []Role{RoleKeyAdmin}},
 
+	// The data-key registry and rewraps are used by applications; the
+	// migration campaign is run by key administrators, watched by
+	// auditors, and its cutover approved by approvers.
+	"crypto.rewrap":       {Roles: []Role{RoleCryptoUser}},
+	"datakeys.register":   {Roles: []Role{RoleCryptoUser}},
+	"datakeys.get":        {Roles: []Role{RoleCryptoUser, RoleKeyAdmin}},
+	"datakeys.list":       {Roles: []Role{RoleCryptoUser, RoleKeyAdmin, RoleAuditor}},
+	"datakeys.deregister": {Roles: []Role{RoleCryptoUser, RoleKeyAdmin}},
+	"migrate.start":       {Roles: []Role{RoleKeyAdmin}},
+	"migrate.status":      {Roles: []Role{RoleKeyAdmin, RoleAuditor, RoleApprover}},
+	"migrate.pause":       {Roles: []Role{RoleKeyAdmin}},
+	"migrate.resume":      {Roles: []Role{RoleKeyAdmin}},
+	"migrate.rollback":    {Roles: []Role{RoleKeyAdmin}},
+	"migrate.approve":     {Roles: []Role{RoleApprover}},
+
 	// BYOK: importing material is key administration.
 	"keys.importparams": {Roles: []Role{RoleKeyAdmin}},
 	"keys.import":       {Roles: []Role{RoleKeyAdmin}},

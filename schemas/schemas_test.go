@@ -183,6 +183,21 @@ func TestSchemaAPIMirrorsGoTypes(t *testing.T) {
 		{api.CompromiseRequest{}, "api/CompromiseRequest.json", nil, ""},
 		{api.CompromiseReply{}, "api/CompromiseReply.json", nil, ""},
 		{api.SetRotationRequest{}, "api/SetRotationRequest.json", nil, ""},
+		{api.RegisterDataKeyRequest{}, "api/RegisterDataKeyRequest.json", nil, ""},
+		{api.DataKeyRegistration{}, "api/DataKeyRegistration.json", nil, ""},
+		{api.RegistrationRequest{}, "api/RegistrationRequest.json", nil, ""},
+		{api.ListDataKeysRequest{}, "api/ListDataKeysRequest.json", nil, ""},
+		{api.ListDataKeysReply{}, "api/ListDataKeysReply.json", nil, ""},
+		{api.RewrapRequest{}, "api/RewrapRequest.json", nil, ""},
+		{api.RewrapItem{}, "api/RewrapRequest.json", []string{"$defs", "RewrapItem"}, ""},
+		{api.BatchReply[api.ReEncryptReply]{}, "api/RewrapReply.json", nil, "RewrapReply"},
+		{api.BatchResult[api.ReEncryptReply]{}, "api/RewrapReply.json", []string{"$defs", "BatchResult"}, "RewrapResult"},
+		{api.MigrationStartRequest{}, "api/MigrationStartRequest.json", nil, ""},
+		{api.MigrationKeyPlan{}, "api/MigrationStartRequest.json", []string{"$defs", "MigrationKeyPlan"}, ""},
+		{api.MigrationRequest{}, "api/MigrationRequest.json", nil, ""},
+		{api.MigrationStatus{}, "api/MigrationStatus.json", nil, ""},
+		{api.MigrationKeyStatus{}, "api/MigrationStatus.json", []string{"$defs", "MigrationKeyStatus"}, ""},
+		{api.AdditionalSignature{}, "api/SignReply.json", []string{"$defs", "AdditionalSignature"}, ""},
 	}
 	var names []string
 	for _, c := range cases {
@@ -293,8 +308,9 @@ func TestSchemaAPIAcceptsGoValues(t *testing.T) {
 		"SetTenantPolicyRequest":  api.SetTenantPolicyRequest{Policy: policy},
 		"TenantPolicyReply":       api.TenantPolicyReply{Policy: &api.TenantPolicy{UpdatedAt: &now, UpdatedBy: "alice"}},
 
-		"SignRequest":        api.SignRequest{KeyID: "alias/signer", Message: []byte("message"), SigningAlgorithm: "ECDSA_SHA_256"},
-		"SignReply":          api.SignReply{KeyID: id, KeyVersion: 1, SigningAlgorithm: "ECDSA_SHA_256", Signature: make([]byte, 71)},
+		"SignRequest": api.SignRequest{KeyID: "alias/signer", Message: []byte("message"), SigningAlgorithm: "ECDSA_SHA_256"},
+		"SignReply": api.SignReply{KeyID: id, KeyVersion: 1, SigningAlgorithm: "ECDSA_SHA_256", Signature: make([]byte, 71),
+			AdditionalSignatures: []api.AdditionalSignature{{KeyID: id, KeyVersion: 1, SigningAlgorithm: "ML_DSA_SHAKE_256", Signature: make([]byte, 3309)}}},
 		"VerifyRequest":      api.VerifyRequest{KeyID: id, KeyVersion: 2, Message: make([]byte, 32), MessageType: "DIGEST", SigningAlgorithm: "RSASSA_PSS_SHA_256", Signature: make([]byte, 512)},
 		"VerifyReply":        api.VerifyReply{KeyID: id, KeyVersion: 2, SignatureValid: true, SigningAlgorithm: "RSASSA_PSS_SHA_256"},
 		"MacRequest":         api.MacRequest{KeyID: "mac", Message: []byte("m"), MacAlgorithm: "HMAC_SHA_256", Mac: make([]byte, 32)},
@@ -338,6 +354,24 @@ func TestSchemaAPIAcceptsGoValues(t *testing.T) {
 		"BatchDecryptReply": api.BatchReply[api.DecryptReply]{Results: []api.BatchResult[api.DecryptReply]{
 			{Error: &api.ErrorBody{Code: "InvalidCiphertextException", Message: "the ciphertext could not be decrypted"}},
 			{Result: &api.DecryptReply{KeyID: id, KeyVersion: 1, Plaintext: []byte("x")}}}},
+		"RegisterDataKeyRequest": api.RegisterDataKeyRequest{CiphertextBlob: make([]byte, 80), EncryptionContext: map[string]string{"row": "7"}, Label: "orders/7"},
+		"DataKeyRegistration": api.DataKeyRegistration{RegistrationID: id, KeyID: id, KeyVersion: 2, EncryptionAlgorithm: "RSAES_OAEP_SHA_256",
+			CiphertextBlob: make([]byte, 384), Label: "orders/7", CreatedAt: now, UpdatedAt: now, Rewraps: 1},
+		"RegistrationRequest": api.RegistrationRequest{RegistrationID: id},
+		"ListDataKeysRequest": api.ListDataKeysRequest{KeyID: "alias/app", Versions: []uint32{1, 2}, Cursor: "1207", Limit: 10},
+		"ListDataKeysReply": api.ListDataKeysReply{KeyID: id, Registrations: []api.DataKeyRegistration{{RegistrationID: id, KeyID: id, KeyVersion: 1,
+			CiphertextBlob: make([]byte, 80), EncryptionContext: map[string]string{"a": "b"}, CreatedAt: now, UpdatedAt: now}}, NextCursor: "1207", Counts: map[string]int{"1": 3, "2": 0}},
+		"RewrapRequest": api.RewrapRequest{Items: []api.RewrapItem{{CiphertextBlob: make([]byte, 80), EncryptionContext: map[string]string{"a": "b"}},
+			{CiphertextBlob: make([]byte, 384), KeyID: id, EncryptionAlgorithm: "RSAES_OAEP_SHA_256"}}, DestinationKeyID: "alias/pq"},
+		"RewrapReply": api.BatchReply[api.ReEncryptReply]{Results: []api.BatchResult[api.ReEncryptReply]{
+			{Result: &api.ReEncryptReply{SourceKeyID: id, SourceKeyVersion: 1, KeyID: id, KeyVersion: 2, CiphertextBlob: make([]byte, 80)}},
+			{Error: &api.ErrorBody{Code: "InvalidCiphertextException", Message: "the ciphertext could not be decrypted"}}}},
+		"MigrationStartRequest": api.MigrationStartRequest{CampaignID: "pq-0a1b2c3d4e5f", Keys: []api.MigrationKeyPlan{{KeyID: id, TargetKeySpec: "X_WING"}},
+			GracePeriodSeconds: 604800, DualSigningSeconds: 3600, BatchSize: 100},
+		"MigrationRequest": api.MigrationRequest{CampaignID: "pq-0a1b2c3d4e5f"},
+		"MigrationStatus": api.MigrationStatus{CampaignID: "pq-0a1b2c3d4e5f", WorkflowID: "migration/alpha/pq-0a1b2c3d4e5f", Phase: "rewrapping",
+			Approvals: []string{"carol"}, RequiredApprovals: 1, Keys: []api.MigrationKeyStatus{{SourceKeyID: id, TargetKeyID: id, TargetKeySpec: "X_WING", Total: 10, Rewrapped: 4}},
+			Total: 10, Rewrapped: 4, RatePerSecond: 120.5, EtaSeconds: 0.05, StartedAt: now},
 		"BatchDataKeyReply": api.BatchReply[api.DataKeyReply]{Results: []api.BatchResult[api.DataKeyReply]{
 			{Result: &api.DataKeyReply{KeyID: id, KeyVersion: 1, CiphertextBlob: []byte{1, 2, 3}}}, // withoutPlaintext: "plaintext":null
 			{Result: &api.DataKeyReply{KeyID: id, KeyVersion: 1, Plaintext: make([]byte, 32), CiphertextBlob: []byte{1, 2, 3}}}}},

@@ -2,8 +2,13 @@
 // workflows: key rotation (on demand, on a per-key Temporal Schedule, and
 // for a whole fleet), activation at a date, the end of each version's
 // cryptoperiod, the waiting period and the destruction of a key scheduled
-// for deletion, and compromise remediation (see lifecycle.go and
-// docs/lifecycle.md).
+// for deletion, compromise remediation (lifecycle.go, docs/lifecycle.md),
+// archival and recovery (archive.go), approvals (approval.go), the expiry
+// of imported material (imports.go), the rewrap of registered data keys
+// (rewrap.go: batches, heartbeats, ContinueAsNew with a cursor) and the
+// post-quantum migration campaign (migrate.go: targets, dual signing,
+// rewrap, an approval gate, cutover, a grace timer, retirement, with
+// pause, resume and rollback signals and a status query).
 //
 // Rules every workflow here keeps:
 //

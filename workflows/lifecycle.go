@@ -45,15 +45,8 @@ func registerLifecycle(r interface{ RegisterWorkflow(any) }) {
 	r.RegisterWorkflow(DeletionWorkflow)
 	r.RegisterWorkflow(RemediationWorkflow)
 	r.RegisterWorkflow(FleetRotateWorkflow)
-	// Remediation runs RewrapWorkflow as a child: a worker that lacks it
-	// would retry the remediation's workflow task for ever. Registered
-	// without the duplicate check, so whoever else registers the same
-	// function (the data-key registry) does not conflict with this.
-	if ro, ok := r.(interface {
-		RegisterWorkflowWithOptions(any, workflow.RegisterOptions)
-	}); ok {
-		ro.RegisterWorkflowWithOptions(RewrapWorkflow, workflow.RegisterOptions{Name: "RewrapWorkflow", DisableAlreadyRegisteredCheck: true})
-	}
+	// Remediation runs RewrapWorkflow (rewrap.go) as a child; Register
+	// registers it.
 }
 
 // lifecycleOptions are the activity options of the lifecycle workflows:

@@ -151,6 +151,8 @@ func Register(r interface {
 	r.RegisterWorkflow(ApprovalWorkflow)
 	r.RegisterWorkflow(ImportExpiryWorkflow)
 	registerLifecycle(r)
+	r.RegisterWorkflow(RewrapWorkflow)
+	r.RegisterWorkflow(MigrationWorkflow)
 	r.RegisterActivity(a)
 }
 

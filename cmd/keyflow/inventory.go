@@ -93,16 +93,17 @@ type planCounts struct {
 	Vulnerable    int            `json:"vulnerable"`
 	WithTarget    int            `json:"withTarget"`
 	WithoutTarget int            `json:"withoutTarget"`
+	DataKeys      int            `json:"registeredDataKeys"`
 	BySpec        map[string]int `json:"bySpec"`
 	ByTarget      map[string]int `json:"byTarget"`
 }
 
 func newMigrateCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "migrate", Short: "Plan the move of quantum-vulnerable keys to post-quantum specs", Args: noSubcommand, RunE: showHelp}
-	var from []string
+	var from, filters []string
 	var to string
 	plan := &cobra.Command{
-		Use:   "plan [--from SPEC]... [--to SPEC]",
+		Use:   "plan [--from SPEC]... [--key-filter GLOB]... [--to SPEC]",
 		Short: "List the quantum-vulnerable keys with the spec each moves to, and counts",
 		Long: `Plan lists the tenant's quantum-vulnerable keys (RSA, ECC, Ed25519), limited
 to --from specs when given, with the spec each should move to: --to when it
@@ -118,7 +119,11 @@ target and is counted as withoutTarget. It changes nothing.
 				if err != nil {
 					return err
 				}
-				p := buildPlan(r.Keys)
+				keys, err := filterKeys(r.Keys, filters) // migrate.go
+				if err != nil {
+					return err
+				}
+				p := buildPlan(keys)
 				if g.output == "json" {
 					return printJSON(cmd.OutOrStdout(), p)
 				}
@@ -128,7 +133,9 @@ target and is counted as withoutTarget. It changes nothing.
 	}
 	plan.Flags().StringArrayVar(&from, "from", nil, "only keys of this spec (repeatable)")
 	plan.Flags().StringVar(&to, "to", "", "target spec (default: the recommended one per key)")
+	plan.Flags().StringArrayVar(&filters, "key-filter", nil, "only keys whose alias or key ID matches this glob, e.g. 'payments/*' (repeatable)")
 	cmd.AddCommand(plan)
+	addCampaignCmds(cmd, g) // migrate.go
 	return cmd
 }
 
@@ -141,6 +148,7 @@ func buildPlan(keys []api.InventoryKey) migrationPlan {
 		p.Keys = append(p.Keys, k)
 		p.Counts.Vulnerable++
 		p.Counts.BySpec[k.KeySpec]++
+		p.Counts.DataKeys += k.RegisteredDataKeys
 		if k.TargetKeySpec == "" {
 			p.Counts.WithoutTarget++
 			continue
@@ -153,16 +161,16 @@ func buildPlan(keys []api.InventoryKey) migrationPlan {
 
 func printPlan(w io.Writer, p migrationPlan) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "KEY ID\tALIAS\tSPEC\tUSAGE\tSTATE\tTARGET\tRECENT PRINCIPALS")
+	fmt.Fprintln(tw, "KEY ID\tALIAS\tSPEC\tUSAGE\tSTATE\tTARGET\tDATA KEYS\tRECENT PRINCIPALS")
 	for _, k := range p.Keys {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.KeyID, dash(k.Alias), k.KeySpec, k.KeyUsage, k.KeyState,
-			dash(k.TargetKeySpec), dash(strings.Join(k.RecentPrincipals, ",")))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", k.KeyID, dash(k.Alias), k.KeySpec, k.KeyUsage, k.KeyState,
+			dash(k.TargetKeySpec), k.RegisteredDataKeys, dash(strings.Join(k.RecentPrincipals, ",")))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
 	c := p.Counts
-	fmt.Fprintf(w, "\n%d of %d keys are quantum-vulnerable; %d have a target, %d have none.\n", c.Vulnerable, c.Inventoried, c.WithTarget, c.WithoutTarget)
+	fmt.Fprintf(w, "\n%d of %d keys are quantum-vulnerable; %d have a target, %d have none; %d registered data keys to rewrap.\n", c.Vulnerable, c.Inventoried, c.WithTarget, c.WithoutTarget, c.DataKeys)
 	for _, s := range slices.Sorted(maps.Keys(c.ByTarget)) {
 		fmt.Fprintf(w, "  -> %s: %d\n", s, c.ByTarget[s])
 	}

@@ -193,10 +193,10 @@ func newDecryptCmd(g *globals) *cobra.Command {
 func newDataKeyCmd(g *globals) *cobra.Command {
 	var key string
 	var n int
-	var noPlain bool
+	var noPlain, register bool
 	var ctxPairs []string
 	cmd := &cobra.Command{
-		Use:   "datakey --key KEY [--without-plaintext]",
+		Use:   "datakey --key KEY [--without-plaintext] [--register]",
 		Short: `Generate a data key; prints {"keyId","plaintext","ciphertextBlob"} (base64)`,
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -216,11 +216,20 @@ func newDataKeyCmd(g *globals) *cobra.Command {
 					return err
 				}
 				defer clear(r.Plaintext)
+				var regID string
+				if register { // see datakeys.go
+					reg, err := c.RegisterDataKey(ctx, api.RegisterDataKeyRequest{CiphertextBlob: r.CiphertextBlob, EncryptionContext: ec})
+					if err != nil {
+						return err
+					}
+					regID = reg.RegistrationID
+				}
 				return printJSON(cmd.OutOrStdout(), struct {
 					KeyID          string `json:"keyId"`
 					Plaintext      []byte `json:"plaintext,omitempty"`
 					CiphertextBlob []byte `json:"ciphertextBlob"`
-				}{r.KeyID, r.Plaintext, r.CiphertextBlob})
+					RegistrationID string `json:"registrationId,omitempty"`
+				}{r.KeyID, r.Plaintext, r.CiphertextBlob, regID})
 			})
 		},
 	}
@@ -228,5 +237,7 @@ func newDataKeyCmd(g *globals) *cobra.Command {
 	cmd.Flags().IntVar(&n, "bytes", 32, "data key length in bytes (1-1024)")
 	cmd.Flags().BoolVar(&noPlain, "without-plaintext", false, "return only the encrypted data key")
 	cmd.Flags().StringArrayVar(&ctxPairs, "context", nil, "encryption context pair key=value (repeatable)")
+	cmd.Flags().BoolVar(&register, "register", false, "also register the wrapped data key, so keyflow keeps it current (prints registrationId)")
+	addRegistryCmds(cmd, g)
 	return cmd
 }

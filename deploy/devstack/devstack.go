@@ -249,6 +249,7 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 		Rotator: rotator{wc, cfg.Logger}, Lifecycle: wc, Workers: cfg.Workers,
 		Archiver: archiver{wc, cfg.Logger},
 		Imports:  importExpirer{wc},
+		Migrator: migrator{wc, cfg.Logger},
 	}); err != nil {
 		return st, err
 	}

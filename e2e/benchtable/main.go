@@ -51,6 +51,8 @@ type results struct {
 	xksRaw  []sample         // BenchmarkXKSRawHSMGCM
 	// BenchmarkXKSEncryptNoAudit by clients
 	xksNoAudit map[int][]sample
+	rewrap     []sample // BenchmarkRewrapRegistered (ops/s counts data keys)
+	rewrapN    []sample // BenchmarkRewrapNATS (ops/s counts ciphertexts)
 	failed     bool
 }
 
@@ -62,6 +64,8 @@ var (
 	batchName   = regexp.MustCompile(`^BenchmarkBatchEncryptNATS/`)
 	signName    = regexp.MustCompile(`^BenchmarkSignNATS/requesters=(\d+)(?:-\d+)?$`)
 	rawSignName = regexp.MustCompile(`^BenchmarkRawHSMSignP256(?:-\d+)?$`)
+	rewrapName  = regexp.MustCompile(`^BenchmarkRewrapRegistered(?:-\d+)?$`)
+	rewrapNName = regexp.MustCompile(`^BenchmarkRewrapNATS/`)
 )
 
 func parse(r io.Reader) (*results, error) {
@@ -104,6 +108,10 @@ func parse(r io.Reader) (*results, error) {
 			res.sign[n] = append(res.sign[n], s)
 		} else if rawSignName.MatchString(f[0]) {
 			res.rawSign = append(res.rawSign, s)
+		} else if rewrapName.MatchString(f[0]) {
+			res.rewrap = append(res.rewrap, s)
+		} else if rewrapNName.MatchString(f[0]) {
+			res.rewrapN = append(res.rewrapN, s)
 		} else {
 			parseXKS(res, f[0], s)
 		}
@@ -190,6 +198,31 @@ func write(w io.Writer, res *results) {
 	writeAuditCost(w, res)
 	writeCore(w, res, raw, rawOK)
 	writeXKS(w, res)
+	writeRewrap(w, res, raw, rawOK)
+}
+
+// writeRewrap prints the migration's rewrap rate (issue #7: reported, no
+// target), against raw AES-GCM of the same run: each rewrap is a decrypt
+// and an encrypt, so 0.5x would be the HSM's own ceiling.
+func writeRewrap(w io.Writer, res *results, raw float64, rawOK bool) {
+	if len(res.rewrap) == 0 && len(res.rewrapN) == 0 {
+		return
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Migration rewrap rate (medians; data keys per second, each audited)")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "path\titems/s\t/ raw AES-GCM\t")
+	row := func(name string, ss []sample) {
+		v, ok := median(ss, "ops/s")
+		ratio := "-"
+		if ok && rawOK && raw > 0 {
+			ratio = fmt.Sprintf("%.3fx", v/raw)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t\n", name, num(v, ok), ratio)
+	}
+	row("registry rewrap (workflow activity path, pages of 100)", res.rewrap)
+	row("crypto.rewrap over NATS (batches of 100, 8 requesters)", res.rewrapN)
+	tw.Flush()
 }
 
 // AuditRatioTarget is the informational floor of audited / unaudited

@@ -261,6 +261,9 @@ type SignReply struct {
 	KeyVersion       uint32 `json:"keyVersion"`
 	SigningAlgorithm string `json:"signingAlgorithm"`
 	Signature        []byte `json:"signature"`
+	// AdditionalSignatures are the migration target's signatures during
+	// a campaign's dual-signing period (see migrate.go).
+	AdditionalSignatures []AdditionalSignature `json:"additionalSignatures,omitempty"`
 }
 
 // VerifyRequest verifies a signature. KeyVersion 0: any version that may.

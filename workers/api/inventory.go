@@ -51,6 +51,9 @@ type InventoryKey struct {
 	// TargetKeySpec is the spec to migrate to; absent when the key is
 	// safe or nothing fits its usage.
 	TargetKeySpec string `json:"targetKeySpec,omitempty"`
+	// RegisteredDataKeys counts the key's registered wrapped data keys
+	// (datakeys.register), which a migration rewraps.
+	RegisteredDataKeys int `json:"registeredDataKeys"`
 	// RecentPrincipals are the principals seen using the key in the most
 	// recent audit records (a bounded window, not the whole trail).
 	RecentPrincipals []string `json:"recentPrincipals"`

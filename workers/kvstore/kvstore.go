@@ -37,6 +37,9 @@ type Store struct {
 	keys, aliases, material jetstream.KeyValue
 	archive, backups        jetstream.KeyValue // archive.go
 	authz                   jetstream.KeyValue // authz.go
+	datakeys                jetstream.KeyValue // see datakeys.go
+	js                      jetstream.JetStream
+	lists                   listCache // see datakeys.go
 }
 
 var _ kms.Store = (*Store)(nil)
@@ -52,7 +55,7 @@ func Open(ctx context.Context, js jetstream.JetStream) (*Store, error) {
 		}
 		return kv, nil
 	}
-	var s Store
+	s := Store{js: js}
 	var err error
 	if s.keys, err = open(BucketKeys, "keyflow key metadata", 16); err != nil {
 		return nil, err
@@ -67,6 +70,9 @@ func Open(ctx context.Context, js jetstream.JetStream) (*Store, error) {
 		return nil, err
 	}
 	if s.authz, err = open(BucketAuthz, "keyflow key policies, grants and disabled principals", 8); err != nil {
+		return nil, err
+	}
+	if s.datakeys, err = openDataKeys(ctx, js); err != nil {
 		return nil, err
 	}
 	return &s, nil

@@ -23,7 +23,11 @@ func (s *Server) sign(ctx context.Context, c kms.Caller, body []byte) (any, erro
 	if err != nil {
 		return nil, err
 	}
-	return api.SignReply{KeyID: res.KeyID, KeyVersion: res.KeyVersion, SigningAlgorithm: string(res.Algorithm), Signature: res.Signature}, nil
+	out := api.SignReply{KeyID: res.KeyID, KeyVersion: res.KeyVersion, SigningAlgorithm: string(res.Algorithm), Signature: res.Signature}
+	for _, a := range res.Additional {
+		out.AdditionalSignatures = append(out.AdditionalSignatures, api.AdditionalSignature{KeyID: a.KeyID, KeyVersion: a.KeyVersion, SigningAlgorithm: string(a.Algorithm), Signature: a.Signature})
+	}
+	return out, nil
 }
 
 func (s *Server) verify(ctx context.Context, c kms.Caller, body []byte) (any, error) {

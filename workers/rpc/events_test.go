@@ -861,7 +861,7 @@ func (r *evtFlakyRotator) Rotate(ctx context.Context, c kms.Caller, keyID string
 func TestSchemaWireMessages(t *testing.T) {
 	b := testbed.New(t)
 	rot := &evtFlakyRotator{evtRotator: evtRotator{b.KMS}}
-	b.StartRPC(rot)
+	startRPCWithMigrator(t, b, rot) // datakeys_test.go
 	creds, err := b.Identity.UserCreds("alpha", "alice")
 	if err != nil {
 		t.Fatal(err)
@@ -1016,6 +1016,7 @@ func TestSchemaWireMessages(t *testing.T) {
 	ok(api.OpKeyInventory, "InventoryRequest", `{"fromAlgorithms":["RSA_3072"],"to":"ML_DSA_65","format":"cyclonedx"}`, "InventoryReply")
 	refused(api.OpKeyInventory, "InventoryRequest", `{"to":"RSA_4096"}`, kms.CodeValidation)
 	refused(api.OpKeyInventory, "", `{"format":"xml"}`, kms.CodeValidation)
+	wireRegistryAndMigration(t, b.KMS, ok, refused) // datakeys_test.go
 	// A rotation that fails after it was accepted.
 	var doomed api.KeyMetadata
 	if err := json.Unmarshal(ok(api.OpKeyCreate, "CreateKeyRequest", `{"alias":"wire-doomed"}`, "KeyMetadata"), &doomed); err != nil {

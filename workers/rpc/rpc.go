@@ -61,7 +61,10 @@ type Config struct {
 	// Archiver runs archival and recovery (backup.go); nil: archive.*
 	// answers KMSInternalException.
 	Archiver Archiver
-	Imports  ImportExpirer       // nil: imports with a validTo are refused
+	Imports  ImportExpirer // nil: imports with a validTo are refused
+	// Migrator runs migration campaigns (migrate.go); nil: the migrate
+	// operations answer KMSInternalException.
+	Migrator Migrator
 	JS       jetstream.JetStream // for audit tail
 	// Workers is the size of the handler pool (default 64).
 	Workers int
@@ -135,6 +138,17 @@ func Start(cfg Config) (*Server, error) {
 			"publickey": s.getPublicKey, "random": s.random, "reencrypt": s.reEncrypt, "datakeypair": s.dataKeyPair,
 			"batchencrypt": s.batchEncrypt, "batchdecrypt": s.batchDecrypt, "batchdatakey": s.batchDataKey,
 			"seal": s.seal, "open": s.open, "encapsulate": s.encapsulate, "decapsulate": s.decapsulate,
+			"rewrap": s.rewrap,
+		}},
+		{"keyflow-datakeys", "datakeys", map[string]handlerFunc{
+			"register": s.registerDataKey, "get": s.getDataKey, "list": s.listDataKeys, "deregister": s.deregisterDataKey,
+		}},
+		{"keyflow-migrate", "migrate", map[string]handlerFunc{
+			"start": s.migrateStart, "status": s.migrateStatus,
+			"pause":    s.migrateControl(kms.ControlPause, api.OpMigratePause),
+			"resume":   s.migrateControl(kms.ControlResume, api.OpMigrateResume),
+			"rollback": s.migrateControl(kms.ControlRollback, api.OpMigrateRollback),
+			"approve":  s.migrateControl(kms.ControlApprove, api.OpMigrateApprove),
 		}},
 		{"keyflow-admin", "keys", map[string]handlerFunc{
 			"create": s.createKey, "describe": s.describeKey, "list": s.listKeys, "rotate": s.rotateKey,
@@ -329,6 +343,9 @@ func (s *Server) publishReply(r micro.Request, reqID string, data []byte, hdr na
 func decode(body []byte, v any) error {
 	if len(bytes.TrimSpace(body)) == 0 {
 		body = []byte("{}")
+	}
+	if handled, err := decodeSinglePass(body, v); handled { // decode.go
+		return err
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()

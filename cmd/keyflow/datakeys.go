@@ -1,0 +1,250 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/keyflow/keyflow/workers/api"
+	"github.com/keyflow/keyflow/workers/client"
+)
+
+// The data-key registry (`keyflow datakey register|get|list|deregister`)
+// and `keyflow rewrap`.
+
+// addRegistryCmds adds the registry subcommands to `keyflow datakey`.
+func addRegistryCmds(dk *cobra.Command, g *globals) {
+	dk.AddCommand(newDataKeyRegisterCmd(g), newDataKeyGetCmd(g), newDataKeyListCmd(g), newDataKeyDeregisterCmd(g))
+}
+
+func newDataKeyRegisterCmd(g *globals) *cobra.Command {
+	var in, key, alg, label string
+	var ctxPairs []string
+	cmd := &cobra.Command{
+		Use:   "register [--context k=v]... [--label L] < ciphertext.b64",
+		Short: "Register a wrapped data key (base64 on stdin or --in) so keyflow keeps it current; prints the registration",
+		Long: `Register a wrapped data key: keyflow checks that it opens (with the
+encryption context given), stores it, and rewraps it whenever its key is
+rotated, remediated or migrated. Keep the registrationId next to your data and
+fetch the current blob with 'keyflow datakey get ID'.
+
+Raw RSA-OAEP ciphertexts carry no header: give --key and --algorithm.
+
+  keyflow datakey --key alias/app --without-plaintext | jq -r .ciphertextBlob | keyflow datakey register`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ec, err := parseContext(ctxPairs)
+			if err != nil {
+				return err
+			}
+			raw, err := readInput(cmd, in, 2<<20)
+			if err != nil {
+				return err
+			}
+			ct, err := decodeBase64Input(raw)
+			if err != nil {
+				return err
+			}
+			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				r, err := c.RegisterDataKey(ctx, api.RegisterDataKeyRequest{CiphertextBlob: ct, EncryptionContext: ec, KeyID: key, EncryptionAlgorithm: alg, Label: label})
+				if err != nil {
+					return err
+				}
+				return g.printRegistrations(cmd, *r)
+			})
+		},
+	}
+	cmd.Flags().StringVar(&in, "in", "", "read the base64 ciphertext from this file instead of stdin")
+	cmd.Flags().StringArrayVar(&ctxPairs, "context", nil, "encryption context pair key=value the blob was made with (repeatable)")
+	cmd.Flags().StringVar(&key, "key", "", "the key (raw RSA-OAEP ciphertexts only)")
+	cmd.Flags().StringVar(&alg, "algorithm", "", "RSAES_OAEP_SHA_256 or RSAES_OAEP_SHA_1 (raw RSA-OAEP ciphertexts only)")
+	cmd.Flags().StringVar(&label, "label", "", "your own name for it (at most 256 characters; not secret)")
+	return cmd
+}
+
+func newDataKeyGetCmd(g *globals) *cobra.Command {
+	var blob bool
+	cmd := &cobra.Command{
+		Use:   "get REGISTRATION_ID [--blob]",
+		Short: "Show a registration with its current blob (--blob: just the base64 blob)",
+		Args:  exactArgs(1, "REGISTRATION_ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				r, err := c.GetDataKey(ctx, args[0])
+				if err != nil {
+					return err
+				}
+				if blob {
+					return printB64(cmd, r.CiphertextBlob)
+				}
+				return g.printRegistrations(cmd, *r)
+			})
+		},
+	}
+	cmd.Flags().BoolVar(&blob, "blob", false, "print only the current ciphertext blob, base64")
+	return cmd
+}
+
+func newDataKeyListCmd(g *globals) *cobra.Command {
+	var key, cursor string
+	var versions []uint
+	var limit int
+	var all bool
+	cmd := &cobra.Command{
+		Use:   "list --key KEY [--version N]... [--cursor C] [--limit N] [--all]",
+		Short: "List a key's registrations (a page, or --all), with counts per version",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if key == "" {
+				return usagef("--key is required")
+			}
+			req := api.ListDataKeysRequest{KeyID: key, Cursor: cursor, Limit: limit}
+			for _, v := range versions {
+				req.Versions = append(req.Versions, uint32(v))
+			}
+			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				var out api.ListDataKeysReply
+				for {
+					r, err := c.ListDataKeys(ctx, req)
+					if err != nil {
+						return err
+					}
+					out.KeyID, out.Counts, out.NextCursor = r.KeyID, r.Counts, r.NextCursor
+					out.Registrations = append(out.Registrations, r.Registrations...)
+					if !all || r.NextCursor == "" {
+						break
+					}
+					req.Cursor = r.NextCursor
+				}
+				if out.Registrations == nil {
+					out.Registrations = []api.DataKeyRegistration{}
+				}
+				if g.output == "json" {
+					return printJSON(cmd.OutOrStdout(), out)
+				}
+				if err := g.printRegistrations(cmd, out.Registrations...); err != nil {
+					return err
+				}
+				var parts []string
+				for v, n := range out.Counts {
+					parts = append(parts, "v"+v+": "+strconv.Itoa(n))
+				}
+				_, err := fmt.Fprintf(cmd.OutOrStdout(), "\nregistered per version: %s\n", dash(strings.Join(parts, ", ")))
+				return err
+			})
+		},
+	}
+	cmd.Flags().StringVar(&key, "key", "", "key ID or alias")
+	cmd.Flags().UintSliceVar(&versions, "version", nil, "only registrations under this version (repeatable)")
+	cmd.Flags().StringVar(&cursor, "cursor", "", "nextCursor of the previous page")
+	cmd.Flags().IntVar(&limit, "limit", 0, "page size (default 100, at most 1000)")
+	cmd.Flags().BoolVar(&all, "all", false, "follow the cursor to the last page")
+	return cmd
+}
+
+func newDataKeyDeregisterCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "deregister REGISTRATION_ID",
+		Short: "Forget a registration (its blob keeps working while its key version does)",
+		Args:  exactArgs(1, "REGISTRATION_ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				if err := c.DeregisterDataKey(ctx, args[0]); err != nil {
+					return err
+				}
+				return printJSON(cmd.OutOrStdout(), api.RegistrationRequest{RegistrationID: args[0]})
+			})
+		},
+	}
+}
+
+func (g *globals) printRegistrations(cmd *cobra.Command, regs ...api.DataKeyRegistration) error {
+	w := cmd.OutOrStdout()
+	if g.output == "json" {
+		if len(regs) == 1 {
+			return printJSON(w, regs[0])
+		}
+		return printJSON(w, regs)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "REGISTRATION ID\tKEY ID\tVERSION\tLABEL\tREWRAPS\tUPDATED")
+	for _, r := range regs {
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%s\n", r.RegistrationID, r.KeyID, r.KeyVersion, dash(r.Label), r.Rewraps, r.UpdatedAt.Format(time.RFC3339))
+	}
+	return tw.Flush()
+}
+
+func newRewrapCmd(g *globals) *cobra.Command {
+	var dst, in, key, alg string
+	var ctxPairs []string
+	cmd := &cobra.Command{
+		Use:   "rewrap [--destination-key KEY] [--context k=v]... < ciphertexts.b64",
+		Short: "Move ciphertexts (base64, one per line) to the current primary version; prints one per line",
+		Long: `Rewrap re-encrypts each ciphertext (base64, one per line on stdin or --in)
+under the current primary version of its own key, or of --destination-key,
+keeping its encryption context. The plaintext never leaves keyflow. Output:
+one line per input line, the new ciphertext in base64, or "ERROR <code>".
+For registered data keys, the rewrap workflows do this by themselves.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ec, err := parseContext(ctxPairs)
+			if err != nil {
+				return err
+			}
+			raw, err := readInput(cmd, in, 16<<20)
+			if err != nil {
+				return err
+			}
+			var req api.RewrapRequest
+			req.DestinationKeyID = dst
+			for _, line := range strings.Split(string(raw), "\n") {
+				if strings.TrimSpace(line) == "" {
+					continue
+				}
+				ct, err := decodeBase64Input([]byte(line))
+				if err != nil {
+					return err
+				}
+				req.Items = append(req.Items, api.RewrapItem{CiphertextBlob: ct, EncryptionContext: ec, KeyID: key, EncryptionAlgorithm: alg})
+			}
+			if len(req.Items) == 0 || len(req.Items) > api.MaxBatchItems {
+				return usagef("give 1 to %d ciphertexts", api.MaxBatchItems)
+			}
+			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				r, err := c.Rewrap(ctx, req)
+				if err != nil {
+					return err
+				}
+				if g.output == "json" && cmd.Flags().Changed("output") {
+					return printJSON(cmd.OutOrStdout(), r)
+				}
+				failed := 0
+				for _, res := range r.Results {
+					if res.Error != nil {
+						failed++
+						fmt.Fprintf(cmd.OutOrStdout(), "ERROR %s\n", res.Error.Code)
+						continue
+					}
+					if err := printB64(cmd, res.Result.CiphertextBlob); err != nil {
+						return err
+					}
+				}
+				if failed > 0 {
+					return fmt.Errorf("%d of %d ciphertexts could not be rewrapped", failed, len(r.Results))
+				}
+				return nil
+			})
+		},
+	}
+	cmd.Flags().StringVar(&dst, "destination-key", "", "key to rewrap under (default: each ciphertext's own key)")
+	cmd.Flags().StringVar(&in, "in", "", "read the ciphertexts from this file instead of stdin")
+	cmd.Flags().StringArrayVar(&ctxPairs, "context", nil, "encryption context of every ciphertext, key=value (repeatable)")
+	cmd.Flags().StringVar(&key, "key", "", "source key (raw RSA-OAEP ciphertexts only)")
+	cmd.Flags().StringVar(&alg, "algorithm", "", "RSAES_OAEP_SHA_256 or RSAES_OAEP_SHA_1 (raw RSA-OAEP ciphertexts only)")
+	return cmd
+}
