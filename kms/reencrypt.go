@@ -77,6 +77,7 @@ type reencryptInput struct {
 	destinationKeyRef  string
 	destination        *Key
 	destinationContext EncryptionContext
+	allowCompromised   bool // open under a COMPROMISED version (remediation)
 }
 
 // reencrypt is the shared body of ReEncrypt, Rewrap and the registry
@@ -95,7 +96,7 @@ func (s *Service) reencrypt(ctx context.Context, c Caller, in reencryptInput) (s
 	if in.sourceAlgorithm != "" && in.sourceAlgorithm != EncSymmetricDefault {
 		src, pt, srcVer, err = s.rsaDecrypt(ctx, c, in.sourceKeyRef, in.sourceAlgorithm, in.ciphertext)
 	} else {
-		src, pt, srcVer, err = s.open(ctx, c.Tenant, in.sourceKeyRef, in.ciphertext, in.sourceContext, UseProcess)
+		src, pt, srcVer, err = s.open(ctx, c.Tenant, in.sourceKeyRef, in.ciphertext, in.sourceContext, processOf(in.allowCompromised))
 	}
 	if err != nil {
 		return src, nil, nil, err

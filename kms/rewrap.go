@@ -90,6 +90,10 @@ type RewrapRegisteredParams struct {
 	DestinationKeyID string
 	After            string
 	Limit            int // default 100, at most 1000
+	// AllowCompromised lets the rewrap open data keys under a COMPROMISED
+	// version: compromise remediation moves them away from it (the
+	// remediation is audited as such).
+	AllowCompromised bool
 	// Progress, when set, is called after each item (workflows heartbeat
 	// from it).
 	Progress func(done int, cursor string)
@@ -188,7 +192,7 @@ func (s *Service) RewrapRegistered(ctx context.Context, c Caller, p RewrapRegist
 				}
 				<-sem
 			}()
-			moved, err := s.rewrapOne(ctx, c, ds, d, dst)
+			moved, err := s.rewrapOne(ctx, c, ds, d, dst, p.AllowCompromised)
 			mu.Lock()
 			defer mu.Unlock()
 			switch {
@@ -230,7 +234,7 @@ const rewrapParallelism = 8
 // worker that dies after the record and before the update leaves a move
 // that the retried page does again under the same ID, which the audit
 // stream drops. One move, one record, whatever crashes.
-func (s *Service) rewrapOne(ctx context.Context, c Caller, ds DataKeyStore, d *DataKey, dst *Key) (bool, error) {
+func (s *Service) rewrapOne(ctx context.Context, c Caller, ds DataKeyStore, d *DataKey, dst *Key, allowCompromised bool) (bool, error) {
 	for attempt := 0; attempt < 3; attempt++ {
 		cur, rev, err := ds.GetDataKey(ctx, c.Tenant, d.ID)
 		if errors.Is(err, ErrStoreNotFound) {
@@ -244,7 +248,7 @@ func (s *Service) rewrapOne(ctx context.Context, c Caller, ds DataKeyStore, d *D
 		}
 		_, _, res, err := s.reencrypt(ctx, c, reencryptInput{
 			ciphertext: cur.Ciphertext, sourceContext: cur.Context, sourceKeyRef: cur.KeyID, sourceAlgorithm: cur.Algorithm,
-			destination: dst, destinationContext: cur.Context,
+			destination: dst, destinationContext: cur.Context, allowCompromised: allowCompromised,
 		})
 		if err != nil {
 			return false, s.recordRewrap(ctx, c, cur, cur.KeyID, cur.KeyVersion, err)

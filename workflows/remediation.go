@@ -72,7 +72,7 @@ func RemediationWorkflow(ctx workflow.Context, p RemediationParams) (*Remediatio
 	}
 	wctx := workflow.WithChildOptions(ctx, workflow.ChildWorkflowOptions{WorkflowID: wid + "/rewrap"})
 	var rw RewrapResult
-	if err := workflow.ExecuteChildWorkflow(wctx, RewrapWorkflow, RewrapParams{Tenant: p.Tenant, KeyID: p.KeyID, FromVersions: from, Principal: p.Principal, RequestID: p.RequestID}).Get(ctx, &rw); err != nil {
+	if err := workflow.ExecuteChildWorkflow(wctx, RewrapWorkflow, RewrapParams{Tenant: p.Tenant, KeyID: p.KeyID, FromVersions: from, Principal: p.Principal, RequestID: p.RequestID, AllowCompromised: true}).Get(ctx, &rw); err != nil {
 		res.Problems = append(res.Problems, "rewrap: "+failureMessage(err))
 	} else {
 		res.Rewrapped, res.Failed, res.Remaining = rw.Rewrapped, rw.Failed, rw.Remaining

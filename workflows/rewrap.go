@@ -28,6 +28,9 @@ type RewrapParams struct {
 	Principal        string
 	RequestID        string
 	BatchSize        int // default 100
+	// AllowCompromised lets the rewrap open data keys under a COMPROMISED
+	// version: compromise remediation sets it to move them away.
+	AllowCompromised bool
 
 	Cursor    string
 	Rewrapped int
@@ -115,7 +118,7 @@ func RewrapWorkflow(ctx workflow.Context, p RewrapParams) (*RewrapResult, error)
 		err := workflow.ExecuteActivity(actx, a.RewrapBatch, RewrapBatchParams{
 			Tenant: p.Tenant, Principal: p.Principal, RequestID: p.RequestID, Tag: tag,
 			KeyID: p.KeyID, FromVersions: p.FromVersions, DestinationKeyID: p.DestinationKeyID,
-			Cursor: p.Cursor, Limit: p.BatchSize,
+			Cursor: p.Cursor, Limit: p.BatchSize, AllowCompromised: p.AllowCompromised,
 		}).Get(ctx, &page)
 		if err != nil {
 			return nil, err
@@ -152,6 +155,7 @@ type RewrapBatchParams struct {
 	DestinationKeyID string
 	Cursor           string
 	Limit            int
+	AllowCompromised bool
 }
 
 // RewrapBatchResult is what one batch did.
@@ -169,7 +173,7 @@ func (a *Activities) RewrapBatch(ctx context.Context, p RewrapBatchParams) (*Rew
 	c := kms.Caller{Tenant: p.Tenant, Principal: p.Principal, RequestID: p.RequestID, IdempotencyKey: p.Tag}
 	page, err := a.KMS.RewrapRegistered(ctx, c, kms.RewrapRegisteredParams{
 		KeyID: p.KeyID, FromVersions: p.FromVersions, DestinationKeyID: p.DestinationKeyID,
-		After: p.Cursor, Limit: p.Limit,
+		After: p.Cursor, Limit: p.Limit, AllowCompromised: p.AllowCompromised,
 		Progress: func(done int, cursor string) { activity.RecordHeartbeat(ctx, done, cursor) },
 	})
 	if err != nil {
