@@ -106,6 +106,7 @@ const (
 	TypeKeyDestroyed         = "io.keyflow.key.destroyed.v1"
 	TypeKeyLifecycleChanged  = "io.keyflow.key.lifecycle.changed.v1"
 	TypeKeyRemediated        = "io.keyflow.key.compromise.remediated.v1"
+	TypeKeyVersionRetired    = "io.keyflow.key.version.retired.v1"
 
 	// The data-key registry and the migration campaign (docs/migration.md).
 	TypeDataKeyRegistered   = "io.keyflow.datakey.registered.v1"
@@ -139,7 +140,7 @@ var Types = []string{
 	TypeKeyImportParameters, TypeKeyImported, TypeKeyImportDeleted, TypeKeyImportExpired,
 	TypeAccessDenied, TypeKeyPolicyChanged, TypeKeyPolicyRead, TypeGrantCreated, TypeGrantListed, TypeGrantRetired, TypeGrantRevoked, TypeTenantCreated, TypePrincipalCreated, TypePrincipalListed, TypePrincipalDisabled,
 	TypeKeyStateChanged, TypeKeyCompromised, TypeKeyDeletionScheduled, TypeKeyDeletionCancelled,
-	TypeKeyUseRefused, TypeKeyMaterialDestroyed, TypeKeyDestroyed, TypeKeyLifecycleChanged, TypeKeyRemediated,
+	TypeKeyUseRefused, TypeKeyMaterialDestroyed, TypeKeyDestroyed, TypeKeyLifecycleChanged, TypeKeyRemediated, TypeKeyVersionRetired,
 	TypeDataKeyRegistered, TypeDataKeyRead, TypeDataKeyListed, TypeDataKeyDeregistered, TypeDataKeyRewrapped,
 	TypeMigrationStarted, TypeMigrationPhase, TypeMigrationControl, TypeMigrationKey,
 }

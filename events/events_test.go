@@ -355,8 +355,13 @@ func TestEveryTypeValidates(t *testing.T) {
 			{"", map[string]any{"keyId": id, "cancelled": true, "versions": []uint32{}, "copies": []string{}}},
 		},
 		events.TypeKeyDestroyed:        {{"", map[string]any{"keyId": id, "cancelled": false, "state": "DESTROYED_COMPROMISED", "versions": []uint32{1}}}},
-		events.TypeKeyLifecycleChanged: {{"", map[string]any{"keyId": id, "rotationPeriodDays": 90}}},
-		events.TypeKeyRemediated:       {{"", map[string]any{"keyId": id, "version": uint32(1), "newVersion": uint32(2), "rewrapped": 0, "failed": 0, "remaining": -1, "problems": []string{"rewrap: rewrap is not implemented yet"}}}},
+		events.TypeKeyLifecycleChanged: {{"", map[string]any{"keyId": id, "rotationPeriodDays": 90, "rewrapOnRotation": true}}},
+		events.TypeKeyVersionRetired: {
+			{"", map[string]any{"keyId": id, "version": uint32(1), "from": "ACTIVE", "state": "DESTROYED", "transition": "T5", "registeredDataKeys": 0, "copies": []string{"hsm-session-objects", "store"}}},
+			{"KMSInvalidStateException", map[string]any{"keyId": id, "version": uint32(1), "registeredDataKeys": 3}},
+			{"ValidationException", map[string]any{"keyId": "alias/nope", "version": uint32(0)}},
+		},
+		events.TypeKeyRemediated: {{"", map[string]any{"keyId": id, "version": uint32(1), "newVersion": uint32(2), "rewrapped": 0, "failed": 0, "remaining": -1, "problems": []string{"rewrap: rewrap is not implemented yet"}}}},
 		events.TypeDataKeyRegistered: {
 			{"", map[string]any{"ciphertextBytes": 80, "registrationId": regID, "keyVersion": uint32(1)}},
 			{"InvalidCiphertextException", map[string]any{"ciphertextBytes": 80}},

@@ -212,6 +212,10 @@ type KeyLifecycle struct {
 	// Cryptoperiod is each version's originator-usage period (0: the
 	// default of its kind, see DefaultCryptoperiod).
 	Cryptoperiod time.Duration `json:"cryptoperiod,omitempty"`
+	// RewrapOnRotation makes every rotation (requested or scheduled)
+	// rewrap the key's registered data keys to the new primary version
+	// (docs/lifecycle.md, "Rotation and rewrap").
+	RewrapOnRotation bool `json:"rewrapOnRotation,omitempty"`
 	// PendingDeletion is AWS KMS's PendingDeletion, on top of the state.
 	PendingDeletion bool      `json:"pendingDeletion,omitempty"`
 	DeletionDate    time.Time `json:"deletionDate,omitzero"`
@@ -273,7 +277,7 @@ func permitRotation(k *Key) error {
 // initialLifecycle sets a new key's lifecycle: T1 then, unless the
 // activation date is in the future, T4 at once.
 func initialLifecycle(k *Key, p CreateKeyParams, now time.Time) {
-	k.Lifecycle = KeyLifecycle{RotationPeriod: p.RotationPeriod, Cryptoperiod: p.Cryptoperiod, StateChangedAt: now}
+	k.Lifecycle = KeyLifecycle{RotationPeriod: p.RotationPeriod, Cryptoperiod: p.Cryptoperiod, RewrapOnRotation: p.RewrapOnRotation, StateChangedAt: now}
 	if p.ActivationDate.After(now) {
 		k.Lifecycle.ActivationDate = p.ActivationDate.UTC()
 		k.State = StatePreActive

@@ -517,6 +517,8 @@ type SetPolicyParams struct {
 	KeyRef         string
 	RotationPeriod *time.Duration // 0 turns automatic rotation off
 	Cryptoperiod   *time.Duration // applies to versions created from now on
+	// RewrapOnRotation: rotations rewrap the registered data keys.
+	RewrapOnRotation *bool
 }
 
 // SetLifecyclePolicy changes a key's automatic rotation period and
@@ -534,6 +536,9 @@ func (s *Service) SetLifecyclePolicy(ctx context.Context, c Caller, p SetPolicyP
 		}
 		if p.Cryptoperiod != nil {
 			data["cryptoperiodDays"] = int(*p.Cryptoperiod / Day)
+		}
+		if p.RewrapOnRotation != nil {
+			data["rewrapOnRotation"] = *p.RewrapOnRotation
 		}
 		subject := ""
 		if keyID != "" {
@@ -573,6 +578,9 @@ func (s *Service) SetLifecyclePolicy(ctx context.Context, c Caller, p SetPolicyP
 		}
 		if p.Cryptoperiod != nil {
 			k.Lifecycle.Cryptoperiod = *p.Cryptoperiod
+		}
+		if p.RewrapOnRotation != nil {
+			k.Lifecycle.RewrapOnRotation = *p.RewrapOnRotation
 		}
 		return false, nil
 	})

@@ -147,6 +147,8 @@ var permissions = map[string]Permission{
 	"keys.canceldeletion":   {Roles: []Role{RoleKeyAdmin}},
 	"keys.compromise":       {Roles: []Role{RoleKeyAdmin}},
 	"keys.setrotation":      {Roles: []Role{RoleKeyAdmin}},
+	"keys.retireversion":    {Roles: []Role{RoleKeyAdmin}},
+	"keys.rewrapstatus":     {Roles: []Role{RoleKeyAdmin, RoleAuditor}, Action: ActionDescribeKey},
 
 	// The data-key registry and rewraps are used by applications; the
 	// migration campaign is run by key administrators, watched by

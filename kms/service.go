@@ -299,6 +299,8 @@ type CreateKeyParams struct {
 	ActivationDate time.Time
 	RotationPeriod time.Duration
 	Cryptoperiod   time.Duration
+	// RewrapOnRotation: rotations rewrap the registered data keys.
+	RewrapOnRotation bool
 }
 
 // CreateKey creates an AES-256 key with its first version, generated inside

@@ -60,7 +60,7 @@ func RemediationWorkflow(ctx workflow.Context, p RemediationParams) (*Remediatio
 		WorkflowID: wid + "/rotate", WorkflowExecutionTimeout: 10 * time.Minute,
 	})
 	var rot RotateKeyResult
-	if err := workflow.ExecuteChildWorkflow(rctx, RotateKeyWorkflow, RotateKeyParams{Tenant: p.Tenant, KeyID: p.KeyID, Principal: p.Principal, RequestID: p.RequestID}).Get(ctx, &rot); err != nil {
+	if err := workflow.ExecuteChildWorkflow(rctx, RotateKeyWorkflow, RotateKeyParams{Tenant: p.Tenant, KeyID: p.KeyID, Principal: p.Principal, RequestID: p.RequestID, SkipRewrap: true}).Get(ctx, &rot); err != nil {
 		res.Problems = append(res.Problems, "rotation: "+failureMessage(err))
 	} else {
 		res.NewVersion = rot.NewVersion

@@ -23,13 +23,21 @@ type RotateKeyParams struct {
 	KeyID     string
 	Principal string
 	RequestID string
+	// Rewrap asks for a rewrap of the registered data keys after the
+	// rotation even if the key's policy does not (rotate_rewrap.go);
+	// SkipRewrap suppresses it (remediation rewraps on its own).
+	Rewrap     bool `json:",omitempty"`
+	SkipRewrap bool `json:",omitempty"`
 }
 
-// RotateKeyResult reports the versions before and after.
+// RotateKeyResult reports the versions before and after, and the rewrap
+// that followed, if any (RewrapProblem says why it did not finish).
 type RotateKeyResult struct {
 	KeyID           string
 	PreviousVersion uint32
 	NewVersion      uint32
+	Rewrap          *RewrapResult `json:",omitempty"`
+	RewrapProblem   string        `json:",omitempty"`
 }
 
 // RotateKeyWorkflow creates the key's next version and makes it primary.
@@ -58,7 +66,11 @@ func RotateKeyWorkflow(ctx workflow.Context, p RotateKeyParams) (*RotateKeyResul
 	if err := workflow.ExecuteActivity(ctx, a.SetPrimaryVersion, step).Get(ctx, &prev); err != nil {
 		return nil, err
 	}
-	return &RotateKeyResult{KeyID: p.KeyID, PreviousVersion: prev, NewVersion: next}, nil
+	res := &RotateKeyResult{KeyID: p.KeyID, PreviousVersion: prev, NewVersion: next}
+	if err := rewrapAfterRotation(ctx, p, res); err != nil {
+		return nil, err
+	}
+	return res, nil
 }
 
 // KeyStep is the input of a per-key activity.

@@ -246,5 +246,6 @@ For registered data keys, the rewrap workflows do this by themselves.`,
 	cmd.Flags().StringArrayVar(&ctxPairs, "context", nil, "encryption context of every ciphertext, key=value (repeatable)")
 	cmd.Flags().StringVar(&key, "key", "", "source key (raw RSA-OAEP ciphertexts only)")
 	cmd.Flags().StringVar(&alg, "algorithm", "", "RSAES_OAEP_SHA_256 or RSAES_OAEP_SHA_1 (raw RSA-OAEP ciphertexts only)")
+	cmd.AddCommand(newRewrapStatusCmd(g))
 	return cmd
 }

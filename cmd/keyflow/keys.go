@@ -80,25 +80,26 @@ Specs and usages (AWS KMS names):
 			})
 		},
 	}
+	var rewrap bool
 	rotate := &cobra.Command{
 		Use:   "rotate KEY",
 		Short: "Rotate a key now: run the rotation workflow and wait for it",
 		Args:  exactArgs(1, "KEY"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
-				r, err := c.RotateKey(ctx, args[0])
+				r, err := c.RotateKeyWith(ctx, api.RotateKeyRequest{KeyID: args[0], Rewrap: rewrap})
 				if err != nil {
 					return err
 				}
 				if g.output == "json" {
 					return printJSON(cmd.OutOrStdout(), r)
 				}
-				_, err = fmt.Fprintf(cmd.OutOrStdout(), "rotated %s: version %d -> %d (workflow %s)\n", r.KeyID, r.PreviousVersion, r.NewVersion, r.WorkflowID)
-				return err
+				return printRotation(cmd.OutOrStdout(), r)
 			})
 		},
 	}
-	cmd.AddCommand(create, describe, list, rotate)
+	rotate.Flags().BoolVar(&rewrap, "rewrap", false, "then rewrap the key's registered data keys to the new version and print the counts")
+	cmd.AddCommand(create, describe, list, rotate, newRetireVersionCmd(g))
 	cmd.AddCommand(newKeyPolicyCmds(g)...)
 	cmd.AddCommand(newLifecycleCmds(g)...)
 	return cmd

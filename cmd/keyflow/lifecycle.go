@@ -16,11 +16,13 @@ import (
 // lifecycleFlags are key create's lifecycle flags.
 type lifecycleFlags struct {
 	activation, rotation, cryptoperiod string
+	rewrapOnRotation                   bool
 }
 
 func (f *lifecycleFlags) add(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.activation, "activation-date", "", "keep the key PRE_ACTIVE until this time (RFC 3339, or +DURATION such as +2d or +36h)")
 	cmd.Flags().StringVar(&f.rotation, "rotation-period", "", "rotate automatically every period (1d to 7y, e.g. 90d, 1y)")
+	cmd.Flags().BoolVar(&f.rewrapOnRotation, "rewrap-on-rotation", false, "every rotation (scheduled or requested) rewraps the key's registered data keys")
 	cmd.Flags().StringVar(&f.cryptoperiod, "cryptoperiod", "", "originator-usage period of each version (1d to 7y; default 2y, NIST SP 800-57 Table 1)")
 }
 
@@ -32,6 +34,7 @@ func (f *lifecycleFlags) apply(r *api.CreateKeyRequest) error {
 		}
 		r.ActivationDate = &t
 	}
+	r.RewrapOnRotation = f.rewrapOnRotation
 	var err error
 	if r.RotationPeriodInDays, err = parseDays("--rotation-period", f.rotation); err != nil {
 		return err
@@ -199,20 +202,34 @@ allow is refused with KMSInvalidStateException naming the current state.`,
 	compromise.Flags().Uint32Var(&cVersion, "version", 0, "the compromised version (default: the primary)")
 
 	var period string
+	var rewrapOn bool
 	setRotation := &cobra.Command{
-		Use:   "set-rotation KEY --period 90d|off",
+		Use:   "set-rotation KEY --period 90d|off [--rewrap-on-rotation[=false]]",
 		Short: "Rotate a key automatically every period (1d to 7y), on a Temporal Schedule owned by the key",
 		Args:  exactArgs(1, "KEY"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if period == "" {
-				return usagef("--period is required (e.g. 90d, 1y, or off)")
+			rewrapSet := cmd.Flags().Changed("rewrap-on-rotation")
+			if period == "" && !rewrapSet {
+				return usagef("--period is required (e.g. 90d, 1y, or off), or --rewrap-on-rotation=true|false")
 			}
 			days, err := parseDays("--period", period)
 			if err != nil {
 				return err
 			}
 			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
-				k, err := c.SetRotation(ctx, api.SetRotationRequest{KeyID: args[0], RotationPeriodInDays: days})
+				req := api.SetRotationRequest{KeyID: args[0], RotationPeriodInDays: days}
+				if rewrapSet {
+					req.RewrapOnRotation = &rewrapOn
+				}
+				if period == "" {
+					// Only the rewrap setting changes: keep the period.
+					k, err := c.DescribeKey(ctx, args[0])
+					if err != nil {
+						return err
+					}
+					req.RotationPeriodInDays = k.RotationPeriodInDays
+				}
+				k, err := c.SetRotation(ctx, req)
 				if err != nil {
 					return err
 				}
@@ -221,6 +238,7 @@ allow is refused with KMSInvalidStateException naming the current state.`,
 		},
 	}
 	setRotation.Flags().StringVar(&period, "period", "", "rotation period (1d to 7y, e.g. 90d, 1y), or off")
+	setRotation.Flags().BoolVar(&rewrapOn, "rewrap-on-rotation", false, "rotations rewrap the key's registered data keys (=false turns it off)")
 
 	return []*cobra.Command{enable, disable, suspend, resume, activate, deactivate, setState, schedule, cancel, compromise, setRotation}
 }

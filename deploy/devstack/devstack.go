@@ -356,16 +356,7 @@ type rotator struct {
 }
 
 func (r rotator) Rotate(ctx context.Context, c kms.Caller, keyID string) (*rpc.RotateResult, error) {
-	res, id, err := r.c.RotateKey(ctx, workflows.RotateKeyParams{Tenant: c.Tenant, KeyID: keyID, Principal: c.Principal, RequestID: c.RequestID})
-	if err != nil {
-		var ke *kms.Error
-		if errors.As(err, &ke) {
-			return nil, ke
-		}
-		r.log.Error("rotation workflow failed", "key", kms.ResourceName(c.Tenant, keyID), "err", err)
-		return nil, &kms.Error{Code: kms.CodeInternal, Message: "failed to run the rotation workflow"}
-	}
-	return &rpc.RotateResult{KeyID: res.KeyID, PreviousVersion: res.PreviousVersion, NewVersion: res.NewVersion, WorkflowID: id}, nil
+	return r.rotate(ctx, c, workflows.RotateKeyParams{Tenant: c.Tenant, KeyID: keyID, Principal: c.Principal, RequestID: c.RequestID})
 }
 
 // drain drains a connection and waits (bounded) until it is closed, so the

@@ -147,6 +147,7 @@ type CreateKeyRequest struct {
 	ActivationDate       *time.Time `json:"activationDate,omitempty"`
 	RotationPeriodInDays int        `json:"rotationPeriodInDays,omitempty"`
 	CryptoperiodInDays   int        `json:"cryptoperiodInDays,omitempty"`
+	RewrapOnRotation     bool       `json:"rewrapOnRotation,omitempty"`
 }
 
 // KeyRequest names one key by ID or alias.
@@ -192,6 +193,7 @@ type KeyMetadata struct {
 	CryptoperiodInDays   int        `json:"cryptoperiodInDays,omitempty"`
 	PendingDeletion      bool       `json:"pendingDeletion,omitempty"`
 	DeletionDate         *time.Time `json:"deletionDate,omitempty"`
+	RewrapOnRotation     bool       `json:"rewrapOnRotation,omitempty"`
 }
 
 // ListKeysReply lists keys.
@@ -205,6 +207,8 @@ type RotateKeyReply struct {
 	PreviousVersion uint32 `json:"previousVersion"`
 	NewVersion      uint32 `json:"newVersion"`
 	WorkflowID      string `json:"workflowId"`
+	// Rewrap reports the rewrap that followed (rotation_rewrap.go).
+	Rewrap *RewrapCounts `json:"rewrap,omitempty"`
 }
 
 // AuditTailRequest reads the caller's tenant's audit events after a stream

@@ -68,4 +68,7 @@ type CompromiseReply struct {
 type SetRotationRequest struct {
 	KeyID                string `json:"keyId"`
 	RotationPeriodInDays int    `json:"rotationPeriodInDays"`
+	// RewrapOnRotation, when present, turns the rewrap of registered
+	// data keys after each rotation on or off.
+	RewrapOnRotation *bool `json:"rewrapOnRotation,omitempty"`
 }

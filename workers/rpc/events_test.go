@@ -912,7 +912,7 @@ func TestSchemaWireMessages(t *testing.T) {
 	send(api.OpDecrypt, "DecryptRequest", `{"ciphertextBlob":"`+ct+`"}`, "DecryptReply")
 	send(api.OpDataKey, "DataKeyRequest", `{"keyId":"alias/wire","numberOfBytes":16}`, "DataKeyReply")
 	send(api.OpDataKey, "DataKeyRequest", `{"keyId":"alias/wire"}`, "DataKeyReply")
-	send(api.OpKeyRotate, "KeyRequest", `{"keyId":"alias/wire"}`, "RotateKeyReply")
+	send(api.OpKeyRotate, "RotateKeyRequest", `{"keyId":"alias/wire"}`, "RotateKeyReply")
 	send(api.OpAuditTail, "AuditTailRequest", `{"limit":1000}`, "AuditTailReply")
 	send(api.OpAuditTail, "AuditTailRequest", `{"afterSeq":1,"limit":2,"waitMillis":10}`, "AuditTailReply")
 	// Refused requests get an ErrorReply, whatever the operation.
@@ -1023,7 +1023,9 @@ func TestSchemaWireMessages(t *testing.T) {
 		t.Fatal(err)
 	}
 	rot.fail.Store(doomed.KeyID, true)
-	refused(api.OpKeyRotate, "KeyRequest", `{"keyId":"wire-doomed"}`, kms.CodeInternal)
+	refused(api.OpKeyRotate, "RotateKeyRequest", `{"keyId":"wire-doomed"}`, kms.CodeInternal)
+	// The primary version never retires (rotation_rewrap_test.go has the rest).
+	refused(api.OpKeyRetireVersion, "RetireVersionRequest", `{"keyId":"wire-doomed","version":1}`, kms.CodeInvalidState)
 	identityWireMessages(t, ok, refused)
 
 	// Backups over the wire; archival and recovery through the domain

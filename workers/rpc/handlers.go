@@ -111,7 +111,7 @@ func (s *Server) listKeys(ctx context.Context, c kms.Caller, body []byte) (any, 
 }
 
 func (s *Server) rotateKey(ctx context.Context, c kms.Caller, body []byte) (any, error) {
-	var req api.KeyRequest
+	var req api.RotateKeyRequest
 	if err := decode(body, &req); err != nil {
 		return nil, s.rejectWith(ctx, c, api.OpKeyRotate, err)
 	}
@@ -125,14 +125,14 @@ func (s *Server) rotateKey(ctx context.Context, c kms.Caller, body []byte) (any,
 	if err := s.approvalGate(ctx, c, kms.ApprovalRotate, keyID); err != nil {
 		return nil, err
 	}
-	res, err := s.cfg.Rotator.Rotate(ctx, c, keyID)
+	res, err := s.runRotation(ctx, c, keyID, req.Rewrap)
 	if err != nil {
 		// The workflow's own steps are audited; this records that the
 		// request as a whole failed.
 		return nil, s.cfg.KMS.RecordRotationFailed(ctx, c, keyID, err)
 	}
 	s.rotated(ctx, c, keyID)
-	return api.RotateKeyReply{KeyID: res.KeyID, PreviousVersion: res.PreviousVersion, NewVersion: res.NewVersion, WorkflowID: res.WorkflowID}, nil
+	return rotateReply(res), nil
 }
 
 func (s *Server) auditTail(ctx context.Context, c kms.Caller, body []byte) (any, error) {

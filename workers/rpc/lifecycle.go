@@ -60,6 +60,7 @@ func createLifecycle(p *kms.CreateKeyParams, req api.CreateKeyRequest) {
 	}
 	p.RotationPeriod = time.Duration(req.RotationPeriodInDays) * kms.Day
 	p.Cryptoperiod = time.Duration(req.CryptoperiodInDays) * kms.Day
+	p.RewrapOnRotation = req.RewrapOnRotation
 }
 
 func lifecycleMetadata(m *api.KeyMetadata, k *kms.Key) {
@@ -71,6 +72,7 @@ func lifecycleMetadata(m *api.KeyMetadata, k *kms.Key) {
 	m.RotationPeriodInDays = int(l.RotationPeriod / kms.Day)
 	m.CryptoperiodInDays = int(l.Cryptoperiod / kms.Day)
 	m.PendingDeletion = l.PendingDeletion
+	m.RewrapOnRotation = l.RewrapOnRotation
 	if l.PendingDeletion {
 		t := l.DeletionDate
 		m.DeletionDate = &t
@@ -163,7 +165,7 @@ func (s *Server) setRotation(ctx context.Context, c kms.Caller, body []byte) (an
 		return nil, s.rejectWith(ctx, c, api.OpKeySetRotation, errNoLifecycle)
 	}
 	period := time.Duration(req.RotationPeriodInDays) * kms.Day
-	k, err := s.cfg.KMS.SetLifecyclePolicy(ctx, c, kms.SetPolicyParams{KeyRef: req.KeyID, RotationPeriod: &period})
+	k, err := s.cfg.KMS.SetLifecyclePolicy(ctx, c, kms.SetPolicyParams{KeyRef: req.KeyID, RotationPeriod: &period, RewrapOnRotation: req.RewrapOnRotation})
 	if err != nil {
 		return nil, err
 	}

@@ -50,6 +50,7 @@ type RotateResult struct {
 	PreviousVersion uint32
 	NewVersion      uint32
 	WorkflowID      string
+	Rewrap          *api.RewrapCounts // the rewrap that followed, if any
 }
 
 // Config wires a Server.
@@ -155,6 +156,7 @@ func Start(cfg Config) (*Server, error) {
 			"inventory": s.inventory, "importparams": s.importParams, "import": s.importKey, "deleteimport": s.deleteImport,
 			"setstate": s.setKeyState, "scheduledeletion": s.scheduleDeletion, "canceldeletion": s.cancelDeletion,
 			"compromise": s.compromise, "setrotation": s.setRotation,
+			"rewrapstatus": s.rewrapStatus, "retireversion": s.retireVersion,
 		}},
 		{"keyflow-audit", "audit", map[string]handlerFunc{
 			"tail": s.auditTail,
