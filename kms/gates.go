@@ -110,16 +110,16 @@ func (s *Service) PrepareScheduleDeletion(ctx context.Context, c Caller, p Sched
 	if err := checkCaller(c); err != nil {
 		return "", err
 	}
-	w, err := s.checkDeletionWindow(ctx, c.Tenant, p.Window)
-	if err != nil {
-		return "", err
-	}
-	p.Window = w
 	k, _, err := s.resolve(ctx, c.Tenant, p.KeyRef)
 	if err != nil {
 		return "", err
 	}
 	keyID = k.ID
+	w, err := s.checkDeletionWindow(ctx, c.Tenant, p.Window)
+	if err != nil {
+		return "", err
+	}
+	p.Window = w
 	if k.Lifecycle.PendingDeletion {
 		return "", newError(CodeInvalidState, "key %s is already pending deletion (scheduled for %s)", k.ID, k.Lifecycle.DeletionDate.Format(time.RFC3339))
 	}
