@@ -2,6 +2,7 @@ package kms
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -178,4 +179,80 @@ func (s *Service) PrepareDisable(ctx context.Context, c Caller, p SetStateParams
 func (s *Service) NeedsApproval(ctx context.Context, c Caller, kind ApprovalKind) bool {
 	p, _, err := s.tenantPolicy(ctx, c.Tenant)
 	return err != nil || p.Rule(kind) != nil
+}
+
+// importGate is the dual-control hook of ImportKeyMaterial (the default
+// ImportApprover) for a tenant policy that lists "import".
+//
+// An import is approved before it runs, and the wrapped material is never
+// parked: the first ImportKeyMaterial call opens an approval request for
+// the key (target: the key ID) and is refused with
+// PendingApprovalException; once approved, the request is a one-time
+// permit, and the requester runs the same import again (with the same
+// wrapped material and token while the token is valid, or with new import
+// parameters). That import consumes the permit. Asking again while a
+// request is pending answers with the same approval ID. The protected
+// operation of "import" therefore does nothing but complete: the
+// approval is the permit.
+func (s *Service) importGate(ctx context.Context, c Caller, k *Key) error {
+	p, _, err := s.tenantPolicy(ctx, c.Tenant)
+	if err != nil {
+		return err
+	}
+	if p.Rule(ApprovalImport) == nil {
+		return nil
+	}
+	if s.gov.store == nil {
+		return newError(CodeInternal, "the tenant policy requires approval for import, and approvals are not available on this worker")
+	}
+	all, err := s.gov.store.ListApprovals(ctx, c.Tenant)
+	if err != nil {
+		return wrapError(CodeInternal, err, "failed to list approval requests")
+	}
+	for _, a := range all {
+		if a.Operation != ApprovalImport || a.Target != k.ID || a.Requester != c.Principal {
+			continue
+		}
+		switch {
+		case a.State == ApprovalPending || a.State == ApprovalApproved:
+			return PendingApprovalError(a.ID)
+		case a.State == ApprovalCompleted && a.ConsumedAt == nil:
+			ok, err := s.consumePermit(ctx, c.Tenant, a.ID)
+			if err != nil {
+				return err
+			}
+			if ok {
+				return nil
+			}
+		}
+	}
+	id, pending, err := s.RequireApproval(ctx, c, ApprovalImport, k.ID)
+	if err != nil {
+		return err
+	}
+	if !pending { // the policy changed in between
+		return nil
+	}
+	return PendingApprovalError(id)
+}
+
+// consumePermit marks a completed approval used, under its revision, so
+// two imports racing for one permit cannot both have it. It reports
+// whether this caller got it.
+func (s *Service) consumePermit(ctx context.Context, tenant, id string) (bool, error) {
+	a, rev, err := s.gov.store.GetApproval(ctx, tenant, id)
+	if err != nil {
+		return false, wrapError(CodeInternal, err, "failed to read the approval request")
+	}
+	if a.State != ApprovalCompleted || a.ConsumedAt != nil {
+		return false, nil
+	}
+	now := s.now().UTC()
+	a.ConsumedAt, a.UpdatedAt = &now, now
+	if _, err := s.gov.store.UpdateApproval(ctx, a, rev); errors.Is(err, ErrStoreConflict) {
+		return false, nil
+	} else if err != nil {
+		return false, wrapError(CodeInternal, err, "failed to store the approval request")
+	}
+	return true, nil
 }

@@ -21,6 +21,10 @@ func init() {
 		var a *Activities
 		return workflow.ExecuteActivity(withApprovalActivityOptions(ctx), a.ScheduleApprovedDeletion, s).Get(ctx, nil)
 	})
+	// An approved import is a one-time permit that the requester's next
+	// import of the key consumes (kms importGate): nothing to run here,
+	// and the wrapped material never enters the workflow.
+	RegisterProtectedOp(kms.ApprovalImport, func(workflow.Context, ProtectedStep) error { return nil })
 	RegisterProtectedOp(kms.ApprovalDisable, func(ctx workflow.Context, s ProtectedStep) error {
 		var a *Activities
 		return workflow.ExecuteActivity(withApprovalActivityOptions(ctx), a.DisableApprovedKey, s).Get(ctx, nil)

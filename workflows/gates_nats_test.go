@@ -2,6 +2,10 @@ package workflows_test
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
 	"log/slog"
 	"os"
 	"testing"
@@ -13,6 +17,7 @@ import (
 	"github.com/keyflow/keyflow/deploy/testbed"
 	"github.com/keyflow/keyflow/events"
 	"github.com/keyflow/keyflow/kms"
+	"github.com/keyflow/keyflow/schemas"
 	"github.com/keyflow/keyflow/workers/api"
 	"github.com/keyflow/keyflow/workers/client"
 	"github.com/keyflow/keyflow/workers/rpc"
@@ -40,6 +45,17 @@ func gatedBed(t *testing.T) (*testbed.Bed, *workflows.Client) {
 	}
 	t.Cleanup(srv.Stop)
 	return b, wc
+}
+
+// allValid checks every audit record of the tenant against its schema
+// (the refusals and the approved operations' records included).
+func allValid(t *testing.T, b *testbed.Bed) {
+	t.Helper()
+	for _, e := range b.Events("alpha") {
+		if err := schemas.ValidateEvent(e.Raw); err != nil {
+			t.Errorf("%s (%s): %v", e.Type, e.ErrorCode, err)
+		}
+	}
 }
 
 // pending asserts a PendingApprovalException and returns its approval ID.
@@ -202,4 +218,100 @@ func TestLifecycleGatesOverNATS(t *testing.T) {
 	if m, _ := alice.DescribeKey(ctx, k.KeyID); m.KeyState != "ACTIVE" {
 		t.Fatalf("key %s after a denied disable", m.KeyState)
 	}
+	allValid(t, b)
+}
+
+// wrapForImport plays the customer: import parameters, then the material
+// wrapped with Go's crypto.
+func wrapForImport(t *testing.T, c *client.Client, keyID string, material []byte) api.ImportRequest {
+	t.Helper()
+	p, err := c.GetParametersForImport(context.Background(), api.ImportParamsRequest{KeyID: keyID, WrappingAlgorithm: "RSAES_OAEP_SHA_256"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := x509.ParsePKIXPublicKey(p.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrapped, err := rsa.EncryptOAEP(sha256.New(), rand.Reader, pub.(*rsa.PublicKey), material, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return api.ImportRequest{KeyID: keyID, EncryptedKeyMaterial: wrapped, ImportToken: p.ImportToken}
+}
+
+// TestImportGateOverNATS: under an "import" rule, an import is refused
+// with PendingApprovalException and imports nothing; asking again while
+// pending answers with the same approval; once two approvers agreed, the
+// requester's same import runs and consumes the permit, so the next
+// import needs a new approval; a denied request never lets one through.
+func TestImportGateOverNATS(t *testing.T) {
+	ctx := context.Background()
+	b, _ := gatedBed(t)
+	alice, bob, carol := b.Client("alpha", "alice"), b.Client("alpha", "bob"), b.Client("alpha", "carol")
+	if _, err := alice.SetTenantPolicy(ctx, api.TenantPolicy{Approvals: []api.ApprovalRule{{Operation: "import", Required: 2, ExpiresAfter: "1h"}}}); err != nil {
+		t.Fatal(err)
+	}
+	k, err := alice.CreateKey(ctx, api.CreateKeyRequest{Origin: "EXTERNAL"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	material := make([]byte, 32)
+	rand.Read(material)
+	req := wrapForImport(t, alice, k.KeyID, material)
+
+	_, err = alice.ImportKeyMaterial(ctx, req)
+	id := pending(t, "import", err)
+	if m, _ := alice.DescribeKey(ctx, k.KeyID); m.KeyState != "PENDING_IMPORT" {
+		t.Fatalf("key %s before approval", m.KeyState)
+	}
+	_, err = alice.ImportKeyMaterial(ctx, req)
+	if again := pending(t, "import while pending", err); again != id {
+		t.Fatalf("a second request opened %s besides %s", again, id)
+	}
+	if a, err := alice.ShowApproval(ctx, id); err != nil || a.Operation != "import" || a.Target != k.KeyID {
+		t.Fatalf("approval: %+v, %v", a, err)
+	}
+	if _, err := bob.Approve(ctx, id, ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := carol.Approve(ctx, id, ""); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, alice, id, kms.ApprovalCompleted)
+	// Someone else cannot use alice's permit.
+	_, err = bob.ImportKeyMaterial(ctx, req)
+	other := pending(t, "bob's import on alice's permit", err)
+	if other == id {
+		t.Fatal("bob was answered with alice's approval")
+	}
+	res, err := alice.ImportKeyMaterial(ctx, req)
+	if err != nil || res.KeyMetadata.KeyState != "ACTIVE" {
+		t.Fatalf("the approved import: %+v, %v", res, err)
+	}
+	imported := 0
+	for _, e := range b.EventsOfType("alpha", events.TypeKeyImported) {
+		if e.ErrorCode == "" && e.Data["keyId"] == k.KeyID {
+			imported++
+		}
+	}
+	if imported != 1 {
+		t.Fatalf("%d import records, want 1", imported)
+	}
+	// The permit is used up: a re-import needs approval again, and a
+	// denial keeps it out.
+	_, err = alice.ImportKeyMaterial(ctx, wrapForImport(t, alice, k.KeyID, material))
+	id2 := pending(t, "re-import", err)
+	if id2 == id {
+		t.Fatal("the consumed permit was offered again")
+	}
+	if _, err := carol.Deny(ctx, id2, "no change ticket"); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, alice, id2, kms.ApprovalDenied)
+	_, err = alice.ImportKeyMaterial(ctx, wrapForImport(t, alice, k.KeyID, material))
+	if id3 := pending(t, "import after a denial", err); id3 == id2 || id3 == id {
+		t.Fatal("a denied or consumed approval let an import through")
+	}
+	allValid(t, b)
 }
