@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/keyflow/keyflow/events"
 )
 
@@ -255,4 +257,64 @@ func (s *Service) consumePermit(ctx context.Context, tenant, id string) (bool, e
 		return false, wrapError(CodeInternal, err, "failed to store the approval request")
 	}
 	return true, nil
+}
+
+// CutoverApprovalID is the approval request of round round of a
+// campaign's cutover gate: derived from the campaign, so the gate's
+// activity can open it again after a retry without a second request.
+func CutoverApprovalID(tenant, campaignID string, round int) string {
+	return uuid.NewSHA1(uuid.NameSpaceURL, fmt.Appendf(nil, "keyflow:%s:migration/%s/cutover/%d", tenant, campaignID, round)).String()
+}
+
+// OpenCutoverApproval opens the approval request of a migration
+// campaign's cutover when the tenant policy lists "migration-cutover",
+// as the campaign's starter (c.Principal), so the starter cannot approve
+// it. It returns "" when the policy does not list it (the campaign's own
+// `migrate approve` count applies). The migration workflow calls it at
+// its gate; it is idempotent: the round's request, if it exists, is
+// returned as it is.
+func (s *Service) OpenCutoverApproval(ctx context.Context, c Caller, campaignID string, round int) (string, error) {
+	if err := checkCaller(c); err != nil {
+		return "", err
+	}
+	p, _, err := s.tenantPolicy(ctx, c.Tenant)
+	if err != nil {
+		return "", err
+	}
+	if p.Rule(ApprovalMigrationCutover) == nil {
+		return "", nil
+	}
+	id := CutoverApprovalID(c.Tenant, campaignID, round)
+	if _, _, err := s.gov.store.GetApproval(ctx, c.Tenant, id); err == nil {
+		return id, nil
+	} else if !errors.Is(err, ErrStoreNotFound) {
+		return "", wrapError(CodeInternal, err, "failed to read the approval request")
+	}
+	if _, err := s.requireApproval(ctx, c, p, id, ApprovalMigrationCutover, campaignID); err != nil {
+		return "", err
+	}
+	return id, nil
+}
+
+// CutoverVote turns `migrate approve` into a vote on the campaign's
+// pending cutover approval request, under the approval rules (approver
+// role, listed approvers, not the campaign's starter, one vote each). It
+// reports voted=false when there is no such request: the policy does not
+// list migration-cutover, or the campaign has not reached its gate, or
+// its last request was denied or expired (the transport then signals the
+// campaign as before, which opens a new request when governed).
+func (s *Service) CutoverVote(ctx context.Context, c Caller, campaignID string) (a *Approval, err error) {
+	if !s.NeedsApproval(ctx, c, ApprovalMigrationCutover) || s.gov.store == nil {
+		return nil, nil
+	}
+	all, err := s.gov.store.ListApprovals(ctx, c.Tenant)
+	if err != nil {
+		return nil, wrapError(CodeInternal, err, "failed to list approval requests")
+	}
+	for _, x := range all {
+		if x.Operation == ApprovalMigrationCutover && x.Target == campaignID && x.State == ApprovalPending {
+			return s.DecideApproval(ctx, c, ApprovalDecision{ID: x.ID, Approve: true, Comment: "migrate approve " + campaignID})
+		}
+	}
+	return nil, nil
 }

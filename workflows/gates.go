@@ -3,6 +3,7 @@ package workflows
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/workflow"
@@ -78,4 +79,112 @@ func (a *Activities) DisableApprovedKey(ctx context.Context, s ProtectedStep) er
 	_, err = a.KMS.SetState(ctx, approvedCaller(s), kms.SetStateParams{KeyRef: keyID, Version: version, To: kms.StateSuspended,
 		Reason: "approved (approval " + s.ApprovalID + ")"})
 	return activityError(err)
+}
+
+// Dual control of a migration campaign's cutover. When the tenant policy
+// lists "migration-cutover", the readiness gate does not count `migrate
+// approve` signals: it opens an approval request (kms.OpenCutoverApproval,
+// as the campaign's starter, who therefore cannot approve it) and waits
+// for the approval workflow, which enforces M distinct approvers holding
+// the approver role (or listed), one denial, expiry, and on approval
+// signals the campaign with the request's ID (cutoverOp). `migrate
+// approve` becomes a vote on that request (kms.CutoverVote, in the rpc
+// handler). After a denial or expiry the campaign stays at its gate; the
+// next `migrate approve` (no request pending) opens a new round.
+
+// CutoverGate is the gate's dual-control state.
+type CutoverGate struct {
+	Round      int
+	ApprovalID string // the round's request; "" when not governed
+	Approved   bool
+	Reopen     bool // a plain approve arrived with no request pending
+}
+
+// CutoverStep is the input of OpenCutoverApproval.
+type CutoverStep struct {
+	Tenant     string
+	Principal  string // the campaign's starter: the requester
+	RequestID  string
+	CampaignID string
+	Round      int
+}
+
+func init() {
+	RegisterProtectedOp(kms.ApprovalMigrationCutover, cutoverOp)
+}
+
+// cutoverOp tells the campaign (the target) that its cutover request was
+// approved. A campaign that is gone (rolled back) makes the request end
+// FAILED.
+func cutoverOp(ctx workflow.Context, s ProtectedStep) error {
+	return workflow.SignalExternalWorkflow(ctx, MigrationWorkflowID(s.Tenant, s.Target), "", SignalApprove,
+		ControlSignal{Principal: approvalPrincipal, RequestID: s.RequestID, ApprovalID: s.ApprovalID}).Get(ctx, nil)
+}
+
+// cutoverSignal applies an approve signal under dual control; it reports
+// false when the gate is not governed (the signal counts as before).
+func (m *campaign) cutoverSignal(sig ControlSignal, now time.Time) bool {
+	g := &m.st.Cutover
+	if g.ApprovalID == "" {
+		return false
+	}
+	if sig.ApprovalID == "" {
+		g.Reopen = true
+		return true
+	}
+	// Only the approval workflow sends an ApprovalID (the rpc handlers
+	// never do), for a cutover request of this campaign; an earlier
+	// round's request approved late counts too.
+	g.Approved = true
+	m.st.Approvals = append(m.st.Approvals, Approval{Principal: "approval/" + sig.ApprovalID, At: now})
+	return true
+}
+
+// awaitCutover is the readiness gate: with dual control, round after
+// round of approval requests until one is approved; without, the
+// campaign's own approvals (cutoverReady).
+func (m *campaign) awaitCutover(ctx workflow.Context) error {
+	if workflow.GetVersion(ctx, "cutover-dual-control", workflow.DefaultVersion, 1) == workflow.DefaultVersion {
+		return m.waitFor(ctx, nil, func() bool { return cutoverReady(m.st, m.p.RequiredApprovals) })
+	}
+	g := &m.st.Cutover
+	if g.Round == 0 {
+		if err := m.openCutoverRound(ctx); err != nil {
+			return err
+		}
+	}
+	for {
+		if err := m.waitFor(ctx, nil, func() bool { return cutoverReady(m.st, m.p.RequiredApprovals) || g.Reopen }); err != nil {
+			return err
+		}
+		if cutoverReady(m.st, m.p.RequiredApprovals) {
+			return nil
+		}
+		if err := m.openCutoverRound(ctx); err != nil {
+			return err
+		}
+	}
+}
+
+func (m *campaign) openCutoverRound(ctx workflow.Context) error {
+	g := &m.st.Cutover
+	g.Round++
+	g.Reopen = false
+	var a *Activities
+	var id string
+	if err := m.exec(ctx, a.OpenCutoverApproval, CutoverStep{Tenant: m.p.Tenant, Principal: m.p.Principal, RequestID: m.p.RequestID,
+		CampaignID: m.p.CampaignID, Round: g.Round}, &id); err != nil {
+		return err
+	}
+	g.ApprovalID = id
+	return nil
+}
+
+// OpenCutoverApproval opens (or finds) a round's approval request; "" when
+// the tenant policy does not put the cutover under dual control.
+func (a *Activities) OpenCutoverApproval(ctx context.Context, s CutoverStep) (string, error) {
+	c := kms.Caller{Tenant: s.Tenant, Principal: s.Principal, RequestID: s.RequestID,
+		IdempotencyKey: fmt.Sprintf("migration/%s/%s/cutover-approval/%d", s.Tenant, s.CampaignID, s.Round)}
+	id, err := a.KMS.OpenCutoverApproval(ctx, c, s.CampaignID, s.Round)
+	return id, activityError(err)
 }

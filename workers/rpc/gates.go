@@ -38,3 +38,13 @@ func (s *Server) gateDisable(ctx context.Context, c kms.Caller, p kms.SetStatePa
 	}
 	return s.approvalGate(ctx, c, kms.ApprovalDisable, target)
 }
+
+// cutoverVoted answers `migrate approve` counted as a vote on the
+// campaign's cutover approval request: the vote's refusal, or the
+// campaign's status.
+func (s *Server) cutoverVoted(ctx context.Context, c kms.Caller, campaignID string, _ *kms.Approval, err error) (any, error) {
+	if err != nil {
+		return nil, err
+	}
+	return s.cfg.Migrator.MigrationStatus(ctx, c, campaignID)
+}
