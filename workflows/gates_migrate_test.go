@@ -6,6 +6,8 @@ import (
 	"os"
 	"testing"
 
+	"go.temporal.io/api/enums/v1"
+	historypb "go.temporal.io/api/history/v1"
 	"go.temporal.io/sdk/worker"
 	"go.temporal.io/server/temporaltest"
 
@@ -133,6 +135,26 @@ func TestMigrationCutoverGateOverNATS(t *testing.T) {
 		t.Fatalf("starter's refused approval: %+v", e)
 	}
 	allValid(t, b)
+	// The histories replay on the current code: the campaign with its
+	// governed gate (two rounds), and the approval workflows that signal it
+	// or were denied.
+	for _, wid := range []string{workflows.MigrationWorkflowID("alpha", f.campaign), round1, round2} {
+		var h historypb.History
+		iter := tc.GetWorkflowHistory(ctx, wid, "", false, enums.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+		for iter.HasNext() {
+			e, err := iter.Next()
+			if err != nil {
+				t.Fatal(err)
+			}
+			h.Events = append(h.Events, e)
+		}
+		r := worker.NewWorkflowReplayer()
+		r.RegisterWorkflow(workflows.MigrationWorkflow)
+		r.RegisterWorkflow(workflows.ApprovalWorkflow)
+		if err := r.ReplayWorkflowHistory(nil, &h); err != nil {
+			t.Errorf("replay of %s: %v", wid, err)
+		}
+	}
 	if _, err := b.KMS.CutoverVote(ctx, kms.Caller{Tenant: "alpha", Principal: "erin"}, f.campaign); err != nil {
 		t.Fatalf("a vote with no request pending: %v", err)
 	}
