@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/keyflow/keyflow/kms"
@@ -18,10 +19,7 @@ import (
 // kms.DisableTarget), as the requester.
 
 func init() {
-	RegisterProtectedOp(kms.ApprovalScheduleDeletion, func(ctx workflow.Context, s ProtectedStep) error {
-		var a *Activities
-		return workflow.ExecuteActivity(withApprovalActivityOptions(ctx), a.ScheduleApprovedDeletion, s).Get(ctx, nil)
-	})
+	RegisterProtectedOp(kms.ApprovalScheduleDeletion, scheduleDeletionOp)
 	// An approved import is a one-time permit that the requester's next
 	// import of the key consumes (kms importGate): nothing to run here,
 	// and the wrapped material never enters the workflow.
@@ -39,13 +37,57 @@ func approvedCaller(s ProtectedStep) kms.Caller {
 		IdempotencyKey: fmt.Sprintf("approval/%s/%s/%s", s.Tenant, s.ApprovalID, s.Operation)}
 }
 
-// ScheduleApprovedDeletion runs an approved schedule-deletion: the same
-// two steps as the keys.scheduledeletion handler (kms.ScheduleDeletion,
-// then the deletion workflow's timer), with the approved window. A retry
-// that finds the key already pending deletion only (re)starts the timer,
-// with the key's deletion date; the first attempt refuses a key that was
-// scheduled by someone else in the meantime.
-func (a *Activities) ScheduleApprovedDeletion(ctx context.Context, s ProtectedStep) error {
+// scheduleDeletionOp runs an approved schedule-deletion: the same steps
+// as the keys.scheduledeletion handler, with the approved window. The
+// domain step first (ScheduleApprovedDeletion: the key is pending
+// deletion, a refusal ends the request FAILED), then the deletion timer
+// (StartApprovedDeletionTimer); when the timer cannot be started, the
+// pending deletion is cancelled (as the handler does), so no key is left
+// refusing every use with nothing to destroy it.
+func scheduleDeletionOp(ctx workflow.Context, s ProtectedStep) error {
+	var a *Activities
+	actx := withApprovalActivityOptions(ctx)
+	var date time.Time
+	if err := workflow.ExecuteActivity(actx, a.ScheduleApprovedDeletion, s).Get(ctx, &date); err != nil {
+		return err
+	}
+	timerErr := workflow.ExecuteActivity(actx, a.StartApprovedDeletionTimer, s, date).Get(ctx, nil)
+	if timerErr == nil {
+		return nil
+	}
+	if err := workflow.ExecuteActivity(actx, a.CancelApprovedDeletion, s).Get(ctx, nil); err != nil {
+		return err
+	}
+	return temporal.NewNonRetryableApplicationError("the deletion timer could not be started, so the approved deletion was cancelled; request it again", string(kms.CodeInternal), nil)
+}
+
+// ScheduleApprovedDeletion puts the key into pending deletion with the
+// approved window (kms.ScheduleDeletion) and returns its deletion date
+// (the history holds that date, not the key's metadata). A retry that
+// finds the key already pending deletion returns it as it is (its reply
+// was lost); the first attempt refuses a key that someone else
+// scheduled in the meantime.
+func (a *Activities) ScheduleApprovedDeletion(ctx context.Context, s ProtectedStep) (time.Time, error) {
+	p, err := kms.ParseDeletionTarget(s.Target)
+	if err != nil {
+		return time.Time{}, activityError(err)
+	}
+	c := approvedCaller(s)
+	k, err := a.KMS.GetKey(ctx, c, p.KeyRef) // a plain read, no event
+	if err != nil {
+		return time.Time{}, activityError(err)
+	}
+	if !k.Lifecycle.PendingDeletion || activity.GetInfo(ctx).Attempt == 1 {
+		if k, err = a.KMS.ScheduleDeletion(ctx, c, p); err != nil {
+			return time.Time{}, activityError(err)
+		}
+	}
+	return k.Lifecycle.DeletionDate, nil
+}
+
+// StartApprovedDeletionTimer starts the key's deletion workflow, as the
+// requester (starting it again replaces it with the same timer).
+func (a *Activities) StartApprovedDeletionTimer(ctx context.Context, s ProtectedStep, date time.Time) error {
 	if a.Temporal == nil {
 		return activityError(&kms.Error{Code: kms.CodeInternal, Message: "the lifecycle workflows are not available on this worker"})
 	}
@@ -53,20 +95,26 @@ func (a *Activities) ScheduleApprovedDeletion(ctx context.Context, s ProtectedSt
 	if err != nil {
 		return activityError(err)
 	}
-	c := approvedCaller(s)
-	k, err := a.KMS.GetKey(ctx, c, p.KeyRef) // a plain read, no event
+	k := &kms.Key{ID: p.KeyRef, Tenant: s.Tenant}
+	k.Lifecycle.DeletionDate = date
+	_, err = (&Client{Temporal: a.Temporal}).ScheduleDeletion(ctx, approvedCaller(s), k)
+	return err
+}
+
+// CancelApprovedDeletion undoes ScheduleApprovedDeletion when its timer
+// could not be started. A key no longer pending is left alone.
+func (a *Activities) CancelApprovedDeletion(ctx context.Context, s ProtectedStep) error {
+	p, err := kms.ParseDeletionTarget(s.Target)
 	if err != nil {
 		return activityError(err)
 	}
-	if !k.Lifecycle.PendingDeletion || activity.GetInfo(ctx).Attempt == 1 {
-		if k, err = a.KMS.ScheduleDeletion(ctx, c, p); err != nil {
-			return activityError(err)
-		}
+	c := approvedCaller(s)
+	c.IdempotencyKey += "/undo"
+	if k, err := a.KMS.GetKey(ctx, c, p.KeyRef); err != nil || !k.Lifecycle.PendingDeletion {
+		return activityError(err)
 	}
-	if _, err := (&Client{Temporal: a.Temporal}).ScheduleDeletion(ctx, c, k); err != nil {
-		return err // retried; the next attempt finds the key pending
-	}
-	return nil
+	_, err = a.KMS.CancelDeletion(ctx, c, p.KeyRef)
+	return activityError(err)
 }
 
 // DisableApprovedKey runs an approved disable: the key (or version)
