@@ -2,9 +2,11 @@ package workflows_test
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"os"
 	"testing"
+	"time"
 
 	"go.temporal.io/api/enums/v1"
 	historypb "go.temporal.io/api/history/v1"
@@ -14,6 +16,7 @@ import (
 	"github.com/keyflow/keyflow/events"
 	"github.com/keyflow/keyflow/kms"
 	"github.com/keyflow/keyflow/workers/api"
+	"github.com/keyflow/keyflow/workers/client"
 	"github.com/keyflow/keyflow/workers/rpc"
 	"github.com/keyflow/keyflow/workflows"
 )
@@ -43,6 +46,24 @@ func (m testMigrator) MigrationStatus(ctx context.Context, c kms.Caller, campaig
 		out.Approvals = append(out.Approvals, a.Principal)
 	}
 	return out, nil
+}
+
+// waitOpened waits until approval id exists (a generous bound, no timing
+// assertion).
+func waitOpened(t *testing.T, c *client.Client, id string) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		_, err := c.ShowApproval(context.Background(), id)
+		if err == nil {
+			return
+		}
+		var ce *client.Error
+		if !errors.As(err, &ce) || ce.Code != string(kms.CodeNotFound) || time.Now().After(deadline) {
+			t.Fatalf("approval %s: %v", id, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // TestMigrationCutoverGateOverNATS: with "migration-cutover" in the tenant
@@ -78,6 +99,7 @@ func TestMigrationCutoverGateOverNATS(t *testing.T) {
 	}
 	waitStatus(t, wc, func(s *workflows.MigrationStatus) bool { return s.Phase == workflows.PhaseAwaitingApproval })
 	round1 := kms.CutoverApprovalID("alpha", f.campaign, 1)
+	waitOpened(t, bob, round1) // the gate's activity opens it after the phase changed
 	a := waitState(t, bob, round1, kms.ApprovalPending)
 	if a.Operation != "migration-cutover" || a.Target != f.campaign || a.Requester != "alice" || a.Required != 2 {
 		t.Fatalf("cutover request: %+v", a)
@@ -112,6 +134,7 @@ func TestMigrationCutoverGateOverNATS(t *testing.T) {
 		t.Fatal(err)
 	}
 	round2 := kms.CutoverApprovalID("alpha", f.campaign, 2)
+	waitOpened(t, bob, round2)
 	if a := waitState(t, bob, round2, kms.ApprovalPending); a.Requester != "alice" || a.Approvals != 0 {
 		t.Fatalf("round 2: %+v", a)
 	}
