@@ -75,6 +75,9 @@ type Approval struct {
 	// run).
 	ErrorCode string `json:"errorCode,omitempty"`
 	Message   string `json:"message,omitempty"`
+	// ConsumedAt is set when an approval that is a one-time permit (an
+	// import's: see importGate) was used.
+	ConsumedAt *time.Time `json:"consumedAt,omitempty"`
 }
 
 // ApprovalVote is one approver's decision.

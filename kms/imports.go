@@ -475,8 +475,12 @@ func (s *Service) ImportKeyMaterial(ctx context.Context, c Caller, p ImportParam
 	if err := checkImportAlgorithm(k.Spec, ik, tok.Algorithm); err != nil {
 		return nil, err
 	}
-	if s.imports.approve != nil {
-		if err := s.imports.approve(ctx, c, k); err != nil {
+	approve := s.imports.approve
+	if approve == nil {
+		approve = s.importGate // the tenant policy's "import" rule (gates.go)
+	}
+	{
+		if err := approve(ctx, c, k); err != nil {
 			return nil, err
 		}
 	}

@@ -260,12 +260,12 @@ func (s *Service) ScheduleDeletion(ctx context.Context, c Caller, p ScheduleDele
 	if err := checkCaller(c); err != nil {
 		return nil, err
 	}
-	if p.Window == 0 {
-		p.Window = DefaultDeletionWindow
+	// The window's range and the tenant policy's minimum (gates.go).
+	w, err := s.checkDeletionWindow(ctx, c.Tenant, p.Window)
+	if err != nil {
+		return nil, err
 	}
-	if p.Window < MinDeletionWindow || p.Window > MaxDeletionWindow || p.Window%Day != 0 {
-		return nil, newError(CodeValidation, "the deletion window must be a whole number of days from 7 to 30, not %s", p.Window)
-	}
+	p.Window = w
 	k0, _, err := s.resolve(ctx, c.Tenant, p.KeyRef)
 	if err != nil {
 		return nil, err

@@ -372,18 +372,29 @@ func (e *ApprovalEngine) CastVote(ctx context.Context, tenant, id string, v kms.
 	if !v.Approve {
 		name = UpdateDeny
 	}
-	h, err := e.Temporal.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{
-		WorkflowID: id, UpdateName: name, WaitForStage: client.WorkflowUpdateStageCompleted,
-		Args: []any{ApprovalVoteInput{Tenant: tenant, Principal: v.Principal, Comment: v.Comment}},
-	})
-	if err == nil {
-		var st ApprovalStatus
-		err = h.Get(ctx, &st)
+	var err error
+	var nf *serviceerror.NotFound
+	// A request opened by a workflow activity (a campaign's cutover) is
+	// stored a moment before its workflow starts: a vote in between finds
+	// no workflow, so NotFound is retried briefly before it means closed.
+	for attempt := 0; attempt < 20; attempt++ {
+		var h client.WorkflowUpdateHandle
+		h, err = e.Temporal.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{
+			WorkflowID: id, UpdateName: name, WaitForStage: client.WorkflowUpdateStageCompleted,
+			Args: []any{ApprovalVoteInput{Tenant: tenant, Principal: v.Principal, Comment: v.Comment}},
+		})
+		if err == nil {
+			var st ApprovalStatus
+			err = h.Get(ctx, &st)
+		}
+		if !errors.As(err, &nf) || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	if err == nil {
 		return nil
 	}
-	var nf *serviceerror.NotFound
 	if errors.As(err, &nf) {
 		// The workflow ended between the caller's read and its vote.
 		return &kms.Error{Code: kms.CodeInvalidState, Message: "approval " + id + " is closed and takes no more votes"}

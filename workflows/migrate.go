@@ -107,6 +107,9 @@ type Approval struct {
 type ControlSignal struct {
 	Principal string
 	RequestID string
+	// ApprovalID is set by the approval workflow when the cutover's
+	// approval request completed (dual control: gates.go).
+	ApprovalID string `json:",omitempty"`
 }
 
 // MigrationState is the campaign's progress.
@@ -125,6 +128,8 @@ type MigrationState struct {
 	// rewrap pass for data keys registered under a source while the
 	// first ran).
 	SweepStarted bool
+	// Cutover is the dual-control state of the gate (gates.go).
+	Cutover CutoverGate
 	// Events counts the phase records so far: their IDs derive from it.
 	Events int
 	Error  string
@@ -160,6 +165,9 @@ func MigrationWorkflowID(tenant, campaignID string) string {
 // function of the state alone so that governance can replace it (M-of-N
 // with roles, requester exclusion) without touching the workflow.
 func cutoverReady(st *MigrationState, required int) bool {
+	if st.Cutover.ApprovalID != "" { // the tenant policy's M-of-N (gates.go)
+		return st.Cutover.Approved
+	}
 	return len(st.Approvals) >= required
 }
 
@@ -288,7 +296,7 @@ func (m *campaign) run(ctx workflow.Context) error {
 		}
 	}
 	if m.st.Phase == PhaseAwaitingApproval {
-		if err := m.waitFor(ctx, nil, func() bool { return cutoverReady(m.st, m.p.RequiredApprovals) }); err != nil {
+		if err := m.awaitCutover(ctx); err != nil {
 			return err
 		}
 		if err := m.enter(ctx, PhaseCutover); err != nil {
@@ -498,6 +506,9 @@ func (m *campaign) applySignal(name string, sig ControlSignal, now time.Time) {
 			// rewrap); before it there is nothing to approve, after it
 			// nothing left. The client refuses such requests up front.
 			return
+		}
+		if m.cutoverSignal(sig, now) {
+			return // governed by the tenant policy (gates.go)
 		}
 		for _, a := range m.st.Approvals {
 			if a.Principal == sig.Principal {

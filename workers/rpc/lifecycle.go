@@ -90,7 +90,13 @@ func (s *Server) setKeyState(ctx context.Context, c kms.Caller, body []byte) (an
 	if err := decode(body, &req); err != nil {
 		return nil, s.rejectWith(ctx, c, api.OpKeySetState, err)
 	}
-	res, err := s.cfg.KMS.SetState(ctx, c, kms.SetStateParams{KeyRef: req.KeyID, Version: req.Version, To: kms.KeyState(req.State), Reason: req.Reason})
+	p := kms.SetStateParams{KeyRef: req.KeyID, Version: req.Version, To: kms.KeyState(req.State), Reason: req.Reason}
+	if p.To == kms.StateSuspended { // AWS DisableKey: under dual control (gates.go)
+		if err := s.gateDisable(ctx, c, p); err != nil {
+			return nil, err
+		}
+	}
+	res, err := s.cfg.KMS.SetState(ctx, c, p)
 	if err != nil {
 		return nil, err
 	}
@@ -105,7 +111,11 @@ func (s *Server) scheduleDeletion(ctx context.Context, c kms.Caller, body []byte
 	if s.cfg.Lifecycle == nil {
 		return nil, s.rejectWith(ctx, c, api.OpKeyScheduleDeletion, errNoLifecycle)
 	}
-	k, err := s.cfg.KMS.ScheduleDeletion(ctx, c, kms.ScheduleDeletionParams{KeyRef: req.KeyID, Window: time.Duration(req.PendingWindowInDays) * kms.Day, CancelOnUse: req.CancelOnUse})
+	p := kms.ScheduleDeletionParams{KeyRef: req.KeyID, Window: time.Duration(req.PendingWindowInDays) * kms.Day, CancelOnUse: req.CancelOnUse}
+	if err := s.gateDeletion(ctx, c, p); err != nil {
+		return nil, err
+	}
+	k, err := s.cfg.KMS.ScheduleDeletion(ctx, c, p)
 	if err != nil {
 		return nil, err
 	}

@@ -80,6 +80,11 @@ func (s *Server) migrateControl(action, op string) handlerFunc {
 		if err := s.cfg.KMS.RequestMigrationControl(ctx, c, req.CampaignID, action); err != nil {
 			return nil, err
 		}
+		if action == kms.ControlApprove { // dual control: a vote on the cutover request (gates.go)
+			if a, err := s.cfg.KMS.CutoverVote(ctx, c, req.CampaignID); err != nil || a != nil {
+				return s.cutoverVoted(ctx, c, req.CampaignID, a, err)
+			}
+		}
 		if err := s.cfg.Migrator.SignalMigration(ctx, c, req.CampaignID, action); err != nil {
 			return nil, err
 		}
