@@ -82,6 +82,8 @@ type Service struct {
 	// write-once and useless without the HSM: it saves a KV read per
 	// post-quantum operation. The private key itself is never cached.
 	mats map[versionRef]*VersionMaterial
+	// aliasIDs lets cachedKey serve requests by alias from meta.
+	aliasIDs aliasCache
 
 	gov          governance  // tenant policies and approvals (tenantpolicy.go, approval.go)
 	imports      importHooks // BYOK (imports.go)
@@ -154,6 +156,7 @@ func (s *Service) Invalidate(tenant, keyID string) {
 		}
 	}
 	s.metaMu.Unlock()
+	s.aliasIDs.forget(tenant)
 	s.handles.invalidateKey(tenant, keyID)
 }
 
@@ -249,11 +252,19 @@ func (s *Service) getKey(ctx context.Context, tenant, keyID string) (*Key, Revis
 // cachedKey is getKey for the hot path: metadata is served from memory until
 // Invalidate drops it.
 func (s *Service) cachedKey(ctx context.Context, tenant, ref string) (*Key, error) {
+	var alias string // set when ref is an alias (see aliascache.go)
+	var aliasGen uint64
 	if ValidKeyID(ref) {
 		s.metaMu.RLock()
 		k := s.meta[[2]string{tenant, ref}]
 		s.metaMu.RUnlock()
 		if k != nil {
+			return k, nil
+		}
+	} else {
+		alias = normalizeAlias(ref)
+		var k *Key
+		if k, aliasGen = s.cachedAlias(tenant, alias); k != nil {
 			return k, nil
 		}
 	}
@@ -267,6 +278,9 @@ func (s *Service) cachedKey(ctx context.Context, tenant, ref string) (*Key, erro
 	}
 	s.meta[[2]string{tenant, k.ID}] = k
 	s.metaMu.Unlock()
+	if alias != "" && k.Alias == alias {
+		s.aliasIDs.store(tenant, alias, k.ID, aliasGen, s.now())
+	}
 	return k, nil
 }
 

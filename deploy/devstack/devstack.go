@@ -188,6 +188,13 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 	if err != nil {
 		return st, err
 	}
+	extra, err := audit.Spread(jsaudit.DefaultConns)
+	if err != nil {
+		return st, err
+	}
+	for _, c := range extra {
+		st.closers = append(st.closers, func() { drain(c) })
+	}
 	gov, err := kvstore.OpenGovernance(runCtx, js)
 	if err != nil {
 		return st, err

@@ -101,6 +101,13 @@ func NewOn(t testing.TB, tok *pkcs11.Token) *Bed {
 	if b.Audit, err = jsaudit.Open(ctx, auditJS); err != nil {
 		t.Fatal(err)
 	}
+	extra, err := b.Audit.Spread(jsaudit.DefaultConns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range extra {
+		t.Cleanup(c.Close)
+	}
 	b.KMS = b.NewKMS(b.Audit)
 	b.watchAuthz(b.KMS)
 	b.Identity.SetPlatformTenant(PlatformTenant)

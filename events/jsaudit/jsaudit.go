@@ -78,6 +78,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -212,8 +213,20 @@ func truncate(s string, n int) string {
 }
 
 // Publisher is an events.Sink backed by the audit stream.
+//
+// Emit waits for the stream's acknowledgement, so under load many records
+// are in flight at once, and on one connection they all wait on its lock
+// (held by its flusher for every write) and on its one reader goroutine
+// for their acks. [Publisher.Spread] deals the records out over more
+// connections: in BenchmarkEmit at 32 goroutines, 4 connections store
+// 13-19% more records/s than one, with a p99 35-45% lower (paired runs
+// on a shared 2-core machine). The guarantees
+// per record are the same on every connection: stored and acknowledged
+// before Emit returns, deduplicated by Nats-Msg-Id.
 type Publisher struct {
-	js jetstream.JetStream
+	js   jetstream.JetStream
+	pool []jetstream.JetStream // js, then the connections Spread opened
+	next atomic.Uint32
 }
 
 var _ events.Sink = (*Publisher)(nil)
@@ -279,7 +292,44 @@ func Open(ctx context.Context, js jetstream.JetStream, opts ...Option) (*Publish
 	if err != nil {
 		return nil, fmt.Errorf("failed to open audit stream: %w", err)
 	}
-	return &Publisher{js: js}, nil
+	return &Publisher{js: js, pool: []jetstream.JetStream{js}}, nil
+}
+
+// DefaultConns is the number of connections the dev stack and the test
+// bed spread audit records over (see Publisher).
+const DefaultConns = 4
+
+// Spread makes the publisher use n connections in all: it opens n-1 more
+// with the options (server, credentials, name) of the connection given to
+// Open, and returns them. The caller owns them as it owns the first: it
+// closes (or drains) them at shutdown, and an Emit that runs into a
+// closed connection fails (so its operation fails closed). Call Spread
+// once, before the first Emit.
+func (p *Publisher) Spread(n int) ([]*nats.Conn, error) {
+	var opened []*nats.Conn
+	for len(p.pool)+len(opened) < n {
+		c, err := p.js.Conn().Opts.Connect()
+		if err != nil {
+			for _, c := range opened {
+				c.Close()
+			}
+			return nil, fmt.Errorf("failed to open an audit connection: %w", err)
+		}
+		opened = append(opened, c)
+	}
+	pool := p.pool
+	for _, c := range opened {
+		js, err := jetstream.New(c)
+		if err != nil {
+			for _, c := range opened {
+				c.Close()
+			}
+			return nil, fmt.Errorf("failed to open an audit connection: %w", err)
+		}
+		pool = append(pool, js)
+	}
+	p.pool = pool
+	return opened, nil
 }
 
 // Emit implements events.Sink.
@@ -296,7 +346,11 @@ func (p *Publisher) Emit(ctx context.Context, r events.Record) error {
 		Data:    body,
 		Header:  nats.Header{"Content-Type": []string{ContentType}},
 	}
-	if _, err := p.js.PublishMsg(ctx, msg, jetstream.WithMsgID(id), jetstream.WithExpectStream(StreamName)); err != nil {
+	js := p.pool[0]
+	if len(p.pool) > 1 {
+		js = p.pool[p.next.Add(1)%uint32(len(p.pool))]
+	}
+	if _, err := js.PublishMsg(ctx, msg, jetstream.WithMsgID(id), jetstream.WithExpectStream(StreamName)); err != nil {
 		return fmt.Errorf("failed to store audit event: %w", err)
 	}
 	return nil

@@ -3,6 +3,7 @@ package jsaudit_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/keyflow/keyflow/events"
 	"github.com/keyflow/keyflow/events/jsaudit"
 )
 
@@ -119,5 +121,78 @@ func TestOpenLimits(t *testing.T) {
 	}
 	if c := config(); c.MaxAge != time.Minute || c.Duplicates != time.Minute || c.MaxBytes != -1 {
 		t.Errorf("short max age: max age %v duplicates %v bytes %d", c.MaxAge, c.Duplicates, c.MaxBytes)
+	}
+}
+
+// TestSpread: a publisher spread over several connections stores every
+// record once, and a record emitted again (a retried step) is dropped as
+// a duplicate whichever connection carries it; closing the connections
+// makes Emit fail instead of dropping records silently.
+func TestSpread(t *testing.T) {
+	ns, err := server.NewServer(&server.Options{JetStream: true, StoreDir: t.TempDir(), DontListen: true, NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("NATS server not ready")
+	}
+	nc, err := nats.Connect("", nats.InProcessServer(ns), nats.Name("audit"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	p, err := jsaudit.Open(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	extra, err := p.Spread(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(extra) != 2 {
+		t.Fatalf("Spread(3) opened %d connections, want 2", len(extra))
+	}
+	for _, c := range extra {
+		if c.Opts.Name != "audit" || !c.IsConnected() {
+			t.Fatalf("extra connection %q connected=%v, want a connected clone named audit", c.Opts.Name, c.IsConnected())
+		}
+	}
+	rec := func(id string) events.Record {
+		return events.Record{ID: id, Type: events.TypeEncrypt, Source: "/keyflow/test", Subject: "kf:alpha:key/k1",
+			Tenant: "alpha", Principal: "p", Outcome: events.OutcomeSuccess}
+	}
+	// Each ID three times: every copy goes out on another connection.
+	for _, id := range []string{"e1", "e2", "e3", "e4"} {
+		for range 3 {
+			if err := p.Emit(ctx, rec(id)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	got, err := jsaudit.Read(ctx, js, jsaudit.ReadParams{Tenant: "alpha", Limit: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 4 {
+		t.Fatalf("stored %d records for 4 distinct IDs emitted 3 times each, want 4", len(got))
+	}
+	for _, c := range extra {
+		c.Close()
+	}
+	failed := 0
+	for i := range 3 {
+		if err := p.Emit(ctx, rec(fmt.Sprintf("after-%d", i))); err != nil {
+			failed++
+		}
+	}
+	if failed != 2 {
+		t.Fatalf("%d of 3 emits failed with 2 of 3 connections closed, want 2", failed)
 	}
 }

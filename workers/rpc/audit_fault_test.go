@@ -136,6 +136,10 @@ func (r *faultRig) startWorker(name string) *faultWorker {
 	if err != nil {
 		r.t.Fatal(err)
 	}
+	extra, err := pub.Spread(jsaudit.DefaultConns) // as the dev stack does
+	if err != nil {
+		r.t.Fatal(err)
+	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError + 4})) // the faults are expected
 	k, err := kms.New(ctx, kms.Config{HSM: r.hsm, Store: store, Audit: pub, Source: "/keyflow/test/" + name, Logger: log})
 	if err != nil {
@@ -145,7 +149,7 @@ func (r *faultRig) startWorker(name string) *faultWorker {
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	w := &faultWorker{conns: []*nats.Conn{nc, anc}, kms: k, srv: srv}
+	w := &faultWorker{conns: append([]*nats.Conn{nc, anc}, extra...), kms: k, srv: srv}
 	r.t.Cleanup(w.kill)
 	return w
 }
