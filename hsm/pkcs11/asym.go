@@ -391,18 +391,25 @@ func (t *Token) UnwrapPrivateKey(ctx context.Context, wrappingKey hsm.KeyHandle,
 	if err != nil {
 		return 0, fmt.Errorf("pkcs11: failed to %s: %v: %w", op, err, hsm.ErrInvalidInput)
 	}
+	return t.unwrapPrivate(ctx, op, wrappingKey, blob, k, privateKeyTemplate(k))
+}
+
+// unwrapPrivate unwraps a KWP-wrapped PKCS#8 private key of kind k into a
+// session object made from template, and checks that it is what k says:
+// the shared body of UnwrapPrivateKey and LoadImportKey.
+func (t *Token) unwrapPrivate(ctx context.Context, op string, wrappingKey hsm.KeyHandle, blob []byte, k pairKind, template []*p11.Attribute) (hsm.KeyHandle, error) {
 	// KWP output is a whole number of 8-byte blocks, at least three for
 	// anything as large as a private key. Lengths are public.
 	if len(blob) < 24 || len(blob)%8 != 0 || len(blob) > maxWrappedPrivate {
 		return 0, fmt.Errorf("pkcs11: failed to %s: a wrapped private key cannot be %d bytes: %w", op, len(blob), hsm.ErrInvalidInput)
 	}
 	var h hsm.KeyHandle
-	err = t.doOwner(ctx, op, func(a *attempt) error {
+	err := t.doOwner(ctx, op, func(a *attempt) error {
 		w, err := t.object(op, wrappingKey)
 		if err != nil {
 			return err
 		}
-		o, err := t.ctx.UnwrapKey(a.s, kwp, w, blob, privateKeyTemplate(k))
+		o, err := t.ctx.UnwrapKey(a.s, kwp, w, blob, template)
 		if err != nil {
 			switch {
 			case isAuthFailure(err):

@@ -76,40 +76,7 @@ func (t *Token) LoadImportKey(ctx context.Context, wrappingKey hsm.KeyHandle, bl
 	if err != nil || !k.isRSA() {
 		return 0, fmt.Errorf("pkcs11: failed to %s: import keys are RSA key pairs: %w", op, hsm.ErrInvalidInput)
 	}
-	if len(blob) < 24 || len(blob)%8 != 0 || len(blob) > maxWrappedPrivate {
-		return 0, fmt.Errorf("pkcs11: failed to %s: a wrapped private key cannot be %d bytes: %w", op, len(blob), hsm.ErrInvalidInput)
-	}
-	var h hsm.KeyHandle
-	err = t.doOwner(ctx, op, func(a *attempt) error {
-		w, err := t.object(op, wrappingKey)
-		if err != nil {
-			return err
-		}
-		o, err := t.ctx.UnwrapKey(a.s, kwp, w, blob, importKeyTemplate(k))
-		if err != nil {
-			switch {
-			case isAuthFailure(err):
-				return fmt.Errorf("pkcs11: failed to %s: %w", op, hsm.ErrAuthFailed)
-			case isCKR(err, p11.CKR_FUNCTION_FAILED):
-				return fmt.Errorf("pkcs11: failed to %s: the blob does not hold an RSA key: %w", op, hsm.ErrInvalidInput)
-			default:
-				return keyErr(op, err)
-			}
-		}
-		if err := t.checkPrivateKey(a.s, o, k); err != nil {
-			_ = t.ctx.DestroyObject(a.s, o)
-			if deviceSide(err) {
-				return fmt.Errorf("pkcs11: failed to %s: %w", op, err)
-			}
-			return fmt.Errorf("pkcs11: failed to %s: %v: %w", op, err, hsm.ErrInvalidInput)
-		}
-		h, err = t.tagged(op, a, o)
-		return err
-	})
-	if err != nil {
-		return 0, err
-	}
-	return h, nil
+	return t.unwrapPrivate(ctx, op, wrappingKey, blob, k, importKeyTemplate(k))
 }
 
 func checkTarget(target hsm.ImportTarget) error {
