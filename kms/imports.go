@@ -509,18 +509,15 @@ func (s *Service) ImportKeyMaterial(ctx context.Context, c Caller, p ImportParam
 	} else if err != nil {
 		return nil, wrapError(CodeInternal, err, "failed to store key material")
 	}
-	for attempt := 0; attempt < 5; attempt++ {
-		cur, rev, err := s.getKey(ctx, c.Tenant, k.ID)
-		if err != nil {
-			return nil, err
-		}
+	var reimport bool
+	cur, err := s.updateKey(ctx, c.Tenant, k.ID, func(cur *Key) (bool, error) {
 		if cur.Import != nil && len(cur.Import.Fingerprint) > 0 && subtle.ConstantTimeCompare(fp, cur.Import.Fingerprint) != 1 {
-			return nil, newError(CodeIncorrectKeyMaterial, "key %s had other key material; only the same material can be imported into it again", k.ID)
+			return false, newError(CodeIncorrectKeyMaterial, "key %s had other key material; only the same material can be imported into it again", cur.ID)
 		}
 		if _, err := importCapable(cur); err != nil {
-			return nil, err
+			return false, err
 		}
-		reimport := cur.Import != nil && len(cur.Import.Fingerprint) > 0
+		reimport = cur.Import != nil && len(cur.Import.Fingerprint) > 0
 		cur.State = StateActive
 		for i := range cur.Versions {
 			cur.Versions[i].State = StateActive
@@ -530,16 +527,13 @@ func (s *Service) ImportKeyMaterial(ctx context.Context, c Caller, p ImportParam
 			st.ExpirationModel, st.ValidTo = MaterialExpires, p.ValidTo.UTC().Truncate(time.Second)
 		}
 		cur.Import = st
-		if _, err := s.store.UpdateKey(ctx, cur, rev); errors.Is(err, ErrStoreConflict) {
-			continue
-		} else if err != nil {
-			return nil, wrapError(CodeInternal, err, "failed to store key")
-		}
-		s.Invalidate(c.Tenant, k.ID)
-		k = cur
-		return &ImportResult{Key: cur, ImportID: p.ImportID, Reimport: reimport}, nil
+		return false, nil
+	})
+	if err != nil {
+		return nil, err
 	}
-	return nil, newError(CodeConflict, "key %s is changing concurrently; retry", k.ID)
+	k = cur
+	return &ImportResult{Key: cur, ImportID: p.ImportID, Reimport: reimport}, nil
 }
 
 // importFingerprint is the same-material check value (see the notes at
