@@ -59,46 +59,7 @@ func (l *recordingLifecycle) RemediationWorkflowID(tenant, keyID string, version
 func TestLifecycleWire(t *testing.T) {
 	b := testbed.New(t)
 	life := &recordingLifecycle{}
-	srv, err := rpc.Start(rpc.Config{Conn: b.Conn, KMS: b.KMS, Tenants: b.Identity, JS: b.JS, Lifecycle: life, Workers: 8,
-		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Stop)
-	creds, err := b.Identity.UserCreds("alpha", "alice")
-	if err != nil {
-		t.Fatal(err)
-	}
-	nc, err := natsserver.Connect(b.NATS, creds, "alice")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	send := func(op, reqSchema, body, replySchema, wantCode string) []byte {
-		t.Helper()
-		if reqSchema != "" {
-			if err := schemas.ValidateAPI(reqSchema, []byte(body)); err != nil {
-				t.Errorf("request %s: %v", body, err)
-			}
-		}
-		msg := nats.NewMsg(api.Subject("alpha", op))
-		msg.Data = []byte(body)
-		reply, err := nc.RequestMsg(msg, 20*time.Second)
-		if err != nil {
-			t.Fatalf("%s: %v", op, err)
-		}
-		code := reply.Header.Get(api.HeaderErrorCode)
-		if code != wantCode {
-			t.Errorf("%s %s: code %q, want %q: %s", op, body, code, wantCode, reply.Data)
-		}
-		if code != "" {
-			replySchema = "ErrorReply"
-		}
-		if err := schemas.ValidateAPI(replySchema, reply.Data); err != nil {
-			t.Errorf("%s reply %s: %v", op, reply.Data, err)
-		}
-		return reply.Data
-	}
+	send := wireSender(t, b, rpc.Config{Lifecycle: life})
 	var meta api.KeyMetadata
 	_ = json.Unmarshal(send(api.OpKeyCreate, "CreateKeyRequest", `{"alias":"life","activationDate":"2099-01-01T00:00:00Z","rotationPeriodInDays":90,"cryptoperiodInDays":365}`, "KeyMetadata", ""), &meta)
 	if meta.KeyState != "PRE_ACTIVE" || meta.RotationPeriodInDays != 90 || meta.CryptoperiodInDays != 365 || meta.ActivationDate == nil {
@@ -190,4 +151,53 @@ func emitLifecycleEvents(t *testing.T, b *testbed.Bed) {
 	p := kms.DestroyParams{KeyID: k.ID, DeletionDate: pk.Lifecycle.DeletionDate}
 	must(late.DestroyMaterial(ctx, c, p))
 	must(late.MarkDestroyed(ctx, c, p))
+}
+
+// wireSender starts the services with cfg on b's stack (connection, KMS,
+// tenants and JetStream filled in) and returns a send that posts as
+// alpha's alice, checks the request and the reply against their schemas,
+// and checks the error code (wantCode "" for success).
+func wireSender(t *testing.T, b *testbed.Bed, cfg rpc.Config) func(op, reqSchema, body, replySchema, wantCode string) []byte {
+	t.Helper()
+	cfg.Conn, cfg.KMS, cfg.Tenants, cfg.JS, cfg.Workers = b.Conn, b.KMS, b.Identity, b.JS, 8
+	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+	srv, err := rpc.Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Stop)
+	creds, err := b.Identity.UserCreds("alpha", "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := natsserver.Connect(b.NATS, creds, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return func(op, reqSchema, body, replySchema, wantCode string) []byte {
+		t.Helper()
+		if reqSchema != "" {
+			if err := schemas.ValidateAPI(reqSchema, []byte(body)); err != nil {
+				t.Errorf("request %s: %v", body, err)
+			}
+		}
+		msg := nats.NewMsg(api.Subject("alpha", op))
+		msg.Data = []byte(body)
+		reply, err := nc.RequestMsg(msg, 20*time.Second)
+		if err != nil {
+			t.Fatalf("%s: %v", op, err)
+		}
+		code := reply.Header.Get(api.HeaderErrorCode)
+		if code != wantCode {
+			t.Errorf("%s %s: code %q, want %q: %s", op, body, code, wantCode, reply.Data)
+		}
+		if code != "" {
+			replySchema = "ErrorReply"
+		}
+		if err := schemas.ValidateAPI(replySchema, reply.Data); err != nil {
+			t.Errorf("%s reply %s: %v", op, reply.Data, err)
+		}
+		return reply.Data
+	}
 }

@@ -3,18 +3,11 @@ package rpc_test
 import (
 	"context"
 	"encoding/json"
-	"log/slog"
-	"os"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/nats-io/nats.go"
-
-	"github.com/keyflow/keyflow/deploy/natsserver"
 	"github.com/keyflow/keyflow/deploy/testbed"
 	"github.com/keyflow/keyflow/kms"
-	"github.com/keyflow/keyflow/schemas"
 	"github.com/keyflow/keyflow/workers/api"
 	"github.com/keyflow/keyflow/workers/rpc"
 )
@@ -71,46 +64,7 @@ func TestRotationRewrapWire(t *testing.T) {
 	ctx := context.Background()
 	b := testbed.New(t)
 	rot := &rewrapRotator{evtRotator: evtRotator{kms: b.KMS}}
-	srv, err := rpc.Start(rpc.Config{Conn: b.Conn, KMS: b.KMS, Tenants: b.Identity, JS: b.JS, Rotator: rot, Workers: 8,
-		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Stop)
-	creds, err := b.Identity.UserCreds("alpha", "alice")
-	if err != nil {
-		t.Fatal(err)
-	}
-	nc, err := natsserver.Connect(b.NATS, creds, "alice")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	send := func(op, reqSchema, body, replySchema, wantCode string) []byte {
-		t.Helper()
-		if reqSchema != "" {
-			if err := schemas.ValidateAPI(reqSchema, []byte(body)); err != nil {
-				t.Errorf("request %s: %v", body, err)
-			}
-		}
-		msg := nats.NewMsg(api.Subject("alpha", op))
-		msg.Data = []byte(body)
-		reply, err := nc.RequestMsg(msg, 20*time.Second)
-		if err != nil {
-			t.Fatalf("%s: %v", op, err)
-		}
-		code := reply.Header.Get(api.HeaderErrorCode)
-		if code != wantCode {
-			t.Errorf("%s %s: code %q, want %q: %s", op, body, code, wantCode, reply.Data)
-		}
-		if code != "" {
-			replySchema = "ErrorReply"
-		}
-		if err := schemas.ValidateAPI(replySchema, reply.Data); err != nil {
-			t.Errorf("%s reply %s: %v", op, reply.Data, err)
-		}
-		return reply.Data
-	}
+	send := wireSender(t, b, rpc.Config{Rotator: rot})
 
 	var meta api.KeyMetadata
 	_ = json.Unmarshal(send(api.OpKeyCreate, "CreateKeyRequest", `{"alias":"rw","rewrapOnRotation":true}`, "KeyMetadata", ""), &meta)
