@@ -43,7 +43,7 @@ func newDataKeyCmd(g *globals) *cobra.Command {
 				}
 				defer clear(r.Plaintext)
 				var regID string
-				if register { // see datakeys.go
+				if register { // the registry, below
 					reg, err := c.RegisterDataKey(ctx, api.RegisterDataKeyRequest{CiphertextBlob: r.CiphertextBlob, EncryptionContext: ec})
 					if err != nil {
 						return err

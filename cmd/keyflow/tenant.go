@@ -68,8 +68,7 @@ default, --allow-any-roles drops it.`,
 	return cmd
 }
 
-// newTenantPolicyCmd is `keyflow tenant policy`, under the tenant command
-// of identity.go.
+// newTenantPolicyCmd is `keyflow tenant policy`.
 func newTenantPolicyCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "policy",
