@@ -57,23 +57,6 @@ import (
 // (AES-KWP), so no worker keeps state between the two calls and any
 // worker, after any restart, can finish an import.
 
-// Origin says where a key's material came from (AWS's names).
-type Origin string
-
-// Origins.
-const (
-	// OriginKMS is material generated inside keyflow (AWS calls this
-	// AWS_KMS). Keys stored without an origin have it.
-	OriginKMS Origin = "AWS_KMS"
-	// OriginExternal is material imported by the customer (BYOK).
-	OriginExternal Origin = "EXTERNAL"
-)
-
-// StatePendingImport is an EXTERNAL key without material: it was just
-// created, or its imported material expired or was deleted. It neither
-// encrypts nor decrypts until material is imported.
-const StatePendingImport KeyState = "PENDING_IMPORT"
-
 // ExpirationModel says whether imported material expires (AWS's names).
 type ExpirationModel string
 
