@@ -28,23 +28,6 @@ import (
 // before archival moves it, unless configured otherwise.
 const DefaultArchiveRetention = 90 * 24 * time.Hour
 
-// ArchiveStore is the optional store ability archival needs: a separate
-// archive of wrapped material, and deleting material from the live store.
-// workers/kvstore implements it.
-type ArchiveStore interface {
-	// PutArchived stores m in the archive; an existing entry is kept
-	// (material never changes), and that is not an error.
-	PutArchived(ctx context.Context, m *VersionMaterial) error
-	GetArchived(ctx context.Context, tenant, keyID string, version uint32) (*VersionMaterial, error)
-	// ListArchived returns the archived versions of one key.
-	ListArchived(ctx context.Context, tenant, keyID string) ([]uint32, error)
-	// DeleteArchived removes an archive entry; a missing one is not an error.
-	DeleteArchived(ctx context.Context, tenant, keyID string, version uint32) error
-	// DeleteMaterial removes material from the live store; a missing one
-	// is not an error.
-	DeleteMaterial(ctx context.Context, tenant, keyID string, version uint32) error
-}
-
 func errArchived(k *Key, v Version) *Error {
 	return newError(CodeInvalidState, "version %d of key %s is archived and cannot be used until it is restored (keyflow archive restore)", v.Number, k.ID)
 }

@@ -9,24 +9,6 @@ import (
 	"github.com/keyflow/keyflow/events"
 )
 
-// AuthzStore keeps what authorization needs beyond the key itself: each
-// key's policy and grants, and each tenant's list of disabled principals.
-// A Store that also implements AuthzStore (workers/kvstore does) enables
-// key policies, grants and the worker-side deny list; without one, only
-// roles are enforced.
-type AuthzStore interface {
-	// GetKeyAuthz returns ErrStoreNotFound when the key has neither a
-	// policy nor grants.
-	GetKeyAuthz(ctx context.Context, tenant, keyID string) (*KeyAuthz, Revision, error)
-	// PutKeyAuthz creates (rev 0, else ErrStoreExists) or replaces (if the
-	// revision is still rev, else ErrStoreConflict) a key's record.
-	PutKeyAuthz(ctx context.Context, a *KeyAuthz, rev Revision) (Revision, error)
-	// GetDisabled returns ErrStoreNotFound when no principal of the tenant
-	// was ever disabled.
-	GetDisabled(ctx context.Context, tenant string) (*DisabledPrincipals, Revision, error)
-	PutDisabled(ctx context.Context, d *DisabledPrincipals, rev Revision) (Revision, error)
-}
-
 // DisabledPrincipals is a tenant's deny list: principals refused at once by
 // every worker, whatever credentials they present.
 type DisabledPrincipals struct {

@@ -96,14 +96,6 @@ const (
 // ImportTokenLifetime is how long import parameters may be used.
 const ImportTokenLifetime = 24 * time.Hour
 
-// Error codes of imports, AWS's names.
-const (
-	CodeInvalidImportToken   Code = "InvalidImportTokenException"
-	CodeExpiredImportToken   Code = "ExpiredImportTokenException"
-	CodeIncorrectKeyMaterial Code = "IncorrectKeyMaterialException"
-	CodeUnsupportedOperation Code = "UnsupportedOperationException"
-)
-
 // Sentinels of the import error codes.
 var (
 	ErrInvalidImportToken   = &Error{Code: CodeInvalidImportToken}
@@ -673,12 +665,6 @@ func (s *Service) ExpireImportedKeyMaterial(ctx context.Context, c Caller, p Exp
 	return id != "", nil
 }
 
-// materialDeleter is the optional store ability imports need: deleting a
-// version's material (the material store is otherwise create-only).
-type materialDeleter interface {
-	DeleteMaterial(ctx context.Context, tenant, keyID string, version uint32) error
-}
-
 // removeMaterial takes a key back to PENDING_IMPORT and deletes its
 // material. With onlyImport set, it does so only while that import is
 // current. It returns the key and the import it removed ("" for none).
@@ -691,7 +677,7 @@ type materialDeleter interface {
 // the key was already PENDING_IMPORT, so a step that failed between the
 // two is finished by a retry.
 func (s *Service) removeMaterial(ctx context.Context, tenant, keyID, onlyImport string) (*Key, string, error) {
-	del, ok := s.store.(materialDeleter)
+	del, ok := s.store.(MaterialDeleter)
 	if !ok {
 		return nil, "", newError(CodeUnsupportedOperation, "this key store cannot delete key material")
 	}
