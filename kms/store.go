@@ -86,7 +86,7 @@ type BackupRegistry interface {
 	ListBackupRecords(ctx context.Context, tenant string) ([]*BackupRecord, error)
 }
 
-// DataKeyStore keeps the registry. It is optional: a Store that also
+// DataKeyStore keeps the data-key registry (datakeys.go). It is optional: a Store that also
 // implements it gives the Service a registry (kvstore.Store does, in the
 // kf_datakeys bucket); without it the registry operations answer
 // KMSInternalException.
