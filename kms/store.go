@@ -3,6 +3,8 @@ package kms
 import (
 	"context"
 	"errors"
+
+	"github.com/keyflow/keyflow/kms/keypolicy"
 )
 
 // Revision is a store's optimistic-concurrency token for one record.
@@ -68,10 +70,10 @@ type ArchiveStore interface {
 type AuthzStore interface {
 	// GetKeyAuthz returns ErrStoreNotFound when the key has neither a
 	// policy nor grants.
-	GetKeyAuthz(ctx context.Context, tenant, keyID string) (*KeyAuthz, Revision, error)
+	GetKeyAuthz(ctx context.Context, tenant, keyID string) (*keypolicy.KeyAuthz, Revision, error)
 	// PutKeyAuthz creates (rev 0, else ErrStoreExists) or replaces (if the
 	// revision is still rev, else ErrStoreConflict) a key's record.
-	PutKeyAuthz(ctx context.Context, a *KeyAuthz, rev Revision) (Revision, error)
+	PutKeyAuthz(ctx context.Context, a *keypolicy.KeyAuthz, rev Revision) (Revision, error)
 	// GetDisabled returns ErrStoreNotFound when no principal of the tenant
 	// was ever disabled.
 	GetDisabled(ctx context.Context, tenant string) (*DisabledPrincipals, Revision, error)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/keyflow/keyflow/events"
+	"github.com/keyflow/keyflow/kms/keypolicy"
 )
 
 // TenantPolicy is a tenant's governance document: which operations need
@@ -334,8 +335,8 @@ func (s *Service) SetTenantPolicy(ctx context.Context, c Caller, p *TenantPolicy
 	if err := checkCaller(c); err != nil {
 		return nil, err
 	}
-	if c.Roles != nil && !slices.Contains(c.Roles, string(RoleTenantAdmin)) {
-		return nil, newError(CodeAccessDenied, "only a %s may set the tenant policy", RoleTenantAdmin)
+	if c.Roles != nil && !slices.Contains(c.Roles, string(keypolicy.RoleTenantAdmin)) {
+		return nil, newError(CodeAccessDenied, "only a %s may set the tenant policy", keypolicy.RoleTenantAdmin)
 	}
 	if s.gov.store == nil {
 		return nil, newError(CodeInternal, "tenant policies are not available on this worker")
