@@ -20,7 +20,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nuid"
 
-	"github.com/keyflow/keyflow/workers/api"
+	"github.com/keyflow/keyflow/client/api"
 )
 
 // Options configure a client.
