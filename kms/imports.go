@@ -452,7 +452,7 @@ func (s *Service) ImportKeyMaterial(ctx context.Context, c Caller, p ImportParam
 	}
 	approve := s.imports.approve
 	if approve == nil {
-		approve = s.importGate // the tenant policy's "import" rule (gates.go)
+		approve = s.importGate // the tenant policy's "import" rule (dualcontrol.go)
 	}
 	{
 		if err := approve(ctx, c, k); err != nil {

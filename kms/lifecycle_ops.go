@@ -253,7 +253,7 @@ func (s *Service) ScheduleDeletion(ctx context.Context, c Caller, p ScheduleDele
 	if err := checkCaller(c); err != nil {
 		return nil, err
 	}
-	// The window's range and the tenant policy's minimum (gates.go).
+	// The window's range and the tenant policy's minimum (dualcontrol.go).
 	w, err := s.checkDeletionWindow(ctx, c.Tenant, p.Window)
 	if err != nil {
 		return nil, err
