@@ -10,9 +10,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/keyflow/keyflow/client"
+	"github.com/keyflow/keyflow/client/api"
 	"github.com/keyflow/keyflow/kms"
-	"github.com/keyflow/keyflow/workers/api"
-	"github.com/keyflow/keyflow/workers/client"
 	"github.com/spf13/cobra"
 )
 

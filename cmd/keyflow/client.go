@@ -7,7 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/keyflow/keyflow/workers/client"
+	"github.com/keyflow/keyflow/client"
 )
 
 // Connecting to keyflow: every command that talks to the stack goes through

@@ -8,8 +8,8 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/keyflow/keyflow/workers/api"
-	"github.com/keyflow/keyflow/workers/client"
+	"github.com/keyflow/keyflow/client"
+	"github.com/keyflow/keyflow/client/api"
 	"github.com/spf13/cobra"
 )
 

@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/keyflow/keyflow/workers/api"
-	"github.com/keyflow/keyflow/workers/client"
+	"github.com/keyflow/keyflow/client"
+	"github.com/keyflow/keyflow/client/api"
 	"github.com/spf13/cobra"
 )
 

@@ -7,8 +7,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/keyflow/keyflow/workers/api"
-	"github.com/keyflow/keyflow/workers/client"
+	"github.com/keyflow/keyflow/client"
+	"github.com/keyflow/keyflow/client/api"
 	"github.com/spf13/cobra"
 )
 

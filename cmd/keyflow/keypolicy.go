@@ -4,7 +4,7 @@ import (
 	"context"
 	"encoding/json"
 
-	"github.com/keyflow/keyflow/workers/client"
+	"github.com/keyflow/keyflow/client"
 	"github.com/spf13/cobra"
 )
 

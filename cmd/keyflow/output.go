@@ -9,7 +9,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/keyflow/keyflow/workers/api"
+	"github.com/keyflow/keyflow/client/api"
 	"github.com/spf13/cobra"
 )
 

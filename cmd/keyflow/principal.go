@@ -7,7 +7,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/keyflow/keyflow/workers/client"
+	"github.com/keyflow/keyflow/client"
 	"github.com/spf13/cobra"
 )
 

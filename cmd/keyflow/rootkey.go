@@ -7,10 +7,10 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/keyflow/keyflow/client"
 	"github.com/keyflow/keyflow/deploy/devstack"
 	"github.com/keyflow/keyflow/kms"
 	"github.com/keyflow/keyflow/kms/rootceremony"
-	"github.com/keyflow/keyflow/workers/client"
 	"github.com/spf13/cobra"
 )
 

@@ -8,8 +8,8 @@ import (
 	"os"
 	"strings"
 
-	"github.com/keyflow/keyflow/workers/api"
-	"github.com/keyflow/keyflow/workers/client"
+	"github.com/keyflow/keyflow/client"
+	"github.com/keyflow/keyflow/client/api"
 	"github.com/spf13/cobra"
 )
 
