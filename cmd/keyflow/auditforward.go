@@ -54,15 +54,20 @@ that (same --type patterns as audit tail).`,
 			if creds == "" {
 				creds = filepath.Join(g.dataDir, "auditor.creds")
 			}
-			if _, err := os.Stat(creds); err != nil {
-				return fmt.Errorf("%w: cannot read the auditor creds %s (start `keyflow dev`, or pass --auditor-creds)", errUnreachable, creds)
+			if err := checkAuditorCreds(creds); err != nil {
+				return err
 			}
 			var output siem.Output
 			var dest string
 			if out != "" {
+				// The folder is created (0750) as a log folder would be; a
+				// file that cannot be written is the --out argument's fault.
+				if err := os.MkdirAll(filepath.Dir(out), 0o750); err != nil {
+					return usagef("cannot create the folder of --out: %v", err)
+				}
 				f, err := siem.OpenFile(out)
 				if err != nil {
-					return err
+					return usagef("cannot write --out: %v", err)
 				}
 				defer f.Close()
 				output, dest = f, out

@@ -213,8 +213,8 @@ func (g *globals) withAuditor(ctx context.Context, creds string, fn func(js jets
 	if creds == "" {
 		creds = filepath.Join(g.dataDir, sealer.AuditorCredsFile)
 	}
-	if _, err := os.Stat(creds); err != nil {
-		return fmt.Errorf("%w: no auditor creds at %s (start `keyflow dev`, or pass --auditor-creds)", errUnreachable, creds)
+	if err := checkAuditorCreds(creds); err != nil {
+		return err
 	}
 	// A user of another account is refused per subject; the server says so
 	// asynchronously, while the JetStream request would wait out its

@@ -2,8 +2,8 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"path/filepath"
 
 	"github.com/spf13/cobra"
 
@@ -14,22 +14,27 @@ import (
 // dial, and the commands that send a base64 blob through withBlob.
 
 // dial connects as the configured principal. The client addresses tenant's
-// subjects, or, when tenant is "", the tenant named in the creds file.
+// subjects, or, when tenant is "", the tenant named in the creds file. A
+// creds problem is named as such (credsError), not as an unreachable
+// server.
 func (g *globals) dial(ctx context.Context, tenant string) (*client.Client, error) {
-	creds := g.creds
-	if creds == "" {
-		creds = filepath.Join(g.dataDir, "admin.creds")
+	creds, err := g.principalCreds()
+	if err != nil {
+		return nil, err
 	}
 	if tenant == "" {
-		t, err := client.TenantFromCreds(creds)
-		if err != nil {
-			return nil, fmt.Errorf("%w: %w (start `keyflow dev` or pass --creds)", errUnreachable, err)
+		if tenant, err = credsTenant(creds); err != nil {
+			return nil, err
 		}
-		tenant = t
 	}
-	c, err := client.Dial(ctx, client.Options{Server: g.server, CredsFile: creds, Tenant: tenant, Timeout: g.timeout, Name: "keyflow-cli"})
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", errUnreachable, err)
+	c, err := client.Dial(ctx, client.Options{Server: g.server, CredsFile: creds.path, Tenant: tenant, Timeout: g.timeout, Name: "keyflow-cli"})
+	var ke *client.Error
+	switch {
+	case errors.As(err, &ke):
+		return nil, &credsError{code: "CredentialsRefused", exit: exitCredsRefused,
+			msg: fmt.Sprintf("%s (%s): %s", creds.path, creds.from, ke.Message)}
+	case err != nil:
+		return nil, fmt.Errorf("%w: %w (is `keyflow dev` running? --server or KEYFLOW_SERVER names the NATS URL, now %s)", errUnreachable, err, g.server)
 	}
 	return c, nil
 }

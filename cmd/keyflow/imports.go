@@ -90,8 +90,8 @@ RSA_AES_KEY_WRAP_SHA_256 or RSA_AES_KEY_WRAP_SHA_1 only.`,
 
 --material-file is the wrapped material as raw bytes (what openssl writes);
 --token-file is ImportToken.bin. The material is unwrapped inside the HSM
-and stored like any keyflow key. With --valid-to (RFC 3339, or a date
-YYYY-MM-DD meaning its midnight UTC) the material expires then: the
+and stored like any keyflow key. With --valid-to (RFC 3339, a date
+YYYY-MM-DD meaning its midnight UTC, or +DURATION) the material expires then: the
 lifecycle workflow deletes it and the key returns to PENDING_IMPORT.
 Only the same material can ever be imported again into the key.`,
 		Args: exactArgs(1, "KEY"),
@@ -109,7 +109,7 @@ Only the same material can ever be imported again into the key.`,
 			}
 			req := api.ImportRequest{KeyID: args[0], EncryptedKeyMaterial: wrapped, ImportToken: token, WrappingAlgorithm: importAlg}
 			if validTo != "" {
-				t, err := parseValidTo(validTo)
+				t, err := parseWhen("valid-to", validTo, time.Now())
 				if err != nil {
 					return err
 				}
@@ -129,7 +129,7 @@ Only the same material can ever be imported again into the key.`,
 	}
 	imp.Flags().StringVar(&materialFile, "material-file", "", "the wrapped key material (raw bytes)")
 	imp.Flags().StringVar(&tokenFile, "token-file", "", "the import token (ImportToken.bin)")
-	imp.Flags().StringVar(&validTo, "valid-to", "", "when the material expires (RFC 3339 or YYYY-MM-DD); default: never")
+	imp.Flags().StringVar(&validTo, "valid-to", "", "when the material expires (RFC 3339, YYYY-MM-DD or +DURATION); default: never")
 	imp.Flags().StringVar(&importAlg, "wrapping-alg", "", "optional: refuse unless the token is for this wrapping algorithm")
 
 	del := &cobra.Command{
@@ -147,14 +147,4 @@ Only the same material can ever be imported again into the key.`,
 		},
 	}
 	return []*cobra.Command{params, imp, del}
-}
-
-func parseValidTo(s string) (time.Time, error) {
-	if t, err := time.Parse(time.RFC3339, s); err == nil {
-		return t, nil
-	}
-	if t, err := time.Parse(time.DateOnly, s); err == nil {
-		return t.UTC(), nil
-	}
-	return time.Time{}, usagef("--valid-to must be RFC 3339 (2027-01-31T00:00:00Z) or a date (2027-01-31), not %q", s)
 }

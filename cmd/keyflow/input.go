@@ -14,11 +14,17 @@ import (
 
 // readInput reads --in FILE, or stdin.
 func readInput(cmd *cobra.Command, in string, limit int64) ([]byte, error) {
+	return readFlagInput(cmd, "in", in, limit)
+}
+
+// readFlagInput reads the file a flag names ("-" or "": stdin); an error
+// names the flag.
+func readFlagInput(cmd *cobra.Command, flag, in string, limit int64) ([]byte, error) {
 	var r io.Reader = cmd.InOrStdin()
 	if in != "" && in != "-" {
 		f, err := os.Open(in)
 		if err != nil {
-			return nil, usagef("cannot read --in: %v", err)
+			return nil, usagef("cannot read --%s: %v", flag, err)
 		}
 		defer f.Close()
 		r = f

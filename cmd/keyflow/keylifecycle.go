@@ -22,7 +22,7 @@ type lifecycleFlags struct {
 }
 
 func (f *lifecycleFlags) add(cmd *cobra.Command) {
-	cmd.Flags().StringVar(&f.activation, "activation-date", "", "keep the key PRE_ACTIVE until this time (RFC 3339, or +DURATION such as +2d or +36h)")
+	cmd.Flags().StringVar(&f.activation, "activation-date", "", "keep the key PRE_ACTIVE until this time (RFC 3339, a date such as 2027-01-01, or +DURATION such as +2d or +36h)")
 	cmd.Flags().StringVar(&f.rotation, "rotation-period", "", "rotate automatically every period (1d to 7y, e.g. 90d, 1y)")
 	cmd.Flags().BoolVar(&f.rewrapOnRotation, "rewrap-on-rotation", false, "every rotation (scheduled or requested) rewraps the key's registered data keys")
 	cmd.Flags().StringVar(&f.cryptoperiod, "cryptoperiod", "", "originator-usage period of each version (1d to 7y; default 2y, NIST SP 800-57 Table 1)")
@@ -30,7 +30,7 @@ func (f *lifecycleFlags) add(cmd *cobra.Command) {
 
 func (f *lifecycleFlags) apply(r *api.CreateKeyRequest) error {
 	if f.activation != "" {
-		t, err := parseWhen(f.activation, time.Now())
+		t, err := parseWhen("activation-date", f.activation, time.Now())
 		if err != nil {
 			return err
 		}
@@ -45,23 +45,27 @@ func (f *lifecycleFlags) apply(r *api.CreateKeyRequest) error {
 	return err
 }
 
-// parseWhen reads an RFC 3339 time or +DURATION from now.
-func parseWhen(s string, now time.Time) (time.Time, error) {
+// parseWhen reads the time of a flag: an RFC 3339 time, a date
+// (YYYY-MM-DD, midnight UTC) or +DURATION from now (+2d, +36h).
+func parseWhen(flag, s string, now time.Time) (time.Time, error) {
+	bad := usagef("--%s %q: want an RFC 3339 time (2027-01-31T00:00:00Z), a date (2027-01-31) or +DURATION (+2d, +36h)", flag, s)
 	if rest, ok := strings.CutPrefix(s, "+"); ok {
-		if days, err := parseDays("--activation-date", rest); err == nil && strings.HasSuffix(rest, "d") {
+		if days, err := parseDays("--"+flag, rest); err == nil && strings.HasSuffix(rest, "d") {
 			return now.Add(time.Duration(days) * 24 * time.Hour).UTC().Truncate(time.Second), nil
 		}
 		d, err := time.ParseDuration(rest)
 		if err != nil || d <= 0 {
-			return time.Time{}, usagef("--activation-date %q: want an RFC 3339 time or +DURATION (+2d, +36h)", s)
+			return time.Time{}, bad
 		}
 		return now.Add(d).UTC().Truncate(time.Second), nil
 	}
-	t, err := time.Parse(time.RFC3339, s)
-	if err != nil {
-		return time.Time{}, usagef("--activation-date %q: want an RFC 3339 time or +DURATION (+2d, +36h)", s)
+	if t, err := time.Parse(time.RFC3339, s); err == nil {
+		return t, nil
 	}
-	return t, nil
+	if t, err := time.Parse(time.DateOnly, s); err == nil {
+		return t.UTC(), nil
+	}
+	return time.Time{}, bad
 }
 
 // parseDays reads a period in days: N, Nd, Nw or Ny (365 days); "" is 0

@@ -35,7 +35,7 @@ out.`,
 			if file == "" {
 				return usagef("--file is required")
 			}
-			doc, err := readInput(cmd, file, 64<<10)
+			doc, err := readFlagInput(cmd, "file", file, 64<<10)
 			if err != nil {
 				return err
 			}

@@ -18,6 +18,12 @@ const (
 	exitUsage       = 2
 	exitUnreachable = 3
 	exitPending     = 4
+	// The creds file: none found, unreadable, not creds, refused by the
+	// NATS server (see creds.go).
+	exitNoCreds         = 5
+	exitCredsUnreadable = 6
+	exitCredsInvalid    = 7
+	exitCredsRefused    = 8
 )
 
 func main() {
@@ -35,7 +41,11 @@ func report(err error) int {
 	}
 	var ke *client.Error
 	var ue usageError
+	var ce *credsError
 	switch {
+	case errors.As(err, &ce):
+		fmt.Fprintf(os.Stderr, "keyflow: %s: %s\n", ce.code, ce.msg)
+		return ce.exit
 	case errors.As(err, &ke) && ke.ApprovalID != "":
 		fmt.Fprintf(os.Stderr, "keyflow: %s: %s\n", ke.Code, ke.Message)
 		fmt.Fprintf(os.Stdout, "approval ID: %s\n", ke.ApprovalID)

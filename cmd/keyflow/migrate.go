@@ -282,6 +282,9 @@ func watchStatus(ctx context.Context, w io.Writer, c *client.Client, id string, 
 	for {
 		s, err := c.MigrationStatus(ctx, id)
 		if err != nil {
+			if ctx.Err() != nil {
+				return nil // interrupted while watching
+			}
 			return err
 		}
 		id = s.CampaignID
@@ -301,7 +304,10 @@ func watchStatus(ctx context.Context, w io.Writer, c *client.Client, id string, 
 		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			if tty {
+				fmt.Fprintln(w)
+			}
+			return nil // interrupted while watching
 		case <-time.After(every):
 		}
 	}

@@ -11,11 +11,12 @@ import (
 // the layout and the verb-or-noun rule).
 
 type globals struct {
-	server  string
-	creds   string
-	dataDir string
-	output  string
-	timeout time.Duration
+	server    string
+	creds     string
+	credsFlag bool // --creds was given (else creds is KEYFLOW_CREDS)
+	dataDir   string
+	output    string
+	timeout   time.Duration
 }
 
 func envOr(name, def string) string {
@@ -39,6 +40,7 @@ against it. They find the dev stack's credentials by themselves.`,
 		Args:          noSubcommand,
 		RunE:          showHelp,
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			g.credsFlag = cmd.Flags().Changed("creds")
 			if g.output != "json" && g.output != "table" {
 				return usagef("--output must be json or table, not %q", g.output)
 			}
