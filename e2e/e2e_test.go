@@ -511,8 +511,8 @@ func TestCLIWithoutStack(t *testing.T) {
 	expectFailure(t, runKF(t, env, "", "key", "list", "--no-such-flag"), 2, "UsageError")
 	expectFailure(t, runKF(t, env, "", "key", "describe"), 2, "UsageError")
 	expectFailure(t, runKF(t, env, "", "encrypt"), 2, "UsageError")
-	// No stack and no creds: unreachable.
-	expectFailure(t, runKF(t, env, "", "key", "list"), 3, "Unreachable")
+	// No stack and no creds: the creds are what is missing.
+	expectFailure(t, runKF(t, env, "", "key", "list"), 5, "NoCredentials")
 }
 
 // TestEndToEnd drives one stack through the whole key lifecycle, stops it,

@@ -230,7 +230,7 @@ func TestAuditVerifyNeedsKeyflowAccount(t *testing.T) {
 		t.Fatalf("verify with tenant creds: exit %d: %s", code, errs)
 	}
 	_, errs, code = st.run(t, "audit", "verify", "--auditor-creds", filepath.Join(st.dir, "missing.creds"))
-	if code != exitUnreachable {
+	if code != exitNoCreds {
 		t.Fatalf("verify without creds: exit %d: %s", code, errs)
 	}
 	if _, _, code = st.run(t, "audit", "export", "--format", "xml"); code != exitUsage {

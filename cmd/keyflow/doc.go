@@ -5,7 +5,9 @@
 //
 // Exit codes: 0 success; 1 keyflow refused the request (the stable error
 // code is printed); 2 bad usage; 3 keyflow could not be reached; 4 the
-// operation waits for approval (dual control: the approval ID is printed).
+// operation waits for approval (dual control: the approval ID is printed);
+// 5-8 the creds file: none found, unreadable, not a principal's creds,
+// refused by the NATS server (creds.go).
 //
 // # Verbs and nouns
 //
@@ -44,6 +46,7 @@
 //	root.go           the cobra root: global flags and the command tree
 //	main.go           exit codes and the error report
 //	client.go         dial, withClient, withTenantClient, withBlob
+//	creds.go          which creds file, and what is wrong with it
 //	input.go          --in/stdin, --context pairs, base64 input
 //	output.go         JSON, tables and files written
 //	crypto.go         encrypt ... random (the single-request verbs)
