@@ -67,6 +67,14 @@ func TestBackupAndRootCeremony(t *testing.T) {
 	}
 	expectFailure(t, st.kf(t, "", "archive", "restore", "payroll", "--version", "1"), 1, "KMSInvalidStateException")
 	expectFailure(t, st.kf(t, "", "archive", "approve", "payroll", "--version", "1"), 1, "NotFoundException")
+	// The ceremony refuses while the stack holds the data directory (its
+	// lock, DIR/keyflow.lock; a build whose keyflow dev takes no lock
+	// cannot be checked here).
+	if _, err := os.Stat(filepath.Join(dir, "keyflow.lock")); err == nil {
+		expectFailure(t, runKF(t, cliEnv("", dir), "", "root", "export-shares", "--out-dir", filepath.Join(t.TempDir(), "live")), 1, "ConflictException")
+	} else {
+		t.Log("keyflow dev took no data-directory lock; the refusal while it runs is not checked")
+	}
 	st.stop(t)
 
 	// The ceremony, offline.

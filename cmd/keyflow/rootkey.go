@@ -1,11 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/keyflow/keyflow/client"
 	"github.com/keyflow/keyflow/deploy/devstack"
@@ -22,7 +25,8 @@ func newRootKeyCmd(g *globals) *cobra.Command {
 		Use:   "root",
 		Short: "The root key ceremony: export the root key as M-of-N custodian shares, import it into a new HSM",
 		Long: `The root key ceremony runs offline, against the dev stack's token under
---data-dir, with the stack stopped. See docs/backup-and-recovery.md.`,
+--data-dir, with the stack stopped: both commands refuse while the data directory is in
+use. See docs/backup-and-recovery.md.`,
 		Args: noSubcommand, RunE: showHelp,
 	}
 	var m, n int
@@ -39,7 +43,8 @@ Writes into --out-dir (which must be new or empty), each file mode 0600:
   root-wrapped.json        the wrapped root key; useless without M shares
   share-<i>-of-<n>.json    one per custodian; hand each to its custodian
 
-Run it with the stack stopped.`,
+It refuses while a keyflow dev runs on --data-dir (the ceremony works on the
+token offline), and keyflow dev cannot start on it while the ceremony runs.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if outDir == "" {
@@ -51,8 +56,12 @@ Run it with the stack stopped.`,
 			if entries, err := os.ReadDir(outDir); err == nil && len(entries) > 0 {
 				return usagef("--out-dir %s is not empty; give each ceremony a new directory", outDir)
 			}
+			release, err := holdDataDir(g.dataDir)
+			if err != nil {
+				return err
+			}
+			defer release()
 			var soPIN string
-			var err error
 			if soPINFile != "" {
 				b, rerr := os.ReadFile(soPINFile)
 				if rerr != nil {
@@ -135,6 +144,14 @@ imported. Then start 'keyflow dev' on the directory and restore a backup.`,
 				}
 				p.Shares, p.ShareNames = append(p.Shares, s), append(p.ShareNames, name)
 			}
+			if err := os.MkdirAll(g.dataDir, 0o700); err != nil {
+				return fmt.Errorf("failed to create --data-dir: %w", err)
+			}
+			release, err := holdDataDir(g.dataDir)
+			if err != nil {
+				return err
+			}
+			defer release()
 			ctx := cmd.Context()
 			tok, err := devstack.OpenToken(ctx, g.dataDir, true)
 			if err != nil {
@@ -162,4 +179,39 @@ func offlineError(err error) error {
 		return &client.Error{Code: string(ke.Code), Message: kms.PublicMessage(ke)}
 	}
 	return err
+}
+
+// dataDirLockFile is the lock keyflow dev holds on its data directory
+// (deploy/devstack: an exclusive flock on DIR/keyflow.lock, with the
+// holder's PID in the file). The ceremony takes the same lock, so it
+// refuses to run beside a stack and a stack cannot start beside it.
+const dataDirLockFile = "keyflow.lock"
+
+// holdDataDir takes the data directory's lock for an offline command, or
+// refuses (ConflictException) while another process holds it.
+func holdDataDir(dir string) (release func(), err error) {
+	path := filepath.Join(dir, dataDirLockFile)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("failed to open %s: %w", path, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		_ = f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			holder := "another process"
+			if b, rerr := os.ReadFile(path); rerr == nil && len(bytes.TrimSpace(b)) > 0 {
+				holder = "process " + string(bytes.TrimSpace(b))
+			}
+			return nil, &client.Error{Code: "ConflictException", Message: fmt.Sprintf(
+				"the data directory %s is in use by %s (a running keyflow dev?); stop it first: the root-key ceremony works on the token offline", dir, holder)}
+		}
+		return nil, fmt.Errorf("failed to lock %s: %w", path, err)
+	}
+	if err := f.Truncate(0); err == nil {
+		_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	}
+	return func() {
+		_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+		_ = f.Close()
+	}, nil
 }
