@@ -278,7 +278,7 @@ func runKF(t *testing.T, env []string, stdin string, args ...string) result {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), cliTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, kfBin, args...)
+	cmd := exec.CommandContext(ctx, kfBin, rawByDefault(args)...)
 	cmd.Env = env
 	cmd.Stdin = strings.NewReader(stdin)
 	var stdout, stderr bytes.Buffer
@@ -296,6 +296,36 @@ func runKF(t *testing.T, env []string, stdin string, args ...string) result {
 		t.Fatalf("failed to run keyflow %s: %v", strings.Join(args, " "), err)
 	}
 	return r
+}
+
+// rawVerbs have a raw output form (-o raw: the bare base64, PEM or bytes);
+// their default is JSON.
+var rawVerbs = map[string]bool{"encrypt": true, "decrypt": true, "reencrypt": true, "sign": true, "verify": true,
+	"mac": true, "verify-mac": true, "get-public-key": true, "random": true, "seal": true, "open": true,
+	"decapsulate": true, "rewrap": true}
+
+// rawByDefault adds -o raw to a crypto verb's arguments unless they name
+// an output: most tests pipe the raw form, as scripts do. TestJSONByDefault
+// covers the JSON default.
+func rawByDefault(args []string) []string {
+	verb := ""
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == "-o" || a == "--output" || strings.HasPrefix(a, "--output=") || strings.HasPrefix(a, "-o="):
+			return args
+		case a == "--creds" || a == "--server" || a == "--data-dir" || a == "--timeout":
+			i++ // its value
+		case verb == "" && !strings.HasPrefix(a, "-"):
+			verb = a
+		case verb == "rewrap" && a == "status":
+			return args
+		}
+	}
+	if !rawVerbs[verb] {
+		return args
+	}
+	return append(append([]string(nil), args...), "-o", "raw")
 }
 
 // kf runs a CLI command against the stack.

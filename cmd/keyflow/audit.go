@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -59,7 +61,11 @@ is refused with ValidationException. Reading the trail is itself recorded
 						after = r.LastSeq // nothing matched up to there
 					}
 					for _, e := range r.Events {
-						if _, err := fmt.Fprintln(cmd.OutOrStdout(), string(e.Event)); err != nil {
+						line := string(e.Event)
+						if g.output == "table" {
+							line = auditRow(e.Seq, e.Event, printed == 0)
+						}
+						if _, err := fmt.Fprintln(cmd.OutOrStdout(), line); err != nil {
 							return err
 						}
 						after = e.Seq
@@ -83,4 +89,23 @@ is refused with ValidationException. Reading the trail is itself recorded
 	cmd.AddCommand(tail, newAuditForwardCmd(g))
 	cmd.AddCommand(newAuditChainCmds(g)...) // verify, export, pubkeys: auditverify.go
 	return cmd
+}
+
+// auditRow is one record as a table row (-o table): fixed-width columns,
+// since --follow prints rows as they arrive; first adds the header.
+func auditRow(seq uint64, raw []byte, first bool) string {
+	var e struct {
+		Time      time.Time `json:"time"`
+		Type      string    `json:"type"`
+		Outcome   string    `json:"outcome"`
+		Principal string    `json:"principal"`
+		Subject   string    `json:"subject"`
+		ErrorCode string    `json:"errorcode"`
+	}
+	_ = json.Unmarshal(raw, &e)
+	row := fmt.Sprintf("%-8d %-20s %-42s %-8s %-14s %s %s", seq, e.Time.UTC().Format(time.RFC3339), e.Type, e.Outcome, dash(e.Principal), dash(e.Subject), e.ErrorCode)
+	if first {
+		return fmt.Sprintf("%-8s %-20s %-42s %-8s %-14s %s", "SEQ", "TIME", "TYPE", "OUTCOME", "PRINCIPAL", "SUBJECT [ERROR]") + "\n" + row
+	}
+	return row
 }

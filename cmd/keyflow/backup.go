@@ -122,7 +122,7 @@ written. Keys and aliases that exist are not replaced unless --overwrite.`,
 				if err != nil {
 					return err
 				}
-				var lines []string
+				lines := []string{"BACKUP ID  CREATED  KEYS  BYTES  SHA-256 (PREFIX)  STATE"}
 				for _, b := range r.Backups {
 					state := "ok"
 					if b.Revoked {

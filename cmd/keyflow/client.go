@@ -76,5 +76,8 @@ func (g *globals) withBlob(cmd *cobra.Command, in string, limit int64, ctxPairs 
 	if err != nil {
 		return err
 	}
+	if len(blob) == 0 {
+		return usagef("no input: give the base64 on stdin or with --in")
+	}
 	return g.withClient(cmd, func(ctx context.Context, c *client.Client) error { return fn(ctx, c, blob, ec) })
 }

@@ -2,9 +2,8 @@ package main
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/pem"
-	"fmt"
+	"io"
 
 	"github.com/keyflow/keyflow/client"
 	"github.com/keyflow/keyflow/client/api"
@@ -44,8 +43,7 @@ func newEncryptCmd(g *globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				_, err = fmt.Fprintln(cmd.OutOrStdout(), base64.StdEncoding.EncodeToString(r.CiphertextBlob))
-				return err
+				return g.printResult(cmd, r, b64Writer(r.CiphertextBlob))
 			})
 		},
 	}
@@ -71,8 +69,7 @@ func newDecryptCmd(g *globals) *cobra.Command {
 					return err
 				}
 				defer clear(r.Plaintext)
-				_, err = cmd.OutOrStdout().Write(r.Plaintext)
-				return err
+				return g.printResult(cmd, r, bytesWriter(r.Plaintext))
 			})
 		},
 	}
@@ -102,7 +99,7 @@ func newReEncryptCmd(g *globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				return printB64(cmd, r.CiphertextBlob)
+				return g.printResult(cmd, r, b64Writer(r.CiphertextBlob))
 			})
 		},
 	}
@@ -152,10 +149,7 @@ func newSignCmd(g *globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				if g.output == "json" && cmd.Flags().Changed("output") {
-					return printJSON(cmd.OutOrStdout(), r)
-				}
-				return printB64(cmd, r.Signature)
+				return g.printResult(cmd, r, b64Writer(r.Signature))
 			})
 		},
 	}
@@ -186,11 +180,7 @@ func newVerifyCmd(g *globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				if g.output == "json" && cmd.Flags().Changed("output") {
-					return printJSON(cmd.OutOrStdout(), r)
-				}
-				_, err = fmt.Fprintf(cmd.OutOrStdout(), "valid (key version %d)\n", r.KeyVersion)
-				return err
+				return g.printResult(cmd, r, validWriter(r.KeyVersion))
 			})
 		},
 	}
@@ -217,7 +207,7 @@ func newMacCmd(g *globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				return printB64(cmd, r.Mac)
+				return g.printResult(cmd, r, b64Writer(r.Mac))
 			})
 		},
 	}
@@ -246,8 +236,7 @@ func newVerifyMacCmd(g *globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				_, err = fmt.Fprintf(cmd.OutOrStdout(), "valid (key version %d)\n", r.KeyVersion)
-				return err
+				return g.printResult(cmd, r, validWriter(r.KeyVersion))
 			})
 		},
 	}
@@ -268,10 +257,9 @@ func newPublicKeyCmd(g *globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				if g.output == "json" && cmd.Flags().Changed("output") {
-					return printJSON(cmd.OutOrStdout(), r)
-				}
-				return pem.Encode(cmd.OutOrStdout(), &pem.Block{Type: "PUBLIC KEY", Bytes: r.PublicKey})
+				return g.printResult(cmd, r, func(w io.Writer) error {
+					return pem.Encode(w, &pem.Block{Type: "PUBLIC KEY", Bytes: r.PublicKey})
+				})
 			})
 		},
 	}
@@ -292,7 +280,7 @@ func newRandomCmd(g *globals) *cobra.Command {
 					return err
 				}
 				defer clear(r.Plaintext)
-				return printB64(cmd, r.Plaintext)
+				return g.printResult(cmd, r, b64Writer(r.Plaintext))
 			})
 		},
 	}

@@ -50,7 +50,7 @@ func newDataKeyCmd(g *globals) *cobra.Command {
 					}
 					regID = reg.RegistrationID
 				}
-				return printJSON(cmd.OutOrStdout(), struct {
+				return g.printObj(cmd, struct {
 					KeyID          string `json:"keyId"`
 					Plaintext      []byte `json:"plaintext,omitempty"`
 					CiphertextBlob []byte `json:"ciphertextBlob"`
@@ -90,7 +90,7 @@ func newDataKeyPairCmd(g *globals) *cobra.Command {
 					return err
 				}
 				defer clear(r.PrivateKeyPlaintext)
-				return printJSON(cmd.OutOrStdout(), r)
+				return g.printObj(cmd, r)
 			})
 		},
 	}
@@ -229,7 +229,7 @@ func newDataKeyDeregisterCmd(g *globals) *cobra.Command {
 				if err := c.DeregisterDataKey(ctx, args[0]); err != nil {
 					return err
 				}
-				return printJSON(cmd.OutOrStdout(), api.RegistrationRequest{RegistrationID: args[0]})
+				return g.printObj(cmd, api.RegistrationRequest{RegistrationID: args[0]})
 			})
 		},
 	}

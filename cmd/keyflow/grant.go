@@ -51,7 +51,7 @@ func newGrantCmd(g *globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				return printJSON(cmd.OutOrStdout(), gr)
+				return g.printObj(cmd, gr)
 			})
 		},
 	}
@@ -83,6 +83,9 @@ func newGrantCmd(g *globals) *cobra.Command {
 					exp := "-"
 					if gr.Constraints != nil && gr.Constraints.NotAfter != nil {
 						exp = gr.Constraints.NotAfter.Format(time.RFC3339)
+						if gr.Constraints.NotAfter.Before(time.Now()) {
+							exp += " (EXPIRED)"
+						}
 					}
 					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", gr.GrantID, gr.Grantee, strings.Join(gr.Operations, ","), exp, gr.CreatedBy)
 				}
@@ -98,7 +101,7 @@ func newGrantCmd(g *globals) *cobra.Command {
 					if err := fn(c, ctx, args[0], args[1]); err != nil {
 						return err
 					}
-					return printJSON(cmd.OutOrStdout(), api.GrantRequest{KeyID: args[0], GrantID: args[1]})
+					return g.printObj(cmd, api.GrantRequest{KeyID: args[0], GrantID: args[1]})
 				})
 			},
 		}

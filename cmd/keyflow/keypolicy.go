@@ -47,7 +47,7 @@ out.`,
 				if err != nil {
 					return err
 				}
-				return printJSON(cmd.OutOrStdout(), r)
+				return g.printObj(cmd, r)
 			})
 		},
 	}
@@ -62,7 +62,7 @@ out.`,
 				if err != nil {
 					return err
 				}
-				return printJSON(cmd.OutOrStdout(), r)
+				return g.printObj(cmd, r)
 			})
 		},
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -31,6 +32,91 @@ func (g *globals) print(cmd *cobra.Command, v any, text string) error {
 	return err
 }
 
+// rawOutput marks a command that has a raw form (-o raw): the bare
+// base64, PEM or bytes a pipe wants. Other commands refuse -o raw.
+const rawOutput = "keyflow.raw-output"
+
+func withRaw(c *cobra.Command) *cobra.Command {
+	if c.Annotations == nil {
+		c.Annotations = map[string]string{}
+	}
+	c.Annotations[rawOutput] = "yes"
+	return c
+}
+
+// printObj prints v as JSON, or as a FIELD VALUE table for -o table.
+func (g *globals) printObj(cmd *cobra.Command, v any) error {
+	if g.output == "table" {
+		return printFields(cmd.OutOrStdout(), v)
+	}
+	return printJSON(cmd.OutOrStdout(), v)
+}
+
+// printResult prints a request's result v: JSON (the default), a FIELD
+// VALUE table (-o table), or its raw form (-o raw) written by raw.
+func (g *globals) printResult(cmd *cobra.Command, v any, raw func(w io.Writer) error) error {
+	switch g.output {
+	case "raw":
+		return raw(cmd.OutOrStdout())
+	case "table":
+		return printFields(cmd.OutOrStdout(), v)
+	}
+	return printJSON(cmd.OutOrStdout(), v)
+}
+
+// printFields prints the top-level fields of v's JSON object as a FIELD
+// VALUE table, in the JSON's order; nested values stay compact JSON.
+func printFields(w io.Writer, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return printJSON(w, v) // not an object
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "FIELD\tVALUE")
+	for dec.More() {
+		k, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		var val json.RawMessage
+		if err := dec.Decode(&val); err != nil {
+			return err
+		}
+		var str string
+		if json.Unmarshal(val, &str) == nil {
+			fmt.Fprintf(tw, "%s\t%s\n", k, str)
+		} else {
+			fmt.Fprintf(tw, "%s\t%s\n", k, val)
+		}
+	}
+	return tw.Flush()
+}
+
+func b64Writer(b []byte) func(w io.Writer) error {
+	return func(w io.Writer) error {
+		_, err := fmt.Fprintln(w, base64.StdEncoding.EncodeToString(b))
+		return err
+	}
+}
+
+func bytesWriter(b []byte) func(w io.Writer) error {
+	return func(w io.Writer) error {
+		_, err := w.Write(b)
+		return err
+	}
+}
+
+func validWriter(version uint32) func(w io.Writer) error {
+	return func(w io.Writer) error {
+		_, err := fmt.Fprintf(w, "valid (key version %d)\n", version)
+		return err
+	}
+}
+
 func printB64(cmd *cobra.Command, b []byte) error {
 	_, err := fmt.Fprintln(cmd.OutOrStdout(), base64.StdEncoding.EncodeToString(b))
 	return err
@@ -44,11 +130,27 @@ func (g *globals) printKeys(w io.Writer, keys ...api.KeyMetadata) error {
 		return printJSON(w, api.ListKeysReply{Keys: keys})
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "KEY ID\tALIAS\tSPEC\tSTATE\tPRIMARY\tVERSIONS\tCREATED")
+	fmt.Fprintln(tw, "KEY ID\tALIAS\tSPEC\tSTATE\tPRIMARY\tVERSIONS\tROTATION\tCRYPTOPERIOD\tCREATED")
 	for _, k := range keys {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\n", k.KeyID, dash(k.Alias), k.KeySpec, k.KeyState, k.PrimaryVersion, len(k.Versions), k.CreationDate.Format(time.RFC3339))
+		state := k.KeyState
+		if k.PendingDeletion {
+			state += ", PENDING DELETION"
+			if k.DeletionDate != nil {
+				state += " " + k.DeletionDate.Format(time.RFC3339)
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", k.KeyID, dash(k.Alias), k.KeySpec, state, k.PrimaryVersion, len(k.Versions),
+			days(k.RotationPeriodInDays), days(k.CryptoperiodInDays), k.CreationDate.Format(time.RFC3339))
 	}
 	return tw.Flush()
+}
+
+// days prints a period in days, "-" for none.
+func days(n int) string {
+	if n == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%dd", n)
 }
 
 func dash(s string) string {

@@ -142,7 +142,7 @@ records the sealing in its audit trail.`,
 				if err != nil {
 					return fmt.Errorf("failed to seal: %w", err)
 				}
-				return printB64(cmd, sealed)
+				return g.printResult(cmd, api.SealReply{Sealed: sealed}, b64Writer(sealed))
 			}
 			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
 				var r *api.SealReply
@@ -153,10 +153,7 @@ records the sealing in its audit trail.`,
 				} else if r, err = sealLocally(ctx, c, recipient, []byte(info), pt); err != nil {
 					return err
 				}
-				if g.output == "json" && cmd.Flags().Changed("output") {
-					return printJSON(cmd.OutOrStdout(), r)
-				}
-				return printB64(cmd, r.Sealed)
+				return g.printResult(cmd, r, b64Writer(r.Sealed))
 			})
 		},
 	}
@@ -201,8 +198,7 @@ func newOpenCmd(g *globals) *cobra.Command {
 					return err
 				}
 				defer clear(r.Plaintext)
-				_, err = cmd.OutOrStdout().Write(r.Plaintext)
-				return err
+				return g.printResult(cmd, r, bytesWriter(r.Plaintext))
 			})
 		},
 	}
@@ -228,7 +224,7 @@ func newEncapsulateCmd(g *globals) *cobra.Command {
 					return err
 				}
 				defer clear(r.SharedSecret)
-				return printJSON(cmd.OutOrStdout(), r)
+				return g.printObj(cmd, r)
 			})
 		},
 	}
@@ -257,16 +253,12 @@ version gives an unrelated secret, not an error.`,
 					return err
 				}
 				defer clear(r.SharedSecret)
-				if g.output == "json" && cmd.Flags().Changed("output") {
-					return printJSON(cmd.OutOrStdout(), r)
-				}
-				// Encode into a buffer that is wiped, not a string.
+				// The raw form is encoded into a buffer that is wiped, not a string.
 				out := make([]byte, base64.StdEncoding.EncodedLen(len(r.SharedSecret))+1)
 				defer clear(out)
 				base64.StdEncoding.Encode(out, r.SharedSecret)
 				out[len(out)-1] = '\n'
-				_, err = cmd.OutOrStdout().Write(out)
-				return err
+				return g.printResult(cmd, r, bytesWriter(out))
 			})
 		},
 	}

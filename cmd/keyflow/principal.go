@@ -50,7 +50,7 @@ public key. The creds file is written to --out (0600) or printed.`,
 					return err
 				}
 				if out != "" && out != "-" {
-					return printJSON(cmd.OutOrStdout(), map[string]any{"principal": p, "creds": out})
+					return g.printObj(cmd, map[string]any{"principal": p, "creds": out})
 				}
 				return nil
 			})
@@ -99,7 +99,7 @@ public key. The creds file is written to --out (0600) or printed.`,
 				if err := c.DisablePrincipal(ctx, args[0]); err != nil {
 					return err
 				}
-				return printJSON(cmd.OutOrStdout(), map[string]any{"name": args[0], "disabled": true})
+				return g.printObj(cmd, map[string]any{"name": args[0], "disabled": true})
 			})
 		},
 	}

@@ -54,10 +54,21 @@ For registered data keys, the rewrap workflows do this by themselves.`,
 				if err != nil {
 					return err
 				}
-				if g.output == "json" && cmd.Flags().Changed("output") {
-					return printJSON(cmd.OutOrStdout(), r)
-				}
 				failed := 0
+				if g.output != "raw" {
+					for _, res := range r.Results {
+						if res.Error != nil {
+							failed++
+						}
+					}
+					if err := g.printResult(cmd, r, nil); err != nil {
+						return err
+					}
+					if failed > 0 {
+						return fmt.Errorf("%d of %d ciphertexts could not be rewrapped", failed, len(r.Results))
+					}
+					return nil
+				}
 				for _, res := range r.Results {
 					if res.Error != nil {
 						failed++

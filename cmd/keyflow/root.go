@@ -1,7 +1,11 @@
 package main
 
 import (
+	"errors"
+	"fmt"
 	"os"
+	"runtime/debug"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -41,8 +45,11 @@ against it. They find the dev stack's credentials by themselves.`,
 		RunE:          showHelp,
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
 			g.credsFlag = cmd.Flags().Changed("creds")
-			if g.output != "json" && g.output != "table" {
-				return usagef("--output must be json or table, not %q", g.output)
+			switch {
+			case g.output == "raw" && cmd.Annotations[rawOutput] == "":
+				return usagef("%s has no raw output; use -o json or -o table", cmd.CommandPath())
+			case g.output != "json" && g.output != "table" && g.output != "raw":
+				return usagef("--output must be json, table or raw, not %q", g.output)
 			}
 			return nil
 		},
@@ -52,7 +59,7 @@ against it. They find the dev stack's credentials by themselves.`,
 	pf.StringVar(&g.server, "server", envOr("KEYFLOW_SERVER", "nats://127.0.0.1:4222"), "NATS URL of the keyflow stack (env KEYFLOW_SERVER)")
 	pf.StringVar(&g.creds, "creds", os.Getenv("KEYFLOW_CREDS"), "creds file of the principal (env KEYFLOW_CREDS; default: the dev stack's admin creds)")
 	pf.StringVar(&g.dataDir, "data-dir", envOr("KEYFLOW_DATA_DIR", ".keyflow"), "data directory of the dev stack (env KEYFLOW_DATA_DIR)")
-	pf.StringVarP(&g.output, "output", "o", "json", "output format: json or table")
+	pf.StringVarP(&g.output, "output", "o", "json", "output format: json, table, or raw (the bare base64, PEM or bytes of a crypto command, for pipes)")
 	pf.DurationVar(&g.timeout, "timeout", 60*time.Second, "timeout of each request")
 
 	// Top-level verbs: one request on data or key material (doc.go).
@@ -65,6 +72,15 @@ against it. They find the dev stack's credentials by themselves.`,
 	root.AddCommand(newKeyCmd(g), newGrantCmd(g), newApprovalCmd(g), newAuditCmd(g))
 	root.AddCommand(newBackupCmd(g), newArchiveCmd(g), newRootKeyCmd(g), newMigrateCmd(g))
 	root.AddCommand(newTenantCmd(g), newPrincipalCmd(g))
+	usageArgs(root)
+	root.Version = buildVersion()
+	for _, c := range root.Commands() {
+		switch c.Name() {
+		case "encrypt", "decrypt", "reencrypt", "sign", "verify", "mac", "verify-mac", "get-public-key", "random",
+			"seal", "open", "decapsulate", "rewrap":
+			withRaw(c)
+		}
+	}
 	return root
 }
 
@@ -73,9 +89,52 @@ against it. They find the dev stack's credentials by themselves.`,
 // script pass silently.
 func noSubcommand(c *cobra.Command, args []string) error {
 	if len(args) > 0 {
-		return usagef("unknown command %q for %q", args[0], c.CommandPath())
+		msg := fmt.Sprintf("unknown command %q for %q", args[0], c.CommandPath())
+		if c.SuggestionsMinimumDistance <= 0 {
+			c.SuggestionsMinimumDistance = 2
+		}
+		if s := c.SuggestionsFor(args[0]); len(s) > 0 {
+			msg += "; did you mean " + strings.Join(s, " or ") + "?"
+		}
+		return usageError{msg}
 	}
 	return nil
+}
+
+// usageArgs makes every command's argument errors usage errors (exit 2):
+// cobra's own checks (cobra.NoArgs: "unknown command ... for ...") return
+// plain errors.
+func usageArgs(c *cobra.Command) {
+	if check := c.Args; check != nil {
+		c.Args = func(cmd *cobra.Command, args []string) error {
+			err := check(cmd, args)
+			var ue usageError
+			switch {
+			case err == nil || errors.As(err, &ue):
+				return err
+			case !cmd.HasSubCommands() && len(args) > 0 && strings.HasPrefix(err.Error(), "unknown command"):
+				return usagef("%s takes no arguments, got %q (input comes from stdin, --in or flags)", cmd.CommandPath(), args[0])
+			}
+			return usageError{err.Error()}
+		}
+	}
+	for _, sub := range c.Commands() {
+		usageArgs(sub)
+	}
+}
+
+// version is set at build time (-ldflags "-X main.version=v1.2.3"); else
+// the module version from the build info, or "devel".
+var version = ""
+
+func buildVersion() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		return bi.Main.Version
+	}
+	return "devel"
 }
 
 func showHelp(c *cobra.Command, _ []string) error { return c.Help() }

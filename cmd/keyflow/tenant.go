@@ -54,7 +54,7 @@ default, --allow-any-roles drops it.`,
 					return err
 				}
 				if out != "" && out != "-" {
-					return printJSON(cmd.OutOrStdout(), map[string]any{"tenant": r.Tenant, "admin": r.Admin, "forbiddenRoleSets": r.ForbiddenRoleSets, "creds": out})
+					return g.printObj(cmd, map[string]any{"tenant": r.Tenant, "admin": r.Admin, "forbiddenRoleSets": r.ForbiddenRoleSets, "creds": out})
 				}
 				return nil
 			})
@@ -98,7 +98,7 @@ Profiles: cnsa2, nist-ir-8547.`,
 				if err != nil {
 					return err
 				}
-				return printJSON(cmd.OutOrStdout(), r.Policy)
+				return g.printObj(cmd, r.Policy)
 			})
 		},
 	}
@@ -132,7 +132,7 @@ Profiles: cnsa2, nist-ir-8547.`,
 				if err != nil {
 					return err
 				}
-				return printJSON(cmd.OutOrStdout(), r.Policy)
+				return g.printObj(cmd, r.Policy)
 			})
 		},
 	}
