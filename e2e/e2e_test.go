@@ -273,12 +273,18 @@ func (r result) String() string {
 }
 
 // runKF runs the keyflow binary with env and stdin and returns its output
-// and exit code.
+// and exit code. A crypto verb without -o gets -o raw (rawByDefault).
 func runKF(t *testing.T, env []string, stdin string, args ...string) result {
+	t.Helper()
+	return runKFExact(t, env, stdin, rawByDefault(args)...)
+}
+
+// runKFExact is runKF with the arguments as given.
+func runKFExact(t *testing.T, env []string, stdin string, args ...string) result {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), cliTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, kfBin, rawByDefault(args)...)
+	cmd := exec.CommandContext(ctx, kfBin, args...)
 	cmd.Env = env
 	cmd.Stdin = strings.NewReader(stdin)
 	var stdout, stderr bytes.Buffer
@@ -541,6 +547,20 @@ func TestCLIWithoutStack(t *testing.T) {
 	expectFailure(t, runKF(t, env, "", "key", "list", "--no-such-flag"), 2, "UsageError")
 	expectFailure(t, runKF(t, env, "", "key", "describe"), 2, "UsageError")
 	expectFailure(t, runKF(t, env, "", "encrypt"), 2, "UsageError")
+	// Standard CLI behaviour: --version, suggestions, stray arguments, and
+	// input checked before any connection.
+	if r := runKF(t, env, "", "--version"); r.code != 0 || !strings.HasPrefix(r.stdout, "keyflow version ") {
+		t.Errorf("keyflow --version: %v", r)
+	}
+	if r := runKF(t, env, "", "ky", "list"); r.code != 2 || !strings.Contains(r.stderr, "did you mean key?") {
+		t.Errorf("a typo gets no suggestion: %v", r)
+	}
+	expectFailure(t, runKF(t, env, "", "decrypt", "card.b64"), 2, "UsageError")
+	expectFailure(t, runKF(t, env, "", "decrypt"), 2, "UsageError") // empty stdin, refused before connecting
+	if r := runKF(t, env, "", "key", "set-policy", "k", "--file", "missing.json"); r.code != 2 || !strings.Contains(r.stderr, "--file") {
+		t.Errorf("set-policy --file missing.json does not name --file: %v", r)
+	}
+	expectFailure(t, runKF(t, env, "", "key", "list", "-o", "raw"), 2, "UsageError")
 	// No stack and no creds: the creds are what is missing.
 	expectFailure(t, runKF(t, env, "", "key", "list"), 5, "NoCredentials")
 }
