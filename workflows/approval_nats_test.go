@@ -85,8 +85,8 @@ func TestDualControlOverNATS(t *testing.T) {
 	ts := temporaltest.NewServer(temporaltest.WithT(t))
 	w := ts.NewWorker(workflows.TaskQueue, func(r worker.Registry) { workflows.Register(r, &workflows.Activities{KMS: b.KMS}) })
 	defer w.Stop()
-	b.KMS.SetApprovalEngine(&workflows.ApprovalEngine{Temporal: ts.GetDefaultClient()})
-	b.StartRPC(temporalRotator{&workflows.Client{Temporal: ts.GetDefaultClient()}})
+	b.KMS.SetApprovalEngine(&workflows.ApprovalEngine{Temporal: ts.GetDefaultClient(), Tokens: b.KMS})
+	b.StartRPC(temporalRotator{&workflows.Client{Temporal: ts.GetDefaultClient(), Tokens: b.KMS}})
 	alice, bob, carol, dave := b.Client("alpha", "alice"), b.Client("alpha", "bob"), b.Client("alpha", "carol"), b.Client("alpha", "dave")
 
 	if _, err := alice.SetTenantPolicy(ctx, api.TenantPolicy{Approvals: []api.ApprovalRule{

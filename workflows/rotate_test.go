@@ -37,6 +37,7 @@ func newEnv(t *testing.T, b *testbed.Bed) *testsuite.TestWorkflowEnvironment {
 	env.SetWorkerOptions(worker.Options{DeadlockDetectionTimeout: time.Minute})
 	env.SetTestTimeout(2 * time.Minute)
 	workflows.Register(env, &workflows.Activities{KMS: b.KMS})
+	voteMinter = b.KMS
 	return env
 }
 

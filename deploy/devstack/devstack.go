@@ -242,7 +242,7 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 		return st, err
 	}
 	st.closers = append(st.closers, st.tc.Close)
-	st.KMS.SetApprovalEngine(&workflows.ApprovalEngine{Temporal: st.tc})
+	st.KMS.SetApprovalEngine(&workflows.ApprovalEngine{Temporal: st.tc, Tokens: st.KMS})
 	st.tworker = worker.New(st.tc, workflows.TaskQueue, worker.Options{})
 	workflows.Register(st.tworker, &workflows.Activities{KMS: st.KMS, Temporal: st.tc})
 	if err = st.tworker.Start(); err != nil {
@@ -250,7 +250,7 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 	}
 	st.closers = append(st.closers, st.tworker.Stop)
 
-	wc := &workflows.Client{Temporal: st.tc}
+	wc := &workflows.Client{Temporal: st.tc, Tokens: st.KMS}
 	if st.rpc, err = rpc.Start(rpc.Config{
 		Conn: st.nc, KMS: st.KMS, Tenants: st.Identity, JS: js, Logger: cfg.Logger,
 		Rotator: rotator{wc, cfg.Logger}, Lifecycle: wc, Workers: cfg.Workers,
