@@ -12,21 +12,29 @@ import (
 // TestDependencyDirection keeps DESIGN.md's arrows true:
 // cmd → workers | workflows | deploy → kms → hsm, pqc, events, schemas.
 // The domain and the crypto boundary must never learn about NATS or
-// Temporal, and hsm and pqc must not import the project at all.
+// Temporal, and hsm and pqc must not import the project at all. The public
+// Go client (client, client/api) stands beside them: it imports only its own
+// subtree and external modules, and services share its wire types
+// (client/api) but never the client itself. internal/testbed is for tests
+// only: no product package may depend on it.
 func TestDependencyDirection(t *testing.T) {
 	const mod = "github.com/keyflow/keyflow"
 	rules := []struct {
 		pkg       string
 		forbidden []string
-		ownOnly   bool // may import only its own subtree of the project
+		except    []string // prefixes allowed even though a forbidden prefix matches
+		ownOnly   bool     // may import only its own subtree of the project
 	}{
-		{pkg: mod + "/kms", forbidden: []string{"github.com/nats-io/", "go.temporal.io/", mod + "/workers", mod + "/workflows", mod + "/deploy", mod + "/cmd"}},
+		{pkg: mod + "/client/...", forbidden: []string{"go.temporal.io/", mod + "/kms", mod + "/workers", mod + "/workflows", mod + "/deploy", mod + "/cmd", mod + "/internal"}, ownOnly: true},
+		{pkg: mod + "/kms", forbidden: []string{"github.com/nats-io/", "go.temporal.io/", mod + "/workers", mod + "/workflows", mod + "/deploy", mod + "/cmd", mod + "/client", mod + "/internal"}},
 		{pkg: mod + "/events", forbidden: []string{"github.com/nats-io/", "go.temporal.io/", mod + "/kms", mod + "/workers"}},
 		{pkg: mod + "/schemas", forbidden: []string{"github.com/nats-io/", "go.temporal.io/"}, ownOnly: true},
 		{pkg: mod + "/hsm/...", forbidden: []string{"github.com/nats-io/", "go.temporal.io/"}, ownOnly: true},
 		{pkg: mod + "/pqc/...", forbidden: []string{"github.com/nats-io/", "go.temporal.io/"}, ownOnly: true},
-		{pkg: mod + "/workers/...", forbidden: []string{"go.temporal.io/", mod + "/workflows", mod + "/deploy"}},
-		{pkg: mod + "/workflows/...", forbidden: []string{"github.com/nats-io/", mod + "/workers", mod + "/deploy"}},
+		{pkg: mod + "/workers/...", forbidden: []string{"go.temporal.io/", mod + "/workflows", mod + "/deploy", mod + "/client", mod + "/internal"}, except: []string{mod + "/client/api"}},
+		{pkg: mod + "/workflows/...", forbidden: []string{"github.com/nats-io/", mod + "/workers", mod + "/deploy", mod + "/client", mod + "/internal"}},
+		{pkg: mod + "/deploy/...", forbidden: []string{mod + "/client", mod + "/internal"}, except: []string{mod + "/client/api"}},
+		{pkg: mod + "/cmd/...", forbidden: []string{mod + "/internal"}},
 	}
 	for _, r := range rules {
 		out, err := exec.Command(depsGoTool(), "list", "-deps", "-f", "{{.ImportPath}}", r.pkg).CombinedOutput()
@@ -36,7 +44,7 @@ func TestDependencyDirection(t *testing.T) {
 		root := strings.TrimSuffix(r.pkg, "/...")
 		for _, dep := range strings.Fields(string(out)) {
 			for _, f := range r.forbidden {
-				if strings.HasPrefix(dep, f) {
+				if strings.HasPrefix(dep, f) && !depsHasPrefix(dep, r.except) {
 					t.Errorf("%s depends on %s (forbidden: %s)", r.pkg, dep, f)
 				}
 			}
@@ -45,6 +53,16 @@ func TestDependencyDirection(t *testing.T) {
 			}
 		}
 	}
+}
+
+// depsHasPrefix reports whether dep starts with one of prefixes.
+func depsHasPrefix(dep string, prefixes []string) bool {
+	for _, p := range prefixes {
+		if strings.HasPrefix(dep, p) {
+			return true
+		}
+	}
+	return false
 }
 
 // depsGoTool finds the go command that runs this test.

@@ -6,8 +6,8 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/keyflow/keyflow/client/api"
 	"github.com/keyflow/keyflow/kms"
-	"github.com/keyflow/keyflow/workers/api"
 )
 
 // authorize asks the domain, once per request and before the handler runs,

@@ -4,8 +4,8 @@ import (
 	"context"
 	"encoding/json"
 
+	"github.com/keyflow/keyflow/client/api"
 	"github.com/keyflow/keyflow/kms"
-	"github.com/keyflow/keyflow/workers/api"
 )
 
 // identityGroups are the identity and access endpoints: key policies,

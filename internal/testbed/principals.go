@@ -7,9 +7,9 @@ import (
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nkeys"
 
+	"github.com/keyflow/keyflow/client"
 	"github.com/keyflow/keyflow/deploy/natsserver"
 	"github.com/keyflow/keyflow/kms"
-	"github.com/keyflow/keyflow/workers/client"
 )
 
 // PlatformTenant is the bed's tenant whose tenant admins may create
