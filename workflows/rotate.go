@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/temporal"
@@ -177,7 +178,7 @@ type Client struct {
 }
 
 // RotateKeyWorkflowID is one rotation per key at a time: a second request
-// while one runs joins it instead of racing it.
+// while one runs is refused with the running one's ID (RotateKey).
 func RotateKeyWorkflowID(tenant, keyID string) string { return "rotate/" + tenant + "/" + keyID }
 
 // RotateKey runs a rotation and waits for it.
@@ -187,7 +188,14 @@ func (c *Client) RotateKey(ctx context.Context, p RotateKeyParams) (*RotateKeyRe
 		ID:                       id,
 		TaskQueue:                TaskQueue,
 		WorkflowExecutionTimeout: 10 * time.Minute,
+		// Not a silent join: the caller learns that its request did not
+		// start anything, and which workflow to watch instead.
+		WorkflowExecutionErrorWhenAlreadyStarted: true,
 	}, RotateKeyWorkflow, p)
+	var running *serviceerror.WorkflowExecutionAlreadyStarted
+	if errors.As(err, &running) {
+		return nil, id, &kms.Error{Code: kms.CodeConflict, Message: "a rotation of key " + p.KeyID + " is already running: " + id + "; this request started nothing"}
+	}
 	if err != nil {
 		return nil, id, fmt.Errorf("failed to start rotation: %w", err)
 	}
