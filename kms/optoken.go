@@ -120,7 +120,8 @@ func (s *Service) VerifyOpToken(ctx context.Context, chk OpTokenCheck) error {
 	c := Caller{Tenant: chk.Tenant, Principal: "unauthenticated", IdempotencyKey: chk.IdempotencyKey}
 	data := map[string]any{"workflowId": truncate(chk.WorkflowID, 256), "operation": truncate(chk.Operation, 64),
 		"claimedPrincipal": truncate(chk.Principal, 128), "reason": reason}
-	return s.emit(ctx, c, events.TypeWorkflowSignalRefused, "workflow/"+truncate(chk.WorkflowID, 256), data, refused)
+	// No subject: a workflow is not a resource name (the ID is in data).
+	return s.emit(ctx, c, events.TypeWorkflowSignalRefused, "", data, refused)
 }
 
 // opTokenFault names what is wrong with a token ("" when it is valid).

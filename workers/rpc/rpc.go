@@ -363,7 +363,7 @@ func decodeBody(body []byte, v any) error {
 	trimmed := bytes.TrimSpace(body)
 	if len(trimmed) == 0 {
 		body = []byte("{}")
-	} else if trimmed[0] != '{' {
+	} else if trimmed[0] != '{' && json.Valid(trimmed) { // null, [], "x": well-formed, but not a request
 		return &kms.Error{Code: kms.CodeValidation, Message: "malformed request: the body must be a JSON object"}
 	}
 	if !utf8.Valid(body) {
