@@ -39,7 +39,7 @@ Durability: --sync interval (the default) lets JetStream flush on its own
 interval: a crash of keyflow (kill -9) loses nothing, since the operating
 system holds the writes, but a power loss or OS crash can lose records that
 were already acknowledged. --sync always fsyncs every record before its
-reply, at a cost measured in docs/operations.md.
+reply, at a cost measured in the README (Durability).
 
 Temporal: the embedded frontend listens on loopback only and takes mutual
 TLS only, with certificates generated under DIR/temporal/tls on the first
@@ -95,7 +95,7 @@ docs/xks.md.`,
 	cmd.Flags().StringVar(&xksListen, "xks-listen", "", "also serve the AWS KMS XKS proxy API on this address (HTTPS, self-signed), e.g. 127.0.0.1:8443")
 	cmd.Flags().StringVar(&xksConfig, "xks-config", "", "XKS proxy configuration file (default: generated under DIR/xks)")
 	cmd.Flags().StringVar(&temporalListen, "temporal-listen", devstack.DefaultTemporalListen, "address of the Temporal frontend")
-	cmd.Flags().StringVar(&sync, "sync", "interval", "when JetStream fsyncs: interval (kill -9 safe; a power loss can lose the last acknowledged records) or always (every record on disk before its reply; slower, see docs/operations.md)")
+	cmd.Flags().StringVar(&sync, "sync", "interval", "when JetStream fsyncs: interval (kill -9 safe; a power loss can lose the last acknowledged records) or always (every record on disk before its reply; slower, see README, Durability)")
 	cmd.Flags().BoolVar(&failOpen, "audit-fail-open", false, "let operations proceed when their audit record cannot be stored (weaker; recorded in the trail)")
 	cmd.Flags().DurationVar(&maxAge, "audit-max-age", 0, "remove audit records older than this, e.g. 2160h (0: keep for ever)")
 	cmd.Flags().Int64Var(&maxBytes, "audit-max-bytes", 0, "bound the audit stream to this many bytes, removing the oldest records (0: no bound)")

@@ -83,7 +83,7 @@ type Config struct {
 	XKSConfig string
 	// SyncAlways makes JetStream fsync every write (audit records, keys)
 	// before acknowledging it: an acknowledged record survives a power
-	// loss, at a measured cost (docs/operations.md). Without it a kill -9
+	// loss, at a measured cost (README, Durability). Without it a kill -9
 	// loses nothing, a power loss can lose the last records.
 	SyncAlways bool
 }
