@@ -10,8 +10,6 @@ import (
 
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/temporal"
-	"go.temporal.io/sdk/worker"
-	"go.temporal.io/server/temporaltest"
 
 	kfclient "github.com/keyflow/keyflow/client"
 	"github.com/keyflow/keyflow/client/api"
@@ -41,12 +39,7 @@ func refusals(b *testbed.Bed, id string) map[string]int {
 // keyflow's API still works afterwards.
 func TestRawTemporalClientCannotVote(t *testing.T) {
 	ctx := context.Background()
-	b := testbed.New(t)
-	ts := temporaltest.NewServer(temporaltest.WithT(t))
-	w := ts.NewWorker(workflows.TaskQueue, func(r worker.Registry) { workflows.Register(r, &workflows.Activities{KMS: b.KMS}) })
-	defer w.Stop()
-	b.KMS.SetApprovalEngine(&workflows.ApprovalEngine{Temporal: ts.GetDefaultClient(), Tokens: b.KMS})
-	b.StartRPC(temporalRotator{&workflows.Client{Temporal: ts.GetDefaultClient(), Tokens: b.KMS}})
+	b, ts := dualControlBed(t)
 	alice, bob := b.Client("alpha", "alice"), b.Client("alpha", "bob")
 	if _, err := alice.SetTenantPolicy(ctx, api.TenantPolicy{Approvals: []api.ApprovalRule{{Operation: "rotate", Required: 1}}}); err != nil {
 		t.Fatal(err)
