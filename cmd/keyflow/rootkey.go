@@ -1,14 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"syscall"
 
 	"github.com/keyflow/keyflow/client"
 	"github.com/keyflow/keyflow/deploy/devstack"
@@ -181,37 +178,14 @@ func offlineError(err error) error {
 	return err
 }
 
-// dataDirLockFile is the lock keyflow dev holds on its data directory
-// (deploy/devstack: an exclusive flock on DIR/keyflow.lock, with the
-// holder's PID in the file). The ceremony takes the same lock, so it
-// refuses to run beside a stack and a stack cannot start beside it.
-const dataDirLockFile = "keyflow.lock"
-
-// holdDataDir takes the data directory's lock for an offline command, or
-// refuses (ConflictException) while another process holds it.
+// holdDataDir takes the data directory's lock (the one keyflow dev holds
+// while it runs, deploy/devstack) for an offline command, or refuses
+// (ConflictException) while a stack holds it.
 func holdDataDir(dir string) (release func(), err error) {
-	path := filepath.Join(dir, dataDirLockFile)
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("failed to open %s: %w", path, err)
+	release, err = devstack.LockDataDir(dir)
+	if errors.Is(err, devstack.ErrDataDirLocked) {
+		return nil, &client.Error{Code: "ConflictException", Message: fmt.Sprintf(
+			"%v; the root-key ceremony works on the token offline", err)}
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		_ = f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			holder := "another process"
-			if b, rerr := os.ReadFile(path); rerr == nil && len(bytes.TrimSpace(b)) > 0 {
-				holder = "process " + string(bytes.TrimSpace(b))
-			}
-			return nil, &client.Error{Code: "ConflictException", Message: fmt.Sprintf(
-				"the data directory %s is in use by %s (a running keyflow dev?); stop it first: the root-key ceremony works on the token offline", dir, holder)}
-		}
-		return nil, fmt.Errorf("failed to lock %s: %w", path, err)
-	}
-	if err := f.Truncate(0); err == nil {
-		_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
-	}
-	return func() {
-		_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
-		_ = f.Close()
-	}, nil
+	return release, err
 }

@@ -14,7 +14,7 @@ import (
 // the check.
 func TestRootCeremonyRefusesDataDirInUse(t *testing.T) {
 	dir := t.TempDir()
-	f, err := os.OpenFile(filepath.Join(dir, dataDirLockFile), os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := os.OpenFile(filepath.Join(dir, "keyflow.lock"), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}

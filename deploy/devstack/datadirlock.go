@@ -24,6 +24,12 @@ const lockFile = "keyflow.lock"
 // data directory.
 var ErrDataDirLocked = errors.New("data directory in use")
 
+// LockDataDir takes the directory's lock for a process that works on the
+// data directory without a stack (the offline root-key ceremony): it fails
+// with ErrDataDirLocked while a stack runs on it, and a stack cannot start
+// while it is held.
+func LockDataDir(dir string) (release func(), err error) { return lockDataDir(dir) }
+
 // lockDataDir takes the directory's lock; release unlocks it.
 func lockDataDir(dir string) (release func(), err error) {
 	path := filepath.Join(dir, lockFile)
