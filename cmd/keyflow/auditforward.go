@@ -96,6 +96,8 @@ that (same --type patterns as audit tail).`,
 			ctx := cmd.Context()
 			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelWarn}))
 			fmt.Fprintf(cmd.ErrOrStderr(), "keyflow audit forward: %s -> %s (consumer %s, resuming after seq %d)\n", filter, dest, consumer, output.LastSeq())
+			stop := showProgress(cmd, forwardProgress(ctx, js, consumer))
+			defer stop()
 			return siem.Forward(ctx, js, siem.Config{Out: output, Consumer: consumer, Filter: filter, Logger: log})
 		},
 	}
@@ -110,6 +112,23 @@ that (same --type patterns as audit tail).`,
 }
 
 // parseSyslogAddr splits udp://H:P, tcp://H:P or H:P (UDP).
+// forwardProgress is the forwarder's position and lag, from its durable
+// consumer's state (the server's view: acked through a stream sequence,
+// records still pending).
+func forwardProgress(ctx context.Context, js jetstream.JetStream, consumer string) func(time.Duration) string {
+	return func(d time.Duration) string {
+		cons, err := js.Consumer(ctx, jsaudit.StreamName, consumer)
+		if err != nil {
+			return fmt.Sprintf("forwarding ... %v", d)
+		}
+		info, err := cons.Info(ctx)
+		if err != nil {
+			return fmt.Sprintf("forwarding ... %v", d)
+		}
+		return fmt.Sprintf("forwarded through seq %d; %d records behind, %d unacked (%v)", info.AckFloor.Stream, info.NumPending, info.NumAckPending, d)
+	}
+}
+
 func parseSyslogAddr(s string) (network, addr string, err error) {
 	if !strings.Contains(s, "://") {
 		return "udp", s, nil

@@ -90,7 +90,9 @@ Specs and usages (AWS KMS names):
 		Args:  exactArgs(1, "KEY"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				stop := showProgress(cmd, waiting("rotating "+args[0]+" (the rotation workflow runs)"))
 				r, err := c.RotateKeyWith(ctx, api.RotateKeyRequest{KeyID: args[0], Rewrap: rewrap})
+				stop()
 				if err != nil {
 					return err
 				}

@@ -18,6 +18,7 @@ import (
 	"github.com/keyflow/keyflow/client"
 	"github.com/keyflow/keyflow/client/api"
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
 )
 
 // `keyflow migrate`: `migrate plan` lists the quantum-vulnerable keys with
@@ -318,8 +319,7 @@ func isTerminal(w io.Writer) bool {
 	if !ok {
 		return false
 	}
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
+	return term.IsTerminal(int(f.Fd())) // a tty, not just a character device such as /dev/null
 }
 
 // progressLine is one line of status: phase, a bar of the rewrap, counts,

@@ -188,3 +188,39 @@ func writeCreds(w io.Writer, out string, creds []byte) error {
 	}
 	return f.Close()
 }
+
+// showProgress redraws line() on stderr every half second while a long
+// command runs, only when stderr is a terminal: scripts and logs get no
+// progress noise. stop clears the line.
+func showProgress(cmd *cobra.Command, line func(elapsed time.Duration) string) (stop func()) {
+	w := cmd.ErrOrStderr()
+	if !isTerminal(w) {
+		return func() {}
+	}
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	start := time.Now()
+	go func() {
+		defer close(finished)
+		tick := time.NewTicker(500 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				fmt.Fprint(w, "\r\033[K")
+				return
+			case <-tick.C:
+				fmt.Fprintf(w, "\r\033[K%s", line(time.Since(start).Round(time.Second)))
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-finished
+	}
+}
+
+// waiting is the progress of a single long request.
+func waiting(what string) func(time.Duration) string {
+	return func(d time.Duration) string { return fmt.Sprintf("%s ... %v", what, d) }
+}

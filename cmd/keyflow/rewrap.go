@@ -50,7 +50,9 @@ For registered data keys, the rewrap workflows do this by themselves.`,
 				return usagef("give 1 to %d ciphertexts", api.MaxBatchItems)
 			}
 			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				stop := showProgress(cmd, waiting(fmt.Sprintf("rewrapping %d ciphertexts", len(req.Items))))
 				r, err := c.Rewrap(ctx, req)
+				stop()
 				if err != nil {
 					return err
 				}
