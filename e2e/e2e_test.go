@@ -671,13 +671,13 @@ func TestEndToEnd(t *testing.T) {
 			"truncated tag":    {b64(raw[:len(raw)-1]), []string{"--context", "a=b"}},
 			"truncated header": {b64(raw[:15]), []string{"--context", "a=b"}},
 			"tampered":         {b64(tampered), []string{"--context", "a=b"}},
-			"empty ciphertext": {"", []string{"--context", "a=b"}},
 		} {
 			t.Run(name, func(t *testing.T) {
 				expectFailure(t, st.kf(t, c.stdin, append([]string{"decrypt"}, c.args...)...), 1, "InvalidCiphertextException")
 			})
 		}
 		expectFailure(t, st.kf(t, "this is not base64!", "decrypt", "--context", "a=b"), 2, "UsageError")
+		expectFailure(t, st.kf(t, "", "decrypt", "--context", "a=b"), 2, "UsageError") // empty input, refused before a request
 		expectFailure(t, st.kf(t, ct1[:len(ct1)-1], "decrypt", "--context", "a=b"), 2, "UsageError") // a cut that breaks the base64
 		expectFailure(t, st.kf(t, ct1, "decrypt", "--context", "novalue"), 2, "UsageError")
 	})
