@@ -295,8 +295,8 @@ func (s *Stack) Stop() {
 // keep the file (and its key) so a user's copy keeps working.
 func (s *Stack) writeAdminCreds() error {
 	path := s.AdminCreds()
-	if b, err := os.ReadFile(path); err == nil && natsauth.CredsHaveRoles(b) {
-		return nil // creds from before roles existed are reissued
+	if b, err := os.ReadFile(path); err == nil && natsauth.CredsHaveRoles(b) && natsauth.CredsOwnInbox(b) {
+		return nil // creds from before roles or per-user inboxes existed are reissued
 	}
 	creds, err := s.Identity.UserCreds(DefaultTenant, DefaultPrincipal)
 	if err != nil {

@@ -33,6 +33,11 @@ type principalRecord struct {
 type userKey struct {
 	Public string `json:"public"`
 	Issued int64  `json:"issued"`
+	// OwnInbox is set on JWTs that confine the user to its own reply
+	// inbox (InboxPrefix). Keys issued before that, with the shared
+	// _INBOX.>, are revoked (see addRevocations): they could read other
+	// principals' replies.
+	OwnInbox bool `json:"ownInbox,omitempty"`
 }
 
 // ClaimsPublisher pushes an updated account JWT to the running NATS
@@ -137,7 +142,7 @@ func (id *Identity) issue(tenant, name string, roles []kms.Role, userPub, create
 		rec = &principalRecord{Roles: slices.Clone(roles), CreatedAt: time.Now().UTC(), CreatedBy: createdBy}
 		ps[name] = rec
 	}
-	rec.Users = append(rec.Users, userKey{Public: userPub, Issued: uc.IssuedAt})
+	rec.Users = append(rec.Users, userKey{Public: userPub, Issued: uc.IssuedAt, OwnInbox: true})
 	if err := id.save(); err != nil {
 		return "", err
 	}
@@ -195,10 +200,17 @@ func (id *Identity) DisablePrincipal(ctx context.Context, tenant, name string) e
 }
 
 // addRevocations revokes, in a tenant's account claims, the user keys of
-// its disabled principals. The caller holds id.mu (or owns id).
+// its disabled principals, and every user key issued before per-user reply
+// inboxes (its JWT still allows the shared _INBOX.>). The caller holds
+// id.mu (or owns id).
 func (id *Identity) addRevocations(tenant string, ac *jwt.AccountClaims) {
 	for _, r := range id.principals[tenant] {
 		if r.DisabledAt == nil {
+			for _, u := range r.Users {
+				if !u.OwnInbox {
+					ac.RevokeAt(u.Public, time.Unix(u.Issued, 0))
+				}
+			}
 			continue
 		}
 		for _, u := range r.Users {
@@ -227,4 +239,19 @@ func CredsHaveRoles(creds []byte) bool {
 		}
 	}
 	return false
+}
+
+// CredsOwnInbox reports whether a creds file's user JWT confines the user
+// to its own reply inbox (creds issued before that allow the shared
+// _INBOX.>, are revoked, and must be reissued).
+func CredsOwnInbox(creds []byte) bool {
+	tok, err := jwt.ParseDecoratedJWT(creds)
+	if err != nil {
+		return false
+	}
+	uc, err := jwt.DecodeUserClaims(tok)
+	if err != nil {
+		return false
+	}
+	return slices.Contains(uc.Sub.Allow, InboxPrefix(uc.Subject)+".>")
 }
