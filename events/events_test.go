@@ -214,6 +214,9 @@ func TestEveryTypeValidates(t *testing.T) {
 		},
 		events.TypeRequestRejected:    {{"ValidationException", map[string]any{"operation": "crypto.batchdatakey"}}},
 		events.TypeAuditPolicyChanged: {{"", map[string]any{"failClosed": false}}},
+		events.TypeAuditStreamChanged: {{"AuditStreamPolicyViolation", map[string]any{"stream": "KF_AUDIT", "provisioned": false,
+			"expected": map[string]any{"maxAgeSeconds": int64(0), "maxBytes": int64(-1), "maxMsgs": int64(-1), "denyDelete": true, "denyPurge": true},
+			"actual":   map[string]any{"maxAgeSeconds": int64(0), "maxBytes": int64(-1), "maxMsgs": int64(1000), "denyDelete": true, "denyPurge": true}}}},
 		events.TypeKeyVersionArchived: {
 			{"", map[string]any{"keyId": id, "version": uint32(1)}},
 			{"KMSInvalidStateException", map[string]any{"keyId": id, "version": uint32(2)}},

@@ -76,6 +76,13 @@ digest boundary. Digests are kept for ever; records need not be.
 			}
 			ctx := cmd.Context()
 			var pinned []chain.PublicKey
+			if pubkeys == "" && file == "" {
+				// The dev stack writes the sealer's keys from the key store
+				// at start; the read-only auditor cannot read the store.
+				if p := filepath.Join(g.dataDir, sealer.PubKeysFile); fileExists(p) {
+					pubkeys = p
+				}
+			}
 			if pubkeys != "" {
 				var err error
 				if pinned, err = readPubKeys(pubkeys); err != nil {
@@ -156,7 +163,7 @@ duration (such as 24h). The output goes to --out (created 0600), or stdout.
 			err := g.withAuditor(ctx, creds, func(js jetstream.JetStream) (err error) {
 				var keys []chain.PublicKey
 				if format == sealer.FormatJSONL {
-					if keys, err = storedKeys(ctx, js); err != nil {
+					if keys, err = g.sealerKeys(ctx, js); err != nil {
 						fmt.Fprintf(cmd.ErrOrStderr(), "keyflow: note: the export carries no sealer keys: %v\n", err)
 					}
 				}
@@ -220,7 +227,15 @@ func (g *globals) withAuditor(ctx context.Context, creds string, fn func(js jets
 	// asynchronously, while the JetStream request would wait out its
 	// timeout. Watch for it.
 	denied := make(chan error, 1)
-	nc, err := nats.Connect(g.server, nats.UserCredentials(creds), nats.Name("keyflow-auditor"), nats.Timeout(g.timeout),
+	b, err := os.ReadFile(creds)
+	if err != nil {
+		return fmt.Errorf("%w: cannot read the auditor creds %s: %w", errUnreachable, creds, err)
+	}
+	inbox, err := client.InboxOption(b)
+	if err != nil {
+		return err
+	}
+	nc, err := nats.Connect(g.server, nats.UserCredentials(creds), inbox, nats.Name("keyflow-auditor"), nats.Timeout(g.timeout),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			if errors.Is(err, nats.ErrPermissionViolation) {
 				select {
@@ -255,6 +270,16 @@ func (g *globals) withAuditor(ctx context.Context, creds string, fn func(js jets
 		return fmt.Errorf("%w: %w", errUnreachable, err)
 	}
 	return fn(js)
+}
+
+// sealerKeys reads the sealer's public keys from the dev stack's
+// DIR/audit-pubkeys.json when there is one (the read-only auditor cannot
+// read the key store), or else from the key store.
+func (g *globals) sealerKeys(ctx context.Context, js jetstream.JetStream) ([]chain.PublicKey, error) {
+	if p := filepath.Join(g.dataDir, sealer.PubKeysFile); fileExists(p) {
+		return readPubKeys(p)
+	}
+	return storedKeys(ctx, js)
 }
 
 // storedKeys reads the sealer's public keys from the key store.
@@ -398,3 +423,5 @@ func plural(n int, word string) string {
 	}
 	return word + "s"
 }
+
+func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }

@@ -95,6 +95,13 @@ type Config struct {
 	// Progress, if set, is called after each batch is written and acked
 	// with the seq of its last record.
 	Progress func(seq uint64)
+	// Pinned uses a durable that the operator created (the read-only
+	// auditor's, natsauth.AuditorDurable), which the forwarder may not
+	// delete or create: it attaches as it is, and a lost delivery is
+	// waited for (the records after it are handed back with a delay of
+	// AckWait) instead of restarting the consumer. The durable's filter
+	// applies; Filter must be empty or equal to it.
+	Pinned bool
 }
 
 // Forward forwards records until ctx is done (and then returns nil) or the
@@ -160,6 +167,9 @@ func (f *forwarder) consumerConfig(start uint64) jetstream.ConsumerConfig {
 // output ends if a previous run left records in flight.
 func (f *forwarder) attach(ctx context.Context) error {
 	cons, err := f.js.Consumer(ctx, jsaudit.StreamName, f.cfg.Consumer)
+	if f.cfg.Pinned {
+		return f.attachPinned(ctx, cons, err)
+	}
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		return fmt.Errorf("the audit stream %s does not exist (has a keyflow worker run against this NATS?): %w", jsaudit.StreamName, err)
 	}
@@ -185,6 +195,24 @@ func (f *forwarder) attach(ctx context.Context) error {
 		return nil
 	}
 	return f.reset(ctx, max(f.last, info.AckFloor.Stream)+1)
+}
+
+// attachPinned attaches to the operator's durable as it is.
+func (f *forwarder) attachPinned(ctx context.Context, cons jetstream.Consumer, err error) error {
+	if err != nil {
+		return fmt.Errorf("failed to open the audit durable %s, which the operator creates (keyflow dev does): %w", f.cfg.Consumer, err)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("failed to read the audit durable %s: %w", f.cfg.Consumer, err)
+	}
+	if f.cfg.Filter != jsaudit.AllSubjects && f.cfg.Filter != info.Config.FilterSubject {
+		return fmt.Errorf("the durable %s filters %q, not %q: a read-only forwarder cannot change it (ask the operator for a durable with that filter)",
+			f.cfg.Consumer, info.Config.FilterSubject, f.cfg.Filter)
+	}
+	f.last = max(f.last, info.AckFloor.Stream)
+	f.cons, f.dseq = cons, info.Delivered.Consumer
+	return nil
 }
 
 // reset (re)creates the durable consumer so that its first delivery is the
@@ -231,10 +259,26 @@ func (f *forwarder) step(ctx context.Context) error {
 	}
 	var lines []Line
 	var done []jetstream.Msg
-	for _, m := range msgs {
+	for i, m := range msgs {
 		md, err := m.Metadata()
 		if err != nil {
 			return fmt.Errorf("failed to read audit record metadata: %w", err)
+		}
+		if md.Sequence.Consumer != f.dseq+1 && f.cfg.Pinned {
+			// Write what came before the lost delivery and hand the rest
+			// back for later, so the lost one (redelivered after its ack
+			// wait) is written first.
+			f.cfg.Logger.Warn("audit forward: a delivery was lost; waiting for its redelivery", "expected", f.dseq+1, "got", md.Sequence.Consumer, "last", f.last)
+			if err := f.flush(lines, done); err != nil {
+				return err
+			}
+			for _, r := range msgs[i:] {
+				if rmd, err := r.Metadata(); err == nil {
+					f.dseq = max(f.dseq, rmd.Sequence.Consumer)
+				}
+				_ = r.NakWithDelay(f.cfg.AckWait)
+			}
+			return nil
 		}
 		if md.Sequence.Consumer != f.dseq+1 {
 			// A delivery did not reach us (lost in a reconnect). It
@@ -276,6 +320,9 @@ func (f *forwarder) flush(lines []Line, done []jetstream.Msg) error {
 }
 
 func (f *forwarder) resetOrWait(ctx context.Context) error {
+	if f.cfg.Pinned {
+		return fmt.Errorf("the audit durable %s is gone: the operator must create it again (keyflow dev does at start)", f.cfg.Consumer)
+	}
 	for ctx.Err() == nil {
 		err := f.reset(ctx, f.last+1)
 		if err == nil {
