@@ -156,6 +156,9 @@ func Provision(ctx context.Context, js jetstream.JetStream, durable string, opts
 		cc := ConsumerConfig(durable)
 		cc.FilterSubject = cfg.Subjects[0]
 		cc.Description = "keyflow auditor: read-only pull durable (created by the operator)"
+		// A forwarder that crashed gets its unwritten records back this
+		// long after they were delivered.
+		cc.AckWait = 10 * time.Second
 		if _, err := js.CreateOrUpdateConsumer(ctx, cfg.Name, cc); err != nil {
 			return nil, fmt.Errorf("failed to create the auditor's durable on %s: %w", cfg.Name, err)
 		}

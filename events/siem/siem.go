@@ -149,6 +149,10 @@ type forwarder struct {
 	cons jetstream.Consumer
 	last uint64 // seq of the last record the output holds
 	dseq uint64 // the consumer's delivery sequence of the last delivery seen
+	// hold (Pinned) is a stream sequence up to which records delivered
+	// before are still to be written: records after it are handed back
+	// until the consumer's ack floor reaches it.
+	hold uint64
 }
 
 func (f *forwarder) consumerConfig(start uint64) jetstream.ConsumerConfig {
@@ -212,7 +216,25 @@ func (f *forwarder) attachPinned(ctx context.Context, cons jetstream.Consumer, e
 	}
 	f.last = max(f.last, info.AckFloor.Stream)
 	f.cons, f.dseq = cons, info.Delivered.Consumer
+	if info.NumAckPending > 0 && info.Delivered.Stream > f.last {
+		// A previous run received records it did not write: they come
+		// back after the ack wait, and must be written before newer ones.
+		f.hold = info.Delivered.Stream
+	}
 	return nil
+}
+
+// holdBack hands a record after the hold back to the server (Pinned).
+func (f *forwarder) holdBack(m jetstream.Msg) { _ = m.NakWithDelay(time.Second) }
+
+// releaseHold ends the hold once every record up to it was acked.
+func (f *forwarder) releaseHold(ctx context.Context) {
+	if f.hold == 0 {
+		return
+	}
+	if info, err := f.cons.Info(ctx); err == nil && info.AckFloor.Stream >= f.hold {
+		f.hold = 0
+	}
 }
 
 // reset (re)creates the durable consumer so that its first delivery is the
@@ -259,28 +281,25 @@ func (f *forwarder) step(ctx context.Context) error {
 	}
 	var lines []Line
 	var done []jetstream.Msg
-	for i, m := range msgs {
+	for _, m := range msgs {
 		md, err := m.Metadata()
 		if err != nil {
 			return fmt.Errorf("failed to read audit record metadata: %w", err)
 		}
-		if md.Sequence.Consumer != f.dseq+1 && f.cfg.Pinned {
-			// Write what came before the lost delivery and hand the rest
-			// back for later, so the lost one (redelivered after its ack
-			// wait) is written first.
-			f.cfg.Logger.Warn("audit forward: a delivery was lost; waiting for its redelivery", "expected", f.dseq+1, "got", md.Sequence.Consumer, "last", f.last)
-			if err := f.flush(lines, done); err != nil {
-				return err
+		if f.cfg.Pinned {
+			if md.Sequence.Consumer != f.dseq+1 && f.hold == 0 {
+				// A delivery was lost: it comes back after its ack wait,
+				// and must be written before what came after it.
+				f.cfg.Logger.Warn("audit forward: a delivery was lost; waiting for its redelivery", "expected", f.dseq+1, "got", md.Sequence.Consumer, "last", f.last)
+				f.hold = md.Sequence.Stream - 1
 			}
-			for _, r := range msgs[i:] {
-				if rmd, err := r.Metadata(); err == nil {
-					f.dseq = max(f.dseq, rmd.Sequence.Consumer)
-				}
-				_ = r.NakWithDelay(f.cfg.AckWait)
+			f.dseq = max(f.dseq, md.Sequence.Consumer)
+			if f.hold > 0 && md.Sequence.Stream > f.hold {
+				f.holdBack(m)
+				continue
 			}
-			return nil
 		}
-		if md.Sequence.Consumer != f.dseq+1 {
+		if md.Sequence.Consumer != f.dseq+1 && !f.cfg.Pinned {
 			// A delivery did not reach us (lost in a reconnect). It
 			// would come back only after the ack wait, behind newer
 			// records: write what came before it, then restart.
@@ -299,7 +318,13 @@ func (f *forwarder) step(ctx context.Context) error {
 		lines = append(lines, Line{Seq: md.Sequence.Stream, Event: json.RawMessage(m.Data())})
 		f.last = md.Sequence.Stream
 	}
-	return f.flush(lines, done)
+	if err := f.flush(lines, done); err != nil {
+		return err
+	}
+	if f.cfg.Pinned {
+		f.releaseHold(ctx)
+	}
+	return nil
 }
 
 // flush writes lines, then acks every message handled.
