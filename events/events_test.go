@@ -168,7 +168,7 @@ func TestEveryTypeValidates(t *testing.T) {
 		},
 		events.TypeDecrypt:         {{"", map[string]any{"ciphertextBytes": 384, "contextKeys": []string(nil), "keyVersion": uint32(1)}}},
 		events.TypeGenerateDataKey: {{"", map[string]any{"numberOfBytes": 32, "contextKeys": []string(nil), "keyVersion": uint32(1)}}},
-		events.TypeAuditRead:       {{"", nil}},
+		events.TypeAuditRead:       {{"", map[string]any{"events": 3, "firstEventId": "a", "lastEventId": "c", "filter": "kf.audit.alpha.*.io.keyflow.crypto.>"}}},
 		events.TypeSign: {
 			{"", map[string]any{"algorithm": "ECDSA_SHA_256", "messageType": "", "messageBytes": 5, "keyVersion": uint32(1)}},
 			{"ValidationException", map[string]any{"algorithm": "ED25519_SHA_512", "messageType": "DIGEST", "messageBytes": 64}},

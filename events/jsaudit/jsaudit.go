@@ -351,8 +351,9 @@ func (p *Publisher) emit(ctx context.Context, r events.Record) error {
 
 // Stored is one event as read back from the stream.
 type Stored struct {
-	Seq   uint64          `json:"seq"`
-	Event json.RawMessage `json:"event"`
+	Seq     uint64          `json:"seq"`
+	Subject string          `json:"-"` // the stream subject (tenant, key and type)
+	Event   json.RawMessage `json:"event"`
 }
 
 // ReadParams select events of one tenant.
@@ -415,7 +416,7 @@ func Read(ctx context.Context, js jetstream.JetStream, p ReadParams) ([]Stored, 
 		if err != nil {
 			return fmt.Errorf("failed to read audit metadata: %w", err)
 		}
-		out = append(out, Stored{Seq: md.Sequence.Stream, Event: json.RawMessage(m.Data())})
+		out = append(out, Stored{Seq: md.Sequence.Stream, Subject: m.Subject(), Event: json.RawMessage(m.Data())})
 		return nil
 	}
 	if err := add(first); err != nil {
