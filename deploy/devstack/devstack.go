@@ -12,6 +12,7 @@
 //	DIR/hsm/so-pin                           the security officer's PIN (0600), for the root key ceremony
 //	DIR/nats/identity.json                   operator and account keys (0600)
 //	DIR/nats/jetstream/                      streams and KV buckets
+//	DIR/nats/cursor.key                      seals audit tail cursors (0600)
 //	DIR/temporal/temporal.db                 Temporal's SQLite database
 //	DIR/admin.creds                          the default tenant's admin (0600)
 //	DIR/auditor.creds                        read-only auditor/forwarder: audit verify/export/forward/checkpoint (0600)
@@ -267,7 +268,12 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 	st.closers = append(st.closers, st.tworker.Stop)
 
 	wc := &workflows.Client{Temporal: st.tc}
+	cursorKey, err := readOrCreateKey(filepath.Join(dir, "nats", "cursor.key"), rpc.CursorKeySize)
+	if err != nil {
+		return st, err
+	}
 	if st.rpc, err = rpc.Start(rpc.Config{
+		CursorKey: cursorKey,
 		Conn: st.nc, KMS: st.KMS, Tenants: st.Identity, JS: js, Logger: cfg.Logger,
 		Rotator: rotator{wc, cfg.Logger}, Lifecycle: wc, Workers: cfg.Workers,
 		Archiver: archiver{wc, cfg.Logger},
@@ -468,4 +474,24 @@ func writePubKeys(ctx context.Context, store kms.Store, path string) error {
 		return fmt.Errorf("failed to write %s: %w", path, err)
 	}
 	return nil
+}
+
+// readOrCreateKey reads a random key of n bytes kept in a 0600 file,
+// creating it on first use.
+func readOrCreateKey(path string, n int) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err == nil && len(b) == n {
+		return b, nil
+	}
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("failed to read %s: %w", path, err)
+	}
+	b = make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		return nil, fmt.Errorf("failed to generate %s: %w", path, err)
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		return nil, fmt.Errorf("failed to write %s: %w", path, err)
+	}
+	return b, nil
 }

@@ -1,9 +1,12 @@
 package natsauth
 
 import (
+	"fmt"
+
 	"github.com/nats-io/jwt/v2"
 
 	"github.com/keyflow/keyflow/events/jsaudit"
+	"github.com/keyflow/keyflow/kms"
 )
 
 // keyflow's own NATS users: one kind per role, each with only what its job
@@ -116,4 +119,23 @@ func CredsRestricted(creds []byte) bool {
 		return false
 	}
 	return len(uc.Pub.Allow) > 0 || len(uc.Pub.Deny) > 0
+}
+
+// TestingSharedInboxCreds issues creds for a principal with every role
+// that, as keyflow did before per-user inboxes, may subscribe to the
+// shared _INBOX.>. It exists for tests that replay the reply leak and for
+// the benchmark that measures what the per-user inbox costs; never use it
+// elsewhere. The key is not recorded, so nothing can revoke it but a new
+// identity.
+func (id *Identity) TestingSharedInboxCreds(tenant, principal string) ([]byte, error) {
+	id.mu.RLock()
+	kp, ok := id.tenants[tenant]
+	id.mu.RUnlock()
+	if !ok {
+		return nil, fmt.Errorf("%w: %s", ErrUnknownTenant, tenant)
+	}
+	return issueUser(kp, principal, func(uc *jwt.UserClaims) {
+		*uc = *userClaims(tenant, principal, uc.Subject, kms.Roles())
+		uc.Sub.Allow = jwt.StringList{"_INBOX.>"}
+	})
 }
