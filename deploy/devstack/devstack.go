@@ -273,12 +273,12 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 		return st, err
 	}
 	if st.rpc, err = rpc.Start(rpc.Config{
-		CursorKey: cursorKey,
-		Conn:      st.nc, KMS: st.KMS, Tenants: st.Identity, JS: js, Logger: cfg.Logger,
+		Conn: st.nc, KMS: st.KMS, Tenants: st.Identity, JS: js, Logger: cfg.Logger,
 		Rotator: rotator{wc, cfg.Logger}, Lifecycle: wc, Workers: cfg.Workers,
-		Archiver: archiver{wc, cfg.Logger},
-		Imports:  importExpirer{wc},
-		Migrator: migrator{wc, cfg.Logger},
+		Archiver:  archiver{wc, cfg.Logger},
+		Imports:   importExpirer{wc},
+		Migrator:  migrator{wc, cfg.Logger},
+		CursorKey: cursorKey,
 	}); err != nil {
 		return st, err
 	}
