@@ -12,8 +12,8 @@ import (
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats.go"
 
+	"github.com/keyflow/keyflow/client"
 	"github.com/keyflow/keyflow/deploy/natsserver"
-	"github.com/keyflow/keyflow/workers/client"
 	"github.com/keyflow/keyflow/workers/natsauth"
 )
 

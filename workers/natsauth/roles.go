@@ -6,7 +6,7 @@ import (
 	"github.com/nats-io/jwt/v2"
 
 	"github.com/keyflow/keyflow/events/jsaudit"
-	"github.com/keyflow/keyflow/kms"
+	"github.com/keyflow/keyflow/kms/keypolicy"
 )
 
 // keyflow's own NATS users: one kind per role, each with only what its job
@@ -135,7 +135,7 @@ func (id *Identity) TestingSharedInboxCreds(tenant, principal string) ([]byte, e
 		return nil, fmt.Errorf("%w: %s", ErrUnknownTenant, tenant)
 	}
 	return issueUser(kp, principal, func(uc *jwt.UserClaims) {
-		*uc = *userClaims(tenant, principal, uc.Subject, kms.Roles())
+		*uc = *userClaims(tenant, principal, uc.Subject, keypolicy.Roles())
 		uc.Sub.Allow = jwt.StringList{"_INBOX.>"}
 	})
 }

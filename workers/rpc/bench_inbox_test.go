@@ -6,11 +6,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyflow/keyflow/client"
+	"github.com/keyflow/keyflow/client/api"
 	"github.com/keyflow/keyflow/deploy/natsserver"
-	"github.com/keyflow/keyflow/deploy/testbed"
-	"github.com/keyflow/keyflow/kms"
-	"github.com/keyflow/keyflow/workers/api"
-	"github.com/keyflow/keyflow/workers/client"
+	"github.com/keyflow/keyflow/internal/testbed"
+	"github.com/keyflow/keyflow/kms/keypolicy"
 )
 
 // BenchmarkEncryptNATSInbox measures what per-user reply inboxes cost
@@ -34,7 +34,7 @@ func BenchmarkEncryptNATSInbox(b *testing.B) {
 		for i := range clients {
 			var creds []byte
 			if variant == "own" {
-				creds = bed.PrincipalCreds("alpha", fmt.Sprintf("bench-%d-%d", round, i), kms.RoleCryptoUser)
+				creds = bed.PrincipalCreds("alpha", fmt.Sprintf("bench-%d-%d", round, i), keypolicy.RoleCryptoUser)
 			} else {
 				if creds, err = bed.Identity.TestingSharedInboxCreds("alpha", "bench-shared"); err != nil {
 					b.Fatal(err)

@@ -13,9 +13,9 @@ import (
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats.go"
 
-	"github.com/keyflow/keyflow/deploy/testbed"
-	"github.com/keyflow/keyflow/kms"
-	"github.com/keyflow/keyflow/workers/api"
+	"github.com/keyflow/keyflow/client/api"
+	"github.com/keyflow/keyflow/internal/testbed"
+	"github.com/keyflow/keyflow/kms/keypolicy"
 	"github.com/keyflow/keyflow/workers/natsauth"
 )
 
@@ -41,10 +41,10 @@ func TestReplySnooping(t *testing.T) {
 	b := testbed.New(t)
 	b.StartRPC(nil)
 	ctx := context.Background()
-	admin := b.Principal("alpha", "kadmin", kms.RoleKeyAdmin)
-	credsA := b.PrincipalCreds("alpha", "app", kms.RoleCryptoUser)
+	admin := b.Principal("alpha", "kadmin", keypolicy.RoleKeyAdmin)
+	credsA := b.PrincipalCreds("alpha", "app", keypolicy.RoleCryptoUser)
 	a := b.ClientWithCreds("alpha", "app", credsA)
-	credsB := b.PrincipalCreds("alpha", "snoop", kms.RoleAuditor)
+	credsB := b.PrincipalCreds("alpha", "snoop", keypolicy.RoleAuditor)
 	if _, err := admin.CreateKey(ctx, api.CreateKeyRequest{Alias: "secret"}); err != nil {
 		t.Fatal(err)
 	}

@@ -110,7 +110,6 @@ func TestRoleCredentialsRefuseTheAttacks(t *testing.T) {
 
 	// A tenant service stand-in: nothing may reach it except through a
 	// tenant's import.
-	var reached sync.WaitGroup
 	var hits int
 	var hmu sync.Mutex
 	sub, err := b.Conn.Subscribe("kf.v1.>", func(m *nats.Msg) { hmu.Lock(); hits++; hmu.Unlock() })
@@ -118,7 +117,6 @@ func TestRoleCredentialsRefuseTheAttacks(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sub.Unsubscribe()
-	_ = reached
 
 	issue := map[string]func(string) ([]byte, error){
 		"auditor": b.Identity.AuditorCreds, "sealer": b.Identity.SealerCreds,
