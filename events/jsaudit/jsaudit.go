@@ -41,9 +41,11 @@
 //
 // Audit consumers, SIEM exports and remediation attach to the stream as
 // durable pull consumers in keyflow's own NATS account (tenants cannot reach
-// the stream; give the subscriber a KF-account creds file such as the dev
-// stack's DIR/auditor.creds, and guard it like the HSM PIN). [ConsumerConfig]
-// returns the configuration to use:
+// the stream). The read-only auditor (the dev stack's DIR/auditor.creds)
+// may not create consumers: it reads with direct gets ([ReadAll]) and
+// through the durable the operator creates for it ([Provision]). A
+// subscriber that creates its own durable needs a credential that may
+// (the operator's). [ConsumerConfig] returns the configuration to use:
 //
 //	cfg := jsaudit.ConsumerConfig("siem-export", jsaudit.AllSubjects)
 //	cons, err := js.CreateOrUpdateConsumer(ctx, jsaudit.StreamName, cfg)

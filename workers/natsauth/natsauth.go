@@ -15,6 +15,12 @@
 // named in a request body is never trusted. A tenant cannot even address
 // another tenant's subjects: it has no import for them ("no responders").
 //
+// Each principal receives only its own replies: its JWT allows it to
+// subscribe to its own inbox prefix (InboxPrefix) and nothing else, and
+// CredsOption makes the connection use it. keyflow's own users in the KF
+// account get one kind of credential per role, with only what the role
+// needs (roles.go: worker, sealer, read-only auditor, operator).
+//
 // The signing keys (operator, accounts) live in a 0600 file under the data
 // directory. That is adequate for the dev stack; production deployments
 // should keep the operator key offline and the account signing keys in a
