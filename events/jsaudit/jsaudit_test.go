@@ -110,7 +110,7 @@ func TestOpenLimits(t *testing.T) {
 }
 
 // newJS starts a plain JetStream server and connects to it.
-func newJS(t *testing.T) jetstream.JetStream {
+func newJS(t testing.TB) jetstream.JetStream {
 	t.Helper()
 	ns, err := server.NewServer(&server.Options{JetStream: true, StoreDir: t.TempDir(), DontListen: true, NoLog: true, NoSigs: true})
 	if err != nil {

@@ -226,12 +226,8 @@ func (id *Identity) addRevocations(tenant string, ac *jwt.AccountClaims) {
 // roles (creds issued before roles existed do not, and are refused
 // everything).
 func CredsHaveRoles(creds []byte) bool {
-	tok, err := jwt.ParseDecoratedJWT(creds)
-	if err != nil {
-		return false
-	}
-	uc, err := jwt.DecodeUserClaims(tok)
-	if err != nil {
+	uc := credsClaims(creds)
+	if uc == nil {
 		return false
 	}
 	for _, t := range uc.Tags {
@@ -246,13 +242,19 @@ func CredsHaveRoles(creds []byte) bool {
 // to its own reply inbox (creds issued before that allow the shared
 // _INBOX.>, are revoked, and must be reissued).
 func CredsOwnInbox(creds []byte) bool {
+	uc := credsClaims(creds)
+	return uc != nil && slices.Contains(uc.Sub.Allow, InboxPrefix(uc.Subject)+".>")
+}
+
+// credsClaims decodes a creds file's user JWT, or returns nil.
+func credsClaims(creds []byte) *jwt.UserClaims {
 	tok, err := jwt.ParseDecoratedJWT(creds)
 	if err != nil {
-		return false
+		return nil
 	}
 	uc, err := jwt.DecodeUserClaims(tok)
 	if err != nil {
-		return false
+		return nil
 	}
-	return slices.Contains(uc.Sub.Allow, InboxPrefix(uc.Subject)+".>")
+	return uc
 }

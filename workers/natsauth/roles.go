@@ -110,15 +110,8 @@ func AuditorPublish() []string {
 // CredsRestricted reports whether a creds file's user JWT carries any
 // permission (a role's creds do; a full keyflow-account user's do not).
 func CredsRestricted(creds []byte) bool {
-	tok, err := jwt.ParseDecoratedJWT(creds)
-	if err != nil {
-		return false
-	}
-	uc, err := jwt.DecodeUserClaims(tok)
-	if err != nil {
-		return false
-	}
-	return len(uc.Pub.Allow) > 0 || len(uc.Pub.Deny) > 0
+	uc := credsClaims(creds)
+	return uc != nil && (len(uc.Pub.Allow) > 0 || len(uc.Pub.Deny) > 0)
 }
 
 // TestingSharedInboxCreds issues creds for a principal with every role
