@@ -7,6 +7,10 @@
 // Every error a call returns for a refused request is an *Error with the
 // server's stable code; transport failures are plain wrapped errors.
 //
+// Each principal receives its replies on its own inbox prefix, which its
+// creds name; Dial reads it from CredsFile. An application that brings its
+// own connection (Options.Conn) connects with InboxOption(creds).
+//
 // The examples show envelope encryption with a data key
 // (Client.GenerateDataKey), signing and verifying (Client.Sign) and handling
 // refusals by code (Error). They run against a real stack (SoftHSM,
