@@ -6,16 +6,13 @@ import (
 	"fmt"
 	"time"
 
-	"go.temporal.io/sdk/activity"
+	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/keyflow/keyflow/kms"
 )
-
-// TaskQueue is the lifecycle workers' task queue.
-const TaskQueue = "keyflow-lifecycle"
 
 // RotateKeyParams start a rotation. No material: IDs and the requester only.
 type RotateKeyParams struct {
@@ -73,36 +70,6 @@ func RotateKeyWorkflow(ctx workflow.Context, p RotateKeyParams) (*RotateKeyResul
 	return res, nil
 }
 
-// KeyStep is the input of a per-key activity.
-type KeyStep struct {
-	Tenant    string
-	KeyID     string
-	Principal string
-	RequestID string
-	Version   uint32
-}
-
-// Activities are the lifecycle activities. Register a value with its KMS
-// set; workflows reference the methods through a nil *Activities.
-type Activities struct {
-	KMS *kms.Service
-	// Temporal manages rotation schedules (lifecycle.go); nil on workers
-	// that run no destruction.
-	Temporal client.Client
-}
-
-// caller builds the domain caller for an activity. The idempotency key names
-// the fact the step establishes (this version of this key, this step), not
-// the attempt, so a retried or re-run step re-emits the same event ID and
-// the audit stream keeps one record.
-func caller(ctx context.Context, s KeyStep) kms.Caller {
-	info := activity.GetInfo(ctx)
-	return kms.Caller{
-		Tenant: s.Tenant, Principal: s.Principal, RequestID: s.RequestID,
-		IdempotencyKey: fmt.Sprintf("%s/%s/v%d/%s", s.Tenant, s.KeyID, s.Version, info.ActivityType.Name),
-	}
-}
-
 // NextVersion returns the number the new version will have.
 func (a *Activities) NextVersion(ctx context.Context, s KeyStep) (uint32, error) {
 	n, err := a.KMS.NextVersion(ctx, caller(ctx, s), s.KeyID)
@@ -124,57 +91,8 @@ func (a *Activities) SetPrimaryVersion(ctx context.Context, s KeyStep) (uint32, 
 	return res.PreviousPrimary, nil
 }
 
-// activityError turns a domain error into a Temporal application error whose
-// type is the stable code. Errors a retry cannot fix are non-retryable. Only
-// the public message goes into history.
-func activityError(err error) error {
-	if err == nil {
-		return nil
-	}
-	code := kms.CodeOf(err)
-	switch code {
-	case kms.CodeInternal, kms.CodeAuditUnavailable:
-		return temporal.NewApplicationError(kms.PublicMessage(err), string(code))
-	default:
-		return temporal.NewNonRetryableApplicationError(kms.PublicMessage(err), string(code), nil)
-	}
-}
-
-// DomainError turns a workflow failure back into a keyflow error.
-func DomainError(err error) error {
-	if err == nil {
-		return nil
-	}
-	var app *temporal.ApplicationError
-	if errors.As(err, &app) && app.Type() != "" {
-		return &kms.Error{Code: kms.Code(app.Type()), Message: app.Message()}
-	}
-	return fmt.Errorf("the lifecycle workflow failed: %w", err)
-}
-
-// Register registers every workflow and activity on a worker.
-func Register(r interface {
-	RegisterWorkflow(any)
-	RegisterActivity(any)
-}, a *Activities) {
-	r.RegisterWorkflow(RotateKeyWorkflow)
-	r.RegisterWorkflow(ArchivalWorkflow)
-	r.RegisterWorkflow(RecoveryWorkflow)
-	r.RegisterWorkflow(ApprovalWorkflow)
-	r.RegisterWorkflow(ImportExpiryWorkflow)
-	registerLifecycle(r)
-	r.RegisterWorkflow(RewrapWorkflow)
-	r.RegisterWorkflow(MigrationWorkflow)
-	r.RegisterActivity(a)
-}
-
-// Client starts lifecycle workflows.
-type Client struct {
-	Temporal client.Client
-}
-
 // RotateKeyWorkflowID is one rotation per key at a time: a second request
-// while one runs joins it instead of racing it.
+// while one runs is refused with the running one's ID (RotateKey).
 func RotateKeyWorkflowID(tenant, keyID string) string { return "rotate/" + tenant + "/" + keyID }
 
 // RotateKey runs a rotation and waits for it.
@@ -184,7 +102,14 @@ func (c *Client) RotateKey(ctx context.Context, p RotateKeyParams) (*RotateKeyRe
 		ID:                       id,
 		TaskQueue:                TaskQueue,
 		WorkflowExecutionTimeout: 10 * time.Minute,
+		// Not a silent join: the caller learns that its request did not
+		// start anything, and which workflow to watch instead.
+		WorkflowExecutionErrorWhenAlreadyStarted: true,
 	}, RotateKeyWorkflow, p)
+	var running *serviceerror.WorkflowExecutionAlreadyStarted
+	if errors.As(err, &running) {
+		return nil, id, &kms.Error{Code: kms.CodeConflict, Message: "a rotation of key " + p.KeyID + " is already running: " + id + "; this request started nothing"}
+	}
 	if err != nil {
 		return nil, id, fmt.Errorf("failed to start rotation: %w", err)
 	}

@@ -176,9 +176,9 @@ func (s *Server) auditTail(ctx context.Context, c kms.Caller, body []byte) (any,
 				Message: "after is not a cursor of this tenant's trail (cursors come from audit.tail replies; one from before a worker restart may no longer open: start again without after)"})
 		}
 	}
-	wait := time.Duration(req.WaitMillis) * time.Millisecond
-	if wait > 10*time.Second {
-		wait = 10 * time.Second
+	wait, err := tailWait(req.WaitMillis)
+	if err != nil {
+		return nil, s.rejectWith(ctx, c, api.OpAuditTail, err)
 	}
 	// A filtered read may find nothing for a long stretch of the stream;
 	// the reply then says how far it looked, so the next page starts
@@ -256,4 +256,16 @@ func Metadata(k *kms.Key) api.KeyMetadata {
 	importMetadata(k, &m)
 	lifecycleMetadata(&m, k)
 	return m
+}
+
+// maxTailWait bounds how long one audit.tail request waits for records.
+const maxTailWait = 10 * time.Second
+
+// tailWait converts a request's waitMillis, capped at maxTailWait before
+// the conversion (2^62 ms as a Duration would overflow to 0).
+func tailWait(ms int) (time.Duration, error) {
+	if ms < 0 {
+		return 0, &kms.Error{Code: kms.CodeValidation, Message: "waitMillis must not be negative"}
+	}
+	return time.Duration(min(ms, int(maxTailWait/time.Millisecond))) * time.Millisecond, nil
 }
