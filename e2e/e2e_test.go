@@ -677,7 +677,7 @@ func TestEndToEnd(t *testing.T) {
 			})
 		}
 		expectFailure(t, st.kf(t, "this is not base64!", "decrypt", "--context", "a=b"), 2, "UsageError")
-		expectFailure(t, st.kf(t, "", "decrypt", "--context", "a=b"), 2, "UsageError") // empty input, refused before a request
+		expectFailure(t, st.kf(t, "", "decrypt", "--context", "a=b"), 2, "UsageError")               // empty input, refused before a request
 		expectFailure(t, st.kf(t, ct1[:len(ct1)-1], "decrypt", "--context", "a=b"), 2, "UsageError") // a cut that breaks the base64
 		expectFailure(t, st.kf(t, ct1, "decrypt", "--context", "novalue"), 2, "UsageError")
 	})

@@ -59,7 +59,7 @@ func TestOutputConventions(t *testing.T) {
 		t.Errorf("an expired grant is not marked:\n%s", out)
 	}
 	out := exact("", "audit", "tail", "-o", "table").stdout
-	if lines := strings.Split(strings.TrimSpace(out), "\n"); !strings.HasPrefix(lines[0], "SEQ") || len(lines) < 3 || strings.HasPrefix(lines[1], "{") {
+	if lines := strings.Split(strings.TrimSpace(out), "\n"); !strings.HasPrefix(lines[0], "TIME") || len(lines) < 3 || strings.HasPrefix(lines[1], "{") {
 		t.Errorf("audit tail -o table:\n%s", out)
 	}
 

@@ -31,19 +31,22 @@ stream), so only matching events travel:
                 e.g. io.keyflow.crypto.* or io.keyflow.key.*.v1
 
 A GLOB that cannot be evaluated that way (such as "io.keyflow.crypto.enc*")
-is refused with ValidationException. Reading the trail is itself recorded
-(io.keyflow.audit.read.v1), as is resolving an alias given to --key.`,
+is refused with ValidationException. Reading the trail is itself recorded: each
+page that returns events leaves one io.keyflow.audit.read.v1 record naming the
+events it returned (by event ID), as does resolving an alias given to --key.
+Pages go by opaque cursors, never by the audit stream's sequence numbers, which
+would tell a tenant how busy the others are.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if limit < 0 {
 				return usagef("--limit must be 0 or more")
 			}
 			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
-				var after uint64
+				after := "" // an opaque cursor
 				printed := 0
 				keyID := key
 				for {
-					req := api.AuditTailRequest{AfterSeq: after, Limit: 500, KeyID: keyID, Type: typ, Tenant: tenant}
+					req := api.AuditTailRequest{After: after, Limit: 500, KeyID: keyID, Type: typ, Tenant: tenant}
 					if follow {
 						req.WaitMillis = 5000
 					}
@@ -57,18 +60,18 @@ is refused with ValidationException. Reading the trail is itself recorded
 					if r.KeyID != "" {
 						keyID = r.KeyID // resolve an alias once
 					}
-					if r.LastSeq > after {
-						after = r.LastSeq // nothing matched up to there
+					if r.Next != "" {
+						after = r.Next
 					}
 					for _, e := range r.Events {
 						line := string(e.Event)
 						if g.output == "table" {
-							line = auditRow(e.Seq, e.Event, printed == 0)
+							line = auditRow(e.Event, printed == 0)
 						}
 						if _, err := fmt.Fprintln(cmd.OutOrStdout(), line); err != nil {
 							return err
 						}
-						after = e.Seq
+						after = e.Cursor
 						printed++
 						if limit > 0 && printed >= limit {
 							return nil
@@ -93,7 +96,7 @@ is refused with ValidationException. Reading the trail is itself recorded
 
 // auditRow is one record as a table row (-o table): fixed-width columns,
 // since --follow prints rows as they arrive; first adds the header.
-func auditRow(seq uint64, raw []byte, first bool) string {
+func auditRow(raw []byte, first bool) string {
 	var e struct {
 		Time      time.Time `json:"time"`
 		Type      string    `json:"type"`
@@ -103,9 +106,9 @@ func auditRow(seq uint64, raw []byte, first bool) string {
 		ErrorCode string    `json:"errorcode"`
 	}
 	_ = json.Unmarshal(raw, &e)
-	row := fmt.Sprintf("%-8d %-20s %-42s %-8s %-14s %s %s", seq, e.Time.UTC().Format(time.RFC3339), e.Type, e.Outcome, dash(e.Principal), dash(e.Subject), e.ErrorCode)
+	row := fmt.Sprintf("%-20s %-42s %-8s %-14s %s %s", e.Time.UTC().Format(time.RFC3339), e.Type, e.Outcome, dash(e.Principal), dash(e.Subject), e.ErrorCode)
 	if first {
-		return fmt.Sprintf("%-8s %-20s %-42s %-8s %-14s %s", "SEQ", "TIME", "TYPE", "OUTCOME", "PRINCIPAL", "SUBJECT [ERROR]") + "\n" + row
+		return fmt.Sprintf("%-20s %-42s %-8s %-14s %s", "TIME", "TYPE", "OUTCOME", "PRINCIPAL", "SUBJECT [ERROR]") + "\n" + row
 	}
 	return row
 }
