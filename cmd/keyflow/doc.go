@@ -48,7 +48,7 @@
 //	client.go         dial, withClient, withTenantClient, withBlob
 //	creds.go          which creds file, and what is wrong with it
 //	input.go          --in/stdin, --context pairs, base64 input
-//	output.go         JSON, tables and files written
+//	output.go         JSON, tables, -o raw, progress on terminals, files written
 //	crypto.go         encrypt ... random (the single-request verbs)
 //	datakeys.go       datakey, datakey-pair, the data-key registry
 //	rewrap.go         rewrap, rewrap status
@@ -74,6 +74,10 @@
 // A command validates its flags first and returns usagef errors (exit 2)
 // before it connects. It then runs its request inside g.withClient (or
 // g.withBlob when it sends a base64 blob from stdin, g.withTenantClient when
-// it takes --tenant), and prints JSON by default or a table with -o table.
+// it takes --tenant), and prints JSON by default or a table with -o table
+// (g.printObj, or printFields for any object). A crypto verb with a bare
+// form for pipes (base64, PEM, bytes) prints it with -o raw (printResult;
+// root.go marks it withRaw); other commands refuse -o raw. A command that
+// waits shows progress on stderr only when it is a terminal (showProgress).
 // It wipes plaintext and secrets it holds (clear) once printed.
 package main
