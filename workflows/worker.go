@@ -47,7 +47,10 @@ func caller(ctx context.Context, s KeyStep) kms.Caller {
 
 // activityError turns a domain error into a Temporal application error whose
 // type is the stable code. Errors a retry cannot fix are non-retryable. Only
-// the public message goes into history.
+// the public message goes into history. A refusal (a self-approval, a key in
+// the wrong state) is an expected outcome the workflow handles, so it is
+// marked benign: the SDK logs it at debug level, not as an ERROR "Activity
+// error"; internal and audit failures stay errors.
 func activityError(err error) error {
 	if err == nil {
 		return nil
@@ -57,7 +60,9 @@ func activityError(err error) error {
 	case kms.CodeInternal, kms.CodeAuditUnavailable:
 		return temporal.NewApplicationError(kms.PublicMessage(err), string(code))
 	default:
-		return temporal.NewNonRetryableApplicationError(kms.PublicMessage(err), string(code), nil)
+		return temporal.NewApplicationErrorWithOptions(kms.PublicMessage(err), string(code), temporal.ApplicationErrorOptions{
+			NonRetryable: true, Category: temporal.ApplicationErrorCategoryBenign,
+		})
 	}
 }
 
