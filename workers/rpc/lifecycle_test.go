@@ -3,6 +3,7 @@ package rpc_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"os"
 	"sync"
@@ -27,6 +28,7 @@ type recordingLifecycle struct {
 	changed   []string
 	scheduled []time.Time
 	cancelled []string
+	retiring  []string // "<keyID>/v<N>" of every retirement window started
 }
 
 func (l *recordingLifecycle) KeyChanged(_ context.Context, _ kms.Caller, k *kms.Key) error {
@@ -47,6 +49,20 @@ func (l *recordingLifecycle) CancelDeletion(_ context.Context, _ kms.Caller, key
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.cancelled = append(l.cancelled, keyID)
+	return nil
+}
+
+func (l *recordingLifecycle) ScheduleRetirement(_ context.Context, c kms.Caller, keyID string, version uint32, _ time.Time) (string, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.retiring = append(l.retiring, fmt.Sprintf("%s/v%d", keyID, version))
+	return fmt.Sprintf("retire/%s/%s/v%d", c.Tenant, keyID, version), nil
+}
+
+func (l *recordingLifecycle) CancelRetirement(_ context.Context, _ kms.Caller, keyID string, version uint32) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.cancelled = append(l.cancelled, fmt.Sprintf("%s/v%d", keyID, version))
 	return nil
 }
 
