@@ -150,6 +150,26 @@ func emitLifecycleEvents(t *testing.T, b *testbed.Bed) {
 		t.Fatal("encrypt while pending deletion succeeded")
 	}
 	must(s.CancelDeletion(ctx, c, k.ID))
+	// A version's retirement window: scheduled, a use refused, cancelled,
+	// scheduled again and destroyed by its timer's step.
+	v1, err := s.Encrypt(ctx, c, kms.EncryptParams{KeyRef: k.ID, Plaintext: []byte("v1")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateVersion(ctx, c, kms.CreateVersionParams{KeyID: k.ID, Version: 2}); err != nil {
+		t.Fatal(err)
+	}
+	must(s.SetPrimaryVersion(ctx, c, kms.SetPrimaryParams{KeyID: k.ID, Version: 2}))
+	must(s.RetireVersion(ctx, c, kms.RetireVersionParams{KeyRef: k.ID, Version: 1}))
+	must(s.CancelRetirement(ctx, c, k.ID, 1))
+	rv, err := s.RetireVersion(ctx, c, kms.RetireVersionParams{KeyRef: k.ID, Version: 1, Window: 7 * kms.Day})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Decrypt(ctx, c, kms.DecryptParams{Ciphertext: v1.Ciphertext}); kms.CodeOf(err) != kms.CodeInvalidState {
+		t.Fatalf("decrypt under a version pending retirement: %v", err)
+	}
+	must(s.RetireVersion(ctx, c, kms.RetireVersionParams{KeyRef: k.ID, Version: 1, Due: rv.RetirementDate}))
 	must(s.Compromise(ctx, c, kms.CompromiseParams{KeyRef: k.ID, Reason: "test"}))
 	if err := s.RecordRemediation(ctx, c, kms.RemediationReport{KeyID: k.ID, Version: 1, NewVersion: 2, Remaining: -1, Problems: []string{"rewrap: not available"}}); err != nil {
 		t.Fatal(err)
