@@ -6,8 +6,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/keyflow/keyflow/client/api"
 	"github.com/keyflow/keyflow/kms"
-	"github.com/keyflow/keyflow/workers/api"
 )
 
 // Archiver runs the archival and recovery workflows (Temporal, in

@@ -4,8 +4,8 @@ import (
 	"context"
 	"time"
 
+	"github.com/keyflow/keyflow/client/api"
 	"github.com/keyflow/keyflow/kms"
-	"github.com/keyflow/keyflow/workers/api"
 )
 
 // Rotation with rewrap, the rewrap's progress, and retirement of old
