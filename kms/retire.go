@@ -166,16 +166,8 @@ func (s *Service) RetireVersion(ctx context.Context, c Caller, p RetireVersionPa
 			return &RetireVersionResult{Key: k0, Version: p.Version, From: v.State, State: v.State, Cancelled: true}, nil
 		}
 	}
-	if _, err := retirable(k0, p.Version); err != nil {
+	if registered, err = s.checkRetirable(ctx, c, k0, p.Version); err != nil {
 		return nil, err
-	}
-	counts, err := s.CountDataKeys(ctx, c, keyID)
-	if err != nil {
-		return nil, err
-	}
-	registered = counts[p.Version]
-	if registered > 0 {
-		return nil, newError(CodeInvalidState, "%d registered data keys still use version %d of key %s; rewrap them first (keyflow key rotate --rewrap, or keyflow rewrap)", registered, p.Version, keyID)
 	}
 	if schedule {
 		return s.scheduleRetirement(ctx, c.Tenant, keyID, p)
@@ -253,17 +245,27 @@ func (s *Service) PrepareRetireVersion(ctx context.Context, c Caller, p RetireVe
 		return "", err
 	}
 	keyID = k.ID
-	if _, err := retirable(k, p.Version); err != nil {
+	if _, err := s.checkRetirable(ctx, c, k, p.Version); err != nil {
 		return "", err
-	}
-	counts, err := s.CountDataKeys(ctx, c, keyID)
-	if err != nil {
-		return "", err
-	}
-	if n := counts[p.Version]; n > 0 {
-		return "", newError(CodeInvalidState, "%d registered data keys still use version %d of key %s; rewrap them first (keyflow key rotate --rewrap, or keyflow rewrap)", n, p.Version, keyID)
 	}
 	return DisableTarget(keyID, p.Version), nil
+}
+
+// checkRetirable refuses a version that cannot retire (see retirable) or
+// that registered data keys still use, and returns their count (-1 when
+// the version was refused before they were counted).
+func (s *Service) checkRetirable(ctx context.Context, c Caller, k *Key, n uint32) (int, error) {
+	if _, err := retirable(k, n); err != nil {
+		return -1, err
+	}
+	counts, err := s.CountDataKeys(ctx, c, k.ID)
+	if err != nil {
+		return -1, err
+	}
+	if registered := counts[n]; registered > 0 {
+		return registered, newError(CodeInvalidState, "%d registered data keys still use version %d of key %s; rewrap them first (keyflow key rotate --rewrap, or keyflow rewrap)", registered, n, k.ID)
+	}
+	return 0, nil
 }
 
 // scheduleRetirement makes the version pending retirement for p.Window.

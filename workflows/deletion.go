@@ -45,19 +45,7 @@ type DestroyStep struct {
 // blobs, registered archives and backups), MarkDestroyed (the metadata
 // says DESTROYED, and stays), DeleteRotationSchedule.
 func DeletionWorkflow(ctx workflow.Context, p DeletionParams) (*DeletionResult, error) {
-	cancelled := false
-	if d := p.DeletionDate.Sub(workflow.Now(ctx)); d > 0 {
-		tctx, cancelTimer := workflow.WithCancel(ctx)
-		sel := workflow.NewSelector(ctx)
-		sel.AddFuture(workflow.NewTimer(tctx, d), func(workflow.Future) {})
-		sel.AddReceive(workflow.GetSignalChannel(ctx, SignalCancel), func(c workflow.ReceiveChannel, _ bool) {
-			c.Receive(ctx, nil)
-			cancelled = true
-		})
-		sel.Select(ctx)
-		cancelTimer()
-	}
-	if cancelled {
+	if waitUnlessCancelled(ctx, p.DeletionDate) {
 		return &DeletionResult{Cancelled: true}, nil
 	}
 	actx := lifecycleOptions(ctx)
@@ -78,6 +66,26 @@ func DeletionWorkflow(ctx workflow.Context, p DeletionParams) (*DeletionResult, 
 		return nil, err
 	}
 	return &DeletionResult{State: res.State, Versions: res.Versions, Copies: copies}, nil
+}
+
+// waitUnlessCancelled waits until date on a durable timer and reports
+// whether SignalCancel ended the wait first (the timer is then cancelled).
+// A date already past returns at once.
+func waitUnlessCancelled(ctx workflow.Context, date time.Time) (cancelled bool) {
+	d := date.Sub(workflow.Now(ctx))
+	if d <= 0 {
+		return false
+	}
+	tctx, cancelTimer := workflow.WithCancel(ctx)
+	sel := workflow.NewSelector(ctx)
+	sel.AddFuture(workflow.NewTimer(tctx, d), func(workflow.Future) {})
+	sel.AddReceive(workflow.GetSignalChannel(ctx, SignalCancel), func(c workflow.ReceiveChannel, _ bool) {
+		c.Receive(ctx, nil)
+		cancelled = true
+	})
+	sel.Select(ctx)
+	cancelTimer()
+	return cancelled
 }
 
 // destroyCaller is caller() for a destruction step: the fact is "the

@@ -53,20 +53,8 @@ func RetirementWorkflowID(tenant, keyID string, version uint32) string {
 // RetirementWorkflow waits for the retirement date (or SignalCancel) and
 // then destroys the version's material.
 func RetirementWorkflow(ctx workflow.Context, p RetirementParams) (*RetirementResult, error) {
-	if d := p.RetirementDate.Sub(workflow.Now(ctx)); d > 0 {
-		cancelled := false
-		tctx, cancelTimer := workflow.WithCancel(ctx)
-		sel := workflow.NewSelector(ctx)
-		sel.AddFuture(workflow.NewTimer(tctx, d), func(workflow.Future) {})
-		sel.AddReceive(workflow.GetSignalChannel(ctx, SignalCancel), func(c workflow.ReceiveChannel, _ bool) {
-			c.Receive(ctx, nil)
-			cancelled = true
-		})
-		sel.Select(ctx)
-		cancelTimer()
-		if cancelled {
-			return &RetirementResult{Cancelled: true}, nil
-		}
+	if waitUnlessCancelled(ctx, p.RetirementDate) {
+		return &RetirementResult{Cancelled: true}, nil
 	}
 	var a *Activities
 	var res RetirementResult
