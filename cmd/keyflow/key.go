@@ -6,14 +6,108 @@ import (
 	"io"
 	"time"
 
-	"github.com/spf13/cobra"
-
 	"github.com/keyflow/keyflow/client"
 	"github.com/keyflow/keyflow/client/api"
+	"github.com/spf13/cobra"
 )
 
-// Rotation with rewrap, the rewrap's progress, and retirement of old
-// versions (docs/lifecycle.md, "Rotation and rewrap").
+// `keyflow key`: create, describe, list and rotate keys, and retire old
+// versions. Its lifecycle subcommands are in keylifecycle.go, its policy
+// subcommands in keypolicy.go.
+
+func newKeyCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "key", Short: "Create, inspect and rotate keys", Args: noSubcommand, RunE: showHelp}
+
+	var alias, desc, spec, usage, origin string
+	var life lifecycleFlags
+	create := &cobra.Command{
+		Use:   "create [--spec SPEC] [--usage USAGE]",
+		Short: "Create a key (AES-256 by default) and print its metadata",
+		Long: `Create a key and print its metadata.
+
+Specs and usages (AWS KMS names):
+  SYMMETRIC_DEFAULT (AES-256-GCM, default)  ENCRYPT_DECRYPT
+  HMAC_256                                  GENERATE_VERIFY_MAC
+  RSA_3072, RSA_4096                        ENCRYPT_DECRYPT or SIGN_VERIFY
+  ECC_NIST_P256, ECC_NIST_P384              SIGN_VERIFY
+  ECC_NIST_EDWARDS25519 (Ed25519)           SIGN_VERIFY`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				req := api.CreateKeyRequest{Alias: alias, Description: desc, KeySpec: spec, KeyUsage: usage, Origin: origin}
+				if err := life.apply(&req); err != nil {
+					return err
+				}
+				k, err := c.CreateKey(ctx, req)
+				if err != nil {
+					return err
+				}
+				return g.printKeys(cmd.OutOrStdout(), *k)
+			})
+		},
+	}
+	create.Flags().StringVar(&alias, "alias", "", "alias for the key (e.g. app-secrets or alias/app-secrets)")
+	create.Flags().StringVar(&desc, "description", "", "free-text description")
+	create.Flags().StringVar(&spec, "spec", "", "key spec (default SYMMETRIC_DEFAULT)")
+	create.Flags().StringVar(&usage, "usage", "", "key usage (default: the spec's first usage)")
+	create.Flags().StringVar(&origin, "origin", "", "AWS_KMS (default: generated in the HSM) or EXTERNAL (no material: import it, see 'keyflow import-params')")
+	life.add(create)
+
+	describe := &cobra.Command{
+		Use:   "describe KEY",
+		Short: "Show one key (KEY is a key ID or alias)",
+		Args:  exactArgs(1, "KEY"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				k, err := c.DescribeKey(ctx, args[0])
+				if err != nil {
+					return err
+				}
+				return g.printKeys(cmd.OutOrStdout(), *k)
+			})
+		},
+	}
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List the tenant's keys",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				r, err := c.ListKeys(ctx)
+				if err != nil {
+					return err
+				}
+				if g.output == "json" {
+					return printJSON(cmd.OutOrStdout(), r)
+				}
+				return g.printKeys(cmd.OutOrStdout(), r.Keys...)
+			})
+		},
+	}
+	var rewrap bool
+	rotate := &cobra.Command{
+		Use:   "rotate KEY",
+		Short: "Rotate a key now: run the rotation workflow and wait for it",
+		Args:  exactArgs(1, "KEY"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				r, err := c.RotateKeyWith(ctx, api.RotateKeyRequest{KeyID: args[0], Rewrap: rewrap})
+				if err != nil {
+					return err
+				}
+				if g.output == "json" {
+					return printJSON(cmd.OutOrStdout(), r)
+				}
+				return printRotation(cmd.OutOrStdout(), r)
+			})
+		},
+	}
+	rotate.Flags().BoolVar(&rewrap, "rewrap", false, "then rewrap the key's registered data keys to the new version and print the counts")
+	cmd.AddCommand(create, describe, list, rotate, newRetireVersionCmd(g))
+	cmd.AddCommand(newKeyPolicyCmds(g)...)
+	cmd.AddCommand(newLifecycleCmds(g)...)
+	return cmd
+}
 
 // printRotation prints a finished rotation for humans, with the counts of
 // the rewrap that followed it.
@@ -103,29 +197,4 @@ version never retires.`,
 	cmd.Flags().BoolVar(&now, "now", false, "destroy the material at once, with no waiting period (dual control if the tenant policy lists retire-version-now)")
 	cmd.Flags().BoolVar(&cancel, "cancel", false, "cancel the version's pending retirement")
 	return cmd
-}
-
-func newRewrapStatusCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
-		Use:   "status KEY",
-		Short: "Show the progress of the key's rewrap workflow (started by key rotate --rewrap)",
-		Args:  exactArgs(1, "KEY"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
-				r, err := c.RewrapStatus(ctx, args[0])
-				if err != nil {
-					return err
-				}
-				if g.output == "json" {
-					return printJSON(cmd.OutOrStdout(), r)
-				}
-				state := "running"
-				if r.Done {
-					state = "done"
-				}
-				_, err = fmt.Fprintf(cmd.OutOrStdout(), "%s: %s, %d rewrapped, %d failed, %d already current (workflow %s)\n", r.KeyID, state, r.Rewrapped, r.Failed, r.Skipped, r.WorkflowID)
-				return err
-			})
-		},
-	}
 }
