@@ -27,11 +27,11 @@ func TestMigrationRollbackEndsTimerWaits(t *testing.T) {
 	for _, tc := range []struct {
 		phase string
 		// steer is called an hour in; it brings the campaign to the phase.
-		steer func(env *testsuite.TestWorkflowEnvironment)
+		steer func(env *testsuite.TestWorkflowEnvironment, s *kms.Service)
 	}{
 		{phase: workflows.PhaseDualSigning},
-		{phase: workflows.PhaseGrace, steer: func(env *testsuite.TestWorkflowEnvironment) {
-			env.SignalWorkflow(workflows.SignalApprove, workflows.ControlSignal{Principal: "carol"})
+		{phase: workflows.PhaseGrace, steer: func(env *testsuite.TestWorkflowEnvironment, s *kms.Service) {
+			env.SignalWorkflow(workflows.SignalApprove, ctl(t, s, workflows.SignalApprove, "carol"))
 		}},
 	} {
 		t.Run(tc.phase, func(t *testing.T) {
@@ -44,14 +44,14 @@ func TestMigrationRollbackEndsTimerWaits(t *testing.T) {
 			env := newEnv(t, f.b)
 			start := env.Now()
 			if tc.steer != nil {
-				env.RegisterDelayedCallback(func() { tc.steer(env) }, time.Hour)
+				env.RegisterDelayedCallback(func() { tc.steer(env, f.b.KMS) }, time.Hour)
 			}
 			asked := 2 * time.Hour
 			env.RegisterDelayedCallback(func() {
 				if s := queryStatus(t, env); s.Phase != tc.phase {
 					t.Errorf("phase %s when the rollback was asked, want %s", s.Phase, tc.phase)
 				}
-				env.SignalWorkflow(workflows.SignalRollback, workflows.ControlSignal{Principal: "alice"})
+				env.SignalWorkflow(workflows.SignalRollback, ctl(t, f.b.KMS, workflows.SignalRollback, "alice"))
 			}, asked)
 			env.ExecuteWorkflow(workflows.MigrationWorkflow, p)
 			var res workflows.MigrationStatus
@@ -98,7 +98,7 @@ func TestMigrationRollbackDuringGraceOnServer(t *testing.T) {
 	ts := temporaltest.NewServer(temporaltest.WithT(t))
 	ts.NewWorker(workflows.TaskQueue, func(r worker.Registry) { workflows.Register(r, &workflows.Activities{KMS: f.b.KMS}) })
 	tc := ts.GetDefaultClient()
-	c := &workflows.Client{Temporal: tc}
+	c := &workflows.Client{Temporal: tc, Tokens: f.b.KMS}
 	id, err := c.StartMigration(ctx, p)
 	if err != nil {
 		t.Fatal(err)

@@ -41,7 +41,7 @@ func lifecycleBed(t *testing.T, b *testbed.Bed) client.Client {
 		workflows.Register(r, &workflows.Activities{KMS: b.KMS, Temporal: tc})
 	})
 	t.Cleanup(w.Stop)
-	wc := &workflows.Client{Temporal: tc}
+	wc := &workflows.Client{Temporal: tc, Tokens: b.KMS}
 	srv, err := rpc.Start(rpc.Config{Conn: b.Conn, KMS: b.KMS, Tenants: b.Identity, JS: b.JS, Rotator: temporalRotator{wc}, Lifecycle: wc,
 		Imports: importExpirer{wc}, Workers: 8, Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))})
 	if err != nil {

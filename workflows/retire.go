@@ -53,7 +53,7 @@ func RetirementWorkflowID(tenant, keyID string, version uint32) string {
 // RetirementWorkflow waits for the retirement date (or SignalCancel) and
 // then destroys the version's material.
 func RetirementWorkflow(ctx workflow.Context, p RetirementParams) (*RetirementResult, error) {
-	if waitUnlessCancelled(ctx, p.RetirementDate) {
+	if waitUnlessCancelled(ctx, p.Tenant, p.RetirementDate) {
 		return &RetirementResult{Cancelled: true}, nil
 	}
 	var a *Activities
@@ -102,9 +102,15 @@ func (c *Client) ScheduleRetirement(ctx context.Context, kc kms.Caller, keyID st
 	return id, nil
 }
 
-// CancelRetirement ends a version's retirement timer early.
+// CancelRetirement ends a version's retirement timer early, with a token
+// that authorizes the signal (optoken.go).
 func (c *Client) CancelRetirement(ctx context.Context, kc kms.Caller, keyID string, version uint32) error {
-	err := c.Temporal.SignalWorkflow(ctx, RetirementWorkflowID(kc.Tenant, keyID, version), "", SignalCancel, nil)
+	id := RetirementWorkflowID(kc.Tenant, keyID, version)
+	tok, err := mint(ctx, c.Tokens, kc, id, SignalCancel, "")
+	if err != nil {
+		return err
+	}
+	err = c.Temporal.SignalWorkflow(ctx, id, "", SignalCancel, CancelSignal{Principal: kc.Principal, RequestID: kc.RequestID, Token: tok})
 	if err != nil && !isNotFound(err) {
 		return fmt.Errorf("failed to signal the retirement workflow: %w", err)
 	}

@@ -35,7 +35,7 @@ func TestRetirementWorkflow(t *testing.T) {
 				if _, err := b.KMS.CancelRetirement(ctx, alice, k.ID, 1); err != nil {
 					t.Error(err)
 				}
-				env.SignalWorkflow(workflows.SignalCancel, nil)
+				env.SignalWorkflow(workflows.SignalCancel, workflows.CancelSignal{Principal: "alice", Token: opToken(t, b.KMS, "alice", workflows.SignalCancel, "")})
 			}, time.Hour)
 		}
 		env.ExecuteWorkflow(workflows.RetirementWorkflow, workflows.RetirementParams{Tenant: "alpha", KeyID: k.ID, Version: 1, RetirementDate: res.RetirementDate, Principal: "alice", RequestID: "r1"})
