@@ -325,3 +325,14 @@ func (it *Item) BoolOf(t Tag) (bool, bool) {
 	}
 	return c.Int == 1, true
 }
+
+// Clone returns a deep copy of it.
+func (it *Item) Clone() Item {
+	c := *it
+	c.Bytes = append([]byte(nil), it.Bytes...)
+	c.Items = make([]Item, len(it.Items))
+	for i := range it.Items {
+		c.Items[i] = it.Items[i].Clone()
+	}
+	return c
+}
