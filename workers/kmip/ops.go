@@ -330,7 +330,7 @@ func (s *Server) get(ctx context.Context, cl call, p *ttlv.Item) (ttlv.Item, err
 		ttlv.Int(tagCryptographicLength, int32(len(res.Material)*8)))
 	k, _ := s.o.KMS.GetKey(ctx, cl.c, res.KeyID)
 	if k != nil && attrValue(k, objectTypeAttr) == "SecretData" {
-		block.Items = block.Items[:2] // secret data: no algorithm or length
+		block.Items = block.Items[:2]                      // secret data: no algorithm or length
 		block.Items[0] = ttlv.Enum(tagKeyFormatType, 0x02) // Opaque
 		return payload(ttlv.Enum(tagObjectType, objSecretData), ttlv.Text(tagUniqueIdentifier, res.KeyID),
 			ttlv.Struct(tagSecretData, ttlv.Enum(tagSecretDataType, 1), block)), nil
@@ -491,7 +491,7 @@ func (s *Server) changeAttribute(ctx context.Context, cl call, p *ttlv.Item) (tt
 	if a != nil {
 		name, _ = a.TextOf(tagAttributeName)
 		index, _ = a.IntOf(tagAttributeIndex)
-		if v := a.Find(tagAttributeValue); v != nil {
+		if v := a.Find(tagAttributeValue); v != nil && clientSettable(name) {
 			value = string(v.Bytes)
 			if name == "Name" {
 				value, _ = v.TextOf(tagNameValue)

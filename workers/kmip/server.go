@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"strings"
 	"sync"
 	"time"
 
@@ -377,4 +376,33 @@ func (s *Server) authorize(ctx context.Context, cl call, op string, keyRefs ...s
 	return s.o.KMS.Authorize(ctx, cl.c, kms.AuthorizeParams{Operation: op, Targets: targets})
 }
 
-func hasPrefixFold(s, p string) bool { return len(s) >= len(p) && strings.EqualFold(s[:len(p)], p) }
+// Directory is the part of the identity directory the server reads.
+type Directory interface {
+	Principals(ctx context.Context, tenant string) ([]kms.PrincipalInfo, error)
+}
+
+// DirectoryRoles resolves a certificate's principal in the identity
+// directory (workers/natsauth in keyflow): an unknown or disabled principal
+// is refused at the handshake.
+func DirectoryRoles(dir Directory) Roles {
+	return func(ctx context.Context, tenant, principal string) ([]string, error) {
+		ps, err := dir.Principals(ctx, tenant)
+		if err != nil {
+			return nil, fmt.Errorf("kmip: failed to read the principals of %s: %w", tenant, err)
+		}
+		for _, p := range ps {
+			if p.Name != principal {
+				continue
+			}
+			if p.DisabledAt != nil {
+				return nil, fmt.Errorf("kmip: principal %s/%s is disabled", tenant, principal)
+			}
+			out := make([]string, len(p.Roles))
+			for i, r := range p.Roles {
+				out[i] = string(r)
+			}
+			return out, nil
+		}
+		return nil, fmt.Errorf("kmip: %s/%s is not a principal", tenant, principal)
+	}
+}
