@@ -61,6 +61,7 @@ against it. They find the dev stack's credentials by themselves.`,
 	pf.StringVarP(&g.output, "output", "o", "json", "output format: json or table")
 	pf.DurationVar(&g.timeout, "timeout", 60*time.Second, "timeout of each request")
 
+	root.AddCommand(newKMIPCmd(g))
 	root.AddCommand(newDevCmd(g), newKeyCmd(g), newEncryptCmd(g), newDecryptCmd(g), newDataKeyCmd(g), newAuditCmd(g))
 	root.AddCommand(newCoreOpsCmds(g)...)
 	root.AddCommand(newPQCmds(g)...)

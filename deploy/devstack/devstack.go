@@ -81,6 +81,9 @@ type Config struct {
 	// under DIR/xks). See xks.go.
 	XKSListen string
 	XKSConfig string
+	// KMIPListen, when set, serves KMIP there (mutual TLS, dev CA under
+	// DIR/kmip). See kmip.go.
+	KMIPListen string
 }
 
 // Stack is a running dev stack.
@@ -91,7 +94,8 @@ type Stack struct {
 	Identity *natsauth.Identity
 	KMS      *kms.Service
 	HSM      *pkcs11.Token
-	XKS      *XKSInfo // nil unless Config.XKSListen
+	XKS      *XKSInfo  // nil unless Config.XKSListen
+	KMIP     *KMIPInfo // nil unless Config.KMIPListen
 
 	xksSrv  *xks.Server
 	nc      *nats.Conn
@@ -265,6 +269,9 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 	}
 	st.closers = append(st.closers, st.rpc.Stop)
 	if err = st.startXKS(ctx); err != nil {
+		return st, err
+	}
+	if err = st.startKMIP(wc); err != nil {
 		return st, err
 	}
 

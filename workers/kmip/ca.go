@@ -182,3 +182,13 @@ func (ca *CA) ClientTLS(certPath, keyPath string) (*tls.Config, error) {
 	pool.AddCert(ca.cert)
 	return &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{pair}, RootCAs: pool}, nil
 }
+
+// IssueClientOnce is IssueClient unless dir already holds NAME's
+// certificate, which it keeps.
+func (ca *CA) IssueClientOnce(dir, name, tenant, principal string) (certPath, keyPath string, err error) {
+	certPath, keyPath = filepath.Join(dir, name+"-cert.pem"), filepath.Join(dir, name+"-key.pem")
+	if _, err := tls.LoadX509KeyPair(certPath, keyPath); err == nil {
+		return certPath, keyPath, nil
+	}
+	return ca.IssueClient(dir, name, tenant, principal)
+}
