@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keyflow/keyflow/workers/api"
+	"github.com/keyflow/keyflow/client/api"
 	"github.com/keyflow/keyflow/workers/kmip"
 	"github.com/keyflow/keyflow/workers/kmip/ttlv"
 )

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/keyflow/keyflow/kms"
+	"github.com/keyflow/keyflow/kms/keypolicy"
 )
 
 // CA is the certificate authority of KMIP client and server certificates:
@@ -106,7 +107,7 @@ func writePair(certPath, keyPath string, der []byte, key *ecdsa.PrivateKey) erro
 // MongoDB wants both in one file (--kmipClientCertificateFile): NAME.pem
 // holds the certificate followed by the key.
 func (ca *CA) IssueClient(dir, name, tenant, principal string) (certPath, keyPath string, err error) {
-	if !kms.ValidTenant(tenant) || !kms.ValidPrincipalName(principal) {
+	if !kms.ValidTenant(tenant) || !keypolicy.ValidPrincipalName(principal) {
 		return "", "", fmt.Errorf("kmip: %q/%q is not a valid tenant and principal", tenant, principal)
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)

@@ -14,8 +14,9 @@ import (
 
 	"github.com/nats-io/nkeys"
 
-	"github.com/keyflow/keyflow/deploy/testbed"
+	"github.com/keyflow/keyflow/internal/testbed"
 	"github.com/keyflow/keyflow/kms"
+	"github.com/keyflow/keyflow/kms/keypolicy"
 	"github.com/keyflow/keyflow/workers/kmip"
 	"github.com/keyflow/keyflow/workers/kmip/ttlv"
 )
@@ -131,7 +132,7 @@ func newFixture(t testing.TB) *fixture {
 
 // principal registers tenant/name with roles (nil: every role, the
 // bootstrap path) and issues its client certificate.
-func (f *fixture) principal(t testing.TB, tenant, name string, roles ...kms.Role) *tls.Config {
+func (f *fixture) principal(t testing.TB, tenant, name string, roles ...keypolicy.Role) *tls.Config {
 	t.Helper()
 	if roles == nil {
 		if _, err := f.bed.Identity.UserCreds(tenant, name); err != nil {

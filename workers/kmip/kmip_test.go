@@ -12,6 +12,7 @@ import (
 	"github.com/keyflow/keyflow/events"
 	"github.com/keyflow/keyflow/hsm/pkcs11/pkcs11test"
 	"github.com/keyflow/keyflow/kms"
+	"github.com/keyflow/keyflow/kms/keypolicy"
 	"github.com/keyflow/keyflow/workers/kmip"
 	"github.com/keyflow/keyflow/workers/kmip/ttlv"
 )
@@ -235,8 +236,8 @@ func TestExportableKeys(t *testing.T) {
 // the tenant boundary.
 func TestRolesAndTenants(t *testing.T) {
 	f := newFixture(t)
-	admin := f.dial(t, f.principal(t, "alpha", "kadmin", kms.RoleKeyAdmin))
-	user := f.dial(t, f.principal(t, "alpha", "app", kms.RoleCryptoUser))
+	admin := f.dial(t, f.principal(t, "alpha", "kadmin", keypolicy.RoleKeyAdmin))
+	user := f.dial(t, f.principal(t, "alpha", "app", keypolicy.RoleCryptoUser))
 	other := f.dial(t, f.principal(t, "beta", "app"))
 
 	id := admin.createAES()
