@@ -271,7 +271,13 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 	if err = st.startXKS(ctx); err != nil {
 		return st, err
 	}
-	if err = st.startKMIP(wc); err != nil {
+	if err = st.startKMIP(wc, func(ctx context.Context, c kms.Caller, keyID string) (uint32, error) {
+		res, err := rotator{wc, cfg.Logger}.Rotate(ctx, c, keyID)
+		if err != nil {
+			return 0, err
+		}
+		return res.NewVersion, nil
+	}); err != nil {
 		return st, err
 	}
 

@@ -28,7 +28,7 @@ func KMIPDir(dataDir string) string { return filepath.Join(dataDir, "kmip") }
 // startKMIP serves KMIP on Config.KMIPListen with the dev CA under
 // DIR/kmip/ca (created on first use); on first use it also issues
 // DIR/kmip/clients/admin.pem for the default tenant's admin.
-func (s *Stack) startKMIP(life kmip.Lifecycle) error {
+func (s *Stack) startKMIP(life kmip.Lifecycle, rot kmip.Rotator) error {
 	if s.cfg.KMIPListen == "" {
 		return nil
 	}
@@ -55,7 +55,7 @@ func (s *Stack) startKMIP(life kmip.Lifecycle) error {
 	if _, _, err := ca.IssueClientOnce(clients, "admin", DefaultTenant, DefaultPrincipal); err != nil {
 		return err
 	}
-	srv, err := kmip.New(kmip.Options{KMS: s.KMS, TLS: tc, Roles: kmip.DirectoryRoles(s.Identity), Lifecycle: life, Logger: s.cfg.Logger})
+	srv, err := kmip.New(kmip.Options{KMS: s.KMS, TLS: tc, Roles: kmip.DirectoryRoles(s.Identity), Lifecycle: life, Rotator: rot, Logger: s.cfg.Logger})
 	if err != nil {
 		return err
 	}

@@ -105,6 +105,22 @@ func (r *recordingLifecycle) ScheduleDeletion(_ context.Context, _ kms.Caller, k
 	return "wf-" + k.ID, nil
 }
 
+// domainRotation runs the rotation workflow's domain steps in line (next
+// version, create it, make it primary), as the workflow's activities do.
+func domainRotation(k *kms.Service) kmip.Rotator {
+	return func(ctx context.Context, c kms.Caller, keyID string) (uint32, error) {
+		n, err := k.NextVersion(ctx, c, keyID)
+		if err != nil {
+			return 0, err
+		}
+		if _, err := k.CreateVersion(ctx, c, kms.CreateVersionParams{KeyID: keyID, Version: n}); err != nil {
+			return 0, err
+		}
+		_, err = k.SetPrimaryVersion(ctx, c, kms.SetPrimaryParams{KeyID: keyID, Version: n})
+		return n, err
+	}
+}
+
 func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	bed := testbed.New(t)
@@ -117,7 +133,7 @@ func newFixture(t testing.TB) *fixture {
 		t.Fatal(err)
 	}
 	f := &fixture{bed: bed, ca: ca, life: &recordingLifecycle{}}
-	f.srv, err = kmip.New(kmip.Options{KMS: bed.KMS, TLS: tc, Roles: kmip.DirectoryRoles(bed.Identity), Lifecycle: f.life})
+	f.srv, err = kmip.New(kmip.Options{KMS: bed.KMS, TLS: tc, Roles: kmip.DirectoryRoles(bed.Identity), Lifecycle: f.life, Rotator: domainRotation(bed.KMS)})
 	if err != nil {
 		t.Fatal(err)
 	}

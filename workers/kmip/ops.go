@@ -38,6 +38,10 @@ func init() {
 		opEncrypt:          {"kmip.encrypt", (*Server).encrypt},
 		opDecrypt:          {"kmip.decrypt", (*Server).decrypt},
 		opMAC:              {"kmip.mac", (*Server).mac},
+		opCreateKeyPair:    {"kmip.createkeypair", (*Server).createKeyPair},
+		opSign:             {"kmip.sign", (*Server).sign},
+		opSignatureVerify:  {"kmip.signatureverify", (*Server).signatureVerify},
+		opRekey:            {"kmip.rekey", (*Server).rekey},
 	}
 }
 
@@ -58,12 +62,23 @@ func invalid(format string, a ...any) error {
 	return &opError{reasonInvalidField, fmt.Sprintf(format, a...)}
 }
 
+// uid reads the Unique Identifier: a keyflow key ID, or for the public
+// half of a key pair the key ID with publicSuffix. It returns the key ID.
 func uid(p *ttlv.Item) (string, error) {
+	id, _, err := uidView(p)
+	return id, err
+}
+
+// uidView is uid that also says whether the public key was named.
+func uidView(p *ttlv.Item) (string, bool, error) {
 	id, ok := p.TextOf(tagUniqueIdentifier)
 	if !ok || id == "" {
-		return "", missing("Unique Identifier")
+		return "", false, missing("Unique Identifier")
 	}
-	return id, nil
+	if keyID, ok := strings.CutSuffix(id, publicSuffix); ok {
+		return keyID, true, nil
+	}
+	return id, false, nil
 }
 
 // --- Discover Versions, Query ------------------------------------------
@@ -106,11 +121,14 @@ func (s *Server) query(ctx context.Context, cl call, p *ttlv.Item) (ttlv.Item, e
 		switch uint32(f.Int) {
 		case queryOperations:
 			for _, op := range []uint32{opCreate, opRegister, opLocate, opGet, opGetAttributes, opGetAttributeList, opAddAttribute,
-				opModifyAttribute, opDeleteAttribute, opActivate, opRevoke, opDestroy, opQuery, opDiscoverVersions, opEncrypt, opDecrypt, opMAC} {
+				opModifyAttribute, opDeleteAttribute, opActivate, opRevoke, opDestroy, opQuery, opDiscoverVersions, opEncrypt, opDecrypt, opMAC,
+				opCreateKeyPair, opSign, opSignatureVerify, opRekey} {
 				out.Items = append(out.Items, ttlv.Enum(tagOperation, op))
 			}
 		case queryObjects:
-			out.Items = append(out.Items, ttlv.Enum(tagObjectType, objSymmetricKey), ttlv.Enum(tagObjectType, objSecretData))
+			for _, ot := range []uint32{objSymmetricKey, objSecretData, objPrivateKey, objPublicKey} {
+				out.Items = append(out.Items, ttlv.Enum(tagObjectType, ot))
+			}
 		case queryServerInformation:
 			out.Items = append(out.Items, ttlv.Text(tagVendorIdentification, "keyflow"))
 		}
@@ -124,6 +142,7 @@ func (s *Server) query(ctx context.Context, cl call, p *ttlv.Item) (ttlv.Item, e
 type template struct {
 	alg, length, mask int64
 	hasAlg, hasLen    bool
+	curve             uint32
 	activation        time.Time
 	exportable        bool
 	attrs             []kms.Attribute
@@ -132,8 +151,10 @@ type template struct {
 func parseTemplate(p *ttlv.Item) (*template, error) {
 	t := &template{}
 	var attrs []*ttlv.Item
-	for _, ta := range p.All(tagTemplateAttribute) {
-		attrs = append(attrs, ta.All(tagAttribute)...)
+	for _, tag := range []ttlv.Tag{tagTemplateAttribute, tagCommonTemplateAttribute, tagPrivateKeyTemplateAttribute, tagPublicKeyTemplateAttribute} {
+		for _, ta := range p.All(tag) {
+			attrs = append(attrs, ta.All(tagAttribute)...)
+		}
 	}
 	for _, a := range attrs {
 		name, _ := a.TextOf(tagAttributeName)
@@ -155,7 +176,11 @@ func (t *template) set(name string, v *ttlv.Item) error {
 	case "Cryptographic Length":
 		t.length, t.hasLen = v.Int, true
 	case "Cryptographic Usage Mask":
-		t.mask = v.Int
+		t.mask |= v.Int
+	case "Cryptographic Domain Parameters":
+		if c, ok := v.EnumOf(tagRecommendedCurve); ok {
+			t.curve = c
+		}
 	case "Activation Date":
 		t.activation = time.Unix(v.Int, 0)
 	case "Operation Policy Name":
@@ -305,11 +330,21 @@ func keyMaterial(block *ttlv.Item) ([]byte, error) {
 // --- Get -----------------------------------------------------------------
 
 func (s *Server) get(ctx context.Context, cl call, p *ttlv.Item) (ttlv.Item, error) {
-	id, err := uid(p)
+	id, public, err := uidView(p)
 	if err != nil {
 		return ttlv.Item{}, err
 	}
-	if f, ok := p.EnumOf(tagKeyFormatType); ok && f != fmtRaw && f != fmtTransparentSymmetricKey {
+	f, hasFormat := p.EnumOf(tagKeyFormatType)
+	if public {
+		if hasFormat && f != fmtX509 {
+			return ttlv.Item{}, &opError{reasonKeyFormatNotSupported, "keyflow returns public keys as X.509 SubjectPublicKeyInfo"}
+		}
+		if err := s.authorize(ctx, cl, cl.op, id); err != nil {
+			return ttlv.Item{}, err
+		}
+		return s.getPublic(ctx, cl, id)
+	}
+	if hasFormat && f != fmtRaw && f != fmtTransparentSymmetricKey {
 		return ttlv.Item{}, &opError{reasonKeyFormatNotSupported, "keyflow returns Raw or Transparent Symmetric Key material"}
 	}
 	if err := s.authorize(ctx, cl, cl.op, id); err != nil {
@@ -372,11 +407,34 @@ func stateOf(k *kms.Key) uint32 {
 	}
 }
 
-func objectType(k *kms.Key) uint32 {
-	if attrValue(k, objectTypeAttr) == "SecretData" {
+// objectType is the KMIP object a key is seen as: a Symmetric Key or
+// Secret Data, or the Private or Public Key of a key pair (public).
+func objectType(k *kms.Key, public bool) uint32 {
+	switch {
+	case attrValue(k, objectTypeAttr) == "SecretData":
 		return objSecretData
+	case isPair(k) && public:
+		return objPublicKey
+	case isPair(k):
+		return objPrivateKey
 	}
 	return objSymmetricKey
+}
+
+// views are the KMIP objects of a key: the key, and for a key pair also
+// its public key.
+func views(k *kms.Key) []bool {
+	if isPair(k) {
+		return []bool{false, true}
+	}
+	return []bool{false}
+}
+
+func objectID(k *kms.Key, public bool) string {
+	if public {
+		return k.ID + publicSuffix
+	}
+	return k.ID
 }
 
 func attr(name string, v ttlv.Item) ttlv.Item {
@@ -384,21 +442,32 @@ func attr(name string, v ttlv.Item) ttlv.Item {
 	return ttlv.Struct(tagAttribute, ttlv.Text(tagAttributeName, name), v)
 }
 
-// attributes lists a key's KMIP attributes.
-func attributes(k *kms.Key) []ttlv.Item {
+// attributes lists the KMIP attributes of a key, or of its public key.
+func attributes(k *kms.Key, public bool) []ttlv.Item {
 	out := []ttlv.Item{
-		attr("Unique Identifier", ttlv.Text(0, k.ID)),
-		attr("Object Type", ttlv.Enum(0, objectType(k))),
+		attr("Unique Identifier", ttlv.Text(0, objectID(k, public))),
+		attr("Object Type", ttlv.Enum(0, objectType(k, public))),
 		attr("State", ttlv.Enum(0, stateOf(k))),
 		attr("Initial Date", ttlv.DateTime(0, k.CreatedAt)),
 	}
-	if objectType(k) == objSymmetricKey {
+	switch objectType(k, public) {
+	case objSymmetricKey:
 		alg, mask := algAES, usageEncrypt|usageDecrypt
 		if k.Spec == kms.SpecHMAC256 {
 			alg, mask = algHMACSHA256, usageMACGenerate|usageMACVerify
 		}
 		out = append(out, attr("Cryptographic Algorithm", ttlv.Enum(0, alg)), attr("Cryptographic Length", ttlv.Int(0, 256)),
 			attr("Cryptographic Usage Mask", ttlv.Int(0, mask)))
+	case objPrivateKey, objPublicKey:
+		alg, length, mask := pairAttributes(k, public)
+		out = append(out, attr("Cryptographic Algorithm", ttlv.Enum(0, alg)), attr("Cryptographic Length", ttlv.Int(0, length)),
+			attr("Cryptographic Usage Mask", ttlv.Int(0, mask)))
+		link := objectID(k, !public)
+		linkType := uint32(0x101) // Private Key Link, from the public key
+		if !public {
+			linkType = 0x102 // Public Key Link
+		}
+		out = append(out, attr("Link", ttlv.Struct(0, ttlv.Enum(tagLinkType, linkType), ttlv.Text(tagLinkedObjectIdentifier, link))))
 	}
 	if k.State != kms.StatePreActive {
 		out = append(out, attr("Activation Date", ttlv.DateTime(0, k.CreatedAt)))
@@ -432,7 +501,7 @@ func (s *Server) describe(ctx context.Context, cl call, id string) (*kms.Key, er
 }
 
 func (s *Server) getAttributes(ctx context.Context, cl call, p *ttlv.Item) (ttlv.Item, error) {
-	id, err := uid(p)
+	id, public, err := uidView(p)
 	if err != nil {
 		return ttlv.Item{}, err
 	}
@@ -444,8 +513,8 @@ func (s *Server) getAttributes(ctx context.Context, cl call, p *ttlv.Item) (ttlv
 	for _, n := range p.All(tagAttributeName) {
 		want[string(n.Bytes)] = true
 	}
-	out := payload(ttlv.Text(tagUniqueIdentifier, k.ID))
-	for _, a := range attributes(k) {
+	out := payload(ttlv.Text(tagUniqueIdentifier, objectID(k, public)))
+	for _, a := range attributes(k, public) {
 		if n, _ := a.TextOf(tagAttributeName); len(want) == 0 || want[n] {
 			out.Items = append(out.Items, a)
 		}
@@ -454,7 +523,7 @@ func (s *Server) getAttributes(ctx context.Context, cl call, p *ttlv.Item) (ttlv
 }
 
 func (s *Server) getAttributeList(ctx context.Context, cl call, p *ttlv.Item) (ttlv.Item, error) {
-	id, err := uid(p)
+	id, public, err := uidView(p)
 	if err != nil {
 		return ttlv.Item{}, err
 	}
@@ -462,9 +531,9 @@ func (s *Server) getAttributeList(ctx context.Context, cl call, p *ttlv.Item) (t
 	if err != nil {
 		return ttlv.Item{}, err
 	}
-	out := payload(ttlv.Text(tagUniqueIdentifier, k.ID))
+	out := payload(ttlv.Text(tagUniqueIdentifier, objectID(k, public)))
 	seen := map[string]bool{}
-	for _, a := range attributes(k) {
+	for _, a := range attributes(k, public) {
 		n, _ := a.TextOf(tagAttributeName)
 		if !seen[n] {
 			seen[n] = true
@@ -576,8 +645,10 @@ func (s *Server) locate(ctx context.Context, cl call, p *ttlv.Item) (ttlv.Item, 
 	}
 	var ids []string
 	for _, k := range keys {
-		if matches(k, want) {
-			ids = append(ids, k.ID)
+		for _, public := range views(k) {
+			if matches(k, public, want) {
+				ids = append(ids, objectID(k, public))
+			}
 		}
 	}
 	located := len(ids)
@@ -596,8 +667,8 @@ func (s *Server) locate(ctx context.Context, cl call, p *ttlv.Item) (ttlv.Item, 
 }
 
 // matches reports whether k has every attribute of the Locate request.
-func matches(k *kms.Key, want []*ttlv.Item) bool {
-	have := attributes(k)
+func matches(k *kms.Key, public bool, want []*ttlv.Item) bool {
+	have := attributes(k, public)
 	for _, w := range want {
 		name, _ := w.TextOf(tagAttributeName)
 		wv := w.Find(tagAttributeValue)
@@ -695,7 +766,19 @@ func (s *Server) destroy(ctx context.Context, cl call, p *ttlv.Item) (ttlv.Item,
 	if pol, err := s.o.KMS.TenantPolicyFor(ctx, cl.c.Tenant); err == nil && pol != nil && pol.MinDeletionWindowDays > 0 {
 		window = time.Duration(pol.MinDeletionWindowDays) * kms.Day
 	}
-	k, err := s.o.KMS.ScheduleDeletion(ctx, cl.c, kms.ScheduleDeletionParams{KeyRef: id, Window: window})
+	sp := kms.ScheduleDeletionParams{KeyRef: id, Window: window}
+	if s.o.KMS.NeedsApproval(ctx, cl.c, kms.ApprovalScheduleDeletion) {
+		// Dual control, as on NATS: the approval workflow schedules the
+		// deletion once approvers agree.
+		target, err := s.o.KMS.PrepareScheduleDeletion(ctx, cl.c, sp)
+		if err != nil {
+			return ttlv.Item{}, err
+		}
+		if err := s.approvalGate(ctx, cl.c, kms.ApprovalScheduleDeletion, target); err != nil {
+			return ttlv.Item{}, err
+		}
+	}
+	k, err := s.o.KMS.ScheduleDeletion(ctx, cl.c, sp)
 	if err != nil {
 		return ttlv.Item{}, err
 	}
@@ -778,4 +861,48 @@ func (s *Server) mac(ctx context.Context, cl call, p *ttlv.Item) (ttlv.Item, err
 		return ttlv.Item{}, err
 	}
 	return payload(ttlv.Text(tagUniqueIdentifier, res.KeyID), ttlv.Bytes(tagMACData, res.MAC)), nil
+}
+
+// approvalGate asks for dual control where the tenant policy wants it: a
+// pending approval is refused with its ID (the approval workflow runs the
+// operation once approvers agree).
+func (s *Server) approvalGate(ctx context.Context, c kms.Caller, kind kms.ApprovalKind, target string) error {
+	id, pending, err := s.o.KMS.RequireApproval(ctx, c, kind, target)
+	if err != nil {
+		return err
+	}
+	if pending {
+		return kms.PendingApprovalError(id)
+	}
+	return nil
+}
+
+// rekey rotates the key: a new version becomes primary, old ciphertexts
+// still decrypt. keyflow keeps the key's ID across versions, so the
+// Unique Identifier returned is the same (KMIP's Re-key makes a new
+// object; see docs/kmip.md).
+func (s *Server) rekey(ctx context.Context, cl call, p *ttlv.Item) (ttlv.Item, error) {
+	id, err := uid(p)
+	if err != nil {
+		return ttlv.Item{}, err
+	}
+	if err := s.authorize(ctx, cl, cl.op, id); err != nil {
+		return ttlv.Item{}, err
+	}
+	if s.o.Rotator == nil {
+		return ttlv.Item{}, &opError{reasonGeneralFailure, "rotation needs the lifecycle workflows, which this server has not"}
+	}
+	keyID, err := s.o.KMS.RequestRotation(ctx, cl.c, id)
+	if err != nil {
+		return ttlv.Item{}, err
+	}
+	if s.o.KMS.NeedsApproval(ctx, cl.c, kms.ApprovalRotate) {
+		if err := s.approvalGate(ctx, cl.c, kms.ApprovalRotate, keyID); err != nil {
+			return ttlv.Item{}, err
+		}
+	}
+	if _, err := s.o.Rotator(ctx, cl.c, keyID); err != nil {
+		return ttlv.Item{}, s.o.KMS.RecordRotationFailed(ctx, cl.c, keyID, err)
+	}
+	return payload(ttlv.Text(tagUniqueIdentifier, keyID)), nil
 }

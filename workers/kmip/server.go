@@ -27,6 +27,10 @@ type Lifecycle interface {
 	ScheduleDeletion(ctx context.Context, c kms.Caller, k *kms.Key) (string, error)
 }
 
+// Rotator runs a key's rotation to its end (in keyflow, the Temporal
+// rotation workflow) and returns the new primary version.
+type Rotator func(ctx context.Context, c kms.Caller, keyID string) (newVersion uint32, err error)
+
 // Options wire a Server.
 type Options struct {
 	KMS *kms.Service
@@ -34,6 +38,7 @@ type Options struct {
 	TLS       *tls.Config
 	Roles     Roles
 	Lifecycle Lifecycle // nil: Destroy is refused
+	Rotator   Rotator   // nil: Re-key is refused
 	Logger    *slog.Logger
 	Limits    ttlv.Limits // default ttlv.DefaultLimits
 	// MaxConns bounds the connections served at once (default 256);
