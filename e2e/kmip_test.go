@@ -18,7 +18,8 @@ const pykmipPython = "/usr/bin/python3"
 // against `keyflow dev --kmip-listen` over mutual TLS with the dev CA's
 // admin certificate (testdata/kmip_pykmip.py: create, register symmetric
 // key and secret data, locate, get refused then allowed on exportable
-// keys, activate, encrypt/decrypt, get attributes, revoke, destroy). The
+// keys, activate, encrypt/decrypt, get attributes, re-key, key pair with
+// sign/verify, MAC, revoke, destroy). The
 // KMIP objects are keyflow keys: the CLI lists them, and the audit trail
 // has one key.exported record per Get, with no key material in it.
 func TestKMIPWithPyKMIP(t *testing.T) {
@@ -54,7 +55,7 @@ func TestKMIPWithPyKMIP(t *testing.T) {
 		filepath.Join(clients, "admin-cert.pem"), filepath.Join(clients, "admin-key.pem"), fields["ca"])
 	out, err := cmd.CombinedOutput()
 	t.Logf("PyKMIP:\n%s", out)
-	if err != nil || !strings.Contains(string(out), "11 passed, 0 failed") {
+	if err != nil || !strings.Contains(string(out), "14 passed, 0 failed") {
 		t.Fatalf("the PyKMIP run failed: %v", err)
 	}
 

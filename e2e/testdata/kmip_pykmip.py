@@ -4,7 +4,8 @@ Usage: python3 kmip_pykmip.py HOST PORT CLIENT_CERT CLIENT_KEY CA_CERT
 
 Runs create, register (symmetric key and secret data), locate, get (refused,
 then allowed on exportable keys), activate, encrypt/decrypt, get attributes,
-revoke and destroy. Prints one "ok <step>" line per step and, at the end,
+re-key, create key pair with sign and signature verify, MAC, revoke and
+destroy. Prints one "ok <step>" line per step and, at the end,
 "N passed, 0 failed"; exits non-zero at the first failure.
 """
 import os
@@ -88,6 +89,32 @@ with c:
     if got["State"].value != enums.State.ACTIVE or got["Cryptographic Algorithm"].value != enums.CryptographicAlgorithm.AES:
         fail("get-attributes", repr(got))
     ok("get-attributes")
+
+    if c.rekey(uid=uid) != uid:
+        fail("rekey", "keyflow keeps the key ID across versions")
+    if c.decrypt(ct, uid=uid) != b"PyKMIP says hello":
+        fail("rekey", "a ciphertext of the old version no longer decrypts")
+    ok("rekey")
+
+    pub, priv = c.create_key_pair(enums.CryptographicAlgorithm.RSA, 3072, private_name="pykmip-signer",
+                                  private_usage_mask=[enums.CryptographicUsageMask.SIGN],
+                                  public_usage_mask=[enums.CryptographicUsageMask.VERIFY])
+    params = {"cryptographic_algorithm": enums.CryptographicAlgorithm.RSA,
+              "hashing_algorithm": enums.HashingAlgorithm.SHA_256,
+              "padding_method": enums.PaddingMethod.PSS}
+    sig = c.sign(b"release v1.0", uid=priv, cryptographic_parameters=params)
+    if c.signature_verify(b"release v1.0", sig, uid=pub, cryptographic_parameters=params) != enums.ValidityIndicator.VALID:
+        fail("sign-verify", "a good signature did not verify")
+    if c.signature_verify(b"release v1.1", sig, uid=pub, cryptographic_parameters=params) != enums.ValidityIndicator.INVALID:
+        fail("sign-verify", "a signature verified over another message")
+    ok("create-key-pair-sign-verify")
+
+    _, tag = c.mac(b"message", uid=sid, algorithm=enums.CryptographicAlgorithm.HMAC_SHA256)
+    import hashlib
+    import hmac
+    if tag != hmac.new(secret, b"message", hashlib.sha256).digest():
+        fail("mac", "the MAC is not HMAC-SHA256 under the registered secret")
+    ok("mac")
 
     c.revoke(enums.RevocationReasonCode.CESSATION_OF_OPERATION, uid)
     _, attrs = c.get_attributes(uid, ["State"])
