@@ -5,6 +5,7 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/base64"
 	"slices"
 	"strings"
 	"testing"
@@ -219,6 +220,14 @@ func TestExportableKeys(t *testing.T) {
 	}
 	if ok != 3 || denied != 1 {
 		t.Errorf("key.exported records: %d success, %d denied; want 3 and 1", ok, denied)
+	}
+	// No key material in any audit record, raw or Base64.
+	for _, e := range f.bed.Events("alpha") {
+		for _, m := range [][]byte{mat, material, secret} {
+			if bytes.Contains(e.Raw, m) || bytes.Contains(e.Raw, []byte(base64.StdEncoding.EncodeToString(m))) {
+				t.Fatalf("key material in the audit record %s", e.Type)
+			}
+		}
 	}
 	// The inventory marks exportable keys.
 	inv, err := f.bed.KMS.Inventory(t.Context(), kms.Caller{Tenant: "alpha", Principal: "auditor"}, kms.InventoryParams{})
