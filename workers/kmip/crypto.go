@@ -1,0 +1,77 @@
+package kmip
+
+import (
+	"context"
+
+	"github.com/keyflow/keyflow/kms"
+	"github.com/keyflow/keyflow/workers/kmip/ttlv"
+)
+
+// Encrypt, Decrypt and MAC.
+
+// cryptoInput reads and authorizes the key, the data and the parameters
+// of Encrypt and Decrypt. keyflow uses AES-256-GCM in its own ciphertext envelope
+// (IV and tag inside), so a client-chosen IV or mode is refused.
+func (s *Server) cryptoInput(ctx context.Context, cl call, p *ttlv.Item) (string, []byte, error) {
+	id, err := uid(p)
+	if err != nil {
+		return "", nil, err
+	}
+	data, ok := p.BytesOf(tagData)
+	if !ok {
+		return "", nil, missing("Data")
+	}
+	if m, ok := p.Find(tagCryptographicParameters).EnumOf(tagBlockCipherMode); ok && m != modeGCM {
+		return "", nil, &opError{reasonFeatureNotSupported, "keyflow encrypts with AES-256-GCM in its own envelope; leave out Block Cipher Mode or ask for GCM"}
+	}
+	if _, ok := p.BytesOf(tagIVCounterNonce); ok {
+		return "", nil, &opError{reasonFeatureNotSupported, "keyflow draws its own IVs and keeps them in the ciphertext; leave out the IV"}
+	}
+	return id, data, s.authorize(ctx, cl, cl.op, id)
+}
+
+func (s *Server) encrypt(ctx context.Context, cl call, p *ttlv.Item) (ttlv.Item, error) {
+	id, data, err := s.cryptoInput(ctx, cl, p)
+	if err != nil {
+		return ttlv.Item{}, err
+	}
+	res, err := s.o.KMS.Encrypt(ctx, cl.c, kms.EncryptParams{KeyRef: id, Plaintext: data})
+	if err != nil {
+		return ttlv.Item{}, err
+	}
+	return payload(ttlv.Text(tagUniqueIdentifier, res.KeyID), ttlv.Bytes(tagData, res.Ciphertext)), nil
+}
+
+func (s *Server) decrypt(ctx context.Context, cl call, p *ttlv.Item) (ttlv.Item, error) {
+	id, data, err := s.cryptoInput(ctx, cl, p)
+	if err != nil {
+		return ttlv.Item{}, err
+	}
+	res, err := s.o.KMS.Decrypt(ctx, cl.c, kms.DecryptParams{KeyRef: id, Ciphertext: data})
+	if err != nil {
+		return ttlv.Item{}, err
+	}
+	return payload(ttlv.Text(tagUniqueIdentifier, res.KeyID), ttlv.Bytes(tagData, res.Plaintext)), nil
+}
+
+func (s *Server) mac(ctx context.Context, cl call, p *ttlv.Item) (ttlv.Item, error) {
+	id, err := uid(p)
+	if err != nil {
+		return ttlv.Item{}, err
+	}
+	data, ok := p.BytesOf(tagData)
+	if !ok {
+		return ttlv.Item{}, missing("Data")
+	}
+	if a, ok := p.Find(tagCryptographicParameters).EnumOf(tagCryptographicAlgorithm); ok && a != algHMACSHA256 {
+		return ttlv.Item{}, &opError{reasonFeatureNotSupported, "keyflow computes HMAC-SHA256 MACs"}
+	}
+	if err := s.authorize(ctx, cl, cl.op, id); err != nil {
+		return ttlv.Item{}, err
+	}
+	res, err := s.o.KMS.GenerateMac(ctx, cl.c, kms.MACParams{KeyRef: id, Message: data, Algorithm: kms.MACHMACSHA256})
+	if err != nil {
+		return ttlv.Item{}, err
+	}
+	return payload(ttlv.Text(tagUniqueIdentifier, res.KeyID), ttlv.Bytes(tagMACData, res.MAC)), nil
+}
