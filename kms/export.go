@@ -25,9 +25,8 @@ package kms
 //     every refusal (a non-exportable key answers AccessDenied with a
 //     reason that says so).
 //
-// What is not exportable: asymmetric and post-quantum keys, and versions
-// made by a rotation (a rotation generates non-extractable material; the
-// export of such a version is refused with a message saying so).
+// What is not exportable: asymmetric and post-quantum keys. A rotation of
+// an exportable key makes an exportable version (newRotatedMaterial).
 
 import (
 	"context"
@@ -135,6 +134,15 @@ func (s *Service) newExportableMaterial(ctx context.Context, tenant, keyID strin
 	return nil
 }
 
+// newRotatedMaterial makes a new version's material: exportable for an
+// exportable key, generated inside the HSM for every other key.
+func (s *Service) newRotatedMaterial(ctx context.Context, k *Key, version uint32, info *specInfo) error {
+	if k.Exportable {
+		return s.newExportableMaterial(ctx, k.Tenant, k.ID, version, info, nil, true)
+	}
+	return s.newVersionMaterial(ctx, k.Tenant, k.ID, version, info)
+}
+
 // RegisterKeyParams are the inputs of RegisterKey: CreateKey's, plus the
 // material (32 bytes, for SYMMETRIC_DEFAULT or HMAC_256).
 type RegisterKeyParams struct {
@@ -206,7 +214,7 @@ func (s *Service) ExportKey(ctx context.Context, c Caller, ref string) (res *Exp
 		return nil, wrapError(CodeInternal, err, "failed to read key material")
 	}
 	if len(m.Export) == 0 {
-		return nil, newError(CodeAccessDenied, "version %d of key %s has no exportable copy (versions made by a rotation are non-extractable)", v.Number, k.ID)
+		return nil, newError(CodeAccessDenied, "version %d of key %s has no exportable copy", v.Number, k.ID)
 	}
 	sw, ok := s.hsm.(hsm.SecretWrapper)
 	if !ok {

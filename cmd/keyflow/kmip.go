@@ -21,6 +21,7 @@ directory, so create it first (keyflow principal create). See docs/kmip.md.`,
 	}
 	client := &cobra.Command{Use: "client", Short: "Issue KMIP client certificates"}
 	var principal, tenant, out string
+	var exportDefault bool
 	add := &cobra.Command{
 		Use:   "add NAME --principal P",
 		Short: "Issue a client certificate for principal P from the dev CA (DIR/kmip/ca)",
@@ -29,7 +30,9 @@ tenant), signed by the dev stack's KMIP CA under DIR/kmip/ca (created on
 first use). It writes NAME-cert.pem, NAME-key.pem (0600) and NAME.pem (both,
 for MongoDB's --kmipClientCertificateFile) to --out (default
 DIR/kmip/clients). The server checks the principal in the identity
-directory at every connection: an unknown or disabled principal is refused.`,
+directory at every connection: an unknown or disabled principal is refused.
+--export-by-default marks the certificate (OU keyflow-export-by-default) so
+that every key the client creates or registers is exportable.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if principal == "" {
@@ -43,7 +46,7 @@ directory at every connection: an unknown or disabled principal is refused.`,
 			if out == "" {
 				out = filepath.Join(dir, "clients")
 			}
-			cert, key, err := ca.IssueClient(out, args[0], tenant, principal)
+			cert, key, err := ca.IssueClient(out, args[0], tenant, principal, exportDefault)
 			if err != nil {
 				return err
 			}
@@ -58,6 +61,7 @@ directory at every connection: an unknown or disabled principal is refused.`,
 	}
 	add.Flags().StringVar(&principal, "principal", "", "the keyflow principal the certificate stands for")
 	add.Flags().StringVar(&tenant, "tenant", devstack.DefaultTenant, "the principal's tenant")
+	add.Flags().BoolVar(&exportDefault, "export-by-default", false, "make every key this client creates or registers exportable (for clients that cannot ask, e.g. pg_tde); the principal still needs the kmip.exportable row")
 	add.Flags().StringVar(&out, "out", "", "directory for the certificate and key (default DIR/kmip/clients)")
 	client.AddCommand(add)
 	cmd.AddCommand(client)

@@ -119,7 +119,7 @@ func TestClientCertificateRequired(t *testing.T) {
 	// A certificate from the right CA for a principal the directory does
 	// not know.
 	dir := t.TempDir()
-	cert, key, err := f.ca.IssueClient(dir, "ghost", "alpha", "ghost")
+	cert, key, err := f.ca.IssueClient(dir, "ghost", "alpha", "ghost", false)
 	if err != nil {
 		t.Fatal(err)
 	}

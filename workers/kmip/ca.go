@@ -102,11 +102,19 @@ func writePair(certPath, keyPath string, der []byte, key *ecdsa.PrivateKey) erro
 	return nil
 }
 
+// ExportByDefaultOU is the Organizational Unit that makes every key a
+// client creates or registers exportable, for clients that cannot set the
+// exportable attribute themselves (pg_tde, MongoDB's Get mode). Whoever
+// holds the CA decides it when issuing the certificate; the principal still
+// needs the kmip.exportable row.
+const ExportByDefaultOU = "keyflow-export-by-default"
+
 // IssueClient issues a client certificate for tenant/principal into
 // dir/NAME-cert.pem and dir/NAME-key.pem (0600) and returns their paths.
 // MongoDB wants both in one file (--kmipClientCertificateFile): NAME.pem
-// holds the certificate followed by the key.
-func (ca *CA) IssueClient(dir, name, tenant, principal string) (certPath, keyPath string, err error) {
+// holds the certificate followed by the key. exportByDefault adds
+// ExportByDefaultOU.
+func (ca *CA) IssueClient(dir, name, tenant, principal string, exportByDefault bool) (certPath, keyPath string, err error) {
 	if !kms.ValidTenant(tenant) || !keypolicy.ValidPrincipalName(principal) {
 		return "", "", fmt.Errorf("kmip: %q/%q is not a valid tenant and principal", tenant, principal)
 	}
@@ -118,6 +126,9 @@ func (ca *CA) IssueClient(dir, name, tenant, principal string) (certPath, keyPat
 		Subject:   pkix.Name{CommonName: principal, Organization: []string{tenant}},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().AddDate(1, 0, 0),
 		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	if exportByDefault {
+		tmpl.Subject.OrganizationalUnit = []string{ExportByDefaultOU}
 	}
 	der, err := ca.sign(tmpl, &key.PublicKey, ca.key, ca.cert)
 	if err != nil {
@@ -191,5 +202,5 @@ func (ca *CA) IssueClientOnce(dir, name, tenant, principal string) (certPath, ke
 	if _, err := tls.LoadX509KeyPair(certPath, keyPath); err == nil {
 		return certPath, keyPath, nil
 	}
-	return ca.IssueClient(dir, name, tenant, principal)
+	return ca.IssueClient(dir, name, tenant, principal, false)
 }

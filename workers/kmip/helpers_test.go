@@ -162,7 +162,7 @@ func (f *fixture) principal(t testing.TB, tenant, name string, roles ...keypolic
 		}
 	}
 	dir := t.TempDir()
-	cert, key, err := f.ca.IssueClient(dir, name, tenant, name)
+	cert, key, err := f.ca.IssueClient(dir, name, tenant, name, false)
 	if err != nil {
 		t.Fatal(err)
 	}

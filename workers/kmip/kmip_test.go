@@ -182,6 +182,14 @@ func TestExportableKeys(t *testing.T) {
 	p = c.must(opEncrypt, uidItem(reg), ttlv.Bytes(tData, []byte("hello")))
 	ct, _ := p.BytesOf(tData)
 	c.must(opDecrypt, uidItem(reg), ttlv.Bytes(tData, ct))
+	// Re-key of an exportable key: the new version is exportable too, and
+	// fresh material.
+	c.must(opRekey, uidItem(reg))
+	p = c.must(opGet, uidItem(reg))
+	if got, _ := p.Find(tSymmetricKey).Find(tKeyBlock).Find(tKeyValue).BytesOf(tKeyMaterial); len(got) != 32 || bytes.Equal(got, material) {
+		t.Error("Get after Re-key did not return the new version's material")
+	}
+	c.must(opDecrypt, uidItem(reg), ttlv.Bytes(tData, ct))
 
 	// Secret Data (32 bytes), registered exportable; MAC with it matches
 	// HMAC-SHA256 over the same secret computed here.
@@ -218,8 +226,8 @@ func TestExportableKeys(t *testing.T) {
 			denied++
 		}
 	}
-	if ok != 3 || denied != 1 {
-		t.Errorf("key.exported records: %d success, %d denied; want 3 and 1", ok, denied)
+	if ok != 4 || denied != 1 {
+		t.Errorf("key.exported records: %d success, %d denied; want 4 and 1", ok, denied)
 	}
 	// No key material in any audit record, raw or Base64.
 	for _, e := range f.bed.Events("alpha") {
@@ -309,4 +317,46 @@ func texts(items []*ttlv.Item) []string {
 		out = append(out, string(it.Bytes))
 	}
 	return out
+}
+
+// TestExportByDefault: a certificate issued with ExportByDefaultOU makes
+// every key its client creates exportable (for pg_tde and MongoDB, which
+// cannot ask), still only for a principal allowed kmip.exportable.
+func TestExportByDefault(t *testing.T) {
+	f := newFixture(t)
+	f.principal(t, "alpha", "pgtde") // registers the principal (every role)
+	dir := t.TempDir()
+	cert, key, err := f.ca.IssueClient(dir, "pgtde", "alpha", "pgtde", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc, err := f.ca.ClientTLS(cert, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := f.dial(t, tc)
+	id := c.createAES()
+	c.must(opGet, uidItem(id))
+
+	// The same for a key admin without the crypto-user role: Create is
+	// allowed, but Get is still refused by role.
+	f.principal(t, "alpha", "kadmin", keypolicy.RoleKeyAdmin)
+	cert, key, _ = f.ca.IssueClient(dir, "kadmin", "alpha", "kadmin", true)
+	tc, _ = f.ca.ClientTLS(cert, key)
+	admin := f.dial(t, tc)
+	id = admin.createAES()
+	k, _ := f.bed.KMS.GetKey(t.Context(), kms.Caller{Tenant: "alpha", Principal: "t"}, id)
+	if !k.Exportable {
+		t.Error("a key created through an export-by-default certificate is not exportable")
+	}
+	if r := admin.do(opGet, uidItem(id)); r.reason != reasonPermissionDenied {
+		t.Errorf("a key admin fetched material: %v", r)
+	}
+	// A crypto user cannot create at all, export-by-default or not.
+	f.principal(t, "alpha", "user", keypolicy.RoleCryptoUser)
+	cert, key, _ = f.ca.IssueClient(dir, "user", "alpha", "user", true)
+	tc, _ = f.ca.ClientTLS(cert, key)
+	if r := f.dial(t, tc).do(opCreate, ttlv.Enum(tObjectType, 2)); r.reason != reasonPermissionDenied {
+		t.Errorf("a crypto user created a key: %v", r)
+	}
 }

@@ -237,6 +237,7 @@ func (s *Server) createParams(ctx context.Context, cl call, t *template) (kms.Cr
 	if err != nil {
 		return kms.CreateKeyParams{}, err
 	}
+	t.exportable = t.exportable || cl.exportDefault
 	if t.exportable {
 		if err := s.authorize(ctx, cl, "kmip.exportable"); err != nil {
 			return kms.CreateKeyParams{}, err

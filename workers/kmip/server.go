@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
@@ -168,6 +169,12 @@ func (s *Server) identify(ctx context.Context, st tls.ConnectionState) (kms.Call
 	return c, nil
 }
 
+// exportByDefault reports whether the client certificate carries
+// ExportByDefaultOU.
+func exportByDefault(st tls.ConnectionState) bool {
+	return len(st.PeerCertificates) > 0 && slices.Contains(st.PeerCertificates[0].Subject.OrganizationalUnit, ExportByDefaultOU)
+}
+
 func (s *Server) serveConn(nc net.Conn) {
 	defer nc.Close()
 	ctx := context.Background()
@@ -186,6 +193,7 @@ func (s *Server) serveConn(nc net.Conn) {
 			&kms.Error{Code: kms.CodeAccessDenied, Message: "the client certificate does not name a keyflow principal"})
 		return
 	}
+	conn := conn{c: caller, exportDefault: exportByDefault(tc.ConnectionState())}
 	hdr := make([]byte, ttlv.HeaderLen)
 	for {
 		_ = tc.SetDeadline(time.Now().Add(s.o.IdleTimeout))
@@ -207,7 +215,7 @@ func (s *Server) serveConn(nc net.Conn) {
 			s.refuse(ctx, tc, caller, err)
 			return
 		}
-		out := ttlv.Encode(s.handle(ctx, caller, req))
+		out := ttlv.Encode(s.handle(ctx, conn, req))
 		if _, err := tc.Write(out); err != nil {
 			return
 		}
@@ -294,7 +302,7 @@ func reasonFor(err error) *opError {
 const maxBatch = 64
 
 // handle answers one request message.
-func (s *Server) handle(ctx context.Context, c kms.Caller, req ttlv.Item) ttlv.Item {
+func (s *Server) handle(ctx context.Context, c conn, req ttlv.Item) ttlv.Item {
 	v := version{1, 0}
 	if req.Tag != tagRequestMessage || req.Type != ttlv.TypeStructure {
 		return response(v, []ttlv.Item{failure(0, nil, &opError{reasonInvalidMessage, "not a KMIP Request Message"})})
@@ -321,7 +329,8 @@ func (s *Server) handle(ctx context.Context, c kms.Caller, req ttlv.Item) ttlv.I
 	return response(v, out)
 }
 
-func (s *Server) batchItem(ctx context.Context, c kms.Caller, v version, bi *ttlv.Item) ttlv.Item {
+func (s *Server) batchItem(ctx context.Context, cn conn, v version, bi *ttlv.Item) ttlv.Item {
+	c := cn.c
 	c.RequestID = uuid.NewString()
 	id, _ := bi.BytesOf(tagUniqueBatchItemID)
 	op, ok := bi.EnumOf(tagOperation)
@@ -343,7 +352,7 @@ func (s *Server) batchItem(ctx context.Context, c kms.Caller, v version, bi *ttl
 	if payload == nil || payload.Type != ttlv.TypeStructure {
 		payload = &ttlv.Item{Tag: tagRequestPayload, Type: ttlv.TypeStructure}
 	}
-	res, err := h.fn(s, ctx, call{c: c, v: v, op: h.name}, payload)
+	res, err := h.fn(s, ctx, call{c: c, v: v, op: h.name, exportDefault: cn.exportDefault}, payload)
 	if err != nil {
 		var oe *opError
 		if errors.As(err, &oe) {
@@ -363,11 +372,18 @@ func (s *Server) batchItem(ctx context.Context, c kms.Caller, v version, bi *ttl
 	return it
 }
 
+// conn is what a connection's certificate established.
+type conn struct {
+	c             kms.Caller
+	exportDefault bool // ExportByDefaultOU
+}
+
 // call is one operation's context.
 type call struct {
-	c  kms.Caller
-	v  version
-	op string // the operation's row in kms's table, "kmip.<name>"
+	c             kms.Caller
+	v             version
+	op            string // the operation's row in kms's table, "kmip.<name>"
+	exportDefault bool
 }
 
 // authorize runs kms.Authorize for the operation on the keys it names.
