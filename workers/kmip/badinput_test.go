@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/keyflow/keyflow/events"
+	"github.com/keyflow/keyflow/schemas"
 	"github.com/keyflow/keyflow/workers/kmip/ttlv"
 )
 
@@ -100,8 +101,14 @@ func TestBadInput(t *testing.T) {
 	// Still up, and every refusal is on the record.
 	c := f.dial(t, tc)
 	c.must(opQuery, ttlv.Enum(tQueryFunction, 3))
-	if n := len(f.bed.EventsOfType("alpha", events.TypeRequestRejected)); n < 7 {
-		t.Errorf("%d request.rejected records for the malformed messages", n)
+	rejected := f.bed.EventsOfType("alpha", events.TypeRequestRejected)
+	if len(rejected) < 7 {
+		t.Errorf("%d request.rejected records for the malformed messages", len(rejected))
+	}
+	for _, e := range rejected {
+		if err := schemas.ValidateEvent(e.Raw); err != nil {
+			t.Error(err)
+		}
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/keyflow/keyflow/hsm/pkcs11/pkcs11test"
 	"github.com/keyflow/keyflow/kms"
 	"github.com/keyflow/keyflow/kms/keypolicy"
+	"github.com/keyflow/keyflow/schemas"
 	"github.com/keyflow/keyflow/workers/kmip"
 	"github.com/keyflow/keyflow/workers/kmip/ttlv"
 )
@@ -358,5 +359,33 @@ func TestExportByDefault(t *testing.T) {
 	tc, _ = f.ca.ClientTLS(cert, key)
 	if r := f.dial(t, tc).do(opCreate, ttlv.Enum(tObjectType, 2)); r.reason != reasonPermissionDenied {
 		t.Errorf("a crypto user created a key: %v", r)
+	}
+}
+
+// TestEveryKMIPEventValidates: the records a KMIP session leaves (its own
+// types and the domain's) all match their schemas, refusals included.
+func TestEveryKMIPEventValidates(t *testing.T) {
+	f := newFixture(t)
+	c := f.dial(t, f.principal(t, "alpha", "app"))
+	exp := c.createAES(attribute("Operation Policy Name", ttlv.Text(0, kmip.ExportablePolicy)), nameAttr("n"))
+	plain := c.createAES()
+	c.must(opGet, uidItem(exp))
+	c.do(opGet, uidItem(plain))
+	c.must(opAddAttribute, uidItem(plain), attribute("x-a", ttlv.Text(0, "1")))
+	c.do(opDeleteAtt, uidItem(plain), ttlv.Struct(tAttribute, ttlv.Text(tAttributeName, "x-missing")))
+	c.do(opEncrypt, uidItem(plain), ttlv.Bytes(tData, []byte("x")), ttlv.Struct(0x42002B, ttlv.Enum(0x420011, 1)))
+	c.must(opLocate, nameAttr("n"))
+	c.do(0x05)
+	seen := map[string]bool{}
+	for _, e := range f.bed.Events("alpha") {
+		if err := schemas.ValidateEvent(e.Raw); err != nil {
+			t.Errorf("%s: %v", e.Type, err)
+		}
+		seen[e.Type] = true
+	}
+	for _, typ := range []string{events.TypeKeyExported, events.TypeKMIPAttributesChanged, events.TypeRequestRejected, events.TypeKeyCreated, events.TypeKeyListed} {
+		if !seen[typ] {
+			t.Errorf("no %s record", typ)
+		}
 	}
 }

@@ -340,7 +340,7 @@ func (s *Server) batchItem(ctx context.Context, cn conn, v version, bi *ttlv.Ite
 	h, ok := handlers[op]
 	if !ok {
 		err := &opError{reasonOperationNotSupported, fmt.Sprintf("operation 0x%02x is not supported by keyflow", op)}
-		_ = s.o.KMS.Reject(ctx, c, fmt.Sprintf("kmip.op-0x%02x", op), &kms.Error{Code: kms.CodeUnsupportedOperation, Message: err.msg})
+		_ = s.o.KMS.Reject(ctx, c, "kmip.unsupported", &kms.Error{Code: kms.CodeUnsupportedOperation, Message: err.msg})
 		return failure(op, id, err)
 	}
 	if release, err := s.quota.admit(ctx, c, h.name); err != nil {
