@@ -210,6 +210,7 @@ var permissions = map[string]Permission{
 	"kmip.encrypt":          {Roles: []Role{RoleCryptoUser}, Action: ActionEncrypt},
 	"kmip.decrypt":          {Roles: []Role{RoleCryptoUser}, Action: ActionDecrypt},
 	"kmip.mac":              {Roles: []Role{RoleCryptoUser}, Action: ActionGenerateMac},
+	"kmip.macverify":        {Roles: []Role{RoleCryptoUser}, Action: ActionVerifyMac},
 	"kmip.createkeypair":    {Roles: []Role{RoleKeyAdmin}},
 	"kmip.rekey":            {Roles: []Role{RoleKeyAdmin}, Action: ActionRotateKey},
 	"kmip.sign":             {Roles: []Role{RoleCryptoUser}, Action: ActionSign},

@@ -101,6 +101,7 @@ const (
 	opEncrypt          uint32 = 0x1F
 	opDecrypt          uint32 = 0x20
 	opMAC              uint32 = 0x23
+	opMACVerify        uint32 = 0x24
 )
 
 // Result status and reasons (9.1.3.2.28, 9.1.3.2.29), KMIP 1.x values only.

@@ -54,19 +54,26 @@ func (s *Server) decrypt(ctx context.Context, cl call, p *ttlv.Item) (ttlv.Item,
 	return payload(ttlv.Text(tagUniqueIdentifier, res.KeyID), ttlv.Bytes(tagData, res.Plaintext)), nil
 }
 
-func (s *Server) mac(ctx context.Context, cl call, p *ttlv.Item) (ttlv.Item, error) {
+// macInput reads and authorizes MAC and MAC Verify: the key, the data and
+// the algorithm (HMAC-SHA256 only).
+func (s *Server) macInput(ctx context.Context, cl call, p *ttlv.Item) (string, []byte, error) {
 	id, err := uid(p)
 	if err != nil {
-		return ttlv.Item{}, err
+		return "", nil, err
 	}
 	data, ok := p.BytesOf(tagData)
 	if !ok {
-		return ttlv.Item{}, missing("Data")
+		return "", nil, missing("Data")
 	}
 	if a, ok := p.Find(tagCryptographicParameters).EnumOf(tagCryptographicAlgorithm); ok && a != algHMACSHA256 {
-		return ttlv.Item{}, &opError{reasonFeatureNotSupported, "keyflow computes HMAC-SHA256 MACs"}
+		return "", nil, &opError{reasonFeatureNotSupported, "keyflow computes HMAC-SHA256 MACs"}
 	}
-	if err := s.authorize(ctx, cl, cl.op, id); err != nil {
+	return id, data, s.authorize(ctx, cl, cl.op, id)
+}
+
+func (s *Server) mac(ctx context.Context, cl call, p *ttlv.Item) (ttlv.Item, error) {
+	id, data, err := s.macInput(ctx, cl, p)
+	if err != nil {
 		return ttlv.Item{}, err
 	}
 	res, err := s.o.KMS.GenerateMac(ctx, cl.c, kms.MACParams{KeyRef: id, Message: data, Algorithm: kms.MACHMACSHA256})
@@ -74,4 +81,25 @@ func (s *Server) mac(ctx context.Context, cl call, p *ttlv.Item) (ttlv.Item, err
 		return ttlv.Item{}, err
 	}
 	return payload(ttlv.Text(tagUniqueIdentifier, res.KeyID), ttlv.Bytes(tagMACData, res.MAC)), nil
+}
+
+// macVerify answers Validity Indicator Valid or Invalid.
+func (s *Server) macVerify(ctx context.Context, cl call, p *ttlv.Item) (ttlv.Item, error) {
+	id, data, err := s.macInput(ctx, cl, p)
+	if err != nil {
+		return ttlv.Item{}, err
+	}
+	tag, ok := p.BytesOf(tagMACData)
+	if !ok {
+		return ttlv.Item{}, missing("MAC Data")
+	}
+	validity := validityValid
+	_, err = s.o.KMS.VerifyMac(ctx, cl.c, kms.MACParams{KeyRef: id, Message: data, Algorithm: kms.MACHMACSHA256, MAC: tag})
+	switch {
+	case kms.CodeOf(err) == kms.CodeInvalidMAC:
+		validity = validityInvalid
+	case err != nil:
+		return ttlv.Item{}, err
+	}
+	return payload(ttlv.Text(tagUniqueIdentifier, id), ttlv.Enum(tagValidityIndicator, validity)), nil
 }

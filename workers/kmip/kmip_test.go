@@ -214,6 +214,14 @@ func TestExportableKeys(t *testing.T) {
 	if got, _ := p.BytesOf(tMACData); !hmac.Equal(got, m.Sum(nil)) {
 		t.Error("the MAC of the registered secret is not HMAC-SHA256 under it")
 	}
+	p = c.must(0x24, uidItem(sid), ttlv.Bytes(tData, []byte("msg")), ttlv.Bytes(tMACData, m.Sum(nil)))
+	if v, _ := p.EnumOf(0x42009B); v != 1 {
+		t.Errorf("MAC Verify of a good MAC: validity %d", v)
+	}
+	p = c.must(0x24, uidItem(sid), ttlv.Bytes(tData, []byte("msh")), ttlv.Bytes(tMACData, m.Sum(nil)))
+	if v, _ := p.EnumOf(0x42009B); v != 2 {
+		t.Errorf("MAC Verify of a wrong message: validity %d", v)
+	}
 
 	// Every Get is one key.exported record; the refused one too.
 	plain := c.createAES()

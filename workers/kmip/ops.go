@@ -42,6 +42,7 @@ func init() {
 		opSign:             {"kmip.sign", (*Server).sign},
 		opSignatureVerify:  {"kmip.signatureverify", (*Server).signatureVerify},
 		opRekey:            {"kmip.rekey", (*Server).rekey},
+		opMACVerify:        {"kmip.macverify", (*Server).macVerify},
 	}
 }
 
@@ -132,7 +133,7 @@ func (s *Server) query(ctx context.Context, cl call, p *ttlv.Item) (ttlv.Item, e
 		case queryOperations:
 			for _, op := range []uint32{opCreate, opRegister, opLocate, opGet, opGetAttributes, opGetAttributeList, opAddAttribute,
 				opModifyAttribute, opDeleteAttribute, opActivate, opRevoke, opDestroy, opQuery, opDiscoverVersions, opEncrypt, opDecrypt, opMAC,
-				opCreateKeyPair, opSign, opSignatureVerify, opRekey} {
+				opCreateKeyPair, opSign, opSignatureVerify, opRekey, opMACVerify} {
 				out.Items = append(out.Items, ttlv.Enum(tagOperation, op))
 			}
 		case queryObjects:
