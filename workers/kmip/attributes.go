@@ -121,19 +121,22 @@ func attributes(k *kms.Key, public bool) []ttlv.Item {
 	return out
 }
 
-func (s *Server) describe(ctx context.Context, cl call, id string) (*kms.Key, error) {
-	if err := s.authorize(ctx, cl, cl.op, id); err != nil {
-		return nil, err
+// describe reads the Unique Identifier, authorizes the operation on the
+// key and describes it; public says the Public Key of a pair was named.
+func (s *Server) describe(ctx context.Context, cl call, p *ttlv.Item) (k *kms.Key, public bool, err error) {
+	id, public, err := uidView(p)
+	if err != nil {
+		return nil, false, err
 	}
-	return s.o.KMS.DescribeKey(ctx, cl.c, id)
+	if err := s.authorize(ctx, cl, cl.op, id); err != nil {
+		return nil, false, err
+	}
+	k, err = s.o.KMS.DescribeKey(ctx, cl.c, id)
+	return k, public, err
 }
 
 func (s *Server) getAttributes(ctx context.Context, cl call, p *ttlv.Item) (ttlv.Item, error) {
-	id, public, err := uidView(p)
-	if err != nil {
-		return ttlv.Item{}, err
-	}
-	k, err := s.describe(ctx, cl, id)
+	k, public, err := s.describe(ctx, cl, p)
 	if err != nil {
 		return ttlv.Item{}, err
 	}
@@ -151,11 +154,7 @@ func (s *Server) getAttributes(ctx context.Context, cl call, p *ttlv.Item) (ttlv
 }
 
 func (s *Server) getAttributeList(ctx context.Context, cl call, p *ttlv.Item) (ttlv.Item, error) {
-	id, public, err := uidView(p)
-	if err != nil {
-		return ttlv.Item{}, err
-	}
-	k, err := s.describe(ctx, cl, id)
+	k, public, err := s.describe(ctx, cl, p)
 	if err != nil {
 		return ttlv.Item{}, err
 	}

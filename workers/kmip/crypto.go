@@ -9,10 +9,8 @@ import (
 
 // Encrypt, Decrypt and MAC.
 
-// cryptoInput reads and authorizes the key, the data and the parameters
-// of Encrypt and Decrypt. keyflow uses AES-256-GCM in its own ciphertext envelope
-// (IV and tag inside), so a client-chosen IV or mode is refused.
-func (s *Server) cryptoInput(ctx context.Context, cl call, p *ttlv.Item) (string, []byte, error) {
+// keyData reads the Unique Identifier and the Data of a crypto operation.
+func keyData(p *ttlv.Item) (string, []byte, error) {
 	id, err := uid(p)
 	if err != nil {
 		return "", nil, err
@@ -20,6 +18,17 @@ func (s *Server) cryptoInput(ctx context.Context, cl call, p *ttlv.Item) (string
 	data, ok := p.BytesOf(tagData)
 	if !ok {
 		return "", nil, missing("Data")
+	}
+	return id, data, nil
+}
+
+// cryptoInput reads and authorizes the key, the data and the parameters
+// of Encrypt and Decrypt. keyflow uses AES-256-GCM in its own ciphertext envelope
+// (IV and tag inside), so a client-chosen IV or mode is refused.
+func (s *Server) cryptoInput(ctx context.Context, cl call, p *ttlv.Item) (string, []byte, error) {
+	id, data, err := keyData(p)
+	if err != nil {
+		return "", nil, err
 	}
 	if m, ok := p.Find(tagCryptographicParameters).EnumOf(tagBlockCipherMode); ok && m != modeGCM {
 		return "", nil, &opError{reasonFeatureNotSupported, "keyflow encrypts with AES-256-GCM in its own envelope; leave out Block Cipher Mode or ask for GCM"}
@@ -57,13 +66,9 @@ func (s *Server) decrypt(ctx context.Context, cl call, p *ttlv.Item) (ttlv.Item,
 // macInput reads and authorizes MAC and MAC Verify: the key, the data and
 // the algorithm (HMAC-SHA256 only).
 func (s *Server) macInput(ctx context.Context, cl call, p *ttlv.Item) (string, []byte, error) {
-	id, err := uid(p)
+	id, data, err := keyData(p)
 	if err != nil {
 		return "", nil, err
-	}
-	data, ok := p.BytesOf(tagData)
-	if !ok {
-		return "", nil, missing("Data")
 	}
 	if a, ok := p.Find(tagCryptographicParameters).EnumOf(tagCryptographicAlgorithm); ok && a != algHMACSHA256 {
 		return "", nil, &opError{reasonFeatureNotSupported, "keyflow computes HMAC-SHA256 MACs"}

@@ -160,13 +160,9 @@ func signingAlgorithm(spec kms.KeySpec, cp *ttlv.Item) (kms.SigningAlgorithm, er
 
 // signInput reads Sign and Signature Verify.
 func (s *Server) signInput(ctx context.Context, cl call, p *ttlv.Item) (*kms.Key, kms.SigningAlgorithm, []byte, error) {
-	id, err := uid(p)
+	id, data, err := keyData(p)
 	if err != nil {
 		return nil, "", nil, err
-	}
-	data, ok := p.BytesOf(tagData)
-	if !ok {
-		return nil, "", nil, missing("Data")
 	}
 	if err := s.authorize(ctx, cl, cl.op, id); err != nil {
 		return nil, "", nil, err
