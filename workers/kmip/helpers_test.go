@@ -94,8 +94,16 @@ type fixture struct {
 // recordingLifecycle stands in for the Temporal deletion workflow, which
 // lives behind an interface the server calls; it records what it was asked.
 type recordingLifecycle struct {
-	mu   sync.Mutex
-	keys []string
+	mu      sync.Mutex
+	keys    []string // ScheduleDeletion
+	changed []string // KeyChanged
+}
+
+func (r *recordingLifecycle) KeyChanged(_ context.Context, _ kms.Caller, k *kms.Key) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.changed = append(r.changed, k.ID)
+	return nil
 }
 
 func (r *recordingLifecycle) ScheduleDeletion(_ context.Context, _ kms.Caller, k *kms.Key) (string, error) {

@@ -58,6 +58,9 @@ func TestBaselineLifecycle(t *testing.T) {
 	if got := c.stateOf(id); got != 2 {
 		t.Errorf("state after Create = %d, want Active (2): keyflow keys are active at creation", got)
 	}
+	if !slices.Contains(f.life.changed, id) {
+		t.Error("Create did not start the key's lifecycle timers")
+	}
 
 	// Locate by name, by object type and state, with Maximum Items and Offset.
 	second := c.createAES(nameAttr("db-master-2"))

@@ -129,5 +129,8 @@ func (s *Server) rekey(ctx context.Context, cl call, p *ttlv.Item) (ttlv.Item, e
 	if _, err := s.o.Rotator(ctx, cl.c, keyID); err != nil {
 		return ttlv.Item{}, s.o.KMS.RecordRotationFailed(ctx, cl.c, keyID, err)
 	}
+	if k, err := s.o.KMS.GetKey(ctx, cl.c, keyID); err == nil {
+		s.keyChanged(ctx, cl.c, k) // the new version's cryptoperiod timer
+	}
 	return payload(ttlv.Text(tagUniqueIdentifier, keyID)), nil
 }

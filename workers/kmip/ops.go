@@ -266,6 +266,7 @@ func (s *Server) create(ctx context.Context, cl call, p *ttlv.Item) (ttlv.Item, 
 	if err != nil {
 		return ttlv.Item{}, err
 	}
+	s.keyChanged(ctx, cl.c, k)
 	return payload(ttlv.Enum(tagObjectType, objSymmetricKey), ttlv.Text(tagUniqueIdentifier, k.ID)), nil
 }
 
@@ -317,6 +318,7 @@ func (s *Server) register(ctx context.Context, cl call, p *ttlv.Item) (ttlv.Item
 	if err != nil {
 		return ttlv.Item{}, err
 	}
+	s.keyChanged(ctx, cl.c, k)
 	return payload(ttlv.Text(tagUniqueIdentifier, k.ID)), nil
 }
 

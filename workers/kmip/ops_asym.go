@@ -94,6 +94,7 @@ func (s *Server) createKeyPair(ctx context.Context, cl call, p *ttlv.Item) (ttlv
 	if err != nil {
 		return ttlv.Item{}, err
 	}
+	s.keyChanged(ctx, cl.c, k)
 	return payload(ttlv.Text(tagPrivateKeyUniqueIdentifier, k.ID), ttlv.Text(tagPublicKeyUniqueIdentifier, k.ID+publicSuffix)), nil
 }
 

@@ -22,10 +22,25 @@ import (
 // keyflow they come from the identity directory (workers/natsauth).
 type Roles func(ctx context.Context, tenant, principal string) ([]string, error)
 
-// Lifecycle starts the durable destruction of a key pending deletion (the
-// Temporal deletion workflow), as the NATS admin service does.
+// Lifecycle keeps a key's durable lifecycle machinery (the Temporal
+// timers and workflows) in line with the domain, as for the NATS admin
+// service: KeyChanged after a key is created or re-keyed (activation and
+// cryptoperiod timers, rotation schedule), ScheduleDeletion for Destroy.
 type Lifecycle interface {
+	KeyChanged(ctx context.Context, c kms.Caller, k *kms.Key) error
 	ScheduleDeletion(ctx context.Context, c kms.Caller, k *kms.Key) (string, error)
+}
+
+// keyChanged tells Lifecycle about a new or re-keyed key. A failure leaves
+// the key as it is (its state and refusals do not depend on the timers)
+// and is logged; the operation still succeeds, as the key exists.
+func (s *Server) keyChanged(ctx context.Context, c kms.Caller, k *kms.Key) {
+	if s.o.Lifecycle == nil || k == nil {
+		return
+	}
+	if err := s.o.Lifecycle.KeyChanged(ctx, c, k); err != nil {
+		s.o.Logger.Error("kmip: lifecycle timers not started; retry with keyflow key set-rotation", "key", k.ResourceName(), "err", err)
+	}
 }
 
 // Rotator runs a key's rotation to its end (in keyflow, the Temporal
