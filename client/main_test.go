@@ -10,7 +10,7 @@ import (
 	"github.com/keyflow/keyflow/hsm/pkcs11"
 	"github.com/keyflow/keyflow/hsm/pkcs11/pkcs11test"
 	"github.com/keyflow/keyflow/internal/testbed"
-	"github.com/keyflow/keyflow/kms"
+	"github.com/keyflow/keyflow/kms/keypolicy"
 )
 
 // opts is what the examples dial with. In an application it names a server
@@ -40,7 +40,7 @@ func TestMain(m *testing.M) {
 	tb := &mainTB{stopHSM: stopHSM}
 	bed := testbed.New(tb)
 	bed.StartRPC(nil)
-	creds := bed.PrincipalCreds("alpha", "app", kms.RoleKeyAdmin, kms.RoleCryptoUser)
+	creds := bed.PrincipalCreds("alpha", "app", keypolicy.RoleKeyAdmin, keypolicy.RoleCryptoUser)
 	nc, err := natsserver.Connect(bed.NATS, creds, "client-examples")
 	if err != nil {
 		tb.Fatal(err)
