@@ -10,6 +10,7 @@ import (
 	"github.com/keyflow/keyflow/client/api"
 	"github.com/keyflow/keyflow/internal/fuzzseed"
 	"github.com/keyflow/keyflow/kms"
+	"github.com/keyflow/keyflow/kms/keypolicy"
 )
 
 // keyOps are the operations that authorization reads key references for
@@ -85,8 +86,8 @@ func handlerTargets(op string, req any) []kms.AccessTarget {
 	}
 	switch op {
 	case api.OpReEncrypt:
-		src := kms.AccessTarget{KeyRef: str(v, "sourceKeyId"), Ciphertext: blob(v, "ciphertextBlob"), Context: ctx(v, "sourceEncryptionContext"), Action: kms.ActionReEncryptFrom}
-		dst := kms.AccessTarget{KeyRef: str(v, "destinationKeyId"), Context: ctx(v, "destinationEncryptionContext"), Action: kms.ActionReEncryptTo}
+		src := kms.AccessTarget{KeyRef: str(v, "sourceKeyId"), Ciphertext: blob(v, "ciphertextBlob"), Context: ctx(v, "sourceEncryptionContext"), Action: keypolicy.ActionReEncryptFrom}
+		dst := kms.AccessTarget{KeyRef: str(v, "destinationKeyId"), Context: ctx(v, "destinationEncryptionContext"), Action: keypolicy.ActionReEncryptTo}
 		if dst.KeyRef == "" {
 			dst.KeyRef, dst.Ciphertext = src.KeyRef, src.Ciphertext
 		}
@@ -110,8 +111,8 @@ func TestKeyOpsComplete(t *testing.T) {
 	for _, o := range keyOps {
 		have[o.op] = true
 	}
-	for _, op := range kms.Operations() {
-		if p, _ := kms.PermissionOf(op); (p.Action != "" || op == api.OpReEncrypt) && !have[op] {
+	for _, op := range keypolicy.Operations() {
+		if p, _ := keypolicy.PermissionOf(op); (p.Action != "" || op == api.OpReEncrypt) && !have[op] {
 			t.Errorf("%s: authorization reads its keys, but keyOps has no request for it", op)
 		}
 	}
