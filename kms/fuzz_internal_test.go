@@ -78,9 +78,9 @@ func FuzzParseBackupHeader(f *testing.F) {
 	fuzzseed.Add(f, append(bytes.Clone(prefix), append(chunk, make([]byte, envelopeIVSize+envelopeTagSize+100)...)...))
 	fuzzseed.Add(f, prefix)
 	fuzzseed.Add(f, prefix[:len(prefix)-1])
-	fuzzseed.Add(f, []byte(backupMagic + "\x02\x00\x00\x00\x02{}"))
-	fuzzseed.Add(f, []byte(backupMagic + "\x01\xff\xff\xff\xff{}"))
-	fuzzseed.Add(f, []byte(backupMagic + "\x01\x00\x00\x00\x02{}"))
+	fuzzseed.Add(f, []byte(backupMagic+"\x02\x00\x00\x00\x02{}"))
+	fuzzseed.Add(f, []byte(backupMagic+"\x01\xff\xff\xff\xff{}"))
+	fuzzseed.Add(f, []byte(backupMagic+"\x01\x00\x00\x00\x02{}"))
 	f.Fuzz(func(t *testing.T, file []byte) {
 		h, off, err := parseBackupHeader(file)
 		if err != nil {

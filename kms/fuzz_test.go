@@ -134,8 +134,8 @@ func FuzzImportKeyMaterial(f *testing.F) {
 	for i := range algs {
 		a := byte(i)
 		fuzzseed.Add(f, a, []byte(nil), uint16(0), []byte(nil), uint16(0))
-		fuzzseed.Add(f, a, flipAt(4), uint16(0), []byte(nil), uint16(0))  // token version byte
-		fuzzseed.Add(f, a, flipAt(10), uint16(0), []byte(nil), uint16(0)) // token payload
+		fuzzseed.Add(f, a, flipAt(4), uint16(0), []byte(nil), uint16(0))   // token version byte
+		fuzzseed.Add(f, a, flipAt(10), uint16(0), []byte(nil), uint16(0))  // token payload
 		fuzzseed.Add(f, a, []byte(nil), uint16(1), []byte(nil), uint16(0)) // token MAC cut
 		fuzzseed.Add(f, a, []byte(nil), uint16(0), flipAt(0), uint16(0))
 		fuzzseed.Add(f, a, []byte(nil), uint16(0), flipAt(300), uint16(0))
