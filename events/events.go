@@ -62,6 +62,11 @@ const (
 	// as a worker started fail-open (data: failClosed=false). It is
 	// deployment-wide, so its tenant is "-".
 	TypeAuditPolicyChanged = "io.keyflow.audit.policy.changed.v1"
+	// TypeAuditStreamChanged records that an audit stream's retention or
+	// limits differ from the deployment's configured policy (someone
+	// changed them), or that the operator provisioned a new policy. It is
+	// deployment-wide, so its tenant is "-".
+	TypeAuditStreamChanged = "io.keyflow.audit.stream.changed.v1"
 	// XKS proxy calls (AWS KMS External Key Store, workers/xks).
 	TypeXKSMetadata = "io.keyflow.xks.metadata.v1"
 	TypeXKSEncrypt  = "io.keyflow.xks.encrypt.v1"
@@ -118,11 +123,17 @@ const (
 	TypeMigrationPhase      = "io.keyflow.migration.phase.changed.v1"
 	TypeMigrationControl    = "io.keyflow.migration.control.v1"
 	TypeMigrationKey        = "io.keyflow.migration.key.changed.v1"
+
+	// TypeWorkflowSignalRefused records a Temporal signal or update that
+	// a workflow ignored because it carried no valid keyflow
+	// authorization token (kms/optoken.go).
+	TypeWorkflowSignalRefused = "io.keyflow.workflow.signal.refused.v1"
 )
 
 // Types lists every event type keyflow emits; schemas/events has one JSON
 // Schema for each.
 var Types = []string{
+	TypeAuditStreamChanged,
 	TypeKeyCreated, TypeKeyDescribed, TypeKeyListed, TypeKeyVersionCreated,
 	TypeKeyRotated, TypeKeyRotationStart, TypeEncrypt, TypeDecrypt,
 	TypeGenerateDataKey, TypeAuditRead, TypeRequestRejected, TypeKeyRotationFailed,
@@ -143,6 +154,7 @@ var Types = []string{
 	TypeKeyUseRefused, TypeKeyMaterialDestroyed, TypeKeyDestroyed, TypeKeyLifecycleChanged, TypeKeyRemediated, TypeKeyVersionRetired,
 	TypeDataKeyRegistered, TypeDataKeyRead, TypeDataKeyListed, TypeDataKeyDeregistered, TypeDataKeyRewrapped,
 	TypeMigrationStarted, TypeMigrationPhase, TypeMigrationControl, TypeMigrationKey,
+	TypeWorkflowSignalRefused,
 }
 
 // Outcomes.

@@ -22,6 +22,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -67,6 +68,10 @@ type Config struct {
 	// operations answer KMSInternalException.
 	Migrator Migrator
 	JS       jetstream.JetStream // for audit tail
+	// CursorKey seals audit tail cursors (CursorKeySize bytes; see
+	// cursor.go). Workers that share a tenant's requests must share it;
+	// nil: a random key, so cursors are valid on this worker only.
+	CursorKey []byte
 	// Workers is the size of the handler pool (default 64).
 	Workers int
 	// MaxInFlightPerTenant bounds one tenant's requests queued for or
@@ -92,6 +97,7 @@ type Server struct {
 	services []micro.Service
 	stopOnce sync.Once
 	limits   *limiter // per-tenant admission (quota.go)
+	cursors  *cursors // audit tail cursors (cursor.go)
 }
 
 type job struct {
@@ -121,7 +127,11 @@ func Start(cfg Config) (*Server, error) {
 	if cfg.Version == "" {
 		cfg.Version = "0.1.0"
 	}
-	s := &Server{cfg: cfg, done: make(chan struct{})}
+	cur, err := newCursors(cfg.CursorKey)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, done: make(chan struct{}), cursors: cur}
 	s.base, s.cancel = context.WithCancel(context.Background())
 	s.startQuotas()
 	for range cfg.Workers {
@@ -343,8 +353,30 @@ func (s *Server) publishReply(r micro.Request, reqID string, data []byte, hdr na
 // decode parses a request strictly: unknown fields and trailing data are
 // refused, so a typo in a field name is an error and not a silent default.
 func decode(body []byte, v any) error {
-	if len(bytes.TrimSpace(body)) == 0 {
+	if err := decodeBody(body, v); err != nil {
+		return err
+	}
+	if hasNested(body) { // decode.go
+		if err := checkNestedKeys(body, reflect.TypeOf(v)); err != nil {
+			return err
+		}
+	}
+	return checkDates(v, time.Now())
+}
+
+// decodeBody is the strict JSON decoding of a request: an object (an
+// empty body is {}), valid UTF-8 (encoding/json would turn every invalid
+// byte into U+FFFD, so that "a\xff" and "a\xfe" became one encryption
+// context), known, case-exact and unique field names, no trailing data.
+func decodeBody(body []byte, v any) error {
+	trimmed := bytes.TrimSpace(body)
+	if len(trimmed) == 0 {
 		body = []byte("{}")
+	} else if trimmed[0] != '{' && json.Valid(trimmed) { // null, [], "x": well-formed, but not a request
+		return &kms.Error{Code: kms.CodeValidation, Message: "malformed request: the body must be a JSON object"}
+	}
+	if !utf8.Valid(body) {
+		return &kms.Error{Code: kms.CodeValidation, Message: "malformed request: the body is not valid UTF-8"}
 	}
 	if handled, err := decodeSinglePass(body, v); handled { // decode.go
 		return err
