@@ -42,7 +42,7 @@ func flipAt(i int) []byte { m := make([]byte, i+1); m[i] = 1; return m }
 // oddContext reports whether an encryption context pair may be refused as
 // invalid input before any decryption.
 func oddContext(k, v string) bool {
-	return len(k)+len(v) > 8*1024 || !utf8.ValidString(k+v) || strings.ContainsFunc(k+v, func(r rune) bool { return r < 0x20 || r == 0x7f })
+	return len(k)+len(v) > 8*1024 || !utf8.ValidString(k+v) || strings.ContainsRune(k+v, utf8.RuneError) || strings.ContainsFunc(k+v, func(r rune) bool { return r < 0x20 || r == 0x7f })
 }
 
 // FuzzDecrypt: the genuine ciphertext with its context decrypts; any

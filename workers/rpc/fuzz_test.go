@@ -196,6 +196,9 @@ func FuzzDecode(f *testing.F) {
 			return
 		}
 		checkTopLevelKeys(t, body, reflect.TypeOf(req).Elem())
+		if key, dup := duplicateKey(json.NewDecoder(bytes.NewReader(body))); dup {
+			t.Fatalf("accepted %q, where an object holds key %q twice", body, key)
+		}
 		again, err := json.Marshal(req)
 		if err != nil {
 			t.Fatal(err)
@@ -248,4 +251,40 @@ func checkTopLevelKeys(t *testing.T, body []byte, rt reflect.Type) {
 			t.Fatalf("accepted invalid JSON %q: %v", body, err)
 		}
 	}
+}
+
+// duplicateKey walks one JSON value and reports a key that appears twice
+// in one object, at any depth (the nested refusals of decode).
+func duplicateKey(dec *json.Decoder) (string, bool) {
+	tok, err := dec.Token()
+	if err != nil {
+		return "", false
+	}
+	switch tok {
+	case json.Delim('{'):
+		seen := map[string]bool{}
+		for dec.More() {
+			k, err := dec.Token()
+			if err != nil {
+				return "", false
+			}
+			key, _ := k.(string)
+			if seen[key] {
+				return key, true
+			}
+			seen[key] = true
+			if key, dup := duplicateKey(dec); dup {
+				return key, true
+			}
+		}
+		dec.Token()
+	case json.Delim('['):
+		for dec.More() {
+			if key, dup := duplicateKey(dec); dup {
+				return key, true
+			}
+		}
+		dec.Token()
+	}
+	return "", false
 }
