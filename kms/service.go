@@ -90,6 +90,8 @@ type Service struct {
 	authz        authzCache  // key policies, grants and deny lists (authz.go)
 	destroyersMu sync.Mutex
 	destroyers   []MaterialDestroyer // see RegisterDestroyer
+	akMu         sync.Mutex
+	akWatchers   []AccessKeyWatcher // gateways' secret caches (accesskeys.go)
 }
 
 // New returns a Service, creating the HSM root key on first use.

@@ -68,7 +68,7 @@ against it. They find the dev stack's credentials by themselves.`,
 	root.AddCommand(newBackupCmds(g)...)
 	root.AddCommand(newApprovalCmd(g))
 	root.AddCommand(newImportCmds(g)...)
-	root.AddCommand(newTenantCmd(g), newPrincipalCmd(g), newGrantCmd(g))
+	root.AddCommand(newTenantCmd(g), newPrincipalCmd(g), newGrantCmd(g), newAccessKeyCmd(g))
 	root.AddCommand(newRewrapCmd(g))
 	return root
 }

@@ -81,6 +81,8 @@ type Config struct {
 	// under DIR/xks). See xks.go.
 	XKSListen string
 	XKSConfig string
+	// AWSListen, when set, serves the AWS KMS API there (awskms.go).
+	AWSListen string
 }
 
 // Stack is a running dev stack.
@@ -92,6 +94,7 @@ type Stack struct {
 	KMS      *kms.Service
 	HSM      *pkcs11.Token
 	XKS      *XKSInfo // nil unless Config.XKSListen
+	AWS      *AWSInfo // nil unless Config.AWSListen
 
 	xksSrv  *xks.Server
 	nc      *nats.Conn
@@ -265,6 +268,9 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 	}
 	st.closers = append(st.closers, st.rpc.Stop)
 	if err = st.startXKS(ctx); err != nil {
+		return st, err
+	}
+	if err = st.startAWS(ctx); err != nil {
 		return st, err
 	}
 

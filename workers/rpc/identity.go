@@ -25,6 +25,7 @@ func (s *Server) identityGroups() []struct {
 		{"keyflow-grants", "grants", map[string]handlerFunc{"create": s.createGrant, "list": s.listGrants, "retire": s.retireGrant, "revoke": s.revokeGrant}},
 		{"keyflow-principals", "principals", map[string]handlerFunc{"create": s.createPrincipal, "list": s.listPrincipals, "disable": s.disablePrincipal}},
 		{"keyflow-tenants", "tenants", map[string]handlerFunc{"create": s.createTenant}},
+		{"keyflow-accesskeys", "accesskeys", map[string]handlerFunc{"create": s.createAccessKey, "list": s.listAccessKeys, "disable": s.disableAccessKey, "delete": s.deleteAccessKey}},
 	}
 }
 

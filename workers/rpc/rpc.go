@@ -91,7 +91,8 @@ type Server struct {
 	wg       sync.WaitGroup
 	services []micro.Service
 	stopOnce sync.Once
-	limits   *limiter // per-tenant admission (quota.go)
+	limits   *limiter               // per-tenant admission (quota.go)
+	ops      map[string]handlerFunc // "<group>.<op>" → handler, for Invoke
 }
 
 type job struct {
@@ -121,7 +122,7 @@ func Start(cfg Config) (*Server, error) {
 	if cfg.Version == "" {
 		cfg.Version = "0.1.0"
 	}
-	s := &Server{cfg: cfg, done: make(chan struct{})}
+	s := &Server{cfg: cfg, done: make(chan struct{}), ops: map[string]handlerFunc{}}
 	s.base, s.cancel = context.WithCancel(context.Background())
 	s.startQuotas()
 	for range cfg.Workers {
@@ -180,6 +181,7 @@ func Start(cfg Config) (*Server, error) {
 		grp := svc.AddGroup("kf." + api.Version + ".*." + g.group)
 		for name, fn := range g.ops {
 			op := g.group + "." + name
+			s.ops[op] = fn
 			if err := grp.AddEndpoint(name, s.dispatch(op, fn)); err != nil {
 				s.Stop()
 				return nil, fmt.Errorf("failed to add endpoint %s: %w", op, err)
