@@ -2,12 +2,13 @@ package awskms_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"log/slog"
 	"net/http/httptest"
 	"os"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
@@ -114,4 +115,7 @@ func (*noTimers) RemediationWorkflowID(tenant, keyID string, version uint32) str
 	return "remediation-" + keyID
 }
 
-var _ = time.Second
+func sha256Hex(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:])
+}
