@@ -5,28 +5,43 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 )
 
-// TestDependencyDirection keeps DESIGN.md's arrows true:
-// cmd → workers | workflows | deploy → kms → hsm, pqc, events, schemas.
+// TestDependencyDirection keeps the arrows of README.md ("Architecture",
+// "Dependency direction") true:
+// cmd → workers | workflows | deploy → kms → hsm, pqc, events, schemas,
+// and kms → kms/keypolicy → schemas.
 // The domain and the crypto boundary must never learn about NATS or
-// Temporal, and hsm and pqc must not import the project at all.
+// Temporal; hsm and pqc must not import the project at all, and the
+// policy language imports nothing of it but schemas. The domain does not
+// link "testing": test-only helpers live in export_test.go files. The
+// public Go client (client, client/api) stands beside them: it imports only
+// its own subtree and external modules, and services share its wire types
+// (client/api) but never the client itself. internal/testbed is for tests
+// only: no product package may depend on it.
 func TestDependencyDirection(t *testing.T) {
 	const mod = "github.com/keyflow/keyflow"
 	rules := []struct {
 		pkg       string
 		forbidden []string
-		ownOnly   bool // may import only its own subtree of the project
+		except    []string // prefixes allowed even though a forbidden prefix matches
+		ownOnly   bool     // may import only its own subtree of the project
+		allowed   []string // with ownOnly: other packages of the project it may import
 	}{
-		{pkg: mod + "/kms", forbidden: []string{"github.com/nats-io/", "go.temporal.io/", mod + "/workers", mod + "/workflows", mod + "/deploy", mod + "/cmd"}},
+		{pkg: mod + "/client/...", forbidden: []string{"go.temporal.io/", mod + "/kms", mod + "/workers", mod + "/workflows", mod + "/deploy", mod + "/cmd", mod + "/internal"}, ownOnly: true},
+		{pkg: mod + "/kms", forbidden: []string{"testing", "github.com/nats-io/", "go.temporal.io/", mod + "/workers", mod + "/workflows", mod + "/deploy", mod + "/cmd", mod + "/client", mod + "/internal"}},
 		{pkg: mod + "/events", forbidden: []string{"github.com/nats-io/", "go.temporal.io/", mod + "/kms", mod + "/workers"}},
 		{pkg: mod + "/schemas", forbidden: []string{"github.com/nats-io/", "go.temporal.io/"}, ownOnly: true},
 		{pkg: mod + "/hsm/...", forbidden: []string{"github.com/nats-io/", "go.temporal.io/"}, ownOnly: true},
 		{pkg: mod + "/pqc/...", forbidden: []string{"github.com/nats-io/", "go.temporal.io/"}, ownOnly: true},
-		{pkg: mod + "/workers/...", forbidden: []string{"go.temporal.io/", mod + "/workflows", mod + "/deploy"}},
-		{pkg: mod + "/workflows/...", forbidden: []string{"github.com/nats-io/", mod + "/workers", mod + "/deploy"}},
+		{pkg: mod + "/kms/keypolicy", forbidden: []string{"github.com/nats-io/", "go.temporal.io/"}, ownOnly: true, allowed: []string{mod + "/schemas"}},
+		{pkg: mod + "/workers/...", forbidden: []string{"go.temporal.io/", mod + "/workflows", mod + "/deploy", mod + "/client", mod + "/internal"}, except: []string{mod + "/client/api"}},
+		{pkg: mod + "/workflows/...", forbidden: []string{"github.com/nats-io/", mod + "/workers", mod + "/deploy", mod + "/client", mod + "/internal"}},
+		{pkg: mod + "/deploy/...", forbidden: []string{mod + "/client", mod + "/internal"}, except: []string{mod + "/client/api"}},
+		{pkg: mod + "/cmd/...", forbidden: []string{mod + "/internal"}},
 	}
 	for _, r := range rules {
 		out, err := exec.Command(depsGoTool(), "list", "-deps", "-f", "{{.ImportPath}}", r.pkg).CombinedOutput()
@@ -36,15 +51,25 @@ func TestDependencyDirection(t *testing.T) {
 		root := strings.TrimSuffix(r.pkg, "/...")
 		for _, dep := range strings.Fields(string(out)) {
 			for _, f := range r.forbidden {
-				if strings.HasPrefix(dep, f) {
+				if strings.HasPrefix(dep, f) && !depsHasPrefix(dep, r.except) {
 					t.Errorf("%s depends on %s (forbidden: %s)", r.pkg, dep, f)
 				}
 			}
-			if r.ownOnly && strings.HasPrefix(dep, mod+"/") && dep != root && !strings.HasPrefix(dep, root+"/") {
+			if r.ownOnly && strings.HasPrefix(dep, mod+"/") && dep != root && !strings.HasPrefix(dep, root+"/") && !slices.Contains(r.allowed, dep) {
 				t.Errorf("%s imports %s; it must import nothing of the project", r.pkg, dep)
 			}
 		}
 	}
+}
+
+// depsHasPrefix reports whether dep starts with one of prefixes.
+func depsHasPrefix(dep string, prefixes []string) bool {
+	for _, p := range prefixes {
+		if strings.HasPrefix(dep, p) {
+			return true
+		}
+	}
+	return false
 }
 
 // depsGoTool finds the go command that runs this test.

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/keyflow/keyflow/events"
+	"github.com/keyflow/keyflow/kms/keypolicy"
 )
 
 // Access keys are the SigV4 credentials of the AWS-compatible gateway
@@ -142,7 +143,7 @@ func (s *Service) CreateAccessKey(ctx context.Context, c Caller, dir Directory, 
 	}
 	secret = base64.StdEncoding.EncodeToString(raw) // 40 characters, as AWS's
 	clear(raw)
-	k = &AccessKey{ID: id, Tenant: c.Tenant, Principal: principal, Roles: rolesString(known[i].Roles), CreatedAt: s.now().UTC(), CreatedBy: c.Principal}
+	k = &AccessKey{ID: id, Tenant: c.Tenant, Principal: principal, Roles: keypolicy.RoleNames(known[i].Roles), CreatedAt: s.now().UTC(), CreatedBy: c.Principal}
 	if k.WrappedKey, err = s.hsm.GenerateWrappedAESKey(ctx, s.root, 32); err != nil {
 		return nil, "", wrapError(CodeInternal, err, "failed to generate the access key's sealing key in the HSM")
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/keyflow/keyflow/events"
+	"github.com/keyflow/keyflow/kms/keypolicy"
 )
 
 // ApprovalKind names a protected operation: one a tenant policy can put
@@ -288,8 +289,8 @@ func (s *Service) DecideApproval(ctx context.Context, c Caller, d ApprovalDecisi
 	if err := checkCaller(c); err != nil {
 		return nil, err
 	}
-	if c.Roles != nil && !slices.Contains(c.Roles, string(RoleApprover)) {
-		return nil, newError(CodeAccessDenied, "principal %s does not have the %s role", truncate(c.Principal, 128), RoleApprover)
+	if c.Roles != nil && !slices.Contains(c.Roles, string(keypolicy.RoleApprover)) {
+		return nil, newError(CodeAccessDenied, "principal %s does not have the %s role", truncate(c.Principal, 128), keypolicy.RoleApprover)
 	}
 	if !d.Approve && d.Comment == "" {
 		return nil, newError(CodeValidation, "a denial needs a reason")

@@ -28,23 +28,6 @@ import (
 // before archival moves it, unless configured otherwise.
 const DefaultArchiveRetention = 90 * 24 * time.Hour
 
-// ArchiveStore is the optional store ability archival needs: a separate
-// archive of wrapped material, and deleting material from the live store.
-// workers/kvstore implements it.
-type ArchiveStore interface {
-	// PutArchived stores m in the archive; an existing entry is kept
-	// (material never changes), and that is not an error.
-	PutArchived(ctx context.Context, m *VersionMaterial) error
-	GetArchived(ctx context.Context, tenant, keyID string, version uint32) (*VersionMaterial, error)
-	// ListArchived returns the archived versions of one key.
-	ListArchived(ctx context.Context, tenant, keyID string) ([]uint32, error)
-	// DeleteArchived removes an archive entry; a missing one is not an error.
-	DeleteArchived(ctx context.Context, tenant, keyID string, version uint32) error
-	// DeleteMaterial removes material from the live store; a missing one
-	// is not an error.
-	DeleteMaterial(ctx context.Context, tenant, keyID string, version uint32) error
-}
-
 func errArchived(k *Key, v Version) *Error {
 	return newError(CodeInvalidState, "version %d of key %s is archived and cannot be used until it is restored (keyflow archive restore)", v.Number, k.ID)
 }
@@ -137,53 +120,49 @@ func (s *Service) ArchiveVersion(ctx context.Context, c Caller, p ArchiveVersion
 	if p.Retention <= 0 {
 		p.Retention = DefaultArchiveRetention
 	}
-	for attempt := 0; attempt < 5; attempt++ {
-		k, rev, err := s.getKey(ctx, c.Tenant, p.KeyID)
-		if err != nil {
-			return err
-		}
+	var v Version
+	k, err := s.updateKey(ctx, c.Tenant, p.KeyID, func(k *Key) (bool, error) {
 		i := versionIndex(k, p.Version)
 		if i < 0 {
-			return newError(CodeNotFound, "key %s has no version %d", k.ID, p.Version)
+			return false, newError(CodeNotFound, "key %s has no version %d", k.ID, p.Version)
 		}
-		v := k.Versions[i]
-		if !v.Archived {
-			if !Archivable(k, v, s.now().Add(-p.Retention)) {
-				return newError(CodeInvalidState, "version %d of key %s is %s (key %s) and %s old; only deactivated versions older than the retention age (%s) are archived",
-					v.Number, k.ID, v.State, k.State, s.now().Sub(v.CreatedAt).Round(time.Second), p.Retention)
-			}
-			m, err := s.store.GetMaterial(ctx, c.Tenant, k.ID, v.Number)
-			switch {
-			case err == nil:
-				if err := as.PutArchived(ctx, m); err != nil {
-					return wrapError(CodeInternal, err, "failed to copy material to the archive")
-				}
-			case errors.Is(err, ErrStoreNotFound):
-				// A retry after the delete below but before the mark
-				// was stored: the archive must already hold it.
-				if _, aerr := as.GetArchived(ctx, c.Tenant, k.ID, v.Number); aerr != nil {
-					return wrapError(CodeInternal, aerr, "version %d of key %s has material neither live nor archived", v.Number, k.ID)
-				}
-			default:
-				return wrapError(CodeInternal, err, "failed to read key material")
-			}
-			k.Versions[i].Archived = true
-			k.Versions[i].ArchivedAt = s.now().UTC()
-			if _, err := s.store.UpdateKey(ctx, k, rev); errors.Is(err, ErrStoreConflict) {
-				continue
-			} else if err != nil {
-				return wrapError(CodeInternal, err, "failed to store key")
-			}
+		v = k.Versions[i]
+		if v.Archived {
+			return true, nil
 		}
-		// Only once the mark is stored: a worker that still sees the
-		// version live finds its material until then.
-		if err := as.DeleteMaterial(ctx, c.Tenant, k.ID, v.Number); err != nil {
-			return wrapError(CodeInternal, err, "failed to delete live material")
+		if !Archivable(k, v, s.now().Add(-p.Retention)) {
+			return false, newError(CodeInvalidState, "version %d of key %s is %s (key %s) and %s old; only deactivated versions older than the retention age (%s) are archived",
+				v.Number, k.ID, v.State, k.State, s.now().Sub(v.CreatedAt).Round(time.Second), p.Retention)
 		}
-		s.Invalidate(c.Tenant, k.ID)
-		return nil
+		m, err := s.store.GetMaterial(ctx, c.Tenant, k.ID, v.Number)
+		switch {
+		case err == nil:
+			if err := as.PutArchived(ctx, m); err != nil {
+				return false, wrapError(CodeInternal, err, "failed to copy material to the archive")
+			}
+		case errors.Is(err, ErrStoreNotFound):
+			// A retry after the delete below but before the mark
+			// was stored: the archive must already hold it.
+			if _, aerr := as.GetArchived(ctx, c.Tenant, k.ID, v.Number); aerr != nil {
+				return false, wrapError(CodeInternal, aerr, "version %d of key %s has material neither live nor archived", v.Number, k.ID)
+			}
+		default:
+			return false, wrapError(CodeInternal, err, "failed to read key material")
+		}
+		k.Versions[i].Archived = true
+		k.Versions[i].ArchivedAt = s.now().UTC()
+		return false, nil
+	})
+	if err != nil {
+		return err
 	}
-	return newError(CodeConflict, "key %s is changing concurrently; retry", p.KeyID)
+	// Only once the mark is stored: a worker that still sees the
+	// version live finds its material until then.
+	if err := as.DeleteMaterial(ctx, c.Tenant, k.ID, v.Number); err != nil {
+		return wrapError(CodeInternal, err, "failed to delete live material")
+	}
+	s.Invalidate(c.Tenant, k.ID)
+	return nil
 }
 
 func versionIndex(k *Key, n uint32) int {
@@ -265,44 +244,39 @@ func (s *Service) RestoreVersion(ctx context.Context, c Caller, keyID string, ve
 	if err != nil {
 		return err
 	}
-	for attempt := 0; attempt < 5; attempt++ {
-		k, rev, err := s.getKey(ctx, c.Tenant, keyID)
-		if err != nil {
-			return err
-		}
+	_, err = s.updateKey(ctx, c.Tenant, keyID, func(k *Key) (bool, error) {
 		i := versionIndex(k, version)
 		if i < 0 {
-			return newError(CodeNotFound, "key %s has no version %d", k.ID, version)
+			return false, newError(CodeNotFound, "key %s has no version %d", k.ID, version)
 		}
-		if k.Versions[i].Archived {
-			m, err := as.GetArchived(ctx, c.Tenant, keyID, version)
-			switch {
-			case err == nil:
-				if err := s.store.PutMaterial(ctx, m); err != nil && !errors.Is(err, ErrStoreExists) {
-					return wrapError(CodeInternal, err, "failed to restore material")
-				}
-			case errors.Is(err, ErrStoreNotFound):
-				if _, lerr := s.store.GetMaterial(ctx, c.Tenant, keyID, version); lerr != nil {
-					return newError(CodeNotFound, "the archive holds no material for version %d of key %s (destroyed?)", version, keyID)
-				}
-			default:
-				return wrapError(CodeInternal, err, "failed to read the archive")
+		if !k.Versions[i].Archived {
+			return true, nil
+		}
+		m, err := as.GetArchived(ctx, c.Tenant, keyID, version)
+		switch {
+		case err == nil:
+			if err := s.store.PutMaterial(ctx, m); err != nil && !errors.Is(err, ErrStoreExists) {
+				return false, wrapError(CodeInternal, err, "failed to restore material")
 			}
-			k.Versions[i].Archived = false
-			k.Versions[i].ArchivedAt = time.Time{}
-			if _, err := s.store.UpdateKey(ctx, k, rev); errors.Is(err, ErrStoreConflict) {
-				continue
-			} else if err != nil {
-				return wrapError(CodeInternal, err, "failed to store key")
+		case errors.Is(err, ErrStoreNotFound):
+			if _, lerr := s.store.GetMaterial(ctx, c.Tenant, keyID, version); lerr != nil {
+				return false, newError(CodeNotFound, "the archive holds no material for version %d of key %s (destroyed?)", version, keyID)
 			}
+		default:
+			return false, wrapError(CodeInternal, err, "failed to read the archive")
 		}
-		if err := as.DeleteArchived(ctx, c.Tenant, keyID, version); err != nil {
-			return wrapError(CodeInternal, err, "failed to remove the archive entry")
-		}
-		s.Invalidate(c.Tenant, keyID)
-		return nil
+		k.Versions[i].Archived = false
+		k.Versions[i].ArchivedAt = time.Time{}
+		return false, nil
+	})
+	if err != nil {
+		return err
 	}
-	return newError(CodeConflict, "key %s is changing concurrently; retry", keyID)
+	if err := as.DeleteArchived(ctx, c.Tenant, keyID, version); err != nil {
+		return wrapError(CodeInternal, err, "failed to remove the archive entry")
+	}
+	s.Invalidate(c.Tenant, keyID)
+	return nil
 }
 
 // DestroyArchivedMaterialResult reports what DestroyArchivedMaterial

@@ -336,9 +336,6 @@ func candidateVersions(k *Key, want uint32, use Use) []uint32 {
 	return out
 }
 
-// CodeInvalidSignature is the code of a signature or MAC that does not verify.
-const CodeInvalidSignature Code = "KMSInvalidSignatureException"
-
 // ErrInvalidSignature matches every invalid-signature error.
 var ErrInvalidSignature = &Error{Code: CodeInvalidSignature}
 
@@ -516,9 +513,6 @@ func (s *Service) VerifyMac(ctx context.Context, c Caller, p MACParams) (res *MA
 	}
 	return nil, &Error{Code: CodeInvalidMAC, Message: "the MAC is not valid"}
 }
-
-// CodeInvalidMAC is the code of a MAC that does not verify.
-const CodeInvalidMAC Code = "KMSInvalidMacException"
 
 // ErrInvalidMAC matches every invalid-MAC error.
 var ErrInvalidMAC = &Error{Code: CodeInvalidMAC}

@@ -3,29 +3,13 @@ package kms
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/keyflow/keyflow/events"
+	"github.com/keyflow/keyflow/kms/keypolicy"
 )
-
-// AuthzStore keeps what authorization needs beyond the key itself: each
-// key's policy and grants, and each tenant's list of disabled principals.
-// A Store that also implements AuthzStore (workers/kvstore does) enables
-// key policies, grants and the worker-side deny list; without one, only
-// roles are enforced.
-type AuthzStore interface {
-	// GetKeyAuthz returns ErrStoreNotFound when the key has neither a
-	// policy nor grants.
-	GetKeyAuthz(ctx context.Context, tenant, keyID string) (*KeyAuthz, Revision, error)
-	// PutKeyAuthz creates (rev 0, else ErrStoreExists) or replaces (if the
-	// revision is still rev, else ErrStoreConflict) a key's record.
-	PutKeyAuthz(ctx context.Context, a *KeyAuthz, rev Revision) (Revision, error)
-	// GetDisabled returns ErrStoreNotFound when no principal of the tenant
-	// was ever disabled.
-	GetDisabled(ctx context.Context, tenant string) (*DisabledPrincipals, Revision, error)
-	PutDisabled(ctx context.Context, d *DisabledPrincipals, rev Revision) (Revision, error)
-}
 
 // DisabledPrincipals is a tenant's deny list: principals refused at once by
 // every worker, whatever credentials they present.
@@ -40,7 +24,7 @@ type DisabledPrincipals struct {
 type authzCache struct {
 	mu       sync.RWMutex
 	gen      uint64 // bumped by every invalidation; a load that raced one is not cached
-	keys     map[[2]string]*KeyAuthz
+	keys     map[[2]string]*keypolicy.KeyAuthz
 	disabled map[string]*DisabledPrincipals
 }
 
@@ -65,7 +49,7 @@ func (s *Service) InvalidateAuthz(tenant, keyID string) {
 	c.mu.Unlock()
 }
 
-func (s *Service) keyAuthz(ctx context.Context, tenant, keyID string) (*KeyAuthz, error) {
+func (s *Service) keyAuthz(ctx context.Context, tenant, keyID string) (*keypolicy.KeyAuthz, error) {
 	st, ok := s.authzStore()
 	if !ok {
 		return nil, nil
@@ -88,7 +72,7 @@ func (s *Service) keyAuthz(ctx context.Context, tenant, keyID string) (*KeyAuthz
 	c.mu.Lock()
 	if c.gen == gen {
 		if c.keys == nil || len(c.keys) >= 10000 {
-			c.keys = map[[2]string]*KeyAuthz{} // crude bound; the working set refills it
+			c.keys = map[[2]string]*keypolicy.KeyAuthz{} // crude bound; the working set refills it
 		}
 		c.keys[[2]string{tenant, keyID}] = a
 	}
@@ -140,7 +124,7 @@ type AccessTarget struct {
 	Ciphertext []byte
 	// Action overrides the operation's action (re-encryption checks
 	// ReEncryptFrom on the source and ReEncryptTo on the destination).
-	Action  Action
+	Action  keypolicy.Action
 	Context EncryptionContext
 }
 
@@ -175,7 +159,7 @@ func (s *Service) Authorize(ctx context.Context, c Caller, p AuthorizeParams) er
 	if err := checkCaller(c); err != nil {
 		return s.deny(ctx, c, p.Operation, "", "", "tenant:unknown", err)
 	}
-	perm, ok := PermissionOf(p.Operation)
+	perm, ok := keypolicy.PermissionOf(p.Operation)
 	if !ok {
 		return s.deny(ctx, c, p.Operation, "", "", "role:unmapped-operation",
 			newError(CodeAccessDenied, "operation %s is not open to any role", truncate(p.Operation, 64)))
@@ -188,9 +172,9 @@ func (s *Service) Authorize(ctx context.Context, c Caller, p AuthorizeParams) er
 		return s.deny(ctx, c, p.Operation, "", "", "principal:disabled",
 			newError(CodeAccessDenied, "principal %s is disabled", truncate(c.Principal, 64)))
 	}
-	if !hasAnyRole(c.Roles, perm.Roles) {
-		return s.deny(ctx, c, p.Operation, "", "", roleRule(perm.Roles),
-			newError(CodeAccessDenied, "%s requires the role %s; this principal holds %v", truncate(p.Operation, 64), joinRoles(perm.Roles, " or "), c.Roles))
+	if !perm.HeldBy(c.Roles) {
+		return s.deny(ctx, c, p.Operation, "", "", perm.Rule(),
+			newError(CodeAccessDenied, "%s requires the role %s; this principal holds %v", truncate(p.Operation, 64), strings.Join(keypolicy.RoleNames(perm.Roles), " or "), c.Roles))
 	}
 	if _, ok := s.authzStore(); !ok {
 		return nil
@@ -201,7 +185,7 @@ func (s *Service) Authorize(ctx context.Context, c Caller, p AuthorizeParams) er
 		if action == "" {
 			action = perm.Action
 		}
-		if action == "" || action == ActionPutKeyPolicy || action == ActionGetKeyPolicy || action == ActionRetireGrant {
+		if action == "" || action == keypolicy.ActionPutKeyPolicy || action == keypolicy.ActionGetKeyPolicy || action == keypolicy.ActionRetireGrant {
 			continue
 		}
 		for _, keyID := range s.targetKeys(ctx, c.Tenant, t) {
@@ -209,9 +193,9 @@ func (s *Service) Authorize(ctx context.Context, c Caller, p AuthorizeParams) er
 			if err != nil {
 				return err
 			}
-			rule := a.decide(accessRequest{principal: c.Principal, roles: c.Roles, action: action, context: t.Context, now: now})
+			rule := a.Decide(keypolicy.Request{Principal: c.Principal, Roles: c.Roles, Action: action, Context: t.Context, Now: now})
 			if rule != "" {
-				return s.deny(ctx, c, p.Operation, keyID, action, rule, newError(CodeAccessDenied, "%s", denyMessage(action, rule)))
+				return s.deny(ctx, c, p.Operation, keyID, action, rule, newError(CodeAccessDenied, "%s", keypolicy.DenyMessage(action, rule)))
 			}
 		}
 	}
@@ -239,7 +223,7 @@ func (s *Service) targetKeys(ctx context.Context, tenant string, t AccessTarget)
 
 // deny records one denial and returns err. The record names the rule; its
 // subject is the key only when the key is the caller's tenant's.
-func (s *Service) deny(ctx context.Context, c Caller, op, keyID string, action Action, rule string, err error) error {
+func (s *Service) deny(ctx context.Context, c Caller, op, keyID string, action keypolicy.Action, rule string, err error) error {
 	if !ValidTenant(c.Tenant) {
 		c.Tenant = "-"
 	}

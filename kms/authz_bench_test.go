@@ -6,9 +6,10 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/keyflow/keyflow/deploy/testbed"
 	"github.com/keyflow/keyflow/events"
+	"github.com/keyflow/keyflow/internal/testbed"
 	"github.com/keyflow/keyflow/kms"
+	"github.com/keyflow/keyflow/kms/keypolicy"
 )
 
 // The cost of authorization on the hot path, next to the operation it
@@ -78,7 +79,7 @@ func benchAuthorize(b *testing.B, svc *kms.Service, policy string) {
 			if i == 19 {
 				grantee = benchCaller.Principal
 			}
-			if _, err := svc.CreateGrant(ctx, admin, kms.CreateGrantParams{KeyRef: k.ID, Grantee: grantee, Operations: []kms.Action{kms.ActionEncrypt}}); err != nil {
+			if _, err := svc.CreateGrant(ctx, admin, kms.CreateGrantParams{KeyRef: k.ID, Grantee: grantee, Operations: []keypolicy.Action{keypolicy.ActionEncrypt}}); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -94,14 +94,6 @@ type BackupRecord struct {
 	RevokedForKey string    `json:"revokedForKey,omitempty"`
 }
 
-// BackupRegistry is the optional store ability that keeps the list of
-// backups keyflow made. workers/kvstore implements it (kf_backups).
-type BackupRegistry interface {
-	PutBackupRecord(ctx context.Context, r *BackupRecord) error
-	GetBackupRecord(ctx context.Context, tenant, id string) (*BackupRecord, error)
-	ListBackupRecords(ctx context.Context, tenant string) ([]*BackupRecord, error)
-}
-
 // BackupResult is a finished backup: the file and what it holds.
 type BackupResult struct {
 	ID       string

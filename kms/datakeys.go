@@ -60,24 +60,6 @@ type DataKeyQuery struct {
 	Limit    int
 }
 
-// DataKeyStore keeps the registry. It is optional: a Store that also
-// implements it gives the Service a registry (kvstore.Store does, in the
-// kf_datakeys bucket); without it the registry operations answer
-// KMSInternalException.
-type DataKeyStore interface {
-	// CreateDataKey stores a new registration (ErrStoreExists if the ID is taken).
-	CreateDataKey(ctx context.Context, d *DataKey) error
-	GetDataKey(ctx context.Context, tenant, id string) (*DataKey, Revision, error)
-	// UpdateDataKey replaces d if its revision is still rev (else
-	// ErrStoreConflict) and moves it in the per-key index from
-	// (prevKeyID, prevVersion).
-	UpdateDataKey(ctx context.Context, d *DataKey, rev Revision, prevKeyID string, prevVersion uint32) (Revision, error)
-	DeleteDataKey(ctx context.Context, tenant, id string) error
-	ListDataKeys(ctx context.Context, q DataKeyQuery) (*DataKeyListing, error)
-	// CountDataKeys counts the registrations of a key per version.
-	CountDataKeys(ctx context.Context, tenant, keyID string) (map[uint32]int, error)
-}
-
 // DataKeyListing is one page of a DataKeyQuery: Next continues after it
 // (also past entries it skipped); Done is true when nothing follows.
 type DataKeyListing struct {

@@ -28,6 +28,30 @@ const (
 	CodeInternal          Code = "KMSInternalException"
 )
 
+// Error codes of signatures and MACs (asym.go).
+const (
+	// CodeInvalidSignature is the code of a signature that does not verify.
+	CodeInvalidSignature Code = "KMSInvalidSignatureException"
+	// CodeInvalidMAC is the code of a MAC that does not verify.
+	CodeInvalidMAC Code = "KMSInvalidMacException"
+)
+
+// Error codes of imports (BYOK, imports.go), AWS's names.
+const (
+	CodeInvalidImportToken   Code = "InvalidImportTokenException"
+	CodeExpiredImportToken   Code = "ExpiredImportTokenException"
+	CodeIncorrectKeyMaterial Code = "IncorrectKeyMaterialException"
+	CodeUnsupportedOperation Code = "UnsupportedOperationException"
+)
+
+// XKS error codes, named as the XKS proxy API names them (xks.go). They
+// extend the codes above for what only the XKS adapter can see.
+const (
+	CodeXKSAuthenticationFailed Code = "AuthenticationFailedException"
+	CodeXKSInvalidURIPath       Code = "InvalidUriPathException"
+	CodeDependencyTimeout       Code = "DependencyTimeoutException"
+)
+
 // Sentinel errors for callers that branch with errors.Is. Every *Error
 // matches the sentinel of its code.
 var (

@@ -7,12 +7,6 @@ import (
 	"time"
 )
 
-// KeyIDLister is the optional Store ability to list a tenant's key IDs
-// without reading every key (fleet operations page through them).
-type KeyIDLister interface {
-	ListKeyIDs(ctx context.Context, tenant string) ([]string, error)
-}
-
 // ListKeyIDs returns up to limit of the tenant's key IDs after the ID
 // after, in order: the pages of a fleet operation. It is a plain read for
 // the fleet workflows (each key they then act on is audited).

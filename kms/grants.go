@@ -8,6 +8,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/keyflow/keyflow/events"
+	"github.com/keyflow/keyflow/kms/keypolicy"
 )
 
 // errNoAuthzStore is returned by policy and grant operations when the
@@ -17,7 +18,7 @@ var errNoAuthzStore = newError(CodeInternal, "this deployment's store cannot hol
 // updateKeyAuthz applies change to a key's policy-and-grants record with
 // optimistic concurrency, retrying on a conflict, and drops this worker's
 // cached copy (the store watch drops the others').
-func (s *Service) updateKeyAuthz(ctx context.Context, k *Key, change func(a *KeyAuthz) error) (*KeyAuthz, error) {
+func (s *Service) updateKeyAuthz(ctx context.Context, k *Key, change func(a *keypolicy.KeyAuthz) error) (*keypolicy.KeyAuthz, error) {
 	st, ok := s.authzStore()
 	if !ok {
 		return nil, errNoAuthzStore
@@ -25,7 +26,7 @@ func (s *Service) updateKeyAuthz(ctx context.Context, k *Key, change func(a *Key
 	for range 5 {
 		a, rev, err := st.GetKeyAuthz(ctx, k.Tenant, k.ID)
 		if errors.Is(err, ErrStoreNotFound) {
-			a, rev = &KeyAuthz{Tenant: k.Tenant, KeyID: k.ID}, 0
+			a, rev = &keypolicy.KeyAuthz{Tenant: k.Tenant, KeyID: k.ID}, 0
 		} else if err != nil {
 			return nil, wrapError(CodeInternal, err, "failed to read the key policy")
 		}
@@ -48,7 +49,7 @@ func (s *Service) updateKeyAuthz(ctx context.Context, k *Key, change func(a *Key
 // SetKeyPolicyResult is the output of SetKeyPolicy.
 type SetKeyPolicyResult struct {
 	KeyID  string
-	Policy *KeyPolicy
+	Policy *keypolicy.KeyPolicy
 }
 
 // SetKeyPolicy replaces a key's policy with doc, a JSON document valid
@@ -75,11 +76,11 @@ func (s *Service) SetKeyPolicy(ctx context.Context, c Caller, keyRef string, doc
 	if k, _, err = s.resolve(ctx, c.Tenant, keyRef); err != nil {
 		return nil, err
 	}
-	p, err := ParseKeyPolicy(doc)
+	p, err := parseKeyPolicy(doc)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := s.updateKeyAuthz(ctx, k, func(a *KeyAuthz) error { a.Policy = p; return nil }); err != nil {
+	if _, err := s.updateKeyAuthz(ctx, k, func(a *keypolicy.KeyAuthz) error { a.Policy = p; return nil }); err != nil {
 		return nil, err
 	}
 	return &SetKeyPolicyResult{KeyID: k.ID, Policy: p}, nil
@@ -87,7 +88,7 @@ func (s *Service) SetKeyPolicy(ctx context.Context, c Caller, keyRef string, doc
 
 // GetKeyPolicy returns a key's policy; nil means the default (roles
 // decide).
-func (s *Service) GetKeyPolicy(ctx context.Context, c Caller, keyRef string) (keyID string, p *KeyPolicy, err error) {
+func (s *Service) GetKeyPolicy(ctx context.Context, c Caller, keyRef string) (keyID string, p *keypolicy.KeyPolicy, err error) {
 	var k *Key
 	defer s.finish(ctx, c, events.TypeKeyPolicyRead, &err, func() (string, map[string]any) {
 		subject := ""
@@ -116,14 +117,14 @@ func (s *Service) GetKeyPolicy(ctx context.Context, c Caller, keyRef string) (ke
 type CreateGrantParams struct {
 	KeyRef            string
 	Grantee           string
-	Operations        []Action
-	Constraints       *Conditions
+	Operations        []keypolicy.Action
+	Constraints       *keypolicy.Conditions
 	RetiringPrincipal string
 }
 
 // CreateGrant gives a principal of the key's tenant narrow use of the key:
 // the listed operations, under the constraints, until Constraints.NotAfter.
-func (s *Service) CreateGrant(ctx context.Context, c Caller, p CreateGrantParams) (g *Grant, err error) {
+func (s *Service) CreateGrant(ctx context.Context, c Caller, p CreateGrantParams) (g *keypolicy.Grant, err error) {
 	var k *Key
 	defer s.finish(ctx, c, events.TypeGrantCreated, &err, func() (string, map[string]any) {
 		subject := ""
@@ -156,14 +157,14 @@ func (s *Service) CreateGrant(ctx context.Context, c Caller, p CreateGrantParams
 		}
 	}
 	if len(p.Operations) == 0 {
-		return nil, newError(CodeValidation, "a grant needs at least one operation; operations: %v", PolicyActions())
+		return nil, newError(CodeValidation, "a grant needs at least one operation; operations: %v", keypolicy.PolicyActions())
 	}
 	for _, o := range p.Operations {
-		if !slices.Contains(PolicyActions(), o) {
-			return nil, newError(CodeValidation, "unknown grant operation %q; operations: %v", truncate(string(o), 64), PolicyActions())
+		if !slices.Contains(keypolicy.PolicyActions(), o) {
+			return nil, newError(CodeValidation, "unknown grant operation %q; operations: %v", truncate(string(o), 64), keypolicy.PolicyActions())
 		}
 	}
-	if err := p.Constraints.validate(); err != nil {
+	if err := checkConditions(p.Constraints); err != nil {
 		return nil, err
 	}
 	if p.Constraints != nil && p.Constraints.NotAfter != nil && !p.Constraints.NotAfter.After(s.now()) {
@@ -172,14 +173,14 @@ func (s *Service) CreateGrant(ctx context.Context, c Caller, p CreateGrantParams
 	if k, _, err = s.resolve(ctx, c.Tenant, p.KeyRef); err != nil {
 		return nil, err
 	}
-	g = &Grant{
+	g = &keypolicy.Grant{
 		ID: uuid.NewString(), KeyID: k.ID, Grantee: p.Grantee, Operations: slices.Clone(p.Operations),
 		Constraints: p.Constraints, RetiringPrincipal: p.RetiringPrincipal,
 		CreatedAt: s.now().UTC(), CreatedBy: c.Principal,
 	}
-	_, err = s.updateKeyAuthz(ctx, k, func(a *KeyAuthz) error {
-		if len(a.Grants) >= MaxGrantsPerKey {
-			return newError(CodeLimitExceeded, "key %s has %d grants; the limit is %d", k.ID, len(a.Grants), MaxGrantsPerKey)
+	_, err = s.updateKeyAuthz(ctx, k, func(a *keypolicy.KeyAuthz) error {
+		if len(a.Grants) >= keypolicy.MaxGrantsPerKey {
+			return newError(CodeLimitExceeded, "key %s has %d grants; the limit is %d", k.ID, len(a.Grants), keypolicy.MaxGrantsPerKey)
 		}
 		a.Grants = append(a.Grants, *g)
 		return nil
@@ -191,7 +192,7 @@ func (s *Service) CreateGrant(ctx context.Context, c Caller, p CreateGrantParams
 }
 
 // ListGrants returns a key's live grants.
-func (s *Service) ListGrants(ctx context.Context, c Caller, keyRef string) (grants []Grant, err error) {
+func (s *Service) ListGrants(ctx context.Context, c Caller, keyRef string) (grants []keypolicy.Grant, err error) {
 	var k *Key
 	defer s.finish(ctx, c, events.TypeGrantListed, &err, func() (string, map[string]any) {
 		subject := ""
@@ -210,7 +211,7 @@ func (s *Service) ListGrants(ctx context.Context, c Caller, keyRef string) (gran
 	if err != nil {
 		return nil, err
 	}
-	grants = []Grant{}
+	grants = []keypolicy.Grant{}
 	if a != nil {
 		grants = append(grants, a.Grants...)
 	}
@@ -220,8 +221,8 @@ func (s *Service) ListGrants(ctx context.Context, c Caller, keyRef string) (gran
 // RetireGrant ends a grant at the request of its grantee, its retiring
 // principal or a key admin (AWS RetireGrant).
 func (s *Service) RetireGrant(ctx context.Context, c Caller, keyRef, grantID string) error {
-	return s.endGrant(ctx, c, events.TypeGrantRetired, keyRef, grantID, func(g *Grant) error {
-		if c.Principal == g.Grantee || c.Principal == g.RetiringPrincipal || slices.Contains(c.Roles, string(RoleKeyAdmin)) {
+	return s.endGrant(ctx, c, events.TypeGrantRetired, keyRef, grantID, func(g *keypolicy.Grant) error {
+		if c.Principal == g.Grantee || c.Principal == g.RetiringPrincipal || slices.Contains(c.Roles, string(keypolicy.RoleKeyAdmin)) {
 			return nil
 		}
 		return newError(CodeAccessDenied, "only the grantee, the retiring principal or a key admin may retire this grant")
@@ -233,7 +234,7 @@ func (s *Service) RevokeGrant(ctx context.Context, c Caller, keyRef, grantID str
 	return s.endGrant(ctx, c, events.TypeGrantRevoked, keyRef, grantID, nil)
 }
 
-func (s *Service) endGrant(ctx context.Context, c Caller, typ, keyRef, grantID string, may func(*Grant) error) (err error) {
+func (s *Service) endGrant(ctx context.Context, c Caller, typ, keyRef, grantID string, may func(*keypolicy.Grant) error) (err error) {
 	var k *Key
 	defer s.finish(ctx, c, typ, &err, func() (string, map[string]any) {
 		subject := ""
@@ -248,8 +249,8 @@ func (s *Service) endGrant(ctx context.Context, c Caller, typ, keyRef, grantID s
 	if k, _, err = s.resolve(ctx, c.Tenant, keyRef); err != nil {
 		return err
 	}
-	_, err = s.updateKeyAuthz(ctx, k, func(a *KeyAuthz) error {
-		i := slices.IndexFunc(a.Grants, func(g Grant) bool { return g.ID == grantID })
+	_, err = s.updateKeyAuthz(ctx, k, func(a *keypolicy.KeyAuthz) error {
+		i := slices.IndexFunc(a.Grants, func(g keypolicy.Grant) bool { return g.ID == grantID })
 		if i < 0 {
 			return newError(CodeNotFound, "key %s has no grant %s", k.ID, truncate(grantID, 64))
 		}

@@ -9,8 +9,8 @@ import (
 	"crypto/x509"
 	"testing"
 
-	"github.com/keyflow/keyflow/deploy/testbed"
 	"github.com/keyflow/keyflow/hsm"
+	"github.com/keyflow/keyflow/internal/testbed"
 	"github.com/keyflow/keyflow/kms"
 )
 

@@ -4,8 +4,8 @@ import (
 	"context"
 	"testing"
 
-	"github.com/keyflow/keyflow/deploy/testbed"
 	"github.com/keyflow/keyflow/events"
+	"github.com/keyflow/keyflow/internal/testbed"
 	"github.com/keyflow/keyflow/kms"
 )
 

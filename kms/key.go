@@ -5,13 +5,37 @@ import (
 	"time"
 )
 
+// This file holds the vocabulary of a key: every KeySpec, KeyUsage,
+// KeyState and Origin is declared here, and nowhere else. spec.go says what
+// each spec is made of (its algorithms, usages and HSM material).
+
 // KeySpec names the kind of key material, as AWS KMS does.
 type KeySpec string
 
-// Key specs. The foundation ships the symmetric default; more come with the
-// crypto-core work.
+// Key specs, named as AWS KMS names them. spec.go maps each to its
+// material and allowed usages.
 const (
 	SpecSymmetricDefault KeySpec = "SYMMETRIC_DEFAULT" // AES-256-GCM
+	SpecHMAC256          KeySpec = "HMAC_256"
+	SpecRSA3072          KeySpec = "RSA_3072"
+	SpecRSA4096          KeySpec = "RSA_4096"
+	SpecECCP256          KeySpec = "ECC_NIST_P256"
+	SpecECCP384          KeySpec = "ECC_NIST_P384"
+	SpecEd25519          KeySpec = "ECC_NIST_EDWARDS25519"
+	specAES256Alias      KeySpec = "AES_256" // accepted on input, stored as SYMMETRIC_DEFAULT
+)
+
+// Post-quantum key specs (material generated in software, package pqc,
+// and wrapped under the HSM root key).
+const (
+	SpecMLKEM768   KeySpec = "ML_KEM_768"
+	SpecMLKEM1024  KeySpec = "ML_KEM_1024"
+	SpecXWing      KeySpec = "X_WING"
+	SpecMLDSA44    KeySpec = "ML_DSA_44"
+	SpecMLDSA65    KeySpec = "ML_DSA_65"
+	SpecMLDSA87    KeySpec = "ML_DSA_87"
+	SpecSLHDSA128S KeySpec = "SLH_DSA_SHA2_128S"
+	SpecSLHDSA128F KeySpec = "SLH_DSA_SHA2_128F"
 )
 
 // KeyUsage is the one thing a key may be used for.
@@ -19,7 +43,10 @@ type KeyUsage string
 
 // Key usages.
 const (
-	UsageEncryptDecrypt KeyUsage = "ENCRYPT_DECRYPT"
+	UsageEncryptDecrypt    KeyUsage = "ENCRYPT_DECRYPT"
+	UsageSignVerify        KeyUsage = "SIGN_VERIFY"
+	UsageGenerateVerifyMAC KeyUsage = "GENERATE_VERIFY_MAC"
+	UsageKeyEncapsulation  KeyUsage = "KEY_ENCAPSULATION"
 )
 
 // KeyState is a key's (or a version's) lifecycle state, after NIST SP 800-57
@@ -35,6 +62,26 @@ const (
 	StateDeactivated KeyState = "DEACTIVATED"
 	StateCompromised KeyState = "COMPROMISED"
 	StateDestroyed   KeyState = "DESTROYED"
+	// StateDestroyedCompromised is KMIP's Destroyed Compromised: a
+	// destroyed key known (before or after destruction) to have been
+	// compromised. Its metadata is kept, as for DESTROYED.
+	StateDestroyedCompromised KeyState = "DESTROYED_COMPROMISED"
+	// StatePendingImport is an EXTERNAL key without material: it was just
+	// created, or its imported material expired or was deleted. It neither
+	// encrypts nor decrypts until material is imported (imports.go).
+	StatePendingImport KeyState = "PENDING_IMPORT"
+)
+
+// Origin says where a key's material came from (AWS's names).
+type Origin string
+
+// Origins.
+const (
+	// OriginKMS is material generated inside keyflow (AWS calls this
+	// AWS_KMS). Keys stored without an origin have it.
+	OriginKMS Origin = "AWS_KMS"
+	// OriginExternal is material imported by the customer (BYOK).
+	OriginExternal Origin = "EXTERNAL"
 )
 
 // CanEncrypt reports whether new ciphertexts may be made in state s (see

@@ -19,11 +19,6 @@ import (
 // CancelDeletion or by destruction. While it is set, the key refuses every
 // use but describe.
 
-// StateDestroyedCompromised is KMIP's Destroyed Compromised: a destroyed key
-// known (before or after destruction) to have been compromised. Its
-// metadata is kept, as for DESTROYED.
-const StateDestroyedCompromised KeyState = "DESTROYED_COMPROMISED"
-
 // Transition is one allowed state change, named as in SP 800-57 (T1–T15)
 // or KMIP (K1, K2).
 type Transition struct {

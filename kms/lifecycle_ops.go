@@ -9,13 +9,6 @@ import (
 	"github.com/keyflow/keyflow/events"
 )
 
-// MaterialDeleter is the optional Store ability to delete a version's
-// wrapped material (the material bucket is otherwise create-only). Deleting
-// what is not there succeeds.
-type MaterialDeleter interface {
-	DeleteMaterial(ctx context.Context, tenant, keyID string, version uint32) error
-}
-
 // MaterialDestroyer destroys copies of a key's material that keyflow keeps
 // outside the store (archives, backups). Register one with
 // Service.RegisterDestroyer; destruction calls every registered destroyer.
@@ -260,7 +253,7 @@ func (s *Service) ScheduleDeletion(ctx context.Context, c Caller, p ScheduleDele
 	if err := checkCaller(c); err != nil {
 		return nil, err
 	}
-	// The window's range and the tenant policy's minimum (gates.go).
+	// The window's range and the tenant policy's minimum (dualcontrol.go).
 	w, err := s.checkDeletionWindow(ctx, c.Tenant, p.Window)
 	if err != nil {
 		return nil, err

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/keyflow/keyflow/events"
+	"github.com/keyflow/keyflow/kms/keypolicy"
 )
 
 // Directory is where tenants and principals live and where their
@@ -20,8 +21,8 @@ import (
 type Directory interface {
 	// PlatformTenant is the tenant whose tenant admins may create tenants.
 	PlatformTenant() string
-	CreateTenant(ctx context.Context, tenant string, policy RolePolicy) error
-	RolePolicy(ctx context.Context, tenant string) (RolePolicy, error)
+	CreateTenant(ctx context.Context, tenant string, policy keypolicy.RolePolicy) error
+	RolePolicy(ctx context.Context, tenant string) (keypolicy.RolePolicy, error)
 	// IssuePrincipal registers a principal and returns its credential (a
 	// user JWT) for publicKey, whose private half only the caller holds.
 	IssuePrincipal(ctx context.Context, p IssuePrincipalParams) (credential string, err error)
@@ -34,7 +35,7 @@ type Directory interface {
 type IssuePrincipalParams struct {
 	Tenant    string
 	Name      string
-	Roles     []Role
+	Roles     []keypolicy.Role
 	PublicKey string
 	CreatedBy string
 }
@@ -42,7 +43,7 @@ type IssuePrincipalParams struct {
 // PrincipalInfo describes a principal (never its credentials).
 type PrincipalInfo struct {
 	Name       string
-	Roles      []Role
+	Roles      []keypolicy.Role
 	CreatedAt  time.Time
 	CreatedBy  string
 	DisabledAt *time.Time
@@ -66,7 +67,7 @@ func dirError(err error, what string) error {
 type CreateTenantParams struct {
 	Name string
 	// Policy is the tenant's policy; nil means DefaultRolePolicy.
-	Policy *RolePolicy
+	Policy *keypolicy.RolePolicy
 	// AdminName and AdminPublicKey issue the new tenant's first principal,
 	// a tenant admin (default name "admin").
 	AdminName      string
@@ -77,7 +78,7 @@ type CreateTenantParams struct {
 // credential.
 type CreateTenantResult struct {
 	Tenant     string
-	Policy     RolePolicy
+	Policy     keypolicy.RolePolicy
 	Admin      string
 	Credential string
 }
@@ -110,18 +111,18 @@ func (s *Service) CreateTenant(ctx context.Context, c Caller, dir Directory, p C
 	if err := checkPrincipalName(p.AdminName); err != nil {
 		return nil, err
 	}
-	pol := DefaultRolePolicy()
+	pol := keypolicy.DefaultRolePolicy()
 	if p.Policy != nil {
 		pol = *p.Policy
 	}
 	if err := pol.Validate(); err != nil {
-		return nil, err
+		return nil, policyError(err)
 	}
 	if err := dir.CreateTenant(ctx, p.Name, pol); err != nil {
 		return nil, dirError(err, "tenant "+p.Name)
 	}
 	cred, err := dir.IssuePrincipal(ctx, IssuePrincipalParams{
-		Tenant: p.Name, Name: p.AdminName, Roles: []Role{RoleTenantAdmin}, PublicKey: p.AdminPublicKey, CreatedBy: c.Tenant + "/" + c.Principal,
+		Tenant: p.Name, Name: p.AdminName, Roles: []keypolicy.Role{keypolicy.RoleTenantAdmin}, PublicKey: p.AdminPublicKey, CreatedBy: c.Tenant + "/" + c.Principal,
 	})
 	if err != nil {
 		return nil, dirError(err, "principal "+p.AdminName)
@@ -129,10 +130,10 @@ func (s *Service) CreateTenant(ctx context.Context, c Caller, dir Directory, p C
 	return &CreateTenantResult{Tenant: p.Name, Policy: pol, Admin: p.AdminName, Credential: cred}, nil
 }
 
-func roleSets(sets [][]Role) [][]string {
+func roleSets(sets [][]keypolicy.Role) [][]string {
 	out := make([][]string, len(sets))
 	for i, s := range sets {
-		out[i] = rolesString(s)
+		out[i] = keypolicy.RoleNames(s)
 	}
 	return out
 }
@@ -140,7 +141,7 @@ func roleSets(sets [][]Role) [][]string {
 // CreatePrincipalParams are the inputs of CreatePrincipal.
 type CreatePrincipalParams struct {
 	Name  string
-	Roles []Role
+	Roles []keypolicy.Role
 	// PublicKey is the principal's public key (an NKEY user key); the
 	// private half never leaves the caller.
 	PublicKey string
@@ -150,7 +151,7 @@ type CreatePrincipalParams struct {
 // combination the tenant policy forbids, and returns its credential.
 func (s *Service) CreatePrincipal(ctx context.Context, c Caller, dir Directory, p CreatePrincipalParams) (info *PrincipalInfo, cred string, err error) {
 	defer s.finish(ctx, c, events.TypePrincipalCreated, &err, func() (string, map[string]any) {
-		return "", map[string]any{"principal": truncate(p.Name, 64), "roles": rolesString(truncateRoles(p.Roles))}
+		return "", map[string]any{"principal": truncate(p.Name, 64), "roles": keypolicy.RoleNames(truncateRoles(p.Roles))}
 	}, func() { info, cred = nil, "" })
 	if err := checkCaller(c); err != nil {
 		return nil, "", err
@@ -166,7 +167,7 @@ func (s *Service) CreatePrincipal(ctx context.Context, c Caller, dir Directory, 
 		return nil, "", dirError(err, "tenant "+c.Tenant)
 	}
 	if err := pol.CheckRoles(p.Roles); err != nil {
-		return nil, "", err
+		return nil, "", policyError(err)
 	}
 	cred, err = dir.IssuePrincipal(ctx, IssuePrincipalParams{Tenant: c.Tenant, Name: p.Name, Roles: p.Roles, PublicKey: p.PublicKey, CreatedBy: c.Principal})
 	if err != nil {
@@ -176,13 +177,13 @@ func (s *Service) CreatePrincipal(ctx context.Context, c Caller, dir Directory, 
 }
 
 // truncateRoles bounds what a refused request can put in a record.
-func truncateRoles(rs []Role) []Role {
+func truncateRoles(rs []keypolicy.Role) []keypolicy.Role {
 	if len(rs) > 8 {
 		rs = rs[:8]
 	}
-	out := make([]Role, len(rs))
+	out := make([]keypolicy.Role, len(rs))
 	for i, r := range rs {
-		out[i] = Role(truncate(string(r), 32))
+		out[i] = keypolicy.Role(truncate(string(r), 32))
 	}
 	return out
 }

@@ -5,8 +5,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/keyflow/keyflow/deploy/testbed"
 	"github.com/keyflow/keyflow/events"
+	"github.com/keyflow/keyflow/internal/testbed"
 	"github.com/keyflow/keyflow/kms"
 )
 

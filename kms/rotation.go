@@ -2,7 +2,6 @@ package kms
 
 import (
 	"context"
-	"errors"
 	"sort"
 
 	"github.com/keyflow/keyflow/events"
@@ -33,43 +32,39 @@ func (s *Service) CreateVersion(ctx context.Context, c Caller, p CreateVersionPa
 	if !ValidKeyID(p.KeyID) {
 		return nil, newError(CodeValidation, "%q is not a key ID", truncate(p.KeyID, 64))
 	}
-	for attempt := 0; attempt < 5; attempt++ {
-		k, rev, err := s.getKey(ctx, c.Tenant, p.KeyID)
-		if err != nil {
-			return nil, err
-		}
+	var nv Version
+	_, err = s.updateKey(ctx, c.Tenant, p.KeyID, func(k *Key) (bool, error) {
 		if existing, ok := k.Version(p.Version); ok {
-			return &existing, nil
+			nv = existing
+			return true, nil
 		}
 		newest := k.Versions[len(k.Versions)-1].Number
 		if p.Version != newest+1 {
-			return nil, newError(CodeConflict, "key %s has versions up to %d; cannot create version %d", k.ID, newest, p.Version)
+			return false, newError(CodeConflict, "key %s has versions up to %d; cannot create version %d", k.ID, newest, p.Version)
 		}
 		if err := permitRotation(k); err != nil {
-			return nil, err
+			return false, err
 		}
 		if err := refuseExternalRotation(k); err != nil {
-			return nil, err
+			return false, err
 		}
 		info := specs[k.Spec]
 		if info == nil {
-			return nil, newError(CodeInternal, "key %s has unknown spec %q", k.ID, k.Spec)
+			return false, newError(CodeInternal, "key %s has unknown spec %q", k.ID, k.Spec)
 		}
+		// Material is write-once: a retry after a conflict keeps it.
 		if err := s.newVersionMaterial(ctx, c.Tenant, k.ID, p.Version, info); err != nil {
-			return nil, err
+			return false, err
 		}
 		now := s.now().UTC()
-		nv := Version{Number: p.Version, State: StateActive, Algorithm: info.alg, CreatedAt: now, DeactivationDate: now.Add(cryptoperiodOf(k))}
+		nv = Version{Number: p.Version, State: StateActive, Algorithm: info.alg, CreatedAt: now, DeactivationDate: now.Add(cryptoperiodOf(k))}
 		k.Versions = append(k.Versions, nv)
-		if _, err := s.store.UpdateKey(ctx, k, rev); errors.Is(err, ErrStoreConflict) {
-			continue // someone else changed the key; re-read and re-check
-		} else if err != nil {
-			return nil, wrapError(CodeInternal, err, "failed to store key")
-		}
-		s.Invalidate(c.Tenant, k.ID)
-		return &nv, nil
+		return false, nil
+	})
+	if err != nil {
+		return nil, err
 	}
-	return nil, newError(CodeConflict, "key %s is changing concurrently; retry", p.KeyID)
+	return &nv, nil
 }
 
 // SetPrimaryParams are the inputs of SetPrimaryVersion.
@@ -101,40 +96,34 @@ func (s *Service) SetPrimaryVersion(ctx context.Context, c Caller, p SetPrimaryP
 	if err := checkCaller(c); err != nil {
 		return nil, err
 	}
-	for attempt := 0; attempt < 5; attempt++ {
-		k, rev, err := s.getKey(ctx, c.Tenant, p.KeyID)
-		if err != nil {
-			return nil, err
-		}
+	var prev uint32
+	k, err := s.updateKey(ctx, c.Tenant, p.KeyID, func(k *Key) (bool, error) {
 		v, ok := k.Version(p.Version)
 		if !ok {
-			return nil, newError(CodeNotFound, "key %s has no version %d", k.ID, p.Version)
+			return false, newError(CodeNotFound, "key %s has no version %d", k.ID, p.Version)
 		}
 		if k.PrimaryVersion == p.Version {
-			prev := p.Version
+			prev = p.Version
 			if p.Version > 1 {
 				prev = p.Version - 1
 			}
-			return &SetPrimaryResult{Key: k, PreviousPrimary: prev}, nil
+			return true, nil
 		}
 		if err := permitRotation(k); err != nil {
-			return nil, err
+			return false, err
 		}
 		if !v.State.Allows(UseProtect) {
-			return nil, newError(CodeInvalidState, "version %d of key %s is %s and cannot become primary", v.Number, k.ID, v.State)
+			return false, newError(CodeInvalidState, "version %d of key %s is %s and cannot become primary", v.Number, k.ID, v.State)
 		}
-		prev := k.PrimaryVersion
+		prev = k.PrimaryVersion
 		k.PrimaryVersion = p.Version
 		k.RotatedAt = s.now().UTC()
-		if _, err := s.store.UpdateKey(ctx, k, rev); errors.Is(err, ErrStoreConflict) {
-			continue
-		} else if err != nil {
-			return nil, wrapError(CodeInternal, err, "failed to store key")
-		}
-		s.Invalidate(c.Tenant, k.ID)
-		return &SetPrimaryResult{Key: k, PreviousPrimary: prev}, nil
+		return false, nil
+	})
+	if err != nil {
+		return nil, err
 	}
-	return nil, newError(CodeConflict, "key %s is changing concurrently; retry", p.KeyID)
+	return &SetPrimaryResult{Key: k, PreviousPrimary: prev}, nil
 }
 
 // RequestRotation records a rotation request and returns the key's ID, so

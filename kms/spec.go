@@ -8,23 +8,6 @@ import (
 	"github.com/keyflow/keyflow/hsm"
 )
 
-// Key specs, named as AWS KMS names them.
-const (
-	SpecHMAC256     KeySpec = "HMAC_256"
-	SpecRSA3072     KeySpec = "RSA_3072"
-	SpecRSA4096     KeySpec = "RSA_4096"
-	SpecECCP256     KeySpec = "ECC_NIST_P256"
-	SpecECCP384     KeySpec = "ECC_NIST_P384"
-	SpecEd25519     KeySpec = "ECC_NIST_EDWARDS25519"
-	specAES256Alias KeySpec = "AES_256" // accepted on input, stored as SYMMETRIC_DEFAULT
-)
-
-// More key usages.
-const (
-	UsageSignVerify        KeyUsage = "SIGN_VERIFY"
-	UsageGenerateVerifyMAC KeyUsage = "GENERATE_VERIFY_MAC"
-)
-
 // SigningAlgorithm names a signature algorithm (AWS names).
 type SigningAlgorithm string
 
@@ -81,19 +64,6 @@ const (
 	// pqc), its private key wrapped under the HSM root key with
 	// hsm.SecretWrapper, unwrapped into memory for one operation only.
 	materialSoftware
-)
-
-// Post-quantum key specs.
-const (
-	SpecMLKEM768          KeySpec  = "ML_KEM_768"
-	SpecMLKEM1024         KeySpec  = "ML_KEM_1024"
-	SpecXWing             KeySpec  = "X_WING"
-	SpecMLDSA44           KeySpec  = "ML_DSA_44"
-	SpecMLDSA65           KeySpec  = "ML_DSA_65"
-	SpecMLDSA87           KeySpec  = "ML_DSA_87"
-	SpecSLHDSA128S        KeySpec  = "SLH_DSA_SHA2_128S"
-	SpecSLHDSA128F        KeySpec  = "SLH_DSA_SHA2_128F"
-	UsageKeyEncapsulation KeyUsage = "KEY_ENCAPSULATION"
 )
 
 // Post-quantum signing algorithms. ML-DSA uses AWS's name.

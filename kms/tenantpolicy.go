@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/keyflow/keyflow/events"
+	"github.com/keyflow/keyflow/kms/keypolicy"
 )
 
 // TenantPolicy is a tenant's governance document: which operations need
@@ -255,28 +256,6 @@ func checkProfile(name string, spec KeySpec, prof Profile, now time.Time) (strin
 	return "", nil
 }
 
-// GovernanceStore keeps tenant policies and approval requests: the
-// kf_tenant_policy and kf_approvals buckets in production (package
-// workers/kvstore). Every method is scoped by tenant.
-type GovernanceStore interface {
-	// GetTenantPolicy returns ErrStoreNotFound when the tenant has none.
-	// It is called on every request for the quotas, so implementations
-	// serve it from memory.
-	GetTenantPolicy(ctx context.Context, tenant string) (*TenantPolicy, Revision, error)
-	// PutTenantPolicy replaces the policy if its revision is still rev
-	// (0: there is none yet), else ErrStoreConflict.
-	PutTenantPolicy(ctx context.Context, tenant string, p *TenantPolicy, rev Revision) (Revision, error)
-	// PutProposedPolicy parks a policy change waiting for approval, and
-	// GetProposedPolicy reads it back when the approval completes.
-	PutProposedPolicy(ctx context.Context, tenant, approvalID string, p *TenantPolicy) error
-	GetProposedPolicy(ctx context.Context, tenant, approvalID string) (*TenantPolicy, error)
-
-	CreateApproval(ctx context.Context, a *Approval) error
-	GetApproval(ctx context.Context, tenant, id string) (*Approval, Revision, error)
-	UpdateApproval(ctx context.Context, a *Approval, rev Revision) (Revision, error)
-	ListApprovals(ctx context.Context, tenant string) ([]*Approval, error)
-}
-
 // tenantPolicy returns the tenant's policy, nil when it has none or when
 // the service has no governance store.
 func (s *Service) tenantPolicy(ctx context.Context, tenant string) (*TenantPolicy, Revision, error) {
@@ -356,8 +335,8 @@ func (s *Service) SetTenantPolicy(ctx context.Context, c Caller, p *TenantPolicy
 	if err := checkCaller(c); err != nil {
 		return nil, err
 	}
-	if c.Roles != nil && !slices.Contains(c.Roles, string(RoleTenantAdmin)) {
-		return nil, newError(CodeAccessDenied, "only a %s may set the tenant policy", RoleTenantAdmin)
+	if c.Roles != nil && !slices.Contains(c.Roles, string(keypolicy.RoleTenantAdmin)) {
+		return nil, newError(CodeAccessDenied, "only a %s may set the tenant policy", keypolicy.RoleTenantAdmin)
 	}
 	if s.gov.store == nil {
 		return nil, newError(CodeInternal, "tenant policies are not available on this worker")

@@ -40,14 +40,6 @@ import (
 	"github.com/keyflow/keyflow/hsm"
 )
 
-// XKS error codes, named as the XKS proxy API names them. They extend the
-// codes of errors.go for what only the XKS adapter can see.
-const (
-	CodeXKSAuthenticationFailed Code = "AuthenticationFailedException"
-	CodeXKSInvalidURIPath       Code = "InvalidUriPathException"
-	CodeDependencyTimeout       Code = "DependencyTimeoutException"
-)
-
 // Limits of the XKS proxy API v1 that keyflow serves exactly: the spec's
 // minimums, which keyflow does not exceed (UnsupportedOperationException
 // beyond them, as the spec's error table says).

@@ -11,7 +11,7 @@
 //
 //	defs.json                   shared definitions ($defs), not a message
 //	api/<Message>.json          one per request and reply of the NATS API,
-//	                            named after the Go type in workers/api:
+//	                            named after the Go type in client/api:
 //	                            EncryptRequest, EncryptReply, DecryptRequest,
 //	                            DecryptReply, DataKeyRequest, DataKeyReply,
 //	                            SignRequest, SignReply, VerifyRequest,
@@ -272,7 +272,7 @@ func EventTypes() []string {
 }
 
 // APIMessages returns the names of the API messages that have a schema
-// (the Go type names in workers/api), sorted.
+// (the Go type names in client/api), sorted.
 func APIMessages() []string {
 	r, err := load()
 	if err != nil {
@@ -339,7 +339,7 @@ func ValidateEventData(eventType string, data []byte) error {
 }
 
 // ValidateAPI checks a request or reply body of the NATS API. name is the
-// message's Go type name in workers/api, e.g. "EncryptRequest" (see
+// message's Go type name in client/api, e.g. "EncryptRequest" (see
 // [APIMessages]).
 func ValidateAPI(name string, raw []byte) error {
 	r, err := load()

@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyflow/keyflow/client/api"
 	"github.com/keyflow/keyflow/schemas"
-	"github.com/keyflow/keyflow/workers/api"
 )
 
 func TestSchemasCompile(t *testing.T) {
@@ -72,7 +72,7 @@ func TestSchemaEnvelopeDispatchesEveryType(t *testing.T) {
 }
 
 // TestSchemaAPIMirrorsGoTypes checks every API schema against its Go type
-// in workers/api: the same JSON names, required exactly when Go always
+// in client/api: the same JSON names, required exactly when Go always
 // writes the field (no omitempty), closed objects.
 func TestSchemaAPIMirrorsGoTypes(t *testing.T) {
 	cases := []struct {

@@ -13,11 +13,11 @@ import (
 	"go.temporal.io/sdk/worker"
 	"go.temporal.io/server/temporaltest"
 
-	"github.com/keyflow/keyflow/deploy/testbed"
+	"github.com/keyflow/keyflow/client"
+	"github.com/keyflow/keyflow/client/api"
 	"github.com/keyflow/keyflow/events"
+	"github.com/keyflow/keyflow/internal/testbed"
 	"github.com/keyflow/keyflow/kms"
-	"github.com/keyflow/keyflow/workers/api"
-	"github.com/keyflow/keyflow/workers/client"
 	"github.com/keyflow/keyflow/workers/rpc"
 	"github.com/keyflow/keyflow/workflows"
 )

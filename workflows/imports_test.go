@@ -12,8 +12,8 @@ import (
 
 	"go.temporal.io/sdk/testsuite"
 
-	"github.com/keyflow/keyflow/deploy/testbed"
 	"github.com/keyflow/keyflow/events"
+	"github.com/keyflow/keyflow/internal/testbed"
 	"github.com/keyflow/keyflow/kms"
 	"github.com/keyflow/keyflow/workflows"
 )

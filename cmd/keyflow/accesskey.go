@@ -8,8 +8,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/keyflow/keyflow/client"
 	"github.com/keyflow/keyflow/workers/awskms"
-	"github.com/keyflow/keyflow/workers/client"
 )
 
 // newAccessKeyCmd manages the access keys of the AWS KMS API (tenant

@@ -16,9 +16,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
+	"github.com/keyflow/keyflow/client"
 	"github.com/keyflow/keyflow/events/chain"
 	"github.com/keyflow/keyflow/events/jsaudit"
-	"github.com/keyflow/keyflow/workers/client"
 	"github.com/keyflow/keyflow/workers/kvstore"
 	"github.com/keyflow/keyflow/workers/sealer"
 )

@@ -14,11 +14,11 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/keyflow/keyflow/client"
+	"github.com/keyflow/keyflow/client/api"
 	"github.com/keyflow/keyflow/deploy/devstack"
 	"github.com/keyflow/keyflow/kms"
 	"github.com/keyflow/keyflow/kms/rootceremony"
-	"github.com/keyflow/keyflow/workers/api"
-	"github.com/keyflow/keyflow/workers/client"
 )
 
 // newBackupCmds returns the backup, archive and root commands

@@ -15,7 +15,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/keyflow/keyflow/workers/client"
+	"github.com/keyflow/keyflow/client"
 )
 
 // Exit codes.

@@ -6,8 +6,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/keyflow/keyflow/client/api"
 	"github.com/keyflow/keyflow/kms"
-	"github.com/keyflow/keyflow/workers/api"
 	"github.com/keyflow/keyflow/workers/rpc"
 	"github.com/keyflow/keyflow/workflows"
 )

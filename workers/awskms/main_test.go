@@ -14,9 +14,10 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	awskmssdk "github.com/aws/aws-sdk-go-v2/service/kms"
 
-	"github.com/keyflow/keyflow/deploy/testbed"
 	"github.com/keyflow/keyflow/hsm/pkcs11/pkcs11test"
+	"github.com/keyflow/keyflow/internal/testbed"
 	"github.com/keyflow/keyflow/kms"
+	"github.com/keyflow/keyflow/kms/keypolicy"
 	"github.com/keyflow/keyflow/workers/awskms"
 	"github.com/keyflow/keyflow/workers/rpc"
 )
@@ -57,10 +58,10 @@ func newFixture(t testing.TB) *fixture {
 
 // accessKey registers a principal with roles and issues it an access key,
 // as `keyflow access-key create` does.
-func (f *fixture) accessKey(t testing.TB, tenant, principal string, roles ...kms.Role) (id, secret string) {
+func (f *fixture) accessKey(t testing.TB, tenant, principal string, roles ...keypolicy.Role) (id, secret string) {
 	t.Helper()
 	f.bed.PrincipalCreds(tenant, principal, roles...)
-	admin := kms.Caller{Tenant: tenant, Principal: "root", Roles: []string{string(kms.RoleTenantAdmin)}}
+	admin := kms.Caller{Tenant: tenant, Principal: "root", Roles: []string{string(keypolicy.RoleTenantAdmin)}}
 	k, secret, err := f.bed.KMS.CreateAccessKey(context.Background(), admin, f.bed.Identity, principal)
 	if err != nil {
 		t.Fatal(err)
@@ -78,7 +79,7 @@ func (f *fixture) sdk(id, secret string) *awskmssdk.Client {
 
 // client issues an access key to a new principal and returns its SDK
 // client.
-func (f *fixture) client(t testing.TB, tenant, principal string, roles ...kms.Role) *awskmssdk.Client {
+func (f *fixture) client(t testing.TB, tenant, principal string, roles ...keypolicy.Role) *awskmssdk.Client {
 	id, secret := f.accessKey(t, tenant, principal, roles...)
 	return f.sdk(id, secret)
 }

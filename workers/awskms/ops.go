@@ -7,8 +7,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/keyflow/keyflow/client/api"
 	"github.com/keyflow/keyflow/kms"
-	"github.com/keyflow/keyflow/workers/api"
 )
 
 // An opFunc answers one AWS operation: decode AWS's request, call keyflow's

@@ -16,6 +16,7 @@ import (
 
 	"github.com/keyflow/keyflow/events"
 	"github.com/keyflow/keyflow/kms"
+	"github.com/keyflow/keyflow/kms/keypolicy"
 	"github.com/keyflow/keyflow/workers/awskms"
 )
 
@@ -57,7 +58,7 @@ func (f *fixture) raw(t *testing.T, id, secret, target string, body string, at t
 func TestRefusals(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t)
-	id, secret := f.accessKey(t, "alpha", "app", kms.RoleCryptoUser, kms.RoleKeyAdmin)
+	id, secret := f.accessKey(t, "alpha", "app", keypolicy.RoleCryptoUser, keypolicy.RoleKeyAdmin)
 	now := time.Now()
 	const describe = "TrentService.ListKeys"
 	cases := []struct {
@@ -114,7 +115,7 @@ func TestRefusals(t *testing.T) {
 
 	// A disabled access key is refused at once, and recorded; a deleted
 	// one is unknown.
-	admin := kms.Caller{Tenant: "alpha", Principal: "root", Roles: []string{string(kms.RoleTenantAdmin)}}
+	admin := kms.Caller{Tenant: "alpha", Principal: "root", Roles: []string{string(keypolicy.RoleTenantAdmin)}}
 	if err := f.bed.KMS.DisableAccessKey(ctx, admin, id); err != nil {
 		t.Fatal(err)
 	}
@@ -135,8 +136,8 @@ func TestRefusals(t *testing.T) {
 		t.Errorf("deleted access key: %s", typ)
 	}
 	// Another tenant cannot see, disable or delete alpha's access keys.
-	id2, _ := f.accessKey(t, "alpha", "bob", kms.RoleCryptoUser)
-	other := kms.Caller{Tenant: "beta", Principal: "root", Roles: []string{string(kms.RoleTenantAdmin)}}
+	id2, _ := f.accessKey(t, "alpha", "bob", keypolicy.RoleCryptoUser)
+	other := kms.Caller{Tenant: "beta", Principal: "root", Roles: []string{string(keypolicy.RoleTenantAdmin)}}
 	if err := f.bed.KMS.DisableAccessKey(ctx, other, id2); kms.CodeOf(err) != kms.CodeNotFound {
 		t.Errorf("beta disabling alpha's access key: %v", err)
 	}
@@ -148,8 +149,8 @@ func TestRefusals(t *testing.T) {
 func TestTenantIsolation(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t)
-	alphaAdmin := f.client(t, "alpha", "ada", kms.RoleKeyAdmin)
-	beta := f.client(t, "beta", "eve", kms.RoleCryptoUser, kms.RoleKeyAdmin)
+	alphaAdmin := f.client(t, "alpha", "ada", keypolicy.RoleKeyAdmin)
+	beta := f.client(t, "beta", "eve", keypolicy.RoleCryptoUser, keypolicy.RoleKeyAdmin)
 	k := must[*awskmssdk.CreateKeyOutput](t)(alphaAdmin.CreateKey(ctx, &awskmssdk.CreateKeyInput{}))
 	if awskms.AccountID("alpha") == awskms.AccountID("beta") {
 		t.Fatal("two tenants share an account ID")

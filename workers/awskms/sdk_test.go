@@ -19,6 +19,7 @@ import (
 
 	"github.com/keyflow/keyflow/events"
 	"github.com/keyflow/keyflow/kms"
+	"github.com/keyflow/keyflow/kms/keypolicy"
 	"github.com/keyflow/keyflow/workers/awskms"
 )
 
@@ -50,8 +51,8 @@ func must[T any](t *testing.T) func(T, error) T {
 func TestSDKKeysAndCrypto(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t)
-	admin := f.client(t, "alpha", "ada", kms.RoleKeyAdmin)
-	app := f.client(t, "alpha", "app", kms.RoleCryptoUser)
+	admin := f.client(t, "alpha", "ada", keypolicy.RoleKeyAdmin)
+	app := f.client(t, "alpha", "app", keypolicy.RoleCryptoUser)
 	acct := awskms.AccountID("alpha")
 
 	ck := must[*awskmssdk.CreateKeyOutput](t)(admin.CreateKey(ctx, &awskmssdk.CreateKeyInput{Description: aws.String("orders")}))
@@ -225,8 +226,8 @@ func TestSDKKeysAndCrypto(t *testing.T) {
 func TestSDKSignMacPublicKey(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t)
-	admin := f.client(t, "alpha", "ada", kms.RoleKeyAdmin)
-	app := f.client(t, "alpha", "app", kms.RoleCryptoUser)
+	admin := f.client(t, "alpha", "ada", keypolicy.RoleKeyAdmin)
+	app := f.client(t, "alpha", "app", keypolicy.RoleCryptoUser)
 	msg := []byte("signed by keyflow through the AWS API")
 
 	ecc := must[*awskmssdk.CreateKeyOutput](t)(admin.CreateKey(ctx, &awskmssdk.CreateKeyInput{KeySpec: types.KeySpecEccNistP256, KeyUsage: types.KeyUsageTypeSignVerify}))
@@ -275,8 +276,8 @@ func TestSDKSignMacPublicKey(t *testing.T) {
 func TestSDKImport(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t)
-	admin := f.client(t, "alpha", "ada", kms.RoleKeyAdmin)
-	app := f.client(t, "alpha", "app", kms.RoleCryptoUser)
+	admin := f.client(t, "alpha", "ada", keypolicy.RoleKeyAdmin)
+	app := f.client(t, "alpha", "app", keypolicy.RoleCryptoUser)
 
 	ck := must[*awskmssdk.CreateKeyOutput](t)(admin.CreateKey(ctx, &awskmssdk.CreateKeyInput{Origin: types.OriginTypeExternal}))
 	if ck.KeyMetadata.KeyState != types.KeyStatePendingImport || ck.KeyMetadata.Origin != types.OriginTypeExternal {

@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/keyflow/keyflow/kms"
+	"github.com/keyflow/keyflow/kms/keypolicy"
 )
 
 // BucketAuthz holds what authorization needs besides the key:
@@ -27,8 +28,8 @@ func authzKey(tenant, keyID string) string { return tenant + ".key." + keyID }
 func disabledKey(tenant string) string     { return tenant + ".disabled" }
 
 // GetKeyAuthz implements kms.AuthzStore.
-func (s *Store) GetKeyAuthz(ctx context.Context, tenant, keyID string) (*kms.KeyAuthz, kms.Revision, error) {
-	var a kms.KeyAuthz
+func (s *Store) GetKeyAuthz(ctx context.Context, tenant, keyID string) (*keypolicy.KeyAuthz, kms.Revision, error) {
+	var a keypolicy.KeyAuthz
 	rev, err := s.getJSON(ctx, authzKey(tenant, keyID), &a)
 	if err != nil {
 		return nil, 0, err
@@ -40,7 +41,7 @@ func (s *Store) GetKeyAuthz(ctx context.Context, tenant, keyID string) (*kms.Key
 }
 
 // PutKeyAuthz implements kms.AuthzStore.
-func (s *Store) PutKeyAuthz(ctx context.Context, a *kms.KeyAuthz, rev kms.Revision) (kms.Revision, error) {
+func (s *Store) PutKeyAuthz(ctx context.Context, a *keypolicy.KeyAuthz, rev kms.Revision) (kms.Revision, error) {
 	return s.putJSON(ctx, authzKey(a.Tenant, a.KeyID), a, rev)
 }
 

@@ -36,7 +36,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 
-	"github.com/keyflow/keyflow/kms"
+	"github.com/keyflow/keyflow/kms/keypolicy"
 )
 
 // ServiceSubjectPrefix is the root of every keyflow service subject.
@@ -71,7 +71,7 @@ type Identity struct {
 
 	// principals.go
 	principals map[string]map[string]*principalRecord // tenant -> name
-	policies   map[string]kms.RolePolicy
+	policies   map[string]keypolicy.RolePolicy
 	platform   string
 	push       ClaimsPublisher
 }
@@ -82,14 +82,14 @@ type identityFile struct {
 	Service    string                                 `json:"service"`
 	Tenants    map[string]string                      `json:"tenants"`
 	Principals map[string]map[string]*principalRecord `json:"principals,omitempty"`
-	Policies   map[string]kms.RolePolicy              `json:"policies,omitempty"`
+	Policies   map[string]keypolicy.RolePolicy        `json:"policies,omitempty"`
 }
 
 // Load reads the identity stored at path, creating a new one (fresh
 // operator, system and service keys) if the file does not exist.
 func Load(path string) (*Identity, error) {
 	id := &Identity{path: path, tenants: map[string]nkeys.KeyPair{}, byAccount: map[string]string{}, resolver: &server.MemAccResolver{},
-		principals: map[string]map[string]*principalRecord{}, policies: map[string]kms.RolePolicy{}}
+		principals: map[string]map[string]*principalRecord{}, policies: map[string]keypolicy.RolePolicy{}}
 	b, err := os.ReadFile(path)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
@@ -295,7 +295,7 @@ func (id *Identity) TenantOf(account string) (string, error) {
 // not refuse a disabled name. Principals of real tenants are issued by
 // IssuePrincipal (keyflow principal create).
 func (id *Identity) UserCreds(tenant, principal string) ([]byte, error) {
-	roles := kms.Roles()
+	roles := keypolicy.Roles()
 	ukp, err := nkeys.CreateUser()
 	if err != nil {
 		return nil, fmt.Errorf("failed to create user key: %w", err)
@@ -312,7 +312,7 @@ func (id *Identity) UserCreds(tenant, principal string) ([]byte, error) {
 }
 
 // userClaims are the claims of every principal's user JWT.
-func userClaims(tenant, principal, userPub string, roles []kms.Role) *jwt.UserClaims {
+func userClaims(tenant, principal, userPub string, roles []keypolicy.Role) *jwt.UserClaims {
 	uc := jwt.NewUserClaims(userPub)
 	uc.Name = principal
 	uc.Pub.Allow.Add(ServiceSubjectPrefix + "." + tenant + ".>")

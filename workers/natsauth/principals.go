@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/keyflow/keyflow/kms"
+	"github.com/keyflow/keyflow/kms/keypolicy"
 )
 
 // Identity is keyflow's kms.Directory: tenants are NATS accounts and
@@ -23,11 +24,11 @@ var _ kms.Directory = (*Identity)(nil)
 // private key (the principal generated its own), only the public keys its
 // JWTs were issued to, so they can be revoked.
 type principalRecord struct {
-	Roles      []kms.Role `json:"roles"`
-	Users      []userKey  `json:"users"`
-	CreatedAt  time.Time  `json:"createdAt"`
-	CreatedBy  string     `json:"createdBy"`
-	DisabledAt *time.Time `json:"disabledAt,omitempty"`
+	Roles      []keypolicy.Role `json:"roles"`
+	Users      []userKey        `json:"users"`
+	CreatedAt  time.Time        `json:"createdAt"`
+	CreatedBy  string           `json:"createdBy"`
+	DisabledAt *time.Time       `json:"disabledAt,omitempty"`
 }
 
 type userKey struct {
@@ -70,7 +71,7 @@ func (id *Identity) SystemCreds(name string) ([]byte, error) {
 
 // CreateTenant implements kms.Directory: a new account importing the
 // keyflow services, with its tenant policy.
-func (id *Identity) CreateTenant(_ context.Context, tenant string, policy kms.RolePolicy) error {
+func (id *Identity) CreateTenant(_ context.Context, tenant string, policy keypolicy.RolePolicy) error {
 	id.mu.RLock()
 	_, exists := id.tenants[tenant]
 	id.mu.RUnlock()
@@ -91,11 +92,11 @@ func (id *Identity) CreateTenant(_ context.Context, tenant string, policy kms.Ro
 
 // RolePolicy implements kms.Directory. A tenant created with AddTenant
 // (the dev stack's default, test fixtures) has an empty policy.
-func (id *Identity) RolePolicy(_ context.Context, tenant string) (kms.RolePolicy, error) {
+func (id *Identity) RolePolicy(_ context.Context, tenant string) (keypolicy.RolePolicy, error) {
 	id.mu.RLock()
 	defer id.mu.RUnlock()
 	if _, ok := id.tenants[tenant]; !ok {
-		return kms.RolePolicy{}, fmt.Errorf("tenant %s: %w", tenant, kms.ErrStoreNotFound)
+		return keypolicy.RolePolicy{}, fmt.Errorf("tenant %s: %w", tenant, kms.ErrStoreNotFound)
 	}
 	return id.policies[tenant], nil
 }
@@ -112,7 +113,7 @@ func (id *Identity) IssuePrincipal(_ context.Context, p kms.IssuePrincipalParams
 
 // issue signs a user JWT and records the principal. bootstrap adds a key
 // to an existing principal instead of refusing the name.
-func (id *Identity) issue(tenant, name string, roles []kms.Role, userPub, createdBy string, bootstrap bool) (string, error) {
+func (id *Identity) issue(tenant, name string, roles []keypolicy.Role, userPub, createdBy string, bootstrap bool) (string, error) {
 	id.mu.Lock()
 	defer id.mu.Unlock()
 	kp, ok := id.tenants[tenant]

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/keyflow/keyflow/kms"
+	"github.com/keyflow/keyflow/kms/keypolicy"
 	"github.com/keyflow/keyflow/workers/natsauth"
 )
 
@@ -39,7 +40,7 @@ func TestIdentitySurvivesRestart(t *testing.T) {
 		pushed = append(pushed, token)
 		return nil
 	})
-	pol := kms.DefaultRolePolicy()
+	pol := keypolicy.DefaultRolePolicy()
 	if err := id.CreateTenant(ctx, "acme", pol); err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +51,7 @@ func TestIdentitySurvivesRestart(t *testing.T) {
 		t.Fatalf("reserved name: %v", err)
 	}
 	carolKey := userPub(t)
-	tok, err := id.IssuePrincipal(ctx, kms.IssuePrincipalParams{Tenant: "acme", Name: "carol", Roles: []kms.Role{kms.RoleCryptoUser, kms.RoleApprover}, PublicKey: carolKey})
+	tok, err := id.IssuePrincipal(ctx, kms.IssuePrincipalParams{Tenant: "acme", Name: "carol", Roles: []keypolicy.Role{keypolicy.RoleCryptoUser, keypolicy.RoleApprover}, PublicKey: carolKey})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,10 +62,10 @@ func TestIdentitySurvivesRestart(t *testing.T) {
 	if uc.Subject != carolKey || uc.Name != "carol" || !uc.Tags.Contains("role:crypto-user") || !uc.Tags.Contains("role:approver") || uc.Tags.Contains("role:key-admin") {
 		t.Fatalf("user claims: subject %s name %s tags %v", uc.Subject, uc.Name, uc.Tags)
 	}
-	if _, err := id.IssuePrincipal(ctx, kms.IssuePrincipalParams{Tenant: "acme", Name: "carol", Roles: []kms.Role{kms.RoleAuditor}, PublicKey: userPub(t)}); !errors.Is(err, kms.ErrStoreExists) {
+	if _, err := id.IssuePrincipal(ctx, kms.IssuePrincipalParams{Tenant: "acme", Name: "carol", Roles: []keypolicy.Role{keypolicy.RoleAuditor}, PublicKey: userPub(t)}); !errors.Is(err, kms.ErrStoreExists) {
 		t.Fatalf("second carol: %v", err)
 	}
-	if _, err := id.IssuePrincipal(ctx, kms.IssuePrincipalParams{Tenant: "acme", Name: "dan", Roles: []kms.Role{kms.RoleAuditor}, PublicKey: "not-a-key"}); kms.CodeOf(err) != kms.CodeValidation {
+	if _, err := id.IssuePrincipal(ctx, kms.IssuePrincipalParams{Tenant: "acme", Name: "dan", Roles: []keypolicy.Role{keypolicy.RoleAuditor}, PublicKey: "not-a-key"}); kms.CodeOf(err) != kms.CodeValidation {
 		t.Fatalf("bad public key: %v", err)
 	}
 	if err := id.DisablePrincipal(ctx, "acme", "carol"); err != nil {

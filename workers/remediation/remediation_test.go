@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keyflow/keyflow/deploy/testbed"
+	"github.com/keyflow/keyflow/internal/testbed"
 	"github.com/keyflow/keyflow/kms"
 	"github.com/keyflow/keyflow/workers/remediation"
 )

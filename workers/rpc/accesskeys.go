@@ -3,8 +3,8 @@ package rpc
 import (
 	"context"
 
+	"github.com/keyflow/keyflow/client/api"
 	"github.com/keyflow/keyflow/kms"
-	"github.com/keyflow/keyflow/workers/api"
 )
 
 // The access keys of the AWS KMS API (tenant admins; see kms/accesskeys.go).

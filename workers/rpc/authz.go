@@ -6,8 +6,9 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/keyflow/keyflow/client/api"
 	"github.com/keyflow/keyflow/kms"
-	"github.com/keyflow/keyflow/workers/api"
+	"github.com/keyflow/keyflow/kms/keypolicy"
 )
 
 // authorize asks the domain, once per request and before the handler runs,
@@ -37,7 +38,7 @@ type targetShape struct {
 // (kms parses it); re-encryption touches the source key (ReEncryptFrom)
 // and the destination key (ReEncryptTo).
 func accessTargets(op string, body []byte) []kms.AccessTarget {
-	perm, ok := kms.PermissionOf(op)
+	perm, ok := keypolicy.PermissionOf(op)
 	if !ok || (perm.Action == "" && op != api.OpReEncrypt) {
 		return nil
 	}
@@ -50,8 +51,8 @@ func accessTargets(op string, body []byte) []kms.AccessTarget {
 	}
 	switch op {
 	case api.OpReEncrypt:
-		src := kms.AccessTarget{KeyRef: t.SourceKeyID, Ciphertext: t.CiphertextBlob, Context: t.SourceEncryptionContext, Action: kms.ActionReEncryptFrom}
-		dst := kms.AccessTarget{KeyRef: t.DestinationKeyID, Context: t.DestinationEncryptionContext, Action: kms.ActionReEncryptTo}
+		src := kms.AccessTarget{KeyRef: t.SourceKeyID, Ciphertext: t.CiphertextBlob, Context: t.SourceEncryptionContext, Action: keypolicy.ActionReEncryptFrom}
+		dst := kms.AccessTarget{KeyRef: t.DestinationKeyID, Context: t.DestinationEncryptionContext, Action: keypolicy.ActionReEncryptTo}
 		if dst.KeyRef == "" { // the destination defaults to the source key
 			dst.KeyRef, dst.Ciphertext = src.KeyRef, src.Ciphertext
 		}

@@ -10,13 +10,14 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/keyflow/keyflow/client"
+	"github.com/keyflow/keyflow/client/api"
 	"github.com/keyflow/keyflow/deploy/natsserver"
-	"github.com/keyflow/keyflow/deploy/testbed"
 	"github.com/keyflow/keyflow/events"
+	"github.com/keyflow/keyflow/internal/testbed"
 	"github.com/keyflow/keyflow/kms"
+	"github.com/keyflow/keyflow/kms/keypolicy"
 	"github.com/keyflow/keyflow/schemas"
-	"github.com/keyflow/keyflow/workers/api"
-	"github.com/keyflow/keyflow/workers/client"
 	"github.com/keyflow/keyflow/workers/natsauth"
 )
 
@@ -66,9 +67,9 @@ func TestAuthzWrongRole(t *testing.T) {
 	b := testbed.New(t)
 	b.StartRPC(nil)
 	ctx := context.Background()
-	admin := b.Principal("alpha", "kadmin", kms.RoleKeyAdmin)
-	user := b.Principal("alpha", "app", kms.RoleCryptoUser)
-	auditor := b.Principal("alpha", "audit", kms.RoleAuditor)
+	admin := b.Principal("alpha", "kadmin", keypolicy.RoleKeyAdmin)
+	user := b.Principal("alpha", "app", keypolicy.RoleCryptoUser)
+	auditor := b.Principal("alpha", "audit", keypolicy.RoleAuditor)
 
 	k, err := admin.CreateKey(ctx, api.CreateKeyRequest{Alias: "roles"})
 	if err != nil {
@@ -179,7 +180,7 @@ func TestAuthzCrossTenant(t *testing.T) {
 	b.StartRPC(nil)
 	ctx := context.Background()
 	alice := b.Client("alpha", "alice")
-	mallory := b.Principal("beta", "mallory", kms.RoleCryptoUser, kms.RoleKeyAdmin, kms.RoleAuditor)
+	mallory := b.Principal("beta", "mallory", keypolicy.RoleCryptoUser, keypolicy.RoleKeyAdmin, keypolicy.RoleAuditor)
 
 	k, err := alice.CreateKey(ctx, api.CreateKeyRequest{Alias: "payroll"})
 	if err != nil {
@@ -231,7 +232,7 @@ func TestAuthzCrossTenant(t *testing.T) {
 // mallorysConn connects a beta principal whose permissions are beta's.
 func mallorysConn(t *testing.T, b *testbed.Bed) *nats.Conn {
 	t.Helper()
-	nc, err := natsserver.Connect(b.NATS, b.PrincipalCreds("beta", "mallory2", kms.RoleCryptoUser), "mallory2")
+	nc, err := natsserver.Connect(b.NATS, b.PrincipalCreds("beta", "mallory2", keypolicy.RoleCryptoUser), "mallory2")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -247,7 +248,7 @@ func TestAuthzForgedTenant(t *testing.T) {
 	if _, err := alice.CreateKey(ctx, api.CreateKeyRequest{Alias: "forge"}); err != nil {
 		t.Fatal(err)
 	}
-	creds := b.PrincipalCreds("alpha", "eve", kms.RoleAuditor)
+	creds := b.PrincipalCreds("alpha", "eve", keypolicy.RoleAuditor)
 	nc, err := natsserver.Connect(b.NATS, creds, "eve")
 	if err != nil {
 		t.Fatal(err)
@@ -298,9 +299,9 @@ func TestAuthzMissingGrant(t *testing.T) {
 	b := testbed.New(t)
 	b.StartRPC(nil)
 	ctx := context.Background()
-	admin := b.Principal("alpha", "kadmin", kms.RoleKeyAdmin)
-	alice := b.Principal("alpha", "alice", kms.RoleCryptoUser)
-	bob := b.Principal("alpha", "bob", kms.RoleCryptoUser)
+	admin := b.Principal("alpha", "kadmin", keypolicy.RoleKeyAdmin)
+	alice := b.Principal("alpha", "alice", keypolicy.RoleCryptoUser)
+	bob := b.Principal("alpha", "bob", keypolicy.RoleCryptoUser)
 
 	k, err := admin.CreateKey(ctx, api.CreateKeyRequest{Alias: "granted"})
 	if err != nil {
@@ -385,9 +386,9 @@ func TestAuthzConditionMismatch(t *testing.T) {
 	b := testbed.New(t)
 	b.StartRPC(nil)
 	ctx := context.Background()
-	admin := b.Principal("alpha", "kadmin", kms.RoleKeyAdmin)
-	app := b.Principal("alpha", "svc-billing", kms.RoleCryptoUser)
-	other := b.Principal("alpha", "svc-web", kms.RoleCryptoUser)
+	admin := b.Principal("alpha", "kadmin", keypolicy.RoleKeyAdmin)
+	app := b.Principal("alpha", "svc-billing", keypolicy.RoleCryptoUser)
+	other := b.Principal("alpha", "svc-web", keypolicy.RoleCryptoUser)
 	k, err := admin.CreateKey(ctx, api.CreateKeyRequest{Alias: "billing"})
 	if err != nil {
 		t.Fatal(err)
@@ -543,7 +544,7 @@ func TestEveryOperationHasARole(t *testing.T) {
 		t.Fatalf("only %d operations served: %v", len(ops), ops)
 	}
 	for _, op := range ops {
-		if _, ok := kms.PermissionOf(op); !ok {
+		if _, ok := keypolicy.PermissionOf(op); !ok {
 			t.Errorf("operation %s has no row in kms's operation table: it is refused to everyone", op)
 		}
 	}

@@ -4,8 +4,8 @@ import (
 	"context"
 	"time"
 
+	"github.com/keyflow/keyflow/client/api"
 	"github.com/keyflow/keyflow/kms"
-	"github.com/keyflow/keyflow/workers/api"
 )
 
 // Archiver runs the archival and recovery workflows (Temporal, in

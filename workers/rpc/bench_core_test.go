@@ -11,9 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keyflow/keyflow/deploy/testbed"
+	"github.com/keyflow/keyflow/client/api"
 	"github.com/keyflow/keyflow/hsm"
-	"github.com/keyflow/keyflow/workers/api"
+	"github.com/keyflow/keyflow/internal/testbed"
 )
 
 // runRequesters runs op from n goroutines until b.N operations are done and

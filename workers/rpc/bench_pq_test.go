@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keyflow/keyflow/deploy/testbed"
+	"github.com/keyflow/keyflow/client/api"
+	"github.com/keyflow/keyflow/internal/testbed"
 	"github.com/keyflow/keyflow/pqc"
-	"github.com/keyflow/keyflow/workers/api"
 )
 
 // Post-quantum operations over the NATS API against the raw library

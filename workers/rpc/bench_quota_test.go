@@ -4,7 +4,7 @@ import (
 	"context"
 	"testing"
 
-	"github.com/keyflow/keyflow/deploy/testbed"
+	"github.com/keyflow/keyflow/internal/testbed"
 	"github.com/keyflow/keyflow/kms"
 )
 

@@ -6,9 +6,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keyflow/keyflow/deploy/testbed"
+	"github.com/keyflow/keyflow/client/api"
+	"github.com/keyflow/keyflow/internal/testbed"
 	"github.com/keyflow/keyflow/kms"
-	"github.com/keyflow/keyflow/workers/api"
 )
 
 // BenchmarkRewrapRegistered is the migration's rewrap rate: registered

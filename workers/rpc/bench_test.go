@@ -10,11 +10,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keyflow/keyflow/deploy/testbed"
+	"github.com/keyflow/keyflow/client"
+	"github.com/keyflow/keyflow/client/api"
 	"github.com/keyflow/keyflow/events"
 	"github.com/keyflow/keyflow/hsm"
-	"github.com/keyflow/keyflow/workers/api"
-	"github.com/keyflow/keyflow/workers/client"
+	"github.com/keyflow/keyflow/internal/testbed"
 )
 
 // BenchmarkEncryptNATS measures Encrypt end to end as an application sees

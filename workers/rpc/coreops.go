@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/keyflow/keyflow/client/api"
 	"github.com/keyflow/keyflow/kms"
-	"github.com/keyflow/keyflow/workers/api"
 )
 
 // The crypto-core operations: signatures, MACs, public keys, random bytes,

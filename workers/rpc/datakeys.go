@@ -4,8 +4,8 @@ import (
 	"context"
 	"strconv"
 
+	"github.com/keyflow/keyflow/client/api"
 	"github.com/keyflow/keyflow/kms"
-	"github.com/keyflow/keyflow/workers/api"
 )
 
 // The data-key registry and rewrap: each a decode, one domain call and an

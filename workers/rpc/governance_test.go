@@ -6,10 +6,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keyflow/keyflow/deploy/testbed"
+	"github.com/keyflow/keyflow/client/api"
 	"github.com/keyflow/keyflow/events"
+	"github.com/keyflow/keyflow/internal/testbed"
 	"github.com/keyflow/keyflow/kms"
-	"github.com/keyflow/keyflow/workers/api"
 )
 
 // evtApprovals runs the approval workflow's steps in-process, as its

@@ -5,9 +5,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/keyflow/keyflow/client/api"
 	"github.com/keyflow/keyflow/events/jsaudit"
 	"github.com/keyflow/keyflow/kms"
-	"github.com/keyflow/keyflow/workers/api"
 )
 
 // rejectWith records a refused request (malformed body and the like) and

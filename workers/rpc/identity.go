@@ -4,8 +4,9 @@ import (
 	"context"
 	"encoding/json"
 
+	"github.com/keyflow/keyflow/client/api"
 	"github.com/keyflow/keyflow/kms"
-	"github.com/keyflow/keyflow/workers/api"
+	"github.com/keyflow/keyflow/kms/keypolicy"
 )
 
 // identityGroups are the identity and access endpoints: key policies,
@@ -70,9 +71,9 @@ func (s *Server) createGrant(ctx context.Context, c kms.Caller, body []byte) (an
 	if err := decode(body, &req); err != nil {
 		return nil, s.rejectWith(ctx, c, api.OpGrantCreate, err)
 	}
-	ops := make([]kms.Action, len(req.Operations))
+	ops := make([]keypolicy.Action, len(req.Operations))
 	for i, o := range req.Operations {
-		ops[i] = kms.Action(o)
+		ops[i] = keypolicy.Action(o)
 	}
 	g, err := s.cfg.KMS.CreateGrant(ctx, c, kms.CreateGrantParams{
 		KeyRef: req.KeyID, Grantee: req.Grantee, Operations: ops,
@@ -127,18 +128,18 @@ func (s *Server) createTenant(ctx context.Context, c kms.Caller, body []byte) (a
 	if err := decode(body, &req); err != nil {
 		return nil, s.rejectWith(ctx, c, api.OpTenantCreate, err)
 	}
-	var pol *kms.RolePolicy
+	var pol *keypolicy.RolePolicy
 	switch {
 	case req.AllowAnyRoleCombination && len(req.ForbiddenRoleSets) > 0:
 		return nil, s.rejectWith(ctx, c, api.OpTenantCreate, &kms.Error{Code: kms.CodeValidation, Message: "give forbiddenRoleSets or allowAnyRoleCombination, not both"})
 	case req.AllowAnyRoleCombination:
-		pol = &kms.RolePolicy{}
+		pol = &keypolicy.RolePolicy{}
 	case len(req.ForbiddenRoleSets) > 0:
-		pol = &kms.RolePolicy{}
+		pol = &keypolicy.RolePolicy{}
 		for _, set := range req.ForbiddenRoleSets {
-			rs := make([]kms.Role, len(set))
+			rs := make([]keypolicy.Role, len(set))
 			for i, r := range set {
-				rs[i] = kms.Role(r)
+				rs[i] = keypolicy.Role(r)
 			}
 			pol.ForbiddenRoleSets = append(pol.ForbiddenRoleSets, rs)
 		}
@@ -161,9 +162,9 @@ func (s *Server) createPrincipal(ctx context.Context, c kms.Caller, body []byte)
 	if err := decode(body, &req); err != nil {
 		return nil, s.rejectWith(ctx, c, api.OpPrincipalCreate, err)
 	}
-	roles := make([]kms.Role, len(req.Roles))
+	roles := make([]keypolicy.Role, len(req.Roles))
 	for i, r := range req.Roles {
-		roles[i] = kms.Role(r)
+		roles[i] = keypolicy.Role(r)
 	}
 	info, cred, err := s.cfg.KMS.CreatePrincipal(ctx, c, s.directory(), kms.CreatePrincipalParams{Name: req.Name, Roles: roles, PublicKey: req.PublicKey})
 	if err != nil {
@@ -199,17 +200,17 @@ func (s *Server) disablePrincipal(ctx context.Context, c kms.Caller, body []byte
 	return req, nil
 }
 
-func conditionsFromWire(c *api.GrantConstraints) *kms.Conditions {
+func conditionsFromWire(c *api.GrantConstraints) *keypolicy.Conditions {
 	if c == nil {
 		return nil
 	}
-	return &kms.Conditions{
+	return &keypolicy.Conditions{
 		EncryptionContextEquals: c.EncryptionContextEquals, EncryptionContextSubset: c.EncryptionContextSubset,
 		SourcePrincipals: c.SourcePrincipals, NotBefore: c.NotBefore, NotAfter: c.NotAfter,
 	}
 }
 
-func grantToWire(g kms.Grant) api.Grant {
+func grantToWire(g keypolicy.Grant) api.Grant {
 	out := api.Grant{
 		GrantID: g.ID, KeyID: g.KeyID, Grantee: g.Grantee, RetiringPrincipal: g.RetiringPrincipal,
 		CreationDate: g.CreatedAt, CreatedBy: g.CreatedBy, Operations: make([]string, len(g.Operations)),
@@ -226,7 +227,7 @@ func grantToWire(g kms.Grant) api.Grant {
 	return out
 }
 
-func rolesToWire(rs []kms.Role) []string {
+func rolesToWire(rs []keypolicy.Role) []string {
 	out := make([]string, len(rs))
 	for i, r := range rs {
 		out[i] = string(r)

@@ -6,8 +6,8 @@ import (
 
 	"github.com/nats-io/nkeys"
 
+	"github.com/keyflow/keyflow/client/api"
 	"github.com/keyflow/keyflow/kms"
-	"github.com/keyflow/keyflow/workers/api"
 )
 
 // identityWireMessages sends every identity-and-access message through

@@ -8,10 +8,10 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/keyflow/keyflow/client/api"
 	"github.com/keyflow/keyflow/events/jsaudit"
 	"github.com/keyflow/keyflow/kms"
 	"github.com/keyflow/keyflow/kms/cbom"
-	"github.com/keyflow/keyflow/workers/api"
 )
 
 // The consumer analysis reads a bounded window of the audit trail: the

@@ -6,10 +6,10 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/keyflow/keyflow/deploy/testbed"
+	"github.com/keyflow/keyflow/client/api"
 	"github.com/keyflow/keyflow/events"
+	"github.com/keyflow/keyflow/internal/testbed"
 	"github.com/keyflow/keyflow/schemas"
-	"github.com/keyflow/keyflow/workers/api"
 )
 
 // TestInventoryOverNATS checks keys.inventory end to end: the flags and

@@ -17,7 +17,7 @@ import (
 // handler (strict decoding, the domain call, dual-control gates) and so
 // the same single audit record. body is the operation's NATS request
 // (JSON, schemas/api); the result is the handler's reply value, one of the
-// workers/api reply types.
+// client/api reply types.
 //
 // Unlike a NATS request it runs on the caller's goroutine rather than in
 // the pool's per-tenant round robin: the in-flight bound per tenant still

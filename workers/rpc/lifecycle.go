@@ -4,8 +4,8 @@ import (
 	"context"
 	"time"
 
+	"github.com/keyflow/keyflow/client/api"
 	"github.com/keyflow/keyflow/kms"
-	"github.com/keyflow/keyflow/workers/api"
 )
 
 // Lifecycle runs a key's durable lifecycle machinery (the Temporal

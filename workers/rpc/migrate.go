@@ -4,8 +4,8 @@ import (
 	"context"
 	"strings"
 
+	"github.com/keyflow/keyflow/client/api"
 	"github.com/keyflow/keyflow/kms"
-	"github.com/keyflow/keyflow/workers/api"
 )
 
 // Migrator runs post-quantum migration campaigns (the Temporal

@@ -13,12 +13,12 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/keyflow/keyflow/deploy/testbed"
+	"github.com/keyflow/keyflow/client/api"
 	"github.com/keyflow/keyflow/events"
+	"github.com/keyflow/keyflow/internal/testbed"
 	"github.com/keyflow/keyflow/kms"
 	"github.com/keyflow/keyflow/pqc"
 	"github.com/keyflow/keyflow/schemas"
-	"github.com/keyflow/keyflow/workers/api"
 )
 
 // The post-quantum operations over real NATS and SoftHSM: seal, open,

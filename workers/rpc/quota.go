@@ -12,8 +12,8 @@ import (
 	"github.com/nats-io/nats.go/micro"
 	"github.com/nats-io/nuid"
 
+	"github.com/keyflow/keyflow/client/api"
 	"github.com/keyflow/keyflow/kms"
-	"github.com/keyflow/keyflow/workers/api"
 )
 
 // Per-tenant admission: quotas and fairness.

@@ -9,10 +9,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keyflow/keyflow/deploy/testbed"
+	"github.com/keyflow/keyflow/client"
+	"github.com/keyflow/keyflow/client/api"
 	"github.com/keyflow/keyflow/events"
-	"github.com/keyflow/keyflow/workers/api"
-	"github.com/keyflow/keyflow/workers/client"
+	"github.com/keyflow/keyflow/internal/testbed"
 )
 
 // TestQuotaFloodDoesNotStarveAnotherTenant: alpha, with a quota of a

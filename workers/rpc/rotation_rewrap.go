@@ -3,8 +3,8 @@ package rpc
 import (
 	"context"
 
+	"github.com/keyflow/keyflow/client/api"
 	"github.com/keyflow/keyflow/kms"
-	"github.com/keyflow/keyflow/workers/api"
 )
 
 // Rotation with rewrap, the rewrap's progress, and retirement of old

@@ -6,9 +6,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/keyflow/keyflow/deploy/testbed"
+	"github.com/keyflow/keyflow/client/api"
+	"github.com/keyflow/keyflow/internal/testbed"
 	"github.com/keyflow/keyflow/kms"
-	"github.com/keyflow/keyflow/workers/api"
 	"github.com/keyflow/keyflow/workers/rpc"
 )
 

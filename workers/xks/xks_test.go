@@ -23,9 +23,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 
-	"github.com/keyflow/keyflow/deploy/testbed"
 	"github.com/keyflow/keyflow/events"
 	"github.com/keyflow/keyflow/hsm/pkcs11/pkcs11test"
+	"github.com/keyflow/keyflow/internal/testbed"
 	"github.com/keyflow/keyflow/kms"
 	"github.com/keyflow/keyflow/schemas"
 	"github.com/keyflow/keyflow/workers/xks"

@@ -3,7 +3,6 @@ package kms
 import (
 	"context"
 	"errors"
-	"testing"
 
 	"github.com/google/uuid"
 
@@ -25,14 +24,14 @@ const OriginUnsafeTestImport = "UNSAFE_TEST_IMPORT"
 // root key and stored exactly as CreateKey stores a generated one, and
 // every later operation unwraps it as for any other key.
 //
-// DO NOT USE IT OUTSIDE TESTS. A key whose seed the caller knows is not a
-// keyflow key: whoever chose the seed holds the private key, no policy or
-// audit record can bind its use, and nothing proves the seed was ever
-// random. It refuses to run outside a test binary (testing.Testing), it has
-// no NATS endpoint, and its key.created event carries origin
-// UNSAFE_TEST_IMPORT. Importing keys properly (BYOK: a wrapping public key
-// and an import token, as AWS KMS's GetParametersForImport and
-// ImportKeyMaterial do) comes with the BYOK issue.
+// It lives in a _test.go file, so it is compiled into kms's test binary
+// only and never into a product binary: a key whose seed the caller knows
+// is not a keyflow key (whoever chose the seed holds the private key, no
+// policy or audit record can bind its use, and nothing proves the seed was
+// ever random). It has no NATS endpoint, and its key.created event carries
+// origin UNSAFE_TEST_IMPORT. Customers import keys through BYOK
+// (imports.go: a wrapping public key and an import token, as AWS KMS's
+// GetParametersForImport and ImportKeyMaterial do).
 func (s *Service) UnsafeImportSoftwareKeyForTesting(ctx context.Context, c Caller, spec KeySpec, seed []byte) (k *Key, err error) {
 	subject := ""
 	defer s.finish(ctx, c, events.TypeKeyCreated, &err, func() (string, map[string]any) {
@@ -45,9 +44,6 @@ func (s *Service) UnsafeImportSoftwareKeyForTesting(ctx context.Context, c Calle
 	}, func() {
 		k = nil
 	})
-	if !testing.Testing() {
-		return nil, newError(CodeValidation, "importing a key from a seed is for tests only")
-	}
 	if err := checkCaller(c); err != nil {
 		return nil, err
 	}

@@ -1,4 +1,4 @@
-package kms
+package keypolicy
 
 import (
 	"regexp"
@@ -210,9 +210,10 @@ func Operations() []string {
 	return out
 }
 
-// hasAnyRole reports whether held contains one of want.
-func hasAnyRole(held []string, want []Role) bool {
-	for _, w := range want {
+// HeldBy reports whether held (the caller's roles, as the transport
+// established them) contains one of the roles the operation requires.
+func (p Permission) HeldBy(held []string) bool {
+	for _, w := range p.Roles {
 		if slices.Contains(held, string(w)) {
 			return true
 		}
@@ -220,11 +221,11 @@ func hasAnyRole(held []string, want []Role) bool {
 	return false
 }
 
-// roleRule names the role rule that denies an operation, e.g.
+// Rule names the role rule that denies the operation, e.g.
 // "role:crypto-user required" or "role:key-admin|auditor required".
-func roleRule(want []Role) string {
-	names := make([]string, len(want))
-	for i, r := range want {
+func (p Permission) Rule() string {
+	names := make([]string, len(p.Roles))
+	for i, r := range p.Roles {
 		names[i] = string(r)
 	}
 	return "role:" + strings.Join(names, "|") + " required"
@@ -248,11 +249,11 @@ func DefaultRolePolicy() RolePolicy {
 func (p RolePolicy) Validate() error {
 	for _, set := range p.ForbiddenRoleSets {
 		if len(set) < 2 {
-			return newError(CodeValidation, "a forbidden role combination needs at least two roles, got %v", set)
+			return invalid("a forbidden role combination needs at least two roles, got %v", set)
 		}
 		for _, r := range set {
 			if !ValidRole(r) {
-				return newError(CodeValidation, "unknown role %q in a forbidden combination; roles: %v", truncate(string(r), 64), Roles())
+				return invalid("unknown role %q in a forbidden combination; roles: %v", truncate(string(r), 64), Roles())
 			}
 		}
 	}
@@ -263,15 +264,15 @@ func (p RolePolicy) Validate() error {
 // the tenant policy forbids, with a message that names the combination.
 func (p RolePolicy) CheckRoles(roles []Role) error {
 	if len(roles) == 0 {
-		return newError(CodeValidation, "a principal needs at least one role; roles: %v", Roles())
+		return invalid("a principal needs at least one role; roles: %v", Roles())
 	}
 	seen := map[Role]bool{}
 	for _, r := range roles {
 		if !ValidRole(r) {
-			return newError(CodeValidation, "unknown role %q; roles: %v", truncate(string(r), 64), Roles())
+			return invalid("unknown role %q; roles: %v", truncate(string(r), 64), Roles())
 		}
 		if seen[r] {
-			return newError(CodeValidation, "role %s is given twice", r)
+			return invalid("role %s is given twice", r)
 		}
 		seen[r] = true
 	}
@@ -281,7 +282,7 @@ func (p RolePolicy) CheckRoles(roles []Role) error {
 			all = all && seen[r]
 		}
 		if all {
-			return newError(CodeValidation, "the tenant policy forbids one principal to hold %s together (separation of duties)", joinRoles(set, " and "))
+			return invalid("the tenant policy forbids one principal to hold %s together (separation of duties)", joinRoles(set, " and "))
 		}
 	}
 	return nil
@@ -302,27 +303,21 @@ var principalRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
 // ValidPrincipalName reports whether s may name a principal.
 func ValidPrincipalName(s string) bool { return principalRE.MatchString(s) }
 
-func checkPrincipalName(s string) error {
-	if !ValidPrincipalName(s) {
-		return newError(CodeValidation, "principal name %q must be 1-63 characters of a-z0-9._- starting with a letter or digit", truncate(s, 64))
-	}
-	return nil
-}
-
 // ParseRoles turns names into roles, refusing unknown ones.
 func ParseRoles(names []string) ([]Role, error) {
 	out := make([]Role, 0, len(names))
 	for _, n := range names {
 		r := Role(strings.TrimSpace(n))
 		if !ValidRole(r) {
-			return nil, newError(CodeValidation, "unknown role %q; roles: %v", truncate(n, 64), Roles())
+			return nil, invalid("unknown role %q; roles: %v", truncate(n, 64), Roles())
 		}
 		out = append(out, r)
 	}
 	return out, nil
 }
 
-func rolesString(rs []Role) []string {
+// RoleNames returns the names of rs, for records and wire formats.
+func RoleNames(rs []Role) []string {
 	out := make([]string, len(rs))
 	for i, r := range rs {
 		out[i] = string(r)

@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 
-	"github.com/keyflow/keyflow/workers/api"
+	"github.com/keyflow/keyflow/client/api"
 )
 
 // PendingApproval returns the approval ID when err says the operation

@@ -3,7 +3,7 @@ package client
 import (
 	"context"
 
-	"github.com/keyflow/keyflow/workers/api"
+	"github.com/keyflow/keyflow/client/api"
 )
 
 // CreateBackup writes a backup of the tenant's keys and returns the file.

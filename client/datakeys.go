@@ -3,7 +3,7 @@ package client
 import (
 	"context"
 
-	"github.com/keyflow/keyflow/workers/api"
+	"github.com/keyflow/keyflow/client/api"
 )
 
 // RegisterDataKey registers a wrapped data key, so keyflow keeps it

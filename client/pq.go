@@ -3,7 +3,7 @@ package client
 import (
 	"context"
 
-	"github.com/keyflow/keyflow/workers/api"
+	"github.com/keyflow/keyflow/client/api"
 )
 
 // Seal HPKE-encrypts a plaintext to a KEY_ENCAPSULATION key (ML_KEM_768,

@@ -7,9 +7,10 @@ import (
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nkeys"
 
+	"github.com/keyflow/keyflow/client"
 	"github.com/keyflow/keyflow/deploy/natsserver"
 	"github.com/keyflow/keyflow/kms"
-	"github.com/keyflow/keyflow/workers/client"
+	"github.com/keyflow/keyflow/kms/keypolicy"
 )
 
 // PlatformTenant is the bed's tenant whose tenant admins may create
@@ -31,7 +32,7 @@ func (b *Bed) watchAuthz(svc *kms.Service) {
 // roles, as `keyflow principal create` does (no tenant policy is checked:
 // the fixture may build any combination), and returns its creds file. The
 // user key is generated here, as a client would.
-func (b *Bed) PrincipalCreds(tenant, name string, roles ...kms.Role) []byte {
+func (b *Bed) PrincipalCreds(tenant, name string, roles ...keypolicy.Role) []byte {
 	b.T.Helper()
 	ukp, err := nkeys.CreateUser()
 	if err != nil {
@@ -51,7 +52,7 @@ func (b *Bed) PrincipalCreds(tenant, name string, roles ...kms.Role) []byte {
 }
 
 // Principal registers a principal with the given roles and connects as it.
-func (b *Bed) Principal(tenant, name string, roles ...kms.Role) *client.Client {
+func (b *Bed) Principal(tenant, name string, roles ...keypolicy.Role) *client.Client {
 	b.T.Helper()
 	return b.ClientWithCreds(tenant, name, b.PrincipalCreds(tenant, name, roles...))
 }

@@ -3,7 +3,7 @@ package client
 import (
 	"context"
 
-	"github.com/keyflow/keyflow/workers/api"
+	"github.com/keyflow/keyflow/client/api"
 )
 
 // GetParametersForImport returns a wrapping public key and an import token

@@ -1,6 +1,6 @@
 // Package api is keyflow's NATS wire protocol: the subjects, the request and
 // reply messages, and the error envelope. Services (workers/rpc) and the Go
-// client (workers/client) share it; schemas/api has the JSON Schemas.
+// client (package client) share it; schemas/api has the JSON Schemas.
 //
 // Subjects carry the API version and the tenant:
 //

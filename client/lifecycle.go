@@ -3,7 +3,7 @@ package client
 import (
 	"context"
 
-	"github.com/keyflow/keyflow/workers/api"
+	"github.com/keyflow/keyflow/client/api"
 )
 
 // SetKeyState moves a key (or one version) to another lifecycle state.

@@ -1,4 +1,24 @@
-package kms
+// Package keypolicy is keyflow's authorization language: the built-in
+// roles, the table of which role may call which operation, and key
+// policies and grants, in the manner of AWS KMS's, with their evaluation.
+//
+// It is a leaf. It imports nothing of keyflow but schemas (the JSON
+// Schema of a key policy), holds no state and makes no calls: it says
+// what a document means and decides one access at a time. Package kms
+// enforces it (kms.Service.Authorize runs the role table and the key's
+// policy and grants before every operation, and records each refusal);
+// transports and the NATS account resolver (workers/natsauth) use its
+// roles to name what a principal holds.
+//
+// Where to look:
+//   - roles.go: [Role], [Action], the operation table ([PermissionOf]) and
+//     a tenant's [RolePolicy] (separation of duties).
+//   - policy.go: [KeyPolicy], [Grant], [Conditions] and their evaluation
+//     ([KeyAuthz.Decide]).
+//
+// Every validation error matches [ErrInvalid] and carries a message fit
+// for the caller; package kms turns it into a ValidationException.
+package keypolicy
 
 import (
 	"bytes"
@@ -9,6 +29,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/keyflow/keyflow/schemas"
 )
@@ -107,19 +128,19 @@ type KeyAuthz struct {
 // it strictly.
 func ParseKeyPolicy(doc []byte) (*KeyPolicy, error) {
 	if len(doc) > MaxKeyPolicyBytes {
-		return nil, newError(CodeValidation, "the key policy is %d bytes; the limit is %d", len(doc), MaxKeyPolicyBytes)
+		return nil, invalid("the key policy is %d bytes; the limit is %d", len(doc), MaxKeyPolicyBytes)
 	}
 	if err := schemas.ValidatePolicy("KeyPolicy", doc); err != nil {
-		return nil, newError(CodeValidation, "the key policy does not match schemas/policy/KeyPolicy.json: %s", schemaProblem(err))
+		return nil, invalid("the key policy does not match schemas/policy/KeyPolicy.json: %s", schemaProblem(err))
 	}
 	var p KeyPolicy
 	dec := json.NewDecoder(bytes.NewReader(doc))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&p); err != nil {
-		return nil, newError(CodeValidation, "the key policy is not valid JSON for a policy")
+		return nil, invalid("the key policy is not valid JSON for a policy")
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return nil, newError(CodeValidation, "the key policy has trailing data")
+		return nil, invalid("the key policy has trailing data")
 	}
 	if err := p.validate(); err != nil {
 		return nil, err
@@ -139,47 +160,40 @@ func schemaProblem(err error) string {
 
 func (p *KeyPolicy) validate() error {
 	if p.Version != KeyPolicyVersion {
-		return newError(CodeValidation, "key policy version must be %q", KeyPolicyVersion)
+		return invalid("key policy version must be %q", KeyPolicyVersion)
 	}
 	sids := map[string]bool{}
 	for _, st := range p.Statements {
 		if sids[st.Sid] {
-			return newError(CodeValidation, "statement sid %q appears twice", st.Sid)
+			return invalid("statement sid %q appears twice", st.Sid)
 		}
 		sids[st.Sid] = true
 		for _, a := range st.Operations {
 			if a != "*" && !slices.Contains(PolicyActions(), a) {
-				return newError(CodeValidation, "statement %s: unknown operation %q; operations: %v", st.Sid, truncate(string(a), 64), PolicyActions())
+				return invalid("statement %s: unknown operation %q; operations: %v", st.Sid, truncate(string(a), 64), PolicyActions())
 			}
 		}
 		for _, pr := range st.Principals {
 			if r, ok := strings.CutPrefix(pr, "role:"); ok && !ValidRole(Role(r)) {
-				return newError(CodeValidation, "statement %s: unknown role %q", st.Sid, truncate(r, 64))
+				return invalid("statement %s: unknown role %q", st.Sid, truncate(r, 64))
 			}
 		}
-		if err := st.Conditions.validate(); err != nil {
-			return newError(CodeValidation, "statement %s: %s", st.Sid, PublicMessage(err))
+		if err := st.Conditions.Validate(); err != nil {
+			return invalid("statement %s: %s", st.Sid, messageOf(err))
 		}
 	}
 	return nil
 }
 
-func (c *Conditions) validate() error {
+// Validate checks what the language itself requires of conditions: a
+// time window that is not empty. The limits on encryption-context pairs
+// are the domain's (kms checks them where it accepts conditions).
+func (c *Conditions) Validate() error {
 	if c == nil {
 		return nil
 	}
 	if c.NotBefore != nil && c.NotAfter != nil && !c.NotBefore.Before(*c.NotAfter) {
-		return newError(CodeValidation, "notBefore must be before notAfter")
-	}
-	if c.EncryptionContextEquals != nil {
-		if err := EncryptionContext(c.EncryptionContextEquals).validate(); err != nil {
-			return err
-		}
-	}
-	if c.EncryptionContextSubset != nil {
-		if err := EncryptionContext(c.EncryptionContextSubset).validate(); err != nil {
-			return err
-		}
+		return invalid("notBefore must be before notAfter")
 	}
 	return nil
 }
@@ -193,7 +207,7 @@ const (
 
 // check returns "" when every condition holds, else the name of the first
 // that does not.
-func (c *Conditions) check(principal string, ec EncryptionContext, now time.Time) string {
+func (c *Conditions) check(principal string, ec map[string]string, now time.Time) string {
 	if c == nil {
 		return ""
 	}
@@ -257,38 +271,38 @@ func (st *PolicyStatement) matchesAction(a Action) bool {
 	return slices.Contains(st.Operations, a) || slices.Contains(st.Operations, "*")
 }
 
-// accessRequest is one key access Authorize decides.
-type accessRequest struct {
-	principal string
-	roles     []string
-	action    Action
-	context   EncryptionContext
-	now       time.Time
+// Request is one access to one key, as the transport established it.
+type Request struct {
+	Principal string
+	Roles     []string
+	Action    Action
+	Context   map[string]string // the request's encryption context
+	Now       time.Time
 }
 
-// decide evaluates a key's policy and grants for one access. It returns ""
+// Decide evaluates a key's policy and grants for one access. It returns ""
 // when allowed, else the rule that denies: "key-policy:statement <sid>"
 // (an explicit Deny), "condition:<name>" (a statement or grant would allow
 // but its condition does not hold), or "grant:none" (no statement and no
 // grant allows it).
-func (a *KeyAuthz) decide(r accessRequest) string {
+func (a *KeyAuthz) Decide(r Request) string {
 	if a == nil || a.Policy == nil {
 		return "" // the default policy: roles decide
 	}
 	for i := range a.Policy.Statements {
 		st := &a.Policy.Statements[i]
-		if st.Effect == EffectDeny && st.matchesPrincipal(r.principal, r.roles) && st.matchesAction(r.action) &&
-			st.Conditions.check(r.principal, r.context, r.now) == "" {
+		if st.Effect == EffectDeny && st.matchesPrincipal(r.Principal, r.Roles) && st.matchesAction(r.Action) &&
+			st.Conditions.check(r.Principal, r.Context, r.Now) == "" {
 			return "key-policy:statement " + st.Sid
 		}
 	}
 	failed := ""
 	for i := range a.Policy.Statements {
 		st := &a.Policy.Statements[i]
-		if st.Effect != EffectAllow || !st.matchesPrincipal(r.principal, r.roles) || !st.matchesAction(r.action) {
+		if st.Effect != EffectAllow || !st.matchesPrincipal(r.Principal, r.Roles) || !st.matchesAction(r.Action) {
 			continue
 		}
-		cond := st.Conditions.check(r.principal, r.context, r.now)
+		cond := st.Conditions.check(r.Principal, r.Context, r.Now)
 		if cond == "" {
 			return ""
 		}
@@ -298,10 +312,10 @@ func (a *KeyAuthz) decide(r accessRequest) string {
 	}
 	for i := range a.Grants {
 		g := &a.Grants[i]
-		if g.Grantee != r.principal || !slices.Contains(g.Operations, r.action) {
+		if g.Grantee != r.Principal || !slices.Contains(g.Operations, r.Action) {
 			continue
 		}
-		cond := g.Constraints.check(r.principal, r.context, r.now)
+		cond := g.Constraints.check(r.Principal, r.Context, r.Now)
 		if cond == "" {
 			return ""
 		}
@@ -315,10 +329,10 @@ func (a *KeyAuthz) decide(r accessRequest) string {
 	return "grant:none"
 }
 
-// denyMessage is what the caller is told about a key-level denial: the kind
+// DenyMessage is what the caller is told about a key-level denial: the kind
 // of rule, never the policy's contents (which only key admins and auditors
 // may read) or the values a condition expected.
-func denyMessage(action Action, rule string) string {
+func DenyMessage(action Action, rule string) string {
 	switch {
 	case strings.HasPrefix(rule, "key-policy:"):
 		return fmt.Sprintf("%s on this key is denied by a statement of its key policy", action)
@@ -327,4 +341,41 @@ func denyMessage(action Action, rule string) string {
 	default:
 		return fmt.Sprintf("no key policy statement or grant allows %s on this key for this principal", action)
 	}
+}
+
+// ErrInvalid is matched (errors.Is) by every validation error of this
+// package: a policy, role or role policy that breaks the language's rules.
+var ErrInvalid = errors.New("keypolicy: invalid")
+
+// InvalidError says what is wrong with a document, in words fit for the
+// caller (never a value a condition expected of someone else).
+type InvalidError struct{ Message string }
+
+func (e *InvalidError) Error() string { return e.Message }
+
+// Is makes every InvalidError match ErrInvalid.
+func (e *InvalidError) Is(target error) bool { return target == ErrInvalid }
+
+func invalid(format string, args ...any) error {
+	return &InvalidError{Message: fmt.Sprintf(format, args...)}
+}
+
+func messageOf(err error) string {
+	var e *InvalidError
+	if errors.As(err, &e) {
+		return e.Message
+	}
+	return err.Error()
+}
+
+// truncate shortens caller-supplied text for messages, without splitting
+// a UTF-8 sequence.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
 }

@@ -7,9 +7,9 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/keyflow/keyflow/deploy/testbed"
 	"github.com/keyflow/keyflow/hsm"
 	"github.com/keyflow/keyflow/hsm/pkcs11"
+	"github.com/keyflow/keyflow/internal/testbed"
 	"github.com/keyflow/keyflow/kms"
 )
 

@@ -1,6 +1,7 @@
-package kms
+package keypolicy
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -22,12 +23,12 @@ func TestParseKeyPolicyRefuses(t *testing.T) {
 	for name, doc := range cases {
 		t.Run(name, func(t *testing.T) {
 			_, err := ParseKeyPolicy([]byte(doc))
-			if CodeOf(err) != CodeValidation || PublicMessage(err) == "" {
-				t.Fatalf("got %v, want a ValidationException with a message", err)
+			if !errors.Is(err, ErrInvalid) || err.Error() == "" {
+				t.Fatalf("got %v, want an invalid-policy error with a message", err)
 			}
 		})
 	}
-	if _, err := ParseKeyPolicy([]byte(strings.Repeat(" ", MaxKeyPolicyBytes+1))); CodeOf(err) != CodeValidation {
+	if _, err := ParseKeyPolicy([]byte(strings.Repeat(" ", MaxKeyPolicyBytes+1))); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("oversized policy: %v", err)
 	}
 }
@@ -47,24 +48,24 @@ func TestKeyPolicyDecide(t *testing.T) {
 		{ID: "g1", Grantee: "carol", Operations: []Action{ActionDecrypt}, Constraints: &Conditions{NotAfter: &mar}},
 	}}
 	user := []string{string(RoleCryptoUser)}
-	ctxA := EncryptionContext{"app": "a"}
+	ctxA := map[string]string{"app": "a"}
 	cases := []struct {
 		name      string
 		principal string
 		roles     []string
 		action    Action
-		ec        EncryptionContext
+		ec        map[string]string
 		now       time.Time
 		want      string
 	}{
-		{"role statement with its context", "alice", user, ActionEncrypt, EncryptionContext{"app": "a", "x": "y"}, jan, ""},
-		{"role statement, wrong context", "alice", user, ActionEncrypt, EncryptionContext{"app": "b"}, jan, "condition:encryptionContext"},
+		{"role statement with its context", "alice", user, ActionEncrypt, map[string]string{"app": "a", "x": "y"}, jan, ""},
+		{"role statement, wrong context", "alice", user, ActionEncrypt, map[string]string{"app": "b"}, jan, "condition:encryptionContext"},
 		{"explicit deny wins", "bob", user, ActionDecrypt, ctxA, jan, "key-policy:statement NoBob"},
 		{"deny names only its action", "bob", user, ActionEncrypt, ctxA, jan, ""},
 		{"not named anywhere", "dave", nil, ActionEncrypt, ctxA, jan, "grant:none"},
 		{"named principal inside its window", "batch", nil, ActionSign, nil, jan, ""},
 		{"named principal after its window", "batch", nil, ActionSign, nil, mar, "condition:timeWindow"},
-		{"equals wants exactly the pairs", "svc-a", nil, ActionGenerateDataKey, EncryptionContext{"app": "a", "x": "y"}, jan, "condition:encryptionContext"},
+		{"equals wants exactly the pairs", "svc-a", nil, ActionGenerateDataKey, map[string]string{"app": "a", "x": "y"}, jan, "condition:encryptionContext"},
 		{"equals and source principal", "svc-a", nil, ActionGenerateDataKey, ctxA, jan, ""},
 		{"source principal mismatch", "web", nil, ActionGenerateDataKey, ctxA, jan, "condition:sourcePrincipal"},
 		{"grant before expiry", "carol", nil, ActionDecrypt, nil, jan, ""},
@@ -73,19 +74,19 @@ func TestKeyPolicyDecide(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			got := a.decide(accessRequest{principal: c.principal, roles: c.roles, action: c.action, context: c.ec, now: c.now})
+			got := a.Decide(Request{Principal: c.principal, Roles: c.roles, Action: c.action, Context: c.ec, Now: c.now})
 			if got != c.want {
 				t.Fatalf("decide = %q, want %q", got, c.want)
 			}
 		})
 	}
 	// No policy: the default, roles decide.
-	if got := (&KeyAuthz{}).decide(accessRequest{principal: "x", action: ActionDecrypt}); got != "" {
+	if got := (&KeyAuthz{}).Decide(Request{Principal: "x", Action: ActionDecrypt}); got != "" {
 		t.Fatalf("default policy denied: %q", got)
 	}
 	// What a denial tells the caller never quotes the policy.
 	for _, rule := range []string{"key-policy:statement NoBob", "condition:encryptionContext", "grant:none"} {
-		if msg := denyMessage(ActionDecrypt, rule); strings.Contains(msg, "NoBob") || msg == "" {
+		if msg := DenyMessage(ActionDecrypt, rule); strings.Contains(msg, "NoBob") || msg == "" {
 			t.Errorf("message for %s: %q", rule, msg)
 		}
 	}
@@ -93,7 +94,7 @@ func TestKeyPolicyDecide(t *testing.T) {
 
 func TestRolePolicyCheckRoles(t *testing.T) {
 	pol := DefaultRolePolicy()
-	if err := pol.CheckRoles([]Role{RoleKeyAdmin, RoleCryptoUser}); CodeOf(err) != CodeValidation || !strings.Contains(PublicMessage(err), "key-admin and crypto-user") {
+	if err := pol.CheckRoles([]Role{RoleKeyAdmin, RoleCryptoUser}); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "key-admin and crypto-user") {
 		t.Fatalf("forbidden combination: %v", err)
 	}
 	for _, ok := range [][]Role{{RoleKeyAdmin, RoleApprover}, {RoleCryptoUser}, {RoleTenantAdmin, RoleAuditor}} {
@@ -102,14 +103,14 @@ func TestRolePolicyCheckRoles(t *testing.T) {
 		}
 	}
 	for _, bad := range [][]Role{nil, {"root"}, {RoleAuditor, RoleAuditor}} {
-		if err := pol.CheckRoles(bad); CodeOf(err) != CodeValidation {
+		if err := pol.CheckRoles(bad); !errors.Is(err, ErrInvalid) {
 			t.Errorf("%v: %v", bad, err)
 		}
 	}
 	if err := (RolePolicy{}).CheckRoles([]Role{RoleKeyAdmin, RoleCryptoUser}); err != nil {
 		t.Errorf("an empty policy forbids nothing: %v", err)
 	}
-	if err := (RolePolicy{ForbiddenRoleSets: [][]Role{{RoleKeyAdmin}}}).Validate(); CodeOf(err) != CodeValidation {
+	if err := (RolePolicy{ForbiddenRoleSets: [][]Role{{RoleKeyAdmin}}}).Validate(); !errors.Is(err, ErrInvalid) {
 		t.Errorf("a one-role set: %v", err)
 	}
 }
@@ -128,12 +129,12 @@ func TestEveryOperationNamesKnownRoles(t *testing.T) {
 	}
 	// Separation of duties in the table itself.
 	for _, op := range []string{"crypto.encrypt", "crypto.decrypt", "crypto.sign", "crypto.datakey"} {
-		if p, _ := PermissionOf(op); hasAnyRole([]string{string(RoleKeyAdmin), string(RoleAuditor)}, p.Roles) {
+		if p, _ := PermissionOf(op); p.HeldBy([]string{string(RoleKeyAdmin), string(RoleAuditor)}) {
 			t.Errorf("%s is open to key admins or auditors", op)
 		}
 	}
 	for _, op := range []string{"keys.create", "keys.setpolicy", "grants.create"} {
-		if p, _ := PermissionOf(op); hasAnyRole([]string{string(RoleCryptoUser)}, p.Roles) {
+		if p, _ := PermissionOf(op); p.HeldBy([]string{string(RoleCryptoUser)}) {
 			t.Errorf("%s is open to crypto users", op)
 		}
 	}

@@ -6,6 +6,12 @@
 //
 // Every error a call returns for a refused request is an *Error with the
 // server's stable code; transport failures are plain wrapped errors.
+//
+// The examples show envelope encryption with a data key
+// (Client.GenerateDataKey), signing and verifying (Client.Sign) and handling
+// refusals by code (Error). They run against a real stack (SoftHSM,
+// nats-server, the services) in `go test ./client/`, which checks their
+// output; `go doc -http ./client` renders them.
 package client
 
 import (
@@ -20,7 +26,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nuid"
 
-	"github.com/keyflow/keyflow/workers/api"
+	"github.com/keyflow/keyflow/client/api"
 )
 
 // Options configure a client.
