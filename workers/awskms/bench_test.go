@@ -2,6 +2,7 @@ package awskms_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -15,6 +16,8 @@ import (
 	awskmssdk "github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/kms/types"
 
+	"github.com/keyflow/keyflow/client/api"
+	"github.com/keyflow/keyflow/kms"
 	"github.com/keyflow/keyflow/kms/keypolicy"
 )
 
@@ -98,6 +101,33 @@ func benchAWS(b *testing.B, op string) {
 					runConcurrent(b, n, call)
 				})
 			}
+		})
+	}
+}
+
+// BenchmarkInvokeEncrypt is the keyflow half of BenchmarkAWSEncrypt
+// without HTTP, SigV4 and AWS's JSON: rpc.Server.Invoke of crypto.encrypt
+// (admission, authorization, the domain on SoftHSM, the audit record) from
+// n goroutines. The difference to BenchmarkAWSEncrypt/keyflow is what the
+// gateway and the SDK client cost.
+func BenchmarkInvokeEncrypt(b *testing.B) {
+	f := newFixture(b)
+	c := kms.Caller{Tenant: "alpha", Principal: "bench", Roles: []string{string(keypolicy.RoleCryptoUser)}}
+	ctx := context.Background()
+	k, err := f.bed.KMS.CreateKey(ctx, kms.Caller{Tenant: "alpha", Principal: "ada"}, kms.CreateKeyParams{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	body, err := json.Marshal(api.EncryptRequest{KeyID: k.ID, Plaintext: make([]byte, 32), EncryptionContext: map[string]string{"bench": "aws"}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, n := range []int{1, 8, 64} {
+		b.Run(fmt.Sprintf("clients=%d", n), func(b *testing.B) {
+			runConcurrent(b, n, func() error {
+				_, err := f.inv.Invoke(ctx, c, api.OpEncrypt, body)
+				return err
+			})
 		})
 	}
 }

@@ -31,6 +31,7 @@ func TestMain(m *testing.M) { pkcs11test.Main(m) }
 // the gateway calls in process) and the gateway on an httptest server.
 type fixture struct {
 	bed *testbed.Bed
+	inv *rpc.Server // the gateway's Invoker
 	gw  *awskms.Server
 	url string
 	hs  *httptest.Server
@@ -53,7 +54,7 @@ func newFixture(t testing.TB) *fixture {
 	}
 	hs := httptest.NewServer(gw)
 	t.Cleanup(hs.Close)
-	return &fixture{bed: b, gw: gw, url: hs.URL, hs: hs}
+	return &fixture{bed: b, gw: gw, url: hs.URL, hs: hs, inv: srv}
 }
 
 // accessKey registers a principal with roles and issues it an access key,
