@@ -17,13 +17,17 @@ import (
 func newAccessKeyCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "access-key", Short: "Create, list, disable and delete access keys for the AWS KMS API (tenant admins)", Args: noSubcommand, RunE: showHelp}
 	var tenant string
+	var env bool
 	create := &cobra.Command{
-		Use:   "create PRINCIPAL [--tenant T]",
+		Use:   "create PRINCIPAL [--tenant T] [--env]",
 		Short: "Issue an access key to a principal; the secret is shown this once",
 		Long: `Issue an AWS-style access key (AKIA…) and secret to a principal of your
 tenant, for the AWS KMS API (keyflow dev --aws-listen; docs/aws-api.md).
 Requests signed with it act as that principal, with its roles. The secret
-is printed once and stored only sealed under the HSM root key.`,
+is printed once and stored only sealed under the HSM root key. With --env
+it is printed as shell exports for the AWS CLI and SDKs:
+
+  eval "$(keyflow access-key create app --env)"`,
 		Args: exactArgs(1, "PRINCIPAL"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return g.withTenantClient(cmd, tenant, func(ctx context.Context, c *client.Client) error {
@@ -31,17 +35,18 @@ is printed once and stored only sealed under the HSM root key.`,
 				if err != nil {
 					return err
 				}
-				if g.output == "json" {
+				if g.output == "json" && !env {
 					return printJSON(cmd.OutOrStdout(), map[string]any{"AccessKeyId": k.AccessKeyID, "SecretAccessKey": k.SecretAccessKey,
 						"Principal": k.Principal, "Tenant": k.Tenant, "AccountId": awskms.AccountID(k.Tenant)})
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "AWS_ACCESS_KEY_ID=%s\nAWS_SECRET_ACCESS_KEY=%s\n# principal %s of tenant %s (account %s); the secret is not shown again\n",
+				fmt.Fprintf(cmd.OutOrStdout(), "export AWS_ACCESS_KEY_ID=%s\nexport AWS_SECRET_ACCESS_KEY=%s\n# principal %s of tenant %s (account %s); the secret is not shown again\n",
 					k.AccessKeyID, k.SecretAccessKey, k.Principal, k.Tenant, awskms.AccountID(k.Tenant))
 				return nil
 			})
 		},
 	}
 	create.Flags().StringVar(&tenant, "tenant", "", "tenant (default: the tenant of --creds)")
+	create.Flags().BoolVar(&env, "env", false, "print shell exports (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) instead of JSON")
 
 	var listTenant string
 	list := &cobra.Command{
