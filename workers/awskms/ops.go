@@ -47,13 +47,10 @@ func init() {
 		"TagResource", "UntagResource", "ListResourceTags", "CreateGrant", "ListRetirableGrants",
 		"ConnectCustomKeyStore", "CreateCustomKeyStore", "DeleteCustomKeyStore", "DescribeCustomKeyStores",
 		"DisconnectCustomKeyStore", "UpdateCustomKeyStore", "ReplicateKey", "UpdatePrimaryRegion",
-		"DeriveSharedSecret", "GenerateDataKeyPairWithoutPlaintext_", "GetKeyLastUsage",
+		"DeriveSharedSecret",
 	} {
-		if _, ok := operations[op]; !ok {
-			unsupported[op] = true
-		}
+		unsupported[op] = true
 	}
-	delete(unsupported, "GenerateDataKeyPairWithoutPlaintext_")
 }
 
 // Operations lists the AWS operations served and those refused as

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -165,5 +166,44 @@ func TestTenantIsolation(t *testing.T) {
 	lk := must[*awskmssdk.ListKeysOutput](t)(beta.ListKeys(ctx, &awskmssdk.ListKeysInput{}))
 	if len(lk.Keys) != 0 {
 		t.Fatalf("beta lists %d keys", len(lk.Keys))
+	}
+}
+
+// TestEveryAWSOperationIsClassified keeps the operation table complete:
+// every operation of AWS KMS's model (API 2014-11-01) is served or
+// answers UnsupportedOperationException, never UnknownOperationException,
+// and docs/aws-api.md names each.
+func TestEveryAWSOperationIsClassified(t *testing.T) {
+	model := strings.Fields(`CancelKeyDeletion ConnectCustomKeyStore CreateAlias CreateCustomKeyStore CreateGrant CreateKey
+		Decrypt DeleteAlias DeleteCustomKeyStore DeleteImportedKeyMaterial DeriveSharedSecret DescribeCustomKeyStores
+		DescribeKey DisableKey DisableKeyRotation DisconnectCustomKeyStore EnableKey EnableKeyRotation Encrypt
+		GenerateDataKey GenerateDataKeyPair GenerateDataKeyPairWithoutPlaintext GenerateDataKeyWithoutPlaintext
+		GenerateMac GenerateRandom GetKeyPolicy GetKeyRotationStatus GetParametersForImport GetPublicKey
+		ImportKeyMaterial ListAliases ListGrants ListKeyPolicies ListKeyRotations ListKeys ListResourceTags
+		ListRetirableGrants PutKeyPolicy ReEncrypt ReplicateKey RetireGrant RevokeGrant RotateKeyOnDemand
+		ScheduleKeyDeletion Sign TagResource UntagResource UpdateAlias UpdateCustomKeyStore UpdateKeyDescription
+		UpdatePrimaryRegion Verify VerifyMac`)
+	served, refused := awskms.Operations()
+	known := map[string]bool{}
+	for _, op := range append(served, refused...) {
+		if known[op] {
+			t.Errorf("%s is both served and refused", op)
+		}
+		known[op] = true
+	}
+	doc, err := os.ReadFile("../../docs/aws-api.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, op := range model {
+		if !known[op] {
+			t.Errorf("AWS operation %s is neither served nor refused as unsupported", op)
+		}
+		if !strings.Contains(string(doc), "| "+op+" |") {
+			t.Errorf("docs/aws-api.md has no row for %s", op)
+		}
+	}
+	if len(known) != len(model) {
+		t.Errorf("%d operations classified, the model has %d", len(known), len(model))
 	}
 }

@@ -315,3 +315,54 @@ func TestSDKImport(t *testing.T) {
 		t.Fatalf("after DeleteImportedKeyMaterial: %s", d.KeyMetadata.KeyState)
 	}
 }
+
+// TestSDKPairsPoliciesGrants covers data key pairs, key policies and
+// grants.
+func TestSDKPairsPoliciesGrants(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	admin := f.client(t, "alpha", "ada", keypolicy.RoleKeyAdmin)
+	app := f.client(t, "alpha", "app", keypolicy.RoleCryptoUser)
+	k := must[*awskmssdk.CreateKeyOutput](t)(admin.CreateKey(ctx, &awskmssdk.CreateKeyInput{}))
+	keyID := k.KeyMetadata.KeyId
+
+	pair := must[*awskmssdk.GenerateDataKeyPairOutput](t)(app.GenerateDataKeyPair(ctx, &awskmssdk.GenerateDataKeyPairInput{KeyId: keyID, KeyPairSpec: types.DataKeyPairSpecEccNistP256}))
+	if _, err := x509.ParsePKIXPublicKey(pair.PublicKey); err != nil || len(pair.PrivateKeyPlaintext) == 0 || pair.KeyPairSpec != types.DataKeyPairSpecEccNistP256 {
+		t.Fatalf("GenerateDataKeyPair: %v %+v", err, pair)
+	}
+	priv := must[*awskmssdk.DecryptOutput](t)(app.Decrypt(ctx, &awskmssdk.DecryptInput{CiphertextBlob: pair.PrivateKeyCiphertextBlob}))
+	if !bytes.Equal(priv.Plaintext, pair.PrivateKeyPlaintext) {
+		t.Fatal("the private key does not decrypt to itself")
+	}
+	pw := must[*awskmssdk.GenerateDataKeyPairWithoutPlaintextOutput](t)(app.GenerateDataKeyPairWithoutPlaintext(ctx, &awskmssdk.GenerateDataKeyPairWithoutPlaintextInput{KeyId: keyID, KeyPairSpec: types.DataKeyPairSpecRsa3072}))
+	if len(pw.PrivateKeyCiphertextBlob) == 0 || len(pw.PublicKey) == 0 {
+		t.Fatal("GenerateDataKeyPairWithoutPlaintext: empty")
+	}
+
+	pol := must[*awskmssdk.GetKeyPolicyOutput](t)(admin.GetKeyPolicy(ctx, &awskmssdk.GetKeyPolicyInput{KeyId: keyID}))
+	if !strings.Contains(*pol.Policy, "keyflow-default") {
+		t.Fatalf("default policy: %s", *pol.Policy)
+	}
+	lp := must[*awskmssdk.ListKeyPoliciesOutput](t)(admin.ListKeyPolicies(ctx, &awskmssdk.ListKeyPoliciesInput{KeyId: keyID}))
+	if len(lp.PolicyNames) != 1 || lp.PolicyNames[0] != "default" {
+		t.Fatalf("ListKeyPolicies: %v", lp.PolicyNames)
+	}
+	_, err := admin.PutKeyPolicy(ctx, &awskmssdk.PutKeyPolicyInput{KeyId: keyID, Policy: aws.String(`{"not":"a keyflow policy"}`)})
+	wantCode(t, err, "MalformedPolicyDocumentException")
+
+	// A grant made with keyflow's CLI shows, and is revoked, here.
+	g, err := f.bed.KMS.CreateGrant(ctx, kms.Caller{Tenant: "alpha", Principal: "ada", Roles: []string{string(keypolicy.RoleKeyAdmin)}},
+		kms.CreateGrantParams{KeyRef: *keyID, Grantee: "app", Operations: []keypolicy.Action{"Decrypt"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lg := must[*awskmssdk.ListGrantsOutput](t)(admin.ListGrants(ctx, &awskmssdk.ListGrantsInput{KeyId: keyID}))
+	if len(lg.Grants) != 1 || *lg.Grants[0].GrantId != g.ID || *lg.Grants[0].GranteePrincipal != "app" {
+		t.Fatalf("ListGrants: %+v", lg.Grants)
+	}
+	must[*awskmssdk.RevokeGrantOutput](t)(admin.RevokeGrant(ctx, &awskmssdk.RevokeGrantInput{KeyId: keyID, GrantId: aws.String(g.ID)}))
+	lg = must[*awskmssdk.ListGrantsOutput](t)(admin.ListGrants(ctx, &awskmssdk.ListGrantsInput{KeyId: keyID}))
+	if len(lg.Grants) != 0 {
+		t.Fatalf("%d grants after RevokeGrant", len(lg.Grants))
+	}
+}
