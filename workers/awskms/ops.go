@@ -197,6 +197,25 @@ func (s *Server) ref(c kms.Caller, keyID string) (string, error) {
 	return s.keyRef(c, keyID)
 }
 
+// keyIDOf reads a request whose only member of note is KeyId, and
+// translates it.
+func (s *Server) keyIDOf(c kms.Caller, body []byte) (string, error) {
+	var req keyIDReq
+	if err := decodeAWS(body, &req); err != nil {
+		return "", err
+	}
+	return s.ref(c, req.KeyID)
+}
+
+// encAlg is the EncryptionAlgorithm a reply names: the request's, by
+// default SYMMETRIC_DEFAULT.
+func encAlg(a string) string {
+	if a == "" {
+		return string(kms.EncSymmetricDefault)
+	}
+	return a
+}
+
 type tag struct {
 	TagKey   string `json:"TagKey"`
 	TagValue string `json:"TagValue"`
@@ -385,11 +404,7 @@ func (s *Server) listAliases(ctx context.Context, c kms.Caller, body []byte) (an
 }
 
 func (s *Server) setState(ctx context.Context, c kms.Caller, body []byte, state kms.KeyState) (any, error) {
-	var req keyIDReq
-	if err := decodeAWS(body, &req); err != nil {
-		return nil, err
-	}
-	ref, err := s.ref(c, req.KeyID)
+	ref, err := s.keyIDOf(c, body)
 	if err != nil {
 		return nil, err
 	}
@@ -432,11 +447,7 @@ func (s *Server) scheduleKeyDeletion(ctx context.Context, c kms.Caller, body []b
 }
 
 func (s *Server) cancelKeyDeletion(ctx context.Context, c kms.Caller, body []byte) (any, error) {
-	var req keyIDReq
-	if err := decodeAWS(body, &req); err != nil {
-		return nil, err
-	}
-	ref, err := s.ref(c, req.KeyID)
+	ref, err := s.keyIDOf(c, body)
 	if err != nil {
 		return nil, err
 	}
@@ -481,11 +492,7 @@ func (s *Server) encrypt(ctx context.Context, c kms.Caller, body []byte) (any, e
 	if err != nil {
 		return nil, err
 	}
-	alg := req.EncryptionAlgorithm
-	if alg == "" {
-		alg = string(kms.EncSymmetricDefault)
-	}
-	return map[string]any{"CiphertextBlob": r.CiphertextBlob, "KeyId": s.keyARN(c.Tenant, r.KeyID), "EncryptionAlgorithm": alg}, nil
+	return map[string]any{"CiphertextBlob": r.CiphertextBlob, "KeyId": s.keyARN(c.Tenant, r.KeyID), "EncryptionAlgorithm": encAlg(req.EncryptionAlgorithm)}, nil
 }
 
 func (s *Server) decrypt(ctx context.Context, c kms.Caller, body []byte) (any, error) {
@@ -519,11 +526,7 @@ func (s *Server) decrypt(ctx context.Context, c kms.Caller, body []byte) (any, e
 	if err != nil {
 		return nil, err
 	}
-	alg := req.EncryptionAlgorithm
-	if alg == "" {
-		alg = string(kms.EncSymmetricDefault)
-	}
-	return map[string]any{"Plaintext": r.Plaintext, "KeyId": s.keyARN(c.Tenant, r.KeyID), "EncryptionAlgorithm": alg}, nil
+	return map[string]any{"Plaintext": r.Plaintext, "KeyId": s.keyARN(c.Tenant, r.KeyID), "EncryptionAlgorithm": encAlg(req.EncryptionAlgorithm)}, nil
 }
 
 func (s *Server) reEncrypt(ctx context.Context, c kms.Caller, body []byte) (any, error) {
@@ -730,11 +733,7 @@ func (s *Server) verify(ctx context.Context, c kms.Caller, body []byte) (any, er
 }
 
 func (s *Server) getPublicKey(ctx context.Context, c kms.Caller, body []byte) (any, error) {
-	var req keyIDReq
-	if err := decodeAWS(body, &req); err != nil {
-		return nil, err
-	}
-	ref, err := s.ref(c, req.KeyID)
+	ref, err := s.keyIDOf(c, body)
 	if err != nil {
 		return nil, err
 	}
@@ -850,11 +849,7 @@ func (s *Server) getKeyRotationStatus(ctx context.Context, c kms.Caller, body []
 }
 
 func (s *Server) rotateKeyOnDemand(ctx context.Context, c kms.Caller, body []byte) (any, error) {
-	var req keyIDReq
-	if err := decodeAWS(body, &req); err != nil {
-		return nil, err
-	}
-	ref, err := s.ref(c, req.KeyID)
+	ref, err := s.keyIDOf(c, body)
 	if err != nil {
 		return nil, err
 	}
@@ -959,11 +954,7 @@ func (s *Server) importKeyMaterial(ctx context.Context, c kms.Caller, body []byt
 }
 
 func (s *Server) deleteImportedKeyMaterial(ctx context.Context, c kms.Caller, body []byte) (any, error) {
-	var req keyIDReq
-	if err := decodeAWS(body, &req); err != nil {
-		return nil, err
-	}
-	ref, err := s.ref(c, req.KeyID)
+	ref, err := s.keyIDOf(c, body)
 	if err != nil {
 		return nil, err
 	}
