@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"net/http"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -174,6 +175,10 @@ func (v *Verifier) Verify(r *http.Request, body []byte, now time.Time, secretOf 
 		var val string
 		if h == "host" {
 			val = r.Host
+		} else if h == "content-length" && r.Header.Get("Content-Length") == "" && r.ContentLength >= 0 {
+			// Go keeps the length out of the header map on some paths
+			// (HTTP/2, requests built in process).
+			val = strconv.FormatInt(r.ContentLength, 10)
 		} else {
 			vals := r.Header.Values(h)
 			if len(vals) == 0 {
