@@ -24,4 +24,7 @@ const (
 	TypeAccessKeyListed   = "io.keyflow.accesskey.listed.v1"
 	TypeAccessKeyDisabled = "io.keyflow.accesskey.disabled.v1"
 	TypeAccessKeyDeleted  = "io.keyflow.accesskey.deleted.v1"
+	// TypeKeyAliasChanged records an alias created, moved or deleted
+	// after the key's creation (data.action).
+	TypeKeyAliasChanged = "io.keyflow.key.alias.changed.v1"
 )

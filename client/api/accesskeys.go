@@ -35,3 +35,23 @@ type AccessKey struct {
 type ListAccessKeysReply struct {
 	AccessKeys []AccessKey `json:"accessKeys"`
 }
+
+// Aliases after a key's creation (the AWS KMS API's CreateAlias,
+// UpdateAlias and DeleteAlias; key admins).
+const (
+	OpKeySetAlias    = "keys.setalias"
+	OpKeyDeleteAlias = "keys.deletealias"
+)
+
+// SetAliasRequest points an alias at a key: a new alias with Create, an
+// existing one otherwise. The reply is the key's KeyMetadata.
+type SetAliasRequest struct {
+	Alias  string `json:"alias"`
+	KeyID  string `json:"keyId"`
+	Create bool   `json:"create,omitempty"`
+}
+
+// AliasRequest names an alias (delete); the reply echoes it.
+type AliasRequest struct {
+	Alias string `json:"alias"`
+}

@@ -140,6 +140,8 @@ var permissions = map[string]Permission{
 	"principals.list":    {Roles: []Role{RoleTenantAdmin, RoleAuditor}},
 	"principals.disable": {Roles: []Role{RoleTenantAdmin}},
 	"accesskeys.create":  {Roles: []Role{RoleTenantAdmin}},
+	"keys.setalias":      {Roles: []Role{RoleKeyAdmin}},
+	"keys.deletealias":   {Roles: []Role{RoleKeyAdmin}},
 	"accesskeys.list":    {Roles: []Role{RoleTenantAdmin, RoleAuditor}},
 	"accesskeys.disable": {Roles: []Role{RoleTenantAdmin}},
 	"accesskeys.delete":  {Roles: []Role{RoleTenantAdmin}},

@@ -45,10 +45,10 @@ func (s *Server) keyRef(c kms.Caller, ref string) (string, error) {
 	}
 	f := strings.SplitN(rest, ":", 5) // partition, service, region, account, resource
 	if len(f) != 5 || f[1] != "kms" || (!strings.HasPrefix(f[4], "key/") && !strings.HasPrefix(f[4], "alias/")) {
-		return "", &kms.Error{Code: kms.CodeValidation, Message: "the key ARN is malformed"}
+		return "", clientError("ValidationException", "the key ARN is malformed")
 	}
 	if f[2] != s.region || f[3] != AccountID(c.Tenant) {
-		return "", &kms.Error{Code: kms.CodeNotFound, Message: "the key ARN names no key of this account and region"}
+		return "", clientError("NotFoundException", "the key ARN names no key of this account and region")
 	}
 	if id, ok := strings.CutPrefix(f[4], "key/"); ok {
 		return id, nil

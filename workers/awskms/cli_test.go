@@ -103,11 +103,12 @@ func TestAWSCLITour(t *testing.T) {
 	if key["KeyState"] != "Enabled" || !strings.HasPrefix(arn, "arn:aws:kms:us-east-1:") {
 		t.Fatalf("create-key: %v", key)
 	}
-	// Aliases are made with the key in keyflow (create-alias is not
-	// supported yet); the CLI says so by name.
-	c.fails("UnsupportedOperationException", "create-alias", "--alias-name", "alias/tour", "--target-key-id", keyID)
+	c.run("create-alias", "--alias-name", "alias/tour", "--target-key-id", keyID)
+	if al := c.run("list-aliases")["Aliases"].([]any); len(al) != 1 || al[0].(map[string]any)["TargetKeyId"] != keyID {
+		t.Fatalf("list-aliases: %v", al)
+	}
 
-	enc := c.run("encrypt", "--key-id", arn, "--plaintext", c.file("pt", []byte("tour secret")), "--encryption-context", "app=tour")
+	enc := c.run("encrypt", "--key-id", "alias/tour", "--plaintext", c.file("pt", []byte("tour secret")), "--encryption-context", "app=tour")
 	dec := c.run("decrypt", "--ciphertext-blob", c.file("ct", b64d(t, enc["CiphertextBlob"])), "--encryption-context", "app=tour")
 	if string(b64d(t, dec["Plaintext"])) != "tour secret" {
 		t.Fatalf("decrypt: %v", dec)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/keyflow/keyflow/client/api"
@@ -32,7 +33,8 @@ var operations = map[string]opFunc{
 	"GetParametersForImport": (*Server).getParametersForImport, "ImportKeyMaterial": (*Server).importKeyMaterial,
 	"DeleteImportedKeyMaterial": (*Server).deleteImportedKeyMaterial,
 	"ListAliases":               (*Server).listAliases,
-	"GetKeyPolicy":              (*Server).getKeyPolicy, "PutKeyPolicy": (*Server).putKeyPolicy, "ListKeyPolicies": (*Server).listKeyPolicies,
+	"CreateAlias":               (*Server).createAlias, "UpdateAlias": (*Server).updateAlias, "DeleteAlias": (*Server).deleteAlias,
+	"GetKeyPolicy": (*Server).getKeyPolicy, "PutKeyPolicy": (*Server).putKeyPolicy, "ListKeyPolicies": (*Server).listKeyPolicies,
 	"ListGrants": (*Server).listGrants, "RetireGrant": (*Server).retireGrant, "RevokeGrant": (*Server).revokeGrant,
 }
 
@@ -43,7 +45,7 @@ var unsupported = map[string]bool{}
 
 func init() {
 	for _, op := range []string{
-		"CreateAlias", "UpdateAlias", "DeleteAlias", "UpdateKeyDescription",
+		"UpdateKeyDescription",
 		"TagResource", "UntagResource", "ListResourceTags", "CreateGrant", "ListRetirableGrants",
 		"ConnectCustomKeyStore", "CreateCustomKeyStore", "DeleteCustomKeyStore", "DescribeCustomKeyStores",
 		"DisconnectCustomKeyStore", "UpdateCustomKeyStore", "ReplicateKey", "UpdatePrimaryRegion",
@@ -1018,8 +1020,8 @@ func (s *Server) putKeyPolicy(ctx context.Context, c kms.Caller, body []byte) (a
 		return nil, clientError("MalformedPolicyDocumentException", "the policy is not JSON")
 	}
 	_, err = s.call(ctx, c, api.OpKeySetPolicy, api.SetKeyPolicyRequest{KeyID: ref, Policy: json.RawMessage(req.Policy)})
-	if kms.CodeOf(err) == kms.CodeValidation {
-		return nil, clientError("MalformedPolicyDocumentException", "%s", kms.PublicMessage(err))
+	if kms.CodeOf(err) == kms.CodeValidation { // recorded by the domain already
+		return nil, &awsError{status: 400, name: "MalformedPolicyDocumentException", msg: kms.PublicMessage(err), audited: true}
 	}
 	return struct{}{}, err
 }
@@ -1097,4 +1099,58 @@ func (s *Server) retireGrant(ctx context.Context, c kms.Caller, body []byte) (an
 
 func (s *Server) revokeGrant(ctx context.Context, c kms.Caller, body []byte) (any, error) {
 	return s.grantOp(ctx, c, body, api.OpGrantRevoke)
+}
+
+type aliasReq struct {
+	AliasName   string `json:"AliasName"`
+	TargetKeyID string `json:"TargetKeyId"`
+}
+
+// readAlias reads AliasName (alias/NAME; alias/aws/ is AWS's own and
+// reserved) and, with target, TargetKeyId.
+func (s *Server) readAlias(c kms.Caller, body []byte, target bool) (aliasReq, error) {
+	var req aliasReq
+	if err := decodeAWS(body, &req); err != nil {
+		return req, err
+	}
+	switch {
+	case !strings.HasPrefix(req.AliasName, "alias/"):
+		return req, clientError("ValidationException", "AliasName must begin with alias/")
+	case strings.HasPrefix(req.AliasName, "alias/aws/"):
+		return req, clientError("NotAuthorizedException", "alias/aws/ is reserved for AWS managed keys")
+	}
+	if target {
+		ref, err := s.ref(c, req.TargetKeyID)
+		if err != nil {
+			return req, err
+		}
+		req.TargetKeyID = ref
+	}
+	return req, nil
+}
+
+func (s *Server) setAlias(ctx context.Context, c kms.Caller, body []byte, create bool) (any, error) {
+	req, err := s.readAlias(c, body, true)
+	if err != nil {
+		return nil, err
+	}
+	_, err = s.call(ctx, c, api.OpKeySetAlias, api.SetAliasRequest{Alias: req.AliasName, KeyID: req.TargetKeyID, Create: create})
+	return struct{}{}, err
+}
+
+func (s *Server) createAlias(ctx context.Context, c kms.Caller, body []byte) (any, error) {
+	return s.setAlias(ctx, c, body, true)
+}
+
+func (s *Server) updateAlias(ctx context.Context, c kms.Caller, body []byte) (any, error) {
+	return s.setAlias(ctx, c, body, false)
+}
+
+func (s *Server) deleteAlias(ctx context.Context, c kms.Caller, body []byte) (any, error) {
+	req, err := s.readAlias(c, body, false)
+	if err != nil {
+		return nil, err
+	}
+	_, err = s.call(ctx, c, api.OpKeyDeleteAlias, api.AliasRequest{Alias: req.AliasName})
+	return struct{}{}, err
 }

@@ -366,3 +366,51 @@ func TestSDKPairsPoliciesGrants(t *testing.T) {
 		t.Fatalf("%d grants after RevokeGrant", len(lg.Grants))
 	}
 }
+
+// TestSDKAliases creates, moves and deletes aliases.
+func TestSDKAliases(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	admin := f.client(t, "alpha", "ada", keypolicy.RoleKeyAdmin)
+	app := f.client(t, "alpha", "app", keypolicy.RoleCryptoUser)
+	k1 := must[*awskmssdk.CreateKeyOutput](t)(admin.CreateKey(ctx, &awskmssdk.CreateKeyInput{}))
+	k2 := must[*awskmssdk.CreateKeyOutput](t)(admin.CreateKey(ctx, &awskmssdk.CreateKeyInput{}))
+	must[*awskmssdk.CreateAliasOutput](t)(admin.CreateAlias(ctx, &awskmssdk.CreateAliasInput{AliasName: aws.String("alias/orders"), TargetKeyId: k1.KeyMetadata.Arn}))
+	e := must[*awskmssdk.EncryptOutput](t)(app.Encrypt(ctx, &awskmssdk.EncryptInput{KeyId: aws.String("alias/orders"), Plaintext: []byte("x")}))
+	if *e.KeyId != *k1.KeyMetadata.Arn {
+		t.Fatalf("alias/orders names %s", *e.KeyId)
+	}
+	_, err := admin.CreateAlias(ctx, &awskmssdk.CreateAliasInput{AliasName: aws.String("alias/orders"), TargetKeyId: k2.KeyMetadata.KeyId})
+	wantCode(t, err, "AlreadyExistsException")
+	_, err = admin.CreateAlias(ctx, &awskmssdk.CreateAliasInput{AliasName: aws.String("alias/aws/s3"), TargetKeyId: k2.KeyMetadata.KeyId})
+	wantCode(t, err, "NotAuthorizedException")
+	must[*awskmssdk.UpdateAliasOutput](t)(admin.UpdateAlias(ctx, &awskmssdk.UpdateAliasInput{AliasName: aws.String("alias/orders"), TargetKeyId: k2.KeyMetadata.KeyId}))
+	e = must[*awskmssdk.EncryptOutput](t)(app.Encrypt(ctx, &awskmssdk.EncryptInput{KeyId: aws.String("alias/orders"), Plaintext: []byte("x")}))
+	if *e.KeyId != *k2.KeyMetadata.Arn {
+		t.Fatalf("after UpdateAlias, alias/orders names %s", *e.KeyId)
+	}
+	al := must[*awskmssdk.ListAliasesOutput](t)(admin.ListAliases(ctx, &awskmssdk.ListAliasesInput{}))
+	if len(al.Aliases) != 1 || *al.Aliases[0].TargetKeyId != *k2.KeyMetadata.KeyId {
+		t.Fatalf("ListAliases: %+v", al.Aliases)
+	}
+	must[*awskmssdk.DeleteAliasOutput](t)(admin.DeleteAlias(ctx, &awskmssdk.DeleteAliasInput{AliasName: aws.String("alias/orders")}))
+	_, err = app.Encrypt(ctx, &awskmssdk.EncryptInput{KeyId: aws.String("alias/orders"), Plaintext: []byte("x")})
+	wantCode(t, err, "NotFoundException")
+	_, err = app.CreateAlias(ctx, &awskmssdk.CreateAliasInput{AliasName: aws.String("alias/mine"), TargetKeyId: k1.KeyMetadata.KeyId})
+	wantCode(t, err, "AccessDeniedException")
+	// The domain records create, the refused create, update and delete;
+	// the gateway records its own refusal of alias/aws/; the app's
+	// attempt is an access denial.
+	if n := len(f.bed.EventsOfType("alpha", events.TypeKeyAliasChanged)); n != 4 {
+		t.Errorf("%d alias records, want 4", n)
+	}
+	reserved := 0
+	for _, e := range f.bed.EventsOfType("alpha", events.TypeRequestRejected) {
+		if e.ErrorCode == "NotAuthorizedException" && e.Data["operation"] == awskms.OpRequest {
+			reserved++
+		}
+	}
+	if reserved != 1 {
+		t.Errorf("%d records of the alias/aws/ refusal, want 1", reserved)
+	}
+}

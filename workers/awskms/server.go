@@ -140,6 +140,9 @@ type awsError struct {
 	status int
 	name   string
 	msg    string
+	// audited is true when the domain has already recorded the refusal
+	// (an error it returned, renamed); the gateway records the others.
+	audited bool
 }
 
 func (e *awsError) Error() string { return e.name + ": " + e.msg }
@@ -155,24 +158,17 @@ func errorFor(err error) *awsError {
 		return ae
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
-		return &awsError{http.StatusInternalServerError, "DependencyTimeoutException", "the request timed out"}
+		return &awsError{status: http.StatusInternalServerError, name: "DependencyTimeoutException", msg: "the request timed out", audited: true}
 	}
 	code := kms.CodeOf(err)
-	msg := kms.PublicMessage(err)
+	e := &awsError{status: http.StatusBadRequest, name: string(code), msg: kms.PublicMessage(err), audited: true}
 	switch code {
-	case kms.CodeInternal, kms.CodeAuditUnavailable:
-		return &awsError{http.StatusInternalServerError, "KMSInternalException", msg}
+	case kms.CodeInternal, kms.CodeAuditUnavailable, "":
+		e.status, e.name = http.StatusInternalServerError, "KMSInternalException"
 	case kms.CodeDependencyTimeout:
-		return &awsError{http.StatusInternalServerError, "DependencyTimeoutException", msg}
-	case kms.CodeValidation:
-		return &awsError{http.StatusBadRequest, "ValidationException", msg}
+		e.status = http.StatusInternalServerError
 	}
-	name := string(code)
-	if name == "" {
-		name = "KMSInternalException"
-		return &awsError{http.StatusInternalServerError, name, msg}
-	}
-	return &awsError{http.StatusBadRequest, name, msg}
+	return e
 }
 
 func (s *Server) writeError(w http.ResponseWriter, err error) {
@@ -209,7 +205,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	reqID := uuid.NewString()
 	w.Header().Set("x-amzn-RequestId", reqID)
 	if r.Method != http.MethodPost || r.URL.Path != "/" {
-		s.writeError(w, &awsError{http.StatusNotFound, "UnknownOperationException", "the AWS KMS API is POST / with X-Amz-Target: TrentService.<Operation>"})
+		s.writeError(w, &awsError{status: http.StatusNotFound, name: "UnknownOperationException", msg: "the AWS KMS API is POST / with X-Amz-Target: TrentService.<Operation>"})
 		return
 	}
 	ctx := r.Context()
@@ -247,7 +243,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			ae = authError(err)
 		}
 		s.log.Info("AWS KMS API request failed authentication", "accessKeyId", auth.AccessKeyID, "reason", err.Error())
-		s.writeError(w, s.reject(ctx, c, opName, &awsError{ae.status, ae.name, ae.msg + " (access key " + truncate(auth.AccessKeyID, 32) + ")"}))
+		s.writeError(w, s.reject(ctx, c, opName, &awsError{status: ae.status, name: ae.name, msg: ae.msg + " (access key " + truncate(auth.AccessKeyID, 32) + ")"}))
 		return
 	}
 	c.Tenant, c.Principal, c.Roles = ident.Tenant, ident.Principal, ident.Roles
@@ -270,6 +266,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	out, err := op(s, ctx, c, body)
 	if err != nil {
+		// The domain recorded its own refusals; the gateway records those
+		// it made itself (a malformed AWS request, an unsupported member).
+		if e := errorFor(err); !e.audited {
+			err = s.reject(ctx, c, opName, e)
+		}
 		s.writeError(w, err)
 		return
 	}

@@ -59,3 +59,26 @@ func (s *Server) deleteAccessKey(ctx context.Context, c kms.Caller, body []byte)
 	}
 	return req, s.cfg.KMS.DeleteAccessKey(ctx, c, req.AccessKeyID)
 }
+
+// Aliases after creation (kms/aliases.go), for the AWS KMS API's alias
+// operations.
+
+func (s *Server) setAlias(ctx context.Context, c kms.Caller, body []byte) (any, error) {
+	var req api.SetAliasRequest
+	if err := decode(body, &req); err != nil {
+		return nil, s.rejectWith(ctx, c, api.OpKeySetAlias, err)
+	}
+	k, err := s.cfg.KMS.SetAlias(ctx, c, kms.SetAliasParams{Alias: req.Alias, KeyRef: req.KeyID, Create: req.Create})
+	if err != nil {
+		return nil, err
+	}
+	return Metadata(k), nil
+}
+
+func (s *Server) deleteAlias(ctx context.Context, c kms.Caller, body []byte) (any, error) {
+	var req api.AliasRequest
+	if err := decode(body, &req); err != nil {
+		return nil, s.rejectWith(ctx, c, api.OpKeyDeleteAlias, err)
+	}
+	return req, s.cfg.KMS.DeleteAlias(ctx, c, req.Alias)
+}

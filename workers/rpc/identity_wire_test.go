@@ -49,6 +49,16 @@ func identityWireMessages(t *testing.T, ok func(op, reqSchema, body, replySchema
 	ok(api.OpPrincipalCreate, "CreatePrincipalRequest", `{"name":"wire-bob","roles":["crypto-user","approver"],"publicKey":"`+userKey()+`"}`, "CreatePrincipalReply")
 	refused(api.OpPrincipalCreate, "CreatePrincipalRequest", `{"name":"wire-bob","roles":["crypto-user"],"publicKey":"`+userKey()+`"}`, kms.CodeAlreadyExists)
 	ok(api.OpPrincipalList, "", `{}`, "ListPrincipalsReply")
+	// Aliases after creation.
+	var plain api.KeyMetadata
+	if err := json.Unmarshal(ok(api.OpKeyCreate, "CreateKeyRequest", `{"description":"no alias yet"}`, "KeyMetadata"), &plain); err != nil {
+		t.Fatal(err)
+	}
+	ok(api.OpKeySetAlias, "SetAliasRequest", `{"alias":"alias/wire-later","keyId":"`+plain.KeyID+`","create":true}`, "KeyMetadata")
+	refused(api.OpKeySetAlias, "SetAliasRequest", `{"alias":"alias/wire-later","keyId":"`+plain.KeyID+`","create":true}`, kms.CodeAlreadyExists)
+	refused(api.OpKeySetAlias, "SetAliasRequest", `{"alias":"alias/wire-other","keyId":"wire-gov"}`, kms.CodeNotFound)
+	ok(api.OpKeyDeleteAlias, "AliasRequest", `{"alias":"alias/wire-later"}`, "AliasRequest")
+	refused(api.OpKeyDeleteAlias, "AliasRequest", `{"alias":"alias/wire-later"}`, kms.CodeNotFound)
 	// Access keys of the AWS KMS API (workers/awskms).
 	var ak api.AccessKey
 	if err := json.Unmarshal(ok(api.OpAccessKeyCreate, "AccessKeyRequest", `{"principal":"wire-bob"}`, "AccessKey"), &ak); err != nil {
