@@ -9,6 +9,7 @@ import (
 	"os"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
@@ -113,6 +114,10 @@ func (l *noTimers) ScheduleDeletion(_ context.Context, _ kms.Caller, k *kms.Key)
 	return "deletion-" + k.ID, nil
 }
 func (*noTimers) CancelDeletion(context.Context, kms.Caller, string) error { return nil }
+func (*noTimers) ScheduleRetirement(_ context.Context, _ kms.Caller, keyID string, version uint32, _ time.Time) (string, error) {
+	return "retirement-" + keyID, nil
+}
+func (*noTimers) CancelRetirement(context.Context, kms.Caller, string, uint32) error { return nil }
 func (*noTimers) RemediationWorkflowID(tenant, keyID string, version uint32) string {
 	return "remediation-" + keyID
 }
