@@ -421,11 +421,13 @@ func (f *folder) add(m jetstream.Msg) {
 		return
 	}
 	// A record without a valid authenticator is chained all the same (so
-	// nothing is hidden) and flagged in the signed digest.
-	if f.recordKey == nil || !f.recordKey.Check(m.Subject(), m.Data(), m.Headers().Get(events.HeaderRecordMAC)) {
+	// nothing is hidden) and flagged in the signed digest. It never passes
+	// for the sealer's own (which would not start the timer).
+	authentic := f.recordKey != nil && f.recordKey.Check(m.Subject(), m.Data(), m.Headers().Get(events.HeaderRecordMAC))
+	if !authentic {
 		f.b.MarkUnauthenticated()
 	}
-	if f.deadline.IsZero() && !own(ev) {
+	if f.deadline.IsZero() && (!authentic || !own(ev)) {
 		f.deadline = time.Now().Add(f.interval)
 	}
 	if f.b.Len() >= f.every {
