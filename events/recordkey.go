@@ -9,19 +9,6 @@ import (
 	"sync"
 )
 
-// # Record authenticators
-//
-// Anyone holding a NATS credential that may publish on kf.audit.> (a
-// worker's, or a full keyflow-account user's) can store a record that no
-// keyflow code wrote. The hash chain seals such a record like any other, so
-// chaining alone cannot tell it apart. Records written by keyflow's own code
-// therefore carry an authenticator: HMAC-SHA256 under the deployment's
-// record key over the stream subject and the stored body, byte for byte.
-// The record key is derived in the HSM (kms: Service.RecordKey) and kept in
-// memory by the processes that publish records (the KMS's audit sink) and
-// by the sealer, which checks every record before chaining it and flags
-// those without a valid authenticator in its signed digest.
-
 // HeaderRecordMAC is the NATS header that carries a record's authenticator
 // (base64, standard encoding).
 const HeaderRecordMAC = "Kf-Record-Mac"
@@ -35,6 +22,17 @@ const RecordKeySize = 32
 
 // RecordKey computes and checks record authenticators. It is safe for
 // concurrent use. It never prints its key.
+//
+// Anyone holding a NATS credential that may publish on kf.audit.> (a
+// worker's, or a full keyflow-account user's) can store a record that no
+// keyflow code wrote. The hash chain seals such a record like any other, so
+// chaining alone cannot tell it apart. Records written by keyflow's own code
+// therefore carry an authenticator: HMAC-SHA256 under the deployment's
+// record key over the stream subject and the stored body, byte for byte.
+// The record key is derived in the HSM (kms: Service.RecordKey) and kept in
+// memory by the processes that publish records (the KMS's audit sink) and
+// by the sealer, which checks every record before chaining it and flags
+// those without a valid authenticator in its signed digest.
 type RecordKey struct {
 	pool sync.Pool // of hash.Hash
 }
