@@ -50,7 +50,9 @@ type RotateKeyResult struct {
 // after a crash").
 func RotateKeyWorkflow(ctx workflow.Context, p RotateKeyParams) (*RotateKeyResult, error) {
 	ctx = workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
-		StartToCloseTimeout: 30 * time.Second,
+		// Each step is a KV update and an HSM call (milliseconds); a
+		// step lost with a crashed worker is retried after this.
+		StartToCloseTimeout: 10 * time.Second,
 		RetryPolicy: &temporal.RetryPolicy{
 			InitialInterval:    200 * time.Millisecond,
 			BackoffCoefficient: 2,
