@@ -65,9 +65,15 @@ func TestRotationCrashLeavesOneOutcome(t *testing.T) {
 	dir := t.TempDir()
 	st := startStack(t, dir, "127.0.0.1:0", "127.0.0.1:0")
 	mustOK(t, st.kf(t, "", "key", "create", "--alias", "crash"))
-	for _, d := range []time.Duration{0, 5 * time.Millisecond, 15 * time.Millisecond, 30 * time.Millisecond, 45 * time.Millisecond, 80 * time.Millisecond} {
-		// The delay only moves the kill across the window; nothing
-		// asserts on time.
+	// A CLI call's own start-up (process, creds, connect) comes before the
+	// request reaches the stack: measure it with a describe, and spread the
+	// kills from there across the rotation's first 100 ms. The delays only
+	// move the kill across the window; nothing asserts on time.
+	t0 := time.Now()
+	mustOK(t, st.kf(t, "", "key", "describe", "crash"))
+	base := time.Since(t0)
+	for _, off := range []time.Duration{-20, 0, 10, 20, 40, 60, 100} {
+		d := max(base+off*time.Millisecond, 0)
 		cmd := exec.Command(kfBin, "key", "rotate", "crash")
 		cmd.Env = cliEnv(st.natsURL, st.dir)
 		if err := cmd.Start(); err != nil {
