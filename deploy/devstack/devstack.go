@@ -12,9 +12,12 @@
 //	DIR/hsm/so-pin                           the security officer's PIN (0600), for the root key ceremony
 //	DIR/nats/identity.json                   operator and account keys (0600)
 //	DIR/nats/jetstream/                      streams and KV buckets
+//	DIR/nats/cursor.key                      seals audit tail cursors (0600)
 //	DIR/temporal/temporal.db                 Temporal's SQLite database
 //	DIR/admin.creds                          the default tenant's admin (0600)
-//	DIR/auditor.creds                        keyflow-account auditor: audit verify/export/forward (0600)
+//	DIR/auditor.creds                        read-only auditor/forwarder: audit verify/export/forward/checkpoint (0600)
+//	DIR/operator.creds                       keyflow-account operator: stream administration, audit pubkeys (0600)
+//	DIR/audit-pubkeys.json                   the audit sealer's public keys, for audit verify
 //
 // This is a composition root: it imports the adapters (workers, workflows)
 // and wires them to the infrastructure, which is why it lives in deploy
@@ -25,6 +28,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -40,6 +44,7 @@ import (
 	"go.temporal.io/sdk/worker"
 
 	"github.com/keyflow/keyflow/deploy/natsserver"
+	"github.com/keyflow/keyflow/events/chain"
 	"github.com/keyflow/keyflow/events/jsaudit"
 	"github.com/keyflow/keyflow/hsm/pkcs11"
 	"github.com/keyflow/keyflow/kms"
@@ -59,6 +64,7 @@ const (
 	DefaultPrincipal      = "admin"
 	TokenLabel            = "keyflow"
 	AdminCredsFile        = "admin.creds"
+	OperatorCredsFile     = "operator.creds"
 )
 
 // Config configures a dev stack.
@@ -175,7 +181,14 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 	}
 	st.closers = append(st.closers, func() { st.NATS.Shutdown(); st.NATS.WaitForShutdown() })
 
-	if st.nc, err = natsserver.ConnectService(st.NATS, st.Identity, "keyflow-worker"); err != nil {
+	// The operator provisions the audit streams (their retention policy)
+	// and the auditor's durables; no worker may change them.
+	policy := []jsaudit.Option{jsaudit.MaxAge(cfg.AuditMaxAge), jsaudit.MaxBytes(cfg.AuditMaxBytes), jsaudit.MaxMsgs(cfg.AuditMaxMsgs)}
+	changes, err := st.provisionAudit(ctx, policy)
+	if err != nil {
+		return st, err
+	}
+	if st.nc, err = st.connect(st.Identity.WorkerCreds, "keyflow-worker"); err != nil {
 		return st, err
 	}
 	st.closers = append(st.closers, func() { drain(st.nc) })
@@ -189,7 +202,7 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 	}
 	// Audit records go out on their own connection, so that replies and
 	// audit publishes do not queue behind each other (about +10% at load).
-	auditConn, err := natsserver.ConnectService(st.NATS, st.Identity, "keyflow-audit")
+	auditConn, err := st.connect(st.Identity.WorkerCreds, "keyflow-audit")
 	if err != nil {
 		return st, err
 	}
@@ -198,10 +211,15 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 	if err != nil {
 		return st, fmt.Errorf("failed to open JetStream: %w", err)
 	}
-	audit, err := jsaudit.Open(ctx, auditJS, jsaudit.MaxAge(cfg.AuditMaxAge), jsaudit.MaxBytes(cfg.AuditMaxBytes), jsaudit.MaxMsgs(cfg.AuditMaxMsgs))
+	host, _ := os.Hostname()
+	audit, err := jsaudit.Attach(ctx, auditJS, "/keyflow/worker/"+host, policy...)
 	if err != nil {
 		return st, err
 	}
+	if err = audit.RecordChanges(ctx, changes); err != nil {
+		return st, err
+	}
+	audit.Watch(runCtx, 0)
 	extra, err := audit.Spread(jsaudit.DefaultConns)
 	if err != nil {
 		return st, err
@@ -213,7 +231,6 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 	if err != nil {
 		return st, err
 	}
-	host, _ := os.Hostname()
 	if st.KMS, err = kms.New(ctx, kms.Config{
 		HSM: st.HSM, Store: store, Audit: audit, Logger: cfg.Logger, Governance: gov,
 		Source: "/keyflow/worker/" + host, AuditFailOpen: cfg.AuditFailOpen,
@@ -231,7 +248,7 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 	// The audit sealer chains KF_AUDIT into signed digests (KF_AUDIT_DIGESTS),
 	// on a connection of its own. Closers run in reverse, so it stops (and
 	// seals what is pending) before the KMS and the audit connection close.
-	sealConn, err := natsserver.ConnectService(st.NATS, st.Identity, "keyflow-sealer")
+	sealConn, err := st.connect(st.Identity.SealerCreds, "keyflow-sealer")
 	if err != nil {
 		return st, err
 	}
@@ -265,12 +282,17 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 	st.closers = append(st.closers, st.tworker.Stop)
 
 	wc := &workflows.Client{Temporal: st.tc, Tokens: st.KMS}
+	cursorKey, err := readOrCreateKey(filepath.Join(dir, "nats", "cursor.key"), rpc.CursorKeySize)
+	if err != nil {
+		return st, err
+	}
 	if st.rpc, err = rpc.Start(rpc.Config{
 		Conn: st.nc, KMS: st.KMS, Tenants: st.Identity, JS: js, Logger: cfg.Logger,
 		Rotator: rotator{wc, cfg.Logger}, Lifecycle: wc, Workers: cfg.Workers,
-		Archiver: archiver{wc, cfg.Logger},
-		Imports:  importExpirer{wc},
-		Migrator: migrator{wc, cfg.Logger},
+		Archiver:  archiver{wc, cfg.Logger},
+		Imports:   importExpirer{wc},
+		Migrator:  migrator{wc, cfg.Logger},
+		CursorKey: cursorKey,
 	}); err != nil {
 		return st, err
 	}
@@ -285,7 +307,10 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 	if err = st.writeAdminCreds(); err != nil {
 		return st, err
 	}
-	if err = st.writeAuditorCreds(); err != nil {
+	if err = st.writeRoleCreds(); err != nil {
+		return st, err
+	}
+	if err = writePubKeys(ctx, store, filepath.Join(dir, sealer.PubKeysFile)); err != nil {
 		return st, err
 	}
 	return st, nil
@@ -309,8 +334,8 @@ func (s *Stack) Stop() {
 // keep the file (and its key) so a user's copy keeps working.
 func (s *Stack) writeAdminCreds() error {
 	path := s.AdminCreds()
-	if b, err := os.ReadFile(path); err == nil && natsauth.CredsHaveRoles(b) {
-		return nil // creds from before roles existed are reissued
+	if b, err := os.ReadFile(path); err == nil && natsauth.CredsHaveRoles(b) && natsauth.CredsOwnInbox(b) {
+		return nil // creds from before roles or per-user inboxes existed are reissued
 	}
 	creds, err := s.Identity.UserCreds(DefaultTenant, DefaultPrincipal)
 	if err != nil {
@@ -394,20 +419,93 @@ func drain(nc *nats.Conn) {
 	nc.Close()
 }
 
-// writeAuditorCreds writes the creds of a keyflow-account user for the
-// operator and auditor commands (audit verify, export, forward), which read
-// the whole stream. Tenants never get these.
-func (s *Stack) writeAuditorCreds() error {
-	path := filepath.Join(s.cfg.DataDir, sealer.AuditorCredsFile)
-	if _, err := os.Stat(path); err == nil {
-		return nil
+// connect connects in-process with creds of one of keyflow's NATS roles
+// (natsauth: WorkerCreds, SealerCreds, OperatorCreds).
+func (s *Stack) connect(issue func(string) ([]byte, error), name string) (*nats.Conn, error) {
+	creds, err := issue(name)
+	if err != nil {
+		return nil, err
 	}
-	creds, err := s.Identity.ServiceCreds("auditor")
+	return natsserver.Connect(s.NATS, creds, name)
+}
+
+// provisionAudit creates or updates the audit streams to the configured
+// retention and the auditor's durables, as the operator, and returns what
+// it changed (recorded once a publisher is attached).
+func (s *Stack) provisionAudit(ctx context.Context, policy []jsaudit.Option) ([]jsaudit.StreamChange, error) {
+	nc, err := s.connect(s.Identity.OperatorCreds, "keyflow-operator")
+	if err != nil {
+		return nil, err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("failed to open JetStream: %w", err)
+	}
+	return jsaudit.Provision(ctx, js, natsauth.AuditorDurable, policy...)
+}
+
+// writeRoleCreds writes the read-only auditor's creds (audit verify,
+// export, forward, checkpoint) and the operator's (stream administration,
+// audit pubkeys). Tenants never get these. Creds from before the roles
+// existed (a full keyflow-account user as auditor.creds) are reissued.
+func (s *Stack) writeRoleCreds() error {
+	for _, f := range []struct {
+		file  string
+		issue func(string) ([]byte, error)
+		name  string
+	}{{sealer.AuditorCredsFile, s.Identity.AuditorCreds, "auditor"}, {OperatorCredsFile, s.Identity.OperatorCreds, "operator"}} {
+		path := filepath.Join(s.cfg.DataDir, f.file)
+		if b, err := os.ReadFile(path); err == nil && natsauth.CredsRestricted(b) {
+			continue
+		}
+		creds, err := f.issue(f.name)
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(path, creds, 0o600); err != nil {
+			return fmt.Errorf("failed to write %s: %w", f.file, err)
+		}
+	}
+	return nil
+}
+
+// writePubKeys writes the sealer's public keys (every version), from the
+// key store, for `keyflow audit verify` run with the read-only auditor
+// creds, which cannot read the key store.
+func writePubKeys(ctx context.Context, store kms.Store, path string) error {
+	keys, err := sealer.StoredPublicKeys(ctx, store)
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(path, creds, 0o600); err != nil {
-		return fmt.Errorf("failed to write auditor creds: %w", err)
+	b, err := json.MarshalIndent(struct {
+		Keys []chain.PublicKey `json:"keys"`
+	}{keys}, "", "  ")
+	if err != nil {
+		return fmt.Errorf("failed to encode the sealer keys: %w", err)
+	}
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		return fmt.Errorf("failed to write %s: %w", path, err)
 	}
 	return nil
+}
+
+// readOrCreateKey reads a random key of n bytes kept in a 0600 file,
+// creating it on first use.
+func readOrCreateKey(path string, n int) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err == nil && len(b) == n {
+		return b, nil
+	}
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("failed to read %s: %w", path, err)
+	}
+	b = make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		return nil, fmt.Errorf("failed to generate %s: %w", path, err)
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		return nil, fmt.Errorf("failed to write %s: %w", path, err)
+	}
+	return b, nil
 }
