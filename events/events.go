@@ -58,6 +58,12 @@ const (
 	// TypeKeyInventoryRead records a crypto inventory (keys.inventory,
 	// including a CycloneDX CBOM export).
 	TypeKeyInventoryRead = "io.keyflow.key.inventory.read.v1"
+	// TypeKeyExported: an exportable key's material was released (or
+	// the release refused); never the material.
+	TypeKeyExported = "io.keyflow.key.exported.v1"
+	// TypeKMIPAttributesChanged: a KMIP client added, modified or
+	// deleted a key attribute; never its value.
+	TypeKMIPAttributesChanged = "io.keyflow.kmip.attributes.changed.v1"
 	// TypeAuditPolicyChanged records a change of the audit guarantees, such
 	// as a worker started fail-open (data: failClosed=false). It is
 	// deployment-wide, so its tenant is "-".
@@ -112,6 +118,9 @@ const (
 	TypeKeyLifecycleChanged  = "io.keyflow.key.lifecycle.changed.v1"
 	TypeKeyRemediated        = "io.keyflow.key.compromise.remediated.v1"
 	TypeKeyVersionRetired    = "io.keyflow.key.version.retired.v1"
+	// A version's retirement window (kms/retire.go).
+	TypeKeyVersionRetirementScheduled = "io.keyflow.key.version.retirement.scheduled.v1"
+	TypeKeyVersionRetirementCancelled = "io.keyflow.key.version.retirement.cancelled.v1"
 
 	// The data-key registry and the migration campaign (docs/migration.md).
 	TypeDataKeyRegistered   = "io.keyflow.datakey.registered.v1"
@@ -140,7 +149,7 @@ var Types = []string{
 	TypeSign, TypeVerify, TypeGenerateMAC, TypeVerifyMAC, TypeGetPublicKey,
 	TypeGenerateRandom, TypeReEncrypt, TypeGenerateDataKeyPair,
 	TypeSeal, TypeOpen, TypeEncapsulate, TypeDecapsulate,
-	TypeAuditPolicyChanged, TypeKeyInventoryRead,
+	TypeAuditPolicyChanged, TypeKeyInventoryRead, TypeKeyExported, TypeKMIPAttributesChanged,
 	TypeXKSMetadata, TypeXKSEncrypt, TypeXKSDecrypt, TypeXKSHealth, TypeXKSRejected,
 	TypeKeyVersionArchived, TypeKeyVersionRestoreRequested, TypeKeyVersionRestoreApproved,
 	TypeKeyVersionRestoreRejected, TypeKeyVersionRestored, TypeKeyArchiveDestroyed,
@@ -152,6 +161,7 @@ var Types = []string{
 	TypeAccessDenied, TypeKeyPolicyChanged, TypeKeyPolicyRead, TypeGrantCreated, TypeGrantListed, TypeGrantRetired, TypeGrantRevoked, TypeTenantCreated, TypePrincipalCreated, TypePrincipalListed, TypePrincipalDisabled,
 	TypeKeyStateChanged, TypeKeyCompromised, TypeKeyDeletionScheduled, TypeKeyDeletionCancelled,
 	TypeKeyUseRefused, TypeKeyMaterialDestroyed, TypeKeyDestroyed, TypeKeyLifecycleChanged, TypeKeyRemediated, TypeKeyVersionRetired,
+	TypeKeyVersionRetirementScheduled, TypeKeyVersionRetirementCancelled,
 	TypeDataKeyRegistered, TypeDataKeyRead, TypeDataKeyListed, TypeDataKeyDeregistered, TypeDataKeyRewrapped,
 	TypeMigrationStarted, TypeMigrationPhase, TypeMigrationControl, TypeMigrationKey,
 	TypeWorkflowSignalRefused,

@@ -262,6 +262,14 @@ func TestEveryTypeValidates(t *testing.T) {
 			{"", map[string]any{"count": 1, "fromAlgorithms": []string{"RSA_3072", "ECC_NIST_P256"}, "to": "ML_DSA_65"}},
 			{"ValidationException", map[string]any{"count": 0, "fromAlgorithms": []string{"RSA_1024"}}},
 		},
+		events.TypeKeyExported: {
+			{"", map[string]any{"keyRef": id, "exportable": true, "keyVersion": uint32(1)}},
+			{"AccessDeniedException", map[string]any{"keyRef": id, "exportable": false}},
+		},
+		events.TypeKMIPAttributesChanged: {
+			{"", map[string]any{"keyRef": id, "operation": "AddAttribute", "attribute": "x-owner"}},
+			{"NotFoundException", map[string]any{"keyRef": id, "operation": "DeleteAttribute", "attribute": "Name"}},
+		},
 		events.TypeXKSMetadata: {
 			{"", map[string]any{"keyStore": "/ks1", "externalKeyId": "xks-demo", "awsPrincipalArn": "arn:aws:iam::111122223333:user/alice", "kmsOperation": "CreateKey", "kmsRequestId": "4112f4d6", "keyStatus": "ENABLED"}},
 			{"AccessDeniedException", map[string]any{"keyStore": "/ks1", "externalKeyId": "xks-demo", "awsPrincipalArn": "arn:aws:iam::111122223333:user/mallory", "kmsOperation": "DescribeKey", "kmsRequestId": "r2"}},
@@ -352,7 +360,15 @@ func TestEveryTypeValidates(t *testing.T) {
 			{"", map[string]any{"keyId": id, "reason": "requested"}},
 			{"", map[string]any{"keyId": id, "reason": "use-attempted"}},
 		},
-		events.TypeKeyUseRefused: {{"KMSInvalidStateException", map[string]any{"keyId": id, "operation": events.TypeEncrypt, "cancelledDeletion": false}}},
+		events.TypeKeyUseRefused: {
+			{"KMSInvalidStateException", map[string]any{"keyId": id, "operation": events.TypeEncrypt, "cancelledDeletion": false}},
+			{"KMSInvalidStateException", map[string]any{"keyId": id, "operation": events.TypeDecrypt, "cancelledDeletion": false, "version": uint32(1)}},
+		},
+		events.TypeKeyVersionRetirementScheduled: {
+			{"", map[string]any{"keyId": id, "version": uint32(1), "windowDays": 30, "registeredDataKeys": 0, "retirementDate": "2026-12-04T10:00:00Z"}},
+			{"KMSInvalidStateException", map[string]any{"keyId": id, "version": uint32(1), "windowDays": 30, "registeredDataKeys": 3}},
+		},
+		events.TypeKeyVersionRetirementCancelled: {{"", map[string]any{"keyId": id, "version": uint32(1)}}},
 		events.TypeKeyMaterialDestroyed: {
 			{"", map[string]any{"keyId": id, "cancelled": false, "versions": []uint32{1, 2}, "copies": []string{"hsm-session-objects", "store"}}},
 			{"", map[string]any{"keyId": id, "cancelled": true, "versions": []uint32{}, "copies": []string{}}},
@@ -363,6 +379,7 @@ func TestEveryTypeValidates(t *testing.T) {
 			{"", map[string]any{"keyId": id, "version": uint32(1), "from": "ACTIVE", "state": "DESTROYED", "transition": "T5", "registeredDataKeys": 0, "copies": []string{"hsm-session-objects", "store"}}},
 			{"KMSInvalidStateException", map[string]any{"keyId": id, "version": uint32(1), "registeredDataKeys": 3}},
 			{"ValidationException", map[string]any{"keyId": "alias/nope", "version": uint32(0)}},
+			{"", map[string]any{"keyId": id, "version": uint32(1), "from": "ACTIVE", "state": "ACTIVE", "registeredDataKeys": 0, "copies": []string{}, "cancelled": true}},
 		},
 		events.TypeKeyRemediated: {{"", map[string]any{"keyId": id, "version": uint32(1), "newVersion": uint32(2), "rewrapped": 0, "failed": 0, "remaining": -1, "problems": []string{"rewrap: rewrap is not implemented yet"}}}},
 		events.TypeDataKeyRegistered: {

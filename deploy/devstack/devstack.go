@@ -87,6 +87,9 @@ type Config struct {
 	// under DIR/xks). See xks.go.
 	XKSListen string
 	XKSConfig string
+	// KMIPListen, when set, serves KMIP there (mutual TLS, dev CA under
+	// DIR/kmip). See kmip.go.
+	KMIPListen string
 	// SyncAlways makes JetStream fsync every write (audit records, keys)
 	// before acknowledging it: an acknowledged record survives a power
 	// loss, at a measured cost (README, Durability). Without it a kill -9
@@ -102,7 +105,8 @@ type Stack struct {
 	Identity *natsauth.Identity
 	KMS      *kms.Service
 	HSM      *pkcs11.Token
-	XKS      *XKSInfo // nil unless Config.XKSListen
+	XKS      *XKSInfo  // nil unless Config.XKSListen
+	KMIP     *KMIPInfo // nil unless Config.KMIPListen
 
 	xksSrv  *xks.Server
 	nc      *nats.Conn
@@ -301,6 +305,15 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 	}
 	st.closers = append(st.closers, st.rpc.Stop)
 	if err = st.startXKS(ctx); err != nil {
+		return st, err
+	}
+	if err = st.startKMIP(wc, func(ctx context.Context, c kms.Caller, keyID string) (uint32, error) {
+		res, err := rotator{wc, cfg.Logger}.Rotate(ctx, c, keyID)
+		if err != nil {
+			return 0, err
+		}
+		return res.NewVersion, nil
+	}); err != nil {
 		return st, err
 	}
 
