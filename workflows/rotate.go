@@ -214,7 +214,12 @@ func (c *Client) RotateKey(ctx context.Context, p RotateKeyParams) (*RotateKeyRe
 	defer cancel()
 	var res RotateKeyResult
 	if err := run.Get(wctx, &res); err != nil {
-		if wctx.Err() != nil {
+		// A workflow that ended badly is a WorkflowExecutionError; a
+		// deadline (ours, or gRPC's, which can answer a moment before
+		// wctx reports it) means it runs on.
+		var failed *temporal.WorkflowExecutionError
+		var deadline *serviceerror.DeadlineExceeded
+		if !errors.As(err, &failed) && (wctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) || errors.As(err, &deadline)) {
 			return nil, id, fmt.Errorf("%w: %s", ErrStillRunning, id)
 		}
 		return nil, id, DomainError(err)
