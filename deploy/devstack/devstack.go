@@ -87,6 +87,8 @@ type Config struct {
 	// under DIR/xks). See xks.go.
 	XKSListen string
 	XKSConfig string
+	// AWSListen, when set, serves the AWS KMS API there (awskms.go).
+	AWSListen string
 	// KMIPListen, when set, serves KMIP there (mutual TLS, dev CA under
 	// DIR/kmip). See kmip.go.
 	KMIPListen string
@@ -106,6 +108,7 @@ type Stack struct {
 	KMS      *kms.Service
 	HSM      *pkcs11.Token
 	XKS      *XKSInfo  // nil unless Config.XKSListen
+	AWS      *AWSInfo  // nil unless Config.AWSListen
 	KMIP     *KMIPInfo // nil unless Config.KMIPListen
 
 	xksSrv  *xks.Server
@@ -307,6 +310,9 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 	}
 	st.closers = append(st.closers, st.rpc.Stop)
 	if err = st.startXKS(ctx); err != nil {
+		return st, err
+	}
+	if err = st.startAWS(ctx); err != nil {
 		return st, err
 	}
 	if err = st.startKMIP(wc, func(ctx context.Context, c kms.Caller, keyID string) (uint32, error) {

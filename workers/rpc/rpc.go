@@ -39,18 +39,27 @@ type TenantResolver interface {
 	TenantOf(account string) (string, error)
 }
 
-// Rotator runs a key rotation to completion (the Temporal workflow, in
-// production) and reports the versions.
+// Rotator runs a key rotation (the Temporal workflow, in production) and
+// reports the versions, or that it is still running. The rotation records
+// its own started and outcome records; a Rotator error that wraps
+// ErrRotationNotStarted means nothing started, and the handler records the
+// refusal instead.
 type Rotator interface {
 	Rotate(ctx context.Context, c kms.Caller, keyID string) (*RotateResult, error)
 }
 
-// RotateResult is what a finished rotation reports.
+// ErrRotationNotStarted marks a Rotator error after which no rotation runs
+// (another one of the key is running, or the start failed).
+var ErrRotationNotStarted = errors.New("the rotation was not started")
+
+// RotateResult is what a rotation reports: finished, or still running
+// (Running, with the workflow's ID and nothing else).
 type RotateResult struct {
 	KeyID           string
 	PreviousVersion uint32
 	NewVersion      uint32
 	WorkflowID      string
+	Running         bool
 	Rewrap          *api.RewrapCounts // the rewrap that followed, if any
 }
 
@@ -96,8 +105,9 @@ type Server struct {
 	wg       sync.WaitGroup
 	services []micro.Service
 	stopOnce sync.Once
-	limits   *limiter // per-tenant admission (quota.go)
-	cursors  *cursors // audit tail cursors (cursor.go)
+	limits   *limiter               // per-tenant admission (quota.go)
+	cursors  *cursors               // audit tail cursors (cursor.go)
+	ops      map[string]handlerFunc // "<group>.<op>" → handler, for Invoke
 }
 
 type job struct {
@@ -131,7 +141,7 @@ func Start(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, done: make(chan struct{}), cursors: cur}
+	s := &Server{cfg: cfg, done: make(chan struct{}), cursors: cur, ops: map[string]handlerFunc{}}
 	s.base, s.cancel = context.WithCancel(context.Background())
 	s.startQuotas()
 	for range cfg.Workers {
@@ -190,6 +200,7 @@ func Start(cfg Config) (*Server, error) {
 		grp := svc.AddGroup("kf." + api.Version + ".*." + g.group)
 		for name, fn := range g.ops {
 			op := g.group + "." + name
+			s.ops[op] = fn
 			if err := grp.AddEndpoint(name, s.dispatch(op, fn)); err != nil {
 				s.Stop()
 				return nil, fmt.Errorf("failed to add endpoint %s: %w", op, err)
