@@ -562,7 +562,7 @@ func TestCLIWithoutStack(t *testing.T) {
 	}
 	expectFailure(t, runKF(t, env, "", "key", "list", "-o", "raw"), 2, "UsageError")
 	// No stack and no creds: the creds are what is missing.
-	expectFailure(t, runKF(t, env, "", "key", "list"), 5, "NoCredentials")
+	expectFailure(t, runKF(t, env, "", "key", "list"), 6, "NoCredentials")
 }
 
 // TestEndToEnd drives one stack through the whole key lifecycle, stops it,

@@ -106,7 +106,7 @@ func TestGovernanceCLI(t *testing.T) {
 
 	// Disable app: refused at once.
 	mustOK(t, as(acme, "principal", "disable", "app"))
-	expectFailure(t, encrypt(app, "--context", "app=payroll"), 8, "CredentialsRefused") // the NATS server refuses the revoked creds
+	expectFailure(t, encrypt(app, "--context", "app=payroll"), 9, "CredentialsRefused") // the NATS server refuses the revoked creds
 	if r := mustOK(t, as(acme, "--output", "table", "principal", "list")); !strings.Contains(r.stdout, "app") || !strings.Contains(r.stdout, "kadmin") {
 		t.Errorf("principal list:\n%s", r.stdout)
 	}
@@ -129,6 +129,6 @@ func TestGovernanceCLI(t *testing.T) {
 	s.stop(t)
 	s = startStack(t, dir, "127.0.0.1:0", "127.0.0.1:0")
 	mustOK(t, as(kadmin, "key", "describe", "alias/payroll"))
-	expectFailure(t, encrypt(app, "--context", "app=payroll"), 8, "CredentialsRefused") // the NATS server refuses the revoked creds
+	expectFailure(t, encrypt(app, "--context", "app=payroll"), 9, "CredentialsRefused") // the NATS server refuses the revoked creds
 	expectFailure(t, s.kf(t, ct, "--creds", other, "decrypt", "--context", "app=payroll"), 1, "AccessDeniedException")
 }

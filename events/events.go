@@ -12,6 +12,10 @@
 // to a JetStream stream); this package itself imports no transport, so the
 // domain can depend on it.
 //
+// A sink that stores records where others could publish too (the audit
+// stream) authenticates each with the deployment's [RecordKey], which the
+// KMS gives it at start ([Authenticating]); the audit sealer checks it.
+//
 // What never goes into an event: plaintext, key material (wrapped or not),
 // PINs, data keys and ciphertexts. Record.Data holds identifiers, sizes and
 // outcomes only; tests scan emitted events for known secrets.

@@ -66,6 +66,9 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		failOpen: cfg.AuditFailOpen,
 		gov:      governance{store: cfg.Governance},
 	}
+	if err := s.authenticateAudit(ctx); err != nil {
+		return nil, fmt.Errorf("failed to derive the audit record key: %w", err)
+	}
 	if s.failOpen {
 		// Relaxing the guarantee is itself on the record, before the
 		// first operation can rely on it.

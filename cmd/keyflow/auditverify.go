@@ -471,6 +471,9 @@ func (g *globals) printReport(cmd *cobra.Command, r *chain.Report) error {
 		if r.Checkpoint != "" {
 			fmt.Fprintf(w, "checkpoint: %s is in the trail, unchanged\n", r.Checkpoint)
 		}
+		if r.Legacy > 0 {
+			fmt.Fprintf(w, "legacy: %d records were sealed before records were authenticated: their chain is checked, not their origin\n", r.Legacy)
+		}
 		if r.Unsealed > 0 && r.Digests > 0 {
 			fmt.Fprintf(w, "unsealed tail: %d records from seq %d (not sealed yet; informational)\n", r.Unsealed, r.UnsealedFrom)
 		}

@@ -6,7 +6,7 @@
 // Exit codes: 0 success; 1 keyflow refused the request (the stable error
 // code is printed); 2 bad usage; 3 keyflow could not be reached; 4 the
 // operation waits for approval (dual control: the approval ID is printed);
-// 5-8 the creds file: none found, unreadable, not a principal's creds,
+// 5 a workflow outlived the call (key rotate: still running); 6-9 the creds file: none found, unreadable, not a principal's creds,
 // refused by the NATS server (creds.go).
 //
 // # Verbs and nouns

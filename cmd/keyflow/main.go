@@ -18,12 +18,13 @@ const (
 	exitUsage       = 2
 	exitUnreachable = 3
 	exitPending     = 4
+	exitRunning     = 5 // a workflow outlived the call and goes on (key rotate)
 	// The creds file: none found, unreadable, not creds, refused by the
 	// NATS server (see creds.go).
-	exitNoCreds         = 5
-	exitCredsUnreadable = 6
-	exitCredsInvalid    = 7
-	exitCredsRefused    = 8
+	exitNoCreds         = 6
+	exitCredsUnreadable = 7
+	exitCredsInvalid    = 8
+	exitCredsRefused    = 9
 )
 
 func main() {
@@ -42,10 +43,14 @@ func report(err error) int {
 	var ke *client.Error
 	var ue usageError
 	var ce *credsError
+	var sr stillRunning
 	switch {
 	case errors.As(err, &ce):
 		fmt.Fprintf(os.Stderr, "keyflow: %s: %s\n", ce.code, ce.msg)
 		return ce.exit
+	case errors.As(err, &sr):
+		fmt.Fprintf(os.Stderr, "keyflow: %s\n", sr)
+		return exitRunning
 	case errors.As(err, &ke) && ke.ApprovalID != "":
 		fmt.Fprintf(os.Stderr, "keyflow: %s: %s\n", ke.Code, ke.Message)
 		fmt.Fprintf(os.Stdout, "approval ID: %s\n", ke.ApprovalID)
@@ -64,6 +69,12 @@ func report(err error) int {
 		return exitRefused
 	}
 }
+
+// stillRunning reports a workflow that outlived the call: not a failure,
+// but not done either.
+type stillRunning struct{ workflowID string }
+
+func (e stillRunning) Error() string { return "still running: " + e.workflowID }
 
 type usageError struct{ msg string }
 

@@ -223,10 +223,6 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 	if err != nil {
 		return st, err
 	}
-	if err = audit.RecordChanges(ctx, changes); err != nil {
-		return st, err
-	}
-	audit.Watch(runCtx, 0)
 	extra, err := audit.Spread(jsaudit.DefaultConns)
 	if err != nil {
 		return st, err
@@ -245,6 +241,12 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 		return st, err
 	}
 	st.closers = append(st.closers, st.KMS.Close)
+	// Only now, with the record key the KMS gave the publisher, so that
+	// these records are authenticated like every other.
+	if err = audit.RecordChanges(ctx, changes); err != nil {
+		return st, err
+	}
+	audit.Watch(runCtx, 0)
 	if err = store.WatchKeys(runCtx, st.KMS); err != nil {
 		return st, err
 	}

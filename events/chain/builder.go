@@ -18,6 +18,7 @@ type Builder struct {
 	gaps       []SeqRange
 	leaves     []byte
 	tags       []byte
+	unauth     []uint64
 	x          hasher
 }
 
@@ -79,6 +80,17 @@ func (b *Builder) Add(seq uint64, body []byte) (EventFields, error) {
 	return f, nil
 }
 
+// MarkUnauthenticated flags the record added last as not authenticated:
+// it carried no valid record authenticator (events.RecordKey), so keyflow's
+// own code did not write it. The flag goes into the next digest
+// ([Digest.Unauthenticated]) and a verifier reports the record as
+// [KindForged].
+func (b *Builder) MarkUnauthenticated() {
+	if b.count > 0 && (len(b.unauth) == 0 || b.unauth[len(b.unauth)-1] < b.last) {
+		b.unauth = append(b.unauth, b.last)
+	}
+}
+
 // Digest returns the unsigned digest of the pending range, with the
 // signature headers of signers (their Signature bytes empty), or nil if no
 // record is pending. Sign [Digest.SignedMessage], fill in the signatures,
@@ -93,7 +105,8 @@ func (b *Builder) Digest(now time.Time, signers []Signature) *Digest {
 		Gaps:      append([]SeqRange(nil), b.gaps...),
 		StartHash: b.start, HeadHash: b.head, PrevDigestHash: b.prevDigest,
 		Leaves: append([]byte(nil), b.leaves...), IDTags: append([]byte(nil), b.tags...),
-		Time: now.UTC(),
+		Unauthenticated: append([]uint64(nil), b.unauth...),
+		Time:            now.UTC(),
 	}
 	for _, s := range signers {
 		s.Signature = nil
@@ -120,6 +133,13 @@ func (b *Builder) Commit(d *Digest) error {
 		}
 	}
 	b.gaps = rest
+	var unauth []uint64
+	for _, u := range b.unauth {
+		if u > d.ToSeq {
+			unauth = append(unauth, u)
+		}
+	}
+	b.unauth = unauth
 	b.from = d.ToSeq + 1
 	b.start = d.HeadHash
 	b.prevDigest = d.Hash()

@@ -557,3 +557,63 @@ func BenchmarkVerifyExport(b *testing.B) {
 	}
 	b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "events/s")
 }
+
+// TestUnauthenticatedRecords: records the sealer flagged are reported as
+// forged, by event ID; the flag is signed, so removing it breaks the
+// digest; digests of version 1 (sealed before record authentication)
+// still verify, their records counted as legacy.
+func TestUnauthenticatedRecords(t *testing.T) {
+	k := newSoftKeys(t, "sealer")
+	b := NewBuilder("KF_AUDIT", nil)
+	var recs []rec
+	var ds []*Digest
+	flagged := map[uint64]bool{5: true, 1500: true}
+	for i := 1; i <= 2000; i++ {
+		r := rec{uint64(i), event(t, i)}
+		recs = append(recs, r)
+		if _, err := b.Add(r.seq, r.body); err != nil {
+			t.Fatal(err)
+		}
+		if flagged[r.seq] {
+			b.MarkUnauthenticated()
+			b.MarkUnauthenticated() // twice is once
+		}
+		if b.Len() == 1000 {
+			d := b.Digest(time.Now(), k.identities())
+			k.sign(t, d)
+			if err := b.Commit(d); err != nil {
+				t.Fatal(err)
+			}
+			ds = append(ds, d)
+		}
+	}
+	opts := Options{Keys: k.public()}
+	r := verify(t, opts, ds, recs)
+	if len(r.Findings) != 2 || r.Verified != 2000 || r.Legacy != 0 {
+		t.Fatalf("want 2 forged findings and 2000 verified, got %d verified, %v", r.Verified, r.Findings)
+	}
+	for i, seq := range []uint64{5, 1500} {
+		f := r.Findings[i]
+		id := ParseFields(recs[seq-1].body).ID
+		if f.Seq != seq || f.Kind != KindForged || !strings.Contains(f.Detail, id) {
+			t.Errorf("finding %v; want forged at %d naming %s", f, seq, id)
+		}
+	}
+
+	t.Run("flag removed", func(t *testing.T) {
+		f := cloneDigests(ds)
+		f[0].Unauthenticated = nil
+		wantFirst(t, verify(t, opts, f, recs), 1, KindForgedDigest)
+	})
+	t.Run("version 1 digests", func(t *testing.T) {
+		f := cloneDigests(ds)
+		f[0].Version, f[0].Unauthenticated = 1, nil
+		k.sign(t, f[0])
+		f[1].PrevDigestHash = f[0].Hash()
+		k.sign(t, f[1])
+		r := verify(t, opts, f, recs)
+		if r.Legacy != 1000 || len(r.Findings) != 1 || r.Findings[0].Seq != 1500 {
+			t.Fatalf("want 1000 legacy records and the forged one at 1500: %d, %v", r.Legacy, r.Findings)
+		}
+	})
+}

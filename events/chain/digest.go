@@ -9,6 +9,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/keyflow/keyflow/pqc"
@@ -31,7 +32,10 @@ const (
 var MLDSAContext = []byte("keyflow.audit.digest.v1")
 
 // DigestVersion is the version of the digest format and signed message.
-const DigestVersion = 1
+// Version 2 added Unauthenticated; version 1 digests (sealed before record
+// authentication) still verify, and their records are counted as
+// [Report.Legacy].
+const DigestVersion = 2
 
 // SeqRange is an inclusive range of stream sequence numbers.
 type SeqRange struct {
@@ -64,9 +68,14 @@ type Digest struct {
 	// Leaves holds Count leaf hashes (32 bytes each), in sequence order.
 	Leaves []byte `json:"leaves"`
 	// IDTags holds Count event-ID tags (IDTagSize bytes each).
-	IDTags     []byte      `json:"idTags"`
-	Time       time.Time   `json:"time"`
-	Signatures []Signature `json:"signatures"`
+	IDTags []byte `json:"idTags"`
+	// Unauthenticated lists, in increasing order, the sequences of the
+	// records in the range that carried no valid record authenticator
+	// (events.RecordKey) when the sealer read them: records keyflow's own
+	// code did not write. A verifier reports each as forged. Version 2.
+	Unauthenticated []uint64    `json:"unauthenticated,omitempty"`
+	Time            time.Time   `json:"time"`
+	Signatures      []Signature `json:"signatures"`
 }
 
 // Signature is one of the digest's signatures, with the identity of the key
@@ -133,6 +142,12 @@ func (d *Digest) index(seq uint64) int64 {
 	return int64(seq - d.FromSeq - skipped)
 }
 
+// unauthenticated reports whether the sealer flagged seq.
+func (d *Digest) unauthenticated(seq uint64) bool {
+	_, ok := slices.BinarySearch(d.Unauthenticated, seq)
+	return ok
+}
+
 // inGap reports whether seq is one of the digest's gaps.
 func (d *Digest) inGap(seq uint64) bool {
 	for _, g := range d.Gaps {
@@ -145,8 +160,16 @@ func (d *Digest) inGap(seq uint64) bool {
 
 // checkShape validates the digest's internal consistency.
 func (d *Digest) checkShape() error {
-	if d.Version != DigestVersion {
+	if d.Version != 1 && d.Version != DigestVersion {
 		return fmt.Errorf("unsupported digest version %d", d.Version)
+	}
+	if d.Version == 1 && len(d.Unauthenticated) > 0 {
+		return errors.New("a version 1 digest has no unauthenticated records")
+	}
+	for i, u := range d.Unauthenticated {
+		if u < d.FromSeq || u > d.ToSeq || (i > 0 && u <= d.Unauthenticated[i-1]) || d.inGap(u) {
+			return fmt.Errorf("bad unauthenticated record %d", u)
+		}
 	}
 	if d.FromSeq == 0 || d.ToSeq < d.FromSeq {
 		return fmt.Errorf("bad range %d-%d", d.FromSeq, d.ToSeq)
@@ -200,6 +223,12 @@ func (d *Digest) SignedMessage() []byte {
 	b.Write(leaves[:])
 	tags := sha256.Sum256(d.IDTags)
 	b.Write(tags[:])
+	if d.Version >= 2 {
+		u64(uint64(len(d.Unauthenticated)))
+		for _, u := range d.Unauthenticated {
+			u64(u)
+		}
+	}
 	u64(uint64(d.Time.UnixNano()))
 	u64(uint64(len(d.Signatures)))
 	for _, s := range d.Signatures {

@@ -33,6 +33,12 @@ const (
 	// stream, and the deployment's retention policy does not explain it.
 	// Its Seq is the first missing sequence; Missing counts the records.
 	KindTruncated Kind = "truncated"
+	// KindForged: the record is sealed as it was stored, but the sealer
+	// found no valid record authenticator on it (events.RecordKey): it was
+	// published on the audit stream by something other than keyflow's own
+	// code, with a NATS credential that may publish there. Its Detail
+	// names the event ID.
+	KindForged Kind = "forged"
 	// KindStreamChanged: a record of the trail says an audit stream's
 	// retention or limits were changed outside the configured policy.
 	KindStreamChanged Kind = "stream-changed"
@@ -51,7 +57,7 @@ func (f Finding) String() string {
 	switch f.Kind {
 	case KindForgedDigest:
 		return fmt.Sprintf("seq %d: forged digest: %s", f.Seq, f.Detail)
-	case KindTruncated, KindStreamChanged:
+	case KindTruncated, KindStreamChanged, KindForged:
 		return fmt.Sprintf("seq %d: %s: %s", f.Seq, f.Kind, f.Detail)
 	}
 	return fmt.Sprintf("seq %d: %s record: %s", f.Seq, f.Kind, f.Detail)
@@ -83,6 +89,10 @@ type Report struct {
 	Retention string `json:"retention,omitempty"`
 	// Checkpoint says which checkpoint the trail was checked against.
 	Checkpoint string `json:"checkpoint,omitempty"`
+	// Legacy is the number of verified records sealed by version 1
+	// digests, before records were authenticated: their chain is checked,
+	// their origin is not.
+	Legacy uint64 `json:"legacy,omitempty"`
 }
 
 // AddFindings adds findings found outside the verifier (a cut head, a
@@ -381,6 +391,12 @@ func (v *Verifier) check(seq uint64, body []byte) {
 		return
 	}
 	v.report.Verified++
+	if w.d.Version == 1 {
+		v.report.Legacy++
+	} else if w.d.unauthenticated(seq) {
+		id := ParseFields(body).ID
+		v.add(Finding{Seq: seq, Kind: KindForged, Detail: fmt.Sprintf("record %s carried no valid record authenticator when the sealer read it: keyflow did not write it", id)})
+	}
 	if seq == w.d.ToSeq {
 		v.close()
 	}

@@ -232,9 +232,16 @@ type Publisher struct {
 	opts   []Option // the policy (Attach, Watch)
 	source string
 	bad    atomic.Pointer[error] // set by Watch while a stream breaks the policy
+	key    atomic.Pointer[events.RecordKey]
 }
 
-var _ events.Sink = (*Publisher)(nil)
+var _ events.Authenticating = (*Publisher)(nil)
+
+// SetRecordKey makes the publisher authenticate every record it stores
+// from now on (header events.HeaderRecordMAC, see events.RecordKey). The
+// KMS calls it when it starts; the sealer flags records without a valid
+// authenticator as forged.
+func (p *Publisher) SetRecordKey(k *events.RecordKey) { p.key.Store(k) }
 
 // DuplicateWindow is how long the stream remembers event IDs to drop a
 // re-published record.
@@ -340,6 +347,9 @@ func (p *Publisher) emit(ctx context.Context, r events.Record) error {
 		Subject: Subject(r.Tenant, r.Subject, strings.TrimSpace(r.Type)),
 		Data:    body,
 		Header:  nats.Header{"Content-Type": []string{ContentType}},
+	}
+	if k := p.key.Load(); k != nil {
+		msg.Header[events.HeaderRecordMAC] = []string{k.Sum(msg.Subject, body)}
 	}
 	js := p.pool[0]
 	if len(p.pool) > 1 {

@@ -42,6 +42,15 @@ func BenchmarkEncryptNATSNoAudit(b *testing.B) {
 	benchEncryptNATS(b, bed)
 }
 
+// BenchmarkEncryptNATSUnauthenticated is BenchmarkEncryptNATS with audit
+// records stored without their authenticator (events.RecordKey): run both
+// in one invocation to see what authenticating every record costs.
+func BenchmarkEncryptNATSUnauthenticated(b *testing.B) {
+	bed := testbed.New(b)
+	bed.Audit.SetRecordKey(nil)
+	benchEncryptNATS(b, bed)
+}
+
 // BenchmarkEncryptNATSSyncAlways is BenchmarkEncryptNATS with JetStream
 // fsyncing every audit record (and every other write) before its ack, as
 // `keyflow dev --sync always` runs: the cost of surviving a power loss.

@@ -1,9 +1,11 @@
 package sealer_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -327,4 +329,97 @@ func TestCheckpoint(t *testing.T) {
 func sampleRecord() events.Record {
 	return events.Record{Type: events.TypeEncrypt, Tenant: "alpha", Principal: "app", Outcome: events.OutcomeSuccess,
 		Subject: "kf:alpha:key/0f9c3c0e-3b4e-4a57-9a36-1a7c1c2f8a11", Data: map[string]any{"keyVersion": 1, "plaintextBytes": 32}}
+}
+
+// TestForgedRecordsAreDetected: a record published on the audit stream by
+// anything but keyflow's own code (with a worker's credential, or a full
+// keyflow-account user's) is sealed like any other, so nothing is hidden,
+// but the sealer flags it in its signed digest and verify reports it as
+// forged, by event ID. Genuine records around it verify clean.
+func TestForgedRecordsAreDetected(t *testing.T) {
+	b := newBed(t, false)
+	b.provisioned(t)
+	s := b.start(t, 20, 20*time.Millisecond)
+	b.emit(t, 10)
+
+	wcreds, err := b.Identity.WorkerCreds("probe-worker")
+	if err != nil {
+		t.Fatal(err)
+	}
+	worker := b.connectRole(t, wcreds, "probe-worker")
+	forgers := map[string]*nats.Conn{"worker": worker.nc, "full keyflow account": b.Conn}
+	forgedIDs := map[string]string{}
+	i := 0
+	for who, nc := range forgers {
+		i++
+		id := fmt.Sprintf("f0f0f0f0-0000-4000-8000-00000000000%d", i)
+		body := bytes.Replace(forgedEvent(), []byte("f0f0f0f0-0000-4000-8000-000000000001"), []byte(id), 1)
+		msg := nats.NewMsg(forgedSubject)
+		msg.Data = body
+		msg.Header.Set("Content-Type", jsaudit.ContentType)
+		// A made-up authenticator is no better than none.
+		msg.Header.Set(events.HeaderRecordMAC, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=")
+		js, err := jetstream.New(nc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := js.PublishMsg(context.Background(), msg); err != nil {
+			t.Fatalf("%s: the forged record was not stored: %v", who, err)
+		}
+		forgedIDs[id] = who
+	}
+	// A genuine record's authenticator does not carry over to another
+	// subject (another tenant or key).
+	st, err := b.JS.Stream(context.Background(), jsaudit.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	genuine, err := st.GetMsg(context.Background(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokens := strings.Split(genuine.Subject, ".")
+	tokens[2] = "beta"
+	msg := nats.NewMsg(strings.Join(tokens, "."))
+	msg.Data = genuine.Data
+	msg.Header.Set(events.HeaderRecordMAC, genuine.Header.Get(events.HeaderRecordMAC))
+	if genuine.Header.Get(events.HeaderRecordMAC) == "" {
+		t.Fatal("a record emitted by keyflow carries no authenticator")
+	}
+	if _, err := worker.js.PublishMsg(context.Background(), msg); err != nil {
+		t.Fatal(err)
+	}
+	replayed := b.lastSeq(t)
+	b.emit(t, 10)
+	last := b.lastSeq(t)
+	sealedThrough(t, s, last)
+
+	r := b.verify(t, 0)
+	forged := map[uint64]chain.Finding{}
+	for _, f := range r.Findings {
+		if f.Kind != chain.KindForged {
+			t.Errorf("unexpected finding: %v", f)
+			continue
+		}
+		forged[f.Seq] = f
+		t.Logf("detected: %v", f)
+	}
+	if len(forged) != 3 {
+		t.Fatalf("want 3 forged findings (worker, full account, replay), got %v", r.Findings)
+	}
+	for id, who := range forgedIDs {
+		found := false
+		for _, f := range forged {
+			found = found || strings.Contains(f.Detail, id)
+		}
+		if !found {
+			t.Errorf("the record forged with the %s credential (%s) is not reported: %v", who, id, r.Findings)
+		}
+	}
+	if _, ok := forged[replayed]; !ok {
+		t.Errorf("the replayed record (seq %d) is not reported: %v", replayed, r.Findings)
+	}
+	if r.Verified < last-5 {
+		t.Errorf("only %d of %d records verified", r.Verified, last)
+	}
 }

@@ -56,6 +56,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/keyflow/keyflow/events"
 	"github.com/keyflow/keyflow/events/chain"
 	"github.com/keyflow/keyflow/events/jsaudit"
 	"github.com/keyflow/keyflow/kms"
@@ -124,6 +125,10 @@ type Sealer struct {
 	keysMu sync.Mutex
 	keys   [2]chain.PublicKey // Ed25519, ML-DSA-65
 
+	// recordKey checks record authenticators; nil when the HSM cannot
+	// derive it (every record is then flagged).
+	recordKey *events.RecordKey
+
 	mu     sync.Mutex
 	status Status
 }
@@ -163,6 +168,13 @@ func Start(ctx context.Context, cfg Config) (*Sealer, error) {
 	if err := s.loadKeys(ctx); err != nil {
 		return nil, err
 	}
+	rk, err := cfg.KMS.RecordKey(ctx)
+	if kms.CodeOf(err) == kms.CodeUnsupportedOperation {
+		s.log.Warn("audit sealer: this HSM cannot derive the record key, so every record is flagged as unauthenticated")
+	} else if err != nil {
+		return nil, fmt.Errorf("sealer: failed to derive the audit record key: %w", err)
+	}
+	s.recordKey = rk
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.cancel = cancel
 	go s.run(runCtx)
@@ -318,7 +330,7 @@ func (s *Sealer) session(ctx context.Context) error {
 	}
 
 	f := &folder{
-		b: chain.NewBuilder(jsaudit.StreamName, last), keys: s.PublicKeys(),
+		b: chain.NewBuilder(jsaudit.StreamName, last), keys: s.PublicKeys(), recordKey: s.recordKey,
 		every: s.cfg.Every, interval: s.cfg.Interval, now: s.cfg.Now,
 		ready: make(chan struct{}, 1), fail: make(chan error, 1),
 	}
@@ -372,13 +384,15 @@ const maxQueued = 64
 
 // folder is the reading stage of a session: it owns the builder.
 type folder struct {
-	mu       sync.Mutex
-	cond     *sync.Cond // on mu: a queued digest was taken, or the folder closed
-	b        *chain.Builder
-	keys     []chain.PublicKey
-	every    int
-	interval time.Duration
-	now      func() time.Time
+	mu   sync.Mutex
+	cond *sync.Cond // on mu: a queued digest was taken, or the folder closed
+	b    *chain.Builder
+	keys []chain.PublicKey
+	// recordKey checks each record's authenticator before it is chained.
+	recordKey *events.RecordKey
+	every     int
+	interval  time.Duration
+	now       func() time.Time
 	// deadline is when the pending records must be sealed; zero while only
 	// the sealer's own records are pending.
 	deadline time.Time
@@ -406,7 +420,14 @@ func (f *folder) add(m jetstream.Msg) {
 		f.failWith(err)
 		return
 	}
-	if f.deadline.IsZero() && !own(ev) {
+	// A record without a valid authenticator is chained all the same (so
+	// nothing is hidden) and flagged in the signed digest. It never passes
+	// for the sealer's own (which would not start the timer).
+	authentic := f.recordKey != nil && f.recordKey.Check(m.Subject(), m.Data(), m.Headers().Get(events.HeaderRecordMAC))
+	if !authentic {
+		f.b.MarkUnauthenticated()
+	}
+	if f.deadline.IsZero() && (!authentic || !own(ev)) {
 		f.deadline = time.Now().Add(f.interval)
 	}
 	if f.b.Len() >= f.every {
