@@ -35,20 +35,14 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"go.temporal.io/sdk/client"
-	"go.temporal.io/sdk/worker"
 
 	"github.com/keyflow/keyflow/deploy/natsserver"
-	"github.com/keyflow/keyflow/events/jsaudit"
+	"github.com/keyflow/keyflow/deploy/roles"
 	"github.com/keyflow/keyflow/hsm/pkcs11"
 	"github.com/keyflow/keyflow/kms"
-	"github.com/keyflow/keyflow/workers/kvstore"
 	"github.com/keyflow/keyflow/workers/natsauth"
-	"github.com/keyflow/keyflow/workers/rpc"
 	"github.com/keyflow/keyflow/workers/sealer"
-	"github.com/keyflow/keyflow/workers/xks"
-	"github.com/keyflow/keyflow/workflows"
 )
 
 // Defaults.
@@ -93,13 +87,13 @@ type Stack struct {
 	HSM      *pkcs11.Token
 	XKS      *XKSInfo // nil unless Config.XKSListen
 
-	xksSrv  *xks.Server
-	nc      *nats.Conn
-	tc      client.Client
-	tworker worker.Worker
-	rpc     *rpc.Server
-	cancel  context.CancelFunc
-	closers []func()
+	// Node runs every role (deploy/roles).
+	Node *roles.Node
+
+	tc client.Client
+
+	xksConfigPath, xksCertPath, xksConsole string
+	closers                                []func()
 }
 
 // NATSURL is the URL external clients use.
@@ -139,9 +133,6 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 			st = nil
 		}
 	}()
-	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	st.cancel = cancel
-
 	if st.HSM, err = openToken(ctx, dir); err != nil {
 		return st, err
 	}
@@ -161,77 +152,6 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 	}
 	st.closers = append(st.closers, func() { st.NATS.Shutdown(); st.NATS.WaitForShutdown() })
 
-	if st.nc, err = natsserver.ConnectService(st.NATS, st.Identity, "keyflow-worker"); err != nil {
-		return st, err
-	}
-	st.closers = append(st.closers, func() { drain(st.nc) })
-	js, err := jetstream.New(st.nc)
-	if err != nil {
-		return st, fmt.Errorf("failed to open JetStream: %w", err)
-	}
-	store, err := kvstore.Open(ctx, js)
-	if err != nil {
-		return st, err
-	}
-	// Audit records go out on their own connection, so that replies and
-	// audit publishes do not queue behind each other (about +10% at load).
-	auditConn, err := natsserver.ConnectService(st.NATS, st.Identity, "keyflow-audit")
-	if err != nil {
-		return st, err
-	}
-	st.closers = append(st.closers, func() { drain(auditConn) })
-	auditJS, err := jetstream.New(auditConn)
-	if err != nil {
-		return st, fmt.Errorf("failed to open JetStream: %w", err)
-	}
-	audit, err := jsaudit.Open(ctx, auditJS, jsaudit.MaxAge(cfg.AuditMaxAge), jsaudit.MaxBytes(cfg.AuditMaxBytes), jsaudit.MaxMsgs(cfg.AuditMaxMsgs))
-	if err != nil {
-		return st, err
-	}
-	extra, err := audit.Spread(jsaudit.DefaultConns)
-	if err != nil {
-		return st, err
-	}
-	for _, c := range extra {
-		st.closers = append(st.closers, func() { drain(c) })
-	}
-	gov, err := kvstore.OpenGovernance(runCtx, js)
-	if err != nil {
-		return st, err
-	}
-	host, _ := os.Hostname()
-	if st.KMS, err = kms.New(ctx, kms.Config{
-		HSM: st.HSM, Store: store, Audit: audit, Logger: cfg.Logger, Governance: gov,
-		Source: "/keyflow/worker/" + host, AuditFailOpen: cfg.AuditFailOpen,
-	}); err != nil {
-		return st, err
-	}
-	st.closers = append(st.closers, st.KMS.Close)
-	if err = store.WatchKeys(runCtx, st.KMS); err != nil {
-		return st, err
-	}
-	if err = store.WatchAuthz(runCtx, st.KMS); err != nil {
-		return st, err
-	}
-
-	// The audit sealer chains KF_AUDIT into signed digests (KF_AUDIT_DIGESTS),
-	// on a connection of its own. Closers run in reverse, so it stops (and
-	// seals what is pending) before the KMS and the audit connection close.
-	sealConn, err := natsserver.ConnectService(st.NATS, st.Identity, "keyflow-sealer")
-	if err != nil {
-		return st, err
-	}
-	st.closers = append(st.closers, func() { drain(sealConn) })
-	sealJS, err := jetstream.New(sealConn)
-	if err != nil {
-		return st, fmt.Errorf("failed to open JetStream: %w", err)
-	}
-	auditSealer, err := sealer.Start(ctx, sealer.Config{JS: sealJS, KMS: st.KMS, Logger: cfg.Logger})
-	if err != nil {
-		return st, err
-	}
-	st.closers = append(st.closers, auditSealer.Stop)
-
 	if st.Temporal, err = StartTemporal(ctx, TemporalConfig{
 		DataDir: filepath.Join(dir, "temporal"), ListenAddr: cfg.TemporalListen, Namespace: "keyflow",
 	}); err != nil {
@@ -242,31 +162,27 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 		return st, err
 	}
 	st.closers = append(st.closers, st.tc.Close)
-	st.KMS.SetApprovalEngine(&workflows.ApprovalEngine{Temporal: st.tc})
-	st.tworker = worker.New(st.tc, workflows.TaskQueue, worker.Options{})
-	workflows.Register(st.tworker, &workflows.Activities{KMS: st.KMS, Temporal: st.tc})
-	if err = st.tworker.Start(); err != nil {
-		return st, fmt.Errorf("failed to start the lifecycle worker: %w", err)
-	}
-	st.closers = append(st.closers, st.tworker.Stop)
 
-	wc := &workflows.Client{Temporal: st.tc}
-	if st.rpc, err = rpc.Start(rpc.Config{
-		Conn: st.nc, KMS: st.KMS, Tenants: st.Identity, JS: js, Logger: cfg.Logger,
-		Rotator: rotator{wc, cfg.Logger}, Lifecycle: wc, Workers: cfg.Workers,
-		Archiver: archiver{wc, cfg.Logger},
-		Imports:  importExpirer{wc},
-		Migrator: migrator{wc, cfg.Logger},
+	// Every role, through the same composition `keyflow serve` uses.
+	gateway, err := st.xksOptions()
+	if err != nil {
+		return st, err
+	}
+	if st.Node, err = roles.Start(ctx, roles.Infra{
+		Connect: func(_ context.Context, _ roles.Role, name string) (*nats.Conn, error) {
+			return natsserver.ConnectService(st.NATS, st.Identity, name)
+		},
+		HSM: st.HSM, Temporal: st.tc, Tenants: st.Identity, Logger: cfg.Logger,
+	}, roles.Options{
+		Roles: roles.All, Workers: cfg.Workers, AuditFailOpen: cfg.AuditFailOpen,
+		AuditMaxAge: cfg.AuditMaxAge, AuditMaxBytes: cfg.AuditMaxBytes, AuditMaxMsgs: cfg.AuditMaxMsgs,
+		Gateway: gateway,
 	}); err != nil {
 		return st, err
 	}
-	if err = st.startRemediation(ctx, js, wc); err != nil {
-		return st, err
-	}
-	st.closers = append(st.closers, st.rpc.Stop)
-	if err = st.startXKS(ctx); err != nil {
-		return st, err
-	}
+	st.closers = append(st.closers, st.Node.Stop)
+	st.KMS = st.Node.KMS
+	st.setXKSInfo()
 
 	if err = st.writeAdminCreds(); err != nil {
 		return st, err
@@ -281,9 +197,6 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 func (s *Stack) Stop() {
 	if s == nil {
 		return
-	}
-	if s.cancel != nil {
-		s.cancel()
 	}
 	for i := len(s.closers) - 1; i >= 0; i-- {
 		s.closers[i]()
@@ -356,29 +269,8 @@ func randomPIN() string {
 	return hex.EncodeToString(b)
 }
 
-// rotator adapts the workflow client to the services' Rotator.
-type rotator struct {
-	c   *workflows.Client
-	log *slog.Logger
-}
-
-func (r rotator) Rotate(ctx context.Context, c kms.Caller, keyID string) (*rpc.RotateResult, error) {
-	return r.rotate(ctx, c, workflows.RotateKeyParams{Tenant: c.Tenant, KeyID: keyID, Principal: c.Principal, RequestID: c.RequestID})
-}
-
-// drain drains a connection and waits (bounded) until it is closed, so the
-// server is not shut down under it (which makes nats.go print errors).
-func drain(nc *nats.Conn) {
-	if err := nc.Drain(); err != nil {
-		nc.Close()
-		return
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for !nc.IsClosed() && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
-	nc.Close()
-}
+// drain drains a connection and waits (bounded) until it is closed.
+func drain(nc *nats.Conn) { roles.Drain(nc) }
 
 // writeAuditorCreds writes the creds of a keyflow-account user for the
 // operator and auditor commands (audit verify, export, forward), which read

@@ -79,6 +79,27 @@ type Config struct {
 	// Lifecycle runs the lifecycle timers and schedules (lifecycle.go);
 	// nil: schedule-deletion answers KMSInternalException.
 	Lifecycle Lifecycle
+	// Planes selects the services this server registers, so that a
+	// process can serve only its role; zero serves both planes.
+	Planes Planes
+}
+
+// Planes is a set of service planes.
+type Planes uint8
+
+// The data plane is the crypto and data-key endpoints (the crypto role);
+// the control plane is every other endpoint (the admin role).
+const (
+	DataPlane Planes = 1 << iota
+	ControlPlane
+)
+
+// planeOf says which plane an endpoint group belongs to.
+func planeOf(group string) Planes {
+	if group == "crypto" || group == "datakeys" {
+		return DataPlane
+	}
+	return ControlPlane
 }
 
 // Server is a running set of keyflow services.
@@ -168,6 +189,9 @@ func Start(cfg Config) (*Server, error) {
 	}
 	groups = append(groups, s.identityGroups()...)
 	for _, g := range groups {
+		if cfg.Planes != 0 && cfg.Planes&planeOf(g.group) == 0 {
+			continue
+		}
 		svc, err := micro.AddService(cfg.Conn, micro.Config{
 			Name: g.name, Version: cfg.Version, QueueGroup: g.name,
 			Description: "keyflow " + g.group + " API",
