@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"log/slog"
 	"os"
 	"time"
 
@@ -16,6 +15,7 @@ func newDevCmd(g *globals) *cobra.Command {
 	var failOpen bool
 	var maxAge time.Duration
 	var maxBytes, maxMsgs int64
+	var lf logFlags
 	cmd := &cobra.Command{
 		Use:   "dev [--data-dir DIR]",
 		Short: "Run keyflow with its embedded stack (NATS JetStream, Temporal on SQLite, a SoftHSM token)",
@@ -46,7 +46,10 @@ docs/xks.md.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+			log, err := newLogger(os.Stderr, lf.level, lf.format)
+			if err != nil {
+				return usagef("%v", err)
+			}
 			if maxAge < 0 || maxBytes < 0 || maxMsgs < 0 {
 				return usagef("--audit-max-age, --audit-max-bytes and --audit-max-msgs must not be negative")
 			}
@@ -83,5 +86,6 @@ docs/xks.md.`,
 	cmd.Flags().DurationVar(&maxAge, "audit-max-age", 0, "remove audit records older than this, e.g. 2160h (0: keep for ever)")
 	cmd.Flags().Int64Var(&maxBytes, "audit-max-bytes", 0, "bound the audit stream to this many bytes, removing the oldest records (0: no bound)")
 	cmd.Flags().Int64Var(&maxMsgs, "audit-max-msgs", 0, "bound the audit stream to this many records, removing the oldest (0: no bound)")
+	lf.register(cmd, "warn")
 	return cmd
 }

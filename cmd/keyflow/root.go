@@ -70,6 +70,7 @@ against it. They find the dev stack's credentials by themselves.`,
 	root.AddCommand(newImportCmds(g)...)
 	root.AddCommand(newTenantCmd(g), newPrincipalCmd(g), newGrantCmd(g))
 	root.AddCommand(newRewrapCmd(g))
+	root.AddCommand(newServeCmd(), newConfigCmd(), newBootstrapCmd(g))
 	return root
 }
 
