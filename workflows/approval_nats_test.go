@@ -224,6 +224,9 @@ func TestDualControlOverNATS(t *testing.T) {
 			}
 			h.Events = append(h.Events, e)
 		}
+		if *updateApprovalHistory && wid == id {
+			saveHistory(t, &h, approvalHistory)
+		}
 		r := worker.NewWorkflowReplayer()
 		r.RegisterWorkflow(workflows.ApprovalWorkflow)
 		r.RegisterWorkflow(workflows.RotateKeyWorkflow)

@@ -171,6 +171,9 @@ func TestMigrationCutoverGateOverNATS(t *testing.T) {
 			}
 			h.Events = append(h.Events, e)
 		}
+		if *updateMigrationHistory && wid == workflows.MigrationWorkflowID("alpha", f.campaign) {
+			saveHistory(t, &h, migrationHistory)
+		}
 		r := worker.NewWorkflowReplayer()
 		r.RegisterWorkflow(workflows.MigrationWorkflow)
 		r.RegisterWorkflow(workflows.ApprovalWorkflow)

@@ -8,14 +8,98 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/spf13/cobra"
-
 	"github.com/keyflow/keyflow/client"
 	"github.com/keyflow/keyflow/client/api"
+	"github.com/spf13/cobra"
 )
 
-// The data-key registry (`keyflow datakey register|get|list|deregister`)
-// and `keyflow rewrap`.
+// `keyflow datakey` and `datakey-pair`, and the data-key registry
+// (`keyflow datakey register|get|list|deregister`).
+
+func newDataKeyCmd(g *globals) *cobra.Command {
+	var key string
+	var n int
+	var noPlain, register bool
+	var ctxPairs []string
+	cmd := &cobra.Command{
+		Use:   "datakey --key KEY [--without-plaintext] [--register]",
+		Short: `Generate a data key; prints {"keyId","plaintext","ciphertextBlob"} (base64)`,
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if key == "" {
+				return usagef("--key is required")
+			}
+			if n < 1 || n > 1024 {
+				return usagef("--bytes must be between 1 and 1024, not %d", n)
+			}
+			ec, err := parseContext(ctxPairs)
+			if err != nil {
+				return err
+			}
+			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				r, err := c.GenerateDataKey(ctx, api.DataKeyRequest{KeyID: key, NumberOfBytes: n, EncryptionContext: ec, WithoutPlaintext: noPlain})
+				if err != nil {
+					return err
+				}
+				defer clear(r.Plaintext)
+				var regID string
+				if register { // the registry, below
+					reg, err := c.RegisterDataKey(ctx, api.RegisterDataKeyRequest{CiphertextBlob: r.CiphertextBlob, EncryptionContext: ec})
+					if err != nil {
+						return err
+					}
+					regID = reg.RegistrationID
+				}
+				return printJSON(cmd.OutOrStdout(), struct {
+					KeyID          string `json:"keyId"`
+					Plaintext      []byte `json:"plaintext,omitempty"`
+					CiphertextBlob []byte `json:"ciphertextBlob"`
+					RegistrationID string `json:"registrationId,omitempty"`
+				}{r.KeyID, r.Plaintext, r.CiphertextBlob, regID})
+			})
+		},
+	}
+	cmd.Flags().StringVar(&key, "key", "", "key ID or alias")
+	cmd.Flags().IntVar(&n, "bytes", 32, "data key length in bytes (1-1024)")
+	cmd.Flags().BoolVar(&noPlain, "without-plaintext", false, "return only the encrypted data key")
+	cmd.Flags().StringArrayVar(&ctxPairs, "context", nil, "encryption context pair key=value (repeatable)")
+	cmd.Flags().BoolVar(&register, "register", false, "also register the wrapped data key, so keyflow keeps it current (prints registrationId)")
+	addRegistryCmds(cmd, g)
+	return cmd
+}
+
+func newDataKeyPairCmd(g *globals) *cobra.Command {
+	var key, spec string
+	var noPlain bool
+	var ctxPairs []string
+	cmd := &cobra.Command{
+		Use:   "datakey-pair --key KEY --spec ECC_NIST_P256|RSA_3072 [--without-plaintext]",
+		Short: "Generate a key pair for client-side use, its private key encrypted under KEY; prints JSON",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if key == "" || spec == "" {
+				return usagef("--key and --spec are required")
+			}
+			ec, err := parseContext(ctxPairs)
+			if err != nil {
+				return err
+			}
+			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				r, err := c.GenerateDataKeyPair(ctx, api.DataKeyPairRequest{KeyID: key, KeyPairSpec: spec, EncryptionContext: ec, WithoutPlaintext: noPlain})
+				if err != nil {
+					return err
+				}
+				defer clear(r.PrivateKeyPlaintext)
+				return printJSON(cmd.OutOrStdout(), r)
+			})
+		},
+	}
+	cmd.Flags().StringVar(&key, "key", "", "symmetric key that encrypts the private key")
+	cmd.Flags().StringVar(&spec, "spec", "", "ECC_NIST_P256 or RSA_3072")
+	cmd.Flags().BoolVar(&noPlain, "without-plaintext", false, "return only the public key and the encrypted private key")
+	cmd.Flags().StringArrayVar(&ctxPairs, "context", nil, "encryption context pair key=value (repeatable)")
+	return cmd
+}
 
 // addRegistryCmds adds the registry subcommands to `keyflow datakey`.
 func addRegistryCmds(dk *cobra.Command, g *globals) {
@@ -38,19 +122,7 @@ Raw RSA-OAEP ciphertexts carry no header: give --key and --algorithm.
   keyflow datakey --key alias/app --without-plaintext | jq -r .ciphertextBlob | keyflow datakey register`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ec, err := parseContext(ctxPairs)
-			if err != nil {
-				return err
-			}
-			raw, err := readInput(cmd, in, 2<<20)
-			if err != nil {
-				return err
-			}
-			ct, err := decodeBase64Input(raw)
-			if err != nil {
-				return err
-			}
-			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+			return g.withBlob(cmd, in, 2<<20, ctxPairs, func(ctx context.Context, c *client.Client, ct []byte, ec map[string]string) error {
 				r, err := c.RegisterDataKey(ctx, api.RegisterDataKeyRequest{CiphertextBlob: ct, EncryptionContext: ec, KeyID: key, EncryptionAlgorithm: alg, Label: label})
 				if err != nil {
 					return err
@@ -177,75 +249,4 @@ func (g *globals) printRegistrations(cmd *cobra.Command, regs ...api.DataKeyRegi
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%s\n", r.RegistrationID, r.KeyID, r.KeyVersion, dash(r.Label), r.Rewraps, r.UpdatedAt.Format(time.RFC3339))
 	}
 	return tw.Flush()
-}
-
-func newRewrapCmd(g *globals) *cobra.Command {
-	var dst, in, key, alg string
-	var ctxPairs []string
-	cmd := &cobra.Command{
-		Use:   "rewrap [--destination-key KEY] [--context k=v]... < ciphertexts.b64",
-		Short: "Move ciphertexts (base64, one per line) to the current primary version; prints one per line",
-		Long: `Rewrap re-encrypts each ciphertext (base64, one per line on stdin or --in)
-under the current primary version of its own key, or of --destination-key,
-keeping its encryption context. The plaintext never leaves keyflow. Output:
-one line per input line, the new ciphertext in base64, or "ERROR <code>".
-For registered data keys, the rewrap workflows do this by themselves.`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			ec, err := parseContext(ctxPairs)
-			if err != nil {
-				return err
-			}
-			raw, err := readInput(cmd, in, 16<<20)
-			if err != nil {
-				return err
-			}
-			var req api.RewrapRequest
-			req.DestinationKeyID = dst
-			for _, line := range strings.Split(string(raw), "\n") {
-				if strings.TrimSpace(line) == "" {
-					continue
-				}
-				ct, err := decodeBase64Input([]byte(line))
-				if err != nil {
-					return err
-				}
-				req.Items = append(req.Items, api.RewrapItem{CiphertextBlob: ct, EncryptionContext: ec, KeyID: key, EncryptionAlgorithm: alg})
-			}
-			if len(req.Items) == 0 || len(req.Items) > api.MaxBatchItems {
-				return usagef("give 1 to %d ciphertexts", api.MaxBatchItems)
-			}
-			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
-				r, err := c.Rewrap(ctx, req)
-				if err != nil {
-					return err
-				}
-				if g.output == "json" && cmd.Flags().Changed("output") {
-					return printJSON(cmd.OutOrStdout(), r)
-				}
-				failed := 0
-				for _, res := range r.Results {
-					if res.Error != nil {
-						failed++
-						fmt.Fprintf(cmd.OutOrStdout(), "ERROR %s\n", res.Error.Code)
-						continue
-					}
-					if err := printB64(cmd, res.Result.CiphertextBlob); err != nil {
-						return err
-					}
-				}
-				if failed > 0 {
-					return fmt.Errorf("%d of %d ciphertexts could not be rewrapped", failed, len(r.Results))
-				}
-				return nil
-			})
-		},
-	}
-	cmd.Flags().StringVar(&dst, "destination-key", "", "key to rewrap under (default: each ciphertext's own key)")
-	cmd.Flags().StringVar(&in, "in", "", "read the ciphertexts from this file instead of stdin")
-	cmd.Flags().StringArrayVar(&ctxPairs, "context", nil, "encryption context of every ciphertext, key=value (repeatable)")
-	cmd.Flags().StringVar(&key, "key", "", "source key (raw RSA-OAEP ciphertexts only)")
-	cmd.Flags().StringVar(&alg, "algorithm", "", "RSAES_OAEP_SHA_256 or RSAES_OAEP_SHA_1 (raw RSA-OAEP ciphertexts only)")
-	cmd.AddCommand(newRewrapStatusCmd(g))
-	return cmd
 }

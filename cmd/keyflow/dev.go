@@ -1,13 +1,16 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
 	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
-	"github.com/spf13/cobra"
-
 	"github.com/keyflow/keyflow/deploy/devstack"
+	"github.com/spf13/cobra"
 )
 
 func newDevCmd(g *globals) *cobra.Command {
@@ -88,4 +91,29 @@ docs/xks.md.`,
 	cmd.Flags().Int64Var(&maxMsgs, "audit-max-msgs", 0, "bound the audit stream to this many records, removing the oldest (0: no bound)")
 	lf.register(cmd, "warn")
 	return cmd
+}
+
+// reloadOnHUP reloads the XKS proxy configuration on SIGHUP, so its
+// credentials rotate without a restart. It returns a stop function.
+func reloadOnHUP(ctx context.Context, st *devstack.Stack, log *slog.Logger) func() {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, syscall.SIGHUP)
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-ch:
+				if err := st.ReloadXKS(); err != nil {
+					log.Error("the XKS configuration was not reloaded", "err", err)
+				} else {
+					log.Warn("the XKS configuration was reloaded")
+				}
+			case <-ctx.Done():
+				return
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() { signal.Stop(ch); close(done) }
 }

@@ -1,10 +1,3 @@
-// Command keyflow is keyflow's single binary: `keyflow dev` runs the whole
-// stack in one process, and every other subcommand is a client of a running
-// stack over NATS.
-//
-// Exit codes: 0 success; 1 keyflow refused the request (the stable error
-// code is printed); 2 bad usage; 3 keyflow could not be reached; 4 the
-// operation waits for approval (dual control: the approval ID is printed).
 package main
 
 import (

@@ -195,15 +195,7 @@ func newOpenCmd(g *globals) *cobra.Command {
 			if key == "" {
 				return usagef("--key is required")
 			}
-			raw, err := readInput(cmd, in, 2<<20)
-			if err != nil {
-				return err
-			}
-			sealed, err := decodeBase64Input(raw)
-			if err != nil {
-				return err
-			}
-			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+			return g.withBlob(cmd, in, 2<<20, nil, func(ctx context.Context, c *client.Client, sealed []byte, _ map[string]string) error {
 				r, err := c.Open(ctx, api.OpenRequest{KeyID: key, Sealed: sealed, Info: []byte(info)})
 				if err != nil {
 					return err
@@ -259,15 +251,7 @@ version gives an unrelated secret, not an error.`,
 			if key == "" {
 				return usagef("--key is required")
 			}
-			raw, err := readInput(cmd, in, 64<<10)
-			if err != nil {
-				return err
-			}
-			ct, err := decodeBase64Input(raw)
-			if err != nil {
-				return err
-			}
-			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+			return g.withBlob(cmd, in, 64<<10, nil, func(ctx context.Context, c *client.Client, ct []byte, _ map[string]string) error {
 				r, err := c.Decapsulate(ctx, api.DecapsulateRequest{KeyID: key, KeyVersion: version, Ciphertext: ct})
 				if err != nil {
 					return err

@@ -1,22 +1,14 @@
 package main
 
 import (
-	"context"
-	"encoding/base64"
-	"encoding/json"
-	"fmt"
-	"io"
 	"os"
-	"path/filepath"
-	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
-
-	"github.com/keyflow/keyflow/client"
-	"github.com/keyflow/keyflow/client/api"
 )
+
+// The cobra root: the global flags and the command tree (see doc.go for
+// the layout and the verb-or-noun rule).
 
 type globals struct {
 	server  string
@@ -61,119 +53,17 @@ against it. They find the dev stack's credentials by themselves.`,
 	pf.StringVarP(&g.output, "output", "o", "json", "output format: json or table")
 	pf.DurationVar(&g.timeout, "timeout", 60*time.Second, "timeout of each request")
 
-	root.AddCommand(newDevCmd(g), newKeyCmd(g), newEncryptCmd(g), newDecryptCmd(g), newDataKeyCmd(g), newAuditCmd(g))
-	root.AddCommand(newCoreOpsCmds(g)...)
+	// Top-level verbs: one request on data or key material (doc.go).
+	root.AddCommand(newCryptoCmds(g)...)
+	root.AddCommand(newDataKeyCmd(g), newDataKeyPairCmd(g), newRewrapCmd(g))
 	root.AddCommand(newPQCmds(g)...)
-	root.AddCommand(newInventoryCmd(g), newMigrateCmd(g))
-	root.AddCommand(newBackupCmds(g)...)
-	root.AddCommand(newApprovalCmd(g))
 	root.AddCommand(newImportCmds(g)...)
-	root.AddCommand(newTenantCmd(g), newPrincipalCmd(g), newGrantCmd(g))
-	root.AddCommand(newRewrapCmd(g))
-	root.AddCommand(newServeCmd(), newConfigCmd(), newBootstrapCmd(g))
+	root.AddCommand(newInventoryCmd(g), newDevCmd(g), newServeCmd(), newBootstrapCmd(g))
+	// Noun groups: a thing with a life of its own, `keyflow NOUN VERB`.
+	root.AddCommand(newKeyCmd(g), newGrantCmd(g), newApprovalCmd(g), newAuditCmd(g))
+	root.AddCommand(newBackupCmd(g), newArchiveCmd(g), newRootKeyCmd(g), newMigrateCmd(g))
+	root.AddCommand(newTenantCmd(g), newPrincipalCmd(g), newConfigCmd())
 	return root
-}
-
-// dial connects as the configured principal.
-func (g *globals) dial(ctx context.Context) (*client.Client, error) {
-	creds := g.creds
-	if creds == "" {
-		creds = filepath.Join(g.dataDir, "admin.creds")
-	}
-	tenant, err := client.TenantFromCreds(creds)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w (start `keyflow dev` or pass --creds)", errUnreachable, err)
-	}
-	c, err := client.Dial(ctx, client.Options{Server: g.server, CredsFile: creds, Tenant: tenant, Timeout: g.timeout, Name: "keyflow-cli"})
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", errUnreachable, err)
-	}
-	return c, nil
-}
-
-// withClient runs fn with a connected client.
-func (g *globals) withClient(cmd *cobra.Command, fn func(ctx context.Context, c *client.Client) error) error {
-	ctx := cmd.Context()
-	c, err := g.dial(ctx)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	return fn(ctx, c)
-}
-
-func printJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
-}
-
-func (g *globals) printKeys(w io.Writer, keys ...api.KeyMetadata) error {
-	if g.output == "json" {
-		if len(keys) == 1 {
-			return printJSON(w, keys[0])
-		}
-		return printJSON(w, api.ListKeysReply{Keys: keys})
-	}
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "KEY ID\tALIAS\tSPEC\tSTATE\tPRIMARY\tVERSIONS\tCREATED")
-	for _, k := range keys {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\n", k.KeyID, dash(k.Alias), k.KeySpec, k.KeyState, k.PrimaryVersion, len(k.Versions), k.CreationDate.Format(time.RFC3339))
-	}
-	return tw.Flush()
-}
-
-func dash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
-}
-
-// readInput reads --in FILE, or stdin.
-func readInput(cmd *cobra.Command, in string, limit int64) ([]byte, error) {
-	var r io.Reader = cmd.InOrStdin()
-	if in != "" && in != "-" {
-		f, err := os.Open(in)
-		if err != nil {
-			return nil, usagef("cannot read --in: %v", err)
-		}
-		defer f.Close()
-		r = f
-	}
-	b, err := io.ReadAll(io.LimitReader(r, limit+1))
-	if err != nil {
-		return nil, fmt.Errorf("failed to read input: %w", err)
-	}
-	return b, nil
-}
-
-// parseContext turns repeated --context k=v into an encryption context.
-func parseContext(pairs []string) (map[string]string, error) {
-	if len(pairs) == 0 {
-		return nil, nil
-	}
-	out := make(map[string]string, len(pairs))
-	for _, p := range pairs {
-		k, v, ok := strings.Cut(p, "=")
-		if !ok || k == "" {
-			return nil, usagef("--context wants key=value, got %q", p)
-		}
-		if _, dup := out[k]; dup {
-			return nil, usagef("--context key %q given twice", k)
-		}
-		out[k] = v
-	}
-	return out, nil
-}
-
-func decodeBase64Input(b []byte) ([]byte, error) {
-	s := strings.Join(strings.Fields(string(b)), "")
-	out, err := base64.StdEncoding.DecodeString(s)
-	if err != nil {
-		return nil, usagef("input is not valid base64")
-	}
-	return out, nil
 }
 
 // noSubcommand makes a mistyped subcommand a usage error (exit 2) instead of
@@ -187,3 +77,12 @@ func noSubcommand(c *cobra.Command, args []string) error {
 }
 
 func showHelp(c *cobra.Command, _ []string) error { return c.Help() }
+
+func exactArgs(n int, names string) cobra.PositionalArgs {
+	return func(_ *cobra.Command, args []string) error {
+		if len(args) != n {
+			return usagef("want %s, got %d argument(s)", names, len(args))
+		}
+		return nil
+	}
+}

@@ -7,11 +7,13 @@ import (
 	"strings"
 	"time"
 
-	"github.com/spf13/cobra"
-
 	"github.com/keyflow/keyflow/client"
 	"github.com/keyflow/keyflow/client/api"
+	"github.com/spf13/cobra"
 )
+
+// `keyflow key` lifecycle subcommands: state changes, scheduled deletion,
+// compromise and automatic rotation (docs/lifecycle.md).
 
 // lifecycleFlags are key create's lifecycle flags.
 type lifecycleFlags struct {

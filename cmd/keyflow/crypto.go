@@ -6,15 +6,112 @@ import (
 	"encoding/pem"
 	"fmt"
 
-	"github.com/spf13/cobra"
-
 	"github.com/keyflow/keyflow/client"
 	"github.com/keyflow/keyflow/client/api"
+	"github.com/spf13/cobra"
 )
 
-func newCoreOpsCmds(g *globals) []*cobra.Command {
-	return []*cobra.Command{newSignCmd(g), newVerifyCmd(g), newMacCmd(g), newVerifyMacCmd(g),
-		newPublicKeyCmd(g), newRandomCmd(g), newReEncryptCmd(g), newDataKeyPairCmd(g)}
+// The single-request cryptographic verbs: encrypt, decrypt, reencrypt,
+// sign, verify, mac, verify-mac, get-public-key and random.
+
+func newCryptoCmds(g *globals) []*cobra.Command {
+	return []*cobra.Command{newEncryptCmd(g), newDecryptCmd(g), newReEncryptCmd(g), newSignCmd(g), newVerifyCmd(g),
+		newMacCmd(g), newVerifyMacCmd(g), newPublicKeyCmd(g), newRandomCmd(g)}
+}
+
+func newEncryptCmd(g *globals) *cobra.Command {
+	var key, in, alg string
+	var ctxPairs []string
+	cmd := &cobra.Command{
+		Use:   "encrypt --key KEY [--context k=v]... [--algorithm RSAES_OAEP_SHA_256]",
+		Short: "Encrypt stdin (or --in) and print the ciphertext as base64",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if key == "" {
+				return usagef("--key is required")
+			}
+			ec, err := parseContext(ctxPairs)
+			if err != nil {
+				return err
+			}
+			pt, err := readInput(cmd, in, 1<<20)
+			if err != nil {
+				return err
+			}
+			defer clear(pt)
+			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				r, err := c.Encrypt(ctx, api.EncryptRequest{KeyID: key, Plaintext: pt, EncryptionContext: ec, EncryptionAlgorithm: alg})
+				if err != nil {
+					return err
+				}
+				_, err = fmt.Fprintln(cmd.OutOrStdout(), base64.StdEncoding.EncodeToString(r.CiphertextBlob))
+				return err
+			})
+		},
+	}
+	cmd.Flags().StringVar(&key, "key", "", "key ID or alias")
+	cmd.Flags().StringVar(&in, "in", "", "read the plaintext from this file instead of stdin")
+	cmd.Flags().StringVar(&alg, "algorithm", "", "SYMMETRIC_DEFAULT (default), or RSAES_OAEP_SHA_256 / RSAES_OAEP_SHA_1 for RSA keys (raw RSA ciphertext, no keyflow header)")
+	cmd.Flags().StringArrayVar(&ctxPairs, "context", nil, "encryption context pair key=value (repeatable)")
+	return cmd
+}
+
+func newDecryptCmd(g *globals) *cobra.Command {
+	var key, in, alg string
+	var ctxPairs []string
+	var allowCompromised bool
+	cmd := &cobra.Command{
+		Use:   "decrypt [--context k=v]... [--key KEY --algorithm RSAES_OAEP_SHA_256]",
+		Short: "Decrypt base64 ciphertext from stdin (or --in) and write the plaintext to stdout",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return g.withBlob(cmd, in, 2<<20, ctxPairs, func(ctx context.Context, c *client.Client, ct []byte, ec map[string]string) error {
+				r, err := c.Decrypt(ctx, api.DecryptRequest{CiphertextBlob: ct, EncryptionContext: ec, KeyID: key, EncryptionAlgorithm: alg, AllowCompromised: allowCompromised})
+				if err != nil {
+					return err
+				}
+				defer clear(r.Plaintext)
+				_, err = cmd.OutOrStdout().Write(r.Plaintext)
+				return err
+			})
+		},
+	}
+	cmd.Flags().StringVar(&key, "key", "", "refuse unless the ciphertext belongs to this key (required for RSA)")
+	cmd.Flags().StringVar(&alg, "algorithm", "", "RSAES_OAEP_SHA_256 or RSAES_OAEP_SHA_1 for RSA ciphertexts")
+	cmd.Flags().StringVar(&in, "in", "", "read the ciphertext from this file instead of stdin")
+	cmd.Flags().StringArrayVar(&ctxPairs, "context", nil, "encryption context pair key=value (repeatable)")
+	cmd.Flags().BoolVar(&allowCompromised, "allow-compromised", false, "decrypt even under a COMPROMISED key or version (recorded in the audit trail)")
+	return cmd
+}
+
+func newReEncryptCmd(g *globals) *cobra.Command {
+	var src, dst, in string
+	var srcCtx, dstCtx []string
+	cmd := &cobra.Command{
+		Use:   "reencrypt [--destination-key KEY] [--source-context k=v]... [--destination-context k=v]...",
+		Short: "Re-encrypt base64 ciphertext from stdin under another key (or the same key's primary version)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			dc, err := parseContext(dstCtx)
+			if err != nil {
+				return err
+			}
+			return g.withBlob(cmd, in, 2<<20, srcCtx, func(ctx context.Context, c *client.Client, ct []byte, sc map[string]string) error {
+				r, err := c.ReEncrypt(ctx, api.ReEncryptRequest{CiphertextBlob: ct, SourceEncryptionContext: sc, SourceKeyID: src,
+					DestinationKeyID: dst, DestinationEncryptionContext: dc})
+				if err != nil {
+					return err
+				}
+				return printB64(cmd, r.CiphertextBlob)
+			})
+		},
+	}
+	cmd.Flags().StringVar(&src, "source-key", "", "refuse unless the ciphertext belongs to this key")
+	cmd.Flags().StringVar(&dst, "destination-key", "", "key to re-encrypt under (default: the source key)")
+	cmd.Flags().StringVar(&in, "in", "", "read the ciphertext from this file instead of stdin")
+	cmd.Flags().StringArrayVar(&srcCtx, "source-context", nil, "source encryption context key=value (repeatable)")
+	cmd.Flags().StringArrayVar(&dstCtx, "destination-context", nil, "destination encryption context key=value (repeatable)")
+	return cmd
 }
 
 // messageFlags are the flags of commands that read a message.
@@ -36,22 +133,6 @@ func (m *messageFlags) read(cmd *cobra.Command) ([]byte, error) {
 		return nil, usagef("--key and --algorithm are required")
 	}
 	return readInput(cmd, m.in, 1<<20)
-}
-
-func decodeFlagB64(name, v string) ([]byte, error) {
-	if v == "" {
-		return nil, usagef("--%s is required", name)
-	}
-	b, err := base64.StdEncoding.DecodeString(v)
-	if err != nil {
-		return nil, usagef("--%s is not valid base64", name)
-	}
-	return b, nil
-}
-
-func printB64(cmd *cobra.Command, b []byte) error {
-	_, err := fmt.Fprintln(cmd.OutOrStdout(), base64.StdEncoding.EncodeToString(b))
-	return err
 }
 
 func newSignCmd(g *globals) *cobra.Command {
@@ -216,80 +297,5 @@ func newRandomCmd(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().IntVar(&n, "bytes", 32, "number of bytes")
-	return cmd
-}
-
-func newReEncryptCmd(g *globals) *cobra.Command {
-	var src, dst, in string
-	var srcCtx, dstCtx []string
-	cmd := &cobra.Command{
-		Use:   "reencrypt [--destination-key KEY] [--source-context k=v]... [--destination-context k=v]...",
-		Short: "Re-encrypt base64 ciphertext from stdin under another key (or the same key's primary version)",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			sc, err := parseContext(srcCtx)
-			if err != nil {
-				return err
-			}
-			dc, err := parseContext(dstCtx)
-			if err != nil {
-				return err
-			}
-			raw, err := readInput(cmd, in, 2<<20)
-			if err != nil {
-				return err
-			}
-			ct, err := decodeBase64Input(raw)
-			if err != nil {
-				return err
-			}
-			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
-				r, err := c.ReEncrypt(ctx, api.ReEncryptRequest{CiphertextBlob: ct, SourceEncryptionContext: sc, SourceKeyID: src,
-					DestinationKeyID: dst, DestinationEncryptionContext: dc})
-				if err != nil {
-					return err
-				}
-				return printB64(cmd, r.CiphertextBlob)
-			})
-		},
-	}
-	cmd.Flags().StringVar(&src, "source-key", "", "refuse unless the ciphertext belongs to this key")
-	cmd.Flags().StringVar(&dst, "destination-key", "", "key to re-encrypt under (default: the source key)")
-	cmd.Flags().StringVar(&in, "in", "", "read the ciphertext from this file instead of stdin")
-	cmd.Flags().StringArrayVar(&srcCtx, "source-context", nil, "source encryption context key=value (repeatable)")
-	cmd.Flags().StringArrayVar(&dstCtx, "destination-context", nil, "destination encryption context key=value (repeatable)")
-	return cmd
-}
-
-func newDataKeyPairCmd(g *globals) *cobra.Command {
-	var key, spec string
-	var noPlain bool
-	var ctxPairs []string
-	cmd := &cobra.Command{
-		Use:   "datakey-pair --key KEY --spec ECC_NIST_P256|RSA_3072 [--without-plaintext]",
-		Short: "Generate a key pair for client-side use, its private key encrypted under KEY; prints JSON",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if key == "" || spec == "" {
-				return usagef("--key and --spec are required")
-			}
-			ec, err := parseContext(ctxPairs)
-			if err != nil {
-				return err
-			}
-			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
-				r, err := c.GenerateDataKeyPair(ctx, api.DataKeyPairRequest{KeyID: key, KeyPairSpec: spec, EncryptionContext: ec, WithoutPlaintext: noPlain})
-				if err != nil {
-					return err
-				}
-				defer clear(r.PrivateKeyPlaintext)
-				return printJSON(cmd.OutOrStdout(), r)
-			})
-		},
-	}
-	cmd.Flags().StringVar(&key, "key", "", "symmetric key that encrypts the private key")
-	cmd.Flags().StringVar(&spec, "spec", "", "ECC_NIST_P256 or RSA_3072")
-	cmd.Flags().BoolVar(&noPlain, "without-plaintext", false, "return only the public key and the encrypted private key")
-	cmd.Flags().StringArrayVar(&ctxPairs, "context", nil, "encryption context pair key=value (repeatable)")
 	return cmd
 }

@@ -1,21 +1,19 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
 
-	"github.com/spf13/cobra"
-
 	"github.com/keyflow/keyflow/client"
 	"github.com/keyflow/keyflow/client/api"
+	"github.com/spf13/cobra"
 )
+
+// `keyflow approval`: dual control (docs/dual-control.md).
 
 func newApprovalCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
@@ -123,78 +121,4 @@ func (g *globals) printApprovals(w io.Writer, as []api.Approval, asList bool) er
 		}
 	}
 	return tw.Flush()
-}
-
-// newTenantPolicyCmd is `keyflow tenant policy`, under the tenant command
-// of identity.go.
-func newTenantPolicyCmd(g *globals) *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "policy",
-		Short: "Get or set the tenant policy: approvals, quotas, algorithm profiles",
-		Long: `The tenant policy (JSON, schema schemas/api/TenantPolicy.json):
-
-  {
-    "approvals": [{"operation": "schedule-deletion", "required": 2, "expiresAfter": "72h"}],
-    "quotas": {"requestsPerSecond": 100, "burst": 200, "maxKeys": 1000},
-    "profiles": ["cnsa2"],
-    "minDeletionWindowDays": 14,
-    "requiredOrigin": "EXTERNAL"
-  }
-
-Operations: schedule-deletion, disable, import, policy-change,
-archive-restore-cancel, root-share-export, migration-cutover, rotate.
-Profiles: cnsa2, nist-ir-8547.`,
-		Args: noSubcommand, RunE: showHelp,
-	}
-	get := &cobra.Command{
-		Use:   "get",
-		Short: "Print the tenant policy",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
-				r, err := c.GetTenantPolicy(ctx)
-				if err != nil {
-					return err
-				}
-				return printJSON(cmd.OutOrStdout(), r.Policy)
-			})
-		},
-	}
-	var file string
-	set := &cobra.Command{
-		Use:   "set --file F.json",
-		Short: "Replace the tenant policy (needs approval if the policy lists policy-change)",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if file == "" {
-				return usagef("--file is required (- for stdin)")
-			}
-			var raw []byte
-			var err error
-			if file == "-" {
-				raw, err = io.ReadAll(io.LimitReader(cmd.InOrStdin(), 1<<20))
-			} else {
-				raw, err = os.ReadFile(file)
-			}
-			if err != nil {
-				return usagef("cannot read --file: %v", err)
-			}
-			var p api.TenantPolicy
-			dec := json.NewDecoder(bytes.NewReader(raw))
-			dec.DisallowUnknownFields()
-			if err := dec.Decode(&p); err != nil {
-				return usagef("--file is not a tenant policy: %v", err)
-			}
-			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
-				r, err := c.SetTenantPolicy(ctx, p)
-				if err != nil {
-					return err
-				}
-				return printJSON(cmd.OutOrStdout(), r.Policy)
-			})
-		},
-	}
-	set.Flags().StringVarP(&file, "file", "f", "", "the policy document (JSON; - for stdin)")
-	cmd.AddCommand(get, set)
-	return cmd
 }

@@ -1,0 +1,81 @@
+// Command keyflow is keyflow's single binary: `keyflow dev` runs the whole
+// stack in one process, `keyflow serve` runs a set of roles against an
+// external NATS, Temporal and HSM, and every other command is a client of a running
+// stack over NATS (through keyflow's Go client), as the principal of --creds
+// (default: the dev stack's admin creds in --data-dir).
+//
+// Exit codes: 0 success; 1 keyflow refused the request (the stable error
+// code is printed); 2 bad usage; 3 keyflow could not be reached; 4 the
+// operation waits for approval (dual control: the approval ID is printed).
+//
+// # Verbs and nouns
+//
+// The command tree follows one written rule, so a new command has one
+// obvious place:
+//
+//   - A top-level verb is one request on data or on a key's material, as
+//     the AWS CLI's operations are (`aws kms encrypt`): its input comes from
+//     stdin, --in or files, its result goes to stdout or files, and the key
+//     is a flag or argument. encrypt, decrypt, reencrypt, sign, verify, mac,
+//     verify-mac, get-public-key, random, datakey, datakey-pair, rewrap,
+//     seal, open, encapsulate, decapsulate, and the BYOK transfer of key
+//     material: import-params, import, delete-imported-material. These are
+//     the commands applications and scripts call in a pipe, so they are
+//     short.
+//   - A noun group is a thing with a life of its own that is created,
+//     listed, changed or ended: `keyflow NOUN VERB`. key, grant, approval,
+//     audit, backup, archive, root (the root key), migrate (a migration
+//     campaign), tenant, principal, config (serve's configuration file). Operations on one key's life (rotate,
+//     disable, schedule-deletion, set-policy, retire-version) are verbs of
+//     the key group, not top-level verbs, even where AWS names them as
+//     operations.
+//   - A verb may carry the small noun group of what it leaves behind:
+//     `datakey register|get|list|deregister` (the data-key registry) and
+//     `rewrap status` (the rewrap workflow a rotation starts).
+//   - Four exceptions run no request on a key: `dev` runs the stack,
+//     `serve` runs roles of it, `bootstrap` creates its streams and
+//     buckets, and `inventory` is a one-shot read-only report (its
+//     follow-up, `migrate plan`, is in the migrate group).
+//
+// # Files
+//
+// One file per command group, named after it; a large group adds files
+// with its name as prefix. Areas that have the same stem in every layer
+// (api, client, rpc, cmd) keep it here too.
+//
+//	root.go           the cobra root: global flags and the command tree
+//	main.go           exit codes and the error report
+//	client.go         dial, withClient, withTenantClient, withBlob
+//	input.go          --in/stdin, --context pairs, base64 input
+//	output.go         JSON, tables and files written
+//	crypto.go         encrypt ... random (the single-request verbs)
+//	datakeys.go       datakey, datakey-pair, the data-key registry
+//	rewrap.go         rewrap, rewrap status
+//	pq.go             seal, open, encapsulate, decapsulate
+//	imports.go        import-params, import, delete-imported-material (BYOK)
+//	inventory.go      inventory
+//	dev.go            dev
+//	serve.go          serve, and the --log-level/--log-format flags dev shares
+//	bootstrap.go      bootstrap
+//	config.go         config check|example
+//	key.go            key create|describe|list|rotate|retire-version
+//	keylifecycle.go   key state changes, deletion, compromise, rotation period
+//	keypolicy.go      key set-policy|get-policy
+//	grant.go          grant
+//	approval.go       approval (dual control)
+//	audit.go          audit tail; auditforward.go and auditverify.go the rest
+//	backup.go         backup
+//	archive.go        archive
+//	rootkey.go        root (the root-key ceremony, offline)
+//	migrate.go        migrate (plan, and the campaign)
+//	tenant.go         tenant, tenant policy
+//	principal.go      principal
+//
+// # Writing a command
+//
+// A command validates its flags first and returns usagef errors (exit 2)
+// before it connects. It then runs its request inside g.withClient (or
+// g.withBlob when it sends a base64 blob from stdin, g.withTenantClient when
+// it takes --tenant), and prints JSON by default or a table with -o table.
+// It wipes plaintext and secrets it holds (clear) once printed.
+package main

@@ -1,0 +1,165 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/keyflow/keyflow/client"
+	"github.com/keyflow/keyflow/client/api"
+	"github.com/spf13/cobra"
+)
+
+// `keyflow key`: create, describe, list and rotate keys, and retire old
+// versions. Its lifecycle subcommands are in keylifecycle.go, its policy
+// subcommands in keypolicy.go.
+
+func newKeyCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "key", Short: "Create, inspect and rotate keys", Args: noSubcommand, RunE: showHelp}
+
+	var alias, desc, spec, usage, origin string
+	var life lifecycleFlags
+	create := &cobra.Command{
+		Use:   "create [--spec SPEC] [--usage USAGE]",
+		Short: "Create a key (AES-256 by default) and print its metadata",
+		Long: `Create a key and print its metadata.
+
+Specs and usages (AWS KMS names):
+  SYMMETRIC_DEFAULT (AES-256-GCM, default)  ENCRYPT_DECRYPT
+  HMAC_256                                  GENERATE_VERIFY_MAC
+  RSA_3072, RSA_4096                        ENCRYPT_DECRYPT or SIGN_VERIFY
+  ECC_NIST_P256, ECC_NIST_P384              SIGN_VERIFY
+  ECC_NIST_EDWARDS25519 (Ed25519)           SIGN_VERIFY`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				req := api.CreateKeyRequest{Alias: alias, Description: desc, KeySpec: spec, KeyUsage: usage, Origin: origin}
+				if err := life.apply(&req); err != nil {
+					return err
+				}
+				k, err := c.CreateKey(ctx, req)
+				if err != nil {
+					return err
+				}
+				return g.printKeys(cmd.OutOrStdout(), *k)
+			})
+		},
+	}
+	create.Flags().StringVar(&alias, "alias", "", "alias for the key (e.g. app-secrets or alias/app-secrets)")
+	create.Flags().StringVar(&desc, "description", "", "free-text description")
+	create.Flags().StringVar(&spec, "spec", "", "key spec (default SYMMETRIC_DEFAULT)")
+	create.Flags().StringVar(&usage, "usage", "", "key usage (default: the spec's first usage)")
+	create.Flags().StringVar(&origin, "origin", "", "AWS_KMS (default: generated in the HSM) or EXTERNAL (no material: import it, see 'keyflow import-params')")
+	life.add(create)
+
+	describe := &cobra.Command{
+		Use:   "describe KEY",
+		Short: "Show one key (KEY is a key ID or alias)",
+		Args:  exactArgs(1, "KEY"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				k, err := c.DescribeKey(ctx, args[0])
+				if err != nil {
+					return err
+				}
+				return g.printKeys(cmd.OutOrStdout(), *k)
+			})
+		},
+	}
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List the tenant's keys",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				r, err := c.ListKeys(ctx)
+				if err != nil {
+					return err
+				}
+				if g.output == "json" {
+					return printJSON(cmd.OutOrStdout(), r)
+				}
+				return g.printKeys(cmd.OutOrStdout(), r.Keys...)
+			})
+		},
+	}
+	var rewrap bool
+	rotate := &cobra.Command{
+		Use:   "rotate KEY",
+		Short: "Rotate a key now: run the rotation workflow and wait for it",
+		Args:  exactArgs(1, "KEY"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				r, err := c.RotateKeyWith(ctx, api.RotateKeyRequest{KeyID: args[0], Rewrap: rewrap})
+				if err != nil {
+					return err
+				}
+				if g.output == "json" {
+					return printJSON(cmd.OutOrStdout(), r)
+				}
+				return printRotation(cmd.OutOrStdout(), r)
+			})
+		},
+	}
+	rotate.Flags().BoolVar(&rewrap, "rewrap", false, "then rewrap the key's registered data keys to the new version and print the counts")
+	cmd.AddCommand(create, describe, list, rotate, newRetireVersionCmd(g))
+	cmd.AddCommand(newKeyPolicyCmds(g)...)
+	cmd.AddCommand(newLifecycleCmds(g)...)
+	return cmd
+}
+
+// printRotation prints a finished rotation for humans, with the counts of
+// the rewrap that followed it.
+func printRotation(w io.Writer, r *api.RotateKeyReply) error {
+	if _, err := fmt.Fprintf(w, "rotated %s: version %d -> %d (workflow %s)\n", r.KeyID, r.PreviousVersion, r.NewVersion, r.WorkflowID); err != nil {
+		return err
+	}
+	if rw := r.Rewrap; rw != nil {
+		if _, err := fmt.Fprintf(w, "rewrapped %d registered data keys to version %d (%d failed, %d already current, %d remaining; workflow %s)\n",
+			rw.Rewrapped, r.NewVersion, rw.Failed, rw.Skipped, rw.Remaining, rw.WorkflowID); err != nil {
+			return err
+		}
+		if rw.Problem != "" {
+			_, err := fmt.Fprintf(w, "the rewrap did not finish: %s\n", rw.Problem)
+			return err
+		}
+	}
+	return nil
+}
+
+func newRetireVersionCmd(g *globals) *cobra.Command {
+	var version uint32
+	cmd := &cobra.Command{
+		Use:   "retire-version KEY --version N",
+		Short: "Destroy an old version's material once no registered data key uses it",
+		Long: `retire-version destroys the material of an old (non-primary) version and
+records the version as DESTROYED (DESTROYED_COMPROMISED if it was
+compromised). Ciphertexts under it can no longer be decrypted, so it is
+refused (KMSInvalidStateException, with their count) while registered data
+keys still use the version: rewrap them first with "key rotate --rewrap"
+(or a key with --rewrap-on-rotation). The primary version never retires.`,
+		Args: exactArgs(1, "KEY"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if version == 0 {
+				return usagef("--version is required")
+			}
+			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				r, err := c.RetireVersion(ctx, api.RetireVersionRequest{KeyID: args[0], Version: version})
+				if err != nil {
+					return err
+				}
+				if g.output == "json" {
+					return printJSON(cmd.OutOrStdout(), r)
+				}
+				t := r.Transition
+				if t == "" {
+					t = "already"
+				}
+				_, err = fmt.Fprintf(cmd.OutOrStdout(), "version %d of %s: %s -> %s (%s)\n", r.Version, r.Key.KeyID, r.PreviousState, r.State, t)
+				return err
+			})
+		},
+	}
+	cmd.Flags().Uint32Var(&version, "version", 0, "the version to retire (not the primary)")
+	return cmd
+}

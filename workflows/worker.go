@@ -1,0 +1,95 @@
+package workflows
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/temporal"
+
+	"github.com/keyflow/keyflow/kms"
+)
+
+// TaskQueue is the lifecycle workers' task queue.
+const TaskQueue = "keyflow-lifecycle"
+
+// KeyStep is the input of a per-key activity.
+type KeyStep struct {
+	Tenant    string
+	KeyID     string
+	Principal string
+	RequestID string
+	Version   uint32
+}
+
+// Activities are the lifecycle activities. Register a value with its KMS
+// set; workflows reference the methods through a nil *Activities.
+type Activities struct {
+	KMS *kms.Service
+	// Temporal manages rotation schedules (lifecycle.go); nil on workers
+	// that run no destruction.
+	Temporal client.Client
+}
+
+// caller builds the domain caller for an activity. The idempotency key names
+// the fact the step establishes (this version of this key, this step), not
+// the attempt, so a retried or re-run step re-emits the same event ID and
+// the audit stream keeps one record.
+func caller(ctx context.Context, s KeyStep) kms.Caller {
+	info := activity.GetInfo(ctx)
+	return kms.Caller{
+		Tenant: s.Tenant, Principal: s.Principal, RequestID: s.RequestID,
+		IdempotencyKey: fmt.Sprintf("%s/%s/v%d/%s", s.Tenant, s.KeyID, s.Version, info.ActivityType.Name),
+	}
+}
+
+// activityError turns a domain error into a Temporal application error whose
+// type is the stable code. Errors a retry cannot fix are non-retryable. Only
+// the public message goes into history.
+func activityError(err error) error {
+	if err == nil {
+		return nil
+	}
+	code := kms.CodeOf(err)
+	switch code {
+	case kms.CodeInternal, kms.CodeAuditUnavailable:
+		return temporal.NewApplicationError(kms.PublicMessage(err), string(code))
+	default:
+		return temporal.NewNonRetryableApplicationError(kms.PublicMessage(err), string(code), nil)
+	}
+}
+
+// DomainError turns a workflow failure back into a keyflow error.
+func DomainError(err error) error {
+	if err == nil {
+		return nil
+	}
+	var app *temporal.ApplicationError
+	if errors.As(err, &app) && app.Type() != "" {
+		return &kms.Error{Code: kms.Code(app.Type()), Message: app.Message()}
+	}
+	return fmt.Errorf("the lifecycle workflow failed: %w", err)
+}
+
+// Register registers every workflow and activity on a worker.
+func Register(r interface {
+	RegisterWorkflow(any)
+	RegisterActivity(any)
+}, a *Activities) {
+	r.RegisterWorkflow(RotateKeyWorkflow)
+	r.RegisterWorkflow(ArchivalWorkflow)
+	r.RegisterWorkflow(RecoveryWorkflow)
+	r.RegisterWorkflow(ApprovalWorkflow)
+	r.RegisterWorkflow(ImportExpiryWorkflow)
+	registerLifecycle(r)
+	r.RegisterWorkflow(RewrapWorkflow)
+	r.RegisterWorkflow(MigrationWorkflow)
+	r.RegisterActivity(a)
+}
+
+// Client starts lifecycle workflows.
+type Client struct {
+	Temporal client.Client
+}
