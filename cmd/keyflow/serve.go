@@ -28,7 +28,8 @@ example prints a commented one; KEYFLOW_* variables override its fields):
   remediation  the compromise remediation trigger
   gateway      the HTTP front (XKS proxy)
 
---roles overrides the file's roles. An invalid configuration stops the
+--roles overrides the file's roles. The ops endpoint (ops.listen, default
+127.0.0.1:9090) serves /healthz, /readyz and Prometheus /metrics. An invalid configuration stops the
 start with one message per problem. Create the streams and buckets first
 with keyflow bootstrap. SIGINT or SIGTERM stops it cleanly.`,
 		Args: cobra.NoArgs,
@@ -66,9 +67,15 @@ with keyflow bootstrap. SIGINT or SIGTERM stops it cleanly.`,
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "keyflow serving roles=%s\n", strings.Join(c.Roles, ","))
+			defer node.Stop()
+			ops, stopOps, err := roles.ServeOps(c.Ops.Listen, roles.OpsHandler(node.Checks(), in.Metrics))
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "keyflow serving roles=%s ops=http://%s\n", strings.Join(c.Roles, ","), ops)
 			<-ctx.Done()
 			fmt.Fprintln(cmd.OutOrStdout(), "keyflow stopping")
+			stopOps()
 			node.Stop()
 			fmt.Fprintln(cmd.OutOrStdout(), "keyflow stopped")
 			return nil

@@ -39,6 +39,7 @@ func Dial(ctx context.Context, c *config.Config, rs []Role, log *slog.Logger) (i
 		}
 	}()
 	in.Logger = log
+	in.Metrics = NewMetrics()
 	natsOpts, err := natsOptions(c.NATS)
 	if err != nil {
 		return in, closeFn, err
@@ -66,7 +67,7 @@ func Dial(ctx context.Context, c *config.Config, rs []Role, log *slog.Logger) (i
 		if err != nil {
 			return in, closeFn, fmt.Errorf("hsm.pin_file: %w", err)
 		}
-		tok, err := pkcs11.Open(ctx, pkcs11.Config{Module: c.HSM.Module, TokenLabel: c.HSM.TokenLabel, PIN: pin, Sessions: c.HSM.Sessions})
+		tok, err := pkcs11.Open(ctx, pkcs11.Config{Module: c.HSM.Module, TokenLabel: c.HSM.TokenLabel, PIN: pin, Sessions: c.HSM.Sessions, Observe: in.Metrics.ObserveHSM})
 		if err != nil {
 			return in, closeFn, fmt.Errorf("failed to open the HSM token %q: %w", c.HSM.TokenLabel, err)
 		}

@@ -41,6 +41,7 @@ import (
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/worker"
 
+	"github.com/keyflow/keyflow/events"
 	"github.com/keyflow/keyflow/events/jsaudit"
 	"github.com/keyflow/keyflow/hsm"
 	"github.com/keyflow/keyflow/kms"
@@ -135,6 +136,9 @@ type Infra struct {
 	// Tenants is required for crypto and admin.
 	Tenants Tenants
 	Logger  *slog.Logger
+	// Metrics, when set, counts requests and times audit records (and
+	// HSM operations, when the token was opened with its ObserveHSM).
+	Metrics *Metrics
 }
 
 // Options configures the roles.
@@ -304,7 +308,7 @@ func (n *Node) startKMS(ctx, runCtx context.Context, js jetstream.JetStream) err
 		return fmt.Errorf("failed to open JetStream: %w", err)
 	}
 	o := n.opts
-	audit, err := jsaudit.Open(ctx, auditJS, jsaudit.MaxAge(o.AuditMaxAge), jsaudit.MaxBytes(o.AuditMaxBytes), jsaudit.MaxMsgs(o.AuditMaxMsgs))
+	publisher, err := jsaudit.Open(ctx, auditJS, jsaudit.MaxAge(o.AuditMaxAge), jsaudit.MaxBytes(o.AuditMaxBytes), jsaudit.MaxMsgs(o.AuditMaxMsgs))
 	if err != nil {
 		return err
 	}
@@ -312,12 +316,16 @@ func (n *Node) startKMS(ctx, runCtx context.Context, js jetstream.JetStream) err
 	if conns <= 0 {
 		conns = jsaudit.DefaultConns
 	}
-	extra, err := audit.Spread(conns)
+	extra, err := publisher.Spread(conns)
 	if err != nil {
 		return err
 	}
 	for _, c := range extra {
 		n.closers = append(n.closers, func() { Drain(c) })
+	}
+	var audit events.Sink = publisher
+	if m := n.infra.Metrics; m != nil {
+		audit = m.Audit(publisher)
 	}
 	gov, err := kvstore.OpenGovernance(runCtx, js)
 	if err != nil {
@@ -363,6 +371,9 @@ func (n *Node) startServices(js jetstream.JetStream, wc *workflows.Client) error
 	cfg := rpc.Config{
 		Conn: n.Conn, KMS: n.KMS, Tenants: n.infra.Tenants, JS: js, Logger: n.infra.Logger,
 		Workers: n.opts.Workers,
+	}
+	if m := n.infra.Metrics; m != nil {
+		cfg.Observe = m.ObserveRequest
 	}
 	if n.Has(Crypto) {
 		cfg.Planes |= rpc.DataPlane

@@ -263,3 +263,72 @@ func TestRolesSplitAcrossNodes(t *testing.T) {
 		t.Fatalf("describe through the admin role: %+v, %v", d, err)
 	}
 }
+
+// Each node serves health, readiness for its roles and metrics of what
+// it did.
+func TestOpsEndpointsOfEachRole(t *testing.T) {
+	c := startCluster(t)
+	cfg := c.config(t, "")
+	bootstrap(t, cfg)
+	control := serve(t, cfg, "admin,lifecycle")
+	data := serve(t, cfg, "crypto")
+	ch := roles.OpsHandler(control.Checks(), control.Metrics())
+	dh := roles.OpsHandler(data.Checks(), data.Metrics())
+
+	code, checks := readiness(t, ch)
+	if code != 200 || len(checks) != 4 || checks["nats"] != "ok" || checks["jetstream"] != "ok" || checks["hsm"] != "ok" || checks["temporal"] != "ok" {
+		t.Fatalf("control readyz = %d %v", code, checks)
+	}
+	code, checks = readiness(t, dh)
+	if _, ok := checks["temporal"]; code != 200 || ok || checks["hsm"] != "ok" {
+		t.Fatalf("crypto readyz = %d %v (the crypto role does not use Temporal)", code, checks)
+	}
+
+	ctx := context.Background()
+	cl, err := client.Dial(ctx, client.Options{Server: c.natsURL, CredsFile: filepath.Join(c.dir, "admin.creds"), Timeout: 20 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	key, err := cl.CreateKey(ctx, api.CreateKeyRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if _, err := cl.Encrypt(ctx, api.EncryptRequest{KeyID: key.KeyID, Plaintext: []byte("m")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err = cl.Decrypt(ctx, api.DecryptRequest{CiphertextBlob: []byte("not a ciphertext at all, not even close")})
+	var ce *client.Error
+	if !errors.As(err, &ce) {
+		t.Fatalf("decrypt of garbage: %v", err)
+	}
+
+	_, body := get(t, dh, "/metrics")
+	if v := sample(t, body, `keyflow_requests_total{operation="crypto.encrypt",outcome="ok"}`); v != 3 {
+		t.Errorf("encrypts counted: %v\n%s", v, body)
+	}
+	if v := sample(t, body, `keyflow_requests_total{operation="crypto.decrypt",outcome="`+ce.Code+`"}`); v != 1 {
+		t.Errorf("refused decrypt (%s) counted: %v", ce.Code, v)
+	}
+	if v := sample(t, body, `keyflow_request_duration_seconds_count{operation="crypto.encrypt",outcome="ok"}`); v != 3 {
+		t.Errorf("encrypt latencies observed: %v", v)
+	}
+	if v := sample(t, body, `keyflow_hsm_operation_duration_seconds_count{operation="encrypt"}`); v < 3 {
+		t.Errorf("HSM encrypts observed: %v", v)
+	}
+	if v := sample(t, body, `keyflow_audit_publish_duration_seconds_count`); v < 4 {
+		t.Errorf("audit publishes observed: %v", v)
+	}
+	if v := sample(t, body, `keyflow_audit_publish_failures_total`); v != 0 {
+		t.Errorf("audit failures: %v", v)
+	}
+	_, body = get(t, ch, "/metrics")
+	if v := sample(t, body, `keyflow_requests_total{operation="keys.create",outcome="ok"}`); v != 1 {
+		t.Errorf("key creations counted on the admin node: %v", v)
+	}
+	if v := sample(t, body, `keyflow_requests_total{operation="crypto.encrypt",outcome="ok"}`); v != 0 {
+		t.Errorf("the admin node counted encrypts it never served: %v", v)
+	}
+}

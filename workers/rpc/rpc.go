@@ -79,6 +79,9 @@ type Config struct {
 	// Lifecycle runs the lifecycle timers and schedules (lifecycle.go);
 	// nil: schedule-deletion answers KMSInternalException.
 	Lifecycle Lifecycle
+	// Observe, when set, is told how every request handled by the pool
+	// ended ("ok" or the error code) and how long it took (metrics).
+	Observe func(op, outcome string, d time.Duration)
 	// Planes selects the services this server registers, so that a
 	// process can serve only its role; zero serves both planes.
 	Planes Planes
@@ -271,30 +274,39 @@ func (s *Server) serve(j job) {
 	if reqID == "" || len(reqID) > 128 {
 		reqID = nuid.Next()
 	}
+	start := time.Now()
+	var failed error
+	if s.cfg.Observe != nil {
+		defer func() { s.cfg.Observe(j.op, outcome(failed), time.Since(start)) }()
+	}
+	reply := func(err error) {
+		failed = err
+		s.replyError(j.req, reqID, err)
+	}
 	defer func() {
 		// A bug in one handler must not take the worker down.
 		if p := recover(); p != nil {
 			s.cfg.Logger.Error("handler panic", "op", j.op, "request", reqID, "panic", fmt.Sprint(p))
-			s.replyError(j.req, reqID, kms.ErrInternal)
+			reply(kms.ErrInternal)
 		}
 	}()
 	c, err := s.caller(j.req, reqID)
 	if err != nil {
-		s.replyError(j.req, reqID, s.cfg.KMS.Reject(ctx, c, j.op, err))
+		reply(s.cfg.KMS.Reject(ctx, c, j.op, err))
 		return
 	}
 	if err := s.authorize(ctx, j.op, c, j.req.Data()); err != nil {
-		s.replyError(j.req, reqID, err)
+		reply(err)
 		return
 	}
 	out, err := j.fn(ctx, c, j.req.Data())
 	if err != nil {
-		s.replyError(j.req, reqID, err)
+		reply(err)
 		return
 	}
 	b, err := json.Marshal(out)
 	if err != nil {
-		s.replyError(j.req, reqID, kms.ErrInternal)
+		reply(kms.ErrInternal)
 		return
 	}
 	if err := s.publishReply(j.req, reqID, b, nil); err != nil {
@@ -302,6 +314,15 @@ func (s *Server) serve(j job) {
 	}
 	// The reply may hold plaintext; the NATS client copied it already.
 	clear(b)
+}
+
+// outcome is how a request ended, for Config.Observe: "ok" or the
+// error's stable code.
+func outcome(err error) string {
+	if err == nil {
+		return "ok"
+	}
+	return string(kms.CodeOf(err))
 }
 
 // caller establishes who is asking from the server-vouched identity. The
