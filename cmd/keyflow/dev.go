@@ -19,6 +19,7 @@ func newDevCmd(g *globals) *cobra.Command {
 	var maxAge time.Duration
 	var maxBytes, maxMsgs int64
 	var lf logFlags
+	var opsListen string
 	cmd := &cobra.Command{
 		Use:   "dev [--data-dir DIR]",
 		Short: "Run keyflow with its embedded stack (NATS JetStream, Temporal on SQLite, a SoftHSM token)",
@@ -59,7 +60,7 @@ docs/xks.md.`,
 			st, err := devstack.Start(ctx, devstack.Config{
 				DataDir: g.dataDir, NATSListen: natsListen, TemporalListen: temporalListen, Logger: log,
 				AuditFailOpen: failOpen, AuditMaxAge: maxAge, AuditMaxBytes: maxBytes, AuditMaxMsgs: maxMsgs,
-				XKSListen: xksListen, XKSConfig: xksConfig,
+				XKSListen: xksListen, XKSConfig: xksConfig, OpsListen: opsListen,
 			})
 			if err != nil {
 				return err
@@ -68,6 +69,9 @@ docs/xks.md.`,
 				fmt.Fprintf(cmd.OutOrStdout(), "keyflow xks endpoint=%s path=%s config=%s cert=%s\n", x.URL, x.URIPath, x.ConfigPath, x.CertPath)
 				stopHUP := reloadOnHUP(ctx, st, log)
 				defer stopHUP()
+			}
+			if st.OpsURL != "" {
+				fmt.Fprintf(cmd.OutOrStdout(), "keyflow ops endpoint=%s (/healthz /readyz /metrics)\n", st.OpsURL)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "keyflow ready nats=%s temporal=%s creds=%s tenant=%s\n",
 				st.NATSURL(), st.Temporal.HostPort(), st.AdminCreds(), devstack.DefaultTenant)
@@ -89,6 +93,7 @@ docs/xks.md.`,
 	cmd.Flags().DurationVar(&maxAge, "audit-max-age", 0, "remove audit records older than this, e.g. 2160h (0: keep for ever)")
 	cmd.Flags().Int64Var(&maxBytes, "audit-max-bytes", 0, "bound the audit stream to this many bytes, removing the oldest records (0: no bound)")
 	cmd.Flags().Int64Var(&maxMsgs, "audit-max-msgs", 0, "bound the audit stream to this many records, removing the oldest (0: no bound)")
+	cmd.Flags().StringVar(&opsListen, "ops-listen", "", "also serve /healthz, /readyz and Prometheus /metrics on this address, e.g. 127.0.0.1:9090")
 	lf.register(cmd, "warn")
 	return cmd
 }

@@ -75,6 +75,9 @@ type Config struct {
 	// under DIR/xks). See xks.go.
 	XKSListen string
 	XKSConfig string
+	// OpsListen, when set, serves /healthz, /readyz and /metrics there
+	// (deploy/roles).
+	OpsListen string
 }
 
 // Stack is a running dev stack.
@@ -88,7 +91,9 @@ type Stack struct {
 	XKS      *XKSInfo // nil unless Config.XKSListen
 
 	// Node runs every role (deploy/roles).
-	Node *roles.Node
+	Node    *roles.Node
+	Metrics *roles.Metrics
+	OpsURL  string // the ops endpoints, when Config.OpsListen is set
 
 	tc client.Client
 
@@ -133,7 +138,8 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 			st = nil
 		}
 	}()
-	if st.HSM, err = openToken(ctx, dir); err != nil {
+	st.Metrics = roles.NewMetrics()
+	if st.HSM, err = openToken(ctx, dir, st.Metrics.ObserveHSM); err != nil {
 		return st, err
 	}
 	st.closers = append(st.closers, func() { _ = st.HSM.Close() })
@@ -172,7 +178,7 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 		Connect: func(_ context.Context, _ roles.Role, name string) (*nats.Conn, error) {
 			return natsserver.ConnectService(st.NATS, st.Identity, name)
 		},
-		HSM: st.HSM, Temporal: st.tc, Tenants: st.Identity, Logger: cfg.Logger,
+		HSM: st.HSM, Temporal: st.tc, Tenants: st.Identity, Logger: cfg.Logger, Metrics: st.Metrics,
 	}, roles.Options{
 		Roles: roles.All, Workers: cfg.Workers, AuditFailOpen: cfg.AuditFailOpen,
 		AuditMaxAge: cfg.AuditMaxAge, AuditMaxBytes: cfg.AuditMaxBytes, AuditMaxMsgs: cfg.AuditMaxMsgs,
@@ -183,6 +189,14 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 	st.closers = append(st.closers, st.Node.Stop)
 	st.KMS = st.Node.KMS
 	st.setXKSInfo()
+	if cfg.OpsListen != "" {
+		addr, stop, err := roles.ServeOps(cfg.OpsListen, roles.OpsHandler(st.Node.Checks(), st.Metrics))
+		if err != nil {
+			return st, err
+		}
+		st.closers = append(st.closers, stop)
+		st.OpsURL = "http://" + addr
+	}
 
 	if err = st.writeAdminCreds(); err != nil {
 		return st, err
@@ -223,7 +237,7 @@ func (s *Stack) writeAdminCreds() error {
 
 // openToken sets up the SoftHSM token under dir on first use and opens it.
 // The PIN is generated, kept in a 0600 file, and never printed.
-func openToken(ctx context.Context, dir string) (*pkcs11.Token, error) {
+func openToken(ctx context.Context, dir string, observe func(string, time.Duration, error)) (*pkcs11.Token, error) {
 	conf := filepath.Join(dir, "hsm", "softhsm2.conf")
 	tokens := filepath.Join(dir, "hsm", "tokens")
 	confText := fmt.Sprintf("directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n", tokens)
@@ -256,7 +270,7 @@ func openToken(ctx context.Context, dir string) (*pkcs11.Token, error) {
 	} else if err != nil {
 		return nil, fmt.Errorf("failed to read the PIN file: %w", err)
 	}
-	tok, err := pkcs11.Open(ctx, pkcs11.Config{Module: module, TokenLabel: TokenLabel, PIN: strings.TrimSpace(string(pin))})
+	tok, err := pkcs11.Open(ctx, pkcs11.Config{Module: module, TokenLabel: TokenLabel, PIN: strings.TrimSpace(string(pin)), Observe: observe})
 	if err != nil {
 		return nil, fmt.Errorf("failed to open the SoftHSM token: %w", err)
 	}
