@@ -11,6 +11,7 @@ import (
 
 	"github.com/keyflow/keyflow/events/jsaudit"
 	"github.com/keyflow/keyflow/workers/kvstore"
+	"github.com/keyflow/keyflow/workers/sealer"
 )
 
 // Change is what Bootstrap did to one stream (a KV bucket is the stream
@@ -53,6 +54,9 @@ func Bootstrap(ctx context.Context, js jetstream.JetStream, o Options) ([]Change
 		return rec.changes, err
 	}
 	if err := jsaudit.OpenDigests(ctx, rec); err != nil {
+		return rec.changes, err
+	}
+	if _, err := sealer.OpenLease(ctx, rec, o.SealerLease); err != nil {
 		return rec.changes, err
 	}
 	return rec.changes, nil

@@ -20,6 +20,7 @@ import (
 	"github.com/keyflow/keyflow/deploy/natsserver"
 	"github.com/keyflow/keyflow/hsm/pkcs11"
 	"github.com/keyflow/keyflow/workers/natsauth"
+	"github.com/keyflow/keyflow/workers/sealer"
 )
 
 // Dial opens the infrastructure a configuration names, for the roles
@@ -242,6 +243,7 @@ func OptionsFrom(c *config.Config, rs []Role) (Options, error) {
 	o := Options{
 		Roles: rs, Workers: c.Services.Workers, AuditFailOpen: c.Audit.FailOpen,
 		AuditMaxAge: c.Audit.MaxAge, AuditMaxBytes: c.Audit.MaxBytes, AuditMaxMsgs: c.Audit.MaxMsgs,
+		SealerLease: sealer.DefaultLeaseTTL,
 	}
 	if x := c.Gateway.XKS; slices.Contains(rs, Gateway) && x.Listen != "" {
 		cert, err := tls.LoadX509KeyPair(x.CertFile, x.KeyFile)

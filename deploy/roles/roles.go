@@ -156,6 +156,10 @@ type Options struct {
 	// AuditConns is the number of connections audit records are spread
 	// over (default jsaudit.DefaultConns).
 	AuditConns int
+	// SealerLease runs the sealer active/standby across processes, with
+	// a lease of this TTL in a NATS KV bucket (sealer.StartStandby; about
+	// 5 s); zero runs it alone, as the dev stack does.
+	SealerLease time.Duration
 	// Gateway configures the gateway role.
 	Gateway GatewayOptions
 }
@@ -187,12 +191,13 @@ type Node struct {
 	XKSAddr string
 	// Conn is the node's main NATS connection (stores, services).
 	Conn *nats.Conn
+	// Standby is the sealer when it runs active/standby (Options.SealerLease).
+	Standby *sealer.Standby
 
 	infra   Infra
 	opts    Options
 	cancel  context.CancelFunc
 	closers []func()
-	sealer  *sealer.Sealer
 }
 
 // Has reports whether the node runs role r.
@@ -357,11 +362,21 @@ func (n *Node) startSealer(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("failed to open JetStream: %w", err)
 	}
-	s, err := sealer.Start(ctx, sealer.Config{JS: js, KMS: n.KMS, Logger: n.infra.Logger})
+	cfg := sealer.Config{JS: js, KMS: n.KMS, Logger: n.infra.Logger}
+	if ttl := n.opts.SealerLease; ttl > 0 {
+		host, _ := os.Hostname()
+		s, err := sealer.StartStandby(ctx, cfg, fmt.Sprintf("%s/%d", host, os.Getpid()), ttl)
+		if err != nil {
+			return err
+		}
+		n.Standby = s
+		n.closers = append(n.closers, s.Stop)
+		return nil
+	}
+	s, err := sealer.Start(ctx, cfg)
 	if err != nil {
 		return err
 	}
-	n.sealer = s
 	n.closers = append(n.closers, s.Stop)
 	return nil
 }

@@ -203,7 +203,7 @@ func TestBootstrapIsIdempotentAndReportsChanges(t *testing.T) {
 	c := startCluster(t)
 	cfg := c.config(t, "")
 	first := bootstrap(t, cfg)
-	for _, want := range []string{"created KF_AUDIT", "created KF_AUDIT_DIGESTS", "created KV_kf_keys", "created KV_kf_material"} {
+	for _, want := range []string{"created KF_AUDIT", "created KF_AUDIT_DIGESTS", "created KV_kf_keys", "created KV_kf_material", "created KV_kf_sealer_lease"} {
 		if !slices.Contains(first, want) {
 			t.Errorf("first run did not report %q: %q", want, first)
 		}
@@ -234,6 +234,9 @@ func TestRolesSplitAcrossNodes(t *testing.T) {
 	data := serve(t, cfg, "crypto")
 	if data.Has(roles.Admin) || !control.Has(roles.Sealer) {
 		t.Fatalf("roles: data %v, control %v", data.Roles, control.Roles)
+	}
+	if control.Standby == nil || data.Standby != nil {
+		t.Fatal("serve runs the sealer active/standby, and only where the role is")
 	}
 
 	ctx := context.Background()
