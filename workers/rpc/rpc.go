@@ -244,6 +244,9 @@ func (s *Server) dispatch(op string, fn handlerFunc) micro.Handler {
 		// in turn, so one tenant's backlog never delays another's.
 		tenant, release, err := s.admit(op, r)
 		if err != nil {
+			if s.cfg.Observe != nil {
+				s.cfg.Observe(op, outcome(err), 0) // answered at once
+			}
 			s.replyError(r, requestIDOf(err), err)
 			return
 		}
