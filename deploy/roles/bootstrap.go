@@ -59,6 +59,9 @@ func Bootstrap(ctx context.Context, js jetstream.JetStream, o Options) ([]Change
 	if _, err := sealer.OpenLease(ctx, rec, o.SealerLease); err != nil {
 		return rec.changes, err
 	}
+	if _, err := openMembers(ctx, rec); err != nil {
+		return rec.changes, err
+	}
 	return rec.changes, nil
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.temporal.io/sdk/client"
+	tlog "go.temporal.io/sdk/log"
 
 	"github.com/keyflow/keyflow/deploy/config"
 	"github.com/keyflow/keyflow/deploy/natsserver"
@@ -79,6 +80,9 @@ func Dial(ctx context.Context, c *config.Config, rs []Role, log *slog.Logger) (i
 		opts, err := TemporalOptions(c.Temporal)
 		if err != nil {
 			return in, closeFn, err
+		}
+		if log != nil {
+			opts.Logger = tlog.NewStructuredLogger(log)
 		}
 		tc, err := client.DialContext(ctx, opts)
 		if err != nil {
@@ -243,7 +247,7 @@ func OptionsFrom(c *config.Config, rs []Role) (Options, error) {
 	o := Options{
 		Roles: rs, Workers: c.Services.Workers, AuditFailOpen: c.Audit.FailOpen,
 		AuditMaxAge: c.Audit.MaxAge, AuditMaxBytes: c.Audit.MaxBytes, AuditMaxMsgs: c.Audit.MaxMsgs,
-		SealerLease: sealer.DefaultLeaseTTL,
+		SealerLease: sealer.DefaultLeaseTTL, ShareQuotas: true,
 	}
 	if x := c.Gateway.XKS; slices.Contains(rs, Gateway) && x.Listen != "" {
 		cert, err := tls.LoadX509KeyPair(x.CertFile, x.KeyFile)

@@ -160,6 +160,10 @@ type Options struct {
 	// a lease of this TTL in a NATS KV bucket (sealer.StartStandby; about
 	// 5 s); zero runs it alone, as the dev stack does.
 	SealerLease time.Duration
+	// ShareQuotas makes the processes serving crypto or admin share the
+	// tenants' rate quotas (members.go) instead of each admitting the
+	// whole quota, as the dev stack's one process does.
+	ShareQuotas bool
 	// Gateway configures the gateway role.
 	Gateway GatewayOptions
 }
@@ -198,6 +202,16 @@ type Node struct {
 	opts    Options
 	cancel  context.CancelFunc
 	closers []func()
+	members *members // with Options.ShareQuotas
+}
+
+// QuotaShares is how many processes share the tenants' quotas (1 without
+// Options.ShareQuotas).
+func (n *Node) QuotaShares() int {
+	if n.members == nil {
+		return 1
+	}
+	return n.members.Count()
 }
 
 // Has reports whether the node runs role r.
@@ -389,6 +403,15 @@ func (n *Node) startServices(js jetstream.JetStream, wc *workflows.Client) error
 	}
 	if m := n.infra.Metrics; m != nil {
 		cfg.Observe = m.ObserveRequest
+	}
+	if n.opts.ShareQuotas {
+		m, leave, err := joinMembers(context.Background(), js)
+		if err != nil {
+			return err
+		}
+		n.closers = append(n.closers, leave)
+		cfg.QuotaShares = m.Count
+		n.members = m
 	}
 	if n.Has(Crypto) {
 		cfg.Planes |= rpc.DataPlane

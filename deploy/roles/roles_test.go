@@ -335,3 +335,58 @@ func TestOpsEndpointsOfEachRole(t *testing.T) {
 		t.Errorf("the admin node counted encrypts it never served: %v", v)
 	}
 }
+
+// Processes serving requests share a tenant's rate quota: together they
+// never admit more than its burst (plus its rate over the test's few
+// seconds), where each alone used to admit all of it.
+func TestTenantQuotaSharedAcrossProcesses(t *testing.T) {
+	c := startCluster(t)
+	cfg := c.config(t, "")
+	bootstrap(t, cfg)
+	control := serve(t, cfg, "admin,lifecycle")
+	data := []*roles.Node{serve(t, cfg, "crypto"), serve(t, cfg, "crypto")}
+
+	ctx := context.Background()
+	cl, err := client.Dial(ctx, client.Options{Server: c.natsURL, CredsFile: filepath.Join(c.dir, "admin.creds"), Timeout: 20 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	key, err := cl.CreateKey(ctx, api.CreateKeyRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const burst = 30
+	if _, err := cl.SetTenantPolicy(ctx, api.TenantPolicy{Quotas: &api.Quotas{RequestsPerSecond: 0.1, Burst: burst}}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for _, n := range append(data, control) {
+		for n.KMS.TenantQuotas(ctx, "default") == nil || n.QuotaShares() != 3 {
+			if time.Now().After(deadline) {
+				t.Fatalf("a process did not see the quota or its peers (shares %d)", n.QuotaShares())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+
+	admitted, throttled := 0, 0
+	for range 3 * burst {
+		_, err := cl.Encrypt(ctx, api.EncryptRequest{KeyID: key.KeyID, Plaintext: []byte("q")})
+		var ce *client.Error
+		switch {
+		case err == nil:
+			admitted++
+		case errors.As(err, &ce) && ce.Code == "ThrottlingException":
+			throttled++
+		default:
+			t.Fatal(err)
+		}
+	}
+	// Each of the three processes admits a third of the burst; the two
+	// crypto processes serve the encrypts, so at most 2/3 of it.
+	if admitted > burst || admitted == 0 || admitted+throttled != 3*burst {
+		t.Fatalf("admitted %d, throttled %d of %d with a burst of %d over 3 processes", admitted, throttled, 3*burst, burst)
+	}
+	t.Logf("admitted %d of %d (burst %d, 3 processes sharing it)", admitted, 3*burst, burst)
+}

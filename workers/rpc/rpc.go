@@ -82,6 +82,10 @@ type Config struct {
 	// Observe, when set, is told how every request handled by the pool
 	// ended ("ok" or the error code) and how long it took (metrics).
 	Observe func(op, outcome string, d time.Duration)
+	// QuotaShares, when set, says how many processes share the tenants'
+	// request-rate quotas (this one included); each admits 1/N of them
+	// (quota.go). Nil: this process alone.
+	QuotaShares func() int
 	// Planes selects the services this server registers, so that a
 	// process can serve only its role; zero serves both planes.
 	Planes Planes
