@@ -118,6 +118,11 @@ const (
 	TypeMigrationPhase      = "io.keyflow.migration.phase.changed.v1"
 	TypeMigrationControl    = "io.keyflow.migration.control.v1"
 	TypeMigrationKey        = "io.keyflow.migration.key.changed.v1"
+
+	// TypeWorkflowSignalRefused records a Temporal signal or update that
+	// a workflow ignored because it carried no valid keyflow
+	// authorization token (kms/optoken.go).
+	TypeWorkflowSignalRefused = "io.keyflow.workflow.signal.refused.v1"
 )
 
 // Types lists every event type keyflow emits; schemas/events has one JSON
@@ -143,6 +148,7 @@ var Types = []string{
 	TypeKeyUseRefused, TypeKeyMaterialDestroyed, TypeKeyDestroyed, TypeKeyLifecycleChanged, TypeKeyRemediated, TypeKeyVersionRetired,
 	TypeDataKeyRegistered, TypeDataKeyRead, TypeDataKeyListed, TypeDataKeyDeregistered, TypeDataKeyRewrapped,
 	TypeMigrationStarted, TypeMigrationPhase, TypeMigrationControl, TypeMigrationKey,
+	TypeWorkflowSignalRefused,
 }
 
 // Outcomes.

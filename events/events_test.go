@@ -378,6 +378,9 @@ func TestEveryTypeValidates(t *testing.T) {
 		},
 		events.TypeMigrationStarted: {{"", map[string]any{"campaignId": "pq-0a1b2c3d4e5f", "keys": 2}}},
 		events.TypeMigrationPhase:   {{"", map[string]any{"campaignId": "pq-0a1b2c3d4e5f", "phase": "rewrapping", "paused": true}}},
+		events.TypeWorkflowSignalRefused: {
+			{"AccessDeniedException", map[string]any{"workflowId": id, "operation": "approve", "claimedPrincipal": "mallory", "reason": "missing"}},
+		},
 		events.TypeMigrationControl: {
 			{"", map[string]any{"campaignId": "pq-0a1b2c3d4e5f", "action": "start", "keys": 2}},
 			{"ValidationException", map[string]any{"campaignId": "Bad ID", "action": "explode"}},

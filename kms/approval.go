@@ -298,6 +298,9 @@ func (s *Service) DecideApproval(ctx context.Context, c Caller, d ApprovalDecisi
 	if len(d.Comment) > 1024 {
 		return nil, newError(CodeValidation, "the comment is longer than 1024 characters")
 	}
+	if !PrintableText(d.Comment) {
+		return nil, newError(CodeValidation, "the comment must be valid UTF-8 without control characters")
+	}
 	a, err = s.getApproval(ctx, c.Tenant, d.ID)
 	if err != nil {
 		return nil, err

@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Algorithm identifies how a ciphertext was made. Its one-byte ID is in
@@ -147,6 +150,28 @@ const (
 	maxContextBytes = 8 * 1024
 )
 
+// contextText reports whether s may appear in an encryption context:
+// valid UTF-8, no NUL, and no U+FFFD, which is what JSON decoders make of
+// invalid bytes (so two different byte strings would name one context).
+func contextText(s string) bool {
+	return utf8.ValidString(s) && !strings.ContainsRune(s, 0) && !strings.ContainsRune(s, utf8.RuneError)
+}
+
+// PrintableText reports whether s is valid UTF-8 free of control
+// characters (C0, DEL and C1: NUL, newlines, the ESC of ANSI sequences),
+// as free text that terminals and logs show must be.
+func PrintableText(s string) bool {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			return false
+		}
+	}
+	return true
+}
+
 func (ec EncryptionContext) validate() error {
 	if len(ec) > maxContextPairs {
 		return newError(CodeValidation, "encryption context has %d pairs; the limit is %d", len(ec), maxContextPairs)
@@ -155,6 +180,9 @@ func (ec EncryptionContext) validate() error {
 	for k, v := range ec {
 		if k == "" {
 			return newError(CodeValidation, "encryption context keys must not be empty")
+		}
+		if !contextText(k) || !contextText(v) {
+			return newError(CodeValidation, "encryption context keys and values must be valid UTF-8 without NUL or U+FFFD")
 		}
 		n += len(k) + len(v)
 	}

@@ -44,6 +44,7 @@ var tokenMACLabel = []byte("keyflow/import-token/v1\x00")
 const (
 	systemTenant     = "keyflow-system"
 	importTokenKeyID = "00000000-0000-0000-0000-00000000696b"
+	opTokenKeyID     = "00000000-0000-0000-0000-00000000006f" // optoken.go
 )
 
 func (s *Service) sealImportToken(ctx context.Context, t *importToken) ([]byte, error) {
@@ -85,21 +86,28 @@ func (s *Service) openImportToken(ctx context.Context, b []byte) (*importToken, 
 
 // importTokenMAC computes the token MAC in the HSM.
 func (s *Service) importTokenMAC(ctx context.Context, payload []byte) ([]byte, error) {
+	return s.systemMAC(ctx, importTokenKeyID, tokenMACLabel, payload)
+}
+
+// systemMAC computes HMAC-SHA256 over label‖payload in the HSM under the
+// deployment's system HMAC key keyID (generated on first use, stored
+// wrapped under the root key like a key version; systemKey).
+func (s *Service) systemMAC(ctx context.Context, keyID string, label, payload []byte) ([]byte, error) {
 	macs, ok := s.hsm.(hsm.MACs)
 	if !ok {
-		return nil, newError(CodeUnsupportedOperation, "this HSM cannot sign import tokens")
+		return nil, newError(CodeUnsupportedOperation, "this HSM cannot compute HMACs")
 	}
-	ref := versionRef{tenant: systemTenant, keyID: importTokenKeyID, version: 1}
-	msg := append(bytes.Clone(tokenMACLabel), payload...)
+	ref := versionRef{tenant: systemTenant, keyID: keyID, version: 1}
+	msg := append(bytes.Clone(label), payload...)
 	for attempt := 0; ; attempt++ {
 		h, release, err := s.handles.acquire(ctx, ref, func(ctx context.Context) (hsm.KeyHandle, error) {
-			blob, err := s.importTokenKey(ctx, macs)
+			blob, err := s.systemKey(ctx, macs, keyID)
 			if err != nil {
 				return 0, err
 			}
 			h, err := macs.UnwrapHMACKey(ctx, s.root, blob)
 			if err != nil {
-				return 0, wrapError(CodeInternal, err, "failed to load the import-token key into the HSM")
+				return 0, wrapError(CodeInternal, err, "failed to load a system HMAC key into the HSM")
 			}
 			return h, nil
 		})
@@ -113,34 +121,34 @@ func (s *Service) importTokenMAC(ctx context.Context, payload []byte) ([]byte, e
 			continue
 		}
 		if err != nil {
-			return nil, wrapError(CodeInternal, err, "the HSM failed to compute the import token MAC")
+			return nil, wrapError(CodeInternal, err, "the HSM failed to compute a system MAC")
 		}
 		return mac, nil
 	}
 }
 
-// importTokenKey returns the wrapped import-token key, generating it in
+// systemKey returns the wrapped system HMAC key keyID, generating it in
 // the HSM on first use. Two workers racing here both generate; the store
 // keeps the first, and both use it.
-func (s *Service) importTokenKey(ctx context.Context, macs hsm.MACs) ([]byte, error) {
-	m, err := s.store.GetMaterial(ctx, systemTenant, importTokenKeyID, 1)
+func (s *Service) systemKey(ctx context.Context, macs hsm.MACs, keyID string) ([]byte, error) {
+	m, err := s.store.GetMaterial(ctx, systemTenant, keyID, 1)
 	if err == nil {
 		return m.Wrapped, nil
 	}
 	if !errors.Is(err, ErrStoreNotFound) {
-		return nil, wrapError(CodeInternal, err, "failed to read the import-token key")
+		return nil, wrapError(CodeInternal, err, "failed to read a system HMAC key")
 	}
 	blob, err := macs.GenerateWrappedSecret(ctx, s.root, 32)
 	if err != nil {
-		return nil, wrapError(CodeInternal, err, "failed to generate the import-token key in the HSM")
+		return nil, wrapError(CodeInternal, err, "failed to generate a system HMAC key in the HSM")
 	}
-	m = &VersionMaterial{Tenant: systemTenant, KeyID: importTokenKeyID, Version: 1, Algorithm: AlgHMACSHA256, Wrapped: blob, WrappedBy: s.label}
+	m = &VersionMaterial{Tenant: systemTenant, KeyID: keyID, Version: 1, Algorithm: AlgHMACSHA256, Wrapped: blob, WrappedBy: s.label}
 	if err := s.store.PutMaterial(ctx, m); err != nil {
 		if !errors.Is(err, ErrStoreExists) {
-			return nil, wrapError(CodeInternal, err, "failed to store the import-token key")
+			return nil, wrapError(CodeInternal, err, "failed to store a system HMAC key")
 		}
-		if m, err = s.store.GetMaterial(ctx, systemTenant, importTokenKeyID, 1); err != nil {
-			return nil, wrapError(CodeInternal, err, "failed to read the import-token key")
+		if m, err = s.store.GetMaterial(ctx, systemTenant, keyID, 1); err != nil {
+			return nil, wrapError(CodeInternal, err, "failed to read a system HMAC key")
 		}
 	}
 	return m.Wrapped, nil

@@ -284,6 +284,9 @@ func (s *Service) CreateKey(ctx context.Context, c Caller, p CreateKeyParams) (k
 	if len(p.Description) > 8192 {
 		return nil, newError(CodeValidation, "description is longer than 8192 characters")
 	}
+	if !PrintableText(p.Description) {
+		return nil, newError(CodeValidation, "description must be valid UTF-8 without control characters (no ANSI escapes, newlines or NUL)")
+	}
 	alias := normalizeAlias(p.Alias)
 	if p.Alias != "" && !validAlias(alias) {
 		return nil, newError(CodeValidation, "alias must be 1-250 characters of A-Za-z0-9/_- and not look like a key ID")

@@ -57,6 +57,9 @@ type ApprovalVoteInput struct {
 	Tenant    string // the voter's; must be the request's
 	Principal string
 	Comment   string
+	// Token authorizes the vote (optoken.go); the update fails, and the
+	// attempt is recorded, without a valid one.
+	Token *kms.OpToken `json:",omitempty"`
 }
 
 // ApprovalStatus answers a vote.
@@ -189,8 +192,24 @@ func ApprovalWorkflow(ctx workflow.Context, p ApprovalParams) (*ApprovalResult, 
 	st := &approvalState{p: p}
 	actx := withApprovalActivityOptions(ctx)
 	var a *Activities
+	tokens, ledger, started := tokensRequired(ctx), &tokenLedger{}, workflow.GetInfo(ctx).WorkflowStartTime
 	vote := func(approve bool) func(workflow.Context, ApprovalVoteInput) (ApprovalStatus, error) {
+		name := UpdateApprove
+		if !approve {
+			name = UpdateDeny
+		}
 		return func(ctx workflow.Context, in ApprovalVoteInput) (ApprovalStatus, error) {
+			if tokens {
+				// The validator cannot run activities, so the token is
+				// checked here, before anything is reserved, and the
+				// vote rules again after the check yielded.
+				if !ledger.authorize(ctx, tokenRequest{Tenant: p.Tenant, Principal: in.Principal, Operation: name, Token: in.Token}, started) {
+					return st.status(), refusedUpdate(name)
+				}
+				if err := kms.CheckVote(st.asApproval(), in.Principal); err != nil {
+					return st.status(), temporal.NewApplicationError(kms.PublicMessage(err), string(kms.CodeOf(err)))
+				}
+			}
 			v := kms.ApprovalVote{Principal: in.Principal, Approve: approve, Comment: in.Comment}
 			// Reserve the vote before yielding, so a concurrent
 			// duplicate fails validation.
@@ -337,6 +356,8 @@ func (a *Activities) ApplyProposedPolicy(ctx context.Context, s ProtectedStep) e
 // kms.ApprovalEngine (wire it with kms.Service.SetApprovalEngine).
 type ApprovalEngine struct {
 	Temporal client.Client
+	// Tokens mints each vote's authorization token (optoken.go).
+	Tokens TokenMinter
 }
 
 var _ kms.ApprovalEngine = (*ApprovalEngine)(nil)
@@ -372,7 +393,11 @@ func (e *ApprovalEngine) CastVote(ctx context.Context, tenant, id string, v kms.
 	if !v.Approve {
 		name = UpdateDeny
 	}
-	var err error
+	// kms.DecideApproval authorized the voter before calling here.
+	tok, err := mint(ctx, e.Tokens, kms.Caller{Tenant: tenant, Principal: v.Principal}, id, name, "")
+	if err != nil {
+		return err
+	}
 	var nf *serviceerror.NotFound
 	// A request opened by a workflow activity (a campaign's cutover) is
 	// stored a moment before its workflow starts: a vote in between finds
@@ -381,7 +406,7 @@ func (e *ApprovalEngine) CastVote(ctx context.Context, tenant, id string, v kms.
 		var h client.WorkflowUpdateHandle
 		h, err = e.Temporal.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{
 			WorkflowID: id, UpdateName: name, WaitForStage: client.WorkflowUpdateStageCompleted,
-			Args: []any{ApprovalVoteInput{Tenant: tenant, Principal: v.Principal, Comment: v.Comment}},
+			Args: []any{ApprovalVoteInput{Tenant: tenant, Principal: v.Principal, Comment: v.Comment, Token: tok}},
 		})
 		if err == nil {
 			var st ApprovalStatus

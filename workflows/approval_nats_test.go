@@ -73,6 +73,21 @@ func findEvents(b *testbed.Bed, typ, principal, code, id string) []testbed.Audit
 	return out
 }
 
+// dualControlBed is a test bed whose rpc handlers run rotations and
+// approvals on a real Temporal server, with a lifecycle worker, as the dev
+// stack wires them (tokens minted by the bed's service). It returns the
+// server too, for tests that go around keyflow to it.
+func dualControlBed(t *testing.T) (*testbed.Bed, *temporaltest.TestServer) {
+	t.Helper()
+	b := testbed.New(t)
+	ts := temporaltest.NewServer(temporaltest.WithT(t))
+	w := ts.NewWorker(workflows.TaskQueue, func(r worker.Registry) { workflows.Register(r, &workflows.Activities{KMS: b.KMS}) })
+	t.Cleanup(w.Stop)
+	b.KMS.SetApprovalEngine(&workflows.ApprovalEngine{Temporal: ts.GetDefaultClient(), Tokens: b.KMS})
+	b.StartRPC(temporalRotator{&workflows.Client{Temporal: ts.GetDefaultClient(), Tokens: b.KMS}})
+	return b, ts
+}
+
 // TestDualControlOverNATS drives dual control the way users do: requests
 // and votes from separate principals through the real NATS server (tenant
 // accounts, server-vouched identity), the approval workflow on a real
@@ -81,12 +96,7 @@ func findEvents(b *testbed.Bed, typ, principal, code, id string) []testbed.Audit
 // a policy change under dual control, and expiry.
 func TestDualControlOverNATS(t *testing.T) {
 	ctx := context.Background()
-	b := testbed.New(t)
-	ts := temporaltest.NewServer(temporaltest.WithT(t))
-	w := ts.NewWorker(workflows.TaskQueue, func(r worker.Registry) { workflows.Register(r, &workflows.Activities{KMS: b.KMS}) })
-	defer w.Stop()
-	b.KMS.SetApprovalEngine(&workflows.ApprovalEngine{Temporal: ts.GetDefaultClient()})
-	b.StartRPC(temporalRotator{&workflows.Client{Temporal: ts.GetDefaultClient()}})
+	b, ts := dualControlBed(t)
 	alice, bob, carol, dave := b.Client("alpha", "alice"), b.Client("alpha", "bob"), b.Client("alpha", "carol"), b.Client("alpha", "dave")
 
 	if _, err := alice.SetTenantPolicy(ctx, api.TenantPolicy{Approvals: []api.ApprovalRule{

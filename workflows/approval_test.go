@@ -56,6 +56,10 @@ func openRotationApproval(t *testing.T, b *testbed.Bed, approvers []string, ttl 
 		RequestID: a.RequestID, Required: a.Required, Approvers: a.Approvers, Timeout: a.ExpiresAt.Sub(a.CreatedAt)}
 }
 
+// voteMinter mints the votes' tokens, as keyflow's API would: newEnv
+// sets it to the test bed's service.
+var voteMinter *kms.Service
+
 // vote sends one update at the given workflow time and records its answer.
 type voteResult struct {
 	err      error
@@ -68,7 +72,13 @@ func scheduleVote(env *testsuite.TestWorkflowEnvironment, at time.Duration, upda
 }
 
 func scheduleTenantVote(env *testsuite.TestWorkflowEnvironment, at time.Duration, update, tenant, principal string, out *voteResult) {
+	minter := voteMinter
 	env.RegisterDelayedCallback(func() {
+		tok, err := minter.MintOpToken(context.Background(), kms.Caller{Tenant: tenant, Principal: principal}, testWorkflowID, update, "")
+		if err != nil {
+			out.err = err
+			return
+		}
 		// Update IDs must differ: Temporal answers a repeated ID with
 		// the first answer (idempotent updates).
 		env.UpdateWorkflow(update, fmt.Sprintf("%s-%s-%s", principal, update, at), &testsuite.TestUpdateCallback{
@@ -80,7 +90,7 @@ func scheduleTenantVote(env *testsuite.TestWorkflowEnvironment, at time.Duration
 					out.st = s
 				}
 			},
-		}, workflows.ApprovalVoteInput{Tenant: tenant, Principal: principal, Comment: "ticket CHG-" + principal})
+		}, workflows.ApprovalVoteInput{Tenant: tenant, Principal: principal, Comment: "ticket CHG-" + principal, Token: tok})
 	}, at)
 }
 

@@ -134,6 +134,18 @@ type RestoreDecision struct {
 	Principal string
 	RequestID string
 	Approve   bool
+	// Token authorizes the decision (optoken.go); its operation names
+	// the decision (restoreOp).
+	Token *kms.OpToken `json:",omitempty"`
+}
+
+// restoreOp is the token operation of a decision: approving and
+// rejecting are different acts.
+func restoreOp(approve bool) string {
+	if approve {
+		return SignalRestoreDecision + "/approve"
+	}
+	return SignalRestoreDecision + "/reject"
 }
 
 // Recovery outcomes.
@@ -179,6 +191,7 @@ func RecoveryWorkflow(ctx workflow.Context, p RecoveryParams) (*RecoveryResult, 
 	defer cancelTimer()
 	timer := workflow.NewTimer(tctx, timeout)
 	decisions := workflow.GetSignalChannel(ctx, SignalRestoreDecision)
+	tokens, ledger, started := tokensRequired(ctx), &tokenLedger{}, workflow.GetInfo(ctx).WorkflowStartTime
 	for seq := 1; ; seq++ {
 		var d RestoreDecision
 		expired := false
@@ -186,6 +199,9 @@ func RecoveryWorkflow(ctx workflow.Context, p RecoveryParams) (*RecoveryResult, 
 		sel.AddReceive(decisions, func(c workflow.ReceiveChannel, _ bool) { c.Receive(ctx, &d) })
 		sel.AddFuture(timer, func(workflow.Future) { expired = true })
 		sel.Select(ctx)
+		if !expired && tokens && !ledger.authorize(ctx, tokenRequest{Tenant: p.Tenant, Principal: d.Principal, Operation: restoreOp(d.Approve), Token: d.Token}, started) {
+			continue // recorded by the check; wait on
+		}
 		if expired {
 			if err := workflow.ExecuteActivity(ctx, a.RecordRestoreExpired, requester).Get(ctx, nil); err != nil {
 				return nil, err
@@ -319,6 +335,11 @@ func (c *Client) DecideRecovery(ctx context.Context, tenant, keyID string, versi
 	if err := v.Get(&requester); err != nil {
 		return nil, fmt.Errorf("failed to read the restore request: %w", err)
 	}
+	tok, err := mint(ctx, c.Tokens, kms.Caller{Tenant: tenant, Principal: d.Principal, RequestID: d.RequestID}, id, restoreOp(d.Approve), "")
+	if err != nil {
+		return nil, err
+	}
+	d.Token = tok
 	if err := c.Temporal.SignalWorkflow(ctx, id, "", SignalRestoreDecision, d); err != nil {
 		return nil, notWaiting
 	}

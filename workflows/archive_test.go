@@ -157,13 +157,13 @@ func TestRecoveryWorkflowNeedsAnotherPrincipal(t *testing.T) {
 		if err != nil || v.Get(&who) != nil || who != "alice" {
 			t.Errorf("requester query: %q, %v", who, err)
 		}
-		env.SignalWorkflow(workflows.SignalRestoreDecision, workflows.RestoreDecision{Principal: "alice", Approve: true})
+		env.SignalWorkflow(workflows.SignalRestoreDecision, workflows.RestoreDecision{Principal: "alice", Approve: true, Token: opToken(t, svc, "alice", workflows.SignalRestoreDecision+"/approve", "")})
 	}, time.Hour)
 	env.RegisterDelayedCallback(func() {
 		if !archivedFlag(t, b, k.ID, 1) {
 			t.Error("the requester's own approval restored the version")
 		}
-		env.SignalWorkflow(workflows.SignalRestoreDecision, workflows.RestoreDecision{Principal: "bob", Approve: true, RequestID: "r2"})
+		env.SignalWorkflow(workflows.SignalRestoreDecision, workflows.RestoreDecision{Principal: "bob", Approve: true, RequestID: "r2", Token: opToken(t, svc, "bob", workflows.SignalRestoreDecision+"/approve", "")})
 	}, 2*time.Hour)
 	env.ExecuteWorkflow(workflows.RecoveryWorkflow, workflows.RecoveryParams{Tenant: "alpha", KeyID: k.ID, Version: 1, Principal: "alice", RequestID: "r1"})
 	var res workflows.RecoveryResult

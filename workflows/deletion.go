@@ -33,6 +33,14 @@ type DeletionResult struct {
 	Copies    []string
 }
 
+// CancelSignal is the payload of SignalCancel: who cancelled, and the
+// token that authorizes it (optoken.go).
+type CancelSignal struct {
+	Principal string
+	RequestID string
+	Token     *kms.OpToken `json:",omitempty"`
+}
+
 // DestroyStep is the input of a destruction activity.
 type DestroyStep struct {
 	KeyStep
@@ -46,15 +54,24 @@ type DestroyStep struct {
 // says DESTROYED, and stays), DeleteRotationSchedule.
 func DeletionWorkflow(ctx workflow.Context, p DeletionParams) (*DeletionResult, error) {
 	cancelled := false
+	tokens, ledger, started := tokensRequired(ctx), &tokenLedger{}, workflow.GetInfo(ctx).WorkflowStartTime
 	if d := p.DeletionDate.Sub(workflow.Now(ctx)); d > 0 {
 		tctx, cancelTimer := workflow.WithCancel(ctx)
-		sel := workflow.NewSelector(ctx)
-		sel.AddFuture(workflow.NewTimer(tctx, d), func(workflow.Future) {})
-		sel.AddReceive(workflow.GetSignalChannel(ctx, SignalCancel), func(c workflow.ReceiveChannel, _ bool) {
-			c.Receive(ctx, nil)
-			cancelled = true
-		})
-		sel.Select(ctx)
+		fired := false
+		timer := workflow.NewTimer(tctx, d)
+		cancels := workflow.GetSignalChannel(ctx, SignalCancel)
+		// A cancel without a valid token is recorded and ignored: the
+		// timer runs on.
+		for !fired && !cancelled {
+			sel := workflow.NewSelector(ctx)
+			sel.AddFuture(timer, func(workflow.Future) { fired = true })
+			sel.AddReceive(cancels, func(c workflow.ReceiveChannel, _ bool) {
+				var sig CancelSignal
+				c.Receive(ctx, &sig)
+				cancelled = !tokens || ledger.authorize(ctx, tokenRequest{Tenant: p.Tenant, Principal: sig.Principal, Operation: SignalCancel, Token: sig.Token}, started)
+			})
+			sel.Select(ctx)
+		}
 		cancelTimer()
 	}
 	if cancelled {
@@ -133,7 +150,12 @@ func (c *Client) ScheduleDeletion(ctx context.Context, kc kms.Caller, k *kms.Key
 // CancelDeletion ends a key's deletion timer. The key's metadata is what
 // counts (kms.CancelDeletion); this only stops the timer early.
 func (c *Client) CancelDeletion(ctx context.Context, kc kms.Caller, keyID string) error {
-	err := c.Temporal.SignalWorkflow(ctx, DeletionWorkflowID(kc.Tenant, keyID), "", SignalCancel, nil)
+	id := DeletionWorkflowID(kc.Tenant, keyID)
+	tok, err := mint(ctx, c.Tokens, kc, id, SignalCancel, "")
+	if err != nil {
+		return err
+	}
+	err = c.Temporal.SignalWorkflow(ctx, id, "", SignalCancel, CancelSignal{Principal: kc.Principal, RequestID: kc.RequestID, Token: tok})
 	if err != nil && !isNotFound(err) {
 		return fmt.Errorf("failed to signal the deletion workflow: %w", err)
 	}

@@ -164,9 +164,28 @@ func init() {
 // cutoverOp tells the campaign (the target) that its cutover request was
 // approved. A campaign that is gone (rolled back) makes the request end
 // FAILED.
+//
+// The signal's token is minted by an activity, as the approval workflow
+// itself, bound to the approval ID: the request that M approvers' own
+// tokens carried to completion.
 func cutoverOp(ctx workflow.Context, s ProtectedStep) error {
-	return workflow.SignalExternalWorkflow(ctx, MigrationWorkflowID(s.Tenant, s.Target), "", SignalApprove,
-		ControlSignal{Principal: approvalPrincipal, RequestID: s.RequestID, ApprovalID: s.ApprovalID}).Get(ctx, nil)
+	id := MigrationWorkflowID(s.Tenant, s.Target)
+	var a *Activities
+	var tok *kms.OpToken
+	if workflow.GetVersion(ctx, opTokenVersion, workflow.DefaultVersion, 1) >= 1 {
+		if err := workflow.ExecuteActivity(withApprovalActivityOptions(ctx), a.MintCutoverToken, s).Get(ctx, &tok); err != nil {
+			return err
+		}
+	}
+	return workflow.SignalExternalWorkflow(ctx, id, "", SignalApprove,
+		ControlSignal{Principal: approvalPrincipal, RequestID: s.RequestID, ApprovalID: s.ApprovalID, Token: tok}).Get(ctx, nil)
+}
+
+// MintCutoverToken mints the token of an approved cutover's signal.
+func (a *Activities) MintCutoverToken(ctx context.Context, s ProtectedStep) (*kms.OpToken, error) {
+	c := kms.Caller{Tenant: s.Tenant, Principal: approvalPrincipal, RequestID: s.RequestID}
+	t, err := a.KMS.MintOpToken(ctx, c, MigrationWorkflowID(s.Tenant, s.Target), SignalApprove, s.ApprovalID)
+	return t, activityError(err)
 }
 
 // cutoverSignal applies an approve signal under dual control; it reports

@@ -82,8 +82,8 @@ func TestMigrationCutoverGateOverNATS(t *testing.T) {
 	tc := ts.GetDefaultClient()
 	w := ts.NewWorker(workflows.TaskQueue, func(r worker.Registry) { workflows.Register(r, &workflows.Activities{KMS: b.KMS, Temporal: tc}) })
 	defer w.Stop()
-	b.KMS.SetApprovalEngine(&workflows.ApprovalEngine{Temporal: tc})
-	wc := &workflows.Client{Temporal: tc}
+	b.KMS.SetApprovalEngine(&workflows.ApprovalEngine{Temporal: tc, Tokens: b.KMS})
+	wc := &workflows.Client{Temporal: tc, Tokens: b.KMS}
 	srv, err := rpc.Start(rpc.Config{Conn: b.Conn, KMS: b.KMS, Tenants: b.Identity, JS: b.JS, Migrator: testMigrator{wc}, Workers: 8,
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))})
 	if err != nil {

@@ -36,8 +36,8 @@ func gatedBed(t *testing.T) (*testbed.Bed, *workflows.Client) {
 		workflows.Register(r, &workflows.Activities{KMS: b.KMS, Temporal: tc})
 	})
 	t.Cleanup(w.Stop)
-	b.KMS.SetApprovalEngine(&workflows.ApprovalEngine{Temporal: tc})
-	wc := &workflows.Client{Temporal: tc}
+	b.KMS.SetApprovalEngine(&workflows.ApprovalEngine{Temporal: tc, Tokens: b.KMS})
+	wc := &workflows.Client{Temporal: tc, Tokens: b.KMS}
 	srv, err := rpc.Start(rpc.Config{Conn: b.Conn, KMS: b.KMS, Tenants: b.Identity, JS: b.JS, Rotator: temporalRotator{wc}, Lifecycle: wc, Workers: 8,
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))})
 	if err != nil {

@@ -98,7 +98,7 @@ func TestDeletionWorkflowCancelled(t *testing.T) {
 				t.Error(err)
 			}
 			if signal {
-				env.SignalWorkflow(workflows.SignalCancel, nil)
+				env.SignalWorkflow(workflows.SignalCancel, workflows.CancelSignal{Principal: "alice", Token: opToken(t, s, "alice", workflows.SignalCancel, "")})
 			}
 		}, 3*kms.Day)
 		env.ExecuteWorkflow(workflows.DeletionWorkflow, workflows.DeletionParams{Tenant: "alpha", KeyID: k.ID, DeletionDate: pk.Lifecycle.DeletionDate})

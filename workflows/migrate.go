@@ -110,6 +110,9 @@ type ControlSignal struct {
 	// ApprovalID is set by the approval workflow when the cutover's
 	// approval request completed (dual control: gates.go).
 	ApprovalID string `json:",omitempty"`
+	// Token authorizes the signal (optoken.go); its detail is the
+	// ApprovalID.
+	Token *kms.OpToken `json:",omitempty"`
 }
 
 // MigrationState is the campaign's progress.
@@ -133,6 +136,9 @@ type MigrationState struct {
 	// Events counts the phase records so far: their IDs derive from it.
 	Events int
 	Error  string
+	// Tokens are the signal tokens already used (optoken.go), carried
+	// across continue-as-new.
+	Tokens tokenLedger
 }
 
 // MigrationStatus is what the status query answers.
@@ -176,6 +182,8 @@ type campaign struct {
 	p   MigrationParams
 	st  *MigrationState
 	chs map[string]workflow.ReceiveChannel
+	// tokens is set when this run checks signal tokens (optoken.go).
+	tokens bool
 	// names fixes the order signals are polled in (no map ranging).
 	names []string
 }
@@ -200,6 +208,7 @@ func MigrationWorkflow(ctx workflow.Context, p MigrationParams) (*MigrationStatu
 		m.st = &MigrationState{Phase: PhaseCreatingTargets, StartedAt: workflow.Now(ctx), Keys: append([]MigrationKey(nil), p.Keys...)}
 	}
 	m.p.State = nil
+	m.tokens = tokensRequired(ctx)
 	m.names = []string{SignalPause, SignalResume, SignalRollback, SignalApprove}
 	for _, n := range m.names {
 		m.chs[n] = workflow.GetSignalChannel(ctx, n)
@@ -368,7 +377,7 @@ func (m *campaign) rewrap(ctx workflow.Context) error {
 				return err
 			}
 			if batches >= m.p.MaxBatchesPerRun {
-				m.drain()
+				m.drain(ctx)
 				p := m.p
 				p.State = m.st
 				return workflow.NewContinueAsNewError(ctx, MigrationWorkflow, p)
@@ -437,7 +446,7 @@ func (m *campaign) rollback(ctx workflow.Context) error {
 // checkpoint applies pending signals, waits while paused, and unwinds on a
 // rollback.
 func (m *campaign) checkpoint(ctx workflow.Context) error {
-	m.drain()
+	m.drain(ctx)
 	return m.waitFor(ctx, nil, nil)
 }
 
@@ -472,14 +481,16 @@ func (m *campaign) waitFor(ctx workflow.Context, f workflow.Future, until func()
 }
 
 // drain applies every signal already received.
-func (m *campaign) drain() {
+func (m *campaign) drain(ctx workflow.Context) {
 	for _, n := range m.names {
 		for {
 			var sig ControlSignal
 			if !m.chs[n].ReceiveAsync(&sig) {
 				break
 			}
-			m.applySignal(n, sig, time.Time{})
+			if m.authorized(ctx, n, sig) {
+				m.applySignal(n, sig, time.Time{})
+			}
 		}
 	}
 }
@@ -487,7 +498,20 @@ func (m *campaign) drain() {
 func (m *campaign) apply(ctx workflow.Context, name string, c workflow.ReceiveChannel) {
 	var sig ControlSignal
 	c.Receive(ctx, &sig)
-	m.applySignal(name, sig, workflow.Now(ctx))
+	if m.authorized(ctx, name, sig) {
+		m.applySignal(name, sig, workflow.Now(ctx))
+	}
+}
+
+// authorized checks a signal's token (optoken.go); a refused signal is
+// recorded and ignored. Tokens count from the campaign's start, which
+// continue-as-new keeps.
+func (m *campaign) authorized(ctx workflow.Context, name string, sig ControlSignal) bool {
+	if !m.tokens {
+		return true
+	}
+	return m.st.Tokens.authorize(ctx, tokenRequest{Tenant: m.p.Tenant, Principal: sig.Principal, Operation: name,
+		Detail: sig.ApprovalID, Token: sig.Token}, m.st.StartedAt)
 }
 
 func (m *campaign) applySignal(name string, sig ControlSignal, now time.Time) {
@@ -695,6 +719,12 @@ func (c *Client) StartMigration(ctx context.Context, p MigrationParams) (string,
 // is refused (KMSInvalidStateException) unless the campaign waits at its
 // gate: approving a rewrap that has not finished would approve nothing.
 func (c *Client) SignalMigration(ctx context.Context, tenant, campaignID, signal string, sig ControlSignal) error {
+	id := MigrationWorkflowID(tenant, campaignID)
+	tok, err := mint(ctx, c.Tokens, kms.Caller{Tenant: tenant, Principal: sig.Principal, RequestID: sig.RequestID}, id, signal, sig.ApprovalID)
+	if err != nil {
+		return err
+	}
+	sig.Token = tok
 	if signal == SignalApprove {
 		s, err := c.MigrationStatus(ctx, tenant, campaignID)
 		if err != nil {
@@ -704,7 +734,7 @@ func (c *Client) SignalMigration(ctx context.Context, tenant, campaignID, signal
 			return &kms.Error{Code: kms.CodeInvalidState, Message: "campaign " + campaignID + " is " + s.Phase + ", not awaiting approval"}
 		}
 	}
-	err := c.Temporal.SignalWorkflow(ctx, MigrationWorkflowID(tenant, campaignID), "", signal, sig)
+	err = c.Temporal.SignalWorkflow(ctx, id, "", signal, sig)
 	var nf *serviceerror.NotFound
 	if errors.As(err, &nf) {
 		return &kms.Error{Code: kms.CodeNotFound, Message: "campaign " + campaignID + " is not running"}

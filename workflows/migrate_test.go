@@ -183,7 +183,7 @@ func TestMigrationWorkflowFullCampaign(t *testing.T) {
 				return
 			}
 			f.regs, f.secrets = append(f.regs, d), append(f.secrets, late)
-			env.SignalWorkflow(workflows.SignalApprove, workflows.ControlSignal{Principal: "carol"})
+			env.SignalWorkflow(workflows.SignalApprove, ctl(t, f.b.KMS, workflows.SignalApprove, "carol"))
 		}, time.Hour)
 		env.RegisterDelayedCallback(func() {
 			s := queryStatus(t, env)
@@ -267,21 +267,21 @@ func TestMigrationWorkflowPauseResumeRollback(t *testing.T) {
 	rsaTarget := kms.TargetKeyID("alpha", f.campaign, f.rsa.ID)
 	env := newEnv(t, f.b)
 	env.RegisterDelayedCallback(func() {
-		env.SignalWorkflow(workflows.SignalPause, workflows.ControlSignal{Principal: "alice"})
+		env.SignalWorkflow(workflows.SignalPause, ctl(t, f.b.KMS, workflows.SignalPause, "alice"))
 	}, 0)
 	env.RegisterDelayedCallback(func() {
 		s := queryStatus(t, env)
 		if !s.Paused || s.Phase == workflows.PhaseAwaitingApproval || s.Rewrapped == 4 {
 			t.Errorf("paused campaign moved on: %+v", s)
 		}
-		env.SignalWorkflow(workflows.SignalResume, workflows.ControlSignal{Principal: "alice"})
+		env.SignalWorkflow(workflows.SignalResume, ctl(t, f.b.KMS, workflows.SignalResume, "alice"))
 	}, time.Hour)
 	env.RegisterDelayedCallback(func() {
 		s := queryStatus(t, env)
 		if s.Paused || s.Phase != workflows.PhaseAwaitingApproval || s.Rewrapped != 4 {
 			t.Errorf("resumed campaign: %+v", s)
 		}
-		env.SignalWorkflow(workflows.SignalRollback, workflows.ControlSignal{Principal: "alice"})
+		env.SignalWorkflow(workflows.SignalRollback, ctl(t, f.b.KMS, workflows.SignalRollback, "alice"))
 	}, 2*time.Hour)
 	env.ExecuteWorkflow(workflows.MigrationWorkflow, p)
 	if err := env.GetWorkflowError(); err != nil {
@@ -343,8 +343,8 @@ func TestMigrationWorkflowApprovalGateHolds(t *testing.T) {
 	p.RequiredApprovals = 2
 	env := newEnv(t, f.b)
 	env.RegisterDelayedCallback(func() {
-		env.SignalWorkflow(workflows.SignalApprove, workflows.ControlSignal{Principal: "carol"})
-		env.SignalWorkflow(workflows.SignalApprove, workflows.ControlSignal{Principal: "carol"})
+		env.SignalWorkflow(workflows.SignalApprove, ctl(t, f.b.KMS, workflows.SignalApprove, "carol"))
+		env.SignalWorkflow(workflows.SignalApprove, ctl(t, f.b.KMS, workflows.SignalApprove, "carol"))
 	}, time.Hour)
 	env.RegisterDelayedCallback(func() {
 		s := queryStatus(t, env)
@@ -354,7 +354,7 @@ func TestMigrationWorkflowApprovalGateHolds(t *testing.T) {
 		if k, _ := f.b.KMS.DescribeKey(ctx, alice, "alias/billing"); k.ID != f.rsa.ID {
 			t.Errorf("the alias moved without approval")
 		}
-		env.SignalWorkflow(workflows.SignalRollback, workflows.ControlSignal{Principal: "alice"})
+		env.SignalWorkflow(workflows.SignalRollback, ctl(t, f.b.KMS, workflows.SignalRollback, "alice"))
 	}, 365*24*time.Hour)
 	env.ExecuteWorkflow(workflows.MigrationWorkflow, p)
 	var res workflows.MigrationStatus
@@ -440,7 +440,7 @@ func TestMigrationSurvivesWorkerRestart(t *testing.T) {
 	p.MaxBatchesPerRun = 2
 	ts := temporaltest.NewServer(temporaltest.WithT(t))
 	register := func(r worker.Registry) { workflows.Register(r, &workflows.Activities{KMS: f.b.KMS}) }
-	c := &workflows.Client{Temporal: ts.GetDefaultClient()}
+	c := &workflows.Client{Temporal: ts.GetDefaultClient(), Tokens: f.b.KMS}
 	w1 := ts.NewWorker(workflows.TaskQueue, register)
 	id, err := c.StartMigration(ctx, p)
 	if err != nil {

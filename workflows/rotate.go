@@ -2,9 +2,11 @@ package workflows
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
+	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
@@ -90,7 +92,7 @@ func (a *Activities) SetPrimaryVersion(ctx context.Context, s KeyStep) (uint32, 
 }
 
 // RotateKeyWorkflowID is one rotation per key at a time: a second request
-// while one runs joins it instead of racing it.
+// while one runs is refused with the running one's ID (RotateKey).
 func RotateKeyWorkflowID(tenant, keyID string) string { return "rotate/" + tenant + "/" + keyID }
 
 // RotateKey runs a rotation and waits for it.
@@ -100,7 +102,14 @@ func (c *Client) RotateKey(ctx context.Context, p RotateKeyParams) (*RotateKeyRe
 		ID:                       id,
 		TaskQueue:                TaskQueue,
 		WorkflowExecutionTimeout: 10 * time.Minute,
+		// Not a silent join: the caller learns that its request did not
+		// start anything, and which workflow to watch instead.
+		WorkflowExecutionErrorWhenAlreadyStarted: true,
 	}, RotateKeyWorkflow, p)
+	var running *serviceerror.WorkflowExecutionAlreadyStarted
+	if errors.As(err, &running) {
+		return nil, id, &kms.Error{Code: kms.CodeConflict, Message: "a rotation of key " + p.KeyID + " is already running: " + id + "; this request started nothing"}
+	}
 	if err != nil {
 		return nil, id, fmt.Errorf("failed to start rotation: %w", err)
 	}

@@ -7,12 +7,14 @@ import (
 	"errors"
 	"flag"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
 	"go.temporal.io/api/enums/v1"
 	historypb "go.temporal.io/api/history/v1"
 	"go.temporal.io/api/temporalproto"
+	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/testsuite"
 	"go.temporal.io/sdk/worker"
 	"go.temporal.io/server/temporaltest"
@@ -37,6 +39,7 @@ func newEnv(t *testing.T, b *testbed.Bed) *testsuite.TestWorkflowEnvironment {
 	env.SetWorkerOptions(worker.Options{DeadlockDetectionTimeout: time.Minute})
 	env.SetTestTimeout(2 * time.Minute)
 	workflows.Register(env, &workflows.Activities{KMS: b.KMS})
+	voteMinter = b.KMS
 	return env
 }
 
@@ -157,5 +160,23 @@ func recordHistory(t *testing.T, path string) {
 	}
 	if err := os.WriteFile(path, out, 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A second rotate while one runs is refused with the running workflow's
+// ID, instead of silently joining it (here no worker runs, so the first
+// rotation stays running).
+func TestSecondRotateNamesTheRunningOne(t *testing.T) {
+	ctx := context.Background()
+	ts := temporaltest.NewServer(temporaltest.WithT(t))
+	c := &workflows.Client{Temporal: ts.GetDefaultClient()}
+	p := workflows.RotateKeyParams{Tenant: "alpha", KeyID: "0b7f8a4e-3c1d-4e5f-8a9b-0c1d2e3f4a5b", Principal: "alice", RequestID: "r1"}
+	id := workflows.RotateKeyWorkflowID(p.Tenant, p.KeyID)
+	if _, err := c.Temporal.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: id, TaskQueue: workflows.TaskQueue}, workflows.RotateKeyWorkflow, p); err != nil {
+		t.Fatal(err)
+	}
+	_, gotID, err := c.RotateKey(ctx, p)
+	if kms.CodeOf(err) != kms.CodeConflict || !strings.Contains(err.Error(), "already running: "+id) || gotID != id {
+		t.Fatalf("second rotate: %v (%s), want ConflictException naming %s", err, gotID, id)
 	}
 }

@@ -92,4 +92,7 @@ func Register(r interface {
 // Client starts lifecycle workflows.
 type Client struct {
 	Temporal client.Client
+	// Tokens mints the authorization tokens of the signals it sends
+	// (optoken.go); *kms.Service is one. Without it those calls fail.
+	Tokens TokenMinter
 }

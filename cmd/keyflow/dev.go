@@ -14,7 +14,7 @@ import (
 )
 
 func newDevCmd(g *globals) *cobra.Command {
-	var natsListen, temporalListen, xksListen, xksConfig string
+	var natsListen, temporalListen, xksListen, xksConfig, sync string
 	var failOpen bool
 	var maxAge time.Duration
 	var maxBytes, maxMsgs int64
@@ -39,6 +39,19 @@ failClosed=false). The audit stream keeps every record unless
 --audit-max-age, --audit-max-bytes or --audit-max-msgs bound it (the oldest
 records are then removed).
 
+Durability: --sync interval (the default) lets JetStream flush on its own
+interval: a crash of keyflow (kill -9) loses nothing, since the operating
+system holds the writes, but a power loss or OS crash can lose records that
+were already acknowledged. --sync always fsyncs every record before its
+reply, at a cost measured in the README (Durability).
+
+Temporal: the embedded frontend listens on loopback only and takes mutual
+TLS only, with certificates generated under DIR/temporal/tls on the first
+start; keyflow's own workers and client hold the only client certificate.
+
+One stack per data directory: a second keyflow dev on DIR is refused
+while the first runs, with the PID that holds DIR/keyflow.lock.
+
 XKS: --xks-listen 127.0.0.1:8443 also serves the AWS KMS External Key Store
 proxy API there, over HTTPS with a self-signed certificate (development
 only). Without --xks-config, the first start creates DIR/xks/config.json
@@ -57,10 +70,13 @@ docs/xks.md.`,
 			if maxAge < 0 || maxBytes < 0 || maxMsgs < 0 {
 				return usagef("--audit-max-age, --audit-max-bytes and --audit-max-msgs must not be negative")
 			}
+			if sync != "interval" && sync != "always" {
+				return usagef("--sync must be interval or always, not %q", sync)
+			}
 			st, err := devstack.Start(ctx, devstack.Config{
 				DataDir: g.dataDir, NATSListen: natsListen, TemporalListen: temporalListen, Logger: log,
 				AuditFailOpen: failOpen, AuditMaxAge: maxAge, AuditMaxBytes: maxBytes, AuditMaxMsgs: maxMsgs,
-				XKSListen: xksListen, XKSConfig: xksConfig, OpsListen: opsListen,
+				XKSListen: xksListen, XKSConfig: xksConfig, SyncAlways: sync == "always", OpsListen: opsListen,
 			})
 			if err != nil {
 				return err
@@ -89,6 +105,7 @@ docs/xks.md.`,
 	cmd.Flags().StringVar(&xksListen, "xks-listen", "", "also serve the AWS KMS XKS proxy API on this address (HTTPS, self-signed), e.g. 127.0.0.1:8443")
 	cmd.Flags().StringVar(&xksConfig, "xks-config", "", "XKS proxy configuration file (default: generated under DIR/xks)")
 	cmd.Flags().StringVar(&temporalListen, "temporal-listen", devstack.DefaultTemporalListen, "address of the Temporal frontend")
+	cmd.Flags().StringVar(&sync, "sync", "interval", "when JetStream fsyncs: interval (kill -9 safe; a power loss can lose the last acknowledged records) or always (every record on disk before its reply; slower, see README, Durability)")
 	cmd.Flags().BoolVar(&failOpen, "audit-fail-open", false, "let operations proceed when their audit record cannot be stored (weaker; recorded in the trail)")
 	cmd.Flags().DurationVar(&maxAge, "audit-max-age", 0, "remove audit records older than this, e.g. 2160h (0: keep for ever)")
 	cmd.Flags().Int64Var(&maxBytes, "audit-max-bytes", 0, "bound the audit stream to this many bytes, removing the oldest records (0: no bound)")

@@ -2,6 +2,7 @@ package devstack
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -50,6 +51,9 @@ type TemporalConfig struct {
 	ListenAddr string // frontend gRPC address, e.g. "127.0.0.1:7233"; "127.0.0.1:0" picks a free port
 	Namespace  string // default "keyflow"; created if missing (also on restarts — must be idempotent)
 	LogFile    string // server logs go here (default DataDir/temporal.log), NOT stdout: the server is noisy
+	// TLS is the mutual-TLS material (temporaltls.go). Nil generates the
+	// dev set under DataDir/tls, and then ListenAddr must be loopback.
+	TLS *TemporalTLS
 }
 
 // Temporal is a running embedded Temporal server (frontend, history,
@@ -58,6 +62,7 @@ type Temporal struct {
 	srv       temporal.Server
 	hostPort  string
 	namespace string
+	tls       *tls.Config // the client side of the frontend's mutual TLS
 	logFile   *temporalLogWriter
 	logger    *zap.Logger
 
@@ -89,6 +94,18 @@ func StartTemporal(ctx context.Context, cfg TemporalConfig) (*Temporal, error) {
 	}
 
 	addrs, err := temporalResolveAddrs(cfg.ListenAddr)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.TLS == nil {
+		if !net.ParseIP(addrs.frontendBindIP).IsLoopback() {
+			return nil, fmt.Errorf("failed to start temporal: the dev stack's frontend listens on loopback only (ListenAddr %q); give operator certificates (TemporalConfig.TLS) to listen elsewhere", cfg.ListenAddr)
+		}
+		if cfg.TLS, err = DevTemporalTLS(filepath.Join(dataDir, "tls")); err != nil {
+			return nil, err
+		}
+	}
+	clientTLS, err := cfg.TLS.ClientConfig()
 	if err != nil {
 		return nil, err
 	}
@@ -144,6 +161,7 @@ func StartTemporal(ctx context.Context, cfg TemporalConfig) (*Temporal, error) {
 	if err != nil {
 		return nil, err
 	}
+	serverCfg.Global.TLS = cfg.TLS.serverConfig()
 
 	authorizer, err := authorization.GetAuthorizerFromConfig(&serverCfg.Global.Authorization)
 	if err != nil {
@@ -182,6 +200,7 @@ func StartTemporal(ctx context.Context, cfg TemporalConfig) (*Temporal, error) {
 		srv:       srv,
 		hostPort:  addrs.dial,
 		namespace: cfg.Namespace,
+		tls:       clientTLS,
 		logFile:   logFile,
 		logger:    zl,
 	}
@@ -236,8 +255,9 @@ func (t *Temporal) Stop() error {
 
 func (t *Temporal) clientOptions() client.Options {
 	return client.Options{
-		HostPort:  t.hostPort,
-		Namespace: t.namespace,
+		HostPort:          t.hostPort,
+		Namespace:         t.namespace,
+		ConnectionOptions: client.ConnectionOptions{TLS: t.tls},
 		Logger: sdklog.NewStructuredLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{
 			Level: slog.LevelWarn,
 		}))),

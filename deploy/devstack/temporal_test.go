@@ -225,7 +225,15 @@ func TestTemporalAcrossProcesses(t *testing.T) {
 	t.Logf("child process temporal up on %s, %s after exec", hostPort, time.Since(start))
 
 	// A Temporal value only for its client plumbing: the server is the child's.
-	remote := &Temporal{hostPort: hostPort, namespace: temporalDefaultNamespace}
+	certs, err := DevTemporalTLS(filepath.Join(dataDir, "tls")) // the child's
+	if err != nil {
+		t.Fatal(err)
+	}
+	clientTLS, err := certs.ClientConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	remote := &Temporal{hostPort: hostPort, namespace: temporalDefaultNamespace, tls: clientTLS}
 	runID := runGreet(t, remote, "devstack-xproc-1", "from another process")
 
 	if err := cmd.Process.Kill(); err != nil {
@@ -296,6 +304,11 @@ func TestTemporalConfigErrors(t *testing.T) {
 	_, err = StartTemporal(t.Context(), TemporalConfig{DataDir: t.TempDir(), ListenAddr: l.Addr().String()})
 	if err == nil || !strings.Contains(err.Error(), "failed to listen") {
 		t.Fatalf("port in use: err = %v, want a listen error", err)
+	}
+
+	_, err = StartTemporal(t.Context(), TemporalConfig{DataDir: t.TempDir(), ListenAddr: "0.0.0.0:0"})
+	if err == nil || !strings.Contains(err.Error(), "loopback only") {
+		t.Fatalf("wildcard ListenAddr with the dev certificates: err = %v, want loopback only", err)
 	}
 
 	_, err = StartTemporal(t.Context(), TemporalConfig{DataDir: t.TempDir(), ListenAddr: "example.com:7233"})

@@ -25,6 +25,13 @@ type Config struct {
 	Listen string
 	// Identity provides the operator, accounts and the resolver.
 	Identity *natsauth.Identity
+	// SyncAlways makes JetStream fsync every stored message before it
+	// acknowledges it (nats-server's sync_interval: always), so an
+	// acknowledged record survives a power loss. Without it the file
+	// store flushes on nats-server's interval (2 minutes): a process
+	// crash (kill -9) loses nothing, since the kernel holds the writes,
+	// but a power loss or OS crash can lose acknowledged records.
+	SyncAlways bool
 }
 
 // Start starts the server and waits until it is ready for connections.
@@ -40,6 +47,7 @@ func Start(cfg Config) (*server.Server, error) {
 		NoLog:              true,
 		MaxPayload:         4 * 1024 * 1024,
 		JetStreamMaxMemory: 256 << 20,
+		SyncAlways:         cfg.SyncAlways,
 	}
 	if cfg.Listen == "" {
 		opts.DontListen = true
@@ -54,6 +62,8 @@ func Start(cfg Config) (*server.Server, error) {
 		}
 		if opts.Port == 0 {
 			opts.Port = server.RANDOM_PORT
+		} else if err := checkListen(cfg.Listen); err != nil {
+			return nil, err
 		}
 	}
 	if err := cfg.Identity.ServerOptions(opts); err != nil {
@@ -73,6 +83,16 @@ func Start(cfg Config) (*server.Server, error) {
 		return nil, err
 	}
 	return ns, nil
+}
+
+// checkListen binds addr once, so a taken port is reported as such (the
+// server would only log it, and never become ready).
+func checkListen(addr string) error {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("natsserver: failed to listen on %s: %w", addr, err)
+	}
+	return l.Close()
 }
 
 // ConnectService connects a keyflow worker in-process to the KF account.

@@ -266,7 +266,10 @@ func Start(ctx context.Context, in Infra, o Options) (n *Node, err error) {
 	if in.Temporal != nil {
 		wc = &workflows.Client{Temporal: in.Temporal}
 		if n.KMS != nil {
-			n.KMS.SetApprovalEngine(&workflows.ApprovalEngine{Temporal: in.Temporal})
+			// Signals that change security state carry a token the KMS
+			// mints (workflows/optoken.go); remediation alone sends none.
+			wc.Tokens = n.KMS
+			n.KMS.SetApprovalEngine(&workflows.ApprovalEngine{Temporal: in.Temporal, Tokens: n.KMS})
 		}
 	}
 	if n.Has(Sealer) {

@@ -53,9 +53,27 @@ func New(t testing.TB) *Bed {
 	return NewOn(t, pkcs11test.NewToken(t))
 }
 
+// Options change how NewWith starts a bed.
+type Options struct {
+	// SyncAlways fsyncs every JetStream write before its ack
+	// (natsserver.Config.SyncAlways), as `keyflow dev --sync always`.
+	SyncAlways bool
+}
+
+// NewWith is New with options.
+func NewWith(t testing.TB, o Options) *Bed {
+	t.Helper()
+	return newOn(t, pkcs11test.NewToken(t), o)
+}
+
 // NewOn starts a bed on an HSM token the test already has: a fresh NATS
 // and store over the same root key, as a stack rebuilt from a backup is.
 func NewOn(t testing.TB, tok *pkcs11.Token) *Bed {
+	t.Helper()
+	return newOn(t, tok, Options{})
+}
+
+func newOn(t testing.TB, tok *pkcs11.Token, o Options) *Bed {
 	t.Helper()
 	ctx := context.Background()
 	b := &Bed{T: t, HSM: tok}
@@ -68,7 +86,7 @@ func NewOn(t testing.TB, tok *pkcs11.Token) *Bed {
 			t.Fatal(err)
 		}
 	}
-	if b.NATS, err = natsserver.Start(natsserver.Config{StoreDir: t.TempDir(), Identity: b.Identity}); err != nil {
+	if b.NATS, err = natsserver.Start(natsserver.Config{StoreDir: t.TempDir(), Identity: b.Identity, SyncAlways: o.SyncAlways}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { b.NATS.Shutdown(); b.NATS.WaitForShutdown() })

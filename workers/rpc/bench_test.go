@@ -42,6 +42,14 @@ func BenchmarkEncryptNATSNoAudit(b *testing.B) {
 	benchEncryptNATS(b, bed)
 }
 
+// BenchmarkEncryptNATSSyncAlways is BenchmarkEncryptNATS with JetStream
+// fsyncing every audit record (and every other write) before its ack, as
+// `keyflow dev --sync always` runs: the cost of surviving a power loss.
+func BenchmarkEncryptNATSSyncAlways(b *testing.B) {
+	bed := testbed.NewWith(b, testbed.Options{SyncAlways: true})
+	benchEncryptNATS(b, bed)
+}
+
 func benchEncryptNATS(b *testing.B, bed *testbed.Bed) {
 	bed.StartRPC(nil)
 	ctx := context.Background()

@@ -1042,6 +1042,12 @@ func TestSchemaWireMessages(t *testing.T) {
 	importWireMessages(t, b, send)
 	// The key lifecycle's events (their wire messages: TestLifecycleWire).
 	emitLifecycleEvents(t, b)
+	// A workflow's refusal of a signal that carries no token (the
+	// workflows' CheckOpToken activity; workflows/optoken_test.go replays
+	// the attacks).
+	if err := b.KMS.VerifyOpToken(context.Background(), kms.OpTokenCheck{WorkflowID: "approval-x", Operation: "approve", Tenant: "alpha", Principal: "mallory"}); kms.CodeOf(err) != kms.CodeAccessDenied {
+		t.Errorf("a signal without a token: %v", err)
+	}
 
 	// The events stored match their schemas, and together they cover
 	// every event type.

@@ -166,9 +166,9 @@ func (s *Server) auditTail(ctx context.Context, c kms.Caller, body []byte) (any,
 		}
 		keyID = k.ID
 	}
-	wait := time.Duration(req.WaitMillis) * time.Millisecond
-	if wait > 10*time.Second {
-		wait = 10 * time.Second
+	wait, err := tailWait(req.WaitMillis)
+	if err != nil {
+		return nil, s.rejectWith(ctx, c, api.OpAuditTail, err)
 	}
 	// Reading the trail is itself audited, but only the first page of a
 	// follow, to keep a tail from flooding the stream with its own reads.
@@ -223,4 +223,16 @@ func Metadata(k *kms.Key) api.KeyMetadata {
 	importMetadata(k, &m)
 	lifecycleMetadata(&m, k)
 	return m
+}
+
+// maxTailWait bounds how long one audit.tail request waits for records.
+const maxTailWait = 10 * time.Second
+
+// tailWait converts a request's waitMillis, capped at maxTailWait before
+// the conversion (2^62 ms as a Duration would overflow to 0).
+func tailWait(ms int) (time.Duration, error) {
+	if ms < 0 {
+		return 0, &kms.Error{Code: kms.CodeValidation, Message: "waitMillis must not be negative"}
+	}
+	return time.Duration(min(ms, int(maxTailWait/time.Millisecond))) * time.Millisecond, nil
 }

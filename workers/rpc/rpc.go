@@ -22,6 +22,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -395,8 +396,30 @@ func (s *Server) publishReply(r micro.Request, reqID string, data []byte, hdr na
 // decode parses a request strictly: unknown fields and trailing data are
 // refused, so a typo in a field name is an error and not a silent default.
 func decode(body []byte, v any) error {
-	if len(bytes.TrimSpace(body)) == 0 {
+	if err := decodeBody(body, v); err != nil {
+		return err
+	}
+	if hasNested(body) { // decode.go
+		if err := checkNestedKeys(body, reflect.TypeOf(v)); err != nil {
+			return err
+		}
+	}
+	return checkDates(v, time.Now())
+}
+
+// decodeBody is the strict JSON decoding of a request: an object (an
+// empty body is {}), valid UTF-8 (encoding/json would turn every invalid
+// byte into U+FFFD, so that "a\xff" and "a\xfe" became one encryption
+// context), known, case-exact and unique field names, no trailing data.
+func decodeBody(body []byte, v any) error {
+	trimmed := bytes.TrimSpace(body)
+	if len(trimmed) == 0 {
 		body = []byte("{}")
+	} else if trimmed[0] != '{' && json.Valid(trimmed) { // null, [], "x": well-formed, but not a request
+		return &kms.Error{Code: kms.CodeValidation, Message: "malformed request: the body must be a JSON object"}
+	}
+	if !utf8.Valid(body) {
+		return &kms.Error{Code: kms.CodeValidation, Message: "malformed request: the body is not valid UTF-8"}
 	}
 	if handled, err := decodeSinglePass(body, v); handled { // decode.go
 		return err

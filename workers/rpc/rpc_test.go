@@ -680,7 +680,8 @@ func TestBadInput(t *testing.T) {
 			name, op, body, wantInMsg string
 		}{
 			{"syntax", api.OpEncrypt, `{"keyId":`, "invalid JSON"},
-			{"not-an-object", api.OpEncrypt, `[1,2]`, "wrong type"},
+			{"not-an-object", api.OpEncrypt, `[1,2]`, "must be a JSON object"},
+			{"null", api.OpEncrypt, `null`, "must be a JSON object"},
 			{"garbage", api.OpEncrypt, `hello`, "invalid JSON"},
 			{"unknown-field", api.OpEncrypt, `{"keyId":"` + k.KeyID + `","plaintext":"AAEC","plaintxt":"AAEC"}`, "unknown field"},
 			{"unknown-field-decrypt", api.OpDecrypt, `{"ciphertext":"AAEC"}`, "unknown field"},
