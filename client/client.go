@@ -7,6 +7,10 @@
 // Every error a call returns for a refused request is an *Error with the
 // server's stable code; transport failures are plain wrapped errors.
 //
+// Each principal receives its replies on its own inbox prefix, which its
+// creds name; Dial reads it from CredsFile. An application that brings its
+// own connection (Options.Conn) connects with InboxOption(creds).
+//
 // The examples show envelope encryption with a data key
 // (Client.GenerateDataKey), signing and verifying (Client.Sign) and handling
 // refusals by code (Error). They run against a real stack (SoftHSM,
@@ -79,10 +83,15 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 	}
 	opts := []nats.Option{nats.Name(o.Name), nats.Timeout(5 * time.Second)}
 	if o.CredsFile != "" {
-		if _, err := os.Stat(o.CredsFile); err != nil {
+		b, err := os.ReadFile(o.CredsFile)
+		if err != nil {
 			return nil, fmt.Errorf("failed to read creds file: %w", err)
 		}
-		opts = append(opts, nats.UserCredentials(o.CredsFile))
+		inbox, err := InboxOption(b)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, nats.UserCredentials(o.CredsFile), inbox)
 	}
 	nc, err := nats.Connect(o.Server, opts...)
 	if ce := credsRefused(err); ce != nil {
@@ -116,6 +125,39 @@ func TenantFromCreds(path string) (string, error) {
 		}
 	}
 	return "", errors.New("the creds file does not name a keyflow tenant")
+}
+
+// ErrSharedInbox refuses creds issued before per-user reply inboxes.
+var ErrSharedInbox = &Error{Code: "AccessDeniedException", Message: "these creds allow the shared reply inbox _INBOX.>, " +
+	"through which any principal of the tenant could read other principals' replies; they were issued by an older keyflow " +
+	"and the server revokes them. Reissue: for the dev stack's admin.creds, restart `keyflow dev` (it writes new ones); " +
+	"for any other principal, a tenant admin runs `keyflow principal disable NAME` and `keyflow principal create NEWNAME --role ...`"}
+
+// InboxOption reads the reply inbox prefix from a creds file's user JWT:
+// keyflow confines each principal to _INBOX_<its public key>.>, and the
+// connection must use that prefix (nats.CustomInboxPrefix) or its
+// replies are refused. Creds without it are refused with ErrSharedInbox.
+func InboxOption(creds []byte) (nats.Option, error) {
+	tok, err := jwt.ParseDecoratedJWT(creds)
+	if err != nil {
+		return nil, fmt.Errorf("failed to parse creds file: %w", err)
+	}
+	uc, err := jwt.DecodeUserClaims(tok)
+	if err != nil {
+		return nil, fmt.Errorf("failed to parse creds file: %w", err)
+	}
+	prefix := "_INBOX_" + uc.Subject
+	for _, s := range uc.Sub.Allow {
+		switch s {
+		case prefix + ".>":
+			return nats.CustomInboxPrefix(prefix), nil
+		case "_INBOX.>":
+			return nil, ErrSharedInbox
+		}
+	}
+	// A user without an allow list (a keyflow-account user) keeps the
+	// default inbox.
+	return func(*nats.Options) error { return nil }, nil
 }
 
 func cutPrefix(s, p string) (string, bool) {

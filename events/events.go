@@ -62,6 +62,11 @@ const (
 	// as a worker started fail-open (data: failClosed=false). It is
 	// deployment-wide, so its tenant is "-".
 	TypeAuditPolicyChanged = "io.keyflow.audit.policy.changed.v1"
+	// TypeAuditStreamChanged records that an audit stream's retention or
+	// limits differ from the deployment's configured policy (someone
+	// changed them), or that the operator provisioned a new policy. It is
+	// deployment-wide, so its tenant is "-".
+	TypeAuditStreamChanged = "io.keyflow.audit.stream.changed.v1"
 	// XKS proxy calls (AWS KMS External Key Store, workers/xks).
 	TypeXKSMetadata = "io.keyflow.xks.metadata.v1"
 	TypeXKSEncrypt  = "io.keyflow.xks.encrypt.v1"
@@ -128,6 +133,7 @@ const (
 // Types lists every event type keyflow emits; schemas/events has one JSON
 // Schema for each.
 var Types = []string{
+	TypeAuditStreamChanged,
 	TypeKeyCreated, TypeKeyDescribed, TypeKeyListed, TypeKeyVersionCreated,
 	TypeKeyRotated, TypeKeyRotationStart, TypeEncrypt, TypeDecrypt,
 	TypeGenerateDataKey, TypeAuditRead, TypeRequestRejected, TypeKeyRotationFailed,

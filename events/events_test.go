@@ -168,7 +168,7 @@ func TestEveryTypeValidates(t *testing.T) {
 		},
 		events.TypeDecrypt:         {{"", map[string]any{"ciphertextBytes": 384, "contextKeys": []string(nil), "keyVersion": uint32(1)}}},
 		events.TypeGenerateDataKey: {{"", map[string]any{"numberOfBytes": 32, "contextKeys": []string(nil), "keyVersion": uint32(1)}}},
-		events.TypeAuditRead:       {{"", nil}},
+		events.TypeAuditRead:       {{"", map[string]any{"events": 3, "firstEventId": "a", "lastEventId": "c", "filter": "kf.audit.alpha.*.io.keyflow.crypto.>"}}},
 		events.TypeSign: {
 			{"", map[string]any{"algorithm": "ECDSA_SHA_256", "messageType": "", "messageBytes": 5, "keyVersion": uint32(1)}},
 			{"ValidationException", map[string]any{"algorithm": "ED25519_SHA_512", "messageType": "DIGEST", "messageBytes": 64}},
@@ -214,6 +214,9 @@ func TestEveryTypeValidates(t *testing.T) {
 		},
 		events.TypeRequestRejected:    {{"ValidationException", map[string]any{"operation": "crypto.batchdatakey"}}},
 		events.TypeAuditPolicyChanged: {{"", map[string]any{"failClosed": false}}},
+		events.TypeAuditStreamChanged: {{"AuditStreamPolicyViolation", map[string]any{"stream": "KF_AUDIT", "provisioned": false,
+			"expected": map[string]any{"maxAgeSeconds": int64(0), "maxBytes": int64(-1), "maxMsgs": int64(-1), "denyDelete": true, "denyPurge": true},
+			"actual":   map[string]any{"maxAgeSeconds": int64(0), "maxBytes": int64(-1), "maxMsgs": int64(1000), "denyDelete": true, "denyPurge": true}}}},
 		events.TypeKeyVersionArchived: {
 			{"", map[string]any{"keyId": id, "version": uint32(1)}},
 			{"KMSInvalidStateException", map[string]any{"keyId": id, "version": uint32(2)}},

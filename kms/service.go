@@ -527,12 +527,26 @@ func (s *Service) Reject(ctx context.Context, c Caller, op string, reason error)
 	return s.emit(ctx, c, events.TypeRequestRejected, "", map[string]any{"operation": op}, reason)
 }
 
-// RecordAuditRead records that a caller read its tenant's audit trail.
-func (s *Service) RecordAuditRead(ctx context.Context, c Caller) error {
-	if err := checkCaller(c); err != nil {
-		return s.emit(ctx, c, events.TypeAuditRead, "", nil, err)
+// AuditReadParams name what one read of the audit trail returned, by event
+// ID (never by stream position, which would tell a tenant about the
+// others' activity).
+type AuditReadParams struct {
+	Events                    int
+	FirstEventID, LastEventID string
+	Filter                    string // the subject filter, if any
+}
+
+// RecordAuditRead records that a caller read its tenant's audit trail, and
+// what the read returned.
+func (s *Service) RecordAuditRead(ctx context.Context, c Caller, p AuditReadParams) error {
+	data := map[string]any{"events": p.Events, "firstEventId": p.FirstEventID, "lastEventId": p.LastEventID}
+	if p.Filter != "" {
+		data["filter"] = p.Filter
 	}
-	return s.emit(ctx, c, events.TypeAuditRead, "", nil, nil)
+	if err := checkCaller(c); err != nil {
+		return s.emit(ctx, c, events.TypeAuditRead, "", data, err)
+	}
+	return s.emit(ctx, c, events.TypeAuditRead, "", data, nil)
 }
 
 // finish records an operation's outcome; every operation defers it. It runs

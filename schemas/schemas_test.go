@@ -305,8 +305,8 @@ func TestSchemaAPIAcceptsGoValues(t *testing.T) {
 		"RewrapStatusReply":    api.RewrapStatusReply{KeyID: id, WorkflowID: "rewrap/alpha/" + id, Rewrapped: 10, Skipped: 1, Done: true},
 		"RetireVersionRequest": api.RetireVersionRequest{KeyID: "alias/app", Version: 1},
 		"RetireVersionReply":   api.RetireVersionReply{Key: meta, Version: 1, PreviousState: "ACTIVE", State: "DESTROYED", Transition: "T5"},
-		"AuditTailRequest":     api.AuditTailRequest{AfterSeq: 1 << 40, Limit: 10, WaitMillis: 500, KeyID: "alias/app", Type: "io.keyflow.crypto.*", Tenant: "alpha"},
-		"AuditTailReply":       api.AuditTailReply{Events: []api.AuditEvent{{Seq: 7, Event: event}}, KeyID: id, LastSeq: 9},
+		"AuditTailRequest":     api.AuditTailRequest{After: "q8bV2m1xJ0aR3tYkPzL0cWn4sEo9uHgI5fDjA7bC1e2", Limit: 10, WaitMillis: 500, KeyID: "alias/app", Type: "io.keyflow.crypto.*", Tenant: "alpha"},
+		"AuditTailReply":       api.AuditTailReply{Events: []api.AuditEvent{{Cursor: "q8bV2m1xJ0aR3tYkPzL0cWn4sEo9uHgI5fDjA7bC1e2", Event: event}}, KeyID: id, Next: "q8bV2m1xJ0aR3tYkPzL0cWn4sEo9uHgI5fDjA7bC1e2"},
 		"ErrorReply":           api.ErrorReply{Error: api.ErrorBody{Code: "PendingApprovalException", Message: "the operation needs approval", RequestID: "r1", ApprovalID: id, RetryAfterMillis: 0}},
 
 		"ApprovalListRequest":     api.ApprovalListRequest{State: "PENDING"},
@@ -468,7 +468,7 @@ func TestSchemaValidateAPI(t *testing.T) {
 		{"DataKeyRequest", `{"keyId":"app","numberOfBytes":0}`},
 		{"CreateKeyRequest", `{"alias":"team/app_1-x","keySpec":"","keyUsage":""}`},
 		{"KeyRequest", `{"keyId":"alias/app"}`},
-		{"AuditTailRequest", `{"afterSeq":18446744073709551615,"limit":1000,"waitMillis":10000}`},
+		{"AuditTailRequest", `{"after":"q8bV2m1xJ0aR3tYkPzL0cWn4sEo9uHgI5fDjA7bC1e2","limit":1000,"waitMillis":10000}`},
 		{"AuditTailRequest", `{"keyId":"` + id + `","type":"io.keyflow.*.encrypt.*","tenant":"alpha"}`},
 		{"AuditTailRequest", `{"type":"*"}`},
 		{"ErrorReply", `{"error":{"code":"InvalidCiphertextException","message":"the ciphertext could not be decrypted"}}`},
@@ -523,7 +523,8 @@ func TestSchemaValidateAPI(t *testing.T) {
 		{"malformed key spec", "CreateKeyRequest", `{"keySpec":"rsa 2048"}`},
 		{"malformed key usage", "CreateKeyRequest", `{"keyUsage":"sign-verify"}`},
 		{"limit negative", "AuditTailRequest", `{"limit":-1}`},
-		{"afterSeq beyond uint64", "AuditTailRequest", `{"afterSeq":18446744073709551616}`},
+		{"a stream sequence instead of a cursor", "AuditTailRequest", `{"afterSeq":5}`},
+		{"an empty cursor", "AuditTailRequest", `{"after":""}`},
 		{"type glob inside a part", "AuditTailRequest", `{"type":"io.keyflow.crypto.enc*"}`},
 		{"type with an empty part", "AuditTailRequest", `{"type":"io..crypto"}`},
 		{"type with a subject wildcard", "AuditTailRequest", `{"type":"io.keyflow.>"}`},
@@ -633,7 +634,7 @@ func TestSchemaValidateEvent(t *testing.T) {
 		"audit read": func(e map[string]any) {
 			e["type"] = "io.keyflow.audit.read.v1"
 			delete(e, "subject")
-			e["data"] = map[string]any{}
+			e["data"] = map[string]any{"events": 2, "firstEventId": "a", "lastEventId": "b"}
 		},
 		"created": func(e map[string]any) {
 			e["type"] = "io.keyflow.key.created.v1"

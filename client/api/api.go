@@ -211,12 +211,15 @@ type RotateKeyReply struct {
 	Rewrap *RewrapCounts `json:"rewrap,omitempty"`
 }
 
-// AuditTailRequest reads the caller's tenant's audit events after a stream
-// sequence, waiting up to WaitMillis for the first one. KeyID and Type
-// filter on the server (by subject), so a reader receives only what it
-// asked for.
+// AuditTailRequest reads the caller's tenant's audit events after a cursor,
+// waiting up to WaitMillis for the first one. KeyID and Type filter on the
+// server (by subject), so a reader receives only what it asked for.
 type AuditTailRequest struct {
-	AfterSeq   uint64 `json:"afterSeq,omitempty"`
+	// After is the cursor of the last event read (AuditEvent.Cursor, or a
+	// reply's Next); "" starts at the beginning. Cursors are opaque and
+	// bound to the tenant: they do not reveal the stream's position, so
+	// they say nothing of other tenants' activity.
+	After      string `json:"after,omitempty"`
 	Limit      int    `json:"limit,omitempty"`
 	WaitMillis int    `json:"waitMillis,omitempty"`
 	// KeyID keeps the events about one key: a key ID, an alias or
@@ -231,10 +234,11 @@ type AuditTailRequest struct {
 	Tenant string `json:"tenant,omitempty"`
 }
 
-// AuditEvent is one stored event: its stream sequence and the CloudEvent.
+// AuditEvent is one stored event: an opaque cursor to continue after it,
+// and the CloudEvent.
 type AuditEvent struct {
-	Seq   uint64          `json:"seq"`
-	Event json.RawMessage `json:"event"`
+	Cursor string          `json:"cursor"`
+	Event  json.RawMessage `json:"event"`
 }
 
 // AuditTailReply is a page of events.
@@ -243,9 +247,10 @@ type AuditTailReply struct {
 	// KeyID is the key ID the request's keyId resolved to; send it on
 	// the next pages, so an alias is resolved (and recorded) once.
 	KeyID string `json:"keyId,omitempty"`
-	// LastSeq, on a page without events, is the stream sequence up to
-	// which nothing matched: send it as afterSeq on the next request.
-	LastSeq uint64 `json:"lastSeq,omitempty"`
+	// Next is the cursor to send as after on the next request: after the
+	// last event returned, or, on a filtered page without events, after
+	// the stretch in which nothing matched.
+	Next string `json:"next,omitempty"`
 }
 
 // SignRequest signs a message or a digest.

@@ -29,19 +29,22 @@ stream), so only matching events travel:
                 e.g. io.keyflow.crypto.* or io.keyflow.key.*.v1
 
 A GLOB that cannot be evaluated that way (such as "io.keyflow.crypto.enc*")
-is refused with ValidationException. Reading the trail is itself recorded
-(io.keyflow.audit.read.v1), as is resolving an alias given to --key.`,
+is refused with ValidationException. Reading the trail is itself recorded: each
+page that returns events leaves one io.keyflow.audit.read.v1 record naming the
+events it returned (by event ID), as does resolving an alias given to --key.
+Pages go by opaque cursors, never by the audit stream's sequence numbers, which
+would tell a tenant how busy the others are.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if limit < 0 {
 				return usagef("--limit must be 0 or more")
 			}
 			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
-				var after uint64
+				after := "" // an opaque cursor
 				printed := 0
 				keyID := key
 				for {
-					req := api.AuditTailRequest{AfterSeq: after, Limit: 500, KeyID: keyID, Type: typ, Tenant: tenant}
+					req := api.AuditTailRequest{After: after, Limit: 500, KeyID: keyID, Type: typ, Tenant: tenant}
 					if follow {
 						req.WaitMillis = 5000
 					}
@@ -55,14 +58,14 @@ is refused with ValidationException. Reading the trail is itself recorded
 					if r.KeyID != "" {
 						keyID = r.KeyID // resolve an alias once
 					}
-					if r.LastSeq > after {
-						after = r.LastSeq // nothing matched up to there
+					if r.Next != "" {
+						after = r.Next
 					}
 					for _, e := range r.Events {
 						if _, err := fmt.Fprintln(cmd.OutOrStdout(), string(e.Event)); err != nil {
 							return err
 						}
-						after = e.Seq
+						after = e.Cursor
 						printed++
 						if limit > 0 && printed >= limit {
 							return nil

@@ -14,8 +14,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
+	"github.com/keyflow/keyflow/client"
 	"github.com/keyflow/keyflow/events/jsaudit"
 	"github.com/keyflow/keyflow/events/siem"
+	"github.com/keyflow/keyflow/workers/natsauth"
 )
 
 func newAuditForwardCmd(g *globals) *cobra.Command {
@@ -54,8 +56,24 @@ that (same --type patterns as audit tail).`,
 			if creds == "" {
 				creds = filepath.Join(g.dataDir, "auditor.creds")
 			}
-			if _, err := os.Stat(creds); err != nil {
+			credsBytes, err := os.ReadFile(creds)
+			if err != nil {
 				return fmt.Errorf("%w: cannot read the auditor creds %s (start `keyflow dev`, or pass --auditor-creds)", errUnreachable, creds)
+			}
+			// The read-only auditor may not create consumers: it reads
+			// through the durable the operator made for it.
+			pinned := natsauth.CredsRestricted(credsBytes)
+			if pinned {
+				if !cmd.Flags().Changed("consumer") {
+					consumer = natsauth.AuditorDurable
+				}
+				if tenant == "*" && typ == "" {
+					filter = jsaudit.AllSubjects
+				}
+			}
+			inbox, err := client.InboxOption(credsBytes)
+			if err != nil {
+				return err
 			}
 			var output siem.Output
 			var dest string
@@ -78,7 +96,7 @@ that (same --type patterns as audit tail).`,
 				defer s.Close()
 				output, dest = s, network+"://"+addr
 			}
-			nc, err := nats.Connect(g.server, nats.UserCredentials(creds), nats.Name("keyflow-audit-forward"),
+			nc, err := nats.Connect(g.server, nats.UserCredentials(creds), inbox, nats.Name("keyflow-audit-forward"),
 				nats.Timeout(5*time.Second), nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond))
 			if err != nil {
 				return fmt.Errorf("%w: %w", errUnreachable, err)
@@ -91,7 +109,7 @@ that (same --type patterns as audit tail).`,
 			ctx := cmd.Context()
 			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelWarn}))
 			fmt.Fprintf(cmd.ErrOrStderr(), "keyflow audit forward: %s -> %s (consumer %s, resuming after seq %d)\n", filter, dest, consumer, output.LastSeq())
-			return siem.Forward(ctx, js, siem.Config{Out: output, Consumer: consumer, Filter: filter, Logger: log})
+			return siem.Forward(ctx, js, siem.Config{Out: output, Consumer: consumer, Filter: filter, Logger: log, Pinned: pinned})
 		},
 	}
 	f := cmd.Flags()

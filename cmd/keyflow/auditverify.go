@@ -41,7 +41,7 @@ func newAuditChainCmds(g *globals) []*cobra.Command {
 	}
 
 	var from, to uint64
-	var file, pubkeys string
+	var file, pubkeys, sinceCheckpoint string
 	verify := &cobra.Command{
 		Use:   "verify [--from SEQ] [--to SEQ] [--file EXPORT.jsonl] [--pubkeys FILE]",
 		Short: "Prove the audit trail complete and untampered (operator and auditor)",
@@ -62,11 +62,21 @@ or from the export's header (--file). Pin them instead with --pubkeys FILE (a
 file written by 'keyflow audit pubkeys', or another export), which is what to
 do with an export received from elsewhere.
 
-Retention: when old records have aged out of the stream, start later with
---from SEQ. The digest chain is then the trust anchor: the digest covering SEQ
-carries the chain head before its range (the previous digest's headHash,
-signed), and its per-record leaf hashes check each record, so SEQ need not be a
-digest boundary. Digests are kept for ever; records need not be.
+Cut heads: digests are kept for ever, so a digest stream that no longer
+starts with the chain's first digest is a finding. Records may age out, but
+only as the retention policy the operator recorded on the stream allows: when
+the stream starts after the first sealed record, verify counts the records
+missing, and passes only when the stream's limits are still the recorded ones
+and one of them explains the cut (it says which); otherwise the cut is a
+finding with the number of records missing. Every change of the audit
+streams' limits outside the policy, recorded by the workers, is a finding.
+--from SEQ checks from SEQ only (the digest covering SEQ is the anchor: it
+carries the chain head before its range, signed, and per-record leaves).
+
+Checkpoints: 'keyflow audit checkpoint --out FILE' saves the current signed
+digest head. --since-checkpoint FILE then also fails if the digest stream no
+longer holds that digest unchanged: the trail sealed before it was removed,
+replaced or rewritten.
 
 ` + auditorHelp,
 		Args: cobra.NoArgs,
@@ -76,6 +86,13 @@ digest boundary. Digests are kept for ever; records need not be.
 			}
 			ctx := cmd.Context()
 			var pinned []chain.PublicKey
+			if pubkeys == "" && file == "" {
+				// The dev stack writes the sealer's keys from the key store
+				// at start; the read-only auditor cannot read the store.
+				if p := filepath.Join(g.dataDir, sealer.PubKeysFile); fileExists(p) {
+					pubkeys = p
+				}
+			}
 			if pubkeys != "" {
 				var err error
 				if pinned, err = readPubKeys(pubkeys); err != nil {
@@ -85,16 +102,25 @@ digest boundary. Digests are kept for ever; records need not be.
 			var r *chain.Report
 			var err error
 			if file != "" {
+				if sinceCheckpoint != "" {
+					return usagef("--since-checkpoint checks the live trail; it does not go with --file")
+				}
 				r, err = verifyFile(cmd, file, pinned, from, to)
 			} else {
-				err = g.withAuditor(ctx, creds, func(js jetstream.JetStream) (err error) {
+				err = g.withAuditor(ctx, creds, func(ctx context.Context, js jetstream.JetStream) (err error) {
 					keys := pinned
 					if keys == nil {
 						if keys, err = storedKeys(ctx, js); err != nil {
 							return err
 						}
 					}
-					r, err = sealer.Verify(ctx, js, sealer.VerifyParams{Keys: keys, From: from, To: to})
+					var cp *chain.Digest
+					if sinceCheckpoint != "" {
+						if cp, err = readCheckpoint(sinceCheckpoint, keys); err != nil {
+							return err
+						}
+					}
+					r, err = sealer.Verify(ctx, js, sealer.VerifyParams{Keys: keys, From: from, To: to, Checkpoint: cp})
 					return err
 				})
 			}
@@ -107,6 +133,7 @@ digest boundary. Digests are kept for ever; records need not be.
 	verify.Flags().Uint64Var(&from, "from", 0, "first sequence to check (default: the first digest's); use after records aged out")
 	verify.Flags().Uint64Var(&to, "to", 0, "last sequence to check (default: the end)")
 	verify.Flags().StringVar(&file, "file", "", "check this JSON Lines export instead of the live stream")
+	verify.Flags().StringVar(&sinceCheckpoint, "since-checkpoint", "", "also fail if the trail sealed before this checkpoint ('keyflow audit checkpoint') was removed or rewritten")
 	verify.Flags().StringVar(&pubkeys, "pubkeys", "", "trust only the sealer public keys in this file ('keyflow audit pubkeys' output, or an export)")
 	addCreds(verify)
 
@@ -153,10 +180,10 @@ duration (such as 24h). The output goes to --out (created 0600), or stdout.
 				w = f
 			}
 			var res *sealer.ExportResult
-			err := g.withAuditor(ctx, creds, func(js jetstream.JetStream) (err error) {
+			err := g.withAuditor(ctx, creds, func(ctx context.Context, js jetstream.JetStream) (err error) {
 				var keys []chain.PublicKey
 				if format == sealer.FormatJSONL {
-					if keys, err = storedKeys(ctx, js); err != nil {
+					if keys, err = g.sealerKeys(ctx, js); err != nil {
 						fmt.Fprintf(cmd.ErrOrStderr(), "keyflow: note: the export carries no sealer keys: %v\n", err)
 					}
 				}
@@ -184,8 +211,9 @@ duration (such as 24h). The output goes to --out (created 0600), or stdout.
 		Use:   "pubkeys",
 		Short: "Print the audit sealer's public keys, to pin with 'audit verify --pubkeys'",
 		Long: `Print the public keys of the audit sealer (every version of its Ed25519 and
-ML-DSA-65 keys, DER SubjectPublicKeyInfo in base64) as JSON, from keyflow's key
-store. Keep the output somewhere the audited system cannot write, and verify
+ML-DSA-65 keys, DER SubjectPublicKeyInfo in base64) as JSON: from the dev
+stack's DIR/` + sealer.PubKeysFile + ` (written from keyflow's key store at every
+start), or else from the key store (with the operator's creds). Keep the output somewhere the audited system cannot write, and verify
 with --pubkeys FILE.
 
 ` + auditorHelp,
@@ -193,8 +221,8 @@ with --pubkeys FILE.
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			var keys []chain.PublicKey
-			if err := g.withAuditor(ctx, creds, func(js jetstream.JetStream) (err error) {
-				keys, err = storedKeys(ctx, js)
+			if err := g.withAuditor(ctx, creds, func(ctx context.Context, js jetstream.JetStream) (err error) {
+				keys, err = g.sealerKeys(ctx, js)
 				return err
 			}); err != nil {
 				return err
@@ -205,11 +233,55 @@ with --pubkeys FILE.
 		},
 	}
 	addCreds(pub)
-	return []*cobra.Command{verify, export, pub}
+
+	var cpOut string
+	checkpoint := &cobra.Command{
+		Use:   "checkpoint [--out FILE]",
+		Short: "Save the current signed digest head, to verify against later",
+		Long: `Write the newest audit digest (signed by the sealer's Ed25519 and ML-DSA-65
+keys) as a checkpoint. Keep it where the audited system cannot write. A later
+'keyflow audit verify --since-checkpoint FILE' fails if the digest stream no
+longer holds that digest unchanged: everything sealed before the checkpoint is
+then pinned, even against someone who deletes both streams and starts a new
+chain.
+
+` + auditorHelp,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			var d *chain.Digest
+			if err := g.withAuditor(ctx, creds, func(ctx context.Context, js jetstream.JetStream) (err error) {
+				d, _, err = jsaudit.LastDigest(ctx, js)
+				return err
+			}); err != nil {
+				return err
+			}
+			if d == nil {
+				return &client.Error{Code: codeVerificationFailed, Message: "nothing is sealed yet: no digest to checkpoint"}
+			}
+			cp := checkpointFile{Kind: checkpointKind, Stream: d.Stream, FromSeq: d.FromSeq, ToSeq: d.ToSeq, SavedAt: time.Now().UTC(), Digest: d}
+			b, err := json.MarshalIndent(cp, "", "  ")
+			if err != nil {
+				return fmt.Errorf("failed to encode the checkpoint: %w", err)
+			}
+			b = append(b, '\n')
+			if cpOut == "" || cpOut == "-" {
+				_, err = cmd.OutOrStdout().Write(b)
+				return err
+			}
+			if err := os.WriteFile(cpOut, b, 0o600); err != nil {
+				return usagef("cannot write --out: %v", err)
+			}
+			return printJSON(cmd.OutOrStdout(), map[string]any{"checkpoint": cpOut, "fromSeq": d.FromSeq, "toSeq": d.ToSeq})
+		},
+	}
+	checkpoint.Flags().StringVar(&cpOut, "out", "", "write the checkpoint here (mode 0600) instead of stdout")
+	addCreds(checkpoint)
+	return []*cobra.Command{verify, export, pub, checkpoint}
 }
 
 // withAuditor connects with the auditor's creds and runs fn.
-func (g *globals) withAuditor(ctx context.Context, creds string, fn func(js jetstream.JetStream) error) error {
+func (g *globals) withAuditor(ctx context.Context, creds string, fn func(ctx context.Context, js jetstream.JetStream) error) error {
 	if creds == "" {
 		creds = filepath.Join(g.dataDir, sealer.AuditorCredsFile)
 	}
@@ -220,7 +292,15 @@ func (g *globals) withAuditor(ctx context.Context, creds string, fn func(js jets
 	// asynchronously, while the JetStream request would wait out its
 	// timeout. Watch for it.
 	denied := make(chan error, 1)
-	nc, err := nats.Connect(g.server, nats.UserCredentials(creds), nats.Name("keyflow-auditor"), nats.Timeout(g.timeout),
+	b, err := os.ReadFile(creds)
+	if err != nil {
+		return fmt.Errorf("%w: cannot read the auditor creds %s: %w", errUnreachable, creds, err)
+	}
+	inbox, err := client.InboxOption(b)
+	if err != nil {
+		return err
+	}
+	nc, err := nats.Connect(g.server, nats.UserCredentials(creds), inbox, nats.Name("keyflow-auditor"), nats.Timeout(g.timeout),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			if errors.Is(err, nats.ErrPermissionViolation) {
 				select {
@@ -254,7 +334,23 @@ func (g *globals) withAuditor(ctx context.Context, creds string, fn func(js jets
 		}
 		return fmt.Errorf("%w: %w", errUnreachable, err)
 	}
-	return fn(js)
+	// A request the creds may not make (the read-only auditor reading the
+	// key store) fails at once rather than after the timeout.
+	err = fn(pctx, js)
+	if cause := context.Cause(pctx); errors.Is(cause, nats.ErrPermissionViolation) {
+		return fmt.Errorf("these creds may not do that (%v): the read-only auditor reads the sealer's keys from DIR/%s or --pubkeys; the key store needs the operator's creds (DIR/operator.creds)", cause, sealer.PubKeysFile)
+	}
+	return err
+}
+
+// sealerKeys reads the sealer's public keys from the dev stack's
+// DIR/audit-pubkeys.json when there is one (the read-only auditor cannot
+// read the key store), or else from the key store.
+func (g *globals) sealerKeys(ctx context.Context, js jetstream.JetStream) ([]chain.PublicKey, error) {
+	if p := filepath.Join(g.dataDir, sealer.PubKeysFile); fileExists(p) {
+		return readPubKeys(p)
+	}
+	return storedKeys(ctx, js)
 }
 
 // storedKeys reads the sealer's public keys from the key store.
@@ -321,6 +417,39 @@ func verifyFile(cmd *cobra.Command, path string, pinned []chain.PublicKey, from,
 	return v.Finish(), nil
 }
 
+const checkpointKind = "keyflow.audit.checkpoint.v1"
+
+// checkpointFile is what `keyflow audit checkpoint` writes.
+type checkpointFile struct {
+	Kind    string        `json:"kind"`
+	Stream  string        `json:"stream"`
+	FromSeq uint64        `json:"fromSeq"`
+	ToSeq   uint64        `json:"toSeq"`
+	SavedAt time.Time     `json:"savedAt"`
+	Digest  *chain.Digest `json:"digest"`
+}
+
+// readCheckpoint reads a checkpoint and checks its signatures against the
+// trusted sealer keys.
+func readCheckpoint(path string, keys []chain.PublicKey) (*chain.Digest, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, usagef("cannot read --since-checkpoint: %v", err)
+	}
+	var cp checkpointFile
+	if err := json.Unmarshal(b, &cp); err != nil || cp.Kind != checkpointKind || cp.Digest == nil {
+		return nil, usagef("--since-checkpoint: %s is not a checkpoint written by 'keyflow audit checkpoint'", path)
+	}
+	ks, err := chain.NewKeySet(keys)
+	if err != nil {
+		return nil, err
+	}
+	if err := ks.VerifySignatures(cp.Digest); err != nil {
+		return nil, &client.Error{Code: codeVerificationFailed, Message: fmt.Sprintf("the checkpoint's digest %d-%d does not verify with the trusted sealer keys: %v", cp.Digest.FromSeq, cp.Digest.ToSeq, err)}
+	}
+	return cp.Digest, nil
+}
+
 // printReport prints a verification report and turns a finding into the
 // command's error (exit 1, one line).
 func (g *globals) printReport(cmd *cobra.Command, r *chain.Report) error {
@@ -335,6 +464,12 @@ func (g *globals) printReport(cmd *cobra.Command, r *chain.Report) error {
 		} else {
 			fmt.Fprintf(w, "OK: %d records verified against %d %s (seq %d-%d)\n", r.Verified, r.Digests, plural(r.Digests, "digest"), r.From, r.To)
 			fmt.Fprintf(w, "anchor: %s\n", r.Anchor)
+		}
+		if r.Retention != "" {
+			fmt.Fprintf(w, "retention: %s\n", r.Retention)
+		}
+		if r.Checkpoint != "" {
+			fmt.Fprintf(w, "checkpoint: %s is in the trail, unchanged\n", r.Checkpoint)
 		}
 		if r.Unsealed > 0 && r.Digests > 0 {
 			fmt.Fprintf(w, "unsealed tail: %d records from seq %d (not sealed yet; informational)\n", r.Unsealed, r.UnsealedFrom)
@@ -398,3 +533,5 @@ func plural(n int, word string) string {
 	}
 	return word + "s"
 }
+
+func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }

@@ -64,7 +64,12 @@ func newAuditStack(t *testing.T) *auditStack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	audit, err := jsaudit.Open(ctx, js)
+	// As the dev stack does: the operator provisions the streams and the
+	// auditor's durable; the workers attach.
+	if _, err := jsaudit.Provision(ctx, js, natsauth.AuditorDurable); err != nil {
+		t.Fatal(err)
+	}
+	audit, err := jsaudit.Attach(ctx, js, "/test")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,10 +84,19 @@ func newAuditStack(t *testing.T) *auditStack {
 		t.Fatal(err)
 	}
 	t.Cleanup(s.Stop)
-	// What the dev stack writes: the auditor's creds (keyflow's account)
-	// and a tenant principal's.
-	creds, err := id.ServiceCreds("auditor")
+	// What the dev stack writes: the read-only auditor's creds, the
+	// sealer's public keys (the auditor cannot read the key store) and a
+	// tenant principal's creds.
+	creds, err := id.AuditorCreds("auditor")
 	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := sealer.StoredPublicKeys(ctx, store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, _ := json.Marshal(map[string]any{"keys": keys})
+	if err := os.WriteFile(filepath.Join(dir, sealer.PubKeysFile), kb, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(dir, sealer.AuditorCredsFile), creds, 0o600); err != nil {
@@ -142,6 +156,26 @@ func TestAuditVerifyCLIClean(t *testing.T) {
 	var r chain.Report
 	if code != exitOK || json.Unmarshal([]byte(out), &r) != nil || !r.OK() || r.Verified < 120 {
 		t.Fatalf("verify -o json: exit %d: %s", code, out)
+	}
+}
+
+func TestAuditCheckpointCLI(t *testing.T) {
+	st := newAuditStack(t)
+	cp := filepath.Join(t.TempDir(), "checkpoint.json")
+	if out, errs, code := st.run(t, "audit", "checkpoint", "--out", cp); code != exitOK {
+		t.Fatalf("checkpoint: exit %d\n%s%s", code, out, errs)
+	}
+	out, errs, code := st.run(t, "audit", "verify", "-o", "table", "--since-checkpoint", cp)
+	if code != exitOK || !strings.Contains(out, "checkpoint: digest") {
+		t.Fatalf("verify --since-checkpoint: exit %d\n%s%s", code, out, errs)
+	}
+	// A checkpoint whose digest was altered is refused before anything is
+	// read.
+	b, _ := os.ReadFile(cp)
+	bad := filepath.Join(t.TempDir(), "bad.json")
+	_ = os.WriteFile(bad, bytes.ReplaceAll(b, []byte(`"toSeq": `), []byte(`"toSeq": 1`)), 0o600)
+	if _, errs, code := st.run(t, "audit", "verify", "--since-checkpoint", bad); code == exitOK {
+		t.Fatalf("an altered checkpoint was accepted: %s", errs)
 	}
 }
 

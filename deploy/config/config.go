@@ -115,6 +115,10 @@ type Audit struct {
 // Services tunes the NATS services of the crypto and admin roles.
 type Services struct {
 	Workers int `yaml:"workers"`
+	// CursorKeyFile seals audit tail cursors (32 random bytes); every
+	// process serving admin requests must have the same, or a cursor
+	// works only on the process that issued it.
+	CursorKeyFile string `yaml:"cursor_key_file"`
 }
 
 // Gateway is the HTTP front.
@@ -362,6 +366,7 @@ func (c *Config) Problems() []string {
 	if c.Services.Workers < 0 {
 		add("services.workers: must not be negative")
 	}
+	file("services.cursor_key_file", c.Services.CursorKeyFile)
 	if has("gateway") {
 		x := c.Gateway.XKS
 		if x.Listen == "" {

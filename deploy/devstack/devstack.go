@@ -12,9 +12,12 @@
 //	DIR/hsm/so-pin                           the security officer's PIN (0600), for the root key ceremony
 //	DIR/nats/identity.json                   operator and account keys (0600)
 //	DIR/nats/jetstream/                      streams and KV buckets
+//	DIR/nats/cursor.key                      seals audit tail cursors (0600)
 //	DIR/temporal/temporal.db                 Temporal's SQLite database
 //	DIR/admin.creds                          the default tenant's admin (0600)
-//	DIR/auditor.creds                        keyflow-account auditor: audit verify/export/forward (0600)
+//	DIR/auditor.creds                        read-only auditor/forwarder: audit verify/export/forward/checkpoint (0600)
+//	DIR/operator.creds                       keyflow-account operator: stream administration, audit pubkeys (0600)
+//	DIR/audit-pubkeys.json                   the audit sealer's public keys, for audit verify
 //
 // This is a composition root: it imports the adapters (workers, workflows)
 // and wires them to the infrastructure, which is why it lives in deploy
@@ -25,6 +28,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -35,13 +39,17 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"go.temporal.io/sdk/client"
 
 	"github.com/keyflow/keyflow/deploy/natsserver"
 	"github.com/keyflow/keyflow/deploy/roles"
+	"github.com/keyflow/keyflow/events/chain"
+	"github.com/keyflow/keyflow/events/jsaudit"
 	"github.com/keyflow/keyflow/hsm/pkcs11"
 	"github.com/keyflow/keyflow/kms"
 	"github.com/keyflow/keyflow/workers/natsauth"
+	"github.com/keyflow/keyflow/workers/rpc"
 	"github.com/keyflow/keyflow/workers/sealer"
 )
 
@@ -53,6 +61,7 @@ const (
 	DefaultPrincipal      = "admin"
 	TokenLabel            = "keyflow"
 	AdminCredsFile        = "admin.creds"
+	OperatorCredsFile     = "operator.creds"
 )
 
 // Config configures a dev stack.
@@ -172,6 +181,14 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 	}
 	st.closers = append(st.closers, func() { st.NATS.Shutdown(); st.NATS.WaitForShutdown() })
 
+	// The operator provisions the audit streams (their retention policy)
+	// and the auditor's durables; no worker may change them.
+	policy := []jsaudit.Option{jsaudit.MaxAge(cfg.AuditMaxAge), jsaudit.MaxBytes(cfg.AuditMaxBytes), jsaudit.MaxMsgs(cfg.AuditMaxMsgs)}
+	changes, err := st.provisionAudit(ctx, policy)
+	if err != nil {
+		return st, err
+	}
+
 	if st.Temporal, err = StartTemporal(ctx, TemporalConfig{
 		DataDir: filepath.Join(dir, "temporal"), ListenAddr: cfg.TemporalListen, Namespace: "keyflow",
 	}); err != nil {
@@ -183,20 +200,27 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 	}
 	st.closers = append(st.closers, st.tc.Close)
 
+	cursorKey, err := readOrCreateKey(filepath.Join(dir, "nats", "cursor.key"), rpc.CursorKeySize)
+	if err != nil {
+		return st, err
+	}
 	// Every role, through the same composition `keyflow serve` uses.
 	gateway, err := st.xksOptions()
 	if err != nil {
 		return st, err
 	}
 	if st.Node, err = roles.Start(ctx, roles.Infra{
-		Connect: func(_ context.Context, _ roles.Role, name string) (*nats.Conn, error) {
-			return natsserver.ConnectService(st.NATS, st.Identity, name)
+		Connect: func(_ context.Context, r roles.Role, name string) (*nats.Conn, error) {
+			if r == roles.Sealer {
+				return st.connect(st.Identity.SealerCreds, name)
+			}
+			return st.connect(st.Identity.WorkerCreds, name)
 		},
 		HSM: st.HSM, Temporal: st.tc, Tenants: st.Identity, Logger: cfg.Logger, Metrics: st.Metrics,
 	}, roles.Options{
 		Roles: roles.All, Workers: cfg.Workers, AuditFailOpen: cfg.AuditFailOpen,
 		AuditMaxAge: cfg.AuditMaxAge, AuditMaxBytes: cfg.AuditMaxBytes, AuditMaxMsgs: cfg.AuditMaxMsgs,
-		Gateway: gateway,
+		AuditChanges: changes, CursorKey: cursorKey, Gateway: gateway,
 	}); err != nil {
 		return st, err
 	}
@@ -215,7 +239,10 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 	if err = st.writeAdminCreds(); err != nil {
 		return st, err
 	}
-	if err = st.writeAuditorCreds(); err != nil {
+	if err = st.writeRoleCreds(); err != nil {
+		return st, err
+	}
+	if err = writePubKeys(ctx, st.Node.Store, filepath.Join(dir, sealer.PubKeysFile)); err != nil {
 		return st, err
 	}
 	return st, nil
@@ -236,8 +263,8 @@ func (s *Stack) Stop() {
 // keep the file (and its key) so a user's copy keeps working.
 func (s *Stack) writeAdminCreds() error {
 	path := s.AdminCreds()
-	if b, err := os.ReadFile(path); err == nil && natsauth.CredsHaveRoles(b) {
-		return nil // creds from before roles existed are reissued
+	if b, err := os.ReadFile(path); err == nil && natsauth.CredsHaveRoles(b) && natsauth.CredsOwnInbox(b) {
+		return nil // creds from before roles or per-user inboxes existed are reissued
 	}
 	creds, err := s.Identity.UserCreds(DefaultTenant, DefaultPrincipal)
 	if err != nil {
@@ -300,20 +327,93 @@ func randomPIN() string {
 // drain drains a connection and waits (bounded) until it is closed.
 func drain(nc *nats.Conn) { roles.Drain(nc) }
 
-// writeAuditorCreds writes the creds of a keyflow-account user for the
-// operator and auditor commands (audit verify, export, forward), which read
-// the whole stream. Tenants never get these.
-func (s *Stack) writeAuditorCreds() error {
-	path := filepath.Join(s.cfg.DataDir, sealer.AuditorCredsFile)
-	if _, err := os.Stat(path); err == nil {
-		return nil
+// connect connects in-process with creds of one of keyflow's NATS roles
+// (natsauth: WorkerCreds, SealerCreds, OperatorCreds).
+func (s *Stack) connect(issue func(string) ([]byte, error), name string) (*nats.Conn, error) {
+	creds, err := issue(name)
+	if err != nil {
+		return nil, err
 	}
-	creds, err := s.Identity.ServiceCreds("auditor")
+	return natsserver.Connect(s.NATS, creds, name)
+}
+
+// provisionAudit creates or updates the audit streams to the configured
+// retention and the auditor's durables, as the operator, and returns what
+// it changed (recorded once a publisher is attached).
+func (s *Stack) provisionAudit(ctx context.Context, policy []jsaudit.Option) ([]jsaudit.StreamChange, error) {
+	nc, err := s.connect(s.Identity.OperatorCreds, "keyflow-operator")
+	if err != nil {
+		return nil, err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("failed to open JetStream: %w", err)
+	}
+	return jsaudit.Provision(ctx, js, natsauth.AuditorDurable, policy...)
+}
+
+// writeRoleCreds writes the read-only auditor's creds (audit verify,
+// export, forward, checkpoint) and the operator's (stream administration,
+// audit pubkeys). Tenants never get these. Creds from before the roles
+// existed (a full keyflow-account user as auditor.creds) are reissued.
+func (s *Stack) writeRoleCreds() error {
+	for _, f := range []struct {
+		file  string
+		issue func(string) ([]byte, error)
+		name  string
+	}{{sealer.AuditorCredsFile, s.Identity.AuditorCreds, "auditor"}, {OperatorCredsFile, s.Identity.OperatorCreds, "operator"}} {
+		path := filepath.Join(s.cfg.DataDir, f.file)
+		if b, err := os.ReadFile(path); err == nil && natsauth.CredsRestricted(b) {
+			continue
+		}
+		creds, err := f.issue(f.name)
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(path, creds, 0o600); err != nil {
+			return fmt.Errorf("failed to write %s: %w", f.file, err)
+		}
+	}
+	return nil
+}
+
+// writePubKeys writes the sealer's public keys (every version), from the
+// key store, for `keyflow audit verify` run with the read-only auditor
+// creds, which cannot read the key store.
+func writePubKeys(ctx context.Context, store kms.Store, path string) error {
+	keys, err := sealer.StoredPublicKeys(ctx, store)
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(path, creds, 0o600); err != nil {
-		return fmt.Errorf("failed to write auditor creds: %w", err)
+	b, err := json.MarshalIndent(struct {
+		Keys []chain.PublicKey `json:"keys"`
+	}{keys}, "", "  ")
+	if err != nil {
+		return fmt.Errorf("failed to encode the sealer keys: %w", err)
+	}
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		return fmt.Errorf("failed to write %s: %w", path, err)
 	}
 	return nil
+}
+
+// readOrCreateKey reads a random key of n bytes kept in a 0600 file,
+// creating it on first use.
+func readOrCreateKey(path string, n int) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err == nil && len(b) == n {
+		return b, nil
+	}
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("failed to read %s: %w", path, err)
+	}
+	b = make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		return nil, fmt.Errorf("failed to generate %s: %w", path, err)
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		return nil, fmt.Errorf("failed to write %s: %w", path, err)
+	}
+	return b, nil
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/keyflow/keyflow/events/jsaudit"
 	"github.com/keyflow/keyflow/workers/kvstore"
+	"github.com/keyflow/keyflow/workers/natsauth"
 	"github.com/keyflow/keyflow/workers/sealer"
 )
 
@@ -50,10 +51,9 @@ func Bootstrap(ctx context.Context, js jetstream.JetStream, o Options) ([]Change
 	if err != nil {
 		return rec.changes, err
 	}
-	if _, err := jsaudit.Open(ctx, rec, jsaudit.MaxAge(o.AuditMaxAge), jsaudit.MaxBytes(o.AuditMaxBytes), jsaudit.MaxMsgs(o.AuditMaxMsgs)); err != nil {
-		return rec.changes, err
-	}
-	if err := jsaudit.OpenDigests(ctx, rec); err != nil {
+	// The audit streams with their retention policy, and the auditor's
+	// read-only durables.
+	if _, err := jsaudit.Provision(ctx, rec, natsauth.AuditorDurable, jsaudit.MaxAge(o.AuditMaxAge), jsaudit.MaxBytes(o.AuditMaxBytes), jsaudit.MaxMsgs(o.AuditMaxMsgs)); err != nil {
 		return rec.changes, err
 	}
 	if _, err := sealer.OpenLease(ctx, rec, o.SealerLease); err != nil {

@@ -249,6 +249,13 @@ func OptionsFrom(c *config.Config, rs []Role) (Options, error) {
 		AuditMaxAge: c.Audit.MaxAge, AuditMaxBytes: c.Audit.MaxBytes, AuditMaxMsgs: c.Audit.MaxMsgs,
 		SealerLease: sealer.DefaultLeaseTTL, ShareQuotas: true,
 	}
+	if f := c.Services.CursorKeyFile; f != "" {
+		key, err := os.ReadFile(f)
+		if err != nil {
+			return o, fmt.Errorf("services.cursor_key_file: %w", err)
+		}
+		o.CursorKey = key
+	}
 	if x := c.Gateway.XKS; slices.Contains(rs, Gateway) && x.Listen != "" {
 		cert, err := tls.LoadX509KeyPair(x.CertFile, x.KeyFile)
 		if err != nil {

@@ -153,6 +153,12 @@ type Options struct {
 	AuditMaxAge   time.Duration
 	AuditMaxBytes int64
 	AuditMaxMsgs  int64
+	// AuditChanges are the audit stream changes the operator just made
+	// (jsaudit.Provision), recorded in the trail once attached.
+	AuditChanges []jsaudit.StreamChange
+	// CursorKey seals audit tail cursors; processes that share tenants'
+	// requests must share it (rpc.Config.CursorKey; nil: random).
+	CursorKey []byte
 	// AuditConns is the number of connections audit records are spread
 	// over (default jsaudit.DefaultConns).
 	AuditConns int
@@ -195,6 +201,8 @@ type Node struct {
 	XKSAddr string
 	// Conn is the node's main NATS connection (stores, services).
 	Conn *nats.Conn
+	// Store is the key store on JetStream KV; nil for remediation alone.
+	Store kms.Store
 	// Standby is the sealer when it runs active/standby (Options.SealerLease).
 	Standby *sealer.Standby
 
@@ -330,10 +338,21 @@ func (n *Node) startKMS(ctx, runCtx context.Context, js jetstream.JetStream) err
 		return fmt.Errorf("failed to open JetStream: %w", err)
 	}
 	o := n.opts
-	publisher, err := jsaudit.Open(ctx, auditJS, jsaudit.MaxAge(o.AuditMaxAge), jsaudit.MaxBytes(o.AuditMaxBytes), jsaudit.MaxMsgs(o.AuditMaxMsgs))
+	// The audit streams are the operator's (keyflow bootstrap, or the dev
+	// stack at start); workers attach, and refuse to serve while their
+	// retention differs from the policy (events/jsaudit, policy.go).
+	host, _ := os.Hostname()
+	source := "/keyflow/worker/" + host
+	publisher, err := jsaudit.Attach(ctx, auditJS, source, jsaudit.MaxAge(o.AuditMaxAge), jsaudit.MaxBytes(o.AuditMaxBytes), jsaudit.MaxMsgs(o.AuditMaxMsgs))
 	if err != nil {
 		return err
 	}
+	if len(o.AuditChanges) > 0 {
+		if err := publisher.RecordChanges(ctx, o.AuditChanges); err != nil {
+			return err
+		}
+	}
+	publisher.Watch(runCtx, 0)
 	conns := o.AuditConns
 	if conns <= 0 {
 		conns = jsaudit.DefaultConns
@@ -353,10 +372,10 @@ func (n *Node) startKMS(ctx, runCtx context.Context, js jetstream.JetStream) err
 	if err != nil {
 		return err
 	}
-	host, _ := os.Hostname()
+	n.Store = store
 	if n.KMS, err = kms.New(ctx, kms.Config{
 		HSM: n.infra.HSM, Store: store, Audit: audit, Logger: n.infra.Logger, Governance: gov,
-		Source: "/keyflow/worker/" + host, AuditFailOpen: o.AuditFailOpen,
+		Source: source, AuditFailOpen: o.AuditFailOpen,
 	}); err != nil {
 		return err
 	}
@@ -402,7 +421,7 @@ func (n *Node) startSealer(ctx context.Context) error {
 func (n *Node) startServices(js jetstream.JetStream, wc *workflows.Client) error {
 	cfg := rpc.Config{
 		Conn: n.Conn, KMS: n.KMS, Tenants: n.infra.Tenants, JS: js, Logger: n.infra.Logger,
-		Workers: n.opts.Workers,
+		Workers: n.opts.Workers, CursorKey: n.opts.CursorKey,
 	}
 	if m := n.infra.Metrics; m != nil {
 		cfg.Observe = m.ObserveRequest

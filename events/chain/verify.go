@@ -28,6 +28,14 @@ const (
 	// digest (prevDigestHash, startHash, sequence range) or to its records
 	// (headHash). Its Seq is the digest's FromSeq.
 	KindForgedDigest Kind = "forged-digest"
+	// KindTruncated: the head of the trail was cut: records sealed in
+	// digests, or digests themselves, are gone from the start of their
+	// stream, and the deployment's retention policy does not explain it.
+	// Its Seq is the first missing sequence; Missing counts the records.
+	KindTruncated Kind = "truncated"
+	// KindStreamChanged: a record of the trail says an audit stream's
+	// retention or limits were changed outside the configured policy.
+	KindStreamChanged Kind = "stream-changed"
 )
 
 // Finding is one problem, at the sequence number where it starts.
@@ -35,11 +43,16 @@ type Finding struct {
 	Seq    uint64 `json:"seq"`
 	Kind   Kind   `json:"kind"`
 	Detail string `json:"detail"`
+	// Missing is the number of records gone (KindTruncated).
+	Missing uint64 `json:"missing,omitempty"`
 }
 
 func (f Finding) String() string {
-	if f.Kind == KindForgedDigest {
+	switch f.Kind {
+	case KindForgedDigest:
 		return fmt.Sprintf("seq %d: forged digest: %s", f.Seq, f.Detail)
+	case KindTruncated, KindStreamChanged:
+		return fmt.Sprintf("seq %d: %s: %s", f.Seq, f.Kind, f.Detail)
 	}
 	return fmt.Sprintf("seq %d: %s record: %s", f.Seq, f.Kind, f.Detail)
 }
@@ -64,6 +77,19 @@ type Report struct {
 	// Anchor says what the check started from: the zero hash of a new
 	// chain, or a digest trusted by its signatures alone (retention).
 	Anchor string `json:"anchor"`
+	// Retention, when the head of the trail was cut by the recorded
+	// retention policy, says how many records it removed and which
+	// limit explains it; verification then starts after the cut.
+	Retention string `json:"retention,omitempty"`
+	// Checkpoint says which checkpoint the trail was checked against.
+	Checkpoint string `json:"checkpoint,omitempty"`
+}
+
+// AddFindings adds findings found outside the verifier (a cut head, a
+// stream change) and keeps the findings ordered by sequence.
+func (r *Report) AddFindings(fs ...Finding) {
+	r.Findings = append(r.Findings, fs...)
+	sort.SliceStable(r.Findings, func(i, j int) bool { return r.Findings[i].Seq < r.Findings[j].Seq })
 }
 
 // OK reports whether nothing is wrong.

@@ -7,7 +7,6 @@ package jsaudit
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -49,24 +48,11 @@ func TestingAllowDelete() Option {
 	return func(c *jetstream.StreamConfig) { c.DenyDelete, c.DenyPurge = false, false }
 }
 
-// OpenDigests creates the digest stream if it does not exist. opts apply as
-// for Open (TestingAllowDelete is the only one tests need).
+// OpenDigests creates or updates the digest stream. opts apply as for Open
+// (TestingAllowDelete is the only one tests need). Deployments provision
+// it with [Provision].
 func OpenDigests(ctx context.Context, js jetstream.JetStream, opts ...Option) error {
-	cfg := jetstream.StreamConfig{
-		Name:        DigestStreamName,
-		Description: "keyflow audit digests: the signed hash chain over " + StreamName,
-		Subjects:    []string{DigestSubjectPrefix + ".>"},
-		Storage:     jetstream.FileStorage,
-		Duplicates:  DuplicateWindow,
-		DenyDelete:  true,
-		DenyPurge:   true,
-		MaxBytes:    -1,
-		MaxMsgs:     -1,
-	}
-	for _, o := range opts {
-		o(&cfg)
-	}
-	if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+	if _, err := createOrUpdate(ctx, js, digestConfig(opts...)); err != nil {
 		return fmt.Errorf("failed to open the audit digest stream: %w", err)
 	}
 	return nil
@@ -132,73 +118,92 @@ func ReadAll(ctx context.Context, js jetstream.JetStream, p ReadAllParams, fn fu
 }
 
 func readAllSince(ctx context.Context, js jetstream.JetStream, p ReadAllParams, fn func(seq uint64, body []byte) error) error {
-	return readCons(ctx, js, StreamName, jetstream.OrderedConsumerConfig{
-		DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &p.Since,
-	}, p.ToSeq, fn)
+	return readDirect(ctx, js, StreamName, 0, &p.Since, p.ToSeq, fn)
 }
 
 func readAll(ctx context.Context, js jetstream.JetStream, stream string, from, to uint64, fn func(seq uint64, body []byte) error) error {
-	return readCons(ctx, js, stream, jetstream.OrderedConsumerConfig{
-		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: from,
-	}, to, fn)
+	return readDirect(ctx, js, stream, from, nil, to, fn)
 }
 
-// readCons drains an ordered consumer up to the stream's last sequence as
-// of the call (or to).
-func readCons(ctx context.Context, js jetstream.JetStream, stream string, cfg jetstream.OrderedConsumerConfig, to uint64, fn func(seq uint64, body []byte) error) error {
+// directBatch is the number of records one direct get returns.
+const directBatch = 1000
+
+// readDirect reads a stream with batched direct gets
+// ($JS.API.DIRECT.GET.<stream>), from sequence from (or the first record
+// stored at or after since) up to the stream's last sequence as of the
+// call (or to). Direct gets create no consumer, so the read-only auditor,
+// which may not create consumers, can read this way.
+func readDirect(ctx context.Context, js jetstream.JetStream, stream string, from uint64, since *time.Time, to uint64, fn func(seq uint64, body []byte) error) error {
 	s, err := js.Stream(ctx, stream)
 	if err != nil {
 		return fmt.Errorf("failed to open stream %s: %w", stream, err)
 	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		return fmt.Errorf("failed to read stream %s: %w", stream, err)
-	}
+	info := s.CachedInfo()
 	last := info.State.LastSeq
 	if to != 0 && to < last {
 		last = to
 	}
-	if info.State.Msgs == 0 || last < info.State.FirstSeq || (cfg.OptStartSeq > last) {
+	if info.State.Msgs == 0 || last < info.State.FirstSeq || from > last {
 		return nil
 	}
-	cons, err := s.OrderedConsumer(ctx, cfg)
-	if err != nil {
-		return fmt.Errorf("failed to read stream %s: %w", stream, err)
-	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(2048))
-	if err != nil {
-		return fmt.Errorf("failed to read stream %s: %w", stream, err)
-	}
-	defer it.Stop()
-	if ci := cons.CachedInfo(); ci != nil && ci.NumPending == 0 {
-		return nil // nothing at or after the start (e.g. --since a time after the last record)
-	}
+	nc := js.Conn()
+	seq := max(from, 1)
 	for {
-		if err := ctx.Err(); err != nil {
+		req := map[string]any{"batch": directBatch}
+		if since != nil {
+			req["start_time"] = since.UTC()
+			since = nil
+		} else {
+			req["seq"] = seq
+		}
+		body, _ := json.Marshal(req)
+		n, next, err := directGet(ctx, nc, stream, body, last, fn)
+		if err != nil || n == 0 || next > last {
 			return err
 		}
-		m, err := it.Next(jetstream.NextMaxWait(5 * time.Second))
+		seq = next
+	}
+}
+
+// directGet sends one batched direct get and hands each record up to last
+// to fn. It returns how many it handed over and the sequence after the
+// last one.
+func directGet(ctx context.Context, nc *nats.Conn, stream string, req []byte, last uint64, fn func(seq uint64, body []byte) error) (int, uint64, error) {
+	inbox := nc.NewInbox()
+	sub, err := nc.SubscribeSync(inbox)
+	if err != nil {
+		return 0, 0, fmt.Errorf("failed to read stream %s: %w", stream, err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	if err := nc.PublishRequest("$JS.API.DIRECT.GET."+stream, inbox, req); err != nil {
+		return 0, 0, fmt.Errorf("failed to read stream %s: %w", stream, err)
+	}
+	n, next := 0, uint64(0)
+	for {
+		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		m, err := sub.NextMsgWithContext(wctx)
+		cancel()
 		if err != nil {
-			if errors.Is(err, nats.ErrTimeout) {
-				// Nothing more within the range: the last records were
-				// deleted or aged out while reading.
-				return nil
-			}
-			return fmt.Errorf("failed to read stream %s: %w", stream, err)
+			return n, next, fmt.Errorf("failed to read stream %s: %w", stream, err)
 		}
-		md, err := m.Metadata()
+		switch m.Header.Get("Status") {
+		case "404", "204": // nothing (more) at or after the start; end of batch
+			return n, next, nil
+		case "":
+		default:
+			return n, next, fmt.Errorf("failed to read stream %s: %s %s", stream, m.Header.Get("Status"), m.Header.Get("Description"))
+		}
+		seq, err := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
 		if err != nil {
-			return fmt.Errorf("failed to read stream %s metadata: %w", stream, err)
+			return n, next, fmt.Errorf("failed to read stream %s: a direct get reply without a sequence", stream)
 		}
-		seq := md.Sequence.Stream
+		next = seq + 1
 		if seq > last {
-			return nil
+			continue // after the end as of the call; drain to the EOB
 		}
-		if err := fn(seq, m.Data()); err != nil {
-			return err
-		}
-		if seq == last || md.NumPending == 0 {
-			return nil
+		n++
+		if err := fn(seq, m.Data); err != nil {
+			return n, next, err
 		}
 	}
 }

@@ -41,9 +41,11 @@
 //
 // Audit consumers, SIEM exports and remediation attach to the stream as
 // durable pull consumers in keyflow's own NATS account (tenants cannot reach
-// the stream; give the subscriber a KF-account creds file such as the dev
-// stack's DIR/auditor.creds, and guard it like the HSM PIN). [ConsumerConfig]
-// returns the configuration to use:
+// the stream). The read-only auditor (the dev stack's DIR/auditor.creds)
+// may not create consumers: it reads with direct gets ([ReadAll]) and
+// through the durable the operator creates for it ([Provision]). A
+// subscriber that creates its own durable needs a credential that may
+// (the operator's). [ConsumerConfig] returns the configuration to use:
 //
 //	cfg := jsaudit.ConsumerConfig("siem-export", jsaudit.AllSubjects)
 //	cons, err := js.CreateOrUpdateConsumer(ctx, jsaudit.StreamName, cfg)
@@ -224,9 +226,12 @@ func truncate(s string, n int) string {
 // per record are the same on every connection: stored and acknowledged
 // before Emit returns, deduplicated by Nats-Msg-Id.
 type Publisher struct {
-	js   jetstream.JetStream
-	pool []jetstream.JetStream // js, then the connections Spread opened
-	next atomic.Uint32
+	js     jetstream.JetStream
+	pool   []jetstream.JetStream // js, then the connections Spread opened
+	next   atomic.Uint32
+	opts   []Option // the policy (Attach, Watch)
+	source string
+	bad    atomic.Pointer[error] // set by Watch while a stream breaks the policy
 }
 
 var _ events.Sink = (*Publisher)(nil)
@@ -264,35 +269,17 @@ func MaxMsgs(n int64) Option {
 	}
 }
 
-// Open creates the audit stream if it does not exist, or updates its
-// limits, and returns a publisher. Without options the stream keeps
-// everything (limits-based, no max age): audit retention is a policy
-// decision made by whoever operates it, with [MaxAge], [MaxBytes] and
-// [MaxMsgs].
+// Open creates or updates the audit stream and returns a publisher, with
+// every right of keyflow's account and no policy check. Tests use it; a
+// deployment provisions as the operator ([Provision]) and attaches as the
+// worker ([Attach]). Without options the stream keeps everything (limits-based,
+// no max age): audit retention is a policy decision made by whoever
+// operates it, with [MaxAge], [MaxBytes] and [MaxMsgs].
 func Open(ctx context.Context, js jetstream.JetStream, opts ...Option) (*Publisher, error) {
-	cfg := jetstream.StreamConfig{
-		Name:        StreamName,
-		Description: "keyflow audit trail (CloudEvents, structured mode)",
-		Subjects:    []string{AllSubjects},
-		Storage:     jetstream.FileStorage,
-		Duplicates:  DuplicateWindow,
-		DenyDelete:  true,
-		DenyPurge:   true,
-		Discard:     jetstream.DiscardOld,
-		MaxBytes:    -1,
-		MaxMsgs:     -1,
-	}
-	for _, o := range opts {
-		o(&cfg)
-	}
-	if cfg.MaxAge > 0 && cfg.MaxAge < cfg.Duplicates {
-		cfg.Duplicates = cfg.MaxAge // the server refuses a window longer than the age
-	}
-	_, err := js.CreateOrUpdateStream(ctx, cfg)
-	if err != nil {
+	if _, err := createOrUpdate(ctx, js, auditConfig(opts...)); err != nil {
 		return nil, fmt.Errorf("failed to open audit stream: %w", err)
 	}
-	return &Publisher{js: js, pool: []jetstream.JetStream{js}}, nil
+	return &Publisher{js: js, pool: []jetstream.JetStream{js}, opts: opts, source: "/keyflow/audit"}, nil
 }
 
 // DefaultConns is the number of connections the dev stack and the test
@@ -332,8 +319,16 @@ func (p *Publisher) Spread(n int) ([]*nats.Conn, error) {
 	return opened, nil
 }
 
-// Emit implements events.Sink.
+// Emit implements events.Sink. While an audit stream's limits differ from
+// the policy (Watch), it fails: the operation fails closed.
 func (p *Publisher) Emit(ctx context.Context, r events.Record) error {
+	if bad := p.bad.Load(); bad != nil {
+		return fmt.Errorf("failed to store audit event: %w", *bad)
+	}
+	return p.emit(ctx, r)
+}
+
+func (p *Publisher) emit(ctx context.Context, r events.Record) error {
 	id, body, err := encode(r)
 	if err != nil {
 		return err
@@ -358,8 +353,9 @@ func (p *Publisher) Emit(ctx context.Context, r events.Record) error {
 
 // Stored is one event as read back from the stream.
 type Stored struct {
-	Seq   uint64          `json:"seq"`
-	Event json.RawMessage `json:"event"`
+	Seq     uint64          `json:"seq"`
+	Subject string          `json:"-"` // the stream subject (tenant, key and type)
+	Event   json.RawMessage `json:"event"`
 }
 
 // ReadParams select events of one tenant.
@@ -422,7 +418,7 @@ func Read(ctx context.Context, js jetstream.JetStream, p ReadParams) ([]Stored, 
 		if err != nil {
 			return fmt.Errorf("failed to read audit metadata: %w", err)
 		}
-		out = append(out, Stored{Seq: md.Sequence.Stream, Event: json.RawMessage(m.Data())})
+		out = append(out, Stored{Seq: md.Sequence.Stream, Subject: m.Subject(), Event: json.RawMessage(m.Data())})
 		return nil
 	}
 	if err := add(first); err != nil {

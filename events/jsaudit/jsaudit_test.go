@@ -2,6 +2,7 @@ package jsaudit_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"testing"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/keyflow/keyflow/events"
 	"github.com/keyflow/keyflow/events/jsaudit"
+	"github.com/keyflow/keyflow/schemas"
 )
 
 func TestTypeFilter(t *testing.T) {
@@ -77,24 +79,7 @@ func TestSubject(t *testing.T) {
 // TestOpenLimits: the retention options reach the stream, a later Open
 // changes them, and a max age under the duplicate window shortens it.
 func TestOpenLimits(t *testing.T) {
-	ns, err := server.NewServer(&server.Options{JetStream: true, StoreDir: t.TempDir(), DontListen: true, NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("NATS server not ready")
-	}
-	nc, err := nats.Connect("", nats.InProcessServer(ns))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := newJS(t)
 	ctx := context.Background()
 	config := func() jetstream.StreamConfig {
 		t.Helper()
@@ -121,6 +106,81 @@ func TestOpenLimits(t *testing.T) {
 	}
 	if c := config(); c.MaxAge != time.Minute || c.Duplicates != time.Minute || c.MaxBytes != -1 {
 		t.Errorf("short max age: max age %v duplicates %v bytes %d", c.MaxAge, c.Duplicates, c.MaxBytes)
+	}
+}
+
+// newJS starts a plain JetStream server and connects to it.
+func newJS(t testing.TB) jetstream.JetStream {
+	t.Helper()
+	ns, err := server.NewServer(&server.Options{JetStream: true, StoreDir: t.TempDir(), DontListen: true, NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("NATS server not ready")
+	}
+	nc, err := nats.Connect("", nats.InProcessServer(ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
+// TestStreamChangedValidates: a worker attaching to a stream whose limits
+// were changed refuses, and records the change; the record matches its
+// schema.
+func TestStreamChangedValidates(t *testing.T) {
+	js := newJS(t)
+	ctx := context.Background()
+	policy := jsaudit.MaxMsgs(1000)
+	changes, err := jsaudit.Provision(ctx, js, "auditor", policy)
+	if err != nil || len(changes) != 2 {
+		t.Fatalf("provision: %v, %d changes", err, len(changes))
+	}
+	p, err := jsaudit.Attach(ctx, js, "/test", policy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.RecordChanges(ctx, changes); err != nil {
+		t.Fatal(err)
+	}
+	s, _ := js.Stream(ctx, jsaudit.StreamName)
+	cfg := s.CachedInfo().Config
+	cfg.MaxMsgs = 10
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := jsaudit.Attach(ctx, js, "/test", policy); !errors.Is(err, jsaudit.ErrStreamPolicy) {
+		t.Fatalf("attach to a changed stream: %v", err)
+	}
+	var kinds []bool
+	if err := jsaudit.ReadAll(ctx, js, jsaudit.ReadAllParams{}, func(_ uint64, body []byte) error {
+		if err := schemas.ValidateEvent(body); err != nil {
+			t.Errorf("%v: %s", err, body)
+		}
+		var ev struct {
+			Type string `json:"type"`
+			Data struct {
+				Provisioned bool `json:"provisioned"`
+			} `json:"data"`
+		}
+		_ = json.Unmarshal(body, &ev)
+		if ev.Type == events.TypeAuditStreamChanged {
+			kinds = append(kinds, ev.Data.Provisioned)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(kinds) != 3 || !kinds[0] || !kinds[1] || kinds[2] {
+		t.Fatalf("stream-changed records (provisioned?): %v, want [true true false]", kinds)
 	}
 }
 

@@ -95,6 +95,13 @@ type Config struct {
 	// Progress, if set, is called after each batch is written and acked
 	// with the seq of its last record.
 	Progress func(seq uint64)
+	// Pinned uses a durable that the operator created (the read-only
+	// auditor's, natsauth.AuditorDurable), which the forwarder may not
+	// delete or create: it attaches as it is, and a lost delivery is
+	// waited for (the records after it are handed back with a delay of
+	// AckWait) instead of restarting the consumer. The durable's filter
+	// applies; Filter must be empty or equal to it.
+	Pinned bool
 }
 
 // Forward forwards records until ctx is done (and then returns nil) or the
@@ -142,6 +149,10 @@ type forwarder struct {
 	cons jetstream.Consumer
 	last uint64 // seq of the last record the output holds
 	dseq uint64 // the consumer's delivery sequence of the last delivery seen
+	// hold (Pinned) is a stream sequence up to which records delivered
+	// before are still to be written: records after it are handed back
+	// until the consumer's ack floor reaches it.
+	hold uint64
 }
 
 func (f *forwarder) consumerConfig(start uint64) jetstream.ConsumerConfig {
@@ -160,6 +171,9 @@ func (f *forwarder) consumerConfig(start uint64) jetstream.ConsumerConfig {
 // output ends if a previous run left records in flight.
 func (f *forwarder) attach(ctx context.Context) error {
 	cons, err := f.js.Consumer(ctx, jsaudit.StreamName, f.cfg.Consumer)
+	if f.cfg.Pinned {
+		return f.attachPinned(ctx, cons, err)
+	}
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		return fmt.Errorf("the audit stream %s does not exist (has a keyflow worker run against this NATS?): %w", jsaudit.StreamName, err)
 	}
@@ -185,6 +199,42 @@ func (f *forwarder) attach(ctx context.Context) error {
 		return nil
 	}
 	return f.reset(ctx, max(f.last, info.AckFloor.Stream)+1)
+}
+
+// attachPinned attaches to the operator's durable as it is.
+func (f *forwarder) attachPinned(ctx context.Context, cons jetstream.Consumer, err error) error {
+	if err != nil {
+		return fmt.Errorf("failed to open the audit durable %s, which the operator creates (keyflow dev does): %w", f.cfg.Consumer, err)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("failed to read the audit durable %s: %w", f.cfg.Consumer, err)
+	}
+	if f.cfg.Filter != jsaudit.AllSubjects && f.cfg.Filter != info.Config.FilterSubject {
+		return fmt.Errorf("the durable %s filters %q, not %q: a read-only forwarder cannot change it (ask the operator for a durable with that filter)",
+			f.cfg.Consumer, info.Config.FilterSubject, f.cfg.Filter)
+	}
+	f.last = max(f.last, info.AckFloor.Stream)
+	f.cons, f.dseq = cons, info.Delivered.Consumer
+	if info.NumAckPending > 0 && info.Delivered.Stream > f.last {
+		// A previous run received records it did not write: they come
+		// back after the ack wait, and must be written before newer ones.
+		f.hold = info.Delivered.Stream
+	}
+	return nil
+}
+
+// holdBack hands a record after the hold back to the server (Pinned).
+func (f *forwarder) holdBack(m jetstream.Msg) { _ = m.NakWithDelay(time.Second) }
+
+// releaseHold ends the hold once every record up to it was acked.
+func (f *forwarder) releaseHold(ctx context.Context) {
+	if f.hold == 0 {
+		return
+	}
+	if info, err := f.cons.Info(ctx); err == nil && info.AckFloor.Stream >= f.hold {
+		f.hold = 0
+	}
 }
 
 // reset (re)creates the durable consumer so that its first delivery is the
@@ -236,7 +286,20 @@ func (f *forwarder) step(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("failed to read audit record metadata: %w", err)
 		}
-		if md.Sequence.Consumer != f.dseq+1 {
+		if f.cfg.Pinned {
+			if md.Sequence.Consumer != f.dseq+1 && f.hold == 0 {
+				// A delivery was lost: it comes back after its ack wait,
+				// and must be written before what came after it.
+				f.cfg.Logger.Warn("audit forward: a delivery was lost; waiting for its redelivery", "expected", f.dseq+1, "got", md.Sequence.Consumer, "last", f.last)
+				f.hold = md.Sequence.Stream - 1
+			}
+			f.dseq = max(f.dseq, md.Sequence.Consumer)
+			if f.hold > 0 && md.Sequence.Stream > f.hold {
+				f.holdBack(m)
+				continue
+			}
+		}
+		if md.Sequence.Consumer != f.dseq+1 && !f.cfg.Pinned {
 			// A delivery did not reach us (lost in a reconnect). It
 			// would come back only after the ack wait, behind newer
 			// records: write what came before it, then restart.
@@ -255,7 +318,13 @@ func (f *forwarder) step(ctx context.Context) error {
 		lines = append(lines, Line{Seq: md.Sequence.Stream, Event: json.RawMessage(m.Data())})
 		f.last = md.Sequence.Stream
 	}
-	return f.flush(lines, done)
+	if err := f.flush(lines, done); err != nil {
+		return err
+	}
+	if f.cfg.Pinned {
+		f.releaseHold(ctx)
+	}
+	return nil
 }
 
 // flush writes lines, then acks every message handled.
@@ -276,6 +345,9 @@ func (f *forwarder) flush(lines []Line, done []jetstream.Msg) error {
 }
 
 func (f *forwarder) resetOrWait(ctx context.Context) error {
+	if f.cfg.Pinned {
+		return fmt.Errorf("the audit durable %s is gone: the operator must create it again (keyflow dev does at start)", f.cfg.Consumer)
+	}
 	for ctx.Err() == nil {
 		err := f.reset(ctx, f.last+1)
 		if err == nil {

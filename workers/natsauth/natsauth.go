@@ -15,6 +15,12 @@
 // named in a request body is never trusted. A tenant cannot even address
 // another tenant's subjects: it has no import for them ("no responders").
 //
+// Each principal receives only its own replies: its JWT allows it to
+// subscribe to its own inbox prefix (InboxPrefix) and nothing else, and
+// CredsOption makes the connection use it. keyflow's own users in the KF
+// account get one kind of credential per role, with only what the role
+// needs (roles.go: worker, sealer, read-only auditor, operator).
+//
 // The signing keys (operator, accounts) live in a 0600 file under the data
 // directory. That is adequate for the dev stack; production deployments
 // should keep the operator key offline and the account signing keys in a
@@ -27,6 +33,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -316,7 +323,11 @@ func userClaims(tenant, principal, userPub string, roles []keypolicy.Role) *jwt.
 	uc := jwt.NewUserClaims(userPub)
 	uc.Name = principal
 	uc.Pub.Allow.Add(ServiceSubjectPrefix + "." + tenant + ".>")
-	uc.Sub.Allow.Add("_INBOX.>")
+	// Replies reach only this user: its own inbox prefix, which the
+	// client learns from these claims (see CredsOption). The shared
+	// _INBOX.> would let any principal of the tenant read every other
+	// principal's replies, decrypted plaintexts included.
+	uc.Sub.Allow.Add(InboxPrefix(userPub) + ".>")
 	// Lets the CLI find its tenant without a flag. It is a convenience
 	// only: the worker trusts the account, not the tag.
 	uc.Tags.Add("keyflow_tenant:" + tenant)
@@ -414,10 +425,20 @@ func ParseRequestInfo(v string) (RequestInfo, error) {
 // RequestInfoHeader is the header name the server stamps.
 const RequestInfoHeader = server.ClientInfoHdr
 
+// InboxPrefix is the reply inbox prefix of the user with public key
+// userPub: its user JWT allows it to subscribe to InboxPrefix(userPub)+".>"
+// only, so no other user can receive its replies.
+func InboxPrefix(userPub string) string { return "_INBOX_" + userPub }
+
 // CredsOption turns creds file contents into a nats.go connect option,
-// without writing them to disk.
+// without writing them to disk. When the user JWT confines the user to its
+// own inbox prefix, the option makes the connection use it.
 func CredsOption(creds []byte) (nats.Option, error) {
 	tok, err := jwt.ParseDecoratedJWT(creds)
+	if err != nil {
+		return nil, fmt.Errorf("failed to parse creds: %w", err)
+	}
+	uc, err := jwt.DecodeUserClaims(tok)
 	if err != nil {
 		return nil, fmt.Errorf("failed to parse creds: %w", err)
 	}
@@ -429,5 +450,16 @@ func CredsOption(creds []byte) (nats.Option, error) {
 	if err != nil {
 		return nil, fmt.Errorf("failed to parse creds: %w", err)
 	}
-	return nats.UserJWTAndSeed(tok, string(seed)), nil
+	auth := nats.UserJWTAndSeed(tok, string(seed))
+	prefix := InboxPrefix(uc.Subject)
+	if !slices.Contains(uc.Sub.Allow, prefix+".>") {
+		return auth, nil
+	}
+	inbox := nats.CustomInboxPrefix(prefix)
+	return func(o *nats.Options) error {
+		if err := auth(o); err != nil {
+			return err
+		}
+		return inbox(o)
+	}, nil
 }

@@ -34,6 +34,11 @@ type principalRecord struct {
 type userKey struct {
 	Public string `json:"public"`
 	Issued int64  `json:"issued"`
+	// OwnInbox is set on JWTs that confine the user to its own reply
+	// inbox (InboxPrefix). Keys issued before that, with the shared
+	// _INBOX.>, are revoked (see addRevocations): they could read other
+	// principals' replies.
+	OwnInbox bool `json:"ownInbox,omitempty"`
 }
 
 // ClaimsPublisher pushes an updated account JWT to the running NATS
@@ -138,7 +143,7 @@ func (id *Identity) issue(tenant, name string, roles []keypolicy.Role, userPub, 
 		rec = &principalRecord{Roles: slices.Clone(roles), CreatedAt: time.Now().UTC(), CreatedBy: createdBy}
 		ps[name] = rec
 	}
-	rec.Users = append(rec.Users, userKey{Public: userPub, Issued: uc.IssuedAt})
+	rec.Users = append(rec.Users, userKey{Public: userPub, Issued: uc.IssuedAt, OwnInbox: true})
 	if err := id.save(); err != nil {
 		return "", err
 	}
@@ -196,10 +201,17 @@ func (id *Identity) DisablePrincipal(ctx context.Context, tenant, name string) e
 }
 
 // addRevocations revokes, in a tenant's account claims, the user keys of
-// its disabled principals. The caller holds id.mu (or owns id).
+// its disabled principals, and every user key issued before per-user reply
+// inboxes (its JWT still allows the shared _INBOX.>). The caller holds
+// id.mu (or owns id).
 func (id *Identity) addRevocations(tenant string, ac *jwt.AccountClaims) {
 	for _, r := range id.principals[tenant] {
 		if r.DisabledAt == nil {
+			for _, u := range r.Users {
+				if !u.OwnInbox {
+					ac.RevokeAt(u.Public, time.Unix(u.Issued, 0))
+				}
+			}
 			continue
 		}
 		for _, u := range r.Users {
@@ -214,12 +226,8 @@ func (id *Identity) addRevocations(tenant string, ac *jwt.AccountClaims) {
 // roles (creds issued before roles existed do not, and are refused
 // everything).
 func CredsHaveRoles(creds []byte) bool {
-	tok, err := jwt.ParseDecoratedJWT(creds)
-	if err != nil {
-		return false
-	}
-	uc, err := jwt.DecodeUserClaims(tok)
-	if err != nil {
+	uc := credsClaims(creds)
+	if uc == nil {
 		return false
 	}
 	for _, t := range uc.Tags {
@@ -228,4 +236,25 @@ func CredsHaveRoles(creds []byte) bool {
 		}
 	}
 	return false
+}
+
+// CredsOwnInbox reports whether a creds file's user JWT confines the user
+// to its own reply inbox (creds issued before that allow the shared
+// _INBOX.>, are revoked, and must be reissued).
+func CredsOwnInbox(creds []byte) bool {
+	uc := credsClaims(creds)
+	return uc != nil && slices.Contains(uc.Sub.Allow, InboxPrefix(uc.Subject)+".>")
+}
+
+// credsClaims decodes a creds file's user JWT, or returns nil.
+func credsClaims(creds []byte) *jwt.UserClaims {
+	tok, err := jwt.ParseDecoratedJWT(creds)
+	if err != nil {
+		return nil
+	}
+	uc, err := jwt.DecodeUserClaims(tok)
+	if err != nil {
+		return nil
+	}
+	return uc
 }

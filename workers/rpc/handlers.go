@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/keyflow/keyflow/client/api"
+	"github.com/keyflow/keyflow/events"
+	"github.com/keyflow/keyflow/events/chain"
 	"github.com/keyflow/keyflow/events/jsaudit"
 	"github.com/keyflow/keyflow/kms"
 )
@@ -166,20 +168,21 @@ func (s *Server) auditTail(ctx context.Context, c kms.Caller, body []byte) (any,
 		}
 		keyID = k.ID
 	}
+	var after uint64
+	if req.After != "" {
+		var err error
+		if after, err = s.cursors.open(c.Tenant, req.After); err != nil {
+			return nil, s.rejectWith(ctx, c, api.OpAuditTail, &kms.Error{Code: kms.CodeValidation,
+				Message: "after is not a cursor of this tenant's trail (cursors come from audit.tail replies; one from before a worker restart may no longer open: start again without after)"})
+		}
+	}
 	wait, err := tailWait(req.WaitMillis)
 	if err != nil {
 		return nil, s.rejectWith(ctx, c, api.OpAuditTail, err)
 	}
-	// Reading the trail is itself audited, but only the first page of a
-	// follow, to keep a tail from flooding the stream with its own reads.
-	if req.AfterSeq == 0 {
-		if err := s.cfg.KMS.RecordAuditRead(ctx, c); err != nil {
-			return nil, err
-		}
-	}
 	// A filtered read may find nothing for a long stretch of the stream;
 	// the reply then says how far it looked, so the next page starts
-	// there (and does not count as a new first page).
+	// there.
 	var last uint64
 	filtered := keyID != "" || req.Type != ""
 	if filtered {
@@ -189,21 +192,51 @@ func (s *Server) auditTail(ctx context.Context, c kms.Caller, body []byte) (any,
 		}
 		last = str.CachedInfo().State.LastSeq
 	}
-	evs, err := jsaudit.Read(ctx, s.cfg.JS, jsaudit.ReadParams{Tenant: c.Tenant, AfterSeq: req.AfterSeq, Limit: req.Limit, Wait: wait, KeyID: keyID, Type: req.Type})
+	evs, err := jsaudit.Read(ctx, s.cfg.JS, jsaudit.ReadParams{Tenant: c.Tenant, AfterSeq: after, Limit: req.Limit, Wait: wait, KeyID: keyID, Type: req.Type})
 	if err != nil {
 		return nil, &kms.Error{Code: kms.CodeInternal, Message: "failed to read the audit trail"}
+	}
+	// Every read that returns events is on the record, with what it
+	// returned, before the reply: no record, no reply.
+	if err := s.recordRead(ctx, c, evs, keyID, req.Type); err != nil {
+		return nil, err
 	}
 	out := api.AuditTailReply{Events: make([]api.AuditEvent, 0, len(evs))}
 	if req.KeyID != "" {
 		out.KeyID = keyID
 	}
 	for _, e := range evs {
-		out.Events = append(out.Events, api.AuditEvent{Seq: e.Seq, Event: e.Event})
+		out.Events = append(out.Events, api.AuditEvent{Cursor: s.cursors.seal(c.Tenant, e.Seq), Event: e.Event})
 	}
-	if filtered && len(evs) == 0 && last > req.AfterSeq {
-		out.LastSeq = last
+	switch {
+	case len(evs) > 0:
+		out.Next = out.Events[len(out.Events)-1].Cursor
+	case filtered && last > after:
+		out.Next = s.cursors.seal(c.Tenant, last)
 	}
 	return out, nil
+}
+
+// recordRead records one audit read naming what it returned. A page of
+// nothing, or of only the caller's own earlier audit-read records (a
+// follow waiting for news, which would otherwise record its own records
+// for ever), is not recorded again.
+func (s *Server) recordRead(ctx context.Context, c kms.Caller, evs []jsaudit.Stored, keyID, typ string) error {
+	own := true
+	for _, e := range evs {
+		if !strings.HasSuffix(e.Subject, "."+events.TypeAuditRead) || chain.ParseFields(e.Event).Principal != c.Principal {
+			own = false
+			break
+		}
+	}
+	if own {
+		return nil
+	}
+	p := kms.AuditReadParams{Events: len(evs), FirstEventID: chain.ParseFields(evs[0].Event).ID, LastEventID: chain.ParseFields(evs[len(evs)-1].Event).ID}
+	if keyID != "" || typ != "" {
+		p.Filter, _ = jsaudit.FilterSubject(c.Tenant, keyID, typ)
+	}
+	return s.cfg.KMS.RecordAuditRead(ctx, c, p)
 }
 
 // Metadata converts a domain key to its wire form.

@@ -68,6 +68,10 @@ type Config struct {
 	// operations answer KMSInternalException.
 	Migrator Migrator
 	JS       jetstream.JetStream // for audit tail
+	// CursorKey seals audit tail cursors (CursorKeySize bytes; see
+	// cursor.go). Workers that share a tenant's requests must share it;
+	// nil: a random key, so cursors are valid on this worker only.
+	CursorKey []byte
 	// Workers is the size of the handler pool (default 64).
 	Workers int
 	// MaxInFlightPerTenant bounds one tenant's requests queued for or
@@ -121,6 +125,7 @@ type Server struct {
 	services []micro.Service
 	stopOnce sync.Once
 	limits   *limiter // per-tenant admission (quota.go)
+	cursors  *cursors // audit tail cursors (cursor.go)
 }
 
 type job struct {
@@ -150,7 +155,11 @@ func Start(cfg Config) (*Server, error) {
 	if cfg.Version == "" {
 		cfg.Version = "0.1.0"
 	}
-	s := &Server{cfg: cfg, done: make(chan struct{})}
+	cur, err := newCursors(cfg.CursorKey)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, done: make(chan struct{}), cursors: cur}
 	s.base, s.cancel = context.WithCancel(context.Background())
 	s.startQuotas()
 	for range cfg.Workers {

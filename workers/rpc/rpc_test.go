@@ -826,15 +826,27 @@ func TestConcurrentRequests(t *testing.T) {
 		// while every tail is still waiting.
 		const tails, wait = 4, 8 * time.Second
 		bob := b.Client("beta", "bob")
+		// The end of beta's trail: read until a page comes back empty.
+		end := ""
+		for {
+			r, err := bob.AuditTail(ctx, api.AuditTailRequest{After: end})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(r.Events) == 0 {
+				break
+			}
+			end = r.Next
+		}
 		tailsBefore := endpointRequests(t, b, "keyflow-audit", "tail")
 		var wg sync.WaitGroup
 		var finished atomic.Int32
 		tailErrs := make([]error, tails)
 		for i := range tails {
 			wg.Go(func() {
-				// Far past the end of the stream: nothing arrives, so the
-				// tail waits the whole WaitMillis.
-				_, tailErrs[i] = bob.AuditTail(ctx, api.AuditTailRequest{AfterSeq: 1 << 40, WaitMillis: int(wait / time.Millisecond)})
+				// At the end of the trail: nothing arrives, so the tail
+				// waits the whole WaitMillis.
+				_, tailErrs[i] = bob.AuditTail(ctx, api.AuditTailRequest{After: end, WaitMillis: int(wait / time.Millisecond)})
 				finished.Add(1)
 			})
 		}
@@ -1036,84 +1048,88 @@ func TestAuditTail(t *testing.T) {
 		return e
 	}
 
-	// The first page of a tail is itself audited, so it includes its own
-	// read event at the end.
+	// A tail is itself audited, after the read, naming what it returned
+	// (the next page starts with that record).
 	all, err := alice.AuditTail(ctx, api.AuditTailRequest{Limit: 1000})
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantTypes := []string{events.TypeKeyCreated, events.TypeEncrypt, events.TypeEncrypt, events.TypeEncrypt, events.TypeDecrypt, events.TypeAuditRead}
+	wantTypes := []string{events.TypeKeyCreated, events.TypeEncrypt, events.TypeEncrypt, events.TypeEncrypt, events.TypeDecrypt}
 	if len(all.Events) != len(wantTypes) {
 		t.Fatalf("tail returned %d events, want %d", len(all.Events), len(wantTypes))
 	}
-	var last uint64
 	for i, se := range all.Events {
 		e := decode(t, se.Event)
 		if e.Tenant != "alpha" || e.Principal != "alice" {
-			t.Errorf("event %d belongs to %s/%s", se.Seq, e.Tenant, e.Principal)
+			t.Errorf("event %d belongs to %s/%s", i, e.Tenant, e.Principal)
 		}
 		if e.Type != wantTypes[i] {
 			t.Errorf("event %d is %s, want %s", i, e.Type, wantTypes[i])
 		}
-		if se.Seq <= last {
-			t.Errorf("sequence %d after %d: out of order", se.Seq, last)
-		}
-		last = se.Seq
 	}
 	if e := decode(t, all.Events[4].Event); e.Outcome != events.OutcomeFailure {
 		t.Errorf("failed decrypt recorded as %s", e.Outcome)
 	}
-	// The same as the testbed reads directly from the stream.
+	// The same as the testbed reads directly from the stream, followed by
+	// the record of the read, which names what it returned.
 	direct := b.Events("alpha")
-	if len(direct) != len(all.Events) {
-		t.Fatalf("stream has %d alpha events, tail %d", len(direct), len(all.Events))
+	if len(direct) != len(all.Events)+1 {
+		t.Fatalf("stream has %d alpha events, tail %d (+1 read record)", len(direct), len(all.Events))
 	}
-	for i := range direct {
-		if direct[i].Seq != all.Events[i].Seq || !bytes.Equal(direct[i].Raw, all.Events[i].Event) {
+	for i := range all.Events {
+		if !bytes.Equal(direct[i].Raw, all.Events[i].Event) {
 			t.Errorf("event %d differs between the tail and the stream", i)
 		}
 	}
+	read := direct[len(direct)-1]
+	if read.Type != events.TypeAuditRead || read.Data["events"] != float64(len(all.Events)) ||
+		read.Data["firstEventId"] != direct[0].ID || read.Data["lastEventId"] != direct[len(all.Events)-1].ID {
+		t.Errorf("the read record does not name the range returned: %s", read.Raw)
+	}
+	// No global position is on the wire.
+	if raw, _ := json.Marshal(all); bytes.Contains(raw, []byte(`"seq"`)) || bytes.Contains(raw, []byte(`lastSeq`)) {
+		t.Errorf("the tail reply carries a stream sequence: %s", raw)
+	}
 
 	t.Run("paging", func(t *testing.T) {
+		// Every page that returns events, later pages included, leaves
+		// one record naming its range.
+		readsBefore := len(b.EventsOfType("alpha", events.TypeAuditRead))
 		var got []api.AuditEvent
-		after := uint64(0)
-		first := true
-		for {
-			req := api.AuditTailRequest{AfterSeq: after, Limit: 2, WaitMillis: 50}
-			if first {
-				// Start after the first event, so this page is not the
-				// audited "first page" and the set stays comparable.
-				req.AfterSeq = all.Events[0].Seq
-				got = append(got, all.Events[0])
-				first = false
-			}
-			page, err := alice.AuditTail(ctx, req)
+		after := all.Events[0].Cursor
+		got = append(got, all.Events[0])
+		pages := 0
+		for len(got) < len(all.Events) {
+			page, err := alice.AuditTail(ctx, api.AuditTailRequest{After: after, Limit: 2, WaitMillis: 50})
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(page.Events) > 2 {
+			if len(page.Events) == 0 || len(page.Events) > 2 {
 				t.Fatalf("page of %d events with limit 2", len(page.Events))
 			}
-			if len(page.Events) == 0 {
-				break
-			}
+			pages++
 			got = append(got, page.Events...)
-			after = page.Events[len(page.Events)-1].Seq
+			after = page.Next
 		}
-		if len(got) != len(all.Events) {
-			t.Fatalf("paging returned %d events, want %d", len(got), len(all.Events))
-		}
-		for i := range got {
-			if got[i].Seq != all.Events[i].Seq {
-				t.Errorf("page event %d has seq %d, want %d", i, got[i].Seq, all.Events[i].Seq)
+		for i := range all.Events {
+			if !bytes.Equal(got[i].Event, all.Events[i].Event) {
+				t.Errorf("page event %d differs", i)
 			}
+		}
+		if n := len(b.EventsOfType("alpha", events.TypeAuditRead)) - readsBefore; n != pages {
+			t.Errorf("%d pages recorded %d reads, want one each", pages, n)
 		}
 	})
 
-	t.Run("beta-sees-only-beta", func(t *testing.T) {
-		// Beta asking to start at alpha's sequence numbers still gets only
-		// its own events.
-		page, err := bob.AuditTail(ctx, api.AuditTailRequest{AfterSeq: all.Events[0].Seq - 1, Limit: 1000, WaitMillis: 50})
+	t.Run("cursors-are-bound-to-the-tenant", func(t *testing.T) {
+		// Beta replaying alpha's cursor is refused: a cursor neither
+		// reveals nor moves to a position in another tenant's trail.
+		_, err := bob.AuditTail(ctx, api.AuditTailRequest{After: all.Events[0].Cursor, Limit: 1000, WaitMillis: 50})
+		wantErr(t, err, kms.CodeValidation)
+		forged := all.Events[0].Cursor[:len(all.Events[0].Cursor)-2] + "AA"
+		_, err = alice.AuditTail(ctx, api.AuditTailRequest{After: forged, Limit: 1})
+		wantErr(t, err, kms.CodeValidation)
+		page, err := bob.AuditTail(ctx, api.AuditTailRequest{Limit: 1000, WaitMillis: 50})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -1121,16 +1137,26 @@ func TestAuditTail(t *testing.T) {
 			t.Fatal("beta's tail is empty")
 		}
 		for _, se := range page.Events {
-			if e := decode(t, se.Event); e.Tenant != "beta" || e.Principal != "bob" {
+			if e := decode(t, se.Event); e.Tenant != "beta" {
 				t.Errorf("beta's tail has an event of %s/%s", e.Tenant, e.Principal)
 			}
 		}
 	})
 
 	t.Run("follow", func(t *testing.T) {
-		// A long poll wakes up for an event stored while it waits.
-		evs := b.Events("alpha")
-		lastSeq := evs[len(evs)-1].Seq
+		// A long poll wakes up for an event stored while it waits. Start
+		// at the end of the trail (after the reads recorded so far).
+		end := ""
+		for {
+			r, err := alice.AuditTail(ctx, api.AuditTailRequest{After: end})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(r.Events) == 0 {
+				break
+			}
+			end = r.Next
+		}
 		before := endpointRequests(t, b, "keyflow-audit", "tail")
 		// The server caps waits at 10 s. A tail that only returned at the
 		// end of its wait would come back empty, so getting the event back
@@ -1139,15 +1165,13 @@ func TestAuditTail(t *testing.T) {
 		type result struct {
 			page *api.AuditTailReply
 			err  error
-			at   time.Time
 		}
 		done := make(chan result, 1)
 		go func() {
-			page, err := alice.AuditTail(ctx, api.AuditTailRequest{AfterSeq: lastSeq, Limit: 10, WaitMillis: int(wait / time.Millisecond)})
-			done <- result{page, err, time.Now()}
+			page, err := alice.AuditTail(ctx, api.AuditTailRequest{After: end, Limit: 10, WaitMillis: int(wait / time.Millisecond)})
+			done <- result{page, err}
 		}()
 		waitForRequests(t, b, "keyflow-audit", "tail", before+1)
-		stored := time.Now()
 		encrypt(t, alice, ak.KeyID, []byte("wake"), nil)
 		var r result
 		select {
@@ -1164,6 +1188,5 @@ func TestAuditTail(t *testing.T) {
 		if e := decode(t, r.page.Events[0].Event); e.Type != events.TypeEncrypt {
 			t.Errorf("follow returned %s", e.Type)
 		}
-		_ = stored
 	})
 }

@@ -81,6 +81,10 @@ const (
 	// stack's data directory: a user of keyflow's own NATS account, which
 	// `keyflow audit verify` and `export` use to read every tenant's trail.
 	AuditorCredsFile = "auditor.creds"
+	// PubKeysFile is the name of the sealer's public keys file in the dev
+	// stack's data directory (`keyflow audit pubkeys` output), which
+	// `keyflow audit verify` trusts by default.
+	PubKeysFile = "audit-pubkeys.json"
 )
 
 // Caller is how the sealer appears in the audit trail.
@@ -146,8 +150,15 @@ func Start(ctx context.Context, cfg Config) (*Sealer, error) {
 		cfg.Now = time.Now
 	}
 	s := &Sealer{cfg: cfg, log: cfg.Logger.With("component", "audit-sealer"), done: make(chan struct{})}
-	if err := jsaudit.OpenDigests(ctx, cfg.JS); err != nil {
-		return nil, err
+	// The operator provisions the digest stream (jsaudit.Provision); the
+	// sealer's NATS user may not create or change it. Without one (tests,
+	// a full keyflow-account user) the sealer creates it.
+	if _, err := cfg.JS.Stream(ctx, jsaudit.DigestStreamName); errors.Is(err, jetstream.ErrStreamNotFound) {
+		if err := jsaudit.OpenDigests(ctx, cfg.JS); err != nil {
+			return nil, err
+		}
+	} else if err != nil {
+		return nil, fmt.Errorf("failed to open the audit digest stream: %w", err)
 	}
 	if err := s.loadKeys(ctx); err != nil {
 		return nil, err

@@ -600,10 +600,12 @@ func TestVerifyFromDigestBoundaryAfterPurge(t *testing.T) {
 	if err := st.Purge(ctx, jetstream.WithPurgeSequence(boundary)); err != nil {
 		t.Fatal(err)
 	}
+	// The policy keeps everything: the cut head is a finding that counts
+	// the records gone.
 	r := b.verify(t, 0)
-	wantFirst(t, r, 1, chain.KindDeleted)
-	if !strings.Contains(r.First().Detail, fmt.Sprintf("--from %d", boundary)) {
-		t.Fatalf("no retention hint: %s", r.First().Detail)
+	wantFirst(t, r, 1, chain.KindTruncated)
+	if r.First().Missing != boundary-1 {
+		t.Fatalf("the finding counts %d records missing, want %d", r.First().Missing, boundary-1)
 	}
 	r = b.verify(t, boundary)
 	if !r.OK() || r.From != boundary {
@@ -649,6 +651,13 @@ func TestVerifyAfterMaxMsgsRetention(t *testing.T) {
 	if r := b.verify(t, info.State.FirstSeq); !r.OK() {
 		t.Fatalf("from the stream's first seq %d: %v", info.State.FirstSeq, r.Findings)
 	}
+	// From the start, the cut head is explained by the recorded policy,
+	// and the report says so.
+	r := b.verify(t, 0)
+	if !r.OK() || !strings.Contains(r.Retention, "max-msgs 150") || !strings.Contains(r.Retention, fmt.Sprintf("%d records", info.State.FirstSeq-1)) {
+		t.Fatalf("verify from the start: %v, retention %q", r.Findings, r.Retention)
+	}
+	t.Log(r.Retention)
 }
 
 func TestExportCEF(t *testing.T) {
