@@ -27,7 +27,7 @@ func TestRotationRewrapCLI(t *testing.T) {
 		regs = append(regs, gen.RegistrationID)
 	}
 	// The primary version never retires; nor does a version in use.
-	expectFailure(t, st.kf(t, "", "key", "retire-version", "orders", "--version", "1"), 1, "KMSInvalidStateException")
+	expectFailure(t, st.kf(t, "", "key", "retire-version", "orders", "--version", "1", "--now"), 1, "KMSInvalidStateException")
 	expectFailure(t, st.kf(t, "", "key", "retire-version", "orders"), 2, "UsageError")
 	mustOK(t, st.kf(t, "", "key", "rotate", "orders"))
 	r := st.kf(t, "", "key", "retire-version", "orders", "--version", "1")
@@ -55,18 +55,32 @@ func TestRotationRewrapCLI(t *testing.T) {
 		t.Fatalf("rewrap status -o table printed %q", out)
 	}
 
-	// Nothing registered uses versions 1 and 2 now: both retire.
-	var ret struct {
-		Version       uint32 `json:"version"`
-		PreviousState string `json:"previousState"`
-		State         string `json:"state"`
-		Transition    string `json:"transition"`
+	// Nothing registered uses versions 1 and 2 now: both retire. By
+	// default after a waiting period, which can be cancelled; --now at
+	// once.
+	type retireReply struct {
+		Version        uint32 `json:"version"`
+		PreviousState  string `json:"previousState"`
+		State          string `json:"state"`
+		Transition     string `json:"transition"`
+		RetirementDate string `json:"retirementDate"`
+		WorkflowID     string `json:"workflowId"`
 	}
-	decodeJSON(t, mustOK(t, st.kf(t, "", "key", "retire-version", "orders", "--version", "1")), &ret)
+	var ret retireReply
+	decodeJSON(t, mustOK(t, st.kf(t, "", "key", "retire-version", "orders", "--version", "1", "--window", "7d")), &ret)
+	if ret.State != "ACTIVE" || ret.Transition != "" || ret.RetirementDate == "" || !strings.HasPrefix(ret.WorkflowID, "retire/") {
+		t.Fatalf("retire-version 1 with a window: %+v", ret)
+	}
+	expectFailure(t, st.kf(t, "", "key", "retire-version", "orders", "--version", "1", "--now", "--cancel"), 2, "UsageError")
+	if out := mustOK(t, st.kf(t, "", "key", "retire-version", "orders", "--version", "1", "--cancel", "-o", "table")).stdout; !strings.Contains(out, "retirement cancelled") {
+		t.Fatalf("retire-version --cancel printed %q", out)
+	}
+	ret = retireReply{}
+	decodeJSON(t, mustOK(t, st.kf(t, "", "key", "retire-version", "orders", "--version", "1", "--now")), &ret)
 	if ret.State != "DESTROYED" || ret.Transition != "T5" {
 		t.Fatalf("retire-version 1: %+v", ret)
 	}
-	if out := mustOK(t, st.kf(t, "", "key", "retire-version", "orders", "--version", "2", "-o", "table")).stdout; !strings.Contains(out, "ACTIVE -> DESTROYED (T5)") {
+	if out := mustOK(t, st.kf(t, "", "key", "retire-version", "orders", "--version", "2", "--now", "-o", "table")).stdout; !strings.Contains(out, "ACTIVE -> DESTROYED (T5)") {
 		t.Fatalf("retire-version 2 printed %q", out)
 	}
 	for i, reg := range regs {
@@ -105,8 +119,11 @@ func TestRotationRewrapCLI(t *testing.T) {
 	if !hasEvent(evs, "io.keyflow.key.version.retired.v1", "success", map[string]any{"state": "DESTROYED"}) {
 		t.Error("no successful io.keyflow.key.version.retired.v1 record")
 	}
-	if !hasEvent(evs, "io.keyflow.key.version.retired.v1", "failure", map[string]any{"registeredDataKeys": 3}) {
-		t.Error("no refused io.keyflow.key.version.retired.v1 record naming 3 data keys")
+	if !hasEvent(evs, "io.keyflow.key.version.retirement.scheduled.v1", "failure", map[string]any{"registeredDataKeys": 3}) {
+		t.Error("no refused io.keyflow.key.version.retirement.scheduled.v1 record naming 3 data keys")
+	}
+	if !hasEvent(evs, "io.keyflow.key.version.retirement.cancelled.v1", "success", map[string]any{"version": 1}) {
+		t.Error("no io.keyflow.key.version.retirement.cancelled.v1 record")
 	}
 	if !hasEvent(evs, "io.keyflow.datakey.rewrapped.v1", "success", nil) {
 		t.Error("no io.keyflow.datakey.rewrapped.v1 record")

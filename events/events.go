@@ -112,6 +112,9 @@ const (
 	TypeKeyLifecycleChanged  = "io.keyflow.key.lifecycle.changed.v1"
 	TypeKeyRemediated        = "io.keyflow.key.compromise.remediated.v1"
 	TypeKeyVersionRetired    = "io.keyflow.key.version.retired.v1"
+	// A version's retirement window (kms/retire.go).
+	TypeKeyVersionRetirementScheduled = "io.keyflow.key.version.retirement.scheduled.v1"
+	TypeKeyVersionRetirementCancelled = "io.keyflow.key.version.retirement.cancelled.v1"
 
 	// The data-key registry and the migration campaign (docs/migration.md).
 	TypeDataKeyRegistered   = "io.keyflow.datakey.registered.v1"
@@ -152,6 +155,7 @@ var Types = []string{
 	TypeAccessDenied, TypeKeyPolicyChanged, TypeKeyPolicyRead, TypeGrantCreated, TypeGrantListed, TypeGrantRetired, TypeGrantRevoked, TypeTenantCreated, TypePrincipalCreated, TypePrincipalListed, TypePrincipalDisabled,
 	TypeKeyStateChanged, TypeKeyCompromised, TypeKeyDeletionScheduled, TypeKeyDeletionCancelled,
 	TypeKeyUseRefused, TypeKeyMaterialDestroyed, TypeKeyDestroyed, TypeKeyLifecycleChanged, TypeKeyRemediated, TypeKeyVersionRetired,
+	TypeKeyVersionRetirementScheduled, TypeKeyVersionRetirementCancelled,
 	TypeDataKeyRegistered, TypeDataKeyRead, TypeDataKeyListed, TypeDataKeyDeregistered, TypeDataKeyRewrapped,
 	TypeMigrationStarted, TypeMigrationPhase, TypeMigrationControl, TypeMigrationKey,
 	TypeWorkflowSignalRefused,

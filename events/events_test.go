@@ -352,7 +352,15 @@ func TestEveryTypeValidates(t *testing.T) {
 			{"", map[string]any{"keyId": id, "reason": "requested"}},
 			{"", map[string]any{"keyId": id, "reason": "use-attempted"}},
 		},
-		events.TypeKeyUseRefused: {{"KMSInvalidStateException", map[string]any{"keyId": id, "operation": events.TypeEncrypt, "cancelledDeletion": false}}},
+		events.TypeKeyUseRefused: {
+			{"KMSInvalidStateException", map[string]any{"keyId": id, "operation": events.TypeEncrypt, "cancelledDeletion": false}},
+			{"KMSInvalidStateException", map[string]any{"keyId": id, "operation": events.TypeDecrypt, "cancelledDeletion": false, "version": uint32(1)}},
+		},
+		events.TypeKeyVersionRetirementScheduled: {
+			{"", map[string]any{"keyId": id, "version": uint32(1), "windowDays": 30, "registeredDataKeys": 0, "retirementDate": "2026-12-04T10:00:00Z"}},
+			{"KMSInvalidStateException", map[string]any{"keyId": id, "version": uint32(1), "windowDays": 30, "registeredDataKeys": 3}},
+		},
+		events.TypeKeyVersionRetirementCancelled: {{"", map[string]any{"keyId": id, "version": uint32(1)}}},
 		events.TypeKeyMaterialDestroyed: {
 			{"", map[string]any{"keyId": id, "cancelled": false, "versions": []uint32{1, 2}, "copies": []string{"hsm-session-objects", "store"}}},
 			{"", map[string]any{"keyId": id, "cancelled": true, "versions": []uint32{}, "copies": []string{}}},
@@ -363,6 +371,7 @@ func TestEveryTypeValidates(t *testing.T) {
 			{"", map[string]any{"keyId": id, "version": uint32(1), "from": "ACTIVE", "state": "DESTROYED", "transition": "T5", "registeredDataKeys": 0, "copies": []string{"hsm-session-objects", "store"}}},
 			{"KMSInvalidStateException", map[string]any{"keyId": id, "version": uint32(1), "registeredDataKeys": 3}},
 			{"ValidationException", map[string]any{"keyId": "alias/nope", "version": uint32(0)}},
+			{"", map[string]any{"keyId": id, "version": uint32(1), "from": "ACTIVE", "state": "ACTIVE", "registeredDataKeys": 0, "copies": []string{}, "cancelled": true}},
 		},
 		events.TypeKeyRemediated: {{"", map[string]any{"keyId": id, "version": uint32(1), "newVersion": uint32(2), "rewrapped": 0, "failed": 0, "remaining": -1, "problems": []string{"rewrap: rewrap is not implemented yet"}}}},
 		events.TypeDataKeyRegistered: {

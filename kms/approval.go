@@ -28,12 +28,15 @@ const (
 	ApprovalRootShareExport      ApprovalKind = "root-share-export"
 	ApprovalMigrationCutover     ApprovalKind = "migration-cutover"
 	ApprovalRotate               ApprovalKind = "rotate"
+	// ApprovalRetireVersionNow is `key retire-version --now`: the
+	// destruction of a version's material with no pending window.
+	ApprovalRetireVersionNow ApprovalKind = "retire-version-now"
 )
 
 // ApprovalKinds lists the protected operations a policy may name.
 func ApprovalKinds() []ApprovalKind {
 	return []ApprovalKind{ApprovalScheduleDeletion, ApprovalDisable, ApprovalImport, ApprovalPolicyChange,
-		ApprovalArchiveRestoreCancel, ApprovalRootShareExport, ApprovalMigrationCutover, ApprovalRotate}
+		ApprovalArchiveRestoreCancel, ApprovalRootShareExport, ApprovalMigrationCutover, ApprovalRotate, ApprovalRetireVersionNow}
 }
 
 // ApprovalState is where an approval request stands.

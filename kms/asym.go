@@ -291,7 +291,7 @@ func (s *Service) Verify(ctx context.Context, c Caller, p VerifyParams) (res *Ve
 				return nil, err
 			}
 		}
-		return nil, errInvalidSignature(nil)
+		return nil, unverified(k, p.KeyVersion, processOf(p.AllowCompromised))
 	}
 	verifier, ok := s.hsm.(hsm.Signer)
 	if !ok {
@@ -320,7 +320,31 @@ func (s *Service) Verify(ctx context.Context, c Caller, p VerifyParams) (res *Ve
 			return &VerifyResult{KeyID: k.ID, KeyVersion: v, Algorithm: p.Algorithm}, nil
 		}
 	}
-	return nil, errInvalidSignature(nil)
+	return nil, unverified(k, p.KeyVersion, processOf(p.AllowCompromised))
+}
+
+// unverified is the refusal of a signature that no candidate version
+// verified. Archived versions and versions pending retirement are not
+// candidates (their material is not loadable, or not to be used): when
+// the version asked for is one of them, or (none asked for) one of them
+// could have made the signature, the refusal says so rather than calling
+// the signature invalid.
+func unverified(k *Key, want uint32, use Use) error {
+	for i := len(k.Versions) - 1; i >= 0; i-- {
+		v := k.Versions[i]
+		if !v.State.Allows(use) || (want != 0 && v.Number != want) {
+			continue
+		}
+		switch {
+		case v.Archived && want != 0:
+			return errArchived(k, v)
+		case v.Archived:
+			return newError(CodeInvalidState, "the signature does not verify under the live versions of key %s; version %d is archived and verifies its signatures again once restored (keyflow archive restore)", k.ID, v.Number)
+		case !v.RetirementDate.IsZero():
+			return pendingRetirement(k, v)
+		}
+	}
+	return errInvalidSignature(nil)
 }
 
 // candidateVersions lists the versions a verification may use: the one
@@ -329,7 +353,7 @@ func candidateVersions(k *Key, want uint32, use Use) []uint32 {
 	var out []uint32
 	for i := len(k.Versions) - 1; i >= 0; i-- {
 		v := k.Versions[i]
-		if v.State.Allows(use) && !v.Archived && (want == 0 || v.Number == want) {
+		if v.State.Allows(use) && !v.Archived && v.RetirementDate.IsZero() && (want == 0 || v.Number == want) {
 			out = append(out, v.Number)
 		}
 	}

@@ -318,6 +318,11 @@ type RestoreBackupResult struct {
 	Keys     int
 	Versions int
 	Aliases  int
+	// Restored are the keys as written. The transport restarts their
+	// lifecycle timers from them (activation, cryptoperiod, rotation
+	// schedule, pending deletion and retirements, import expiry): the
+	// backup holds the metadata that decides, not the timers.
+	Restored []*Key
 }
 
 // RestoreBackup writes a backup's keys back into the caller's tenant. It
@@ -427,6 +432,7 @@ func (s *Service) RestoreBackup(ctx context.Context, c Caller, p RestoreBackupPa
 			res.Aliases++
 		}
 		s.Invalidate(c.Tenant, k.ID)
+		res.Restored = append(res.Restored, k)
 		res.Keys++
 		res.Versions += len(k.Versions)
 	}

@@ -133,6 +133,10 @@ type Version struct {
 	// DeactivationDate ends the version's originator-usage period
 	// (cryptoperiod): from then on it no longer applies protection.
 	DeactivationDate time.Time `json:"deactivationDate,omitzero"`
+	// RetirementDate is set while the version is pending retirement
+	// (RetireVersion, retire.go): every use is refused, and at the date
+	// the retirement workflow destroys the material.
+	RetirementDate time.Time `json:"retirementDate,omitzero"`
 }
 
 // Version returns version n and whether it exists.

@@ -162,6 +162,9 @@ func permitVersion(k *Key, v Version, u Use, now time.Time) error {
 	if !v.State.Allows(u) {
 		return stateRefusal(fmt.Sprintf("version %d of key %s", v.Number, k.ID), v.State, u)
 	}
+	if u != UseDescribe && !v.RetirementDate.IsZero() {
+		return pendingRetirement(k, v)
+	}
 	if u == UseProtect && !v.DeactivationDate.IsZero() && !now.Before(v.DeactivationDate) {
 		return newError(CodeInvalidState, "version %d of key %s is past its originator-usage period (ended %s); rotate the key",
 			v.Number, k.ID, v.DeactivationDate.UTC().Format(time.RFC3339))

@@ -563,6 +563,9 @@ func (s *Service) finish(ctx context.Context, c Caller, typ string, errp *error,
 	if *errp != nil && errors.Is(*errp, errPendingDeletion) {
 		s.refusedWhilePendingDeletion(ctx, c, typ, subject)
 	}
+	if v, ok := pendingRetirementOf(*errp); ok {
+		s.refusedWhilePendingRetirement(ctx, c, typ, subject, v)
+	}
 	*errp = s.emit(ctx, c, typ, subject, data, *errp)
 	if *errp != nil && withhold != nil {
 		withhold()

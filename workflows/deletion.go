@@ -53,28 +53,7 @@ type DestroyStep struct {
 // blobs, registered archives and backups), MarkDestroyed (the metadata
 // says DESTROYED, and stays), DeleteRotationSchedule.
 func DeletionWorkflow(ctx workflow.Context, p DeletionParams) (*DeletionResult, error) {
-	cancelled := false
-	tokens, ledger, started := tokensRequired(ctx), &tokenLedger{}, workflow.GetInfo(ctx).WorkflowStartTime
-	if d := p.DeletionDate.Sub(workflow.Now(ctx)); d > 0 {
-		tctx, cancelTimer := workflow.WithCancel(ctx)
-		fired := false
-		timer := workflow.NewTimer(tctx, d)
-		cancels := workflow.GetSignalChannel(ctx, SignalCancel)
-		// A cancel without a valid token is recorded and ignored: the
-		// timer runs on.
-		for !fired && !cancelled {
-			sel := workflow.NewSelector(ctx)
-			sel.AddFuture(timer, func(workflow.Future) { fired = true })
-			sel.AddReceive(cancels, func(c workflow.ReceiveChannel, _ bool) {
-				var sig CancelSignal
-				c.Receive(ctx, &sig)
-				cancelled = !tokens || ledger.authorize(ctx, tokenRequest{Tenant: p.Tenant, Principal: sig.Principal, Operation: SignalCancel, Token: sig.Token}, started)
-			})
-			sel.Select(ctx)
-		}
-		cancelTimer()
-	}
-	if cancelled {
+	if waitUnlessCancelled(ctx, p.Tenant, p.DeletionDate) {
 		return &DeletionResult{Cancelled: true}, nil
 	}
 	actx := lifecycleOptions(ctx)
@@ -95,6 +74,35 @@ func DeletionWorkflow(ctx workflow.Context, p DeletionParams) (*DeletionResult, 
 		return nil, err
 	}
 	return &DeletionResult{State: res.State, Versions: res.Versions, Copies: copies}, nil
+}
+
+// waitUnlessCancelled waits until date on a durable timer and reports
+// whether an authorized SignalCancel ended the wait first (the timer is
+// then cancelled). A cancel without a valid token is recorded and ignored:
+// the timer runs on. A date already past returns at once. The deletion and
+// retirement windows share it.
+func waitUnlessCancelled(ctx workflow.Context, tenant string, date time.Time) (cancelled bool) {
+	tokens, ledger, started := tokensRequired(ctx), &tokenLedger{}, workflow.GetInfo(ctx).WorkflowStartTime
+	d := date.Sub(workflow.Now(ctx))
+	if d <= 0 {
+		return false
+	}
+	tctx, cancelTimer := workflow.WithCancel(ctx)
+	defer cancelTimer()
+	fired := false
+	timer := workflow.NewTimer(tctx, d)
+	cancels := workflow.GetSignalChannel(ctx, SignalCancel)
+	for !fired && !cancelled {
+		sel := workflow.NewSelector(ctx)
+		sel.AddFuture(timer, func(workflow.Future) { fired = true })
+		sel.AddReceive(cancels, func(c workflow.ReceiveChannel, _ bool) {
+			var sig CancelSignal
+			c.Receive(ctx, &sig)
+			cancelled = !tokens || ledger.authorize(ctx, tokenRequest{Tenant: tenant, Principal: sig.Principal, Operation: SignalCancel, Token: sig.Token}, started)
+		})
+		sel.Select(ctx)
+	}
+	return cancelled
 }
 
 // destroyCaller is caller() for a destruction step: the fact is "the

@@ -279,8 +279,7 @@ func (m *campaign) run(ctx workflow.Context) error {
 			}
 		}
 		if m.p.DualSigningPeriod > 0 {
-			timer := workflow.NewTimer(ctx, m.p.DualSigningPeriod)
-			if err := m.waitFor(ctx, timer, nil); err != nil {
+			if err := m.sleep(ctx, m.p.DualSigningPeriod); err != nil {
 				return err
 			}
 		}
@@ -339,7 +338,7 @@ func (m *campaign) run(ctx workflow.Context) error {
 		// A durable timer: it survives worker restarts and, in tests,
 		// time skipping. It counts from cutover, also across a restart.
 		if d := m.st.GraceEndsAt.Sub(workflow.Now(ctx)); d > 0 {
-			if err := m.waitFor(ctx, workflow.NewTimer(ctx, d), nil); err != nil {
+			if err := m.sleep(ctx, d); err != nil {
 				return err
 			}
 		}
@@ -450,14 +449,39 @@ func (m *campaign) checkpoint(ctx workflow.Context) error {
 	return m.waitFor(ctx, nil, nil)
 }
 
+// RollbackEndsTimerChange is the change (workflow.GetVersion) after which
+// a rollback ends a timer's wait at once. Before it, a rollback waited for
+// the timer to fire (issue 13): histories recorded then replay that way.
+const RollbackEndsTimerChange = "migration-rollback-ends-timer"
+
+// sleep waits d on a durable timer (it survives worker restarts and, in
+// tests, time skipping), handling signals meanwhile. A rollback cancels
+// the timer and ends the wait with errRollback at once: unlike an
+// activity in flight, a timer has nothing to finish.
+func (m *campaign) sleep(ctx workflow.Context, d time.Duration) error {
+	tctx, cancel := workflow.WithCancel(ctx)
+	defer cancel() // a no-op once the timer fired
+	return m.wait(ctx, workflow.NewTimer(tctx, d), nil, true)
+}
+
 // waitFor blocks until f is ready (if given), until (if given) holds, and
 // the campaign is not paused, handling signals meanwhile. A rollback ends
 // the wait with errRollback (after f is ready: an activity in flight
 // finishes first).
 func (m *campaign) waitFor(ctx workflow.Context, f workflow.Future, until func() bool) error {
+	return m.wait(ctx, f, until, false)
+}
+
+// wait is waitFor; when f is a timer, a rollback ends the wait at once.
+func (m *campaign) wait(ctx workflow.Context, f workflow.Future, until func() bool, timer bool) error {
 	ready := f == nil
 	for {
 		if m.st.RollbackAsked && ready {
+			return errRollback
+		}
+		// GetVersion only here, where the behaviour changed: a history
+		// with no rollback during a timer records no marker.
+		if m.st.RollbackAsked && timer && workflow.GetVersion(ctx, RollbackEndsTimerChange, workflow.DefaultVersion, 1) >= 1 {
 			return errRollback
 		}
 		if m.st.Paused != m.st.PauseRecorded {

@@ -71,7 +71,7 @@ func TestRotateKeyWorkflowRewrap(t *testing.T) {
 	if n, _ := b.KMS.CountDataKeys(ctx, alice, k.ID); n[1] != 4 {
 		t.Fatalf("after a plain rotation: %v", n)
 	}
-	_, err = b.KMS.RetireVersion(ctx, alice, kms.RetireVersionParams{KeyRef: k.ID, Version: 1})
+	_, err = b.KMS.RetireVersion(ctx, alice, kms.RetireVersionParams{KeyRef: k.ID, Version: 1, Now: true})
 	if !errors.Is(err, kms.ErrInvalidState) || !bytes.Contains([]byte(kms.PublicMessage(err)), []byte("4 registered data keys")) {
 		t.Fatalf("retire of version 1 in use: %v, want KMSInvalidStateException naming 4", err)
 	}
@@ -98,7 +98,7 @@ func TestRotateKeyWorkflowRewrap(t *testing.T) {
 	}
 
 	// Nothing registered uses version 1 any more: it retires.
-	ret, err := b.KMS.RetireVersion(ctx, alice, kms.RetireVersionParams{KeyRef: k.ID, Version: 1})
+	ret, err := b.KMS.RetireVersion(ctx, alice, kms.RetireVersionParams{KeyRef: k.ID, Version: 1, Now: true})
 	if err != nil || ret.State != kms.StateDestroyed || ret.Transition != "T5" {
 		t.Fatalf("retire of version 1: %+v %v", ret, err)
 	}
@@ -112,7 +112,7 @@ func TestRotateKeyWorkflowRewrap(t *testing.T) {
 		t.Fatalf("registration after retirement: %v", err)
 	}
 	// The primary version never retires.
-	if _, err := b.KMS.RetireVersion(ctx, alice, kms.RetireVersionParams{KeyRef: k.ID, Version: 3}); !errors.Is(err, kms.ErrInvalidState) {
+	if _, err := b.KMS.RetireVersion(ctx, alice, kms.RetireVersionParams{KeyRef: k.ID, Version: 3, Now: true}); !errors.Is(err, kms.ErrInvalidState) {
 		t.Fatalf("retire of the primary: %v", err)
 	}
 	var ok, refused int

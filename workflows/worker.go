@@ -86,6 +86,7 @@ func Register(r interface {
 	registerLifecycle(r)
 	r.RegisterWorkflow(RewrapWorkflow)
 	r.RegisterWorkflow(MigrationWorkflow)
+	r.RegisterWorkflow(RetirementWorkflow)
 	r.RegisterActivity(a)
 }
 

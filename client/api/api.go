@@ -163,6 +163,8 @@ type KeyVersion struct {
 	CreationDate time.Time `json:"creationDate"`
 	// DeactivationDate ends the version's originator-usage period.
 	DeactivationDate *time.Time `json:"deactivationDate,omitempty"`
+	// RetirementDate is set while the version is pending retirement.
+	RetirementDate *time.Time `json:"retirementDate,omitempty"`
 }
 
 // KeyMetadata describes a key. It never contains key material.

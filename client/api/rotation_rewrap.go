@@ -1,5 +1,7 @@
 package api
 
+import "time"
+
 // Rotation with rewrap and retirement of old versions (docs/lifecycle.md,
 // "Rotation and rewrap").
 const (
@@ -42,10 +44,15 @@ type RewrapStatusReply struct {
 	Done       bool   `json:"done"`
 }
 
-// RetireVersionRequest names the old version to retire.
+// RetireVersionRequest names the old version to retire. By default the
+// version becomes pending retirement for PendingWindowInDays (7–30,
+// default 30); Now destroys it at once; Cancel ends a pending retirement.
 type RetireVersionRequest struct {
-	KeyID   string `json:"keyId"`
-	Version uint32 `json:"version"`
+	KeyID               string `json:"keyId"`
+	Version             uint32 `json:"version"`
+	PendingWindowInDays int    `json:"pendingWindowInDays,omitempty"`
+	Now                 bool   `json:"now,omitempty"`
+	Cancel              bool   `json:"cancel,omitempty"`
 }
 
 // RetireVersionReply reports the retired version's state change;
@@ -56,4 +63,7 @@ type RetireVersionReply struct {
 	PreviousState string      `json:"previousState"`
 	State         string      `json:"state"`
 	Transition    string      `json:"transition,omitempty"`
+	// RetirementDate is set while the version is pending retirement.
+	RetirementDate *time.Time `json:"retirementDate,omitempty"`
+	WorkflowID     string     `json:"workflowId,omitempty"`
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/keyflow/keyflow/client"
 	"github.com/keyflow/keyflow/client/api"
@@ -129,37 +130,71 @@ func printRotation(w io.Writer, r *api.RotateKeyReply) error {
 
 func newRetireVersionCmd(g *globals) *cobra.Command {
 	var version uint32
+	var window string
+	var now, cancel bool
 	cmd := &cobra.Command{
-		Use:   "retire-version KEY --version N",
-		Short: "Destroy an old version's material once no registered data key uses it",
-		Long: `retire-version destroys the material of an old (non-primary) version and
-records the version as DESTROYED (DESTROYED_COMPROMISED if it was
-compromised). Ciphertexts under it can no longer be decrypted, so it is
-refused (KMSInvalidStateException, with their count) while registered data
-keys still use the version: rewrap them first with "key rotate --rewrap"
-(or a key with --rewrap-on-rotation). The primary version never retires.`,
+		Use:   "retire-version KEY --version N [--window 7d..30d | --now | --cancel]",
+		Short: "Retire an old version after a waiting period (default 30 days), once no registered data key uses it",
+		Long: `retire-version retires an old (non-primary) version. By default the version
+becomes pending retirement for a waiting period (--window, 7d to 30d,
+default 30d), like schedule-deletion for a key: every use of it meanwhile
+is refused and recorded (io.keyflow.key.use.refused.v1), --cancel ends the
+wait, and at the end its material is destroyed and the version becomes
+DESTROYED (DESTROYED_COMPROMISED if it was compromised). --now destroys it
+at once; a tenant policy that lists "retire-version-now" puts that under
+dual control (exit 4, pending approval).
+
+Ciphertexts under a destroyed version can no longer be decrypted, so
+retirement is refused (KMSInvalidStateException, with their count) while
+registered data keys still use the version: rewrap them first with
+"key rotate --rewrap" (or a key with --rewrap-on-rotation). The primary
+version never retires.`,
 		Args: exactArgs(1, "KEY"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if version == 0 {
 				return usagef("--version is required")
 			}
+			days, err := parseDays("--window", window)
+			if err != nil {
+				return err
+			}
+			if days != 0 && (days < 7 || days > 30) {
+				return usagef("--window must be 7d to 30d, not %s", window)
+			}
+			if (now && cancel) || (cmd.Flags().Changed("window") && (now || cancel)) {
+				return usagef("--window, --now and --cancel exclude each other")
+			}
+			if now || cancel {
+				days = 0
+			}
 			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
-				r, err := c.RetireVersion(ctx, api.RetireVersionRequest{KeyID: args[0], Version: version})
+				r, err := c.RetireVersion(ctx, api.RetireVersionRequest{KeyID: args[0], Version: version, PendingWindowInDays: days, Now: now, Cancel: cancel})
 				if err != nil {
 					return err
 				}
 				if g.output == "json" {
 					return printJSON(cmd.OutOrStdout(), r)
 				}
-				t := r.Transition
-				if t == "" {
-					t = "already"
+				out := cmd.OutOrStdout()
+				switch {
+				case cancel:
+					_, err = fmt.Fprintf(out, "version %d of %s: retirement cancelled; it is %s\n", r.Version, r.Key.KeyID, r.State)
+				case r.RetirementDate != nil:
+					_, err = fmt.Fprintf(out, "version %d of %s is pending retirement; it will be destroyed at %s (workflow %s)\n", r.Version, r.Key.KeyID, r.RetirementDate.Format(time.RFC3339), r.WorkflowID)
+				default:
+					t := r.Transition
+					if t == "" {
+						t = "already"
+					}
+					_, err = fmt.Fprintf(out, "version %d of %s: %s -> %s (%s)\n", r.Version, r.Key.KeyID, r.PreviousState, r.State, t)
 				}
-				_, err = fmt.Fprintf(cmd.OutOrStdout(), "version %d of %s: %s -> %s (%s)\n", r.Version, r.Key.KeyID, r.PreviousState, r.State, t)
 				return err
 			})
 		},
 	}
 	cmd.Flags().Uint32Var(&version, "version", 0, "the version to retire (not the primary)")
+	cmd.Flags().StringVar(&window, "window", "30d", "waiting period before the material is destroyed, 7d to 30d")
+	cmd.Flags().BoolVar(&now, "now", false, "destroy the material at once, with no waiting period (dual control if the tenant policy lists retire-version-now)")
+	cmd.Flags().BoolVar(&cancel, "cancel", false, "cancel the version's pending retirement")
 	return cmd
 }

@@ -2,6 +2,8 @@ package rpc
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"time"
 
 	"github.com/keyflow/keyflow/client/api"
@@ -65,7 +67,50 @@ func (s *Server) backupRestore(ctx context.Context, c kms.Caller, body []byte) (
 	if err != nil {
 		return nil, err
 	}
+	var failed []string
+	for _, k := range res.Restored {
+		if err := s.restartTimers(ctx, c, k); err != nil {
+			s.cfg.Logger.Error("lifecycle timers of a restored key not started", "key", k.ResourceName(), "err", err)
+			failed = append(failed, k.ID)
+		}
+	}
+	if len(failed) > 0 {
+		return nil, &kms.Error{Code: kms.CodeInternal, Message: fmt.Sprintf("the backup is restored, but the lifecycle timers of %d keys (%s) could not be started; restore again with overwrite to retry",
+			len(failed), strings.Join(failed, ", "))}
+	}
 	return api.BackupRestoreReply{BackupID: res.ID, Keys: res.Keys, Versions: res.Versions, Aliases: res.Aliases}, nil
+}
+
+// restartTimers gives a restored key the lifecycle timers and schedules
+// it would have after creation and the requests that made its metadata:
+// the activation timer, the cryptoperiod timer and the rotation schedule
+// (KeyChanged), the deletion window of a key pending deletion, the
+// retirement window of each version pending retirement, and the expiry of
+// imported material. Dates already past fire at once, as they would have
+// on the original stack. Every start is idempotent (same workflow IDs), so
+// a restore retried with overwrite starts no second timer.
+func (s *Server) restartTimers(ctx context.Context, c kms.Caller, k *kms.Key) error {
+	if l := s.cfg.Lifecycle; l != nil {
+		if err := l.KeyChanged(ctx, c, k); err != nil {
+			return err
+		}
+		if k.Lifecycle.PendingDeletion {
+			if _, err := l.ScheduleDeletion(ctx, c, k); err != nil {
+				return err
+			}
+		}
+		for _, v := range kms.PendingRetirements(k) {
+			if _, err := l.ScheduleRetirement(ctx, c, k.ID, v.Number, v.RetirementDate); err != nil {
+				return err
+			}
+		}
+	}
+	if imp := k.Import; s.cfg.Imports != nil && imp != nil && imp.ImportID != "" && !imp.ValidTo.IsZero() {
+		if _, err := s.cfg.Imports.ScheduleExpiry(ctx, c, k.ID, imp.ImportID, imp.ValidTo); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (s *Server) backupList(ctx context.Context, c kms.Caller, body []byte) (any, error) {

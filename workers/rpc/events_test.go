@@ -1027,7 +1027,7 @@ func TestSchemaWireMessages(t *testing.T) {
 	rot.fail.Store(doomed.KeyID, true)
 	refused(api.OpKeyRotate, "RotateKeyRequest", `{"keyId":"wire-doomed"}`, kms.CodeInternal)
 	// The primary version never retires (rotation_rewrap_test.go has the rest).
-	refused(api.OpKeyRetireVersion, "RetireVersionRequest", `{"keyId":"wire-doomed","version":1}`, kms.CodeInvalidState)
+	refused(api.OpKeyRetireVersion, "RetireVersionRequest", `{"keyId":"wire-doomed","version":1,"now":true}`, kms.CodeInvalidState)
 	identityWireMessages(t, ok, refused)
 
 	// Backups over the wire; archival and recovery through the domain

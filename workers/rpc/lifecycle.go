@@ -21,6 +21,11 @@ type Lifecycle interface {
 	ScheduleDeletion(ctx context.Context, c kms.Caller, k *kms.Key) (string, error)
 	// CancelDeletion stops the window early.
 	CancelDeletion(ctx context.Context, c kms.Caller, keyID string) error
+	// ScheduleRetirement starts the retirement window of a version
+	// pending retirement and returns its workflow ID.
+	ScheduleRetirement(ctx context.Context, c kms.Caller, keyID string, version uint32, date time.Time) (string, error)
+	// CancelRetirement stops a version's retirement window early.
+	CancelRetirement(ctx context.Context, c kms.Caller, keyID string, version uint32) error
 	// RemediationWorkflowID names the remediation of a compromised
 	// version, which the remediation worker starts from the audit event.
 	RemediationWorkflowID(tenant, keyID string, version uint32) string
@@ -81,6 +86,10 @@ func lifecycleMetadata(m *api.KeyMetadata, k *kms.Key) {
 		if !v.DeactivationDate.IsZero() && i < len(m.Versions) {
 			t := v.DeactivationDate
 			m.Versions[i].DeactivationDate = &t
+		}
+		if !v.RetirementDate.IsZero() && i < len(m.Versions) {
+			t := v.RetirementDate
+			m.Versions[i].RetirementDate = &t
 		}
 	}
 }

@@ -3,6 +3,7 @@ package rpc_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"os"
 	"sync"
@@ -27,6 +28,7 @@ type recordingLifecycle struct {
 	changed   []string
 	scheduled []time.Time
 	cancelled []string
+	retiring  []string // "<keyID>/v<N>" of every retirement window started
 }
 
 func (l *recordingLifecycle) KeyChanged(_ context.Context, _ kms.Caller, k *kms.Key) error {
@@ -47,6 +49,20 @@ func (l *recordingLifecycle) CancelDeletion(_ context.Context, _ kms.Caller, key
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.cancelled = append(l.cancelled, keyID)
+	return nil
+}
+
+func (l *recordingLifecycle) ScheduleRetirement(_ context.Context, c kms.Caller, keyID string, version uint32, _ time.Time) (string, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.retiring = append(l.retiring, fmt.Sprintf("%s/v%d", keyID, version))
+	return fmt.Sprintf("retire/%s/%s/v%d", c.Tenant, keyID, version), nil
+}
+
+func (l *recordingLifecycle) CancelRetirement(_ context.Context, _ kms.Caller, keyID string, version uint32) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.cancelled = append(l.cancelled, fmt.Sprintf("%s/v%d", keyID, version))
 	return nil
 }
 
@@ -134,6 +150,26 @@ func emitLifecycleEvents(t *testing.T, b *testbed.Bed) {
 		t.Fatal("encrypt while pending deletion succeeded")
 	}
 	must(s.CancelDeletion(ctx, c, k.ID))
+	// A version's retirement window: scheduled, a use refused, cancelled,
+	// scheduled again and destroyed by its timer's step.
+	v1, err := s.Encrypt(ctx, c, kms.EncryptParams{KeyRef: k.ID, Plaintext: []byte("v1")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateVersion(ctx, c, kms.CreateVersionParams{KeyID: k.ID, Version: 2}); err != nil {
+		t.Fatal(err)
+	}
+	must(s.SetPrimaryVersion(ctx, c, kms.SetPrimaryParams{KeyID: k.ID, Version: 2}))
+	must(s.RetireVersion(ctx, c, kms.RetireVersionParams{KeyRef: k.ID, Version: 1}))
+	must(s.CancelRetirement(ctx, c, k.ID, 1))
+	rv, err := s.RetireVersion(ctx, c, kms.RetireVersionParams{KeyRef: k.ID, Version: 1, Window: 7 * kms.Day})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Decrypt(ctx, c, kms.DecryptParams{Ciphertext: v1.Ciphertext}); kms.CodeOf(err) != kms.CodeInvalidState {
+		t.Fatalf("decrypt under a version pending retirement: %v", err)
+	}
+	must(s.RetireVersion(ctx, c, kms.RetireVersionParams{KeyRef: k.ID, Version: 1, Due: rv.RetirementDate}))
 	must(s.Compromise(ctx, c, kms.CompromiseParams{KeyRef: k.ID, Reason: "test"}))
 	if err := s.RecordRemediation(ctx, c, kms.RemediationReport{KeyID: k.ID, Version: 1, NewVersion: 2, Remaining: -1, Problems: []string{"rewrap: not available"}}); err != nil {
 		t.Fatal(err)

@@ -64,7 +64,8 @@ func TestRotationRewrapWire(t *testing.T) {
 	ctx := context.Background()
 	b := testbed.New(t)
 	rot := &rewrapRotator{evtRotator: evtRotator{kms: b.KMS}}
-	send := wireSender(t, b, rpc.Config{Rotator: rot})
+	life := &recordingLifecycle{}
+	send := wireSender(t, b, rpc.Config{Rotator: rot, Lifecycle: life})
 
 	var meta api.KeyMetadata
 	_ = json.Unmarshal(send(api.OpKeyCreate, "CreateKeyRequest", `{"alias":"rw","rewrapOnRotation":true}`, "KeyMetadata", ""), &meta)
@@ -81,10 +82,10 @@ func TestRotationRewrapWire(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	send(api.OpKeyRetireVersion, "RetireVersionRequest", `{"keyId":"rw","version":1}`, "RetireVersionReply", "KMSInvalidStateException")
+	send(api.OpKeyRetireVersion, "RetireVersionRequest", `{"keyId":"rw","version":1,"now":true}`, "RetireVersionReply", "KMSInvalidStateException")
 	send(api.OpKeyRewrapStatus, "KeyRequest", `{"keyId":"rw"}`, "RewrapStatusReply", "NotFoundException")
 	send(api.OpKeyRotate, "RotateKeyRequest", `{"keyId":"rw"}`, "RotateKeyReply", "")
-	body := send(api.OpKeyRetireVersion, "RetireVersionRequest", `{"keyId":"rw","version":1}`, "RetireVersionReply", "KMSInvalidStateException")
+	body := send(api.OpKeyRetireVersion, "RetireVersionRequest", `{"keyId":"rw","version":1,"now":true}`, "RetireVersionReply", "KMSInvalidStateException")
 	if !strings.Contains(string(body), "2 registered data keys still use version 1") {
 		t.Fatalf("refusal does not name the count: %s", body)
 	}
@@ -100,20 +101,36 @@ func TestRotationRewrapWire(t *testing.T) {
 		t.Fatalf("rewrap status: %+v", st)
 	}
 
+	// The default is a pending window: the version stays ACTIVE, its
+	// timer starts, and a cancellation ends it.
 	var ret api.RetireVersionReply
-	_ = json.Unmarshal(send(api.OpKeyRetireVersion, "RetireVersionRequest", `{"keyId":"rw","version":1}`, "RetireVersionReply", ""), &ret)
+	_ = json.Unmarshal(send(api.OpKeyRetireVersion, "RetireVersionRequest", `{"keyId":"rw","version":1,"pendingWindowInDays":7}`, "RetireVersionReply", ""), &ret)
+	if ret.State != "ACTIVE" || ret.Transition != "" || ret.RetirementDate == nil || ret.Key.Versions[0].RetirementDate == nil || ret.WorkflowID != "retire/alpha/"+meta.KeyID+"/v1" {
+		t.Fatalf("retire with a window: %+v", ret)
+	}
+	if len(life.retiring) != 1 || life.retiring[0] != meta.KeyID+"/v1" {
+		t.Fatalf("retirement timers started: %v", life.retiring)
+	}
+	send(api.OpKeyRetireVersion, "", `{"keyId":"rw","version":1,"now":true,"cancel":true}`, "RetireVersionReply", "ValidationException")
+	ret = api.RetireVersionReply{}
+	_ = json.Unmarshal(send(api.OpKeyRetireVersion, "RetireVersionRequest", `{"keyId":"rw","version":1,"cancel":true}`, "RetireVersionReply", ""), &ret)
+	if ret.State != "ACTIVE" || ret.RetirementDate != nil || ret.Key.Versions[0].RetirementDate != nil || len(life.cancelled) != 1 {
+		t.Fatalf("cancel: %+v, cancelled timers %v", ret, life.cancelled)
+	}
+	ret = api.RetireVersionReply{}
+	_ = json.Unmarshal(send(api.OpKeyRetireVersion, "RetireVersionRequest", `{"keyId":"rw","version":1,"now":true}`, "RetireVersionReply", ""), &ret)
 	if ret.State != "DESTROYED" || ret.PreviousState != "ACTIVE" || ret.Transition != "T5" || ret.Key.Versions[0].State != "DESTROYED" {
 		t.Fatalf("retire: %+v", ret)
 	}
 	// Again: idempotent, no transition.
 	ret = api.RetireVersionReply{}
-	_ = json.Unmarshal(send(api.OpKeyRetireVersion, "RetireVersionRequest", `{"keyId":"rw","version":1}`, "RetireVersionReply", ""), &ret)
+	_ = json.Unmarshal(send(api.OpKeyRetireVersion, "RetireVersionRequest", `{"keyId":"rw","version":1,"now":true}`, "RetireVersionReply", ""), &ret)
 	if ret.State != "DESTROYED" || ret.Transition != "" {
 		t.Fatalf("retire again: %+v", ret)
 	}
-	send(api.OpKeyRetireVersion, "RetireVersionRequest", `{"keyId":"rw","version":3}`, "RetireVersionReply", "KMSInvalidStateException")
-	send(api.OpKeyRetireVersion, "RetireVersionRequest", `{"keyId":"rw","version":9}`, "RetireVersionReply", "NotFoundException")
-	send(api.OpKeyRetireVersion, "", `{"keyId":"rw"}`, "RetireVersionReply", "ValidationException")
+	send(api.OpKeyRetireVersion, "RetireVersionRequest", `{"keyId":"rw","version":3,"now":true}`, "RetireVersionReply", "KMSInvalidStateException")
+	send(api.OpKeyRetireVersion, "RetireVersionRequest", `{"keyId":"rw","version":9,"now":true}`, "RetireVersionReply", "NotFoundException")
+	send(api.OpKeyRetireVersion, "", `{"keyId":"rw","now":true}`, "RetireVersionReply", "ValidationException")
 
 	// The refusals and the retirement are on the record, once each.
 	var ok, refused int
