@@ -58,6 +58,12 @@ const (
 	// TypeKeyInventoryRead records a crypto inventory (keys.inventory,
 	// including a CycloneDX CBOM export).
 	TypeKeyInventoryRead = "io.keyflow.key.inventory.read.v1"
+	// TypeKeyExported: an exportable key's material was released (or
+	// the release refused); never the material.
+	TypeKeyExported = "io.keyflow.key.exported.v1"
+	// TypeKMIPAttributesChanged: a KMIP client added, modified or
+	// deleted a key attribute; never its value.
+	TypeKMIPAttributesChanged = "io.keyflow.kmip.attributes.changed.v1"
 	// TypeAuditPolicyChanged records a change of the audit guarantees, such
 	// as a worker started fail-open (data: failClosed=false). It is
 	// deployment-wide, so its tenant is "-".
@@ -143,7 +149,7 @@ var Types = []string{
 	TypeSign, TypeVerify, TypeGenerateMAC, TypeVerifyMAC, TypeGetPublicKey,
 	TypeGenerateRandom, TypeReEncrypt, TypeGenerateDataKeyPair,
 	TypeSeal, TypeOpen, TypeEncapsulate, TypeDecapsulate,
-	TypeAuditPolicyChanged, TypeKeyInventoryRead,
+	TypeAuditPolicyChanged, TypeKeyInventoryRead, TypeKeyExported, TypeKMIPAttributesChanged,
 	TypeXKSMetadata, TypeXKSEncrypt, TypeXKSDecrypt, TypeXKSHealth, TypeXKSRejected,
 	TypeKeyVersionArchived, TypeKeyVersionRestoreRequested, TypeKeyVersionRestoreApproved,
 	TypeKeyVersionRestoreRejected, TypeKeyVersionRestored, TypeKeyArchiveDestroyed,

@@ -262,6 +262,14 @@ func TestEveryTypeValidates(t *testing.T) {
 			{"", map[string]any{"count": 1, "fromAlgorithms": []string{"RSA_3072", "ECC_NIST_P256"}, "to": "ML_DSA_65"}},
 			{"ValidationException", map[string]any{"count": 0, "fromAlgorithms": []string{"RSA_1024"}}},
 		},
+		events.TypeKeyExported: {
+			{"", map[string]any{"keyRef": id, "exportable": true, "keyVersion": uint32(1)}},
+			{"AccessDeniedException", map[string]any{"keyRef": id, "exportable": false}},
+		},
+		events.TypeKMIPAttributesChanged: {
+			{"", map[string]any{"keyRef": id, "operation": "AddAttribute", "attribute": "x-owner"}},
+			{"NotFoundException", map[string]any{"keyRef": id, "operation": "DeleteAttribute", "attribute": "Name"}},
+		},
 		events.TypeXKSMetadata: {
 			{"", map[string]any{"keyStore": "/ks1", "externalKeyId": "xks-demo", "awsPrincipalArn": "arn:aws:iam::111122223333:user/alice", "kmsOperation": "CreateKey", "kmsRequestId": "4112f4d6", "keyStatus": "ENABLED"}},
 			{"AccessDeniedException", map[string]any{"keyStore": "/ks1", "externalKeyId": "xks-demo", "awsPrincipalArn": "arn:aws:iam::111122223333:user/mallory", "kmsOperation": "DescribeKey", "kmsRequestId": "r2"}},

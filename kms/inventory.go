@@ -32,6 +32,8 @@ type InventoryItem struct {
 	PrimaryVersion    uint32
 	CreatedAt         time.Time
 	QuantumVulnerable bool
+	// Exportable marks a key whose material can be released (export.go).
+	Exportable bool
 	// Target is the spec to migrate to; empty when the key is not
 	// quantum-vulnerable or no target fits its usage.
 	Target KeySpec
@@ -121,6 +123,7 @@ func (s *Service) Inventory(ctx context.Context, c Caller, p InventoryParams) (i
 				it.DataKeys += n
 			}
 		}
+		it.Exportable = k.Exportable
 		if info, ok := specs[k.Spec]; ok {
 			it.QuantumVulnerable = info.profile.QuantumVulnerable
 			it.Target = migrationTarget(info, k.Usage, to)

@@ -118,6 +118,13 @@ type Key struct {
 	// Migration links a key to its peer in a post-quantum migration
 	// campaign (see migration.go); nil otherwise.
 	Migration *MigrationLink `json:"migration,omitempty"`
+	// Exportable keys keep a second, releasable copy of their material
+	// (see export.go); false for every other key.
+	Exportable bool `json:"exportable,omitempty"`
+	// Attributes are free-form attributes that clients set through a
+	// protocol that has them (KMIP Name and custom attributes); see
+	// export.go. They never hold material.
+	Attributes []Attribute `json:"attributes,omitempty"`
 }
 
 // Version is one generation of a key's material.
@@ -166,6 +173,9 @@ type VersionMaterial struct {
 	WrappedBy string    `json:"wrappedBy"` // root key label
 	// PublicKey is the DER SubjectPublicKeyInfo of an asymmetric version.
 	PublicKey []byte `json:"publicKey,omitempty"`
+	// Export is the releasable copy of an exportable key's material,
+	// wrapped under the root key as a secret (see export.go).
+	Export []byte `json:"export,omitempty"`
 }
 
 var (

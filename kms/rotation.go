@@ -53,7 +53,7 @@ func (s *Service) CreateVersion(ctx context.Context, c Caller, p CreateVersionPa
 			return false, newError(CodeInternal, "key %s has unknown spec %q", k.ID, k.Spec)
 		}
 		// Material is write-once: a retry after a conflict keeps it.
-		if err := s.newVersionMaterial(ctx, c.Tenant, k.ID, p.Version, info); err != nil {
+		if err := s.newRotatedMaterial(ctx, k, p.Version, info); err != nil {
 			return false, err
 		}
 		now := s.now().UTC()

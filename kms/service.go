@@ -243,6 +243,14 @@ type CreateKeyParams struct {
 	Cryptoperiod   time.Duration
 	// RewrapOnRotation: rotations rewrap the registered data keys.
 	RewrapOnRotation bool
+	// Exportable keeps a releasable copy of the material (export.go).
+	// The transport authorizes it separately.
+	Exportable bool
+	// Attributes are stored with the key (KMIP names, custom attributes).
+	Attributes []Attribute
+	// material, when set, is the key material to store instead of
+	// generating it (RegisterKey, export.go).
+	material []byte
 }
 
 // CreateKey creates a key of any supported spec (see Specs: AES, HMAC, RSA,
@@ -257,6 +265,7 @@ func (s *Service) CreateKey(ctx context.Context, c Caller, p CreateKeyParams) (k
 		if p.Origin == OriginExternal {
 			data["origin"] = string(OriginExternal)
 		}
+		exportAudit(data, p)
 		if k != nil {
 			data["keyId"] = k.ID
 			data["version"] = k.PrimaryVersion
@@ -326,7 +335,15 @@ func (s *Service) CreateKey(ctx context.Context, c Caller, p CreateKeyParams) (k
 		}()
 	}
 	now := s.now().UTC()
-	if !external {
+	if err := checkExportable(p, info, external); err != nil {
+		return nil, err
+	}
+	switch {
+	case p.Exportable || p.material != nil:
+		if err := s.newExportableMaterial(ctx, c.Tenant, id, 1, info, p.material, p.Exportable); err != nil {
+			return nil, err
+		}
+	case !external:
 		if err := s.newVersionMaterial(ctx, c.Tenant, id, 1, info); err != nil {
 			return nil, err
 		}
@@ -337,6 +354,7 @@ func (s *Service) CreateKey(ctx context.Context, c Caller, p CreateKeyParams) (k
 		PrimaryVersion: 1,
 		Versions:       []Version{{Number: 1, State: StateActive, Algorithm: info.alg, CreatedAt: now}},
 	}
+	k.Exportable, k.Attributes = p.Exportable, p.Attributes
 	initialLifecycle(k, p, now)
 	if external {
 		markPendingImport(k)

@@ -48,6 +48,8 @@ type InventoryKey struct {
 	PrimaryVersion    uint32    `json:"primaryVersion"`
 	CreationDate      time.Time `json:"creationDate"`
 	QuantumVulnerable bool      `json:"quantumVulnerable"`
+	// Exportable marks a key whose material can be released (KMIP Get).
+	Exportable bool `json:"exportable,omitempty"`
 	// TargetKeySpec is the spec to migrate to; absent when the key is
 	// safe or nothing fits its usage.
 	TargetKeySpec string `json:"targetKeySpec,omitempty"`

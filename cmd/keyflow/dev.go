@@ -14,7 +14,7 @@ import (
 )
 
 func newDevCmd(g *globals) *cobra.Command {
-	var natsListen, temporalListen, xksListen, xksConfig, sync string
+	var natsListen, temporalListen, xksListen, xksConfig, kmipListen, sync string
 	var failOpen bool
 	var maxAge time.Duration
 	var maxBytes, maxMsgs int64
@@ -59,7 +59,11 @@ with one key store (path /keyflow-dev/kms/xks/v1, generated SigV4
 credentials, 0600, never printed) exposing the key alias/xks-demo as the
 external key xks-demo, and DIR/xks/aws-console.json for the AWS KMS
 console. SIGHUP reloads the configuration (credential rotation). See
-docs/xks.md.`,
+docs/xks.md.
+
+KMIP: --kmip-listen 127.0.0.1:5696 also serves KMIP 1.0-1.4 there, over
+mutual TLS with a dev CA under DIR/kmip/ca; DIR/kmip/clients/admin.pem is a
+client certificate for the default tenant's admin. See docs/kmip.md.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
@@ -76,7 +80,7 @@ docs/xks.md.`,
 			st, err := devstack.Start(ctx, devstack.Config{
 				DataDir: g.dataDir, NATSListen: natsListen, TemporalListen: temporalListen, Logger: log,
 				AuditFailOpen: failOpen, AuditMaxAge: maxAge, AuditMaxBytes: maxBytes, AuditMaxMsgs: maxMsgs,
-				XKSListen: xksListen, XKSConfig: xksConfig, SyncAlways: sync == "always", OpsListen: opsListen,
+				XKSListen: xksListen, XKSConfig: xksConfig, KMIPListen: kmipListen, SyncAlways: sync == "always", OpsListen: opsListen,
 			})
 			if err != nil {
 				return err
@@ -85,6 +89,9 @@ docs/xks.md.`,
 				fmt.Fprintf(cmd.OutOrStdout(), "keyflow xks endpoint=%s path=%s config=%s cert=%s\n", x.URL, x.URIPath, x.ConfigPath, x.CertPath)
 				stopHUP := reloadOnHUP(ctx, st, log)
 				defer stopHUP()
+			}
+			if k := st.KMIP; k != nil {
+				fmt.Fprintf(cmd.OutOrStdout(), "keyflow kmip endpoint=%s ca=%s client=%s\n", k.Addr, k.CACert, k.ClientPEM)
 			}
 			if st.OpsURL != "" {
 				fmt.Fprintf(cmd.OutOrStdout(), "keyflow ops endpoint=%s (/healthz /readyz /metrics)\n", st.OpsURL)
@@ -104,6 +111,7 @@ docs/xks.md.`,
 	cmd.Flags().StringVar(&natsListen, "nats-listen", devstack.DefaultNATSListen, "address of the NATS listener")
 	cmd.Flags().StringVar(&xksListen, "xks-listen", "", "also serve the AWS KMS XKS proxy API on this address (HTTPS, self-signed), e.g. 127.0.0.1:8443")
 	cmd.Flags().StringVar(&xksConfig, "xks-config", "", "XKS proxy configuration file (default: generated under DIR/xks)")
+	cmd.Flags().StringVar(&kmipListen, "kmip-listen", "", "also serve KMIP on this address (mutual TLS, dev CA under DIR/kmip), e.g. 127.0.0.1:5696")
 	cmd.Flags().StringVar(&temporalListen, "temporal-listen", devstack.DefaultTemporalListen, "address of the Temporal frontend")
 	cmd.Flags().StringVar(&sync, "sync", "interval", "when JetStream fsyncs: interval (kill -9 safe; a power loss can lose the last acknowledged records) or always (every record on disk before its reply; slower, see README, Durability)")
 	cmd.Flags().BoolVar(&failOpen, "audit-fail-open", false, "let operations proceed when their audit record cannot be stored (weaker; recorded in the trail)")

@@ -70,10 +70,10 @@ the principals seen using the key in the most recent audit records.
 
 func printInventory(w io.Writer, keys []api.InventoryKey) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "KEY ID\tALIAS\tSPEC\tUSAGE\tSTATE\tVERSIONS\tQUANTUM-VULNERABLE\tTARGET\tCREATED\tRECENT PRINCIPALS")
+	fmt.Fprintln(tw, "KEY ID\tALIAS\tSPEC\tUSAGE\tSTATE\tVERSIONS\tQUANTUM-VULNERABLE\tEXPORTABLE\tTARGET\tCREATED\tRECENT PRINCIPALS")
 	for _, k := range keys {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%v\t%s\t%s\t%s\n", k.KeyID, dash(k.Alias), k.KeySpec, k.KeyUsage, k.KeyState,
-			k.Versions, k.QuantumVulnerable, dash(k.TargetKeySpec), k.CreationDate.Format(time.RFC3339), dash(strings.Join(k.RecentPrincipals, ",")))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%v\t%v\t%s\t%s\t%s\n", k.KeyID, dash(k.Alias), k.KeySpec, k.KeyUsage, k.KeyState,
+			k.Versions, k.QuantumVulnerable, k.Exportable, dash(k.TargetKeySpec), k.CreationDate.Format(time.RFC3339), dash(strings.Join(k.RecentPrincipals, ",")))
 	}
 	return tw.Flush()
 }

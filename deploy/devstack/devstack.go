@@ -84,6 +84,9 @@ type Config struct {
 	// under DIR/xks). See xks.go.
 	XKSListen string
 	XKSConfig string
+	// KMIPListen, when set, serves KMIP there (mutual TLS, dev CA under
+	// DIR/kmip). See kmip.go.
+	KMIPListen string
 	// SyncAlways makes JetStream fsync every write (audit records, keys)
 	// before acknowledging it: an acknowledged record survives a power
 	// loss, at a measured cost (README, Durability). Without it a kill -9
@@ -102,7 +105,8 @@ type Stack struct {
 	Identity *natsauth.Identity
 	KMS      *kms.Service
 	HSM      *pkcs11.Token
-	XKS      *XKSInfo // nil unless Config.XKSListen
+	XKS      *XKSInfo  // nil unless Config.XKSListen
+	KMIP     *KMIPInfo // nil unless Config.KMIPListen
 
 	// Node runs every role (deploy/roles).
 	Node    *roles.Node
@@ -234,6 +238,15 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 		}
 		st.closers = append(st.closers, stop)
 		st.OpsURL = "http://" + addr
+	}
+	if err = st.startKMIP(st.Node.Workflows, func(ctx context.Context, c kms.Caller, keyID string) (uint32, error) {
+		res, err := st.Node.Rotate(ctx, c, keyID)
+		if err != nil {
+			return 0, err
+		}
+		return res.NewVersion, nil
+	}); err != nil {
+		return st, err
 	}
 
 	if err = st.writeAdminCreds(); err != nil {

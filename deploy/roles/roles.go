@@ -203,6 +203,9 @@ type Node struct {
 	Conn *nats.Conn
 	// Store is the key store on JetStream KV; nil for remediation alone.
 	Store kms.Store
+	// Workflows starts and signals the lifecycle workflows; nil without
+	// Temporal.
+	Workflows *workflows.Client
 	// Standby is the sealer when it runs active/standby (Options.SealerLease).
 	Standby *sealer.Standby
 
@@ -273,6 +276,7 @@ func Start(ctx context.Context, in Infra, o Options) (n *Node, err error) {
 	var wc *workflows.Client
 	if in.Temporal != nil {
 		wc = &workflows.Client{Temporal: in.Temporal}
+		n.Workflows = wc
 		if n.KMS != nil {
 			// Signals that change security state carry a token the KMS
 			// mints (workflows/optoken.go); remediation alone sends none.
@@ -478,6 +482,15 @@ func (n *Node) startGateway(ctx context.Context) error {
 	n.closers = append(n.closers, func() { _ = srv.Close() })
 	n.XKS, n.XKSAddr = srv, addr.String()
 	return nil
+}
+
+// Rotate runs a key's rotation workflow to completion, as the admin
+// role's rotate does (for other protocol adapters, such as KMIP).
+func (n *Node) Rotate(ctx context.Context, c kms.Caller, keyID string) (*rpc.RotateResult, error) {
+	if n.Workflows == nil {
+		return nil, errors.New("roles: rotation needs Temporal")
+	}
+	return rotator{n.Workflows, n.infra.Logger}.Rotate(ctx, c, keyID)
 }
 
 // Stop shuts the roles down in reverse order of start.

@@ -192,6 +192,9 @@ func Build(inv *kms.Inventory, o Options) (*BOM, error) {
 			{Name: "keyflow:primaryVersion", Value: strconv.FormatUint(uint64(k.PrimaryVersion), 10)},
 			{Name: "keyflow:quantumVulnerable", Value: strconv.FormatBool(k.QuantumVulnerable)},
 		}
+		if k.Exportable {
+			props = append(props, Property{Name: "keyflow:exportable", Value: "true"})
+		}
 		if k.Target != "" {
 			props = append(props, Property{Name: "keyflow:migrationTarget", Value: string(k.Target)})
 		}

@@ -187,6 +187,34 @@ var permissions = map[string]Permission{
 	"approvals.deny":    {Roles: []Role{RoleApprover}},
 	"tenantpolicy.get":  {Roles: []Role{RoleTenantAdmin, RoleKeyAdmin, RoleAuditor}},
 	"tenantpolicy.set":  {Roles: []Role{RoleTenantAdmin}},
+
+	// KMIP (workers/kmip): the same separation as the NATS rows. Making
+	// a key exportable is its own row, asked for in addition to
+	// kmip.create or kmip.register; releasing material (kmip.get) is
+	// data-plane use.
+	"kmip.discoverversions": {Roles: []Role{RoleKeyAdmin, RoleCryptoUser, RoleAuditor}},
+	"kmip.query":            {Roles: []Role{RoleKeyAdmin, RoleCryptoUser, RoleAuditor}},
+	"kmip.locate":           {Roles: []Role{RoleKeyAdmin, RoleCryptoUser, RoleAuditor}},
+	"kmip.getattributes":    {Roles: []Role{RoleKeyAdmin, RoleCryptoUser, RoleAuditor}, Action: ActionDescribeKey},
+	"kmip.getattributelist": {Roles: []Role{RoleKeyAdmin, RoleCryptoUser, RoleAuditor}, Action: ActionDescribeKey},
+	"kmip.create":           {Roles: []Role{RoleKeyAdmin}},
+	"kmip.register":         {Roles: []Role{RoleKeyAdmin}},
+	"kmip.exportable":       {Roles: []Role{RoleKeyAdmin}},
+	"kmip.addattribute":     {Roles: []Role{RoleKeyAdmin}},
+	"kmip.modifyattribute":  {Roles: []Role{RoleKeyAdmin}},
+	"kmip.deleteattribute":  {Roles: []Role{RoleKeyAdmin}},
+	"kmip.activate":         {Roles: []Role{RoleKeyAdmin}},
+	"kmip.revoke":           {Roles: []Role{RoleKeyAdmin}},
+	"kmip.destroy":          {Roles: []Role{RoleKeyAdmin}},
+	"kmip.get":              {Roles: []Role{RoleCryptoUser}, Action: ActionDescribeKey},
+	"kmip.encrypt":          {Roles: []Role{RoleCryptoUser}, Action: ActionEncrypt},
+	"kmip.decrypt":          {Roles: []Role{RoleCryptoUser}, Action: ActionDecrypt},
+	"kmip.mac":              {Roles: []Role{RoleCryptoUser}, Action: ActionGenerateMac},
+	"kmip.macverify":        {Roles: []Role{RoleCryptoUser}, Action: ActionVerifyMac},
+	"kmip.createkeypair":    {Roles: []Role{RoleKeyAdmin}},
+	"kmip.rekey":            {Roles: []Role{RoleKeyAdmin}, Action: ActionRotateKey},
+	"kmip.sign":             {Roles: []Role{RoleCryptoUser}, Action: ActionSign},
+	"kmip.signatureverify":  {Roles: []Role{RoleCryptoUser}, Action: ActionVerify},
 }
 
 // PermissionOf returns the row of the operation table for op.
