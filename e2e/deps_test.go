@@ -39,6 +39,7 @@ func TestDependencyDirection(t *testing.T) {
 		{pkg: mod + "/pqc/...", forbidden: []string{"github.com/nats-io/", "go.temporal.io/"}, ownOnly: true},
 		{pkg: mod + "/kms/keypolicy", forbidden: []string{"github.com/nats-io/", "go.temporal.io/"}, ownOnly: true, allowed: []string{mod + "/schemas"}},
 		{pkg: mod + "/workers/...", forbidden: []string{"go.temporal.io/", mod + "/workflows", mod + "/deploy", mod + "/client", mod + "/internal"}, except: []string{mod + "/client/api"}},
+		{pkg: mod + "/workers/sigv4", forbidden: []string{"github.com/nats-io/", "go.temporal.io/"}, ownOnly: true},
 		{pkg: mod + "/workflows/...", forbidden: []string{"github.com/nats-io/", mod + "/workers", mod + "/deploy", mod + "/client", mod + "/internal"}},
 		{pkg: mod + "/deploy/...", forbidden: []string{mod + "/client", mod + "/internal"}, except: []string{mod + "/client/api"}},
 		{pkg: mod + "/cmd/...", forbidden: []string{mod + "/internal"}},

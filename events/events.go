@@ -159,6 +159,7 @@ var Types = []string{
 	TypePolicyWarning, TypeQuotaThrottled,
 	TypeKeyImportParameters, TypeKeyImported, TypeKeyImportDeleted, TypeKeyImportExpired,
 	TypeAccessDenied, TypeKeyPolicyChanged, TypeKeyPolicyRead, TypeGrantCreated, TypeGrantListed, TypeGrantRetired, TypeGrantRevoked, TypeTenantCreated, TypePrincipalCreated, TypePrincipalListed, TypePrincipalDisabled,
+	TypeAccessKeyCreated, TypeAccessKeyListed, TypeAccessKeyDisabled, TypeAccessKeyDeleted, TypeKeyAliasChanged,
 	TypeKeyStateChanged, TypeKeyCompromised, TypeKeyDeletionScheduled, TypeKeyDeletionCancelled,
 	TypeKeyUseRefused, TypeKeyMaterialDestroyed, TypeKeyDestroyed, TypeKeyLifecycleChanged, TypeKeyRemediated, TypeKeyVersionRetired,
 	TypeKeyVersionRetirementScheduled, TypeKeyVersionRetirementCancelled,

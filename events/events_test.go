@@ -342,6 +342,11 @@ func TestEveryTypeValidates(t *testing.T) {
 		events.TypePrincipalCreated:  {{"ValidationException", map[string]any{"principal": "bob", "roles": []string{"key-admin", "crypto-user"}}}},
 		events.TypePrincipalListed:   {{"", map[string]any{"count": 3}}},
 		events.TypePrincipalDisabled: {{"", map[string]any{"principal": "bob"}}},
+		events.TypeAccessKeyCreated:  {{"", map[string]any{"principal": "bob", "accessKeyId": "AKIAABCDEFGHIJKLMNOP"}}, {"NotFoundException", map[string]any{"principal": "nobody"}}},
+		events.TypeAccessKeyListed:   {{"", map[string]any{"count": 2}}},
+		events.TypeAccessKeyDisabled: {{"", map[string]any{"accessKeyId": "AKIAABCDEFGHIJKLMNOP"}}},
+		events.TypeAccessKeyDeleted:  {{"NotFoundException", map[string]any{"accessKeyId": "AKIAABCDEFGHIJKLMNOP"}}},
+		events.TypeKeyAliasChanged:   {{"", map[string]any{"alias": "app", "action": "create", "keyRef": id}}, {"NotFoundException", map[string]any{"alias": "gone", "action": "delete"}}},
 		events.TypeKeyStateChanged: {
 			{"", map[string]any{"keyId": id, "to": "SUSPENDED", "from": "ACTIVE", "transition": "T7", "reason": "investigation"}},
 			{"", map[string]any{"keyId": id, "version": uint32(2), "from": "ACTIVE", "to": "DEACTIVATED", "transition": "T8", "reason": "originator-usage period (cryptoperiod) ended"}},

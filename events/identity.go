@@ -18,4 +18,13 @@ const (
 	TypePrincipalCreated  = "io.keyflow.principal.created.v1"
 	TypePrincipalListed   = "io.keyflow.principal.listed.v1"
 	TypePrincipalDisabled = "io.keyflow.principal.disabled.v1"
+	// Access keys: the SigV4 credentials of the AWS KMS API. Records
+	// name the access key ID, never the secret.
+	TypeAccessKeyCreated  = "io.keyflow.accesskey.created.v1"
+	TypeAccessKeyListed   = "io.keyflow.accesskey.listed.v1"
+	TypeAccessKeyDisabled = "io.keyflow.accesskey.disabled.v1"
+	TypeAccessKeyDeleted  = "io.keyflow.accesskey.deleted.v1"
+	// TypeKeyAliasChanged records an alias created, moved or deleted
+	// after the key's creation (data.action).
+	TypeKeyAliasChanged = "io.keyflow.key.alias.changed.v1"
 )

@@ -63,6 +63,8 @@ type Service struct {
 	authz        authzCache  // key policies, grants and deny lists (authz.go)
 	destroyersMu sync.Mutex
 	destroyers   []MaterialDestroyer // see RegisterDestroyer
+	akMu         sync.Mutex
+	akWatchers   []AccessKeyWatcher // gateways' secret caches (accesskeys.go)
 }
 
 // DroppedAuditRecords is the number of audit records this service could

@@ -3,6 +3,7 @@ package kms
 import (
 	"crypto"
 	"crypto/hpke"
+	"slices"
 
 	"github.com/keyflow/keyflow/hsm"
 )
@@ -274,4 +275,15 @@ var signingParams = map[SigningAlgorithm]hsm.SignParams{
 var oaepHash = map[EncryptionAlgorithm]crypto.Hash{
 	EncRSAOAEPSHA256: crypto.SHA256,
 	EncRSAOAEPSHA1:   crypto.SHA1,
+}
+
+// SpecAlgorithms lists the algorithms a key of spec offers, by kind, for
+// transports that describe keys (the AWS KMS API's KeyMetadata). Unknown
+// specs have none.
+func SpecAlgorithms(spec KeySpec) (enc []EncryptionAlgorithm, sign []SigningAlgorithm, mac []MACAlgorithm) {
+	si, ok := specs[spec]
+	if !ok {
+		return nil, nil, nil
+	}
+	return slices.Clone(si.encryption), slices.Clone(si.signing), slices.Clone(si.mac)
 }

@@ -108,6 +108,11 @@ func TestSchemaAPIMirrorsGoTypes(t *testing.T) {
 		{api.PublicKeyReply{}, "api/PublicKeyReply.json", nil, ""},
 		{api.RandomRequest{}, "api/RandomRequest.json", nil, ""},
 		{api.RandomReply{}, "api/RandomReply.json", nil, ""},
+		{api.AccessKeyRequest{}, "api/AccessKeyRequest.json", nil, ""},
+		{api.AccessKey{}, "api/AccessKey.json", nil, ""},
+		{api.ListAccessKeysReply{}, "api/ListAccessKeysReply.json", nil, ""},
+		{api.SetAliasRequest{}, "api/SetAliasRequest.json", nil, ""},
+		{api.AliasRequest{}, "api/AliasRequest.json", nil, ""},
 		{api.ReEncryptRequest{}, "api/ReEncryptRequest.json", nil, ""},
 		{api.ReEncryptReply{}, "api/ReEncryptReply.json", nil, ""},
 		{api.DataKeyPairRequest{}, "api/DataKeyPairRequest.json", nil, ""},
@@ -427,6 +432,11 @@ func TestSchemaAPIAcceptsGoValues(t *testing.T) {
 		"Principal":              principal,
 		"ListPrincipalsReply":    api.ListPrincipalsReply{Principals: []api.Principal{principal}},
 		"PrincipalRequest":       api.PrincipalRequest{Name: "bob"},
+		"AccessKeyRequest":       api.AccessKeyRequest{Principal: "bob"},
+		"SetAliasRequest":        api.SetAliasRequest{Alias: "alias/app", KeyID: id, Create: true},
+		"AliasRequest":           api.AliasRequest{Alias: "alias/app"},
+		"AccessKey":              api.AccessKey{AccessKeyID: "AKIAABCDEFGHIJKLMNOP", SecretAccessKey: "0123456789012345678901234567890123456789", Tenant: "alpha", Principal: "bob", Roles: []string{"crypto-user"}, CreatedAt: now, CreatedBy: "alice"},
+		"ListAccessKeysReply":    api.ListAccessKeysReply{AccessKeys: []api.AccessKey{{AccessKeyID: "AKIAABCDEFGHIJKLMNOP", Tenant: "alpha", Principal: "bob", CreatedAt: now, DisabledAt: &now}}},
 	} {
 		cases[name] = v
 	}

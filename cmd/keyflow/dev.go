@@ -14,7 +14,7 @@ import (
 )
 
 func newDevCmd(g *globals) *cobra.Command {
-	var natsListen, temporalListen, xksListen, xksConfig, kmipListen, sync string
+	var natsListen, temporalListen, xksListen, xksConfig, kmipListen, sync, awsListen string
 	var failOpen bool
 	var maxAge time.Duration
 	var maxBytes, maxMsgs int64
@@ -61,6 +61,11 @@ external key xks-demo, and DIR/xks/aws-console.json for the AWS KMS
 console. SIGHUP reloads the configuration (credential rotation). See
 docs/xks.md.
 
+AWS KMS API: --aws-listen 127.0.0.1:4599 serves AWS KMS's JSON API there
+(plain HTTP only on loopback, else HTTPS with a self-signed certificate),
+for the AWS CLI and SDKs; create credentials with keyflow access-key
+create PRINCIPAL. See docs/aws-api.md.
+
 KMIP: --kmip-listen 127.0.0.1:5696 also serves KMIP 1.0-1.4 there, over
 mutual TLS with a dev CA under DIR/kmip/ca; DIR/kmip/clients/admin.pem is a
 client certificate for the default tenant's admin. See docs/kmip.md.`,
@@ -80,7 +85,7 @@ client certificate for the default tenant's admin. See docs/kmip.md.`,
 			st, err := devstack.Start(ctx, devstack.Config{
 				DataDir: g.dataDir, NATSListen: natsListen, TemporalListen: temporalListen, Logger: log,
 				AuditFailOpen: failOpen, AuditMaxAge: maxAge, AuditMaxBytes: maxBytes, AuditMaxMsgs: maxMsgs,
-				XKSListen: xksListen, XKSConfig: xksConfig, KMIPListen: kmipListen, SyncAlways: sync == "always", OpsListen: opsListen,
+				XKSListen: xksListen, XKSConfig: xksConfig, KMIPListen: kmipListen, SyncAlways: sync == "always", AWSListen: awsListen, OpsListen: opsListen,
 			})
 			if err != nil {
 				return err
@@ -89,6 +94,9 @@ client certificate for the default tenant's admin. See docs/kmip.md.`,
 				fmt.Fprintf(cmd.OutOrStdout(), "keyflow xks endpoint=%s path=%s config=%s cert=%s\n", x.URL, x.URIPath, x.ConfigPath, x.CertPath)
 				stopHUP := reloadOnHUP(ctx, st, log)
 				defer stopHUP()
+			}
+			if a := st.AWS; a != nil {
+				fmt.Fprintf(cmd.OutOrStdout(), "keyflow aws endpoint=%s region=%s cert=%s\n", a.URL, a.Region, a.CertPath)
 			}
 			if k := st.KMIP; k != nil {
 				fmt.Fprintf(cmd.OutOrStdout(), "keyflow kmip endpoint=%s ca=%s client=%s\n", k.Addr, k.CACert, k.ClientPEM)
@@ -111,6 +119,7 @@ client certificate for the default tenant's admin. See docs/kmip.md.`,
 	cmd.Flags().StringVar(&natsListen, "nats-listen", devstack.DefaultNATSListen, "address of the NATS listener")
 	cmd.Flags().StringVar(&xksListen, "xks-listen", "", "also serve the AWS KMS XKS proxy API on this address (HTTPS, self-signed), e.g. 127.0.0.1:8443")
 	cmd.Flags().StringVar(&xksConfig, "xks-config", "", "XKS proxy configuration file (default: generated under DIR/xks)")
+	cmd.Flags().StringVar(&awsListen, "aws-listen", "", "also serve the AWS KMS API on this address (HTTP on loopback, else HTTPS self-signed), e.g. 127.0.0.1:4599; see docs/aws-api.md")
 	cmd.Flags().StringVar(&kmipListen, "kmip-listen", "", "also serve KMIP on this address (mutual TLS, dev CA under DIR/kmip), e.g. 127.0.0.1:5696")
 	cmd.Flags().StringVar(&temporalListen, "temporal-listen", devstack.DefaultTemporalListen, "address of the Temporal frontend")
 	cmd.Flags().StringVar(&sync, "sync", "interval", "when JetStream fsyncs: interval (kill -9 safe; a power loss can lose the last acknowledged records) or always (every record on disk before its reply; slower, see README, Durability)")

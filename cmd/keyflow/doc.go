@@ -25,8 +25,9 @@
 //   - A noun group is a thing with a life of its own that is created,
 //     listed, changed or ended: `keyflow NOUN VERB`. key, grant, approval,
 //     audit, backup, archive, root (the root key), migrate (a migration
-//     campaign), tenant, principal, kmip (KMIP client certificates), config
-//     (serve's configuration file). Operations on one key's life (rotate,
+//     campaign), tenant, principal, access-key (the AWS KMS API's
+//     credentials), kmip (KMIP client certificates), config (serve's
+//     configuration file). Operations on one key's life (rotate,
 //     disable, schedule-deletion, set-policy, retire-version) are verbs of
 //     the key group, not top-level verbs, even where AWS names them as
 //     operations.
@@ -71,6 +72,7 @@
 //	migrate.go        migrate (plan, and the campaign)
 //	tenant.go         tenant, tenant policy
 //	principal.go      principal
+//	accesskey.go      access-key (SigV4 credentials of the AWS KMS API)
 //	kmip.go           kmip client add (KMIP client certificates, offline)
 //
 // # Writing a command

@@ -62,7 +62,7 @@ against it. They find the dev stack's credentials by themselves.`,
 	// Noun groups: a thing with a life of its own, `keyflow NOUN VERB`.
 	root.AddCommand(newKeyCmd(g), newGrantCmd(g), newApprovalCmd(g), newAuditCmd(g))
 	root.AddCommand(newBackupCmd(g), newArchiveCmd(g), newRootKeyCmd(g), newMigrateCmd(g))
-	root.AddCommand(newTenantCmd(g), newPrincipalCmd(g), newKMIPCmd(g), newConfigCmd())
+	root.AddCommand(newTenantCmd(g), newPrincipalCmd(g), newAccessKeyCmd(g), newKMIPCmd(g), newConfigCmd())
 	return root
 }
 

@@ -84,6 +84,8 @@ type Config struct {
 	// under DIR/xks). See xks.go.
 	XKSListen string
 	XKSConfig string
+	// AWSListen, when set, serves the AWS KMS API there (awskms.go).
+	AWSListen string
 	// KMIPListen, when set, serves KMIP there (mutual TLS, dev CA under
 	// DIR/kmip). See kmip.go.
 	KMIPListen string
@@ -106,6 +108,7 @@ type Stack struct {
 	KMS      *kms.Service
 	HSM      *pkcs11.Token
 	XKS      *XKSInfo  // nil unless Config.XKSListen
+	AWS      *AWSInfo  // nil unless Config.AWSListen
 	KMIP     *KMIPInfo // nil unless Config.KMIPListen
 
 	// Node runs every role (deploy/roles).
@@ -238,6 +241,9 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 		}
 		st.closers = append(st.closers, stop)
 		st.OpsURL = "http://" + addr
+	}
+	if err = st.startAWS(ctx); err != nil {
+		return st, err
 	}
 	if err = st.startKMIP(st.Node.Workflows, func(ctx context.Context, c kms.Caller, keyID string) (uint32, error) {
 		res, err := st.Node.Rotate(ctx, c, keyID)

@@ -203,6 +203,9 @@ type Node struct {
 	Conn *nats.Conn
 	// Store is the key store on JetStream KV; nil for remediation alone.
 	Store kms.Store
+	// RPC is the crypto and admin services, nil unless either runs; the
+	// AWS KMS API invokes them in process.
+	RPC *rpc.Server
 	// Workflows starts and signals the lifecycle workflows; nil without
 	// Temporal.
 	Workflows *workflows.Client
@@ -452,6 +455,7 @@ func (n *Node) startServices(js jetstream.JetStream, wc *workflows.Client) error
 	if err != nil {
 		return err
 	}
+	n.RPC = srv
 	n.closers = append(n.closers, srv.Stop)
 	return nil
 }

@@ -51,8 +51,9 @@ type results struct {
 	xksRaw  []sample         // BenchmarkXKSRawHSMGCM
 	// BenchmarkXKSEncryptNoAudit by clients
 	xksNoAudit map[int][]sample
-	rewrap     []sample // BenchmarkRewrapRegistered (ops/s counts data keys)
-	rewrapN    []sample // BenchmarkRewrapNATS (ops/s counts ciphertexts)
+	rewrap     []sample            // BenchmarkRewrapRegistered (ops/s counts data keys)
+	rewrapN    []sample            // BenchmarkRewrapNATS (ops/s counts ciphertexts)
+	aws        map[awsKey][]sample // BenchmarkAWS* (aws.go)
 	failed     bool
 }
 
@@ -112,7 +113,7 @@ func parse(r io.Reader) (*results, error) {
 			res.rewrap = append(res.rewrap, s)
 		} else if rewrapNName.MatchString(f[0]) {
 			res.rewrapN = append(res.rewrapN, s)
-		} else {
+		} else if !parseAWS(res, f[0], s) {
 			parseXKS(res, f[0], s)
 		}
 	}
@@ -198,6 +199,7 @@ func write(w io.Writer, res *results) {
 	writeAuditCost(w, res)
 	writeCore(w, res, raw, rawOK)
 	writeXKS(w, res)
+	writeAWS(w, res)
 	writeRewrap(w, res, raw, rawOK)
 }
 
@@ -315,7 +317,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "benchtable:", err)
 		os.Exit(1)
 	}
-	if len(res.nats) == 0 && len(res.raw) == 0 && len(res.noAudit) == 0 && len(res.xks) == 0 {
+	if len(res.nats) == 0 && len(res.raw) == 0 && len(res.noAudit) == 0 && len(res.xks) == 0 && len(res.aws) == 0 {
 		fmt.Fprintln(os.Stderr, "benchtable: no BenchmarkEncryptNATS or BenchmarkRawHSMGCM results on stdin")
 		os.Exit(1)
 	}

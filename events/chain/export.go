@@ -163,6 +163,7 @@ func ReadExport(r io.Reader, v ExportVisitor) error {
 			}
 			if v.Header != nil {
 				h := l.ExportHeader
+				h.Type = l.Type // exportLine's own Type shadows the embedded one
 				err = v.Header(&h)
 			}
 		case "record":
@@ -196,14 +197,21 @@ func ReadExport(r io.Reader, v ExportVisitor) error {
 	return nil
 }
 
-// fastRecord parses `N,"event":BODY}` as ExportWriter writes it.
+// fastRecord parses `N,"event":BODY}` as ExportWriter writes it. It takes
+// only what encoding/json reads the same way (a JSON number without a
+// leading zero, a BODY that is one JSON value); anything else goes to
+// the slow path, which refuses it or reads it as encoding/json does (a
+// fuzz target checks the two agree).
 func fastRecord(b []byte) (uint64, []byte, bool) {
 	i := 0
 	for i < len(b) && b[i] >= '0' && b[i] <= '9' {
 		i++
 	}
+	if i == 0 || b[0] == '0' {
+		return 0, nil, false
+	}
 	seq, err := strconv.ParseUint(string(b[:i]), 10, 64)
-	if err != nil || seq == 0 {
+	if err != nil {
 		return 0, nil, false
 	}
 	rest := b[i:]
@@ -211,5 +219,9 @@ func fastRecord(b []byte) (uint64, []byte, bool) {
 	if !bytes.HasPrefix(rest, []byte(ev)) || len(rest) < len(ev)+2 || rest[len(rest)-1] != '}' {
 		return 0, nil, false
 	}
-	return seq, rest[len(ev) : len(rest)-1], true
+	body := rest[len(ev) : len(rest)-1]
+	if !json.Valid(body) {
+		return 0, nil, false
+	}
+	return seq, body, true
 }

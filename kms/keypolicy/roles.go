@@ -139,6 +139,12 @@ var permissions = map[string]Permission{
 	"principals.create":  {Roles: []Role{RoleTenantAdmin}},
 	"principals.list":    {Roles: []Role{RoleTenantAdmin, RoleAuditor}},
 	"principals.disable": {Roles: []Role{RoleTenantAdmin}},
+	"accesskeys.create":  {Roles: []Role{RoleTenantAdmin}},
+	"keys.setalias":      {Roles: []Role{RoleKeyAdmin}},
+	"keys.deletealias":   {Roles: []Role{RoleKeyAdmin}},
+	"accesskeys.list":    {Roles: []Role{RoleTenantAdmin, RoleAuditor}},
+	"accesskeys.disable": {Roles: []Role{RoleTenantAdmin}},
+	"accesskeys.delete":  {Roles: []Role{RoleTenantAdmin}},
 
 	// Lifecycle changes are key administration (CSA CCM CEK-02: whoever
 	// manages a key does not use it).

@@ -109,7 +109,7 @@ func Export(ctx context.Context, b Backend, p ExportParams) (*Ceremony, error) {
 	if p.M == 0 && p.N == 0 {
 		p.M, p.N = DefaultM, DefaultN
 	}
-	if p.M < shamir.MinShares || p.N < p.M || p.N > shamir.MaxShares {
+	if !possibleThreshold(p.M, p.N) {
 		return nil, &kms.Error{Code: kms.CodeValidation, Message: fmt.Sprintf("need 2 <= m <= n <= 255 custodians, got m=%d n=%d", p.M, p.N)}
 	}
 	if p.Now.IsZero() {
@@ -172,7 +172,9 @@ func ParseShareFile(name string, b []byte) (*ShareFile, error) {
 	if !hmac.Equal([]byte(shareChecksum(f)), []byte(f.Checksum)) {
 		return nil, &kms.Error{Code: kms.CodeValidation, Message: fmt.Sprintf("share file %s is corrupt (its checksum does not match); ask its custodian for an intact copy", name)}
 	}
-	if f.Index < 1 || f.Index > f.N || f.M < shamir.MinShares || f.N < f.M {
+	// N is at most 255: Combine's share index is a byte, and an index of
+	// 256 or more would wrap onto another share's (found by fuzzing).
+	if !possibleThreshold(f.M, f.N) || f.Index < 1 || f.Index > f.N {
 		return nil, &kms.Error{Code: kms.CodeValidation, Message: fmt.Sprintf("share file %s has impossible parameters", name)}
 	}
 	return &f, nil
@@ -184,7 +186,15 @@ func ParseWrappedRootFile(name string, b []byte) (*WrappedRootFile, error) {
 	if err := json.Unmarshal(b, &f); err != nil || f.Format != WrappedFormat || f.CeremonyID == "" || f.RootKeyLabel == "" {
 		return nil, &kms.Error{Code: kms.CodeValidation, Message: fmt.Sprintf("%s is not a keyflow wrapped root key file", name)}
 	}
+	if !possibleThreshold(f.M, f.N) {
+		return nil, &kms.Error{Code: kms.CodeValidation, Message: fmt.Sprintf("wrapped root key file %s has impossible parameters (%d of %d)", name, f.M, f.N)}
+	}
 	return &f, nil
+}
+
+// possibleThreshold reports whether m of n is a threshold Export can make.
+func possibleThreshold(m, n int) bool {
+	return m >= shamir.MinShares && n >= m && n <= shamir.MaxShares
 }
 
 // ImportParams are the inputs of Import: the wrapped root key file and the

@@ -21,7 +21,7 @@ const label = "keyflow-root"
 
 // exported runs a 3-of-5 export on a fresh token and returns the ceremony
 // with a key blob wrapped under that root key.
-func exported(t *testing.T) (*rootceremony.Ceremony, []byte) {
+func exported(t testing.TB) (*rootceremony.Ceremony, []byte) {
 	t.Helper()
 	ctx := context.Background()
 	cfg, so := pkcs11test.NewTokenConfigWithSO(t)

@@ -38,6 +38,7 @@ type Store struct {
 	archive, backups        jetstream.KeyValue // archive.go
 	authz                   jetstream.KeyValue // authz.go
 	datakeys                jetstream.KeyValue // see datakeys.go
+	accessKeys              jetstream.KeyValue // accesskeys.go
 	js                      jetstream.JetStream
 	lists                   listCache // see datakeys.go
 }
@@ -73,6 +74,9 @@ func Open(ctx context.Context, js jetstream.JetStream) (*Store, error) {
 		return nil, err
 	}
 	if s.datakeys, err = openDataKeys(ctx, js); err != nil {
+		return nil, err
+	}
+	if s.accessKeys, err = open(BucketAccessKeys, "keyflow access keys of the AWS KMS API (secrets sealed under the HSM root key)", 4); err != nil {
 		return nil, err
 	}
 	return &s, nil

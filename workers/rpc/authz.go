@@ -1,6 +1,7 @@
 package rpc
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"slices"
@@ -41,6 +42,9 @@ func accessTargets(op string, body []byte) []kms.AccessTarget {
 	perm, ok := keypolicy.PermissionOf(op)
 	if !ok || (perm.Action == "" && op != api.OpReEncrypt) {
 		return nil
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		body = []byte("{}") // as decode reads it (found by FuzzDecode)
 	}
 	var t targetShape
 	if json.Unmarshal(body, &t) != nil {

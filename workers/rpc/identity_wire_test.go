@@ -49,6 +49,29 @@ func identityWireMessages(t *testing.T, ok func(op, reqSchema, body, replySchema
 	ok(api.OpPrincipalCreate, "CreatePrincipalRequest", `{"name":"wire-bob","roles":["crypto-user","approver"],"publicKey":"`+userKey()+`"}`, "CreatePrincipalReply")
 	refused(api.OpPrincipalCreate, "CreatePrincipalRequest", `{"name":"wire-bob","roles":["crypto-user"],"publicKey":"`+userKey()+`"}`, kms.CodeAlreadyExists)
 	ok(api.OpPrincipalList, "", `{}`, "ListPrincipalsReply")
+	// Aliases after creation.
+	var plain api.KeyMetadata
+	if err := json.Unmarshal(ok(api.OpKeyCreate, "CreateKeyRequest", `{"description":"no alias yet"}`, "KeyMetadata"), &plain); err != nil {
+		t.Fatal(err)
+	}
+	ok(api.OpKeySetAlias, "SetAliasRequest", `{"alias":"alias/wire-later","keyId":"`+plain.KeyID+`","create":true}`, "KeyMetadata")
+	refused(api.OpKeySetAlias, "SetAliasRequest", `{"alias":"alias/wire-later","keyId":"`+plain.KeyID+`","create":true}`, kms.CodeAlreadyExists)
+	refused(api.OpKeySetAlias, "SetAliasRequest", `{"alias":"alias/wire-other","keyId":"wire-gov"}`, kms.CodeNotFound)
+	ok(api.OpKeyDeleteAlias, "AliasRequest", `{"alias":"alias/wire-later"}`, "AliasRequest")
+	refused(api.OpKeyDeleteAlias, "AliasRequest", `{"alias":"alias/wire-later"}`, kms.CodeNotFound)
+	// Access keys of the AWS KMS API (workers/awskms).
+	var ak api.AccessKey
+	if err := json.Unmarshal(ok(api.OpAccessKeyCreate, "AccessKeyRequest", `{"principal":"wire-bob"}`, "AccessKey"), &ak); err != nil {
+		t.Fatal(err)
+	}
+	if len(ak.SecretAccessKey) != 40 {
+		t.Fatalf("access key secret of %d characters", len(ak.SecretAccessKey))
+	}
+	refused(api.OpAccessKeyCreate, "AccessKeyRequest", `{"principal":"wire-nobody"}`, kms.CodeNotFound)
+	ok(api.OpAccessKeyList, "", `{}`, "ListAccessKeysReply")
+	ok(api.OpAccessKeyDisable, "AccessKeyRequest", `{"accessKeyId":"`+ak.AccessKeyID+`"}`, "AccessKeyRequest")
+	ok(api.OpAccessKeyDelete, "AccessKeyRequest", `{"accessKeyId":"`+ak.AccessKeyID+`"}`, "AccessKeyRequest")
+	refused(api.OpAccessKeyDelete, "AccessKeyRequest", `{"accessKeyId":"`+ak.AccessKeyID+`"}`, kms.CodeNotFound)
 	ok(api.OpPrincipalDisable, "PrincipalRequest", `{"name":"wire-bob"}`, "PrincipalRequest")
 	ok(api.OpTenantCreate, "CreateTenantRequest", `{"tenant":"wire-acme","adminPublicKey":"`+userKey()+`"}`, "CreateTenantReply")
 	ok(api.OpTenantCreate, "CreateTenantRequest", `{"tenant":"wire-open","allowAnyRoleCombination":true,"adminName":"root","adminPublicKey":"`+userKey()+`"}`, "CreateTenantReply")

@@ -124,8 +124,9 @@ type Server struct {
 	wg       sync.WaitGroup
 	services []micro.Service
 	stopOnce sync.Once
-	limits   *limiter // per-tenant admission (quota.go)
-	cursors  *cursors // audit tail cursors (cursor.go)
+	limits   *limiter               // per-tenant admission (quota.go)
+	cursors  *cursors               // audit tail cursors (cursor.go)
+	ops      map[string]handlerFunc // "<group>.<op>" → handler, for Invoke
 }
 
 type job struct {
@@ -159,7 +160,7 @@ func Start(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, done: make(chan struct{}), cursors: cur}
+	s := &Server{cfg: cfg, done: make(chan struct{}), cursors: cur, ops: map[string]handlerFunc{}}
 	s.base, s.cancel = context.WithCancel(context.Background())
 	s.startQuotas()
 	for range cfg.Workers {
@@ -221,6 +222,7 @@ func Start(cfg Config) (*Server, error) {
 		grp := svc.AddGroup("kf." + api.Version + ".*." + g.group)
 		for name, fn := range g.ops {
 			op := g.group + "." + name
+			s.ops[op] = fn
 			if err := grp.AddEndpoint(name, s.dispatch(op, fn)); err != nil {
 				s.Stop()
 				return nil, fmt.Errorf("failed to add endpoint %s: %w", op, err)

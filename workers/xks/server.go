@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/keyflow/keyflow/kms"
+	"github.com/keyflow/keyflow/workers/sigv4"
 )
 
 const (
@@ -27,7 +28,6 @@ const (
 	// fields of up to 2048 characters) is about 31 KiB.
 	maxBody               = 64 << 10
 	defaultRequestTimeout = 240 * time.Millisecond
-	defaultClockSkew      = 5 * time.Minute
 )
 
 // pathRE is every path the router looks at further: anything else cannot
@@ -61,10 +61,9 @@ type Server struct {
 
 type state struct {
 	cfg     *Config
-	keys    signingKeys
+	sig     *sigv4.Verifier
 	stores  map[string]*store
 	timeout time.Duration
-	skew    time.Duration
 }
 
 type store struct {
@@ -102,12 +101,10 @@ func (s *Server) SetConfig(c *Config) error {
 	if err := c.Validate(); err != nil {
 		return err
 	}
-	st := &state{cfg: c, stores: map[string]*store{}, timeout: time.Duration(c.RequestTimeout), skew: time.Duration(c.ClockSkew)}
+	st := &state{cfg: c, stores: map[string]*store{}, timeout: time.Duration(c.RequestTimeout),
+		sig: &sigv4.Verifier{Service: "kms-xks-proxy", Window: time.Duration(c.ClockSkew)}}
 	if st.timeout == 0 {
 		st.timeout = defaultRequestTimeout
-	}
-	if st.skew == 0 {
-		st.skew = defaultClockSkew
 	}
 	for i := range c.KeyStores {
 		ks := &c.KeyStores[i]
@@ -285,10 +282,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		reject(kms.CodeUnsupportedOperation, fmt.Sprintf("the request body is larger than %d bytes", maxBody))
 		return
 	}
-	akid, err := verifySigV4(r, body, s.now(), st.skew, &st.keys, func(id string) ([]byte, bool) {
+	auth, err := st.sig.Verify(r, body, s.now(), func(id string) ([]byte, bool) {
 		sec, ok := sto.secrets[id]
 		return sec, ok
 	})
+	akid := auth.AccessKeyID
 	if err != nil {
 		rp.AccessKeyID = akid
 		s.log.Info("XKS request failed authentication", "keyStore", prefix, "operation", op, "reason", err.Error())

@@ -24,7 +24,14 @@ import (
 // only certificates from public CAs (the spec's TrustedCertificateAuthorities)
 // for a name that resolves publicly.
 func SelfSignedCert(dir string, hosts []string) (tls.Certificate, string, error) {
-	certPath, keyPath := filepath.Join(dir, "xks-cert.pem"), filepath.Join(dir, "xks-key.pem")
+	return SelfSignedCertNamed(dir, "xks", "keyflow XKS proxy (development)", hosts)
+}
+
+// SelfSignedCertNamed is SelfSignedCert for another development listener
+// (the AWS KMS API): the files are DIR/<name>-cert.pem and
+// DIR/<name>-key.pem, the subject's common name cn.
+func SelfSignedCertNamed(dir, name, cn string, hosts []string) (tls.Certificate, string, error) {
+	certPath, keyPath := filepath.Join(dir, name+"-cert.pem"), filepath.Join(dir, name+"-key.pem")
 	if c, err := tls.LoadX509KeyPair(certPath, keyPath); err == nil {
 		return c, certPath, nil
 	}
@@ -38,7 +45,7 @@ func SelfSignedCert(dir string, hosts []string) (tls.Certificate, string, error)
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: "keyflow XKS proxy (development)", Organization: []string{"keyflow dev"}},
+		Subject:      pkix.Name{CommonName: cn, Organization: []string{"keyflow dev"}},
 		NotBefore:    time.Now().Add(-time.Hour), NotAfter: time.Now().AddDate(1, 0, 0),
 		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},

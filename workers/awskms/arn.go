@@ -1,0 +1,57 @@
+package awskms
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"strings"
+
+	"github.com/keyflow/keyflow/kms"
+)
+
+// AccountID is the 12-digit AWS-style account ID of a tenant: stable,
+// derived from the tenant name, so it needs no table and every gateway
+// agrees on it.
+func AccountID(tenant string) string {
+	sum := sha256.Sum256([]byte("keyflow-aws-account-v1:" + tenant))
+	return fmt.Sprintf("%012d", binary.BigEndian.Uint64(sum[:8])%1_000_000_000_000)
+}
+
+func (s *Server) keyARN(tenant, keyID string) string {
+	return "arn:aws:kms:" + s.region + ":" + AccountID(tenant) + ":key/" + keyID
+}
+
+func (s *Server) aliasARN(tenant, alias string) string {
+	return "arn:aws:kms:" + s.region + ":" + AccountID(tenant) + ":" + aliasName(alias)
+}
+
+// aliasName is alias/NAME for a keyflow alias (stored with or without
+// the prefix).
+func aliasName(a string) string {
+	if a == "" || strings.HasPrefix(a, "alias/") {
+		return a
+	}
+	return "alias/" + a
+}
+
+// keyRef turns what an AWS caller may send as KeyId (a key ID, a key ARN,
+// alias/NAME or an alias ARN) into a keyflow key reference. An ARN of
+// another account or region names no key of the caller's: NotFound, as
+// AWS answers for a key the caller cannot see.
+func (s *Server) keyRef(c kms.Caller, ref string) (string, error) {
+	rest, ok := strings.CutPrefix(ref, "arn:")
+	if !ok {
+		return ref, nil
+	}
+	f := strings.SplitN(rest, ":", 5) // partition, service, region, account, resource
+	if len(f) != 5 || f[1] != "kms" || (!strings.HasPrefix(f[4], "key/") && !strings.HasPrefix(f[4], "alias/")) {
+		return "", clientError("ValidationException", "the key ARN is malformed")
+	}
+	if f[2] != s.region || f[3] != AccountID(c.Tenant) {
+		return "", clientError("NotFoundException", "the key ARN names no key of this account and region")
+	}
+	if id, ok := strings.CutPrefix(f[4], "key/"); ok {
+		return id, nil
+	}
+	return f[4], nil
+}
