@@ -126,19 +126,22 @@ func (s *Service) SetPrimaryVersion(ctx context.Context, c Caller, p SetPrimaryP
 	return &SetPrimaryResult{Key: k, PreviousPrimary: prev}, nil
 }
 
-// RequestRotation records a rotation request and returns the key's ID, so
-// the transport can start the rotation workflow for it. Refusals (unknown
-// key, wrong state) are audited here.
+// RequestRotation checks a rotation request and returns the key's ID, so
+// the transport can start the rotation workflow for it. A refusal (unknown
+// key, wrong state) is recorded here, as rotation.started with the failure
+// outcome. An accepted request is recorded by the workflow itself, once its
+// start is durable (RecordRotationStarted): a crash between this check and
+// the start then leaves no started record without an outcome.
 func (s *Service) RequestRotation(ctx context.Context, c Caller, ref string) (keyID string, err error) {
-	defer s.finish(ctx, c, events.TypeKeyRotationStart, &err, func() (string, map[string]any) {
-		subject := ""
-		if keyID != "" {
-			subject = ResourceName(c.Tenant, keyID)
+	defer func() {
+		if p := recover(); p != nil {
+			_ = s.RefuseRotation(ctx, c, ref, newError(CodeInternal, "internal error"))
+			panic(p)
 		}
-		return subject, map[string]any{"keyRef": truncate(ref, 64)}
-	}, func() {
-		keyID = ""
-	})
+		if err != nil {
+			keyID, err = "", s.RefuseRotation(ctx, c, ref, err)
+		}
+	}()
 	if err := checkCaller(c); err != nil {
 		return "", err
 	}
@@ -155,6 +158,29 @@ func (s *Service) RequestRotation(ctx context.Context, c Caller, ref string) (ke
 	return k.ID, nil
 }
 
+// RefuseRotation records a rotation request refused before its workflow
+// started (by RequestRotation's checks, or because another rotation of the
+// key is running) and returns err for the reply. The record is
+// rotation.started with the failure outcome: the request's whole story.
+func (s *Service) RefuseRotation(ctx context.Context, c Caller, ref string, err error) error {
+	subject := ""
+	if ValidKeyID(ref) && ValidTenant(c.Tenant) {
+		subject = ResourceName(c.Tenant, ref)
+	}
+	return s.emit(ctx, c, events.TypeKeyRotationStart, subject, map[string]any{"keyRef": truncate(ref, 64)}, err)
+}
+
+// RecordRotationStarted records that a rotation of keyID started: the
+// rotation workflow's first step, with an idempotency key naming its run,
+// so exactly one record exists per run however often the step is retried.
+func (s *Service) RecordRotationStarted(ctx context.Context, c Caller, keyID string) error {
+	if err := checkCaller(c); err != nil {
+		return err
+	}
+	err, _ := s.emitRecord(ctx, c, events.TypeKeyRotationStart, ResourceName(c.Tenant, keyID), map[string]any{"keyRef": keyID}, nil)
+	return err
+}
+
 // NextVersion returns the number the next version of a key will have. It
 // is a plain read for the rotation workflow and emits no event.
 func (s *Service) NextVersion(ctx context.Context, c Caller, keyID string) (uint32, error) {
@@ -168,11 +194,14 @@ func (s *Service) NextVersion(ctx context.Context, c Caller, keyID string) (uint
 	return k.Versions[len(k.Versions)-1].Number + 1, nil
 }
 
-// RecordRotationFailed records that a rotation accepted by RequestRotation
-// did not finish, and returns err for the reply.
-func (s *Service) RecordRotationFailed(ctx context.Context, c Caller, keyID string, err error) error {
-	if err == nil {
-		err = newError(CodeInternal, "the rotation failed")
+// RecordRotationFailed records that a started rotation did not finish:
+// the rotation workflow's outcome when a step failed before the new
+// version became primary. Its error is only about the record: nil once it
+// is stored, AuditUnavailable if it could not be (the workflow retries).
+func (s *Service) RecordRotationFailed(ctx context.Context, c Caller, keyID string, opErr error) error {
+	if opErr == nil {
+		opErr = newError(CodeInternal, "the rotation failed")
 	}
-	return s.emit(ctx, c, events.TypeKeyRotationFailed, ResourceName(c.Tenant, keyID), map[string]any{"keyId": keyID}, err)
+	_, lost := s.emitRecord(ctx, c, events.TypeKeyRotationFailed, ResourceName(c.Tenant, keyID), map[string]any{"keyId": keyID}, opErr)
+	return lost
 }

@@ -96,6 +96,13 @@ func (s *Service) Invalidate(tenant, keyID string) {
 // With Config.AuditFailOpen it logs and counts the lost record instead, and
 // the operation's own outcome stands.
 func (s *Service) emit(ctx context.Context, c Caller, typ, subject string, data map[string]any, opErr error) error {
+	err, _ := s.emitRecord(ctx, c, typ, subject, data, opErr)
+	return err
+}
+
+// emitRecord is emit that also reports whether the record was lost (fail
+// closed or open), for callers whose only job is the record.
+func (s *Service) emitRecord(ctx context.Context, c Caller, typ, subject string, data map[string]any, opErr error) (error, error) {
 	rec := events.Record{
 		Type: typ, Source: s.source, Subject: subject, Tenant: c.Tenant,
 		Principal: c.Principal, RequestID: c.RequestID, Time: s.now(), Data: data,
@@ -121,12 +128,13 @@ func (s *Service) emit(ctx context.Context, c Caller, typ, subject string, data 
 	if err := s.audit.Emit(actx, rec); err != nil {
 		if !s.failOpen {
 			s.log.Error("audit record not stored", "type", typ, "subject", subject, "outcome", rec.Outcome, "errorcode", rec.ErrorCode, "err", err)
+			lost := wrapError(CodeAuditUnavailable, err, "the audit trail is unavailable, so the operation was refused; retry later")
 			if opErr != nil {
 				// The caller's own error is more useful than ours; the
 				// lost record is in the worker log above.
-				return opErr
+				return opErr, lost
 			}
-			return wrapError(CodeAuditUnavailable, err, "the audit trail is unavailable, so the operation was refused; retry later")
+			return lost, lost
 		}
 		n := s.dropped.Add(1)
 		s.log.Error("AUDIT RECORD DROPPED: fail-open, so the operation went on without it", "type", typ, "subject", subject, "tenant", rec.Tenant, "requestid", rec.RequestID, "outcome", rec.Outcome, "errorcode", rec.ErrorCode, "dropped", n, "err", err)
@@ -134,7 +142,7 @@ func (s *Service) emit(ctx context.Context, c Caller, typ, subject string, data 
 	if opErr != nil && CodeOf(opErr) == CodeInternal {
 		s.log.Error("operation failed", "type", typ, "subject", subject, "err", opErr)
 	}
-	return opErr
+	return opErr, nil
 }
 
 // checkCaller refuses a request without an authenticated tenant.

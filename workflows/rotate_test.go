@@ -180,3 +180,64 @@ func TestSecondRotateNamesTheRunningOne(t *testing.T) {
 		t.Fatalf("second rotate: %v (%s), want ConflictException naming %s", err, gotID, id)
 	}
 }
+
+// A rotation that outlives the caller's wait (here no worker runs until the
+// wait is over, as after a crash of the lifecycle worker) is reported
+// promptly as still running, with its workflow ID, and not as a failure.
+// When a worker comes back it finishes, and the workflow's own records
+// pair up: one rotation.started and one key.rotated under the request's ID.
+func TestRotateReturnsWhileRunning(t *testing.T) {
+	ctx := context.Background()
+	b := testbed.New(t)
+	k, err := b.KMS.CreateKey(ctx, alice, kms.CreateKeyParams{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := temporaltest.NewServer(temporaltest.WithT(t))
+	c := &workflows.Client{Temporal: ts.GetDefaultClient(), RotateWait: 300 * time.Millisecond}
+	p := workflows.RotateKeyParams{Tenant: "alpha", KeyID: k.ID, Principal: "alice", RequestID: "held"}
+	res, id, err := c.RotateKey(ctx, p)
+	if !errors.Is(err, workflows.ErrStillRunning) || errors.Is(err, workflows.ErrRotationNotStarted) || res != nil || id != workflows.RotateKeyWorkflowID("alpha", k.ID) {
+		t.Fatalf("rotate with no worker: %+v, %q, %v; want ErrStillRunning naming the workflow", res, id, err)
+	}
+
+	w := worker.New(c.Temporal, workflows.TaskQueue, worker.Options{})
+	workflows.Register(w, &workflows.Activities{KMS: b.KMS})
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	var done workflows.RotateKeyResult
+	if err := c.Temporal.GetWorkflow(ctx, id, "").Get(ctx, &done); err != nil || done.NewVersion != 2 {
+		t.Fatalf("the held rotation: %+v, %v", done, err)
+	}
+	n := map[string]int{}
+	for _, e := range b.Events("alpha") {
+		if e.RequestID == "held" {
+			n[e.Type+"/"+e.Outcome]++
+		}
+	}
+	if s, r, f := n[events.TypeKeyRotationStart+"/success"], n[events.TypeKeyRotated+"/success"], n[events.TypeKeyRotationFailed+"/failure"]; s != 1 || r != 1 || f != 0 {
+		t.Fatalf("records of the held rotation: %d started, %d rotated, %d failed; want 1, 1, 0", s, r, f)
+	}
+}
+
+// A rotation whose step fails records its own outcome: one started and
+// one rotation.failed record with the step's code, even when retried.
+func TestRotateKeyWorkflowRecordsFailure(t *testing.T) {
+	b := testbed.New(t)
+	env := newEnv(t, b)
+	missing := "6f1e2d3c-4b5a-4968-8776-655443322110"
+	env.ExecuteWorkflow(workflows.RotateKeyWorkflow, workflows.RotateKeyParams{Tenant: "alpha", KeyID: missing, Principal: "alice", RequestID: "doomed"})
+	if env.GetWorkflowError() == nil {
+		t.Fatal("rotation of an unknown key succeeded")
+	}
+	started := b.EventsOfType("alpha", events.TypeKeyRotationStart)
+	failed := b.EventsOfType("alpha", events.TypeKeyRotationFailed)
+	if len(started) != 1 || started[0].RequestID != "doomed" || started[0].Outcome != "success" {
+		t.Fatalf("started records: %+v", started)
+	}
+	if len(failed) != 1 || failed[0].RequestID != "doomed" || failed[0].ErrorCode != string(kms.CodeNotFound) {
+		t.Fatalf("failed records: %+v, want one with NotFoundException", failed)
+	}
+}

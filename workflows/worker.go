@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/client"
@@ -96,4 +97,7 @@ type Client struct {
 	// Tokens mints the authorization tokens of the signals it sends
 	// (optoken.go); *kms.Service is one. Without it those calls fail.
 	Tokens TokenMinter
+	// RotateWait bounds how long RotateKey waits for the workflow
+	// (default DefaultRotateWait).
+	RotateWait time.Duration
 }

@@ -203,12 +203,16 @@ type ListKeysReply struct {
 	Keys []KeyMetadata `json:"keys"`
 }
 
-// RotateKeyReply reports a finished rotation.
+// RotateKeyReply reports a finished rotation, or one still running:
+// Running is set when the workflow outlived the server's wait, and then only
+// KeyID and WorkflowID are filled (the workflow goes on and records its own
+// outcome in the audit trail).
 type RotateKeyReply struct {
 	KeyID           string `json:"keyId"`
-	PreviousVersion uint32 `json:"previousVersion"`
-	NewVersion      uint32 `json:"newVersion"`
+	PreviousVersion uint32 `json:"previousVersion,omitempty"`
+	NewVersion      uint32 `json:"newVersion,omitempty"`
 	WorkflowID      string `json:"workflowId"`
+	Running         bool   `json:"running,omitempty"`
 	// Rewrap reports the rewrap that followed (rotation_rewrap.go).
 	Rewrap *RewrapCounts `json:"rewrap,omitempty"`
 }

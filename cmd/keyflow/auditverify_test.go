@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/keyflow/keyflow/deploy/natsserver"
@@ -36,6 +37,9 @@ type auditStack struct {
 	audit    *jsaudit.Publisher
 	sealer   *sealer.Sealer
 	js       jetstream.JetStream
+	kms      *kms.Service
+	nc       *nats.Conn
+	id       *natsauth.Identity
 }
 
 func newAuditStack(t *testing.T) *auditStack {
@@ -108,7 +112,7 @@ func newAuditStack(t *testing.T) *auditStack {
 	if err := os.WriteFile(filepath.Join(dir, "admin.creds"), creds, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	st := &auditStack{url: ns.ClientURL(), dir: dir, audit: audit, sealer: s, js: js}
+	st := &auditStack{url: ns.ClientURL(), dir: dir, audit: audit, sealer: s, js: js, kms: svc, nc: nc, id: id}
 	for i := 0; i < 120; i++ {
 		if err := audit.Emit(ctx, events.Record{Type: events.TypeEncrypt, Tenant: "alpha", Principal: "app", Outcome: events.OutcomeSuccess,
 			Subject: "kf:alpha:key/k1", Data: map[string]any{"n": i}}); err != nil {

@@ -88,12 +88,28 @@ Specs and usages (AWS KMS names):
 	rotate := &cobra.Command{
 		Use:   "rotate KEY",
 		Short: "Rotate a key now: run the rotation workflow and wait for it",
-		Args:  exactArgs(1, "KEY"),
+		Long: `rotate runs the key's rotation workflow and waits for it. A workflow that
+outlives the server's wait (about 20 s) is not cut short: the command prints
+"still running: WORKFLOW_ID" and exits with code 5, and the workflow records
+its outcome in the audit trail (io.keyflow.key.rotated.v1 or
+io.keyflow.key.rotation.failed.v1). A second rotate while one runs is refused
+(ConflictException naming the running workflow).`,
+		Args: exactArgs(1, "KEY"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
 				r, err := c.RotateKeyWith(ctx, api.RotateKeyRequest{KeyID: args[0], Rewrap: rewrap})
 				if err != nil {
 					return err
+				}
+				if r.Running {
+					// The workflow outlived the server's wait: it goes
+					// on, and records its own outcome (exit code 5).
+					if g.output == "json" {
+						if err := printJSON(cmd.OutOrStdout(), r); err != nil {
+							return err
+						}
+					}
+					return stillRunning{r.WorkflowID}
 				}
 				if g.output == "json" {
 					return printJSON(cmd.OutOrStdout(), r)

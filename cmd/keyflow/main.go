@@ -18,6 +18,7 @@ const (
 	exitUsage       = 2
 	exitUnreachable = 3
 	exitPending     = 4
+	exitRunning     = 5 // a workflow outlived the call and goes on (key rotate)
 )
 
 func main() {
@@ -35,7 +36,11 @@ func report(err error) int {
 	}
 	var ke *client.Error
 	var ue usageError
+	var sr stillRunning
 	switch {
+	case errors.As(err, &sr):
+		fmt.Fprintf(os.Stderr, "keyflow: %s\n", sr)
+		return exitRunning
 	case errors.As(err, &ke) && ke.ApprovalID != "":
 		fmt.Fprintf(os.Stderr, "keyflow: %s: %s\n", ke.Code, ke.Message)
 		fmt.Fprintf(os.Stdout, "approval ID: %s\n", ke.ApprovalID)
@@ -54,6 +59,12 @@ func report(err error) int {
 		return exitRefused
 	}
 }
+
+// stillRunning reports a workflow that outlived the call: not a failure,
+// but not done either.
+type stillRunning struct{ workflowID string }
+
+func (e stillRunning) Error() string { return "still running: " + e.workflowID }
 
 type usageError struct{ msg string }
 

@@ -3,6 +3,7 @@ package roles
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 
 	"github.com/keyflow/keyflow/client/api"
@@ -50,13 +51,19 @@ func (r rotator) RewrapProgress(ctx context.Context, c kms.Caller, keyID string)
 // rewrap that followed (asked for, or the key's policy).
 func (r rotator) rotate(ctx context.Context, c kms.Caller, p workflows.RotateKeyParams) (*rpc.RotateResult, error) {
 	res, id, err := r.c.RotateKey(ctx, p)
+	if errors.Is(err, workflows.ErrStillRunning) {
+		return &rpc.RotateResult{KeyID: p.KeyID, WorkflowID: id, Running: true}, nil
+	}
 	if err != nil {
 		var ke *kms.Error
-		if errors.As(err, &ke) {
-			return nil, ke
+		if !errors.As(err, &ke) {
+			r.log.Error("rotation workflow failed", "key", kms.ResourceName(c.Tenant, p.KeyID), "err", err)
+			ke = &kms.Error{Code: kms.CodeInternal, Message: "failed to run the rotation workflow"}
 		}
-		r.log.Error("rotation workflow failed", "key", kms.ResourceName(c.Tenant, p.KeyID), "err", err)
-		return nil, &kms.Error{Code: kms.CodeInternal, Message: "failed to run the rotation workflow"}
+		if errors.Is(err, workflows.ErrRotationNotStarted) {
+			return nil, fmt.Errorf("%w: %w", rpc.ErrRotationNotStarted, ke)
+		}
+		return nil, ke
 	}
 	out := &rpc.RotateResult{KeyID: res.KeyID, PreviousVersion: res.PreviousVersion, NewVersion: res.NewVersion, WorkflowID: id}
 	if res.Rewrap != nil || res.RewrapProblem != "" {

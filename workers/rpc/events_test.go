@@ -828,6 +828,10 @@ func evtWantData(t *testing.T, name string, e testbed.AuditEvent, subject string
 type evtRotator struct{ kms *kms.Service }
 
 func (r evtRotator) Rotate(ctx context.Context, c kms.Caller, keyID string) (*rpc.RotateResult, error) {
+	// The workflow records its own start (and failure, see evtFlakyRotator).
+	if err := r.kms.RecordRotationStarted(ctx, c, keyID); err != nil {
+		return nil, err
+	}
 	next, err := r.kms.NextVersion(ctx, c, keyID)
 	if err != nil {
 		return nil, err
@@ -851,7 +855,14 @@ type evtFlakyRotator struct {
 
 func (r *evtFlakyRotator) Rotate(ctx context.Context, c kms.Caller, keyID string) (*rpc.RotateResult, error) {
 	if _, ok := r.fail.Load(keyID); ok {
-		return nil, errors.New("the rotation workflow failed: activity CreateVersion timed out")
+		if err := r.kms.RecordRotationStarted(ctx, c, keyID); err != nil {
+			return nil, err
+		}
+		failed := &kms.Error{Code: kms.CodeInternal, Message: "failed to run the rotation workflow"}
+		if err := r.kms.RecordRotationFailed(ctx, c, keyID, failed); err != nil {
+			return nil, err
+		}
+		return nil, failed
 	}
 	return r.evtRotator.Rotate(ctx, c, keyID)
 }

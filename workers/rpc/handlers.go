@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"time"
 
@@ -128,12 +129,16 @@ func (s *Server) rotateKey(ctx context.Context, c kms.Caller, body []byte) (any,
 		return nil, err
 	}
 	res, err := s.runRotation(ctx, c, keyID, req.Rewrap)
-	if err != nil {
-		// The workflow's own steps are audited; this records that the
-		// request as a whole failed.
-		return nil, s.cfg.KMS.RecordRotationFailed(ctx, c, keyID, err)
+	if errors.Is(err, ErrRotationNotStarted) {
+		return nil, s.cfg.KMS.RefuseRotation(ctx, c, keyID, err)
 	}
-	s.rotated(ctx, c, keyID)
+	if err != nil {
+		// The workflow ran and recorded its own outcome.
+		return nil, err
+	}
+	if !res.Running {
+		s.rotated(ctx, c, keyID)
+	}
 	return rotateReply(res), nil
 }
 

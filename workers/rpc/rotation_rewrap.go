@@ -39,7 +39,7 @@ func (s *Server) runRotation(ctx context.Context, c kms.Caller, keyID string, re
 
 // rotateReply is keys.rotate's reply.
 func rotateReply(res *RotateResult) api.RotateKeyReply {
-	return api.RotateKeyReply{KeyID: res.KeyID, PreviousVersion: res.PreviousVersion, NewVersion: res.NewVersion, WorkflowID: res.WorkflowID, Rewrap: res.Rewrap}
+	return api.RotateKeyReply{KeyID: res.KeyID, PreviousVersion: res.PreviousVersion, NewVersion: res.NewVersion, WorkflowID: res.WorkflowID, Rewrap: res.Rewrap, Running: res.Running}
 }
 
 func (s *Server) rewrapStatus(ctx context.Context, c kms.Caller, body []byte) (any, error) {

@@ -39,18 +39,27 @@ type TenantResolver interface {
 	TenantOf(account string) (string, error)
 }
 
-// Rotator runs a key rotation to completion (the Temporal workflow, in
-// production) and reports the versions.
+// Rotator runs a key rotation (the Temporal workflow, in production) and
+// reports the versions, or that it is still running. The rotation records
+// its own started and outcome records; a Rotator error that wraps
+// ErrRotationNotStarted means nothing started, and the handler records the
+// refusal instead.
 type Rotator interface {
 	Rotate(ctx context.Context, c kms.Caller, keyID string) (*RotateResult, error)
 }
 
-// RotateResult is what a finished rotation reports.
+// ErrRotationNotStarted marks a Rotator error after which no rotation runs
+// (another one of the key is running, or the start failed).
+var ErrRotationNotStarted = errors.New("the rotation was not started")
+
+// RotateResult is what a rotation reports: finished, or still running
+// (Running, with the workflow's ID and nothing else).
 type RotateResult struct {
 	KeyID           string
 	PreviousVersion uint32
 	NewVersion      uint32
 	WorkflowID      string
+	Running         bool
 	Rewrap          *api.RewrapCounts // the rewrap that followed, if any
 }
 
