@@ -18,6 +18,8 @@ func newDevCmd(g *globals) *cobra.Command {
 	var failOpen bool
 	var maxAge time.Duration
 	var maxBytes, maxMsgs int64
+	var lf logFlags
+	var opsListen string
 	cmd := &cobra.Command{
 		Use:   "dev [--data-dir DIR]",
 		Short: "Run keyflow with its embedded stack (NATS JetStream, Temporal on SQLite, a SoftHSM token)",
@@ -70,7 +72,10 @@ client certificate for the default tenant's admin. See docs/kmip.md.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+			log, err := newLogger(os.Stderr, lf.level, lf.format)
+			if err != nil {
+				return usagef("%v", err)
+			}
 			if maxAge < 0 || maxBytes < 0 || maxMsgs < 0 {
 				return usagef("--audit-max-age, --audit-max-bytes and --audit-max-msgs must not be negative")
 			}
@@ -80,7 +85,7 @@ client certificate for the default tenant's admin. See docs/kmip.md.`,
 			st, err := devstack.Start(ctx, devstack.Config{
 				DataDir: g.dataDir, NATSListen: natsListen, TemporalListen: temporalListen, Logger: log,
 				AuditFailOpen: failOpen, AuditMaxAge: maxAge, AuditMaxBytes: maxBytes, AuditMaxMsgs: maxMsgs,
-				XKSListen: xksListen, XKSConfig: xksConfig, KMIPListen: kmipListen, SyncAlways: sync == "always", AWSListen: awsListen,
+				XKSListen: xksListen, XKSConfig: xksConfig, KMIPListen: kmipListen, SyncAlways: sync == "always", AWSListen: awsListen, OpsListen: opsListen,
 			})
 			if err != nil {
 				return err
@@ -95,6 +100,9 @@ client certificate for the default tenant's admin. See docs/kmip.md.`,
 			}
 			if k := st.KMIP; k != nil {
 				fmt.Fprintf(cmd.OutOrStdout(), "keyflow kmip endpoint=%s ca=%s client=%s\n", k.Addr, k.CACert, k.ClientPEM)
+			}
+			if st.OpsURL != "" {
+				fmt.Fprintf(cmd.OutOrStdout(), "keyflow ops endpoint=%s (/healthz /readyz /metrics)\n", st.OpsURL)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "keyflow ready nats=%s temporal=%s creds=%s tenant=%s\n",
 				st.NATSURL(), st.Temporal.HostPort(), st.AdminCreds(), devstack.DefaultTenant)
@@ -119,6 +127,8 @@ client certificate for the default tenant's admin. See docs/kmip.md.`,
 	cmd.Flags().DurationVar(&maxAge, "audit-max-age", 0, "remove audit records older than this, e.g. 2160h (0: keep for ever)")
 	cmd.Flags().Int64Var(&maxBytes, "audit-max-bytes", 0, "bound the audit stream to this many bytes, removing the oldest records (0: no bound)")
 	cmd.Flags().Int64Var(&maxMsgs, "audit-max-msgs", 0, "bound the audit stream to this many records, removing the oldest (0: no bound)")
+	cmd.Flags().StringVar(&opsListen, "ops-listen", "", "also serve /healthz, /readyz and Prometheus /metrics on this address, e.g. 127.0.0.1:9090")
+	lf.register(cmd, "warn")
 	return cmd
 }
 

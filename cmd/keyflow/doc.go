@@ -1,5 +1,6 @@
 // Command keyflow is keyflow's single binary: `keyflow dev` runs the whole
-// stack in one process, and every other command is a client of a running
+// stack in one process, `keyflow serve` runs a set of roles against an
+// external NATS, Temporal and HSM, and every other command is a client of a running
 // stack over NATS (through keyflow's Go client), as the principal of --creds
 // (default: the dev stack's admin creds in --data-dir).
 //
@@ -27,16 +28,18 @@
 //     listed, changed or ended: `keyflow NOUN VERB`. key, grant, approval,
 //     audit, backup, archive, root (the root key), migrate (a migration
 //     campaign), tenant, principal, access-key (the AWS KMS API's
-//     credentials), kmip (KMIP client certificates). Operations on one key's life (rotate,
+//     credentials), kmip (KMIP client certificates), config (serve's
+//     configuration file). Operations on one key's life (rotate,
 //     disable, schedule-deletion, set-policy, retire-version) are verbs of
 //     the key group, not top-level verbs, even where AWS names them as
 //     operations.
 //   - A verb may carry the small noun group of what it leaves behind:
 //     `datakey register|get|list|deregister` (the data-key registry) and
 //     `rewrap status` (the rewrap workflow a rotation starts).
-//   - Two exceptions run no request on a key: `dev` runs the stack, and
-//     `inventory` is a one-shot read-only report (its follow-up,
-//     `migrate plan`, is in the migrate group).
+//   - Four exceptions run no request on a key: `dev` runs the stack,
+//     `serve` runs roles of it, `bootstrap` creates its streams and
+//     buckets, and `inventory` is a one-shot read-only report (its
+//     follow-up, `migrate plan`, is in the migrate group).
 //
 // # Files
 //
@@ -57,6 +60,9 @@
 //	imports.go        import-params, import, delete-imported-material (BYOK)
 //	inventory.go      inventory
 //	dev.go            dev
+//	serve.go          serve, and the --log-level/--log-format flags dev shares
+//	bootstrap.go      bootstrap
+//	config.go         config check|example
 //	key.go            key create|describe|list|rotate|retire-version
 //	keylifecycle.go   key state changes, deletion, compromise, rotation period
 //	keypolicy.go      key set-policy|get-policy

@@ -67,11 +67,11 @@ against it. They find the dev stack's credentials by themselves.`,
 	root.AddCommand(newDataKeyCmd(g), newDataKeyPairCmd(g), newRewrapCmd(g))
 	root.AddCommand(newPQCmds(g)...)
 	root.AddCommand(newImportCmds(g)...)
-	root.AddCommand(newInventoryCmd(g), newDevCmd(g))
+	root.AddCommand(newInventoryCmd(g), newDevCmd(g), newServeCmd(), newBootstrapCmd(g))
 	// Noun groups: a thing with a life of its own, `keyflow NOUN VERB`.
 	root.AddCommand(newKeyCmd(g), newGrantCmd(g), newApprovalCmd(g), newAuditCmd(g))
 	root.AddCommand(newBackupCmd(g), newArchiveCmd(g), newRootKeyCmd(g), newMigrateCmd(g))
-	root.AddCommand(newTenantCmd(g), newPrincipalCmd(g), newAccessKeyCmd(g), newKMIPCmd(g))
+	root.AddCommand(newTenantCmd(g), newPrincipalCmd(g), newAccessKeyCmd(g), newKMIPCmd(g), newConfigCmd())
 	usageArgs(root)
 	root.Version = buildVersion()
 	for _, c := range root.Commands() {

@@ -31,7 +31,7 @@ func (s *Stack) startAWS(_ context.Context) error {
 	if err != nil {
 		return fmt.Errorf("failed to read --aws-listen: %w", err)
 	}
-	srv, err := awskms.New(awskms.Options{KMS: s.KMS, Invoker: s.rpc, Logger: s.cfg.Logger})
+	srv, err := awskms.New(awskms.Options{KMS: s.KMS, Invoker: s.Node.RPC, Logger: s.cfg.Logger})
 	if err != nil {
 		return err
 	}

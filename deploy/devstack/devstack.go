@@ -41,19 +41,16 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.temporal.io/sdk/client"
-	"go.temporal.io/sdk/worker"
 
 	"github.com/keyflow/keyflow/deploy/natsserver"
+	"github.com/keyflow/keyflow/deploy/roles"
 	"github.com/keyflow/keyflow/events/chain"
 	"github.com/keyflow/keyflow/events/jsaudit"
 	"github.com/keyflow/keyflow/hsm/pkcs11"
 	"github.com/keyflow/keyflow/kms"
-	"github.com/keyflow/keyflow/workers/kvstore"
 	"github.com/keyflow/keyflow/workers/natsauth"
 	"github.com/keyflow/keyflow/workers/rpc"
 	"github.com/keyflow/keyflow/workers/sealer"
-	"github.com/keyflow/keyflow/workers/xks"
-	"github.com/keyflow/keyflow/workflows"
 )
 
 // Defaults.
@@ -97,6 +94,9 @@ type Config struct {
 	// loss, at a measured cost (README, Durability). Without it a kill -9
 	// loses nothing, a power loss can lose the last records.
 	SyncAlways bool
+	// OpsListen, when set, serves /healthz, /readyz and /metrics there
+	// (deploy/roles).
+	OpsListen string
 }
 
 // Stack is a running dev stack.
@@ -111,13 +111,15 @@ type Stack struct {
 	AWS      *AWSInfo  // nil unless Config.AWSListen
 	KMIP     *KMIPInfo // nil unless Config.KMIPListen
 
-	xksSrv  *xks.Server
-	nc      *nats.Conn
-	tc      client.Client
-	tworker worker.Worker
-	rpc     *rpc.Server
-	cancel  context.CancelFunc
-	closers []func()
+	// Node runs every role (deploy/roles).
+	Node    *roles.Node
+	Metrics *roles.Metrics
+	OpsURL  string // the ops endpoints, when Config.OpsListen is set
+
+	tc client.Client
+
+	xksConfigPath, xksCertPath, xksConsole string
+	closers                                []func()
 }
 
 // NATSURL is the URL external clients use.
@@ -166,10 +168,8 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 			st = nil
 		}
 	}()
-	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	st.cancel = cancel
-
-	if st.HSM, err = openToken(ctx, dir); err != nil {
+	st.Metrics = roles.NewMetrics()
+	if st.HSM, err = openToken(ctx, dir, st.Metrics.ObserveHSM); err != nil {
 		return st, err
 	}
 	st.closers = append(st.closers, func() { _ = st.HSM.Close() })
@@ -195,82 +195,6 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 	if err != nil {
 		return st, err
 	}
-	if st.nc, err = st.connect(st.Identity.WorkerCreds, "keyflow-worker"); err != nil {
-		return st, err
-	}
-	st.closers = append(st.closers, func() { drain(st.nc) })
-	js, err := jetstream.New(st.nc)
-	if err != nil {
-		return st, fmt.Errorf("failed to open JetStream: %w", err)
-	}
-	store, err := kvstore.Open(ctx, js)
-	if err != nil {
-		return st, err
-	}
-	// Audit records go out on their own connection, so that replies and
-	// audit publishes do not queue behind each other (about +10% at load).
-	auditConn, err := st.connect(st.Identity.WorkerCreds, "keyflow-audit")
-	if err != nil {
-		return st, err
-	}
-	st.closers = append(st.closers, func() { drain(auditConn) })
-	auditJS, err := jetstream.New(auditConn)
-	if err != nil {
-		return st, fmt.Errorf("failed to open JetStream: %w", err)
-	}
-	host, _ := os.Hostname()
-	audit, err := jsaudit.Attach(ctx, auditJS, "/keyflow/worker/"+host, policy...)
-	if err != nil {
-		return st, err
-	}
-	extra, err := audit.Spread(jsaudit.DefaultConns)
-	if err != nil {
-		return st, err
-	}
-	for _, c := range extra {
-		st.closers = append(st.closers, func() { drain(c) })
-	}
-	gov, err := kvstore.OpenGovernance(runCtx, js)
-	if err != nil {
-		return st, err
-	}
-	if st.KMS, err = kms.New(ctx, kms.Config{
-		HSM: st.HSM, Store: store, Audit: audit, Logger: cfg.Logger, Governance: gov,
-		Source: "/keyflow/worker/" + host, AuditFailOpen: cfg.AuditFailOpen,
-	}); err != nil {
-		return st, err
-	}
-	st.closers = append(st.closers, st.KMS.Close)
-	// Only now, with the record key the KMS gave the publisher, so that
-	// these records are authenticated like every other.
-	if err = audit.RecordChanges(ctx, changes); err != nil {
-		return st, err
-	}
-	audit.Watch(runCtx, 0)
-	if err = store.WatchKeys(runCtx, st.KMS); err != nil {
-		return st, err
-	}
-	if err = store.WatchAuthz(runCtx, st.KMS); err != nil {
-		return st, err
-	}
-
-	// The audit sealer chains KF_AUDIT into signed digests (KF_AUDIT_DIGESTS),
-	// on a connection of its own. Closers run in reverse, so it stops (and
-	// seals what is pending) before the KMS and the audit connection close.
-	sealConn, err := st.connect(st.Identity.SealerCreds, "keyflow-sealer")
-	if err != nil {
-		return st, err
-	}
-	st.closers = append(st.closers, func() { drain(sealConn) })
-	sealJS, err := jetstream.New(sealConn)
-	if err != nil {
-		return st, fmt.Errorf("failed to open JetStream: %w", err)
-	}
-	auditSealer, err := sealer.Start(ctx, sealer.Config{JS: sealJS, KMS: st.KMS, Logger: cfg.Logger})
-	if err != nil {
-		return st, err
-	}
-	st.closers = append(st.closers, auditSealer.Stop)
 
 	if st.Temporal, err = StartTemporal(ctx, TemporalConfig{
 		DataDir: filepath.Join(dir, "temporal"), ListenAddr: cfg.TemporalListen, Namespace: "keyflow",
@@ -282,41 +206,47 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 		return st, err
 	}
 	st.closers = append(st.closers, st.tc.Close)
-	st.KMS.SetApprovalEngine(&workflows.ApprovalEngine{Temporal: st.tc, Tokens: st.KMS})
-	st.tworker = worker.New(st.tc, workflows.TaskQueue, worker.Options{})
-	workflows.Register(st.tworker, &workflows.Activities{KMS: st.KMS, Temporal: st.tc})
-	if err = st.tworker.Start(); err != nil {
-		return st, fmt.Errorf("failed to start the lifecycle worker: %w", err)
-	}
-	st.closers = append(st.closers, st.tworker.Stop)
 
-	wc := &workflows.Client{Temporal: st.tc, Tokens: st.KMS}
 	cursorKey, err := readOrCreateKey(filepath.Join(dir, "nats", "cursor.key"), rpc.CursorKeySize)
 	if err != nil {
 		return st, err
 	}
-	if st.rpc, err = rpc.Start(rpc.Config{
-		Conn: st.nc, KMS: st.KMS, Tenants: st.Identity, JS: js, Logger: cfg.Logger,
-		Rotator: rotator{wc, cfg.Logger}, Lifecycle: wc, Workers: cfg.Workers,
-		Archiver:  archiver{wc, cfg.Logger},
-		Imports:   importExpirer{wc},
-		Migrator:  migrator{wc, cfg.Logger},
-		CursorKey: cursorKey,
+	// Every role, through the same composition `keyflow serve` uses.
+	gateway, err := st.xksOptions()
+	if err != nil {
+		return st, err
+	}
+	if st.Node, err = roles.Start(ctx, roles.Infra{
+		Connect: func(_ context.Context, r roles.Role, name string) (*nats.Conn, error) {
+			if r == roles.Sealer {
+				return st.connect(st.Identity.SealerCreds, name)
+			}
+			return st.connect(st.Identity.WorkerCreds, name)
+		},
+		HSM: st.HSM, Temporal: st.tc, Tenants: st.Identity, Logger: cfg.Logger, Metrics: st.Metrics,
+	}, roles.Options{
+		Roles: roles.All, Workers: cfg.Workers, AuditFailOpen: cfg.AuditFailOpen,
+		AuditMaxAge: cfg.AuditMaxAge, AuditMaxBytes: cfg.AuditMaxBytes, AuditMaxMsgs: cfg.AuditMaxMsgs,
+		AuditChanges: changes, CursorKey: cursorKey, Gateway: gateway,
 	}); err != nil {
 		return st, err
 	}
-	if err = st.startRemediation(ctx, js, wc); err != nil {
-		return st, err
-	}
-	st.closers = append(st.closers, st.rpc.Stop)
-	if err = st.startXKS(ctx); err != nil {
-		return st, err
+	st.closers = append(st.closers, st.Node.Stop)
+	st.KMS = st.Node.KMS
+	st.setXKSInfo()
+	if cfg.OpsListen != "" {
+		addr, stop, err := roles.ServeOps(cfg.OpsListen, roles.OpsHandler(st.Node.Checks(), st.Metrics))
+		if err != nil {
+			return st, err
+		}
+		st.closers = append(st.closers, stop)
+		st.OpsURL = "http://" + addr
 	}
 	if err = st.startAWS(ctx); err != nil {
 		return st, err
 	}
-	if err = st.startKMIP(wc, func(ctx context.Context, c kms.Caller, keyID string) (uint32, error) {
-		res, err := rotator{wc, cfg.Logger}.Rotate(ctx, c, keyID)
+	if err = st.startKMIP(st.Node.Workflows, func(ctx context.Context, c kms.Caller, keyID string) (uint32, error) {
+		res, err := st.Node.Rotate(ctx, c, keyID)
 		if err != nil {
 			return 0, err
 		}
@@ -331,7 +261,7 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 	if err = st.writeRoleCreds(); err != nil {
 		return st, err
 	}
-	if err = writePubKeys(ctx, store, filepath.Join(dir, sealer.PubKeysFile)); err != nil {
+	if err = writePubKeys(ctx, st.Node.Store, filepath.Join(dir, sealer.PubKeysFile)); err != nil {
 		return st, err
 	}
 	return st, nil
@@ -341,9 +271,6 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 func (s *Stack) Stop() {
 	if s == nil {
 		return
-	}
-	if s.cancel != nil {
-		s.cancel()
 	}
 	for i := len(s.closers) - 1; i >= 0; i-- {
 		s.closers[i]()
@@ -370,7 +297,7 @@ func (s *Stack) writeAdminCreds() error {
 
 // openToken sets up the SoftHSM token under dir on first use and opens it.
 // The PIN is generated, kept in a 0600 file, and never printed.
-func openToken(ctx context.Context, dir string) (*pkcs11.Token, error) {
+func openToken(ctx context.Context, dir string, observe func(string, time.Duration, error)) (*pkcs11.Token, error) {
 	conf := filepath.Join(dir, "hsm", "softhsm2.conf")
 	tokens := filepath.Join(dir, "hsm", "tokens")
 	confText := fmt.Sprintf("directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n", tokens)
@@ -403,7 +330,7 @@ func openToken(ctx context.Context, dir string) (*pkcs11.Token, error) {
 	} else if err != nil {
 		return nil, fmt.Errorf("failed to read the PIN file: %w", err)
 	}
-	tok, err := pkcs11.Open(ctx, pkcs11.Config{Module: module, TokenLabel: TokenLabel, PIN: strings.TrimSpace(string(pin))})
+	tok, err := pkcs11.Open(ctx, pkcs11.Config{Module: module, TokenLabel: TokenLabel, PIN: strings.TrimSpace(string(pin)), Observe: observe})
 	if err != nil {
 		return nil, fmt.Errorf("failed to open the SoftHSM token: %w", err)
 	}
@@ -416,29 +343,8 @@ func randomPIN() string {
 	return hex.EncodeToString(b)
 }
 
-// rotator adapts the workflow client to the services' Rotator.
-type rotator struct {
-	c   *workflows.Client
-	log *slog.Logger
-}
-
-func (r rotator) Rotate(ctx context.Context, c kms.Caller, keyID string) (*rpc.RotateResult, error) {
-	return r.rotate(ctx, c, workflows.RotateKeyParams{Tenant: c.Tenant, KeyID: keyID, Principal: c.Principal, RequestID: c.RequestID})
-}
-
-// drain drains a connection and waits (bounded) until it is closed, so the
-// server is not shut down under it (which makes nats.go print errors).
-func drain(nc *nats.Conn) {
-	if err := nc.Drain(); err != nil {
-		nc.Close()
-		return
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for !nc.IsClosed() && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
-	nc.Close()
-}
+// drain drains a connection and waits (bounded) until it is closed.
+func drain(nc *nats.Conn) { roles.Drain(nc) }
 
 // connect connects in-process with creds of one of keyflow's NATS roles
 // (natsauth: WorkerCreds, SealerCreds, OperatorCreds).

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/keyflow/keyflow/deploy/roles"
 	"github.com/keyflow/keyflow/kms"
 	"github.com/keyflow/keyflow/workers/xks"
 )
@@ -36,77 +37,73 @@ type XKSInfo struct {
 	CertPath    string
 }
 
-// startXKS starts the proxy; on the first start without --xks-config it
-// generates a key store for the default tenant with fresh credentials and
-// a demo key. Credentials are written to 0600 files and never logged.
-func (s *Stack) startXKS(ctx context.Context) error {
+// xksOptions configures the gateway role's proxy; on the first start
+// without --xks-config it generates a key store for the default tenant
+// with fresh credentials and a demo key (Prepare, once the KMS is up).
+// Credentials are written to 0600 files and never logged.
+func (s *Stack) xksOptions() (roles.GatewayOptions, error) {
 	if s.cfg.XKSListen == "" {
-		return nil
+		return roles.GatewayOptions{}, nil
 	}
 	dir := filepath.Join(s.cfg.DataDir, "xks")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("failed to create %s: %w", dir, err)
+		return roles.GatewayOptions{}, fmt.Errorf("failed to create %s: %w", dir, err)
 	}
-	path := s.cfg.XKSConfig
-	if path == "" {
-		path = filepath.Join(dir, "config.json")
-		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
-			if err := s.writeDefaultXKSConfig(ctx, path, filepath.Join(dir, "aws-console.json")); err != nil {
-				return err
+	o := roles.GatewayOptions{XKSListen: s.cfg.XKSListen, XKSConfig: s.cfg.XKSConfig, Model: "SoftHSM 2 over PKCS#11 (keyflow dev)"}
+	console := filepath.Join(dir, "aws-console.json")
+	if o.XKSConfig == "" {
+		o.XKSConfig = filepath.Join(dir, "config.json")
+		o.Prepare = func(ctx context.Context, k *kms.Service) error {
+			if _, err := os.Stat(o.XKSConfig); !errors.Is(err, os.ErrNotExist) {
+				return nil
 			}
+			return writeDefaultXKSConfig(ctx, k, o.XKSConfig, console)
 		}
-	}
-	cfg, err := xks.LoadConfig(path)
-	if err != nil {
-		return err
 	}
 	host, _, err := net.SplitHostPort(s.cfg.XKSListen)
 	if err != nil {
-		return fmt.Errorf("failed to read --xks-listen: %w", err)
+		return o, fmt.Errorf("failed to read --xks-listen: %w", err)
 	}
 	hosts := []string{"localhost", "127.0.0.1"}
 	if host != "" && host != "localhost" && host != "127.0.0.1" {
 		hosts = append(hosts, host)
 	}
-	cert, certPath, err := xks.SelfSignedCert(dir, hosts)
-	if err != nil {
-		return err
+	if o.XKSCert, s.xksCertPath, err = xks.SelfSignedCert(dir, hosts); err != nil {
+		return o, err
 	}
-	srv, err := xks.New(xks.Options{KMS: s.KMS, Config: cfg, Logger: s.cfg.Logger, Model: "SoftHSM 2 over PKCS#11 (keyflow dev)"})
-	if err != nil {
-		return err
+	s.xksConfigPath, s.xksConsole = o.XKSConfig, console
+	return o, nil
+}
+
+// setXKSInfo says where the proxy runs, once it does.
+func (s *Stack) setXKSInfo() {
+	if s.Node.XKS == nil {
+		return
 	}
-	addr, err := srv.Listen(s.cfg.XKSListen, cert)
-	if err != nil {
-		return err
-	}
-	s.closers = append(s.closers, func() { _ = srv.Close() })
-	s.xksSrv = srv
-	s.XKS = &XKSInfo{URL: "https://" + addr.String(), ConfigPath: path, CertPath: certPath, ConsoleJSON: filepath.Join(dir, "aws-console.json")}
-	if len(cfg.KeyStores) > 0 {
+	s.XKS = &XKSInfo{URL: "https://" + s.Node.XKSAddr, ConfigPath: s.xksConfigPath, CertPath: s.xksCertPath, ConsoleJSON: s.xksConsole}
+	if cfg, err := xks.LoadConfig(s.xksConfigPath); err == nil && len(cfg.KeyStores) > 0 {
 		s.XKS.URIPath = cfg.KeyStores[0].URIPrefix + "/kms/xks/v1"
 	}
-	return nil
 }
 
 // ReloadXKS reads the proxy configuration again (credential rotation
 // without a restart).
 func (s *Stack) ReloadXKS() error {
-	if s.xksSrv == nil {
+	if s.Node == nil || s.Node.XKS == nil {
 		return errors.New("devstack: the XKS proxy is not running")
 	}
 	cfg, err := xks.LoadConfig(s.XKS.ConfigPath)
 	if err != nil {
 		return err
 	}
-	return s.xksSrv.SetConfig(cfg)
+	return s.Node.XKS.SetConfig(cfg)
 }
 
-func (s *Stack) writeDefaultXKSConfig(ctx context.Context, path, consolePath string) error {
+func writeDefaultXKSConfig(ctx context.Context, svc *kms.Service, path, consolePath string) error {
 	c := kms.Caller{Tenant: DefaultTenant, Principal: "keyflow-dev"}
-	k, err := s.KMS.DescribeKey(ctx, c, "alias/"+XKSDemoKey)
+	k, err := svc.DescribeKey(ctx, c, "alias/"+XKSDemoKey)
 	if errors.Is(err, kms.ErrNotFound) {
-		k, err = s.KMS.CreateKey(ctx, c, kms.CreateKeyParams{Alias: XKSDemoKey, Description: "demo key of the dev stack's XKS proxy"})
+		k, err = svc.CreateKey(ctx, c, kms.CreateKeyParams{Alias: XKSDemoKey, Description: "demo key of the dev stack's XKS proxy"})
 	}
 	if err != nil {
 		return fmt.Errorf("failed to set up the XKS demo key: %w", err)

@@ -30,6 +30,13 @@ func publishClaims(ns *server.Server, id *natsauth.Identity) error {
 	if err != nil {
 		return fmt.Errorf("failed to connect the system account: %w", err)
 	}
+	PublishClaimsOver(nc, id)
+	return nil
+}
+
+// PublishClaimsOver makes nc, a system-account connection (to this
+// process's server or to a cluster), the identity's claims publisher.
+func PublishClaimsOver(nc *nats.Conn, id *natsauth.Identity) {
 	id.SetClaimsPublisher(func(ctx context.Context, account, token string) error {
 		msg, err := nc.RequestWithContext(ctx, "$SYS.REQ.ACCOUNT."+account+".CLAIMS.UPDATE", []byte(token))
 		if err != nil {
@@ -44,5 +51,4 @@ func publishClaims(ns *server.Server, id *natsauth.Identity) error {
 		}
 		return nil
 	})
-	return nil
 }

@@ -3,6 +3,7 @@ package pkcs11
 import (
 	"errors"
 	"os"
+	"time"
 )
 
 // Config says which token to open and how.
@@ -22,6 +23,10 @@ type Config struct {
 	// few more keep slow operations (unwraps, token writes) from
 	// starving fast ones.
 	Sessions int
+	// Observe, when set, is told of every operation on the token: its
+	// name (a constant such as "decrypt"), how long it took with the
+	// wait for a session, and its error (metrics).
+	Observe func(op string, d time.Duration, err error)
 }
 
 // ModuleEnv names the environment variable that overrides the PKCS#11

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	p11 "github.com/miekg/pkcs11"
 
@@ -75,7 +76,10 @@ type attempt struct {
 // do runs fn on a pooled session, retrying once as the package
 // documentation says, and puts back whichever session fn leaves in the
 // attempt, also if fn panics.
-func (t *Token) do(ctx context.Context, op string, fn func(a *attempt) error) error {
+func (t *Token) do(ctx context.Context, op string, fn func(a *attempt) error) (err error) {
+	if t.observe != nil {
+		defer t.observed(op, time.Now(), &err)
+	}
 	s, err := t.session(ctx, op)
 	if err != nil {
 		return err
@@ -87,7 +91,10 @@ func (t *Token) do(ctx context.Context, op string, fn func(a *attempt) error) er
 
 // doOwner runs fn on the owner session, the only one that creates
 // objects which outlive the call (unwrapped and imported keys).
-func (t *Token) doOwner(ctx context.Context, op string, fn func(a *attempt) error) error {
+func (t *Token) doOwner(ctx context.Context, op string, fn func(a *attempt) error) (err error) {
+	if t.observe != nil {
+		defer t.observed(op, time.Now(), &err)
+	}
 	o, err := t.ownerSession(ctx, op)
 	if err != nil {
 		return err
@@ -95,6 +102,12 @@ func (t *Token) doOwner(ctx context.Context, op string, fn func(a *attempt) erro
 	a := &attempt{s: o.s, owner: true}
 	defer func() { t.owner <- ownerSession{s: a.s} }()
 	return t.run(ctx, op, a, fn)
+}
+
+// observed reports an operation to Config.Observe: its time, waiting for
+// a session included, and its error.
+func (t *Token) observed(op string, start time.Time, err *error) {
+	t.observe(op, time.Since(start), *err)
 }
 
 // run calls fn, and again after each recovery that a failure calls for:

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	p11 "github.com/miekg/pkcs11"
 
@@ -51,6 +52,7 @@ type Token struct {
 	loginRefused atomic.Bool
 
 	closeOnce sync.Once
+	observe   func(op string, d time.Duration, err error) // Config.Observe
 
 	mu sync.Mutex
 	// retired owner sessions were left in a state that could not be
@@ -108,6 +110,8 @@ func Open(ctx context.Context, cfg Config) (*Token, error) {
 		pool:  make(chan p11.SessionHandle, size),
 		owner: make(chan ownerSession, 1),
 		done:  make(chan struct{}),
+
+		observe: cfg.Observe,
 	}
 	if err := t.open(cfg.PIN); err != nil {
 		mod.release()

@@ -37,6 +37,15 @@ import (
 // subscription (which every tenant's requests share) never backs up behind
 // a flood either.
 //
+// Several processes: with Config.QuotaShares, each process admits its
+// share of a tenant's rate and burst (rate/N, burst/N, at least 1), so N
+// processes together never admit more than the tenant's quota (burst plus
+// rate × time), whichever process each request reaches. It is exact when a
+// tenant's requests spread evenly (NATS queue groups pick a member at
+// random per request) and conservative otherwise: a tenant whose requests
+// reach only some processes gets less than its rate. The in-flight bound
+// stays per process.
+//
 // The tenant here is the one named in the subject. The NATS account
 // imports let a tenant publish only on its own subjects, and serve
 // verifies the server-vouched identity before anything runs.
@@ -45,6 +54,7 @@ type limiter struct {
 	quotas      func(tenant string) *kms.Quotas // in memory
 	maxInFlight int
 	now         func() time.Time
+	shares      func() int // Config.QuotaShares
 
 	mu      sync.Mutex
 	tenants map[string]*tenantGate
@@ -87,10 +97,17 @@ func (l *limiter) admit(tenant, op, reqID string) (release func(), err error) {
 		if burst <= 0 {
 			burst = math.Max(1, math.Ceil(q.RequestsPerSecond))
 		}
-		g.tokens = math.Min(burst, g.tokens+now.Sub(g.last).Seconds()*q.RequestsPerSecond)
+		// This process's share of the tenant's quota (see Config.QuotaShares).
+		rate := q.RequestsPerSecond
+		if l.shares != nil {
+			if n := float64(max(l.shares(), 1)); n > 1 {
+				rate, burst = rate/n, math.Max(1, math.Floor(burst/n))
+			}
+		}
+		g.tokens = math.Min(burst, g.tokens+now.Sub(g.last).Seconds()*rate)
 		g.last = now
 		if g.tokens < 1 {
-			after := time.Duration((1 - g.tokens) / q.RequestsPerSecond * float64(time.Second))
+			after := time.Duration((1 - g.tokens) / rate * float64(time.Second))
 			return nil, throttle("rate", "tenant "+tenant+" is over its request rate quota", after)
 		}
 		g.tokens--
@@ -138,6 +155,7 @@ func (s *Server) startQuotas() {
 	s.limits = newLimiter(func(tenant string) *kms.Quotas {
 		return s.cfg.KMS.TenantQuotas(context.Background(), tenant) // from memory
 	}, n)
+	s.limits.shares = s.cfg.QuotaShares
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()

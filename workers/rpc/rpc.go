@@ -93,6 +93,34 @@ type Config struct {
 	// Lifecycle runs the lifecycle timers and schedules (lifecycle.go);
 	// nil: schedule-deletion answers KMSInternalException.
 	Lifecycle Lifecycle
+	// Observe, when set, is told how every request handled by the pool
+	// ended ("ok" or the error code) and how long it took (metrics).
+	Observe func(op, outcome string, d time.Duration)
+	// QuotaShares, when set, says how many processes share the tenants'
+	// request-rate quotas (this one included); each admits 1/N of them
+	// (quota.go). Nil: this process alone.
+	QuotaShares func() int
+	// Planes selects the services this server registers, so that a
+	// process can serve only its role; zero serves both planes.
+	Planes Planes
+}
+
+// Planes is a set of service planes.
+type Planes uint8
+
+// The data plane is the crypto and data-key endpoints (the crypto role);
+// the control plane is every other endpoint (the admin role).
+const (
+	DataPlane Planes = 1 << iota
+	ControlPlane
+)
+
+// planeOf says which plane an endpoint group belongs to.
+func planeOf(group string) Planes {
+	if group == "crypto" || group == "datakeys" {
+		return DataPlane
+	}
+	return ControlPlane
 }
 
 // Server is a running set of keyflow services.
@@ -188,6 +216,9 @@ func Start(cfg Config) (*Server, error) {
 	}
 	groups = append(groups, s.identityGroups()...)
 	for _, g := range groups {
+		if cfg.Planes != 0 && cfg.Planes&planeOf(g.group) == 0 {
+			continue
+		}
 		svc, err := micro.AddService(cfg.Conn, micro.Config{
 			Name: g.name, Version: cfg.Version, QueueGroup: g.name,
 			Description: "keyflow " + g.group + " API",
@@ -238,6 +269,9 @@ func (s *Server) dispatch(op string, fn handlerFunc) micro.Handler {
 		// in turn, so one tenant's backlog never delays another's.
 		tenant, release, err := s.admit(op, r)
 		if err != nil {
+			if s.cfg.Observe != nil {
+				s.cfg.Observe(op, outcome(err), 0) // answered at once
+			}
 			s.replyError(r, requestIDOf(err), err)
 			return
 		}
@@ -268,30 +302,39 @@ func (s *Server) serve(j job) {
 	if reqID == "" || len(reqID) > 128 {
 		reqID = nuid.Next()
 	}
+	start := time.Now()
+	var failed error
+	if s.cfg.Observe != nil {
+		defer func() { s.cfg.Observe(j.op, outcome(failed), time.Since(start)) }()
+	}
+	reply := func(err error) {
+		failed = err
+		s.replyError(j.req, reqID, err)
+	}
 	defer func() {
 		// A bug in one handler must not take the worker down.
 		if p := recover(); p != nil {
 			s.cfg.Logger.Error("handler panic", "op", j.op, "request", reqID, "panic", fmt.Sprint(p))
-			s.replyError(j.req, reqID, kms.ErrInternal)
+			reply(kms.ErrInternal)
 		}
 	}()
 	c, err := s.caller(j.req, reqID)
 	if err != nil {
-		s.replyError(j.req, reqID, s.cfg.KMS.Reject(ctx, c, j.op, err))
+		reply(s.cfg.KMS.Reject(ctx, c, j.op, err))
 		return
 	}
 	if err := s.authorize(ctx, j.op, c, j.req.Data()); err != nil {
-		s.replyError(j.req, reqID, err)
+		reply(err)
 		return
 	}
 	out, err := j.fn(ctx, c, j.req.Data())
 	if err != nil {
-		s.replyError(j.req, reqID, err)
+		reply(err)
 		return
 	}
 	b, err := json.Marshal(out)
 	if err != nil {
-		s.replyError(j.req, reqID, kms.ErrInternal)
+		reply(kms.ErrInternal)
 		return
 	}
 	if err := s.publishReply(j.req, reqID, b, nil); err != nil {
@@ -299,6 +342,15 @@ func (s *Server) serve(j job) {
 	}
 	// The reply may hold plaintext; the NATS client copied it already.
 	clear(b)
+}
+
+// outcome is how a request ended, for Config.Observe: "ok" or the
+// error's stable code.
+func outcome(err error) string {
+	if err == nil {
+		return "ok"
+	}
+	return string(kms.CodeOf(err))
 }
 
 // caller establishes who is asking from the server-vouched identity. The

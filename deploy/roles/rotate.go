@@ -1,15 +1,26 @@
-package devstack
+package roles
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 
 	"github.com/keyflow/keyflow/client/api"
 	"github.com/keyflow/keyflow/kms"
 	"github.com/keyflow/keyflow/workers/rpc"
 	"github.com/keyflow/keyflow/workflows"
 )
+
+// rotator adapts the workflow client to the services' Rotator.
+type rotator struct {
+	c   *workflows.Client
+	log *slog.Logger
+}
+
+func (r rotator) Rotate(ctx context.Context, c kms.Caller, keyID string) (*rpc.RotateResult, error) {
+	return r.rotate(ctx, c, workflows.RotateKeyParams{Tenant: c.Tenant, KeyID: keyID, Principal: c.Principal, RequestID: c.RequestID})
+}
 
 // The rotator is also an rpc.RewrapRotator: rotation with rewrap, and the
 // progress of a key's rewrap workflow (docs/lifecycle.md, "Rotation and

@@ -1,4 +1,4 @@
-package devstack
+package roles
 
 import (
 	"context"
@@ -12,11 +12,11 @@ import (
 // startRemediation starts the compromise remediation trigger: a durable
 // audit subscriber that starts the remediation workflow for every
 // compromise recorded.
-func (s *Stack) startRemediation(ctx context.Context, js jetstream.JetStream, wc *workflows.Client) error {
-	w, err := remediation.Start(ctx, remediation.Config{JS: js, Starter: wc, Logger: s.cfg.Logger})
+func (n *Node) startRemediation(ctx context.Context, js jetstream.JetStream, wc *workflows.Client) error {
+	w, err := remediation.Start(ctx, remediation.Config{JS: js, Starter: wc, Logger: n.infra.Logger})
 	if err != nil {
 		return err
 	}
-	s.closers = append(s.closers, w.Stop)
+	n.closers = append(n.closers, w.Stop)
 	return nil
 }
