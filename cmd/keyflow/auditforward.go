@@ -119,7 +119,7 @@ that (same --type patterns as audit tail).`,
 			fmt.Fprintf(cmd.ErrOrStderr(), "keyflow audit forward: %s -> %s (consumer %s, resuming after seq %d)\n", filter, dest, consumer, output.LastSeq())
 			stop := showProgress(cmd, forwardProgress(ctx, js, consumer))
 			defer stop()
-			return siem.Forward(ctx, js, siem.Config{Out: output, Consumer: consumer, Filter: filter, Logger: log, Pinned: pinned})
+			return siem.Forward(ctx, js, siem.Config{Out: output, Consumer: consumer, Filter: filter, Logger: log, Pinned: pinned, Direct: pinned && out != ""})
 		},
 	}
 	f := cmd.Flags()

@@ -102,6 +102,14 @@ type Config struct {
 	// AckWait) instead of restarting the consumer. The durable's filter
 	// applies; Filter must be empty or equal to it.
 	Pinned bool
+	// Direct reads the stream with direct gets after the output's last
+	// line instead of through a durable: the output is the cursor. Only
+	// for an output whose LastSeq is exact (a file), with the default
+	// filter. Nothing is delivered that could be lost in flight, so a
+	// kill -9 at any point resumes right after the last line written, in
+	// stream order, with no redelivery wait. The read-only auditor may
+	// use it: direct gets create no consumer.
+	Direct bool
 }
 
 // Forward forwards records until ctx is done (and then returns nil) or the
@@ -124,6 +132,9 @@ func Forward(ctx context.Context, js jetstream.JetStream, cfg Config) error {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.Direct && cfg.Filter == jsaudit.AllSubjects {
+		return forwardDirect(ctx, js, cfg)
 	}
 	f := &forwarder{js: js, cfg: cfg, last: cfg.Out.LastSeq()}
 	if err := f.attach(ctx); err != nil {
@@ -366,4 +377,59 @@ func (f *forwarder) pause(ctx context.Context) {
 	case <-ctx.Done():
 	case <-t.C:
 	}
+}
+
+// forwardDirect forwards with batched direct gets from the output's last
+// line on (Config.Direct), until ctx is done or the output fails.
+func forwardDirect(ctx context.Context, js jetstream.JetStream, cfg Config) error {
+	last := cfg.Out.LastSeq()
+	var lines []Line
+	write := func() error {
+		if len(lines) == 0 {
+			return nil
+		}
+		if err := cfg.Out.Write(lines); err != nil {
+			return fmt.Errorf("failed to write audit records: %w", err)
+		}
+		last = lines[len(lines)-1].Seq
+		lines = lines[:0]
+		if cfg.Progress != nil {
+			cfg.Progress(last)
+		}
+		return nil
+	}
+	var outErr error
+	for ctx.Err() == nil {
+		before := last
+		err := jsaudit.ReadAll(ctx, js, jsaudit.ReadAllParams{FromSeq: last + 1}, func(seq uint64, body []byte) error {
+			if seq <= last {
+				return nil
+			}
+			lines = append(lines, Line{Seq: seq, Event: json.RawMessage(append([]byte(nil), body...))})
+			if len(lines) >= cfg.Batch {
+				if outErr = write(); outErr != nil {
+					return outErr
+				}
+			}
+			return nil
+		})
+		if outErr != nil {
+			return outErr
+		}
+		if err == nil {
+			if outErr = write(); outErr != nil {
+				return outErr
+			}
+		} else {
+			lines = lines[:0] // read again from the last line written
+			if ctx.Err() != nil {
+				break
+			}
+			cfg.Logger.Warn("audit forward: waiting for NATS", "err", err)
+		}
+		if last == before {
+			(&forwarder{}).pause(ctx)
+		}
+	}
+	return nil
 }
