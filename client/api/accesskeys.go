@@ -55,3 +55,17 @@ type SetAliasRequest struct {
 type AliasRequest struct {
 	Alias string `json:"alias"`
 }
+
+// AliasEntry is one alias and the key it names. There is no list
+// operation on the wire: a keyflow key carries at most one alias, so
+// clients build the list from keys.list (client.ListAliases).
+type AliasEntry struct {
+	Alias string `json:"alias"`
+	KeyID string `json:"keyId"`
+	Arn   string `json:"arn"`
+}
+
+// ListAliasesReply lists the tenant's aliases, sorted by alias.
+type ListAliasesReply struct {
+	Aliases []AliasEntry `json:"aliases"`
+}

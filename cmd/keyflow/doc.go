@@ -66,6 +66,7 @@
 //	key.go            key create|describe|list|rotate|retire-version
 //	keylifecycle.go   key state changes, deletion, compromise, rotation period
 //	keypolicy.go      key set-policy|get-policy
+//	keyalias.go       key alias create|update|delete|list
 //	grant.go          grant
 //	approval.go       approval (dual control)
 //	audit.go          audit tail; auditforward.go and auditverify.go the rest

@@ -13,7 +13,7 @@ import (
 
 // `keyflow key`: create, describe, list and rotate keys, and retire old
 // versions. Its lifecycle subcommands are in keylifecycle.go, its policy
-// subcommands in keypolicy.go.
+// subcommands in keypolicy.go, its alias subcommands in keyalias.go.
 
 func newKeyCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "key", Short: "Create, inspect and rotate keys", Args: noSubcommand, RunE: showHelp}
@@ -121,7 +121,7 @@ io.keyflow.key.rotation.failed.v1). A second rotate while one runs is refused
 		},
 	}
 	rotate.Flags().BoolVar(&rewrap, "rewrap", false, "then rewrap the key's registered data keys to the new version and print the counts")
-	cmd.AddCommand(create, describe, list, rotate, newRetireVersionCmd(g))
+	cmd.AddCommand(create, describe, list, rotate, newRetireVersionCmd(g), newKeyAliasCmd(g))
 	cmd.AddCommand(newKeyPolicyCmds(g)...)
 	cmd.AddCommand(newLifecycleCmds(g)...)
 	return cmd
