@@ -20,10 +20,10 @@ func newKeyCmd(g *globals) *cobra.Command {
 
 	var alias, desc, spec, usage, origin string
 	var life lifecycleFlags
-	create := &cobra.Command{
+	create := withRaw(&cobra.Command{
 		Use:   "create [--spec SPEC] [--usage USAGE]",
 		Short: "Create a key (AES-256 by default) and print its metadata",
-		Long: `Create a key and print its metadata.
+		Long: `Create a key and print its metadata (-o raw: only its key ID).
 
 Specs and usages (AWS KMS names):
   SYMMETRIC_DEFAULT (AES-256-GCM, default)  ENCRYPT_DECRYPT
@@ -42,10 +42,14 @@ Specs and usages (AWS KMS names):
 				if err != nil {
 					return err
 				}
+				if g.output == "raw" { // the bare key ID, for $(...)
+					_, err = fmt.Fprintln(cmd.OutOrStdout(), k.KeyID)
+					return err
+				}
 				return g.printKeys(cmd.OutOrStdout(), *k)
 			})
 		},
-	}
+	})
 	create.Flags().StringVar(&alias, "alias", "", "alias for the key (e.g. app-secrets or alias/app-secrets)")
 	create.Flags().StringVar(&desc, "description", "", "free-text description")
 	create.Flags().StringVar(&spec, "spec", "", "key spec (default SYMMETRIC_DEFAULT)")

@@ -28,9 +28,12 @@ func TestKeyAliasCLI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := st.kms.CreateKey(t.Context(), admin, kms.CreateKeyParams{})
-	if err != nil {
-		t.Fatal(err)
+	// key create -o raw prints the bare key ID (the README names a new
+	// key with $(keyflow key create -o raw)).
+	out, errs, code := st.run(t, "--creds", st.dir+"/admin.creds", "-o", "raw", "key", "create")
+	b, err := st.kms.DescribeKey(t.Context(), admin, strings.TrimSuffix(out, "\n"))
+	if code != exitOK || err != nil || b.ID+"\n" != out {
+		t.Fatalf("key create -o raw: exit %d, stdout %q, stderr %q (%v)", code, out, errs, err)
 	}
 	named, err := st.kms.CreateKey(t.Context(), admin, kms.CreateKeyParams{Alias: "taken"})
 	if err != nil {
@@ -62,7 +65,7 @@ func TestKeyAliasCLI(t *testing.T) {
 	}
 
 	// create: JSON key metadata of the key now named; the alias resolves.
-	out, errs, code := run("key", "alias", "create", "alias/orders", "--key", a.ID)
+	out, errs, code = run("key", "alias", "create", "alias/orders", "--key", a.ID)
 	var meta api.KeyMetadata
 	if code != exitOK || json.Unmarshal([]byte(out), &meta) != nil || meta.KeyID != a.ID || meta.Alias != "orders" {
 		t.Fatalf("create: exit %d, stdout %q, stderr %q", code, out, errs)
