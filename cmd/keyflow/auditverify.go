@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -78,6 +79,9 @@ digest head. --since-checkpoint FILE then also fails if the digest stream no
 longer holds that digest unchanged: the trail sealed before it was removed,
 replaced or rewritten.
 
+Progress: when stderr is a terminal, a line there counts the records
+verified so far; otherwise (scripts, logs) nothing extra is written.
+
 ` + auditorHelp,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -101,11 +105,14 @@ replaced or rewritten.
 			}
 			var r *chain.Report
 			var err error
+			var read atomic.Uint64 // records verified so far, for the progress line
+			stop := func() {}      // set once verifying starts
 			if file != "" {
 				if sinceCheckpoint != "" {
 					return usagef("--since-checkpoint checks the live trail; it does not go with --file")
 				}
-				r, err = verifyFile(cmd, file, pinned, from, to)
+				stop = showProgress(cmd, verifyProgress(&read))
+				r, err = verifyFile(cmd, file, pinned, from, to, &read)
 			} else {
 				err = g.withAuditor(ctx, creds, func(ctx context.Context, js jetstream.JetStream) (err error) {
 					keys := pinned
@@ -120,10 +127,12 @@ replaced or rewritten.
 							return err
 						}
 					}
-					r, err = sealer.Verify(ctx, js, sealer.VerifyParams{Keys: keys, From: from, To: to, Checkpoint: cp})
+					stop = showProgress(cmd, verifyProgress(&read))
+					r, err = sealer.Verify(ctx, js, sealer.VerifyParams{Keys: keys, From: from, To: to, Checkpoint: cp, Read: &read})
 					return err
 				})
 			}
+			stop()
 			if err != nil {
 				return err
 			}
@@ -362,9 +371,18 @@ func storedKeys(ctx context.Context, js jetstream.JetStream) ([]chain.PublicKey,
 	return sealer.StoredPublicKeys(ctx, store)
 }
 
+// verifyProgress is audit verify's progress line on terminals.
+func verifyProgress(read *atomic.Uint64) func(time.Duration) string {
+	return func(d time.Duration) string {
+		n := read.Load()
+		return fmt.Sprintf("verifying the audit trail: %d %s verified (%v)", n, plural(int(n), "record"), d)
+	}
+}
+
 // verifyFile checks an export offline, in two passes (digests, then
-// records), so the file may be far larger than memory.
-func verifyFile(cmd *cobra.Command, path string, pinned []chain.PublicKey, from, to uint64) (*chain.Report, error) {
+// records), so the file may be far larger than memory; read counts the
+// records verified so far.
+func verifyFile(cmd *cobra.Command, path string, pinned []chain.PublicKey, from, to uint64, read *atomic.Uint64) (*chain.Report, error) {
 	open := func() (*os.File, error) {
 		f, err := os.Open(path)
 		if err != nil {
@@ -410,6 +428,7 @@ func verifyFile(cmd *cobra.Command, path string, pinned []chain.PublicKey, from,
 	defer f.Close()
 	if err := chain.ReadExport(f, chain.ExportVisitor{Record: func(seq uint64, body []byte) error {
 		v.Add(seq, body)
+		read.Add(1)
 		return nil
 	}}); err != nil {
 		return nil, err

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -291,5 +292,35 @@ func TestParseSince(t *testing.T) {
 		if _, err := parseSince(bad, now); err == nil {
 			t.Errorf("parseSince(%q) accepted", bad)
 		}
+	}
+}
+
+// audit verify's progress: the counter the progress line reads counts
+// every record verified, the line says so, and with stderr not a terminal
+// (a buffer here, as in scripts) nothing is written to stderr at all.
+func TestAuditVerifyProgress(t *testing.T) {
+	st := newAuditStack(t)
+	out, errs, code := st.run(t, "audit", "verify")
+	var want chain.Report
+	if code != exitOK || json.Unmarshal([]byte(out), &want) != nil || !want.OK() {
+		t.Fatalf("verify: exit %d: %s%s", code, out, errs)
+	}
+	if errs != "" {
+		t.Fatalf("verify wrote to a non-terminal stderr: %q", errs)
+	}
+	keys, err := storedKeys(t.Context(), st.js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var read atomic.Uint64
+	r, err := sealer.Verify(t.Context(), st.js, sealer.VerifyParams{Keys: keys, Read: &read})
+	if err != nil || !r.OK() {
+		t.Fatalf("verify: %v %+v", err, r)
+	}
+	if n := read.Load(); n < uint64(want.Verified) || n < 120 {
+		t.Fatalf("progress counted %d records, the report verified %d", n, want.Verified)
+	}
+	if line := verifyProgress(&read)(3 * time.Second); line != fmt.Sprintf("verifying the audit trail: %d records verified (3s)", read.Load()) {
+		t.Fatalf("progress line %q", line)
 	}
 }

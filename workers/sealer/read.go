@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -71,6 +72,9 @@ type VerifyParams struct {
 	Checkpoint *chain.Digest
 	// Now is the time the MaxAge limit is measured from (default now).
 	Now time.Time
+	// Read, when set, counts the records read into the verifier so far,
+	// for a progress line read from another goroutine.
+	Read *atomic.Uint64
 }
 
 // Verify checks the audit stream against the digest stream.
@@ -145,6 +149,9 @@ func Verify(ctx context.Context, js jetstream.JetStream, p VerifyParams) (*chain
 	}
 	if err := jsaudit.ReadAll(ctx, js, jsaudit.ReadAllParams{FromSeq: from, ToSeq: p.To}, func(seq uint64, body []byte) error {
 		v.Add(seq, body)
+		if p.Read != nil {
+			p.Read.Add(1)
+		}
 		if f := streamChanged(seq, body); f != nil {
 			pre = append(pre, *f)
 		}
