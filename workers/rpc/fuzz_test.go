@@ -112,6 +112,11 @@ func TestKeyOpsComplete(t *testing.T) {
 		have[o.op] = true
 	}
 	for _, op := range keypolicy.Operations() {
+		if strings.HasPrefix(op, "kmip.") {
+			// KMIP requests are TTLV, not JSON: workers/kmip decodes them
+			// and hands kms.Authorize the targets itself.
+			continue
+		}
 		if p, _ := keypolicy.PermissionOf(op); (p.Action != "" || op == api.OpReEncrypt) && !have[op] {
 			t.Errorf("%s: authorization reads its keys, but keyOps has no request for it", op)
 		}
