@@ -6,9 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"slices"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,6 +15,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kms/types"
 
 	"github.com/keyflow/keyflow/client/api"
+	"github.com/keyflow/keyflow/internal/loadbench"
 	"github.com/keyflow/keyflow/kms"
 	"github.com/keyflow/keyflow/kms/keypolicy"
 )
@@ -147,45 +146,5 @@ func sdkFor(url, id, secret string, conns int) *awskmssdk.Client {
 // runConcurrent runs b.N calls of op from n goroutines and reports ops/s
 // and latency percentiles.
 func runConcurrent(b *testing.B, n int, op func() error) {
-	lat := make([][]time.Duration, n)
-	var next atomic.Int64
-	var failed atomic.Pointer[error]
-	var wg sync.WaitGroup
-	b.ResetTimer()
-	start := time.Now()
-	for i := range n {
-		lat[i] = make([]time.Duration, 0, b.N/n+1)
-		wg.Go(func() {
-			for next.Add(1) <= int64(b.N) {
-				t0 := time.Now()
-				err := op()
-				lat[i] = append(lat[i], time.Since(t0))
-				if err != nil {
-					failed.CompareAndSwap(nil, &err)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	b.StopTimer()
-	if err := failed.Load(); err != nil {
-		b.Fatal(*err)
-	}
-	all := slices.Concat(lat...)
-	slices.Sort(all)
-	b.ReportMetric(float64(len(all))/elapsed.Seconds(), "ops/s")
-	b.ReportMetric(ms(percentile(all, 0.50)), "p50-ms")
-	b.ReportMetric(ms(percentile(all, 0.99)), "p99-ms")
+	loadbench.Run(b, n, func(int) error { return op() }).Report(b, 1, time.Millisecond, "ms")
 }
-
-func percentile(sorted []time.Duration, q float64) time.Duration {
-	if len(sorted) == 0 {
-		return 0
-	}
-	i := int(q*float64(len(sorted))+0.5) - 1
-	return sorted[max(0, min(i, len(sorted)-1))]
-}
-
-func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

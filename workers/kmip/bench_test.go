@@ -3,13 +3,11 @@ package kmip_test
 import (
 	"context"
 	"fmt"
-	"slices"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/keyflow/keyflow/client/api"
+	"github.com/keyflow/keyflow/internal/loadbench"
 	"github.com/keyflow/keyflow/workers/kmip"
 	"github.com/keyflow/keyflow/workers/kmip/ttlv"
 )
@@ -79,44 +77,5 @@ func BenchmarkKMIPGetExportable(b *testing.B) {
 // goroutine's index) after one warm-up call each, and reports ops/s and
 // latency percentiles.
 func runConcurrent(b *testing.B, n int, op func(i int) error) {
-	for i := range n {
-		if err := op(i); err != nil {
-			b.Fatal(err)
-		}
-	}
-	lat := make([][]time.Duration, n)
-	var next atomic.Int64
-	var failed atomic.Pointer[error]
-	var wg sync.WaitGroup
-	b.ResetTimer()
-	start := time.Now()
-	for i := range n {
-		lat[i] = make([]time.Duration, 0, b.N/n+1)
-		wg.Go(func() {
-			for next.Add(1) <= int64(b.N) {
-				t0 := time.Now()
-				err := op(i)
-				lat[i] = append(lat[i], time.Since(t0))
-				if err != nil {
-					failed.CompareAndSwap(nil, &err)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	b.StopTimer()
-	if err := failed.Load(); err != nil {
-		b.Fatal(*err)
-	}
-	all := slices.Concat(lat...)
-	slices.Sort(all)
-	pct := func(q float64) float64 {
-		i := max(0, min(int(q*float64(len(all))+0.5)-1, len(all)-1))
-		return float64(all[i].Microseconds()) / 1000
-	}
-	b.ReportMetric(float64(len(all))/elapsed.Seconds(), "ops/s")
-	b.ReportMetric(pct(0.50), "p50-ms")
-	b.ReportMetric(pct(0.99), "p99-ms")
+	loadbench.Run(b, n, op).Report(b, 1, time.Millisecond, "ms")
 }

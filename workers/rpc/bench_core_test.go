@@ -5,14 +5,12 @@ import (
 	"crypto"
 	"crypto/sha256"
 	"fmt"
-	"slices"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/keyflow/keyflow/client/api"
 	"github.com/keyflow/keyflow/hsm"
+	"github.com/keyflow/keyflow/internal/loadbench"
 	"github.com/keyflow/keyflow/internal/testbed"
 )
 
@@ -22,36 +20,7 @@ func runRequesters(b *testing.B, n int, perOp int, op func() error) {
 	if err := op(); err != nil { // warm caches
 		b.Fatal(err)
 	}
-	lat := make([][]time.Duration, n)
-	var next atomic.Int64
-	var failed atomic.Pointer[error]
-	var wg sync.WaitGroup
-	b.ResetTimer()
-	start := time.Now()
-	for i := range n {
-		wg.Go(func() {
-			for next.Add(1) <= int64(b.N) {
-				t0 := time.Now()
-				err := op()
-				lat[i] = append(lat[i], time.Since(t0))
-				if err != nil {
-					failed.CompareAndSwap(nil, &err)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	b.StopTimer()
-	if err := failed.Load(); err != nil {
-		b.Fatal(*err)
-	}
-	all := slices.Concat(lat...)
-	slices.Sort(all)
-	b.ReportMetric(float64(len(all)*perOp)/elapsed.Seconds(), "ops/s")
-	b.ReportMetric(micros(percentile(all, 0.50)), "p50-µs")
-	b.ReportMetric(micros(percentile(all, 0.99)), "p99-µs")
+	loadbench.Run(b, n, func(int) error { return op() }).Report(b, perOp, time.Microsecond, "µs")
 }
 
 // BenchmarkBatchEncryptNATS encrypts batches of 100 items of 32 bytes from 8

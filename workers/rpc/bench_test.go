@@ -4,9 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"slices"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,6 +11,7 @@ import (
 	"github.com/keyflow/keyflow/client/api"
 	"github.com/keyflow/keyflow/events"
 	"github.com/keyflow/keyflow/hsm"
+	"github.com/keyflow/keyflow/internal/loadbench"
 	"github.com/keyflow/keyflow/internal/testbed"
 )
 
@@ -109,54 +107,11 @@ func benchEncrypt(b *testing.B, clients []*client.Client, keyID string) {
 			b.Fatal(err)
 		}
 	}
-	lat := make([][]time.Duration, len(clients))
-	var next atomic.Int64
-	var failed atomic.Pointer[error]
-	var wg sync.WaitGroup
-	b.ResetTimer()
-	start, cpu0 := time.Now(), processCPU()
-	for i, c := range clients {
-		lat[i] = make([]time.Duration, 0, b.N/len(clients)+1)
-		wg.Go(func() {
-			for next.Add(1) <= int64(b.N) {
-				t0 := time.Now()
-				_, err := c.Encrypt(ctx, req)
-				lat[i] = append(lat[i], time.Since(t0))
-				if err != nil {
-					failed.CompareAndSwap(nil, &err)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	elapsed, cpu := time.Since(start), processCPU()-cpu0
-	b.StopTimer()
-	if err := failed.Load(); err != nil {
-		b.Fatal(*err)
-	}
-	all := slices.Concat(lat...)
-	slices.Sort(all)
-	b.ReportMetric(float64(len(all))/elapsed.Seconds(), "ops/s")
-	b.ReportMetric(micros(percentile(all, 0.50)), "p50-µs")
-	b.ReportMetric(micros(percentile(all, 0.99)), "p99-µs")
-	if cpu > 0 {
-		// CPU per request, of the whole system in this process. On a
-		// shared machine it varies far less than ops/s does.
-		b.ReportMetric(micros(cpu)/float64(len(all)), "cpu-µs/op")
-	}
+	loadbench.Run(b, len(clients), func(i int) error {
+		_, err := clients[i].Encrypt(ctx, req)
+		return err
+	}).Report(b, 1, time.Microsecond, "µs")
 }
-
-// percentile returns the q-quantile of sorted durations (nearest rank).
-func percentile(sorted []time.Duration, q float64) time.Duration {
-	if len(sorted) == 0 {
-		return 0
-	}
-	i := int(q*float64(len(sorted))+0.5) - 1
-	return sorted[max(0, min(i, len(sorted)-1))]
-}
-
-func micros(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
 
 // BenchmarkRawHSMGCM is the baseline: the same AES-256-GCM on 32 bytes with
 // a session key reached as keyflow reaches one (generated, wrapped under the

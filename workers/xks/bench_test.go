@@ -11,9 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"slices"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,6 +20,7 @@ import (
 
 	"github.com/keyflow/keyflow/events"
 	"github.com/keyflow/keyflow/hsm"
+	"github.com/keyflow/keyflow/internal/loadbench"
 	"github.com/keyflow/keyflow/workers/xks"
 )
 
@@ -151,50 +150,5 @@ func BenchmarkXKSRawHSMGCM(b *testing.B) {
 // runConcurrent runs b.N calls of op from n goroutines and reports ops/s
 // and latency percentiles.
 func runConcurrent(b *testing.B, n int, op func() error) {
-	lat := make([][]time.Duration, n)
-	var next atomic.Int64
-	var failed atomic.Pointer[error]
-	var wg sync.WaitGroup
-	b.ResetTimer()
-	start, cpu0 := time.Now(), processCPU()
-	for i := range n {
-		lat[i] = make([]time.Duration, 0, b.N/n+1)
-		wg.Go(func() {
-			for next.Add(1) <= int64(b.N) {
-				t0 := time.Now()
-				err := op()
-				lat[i] = append(lat[i], time.Since(t0))
-				if err != nil {
-					failed.CompareAndSwap(nil, &err)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	elapsed, cpu := time.Since(start), processCPU()-cpu0
-	b.StopTimer()
-	if err := failed.Load(); err != nil {
-		b.Fatal(*err)
-	}
-	all := slices.Concat(lat...)
-	slices.Sort(all)
-	b.ReportMetric(float64(len(all))/elapsed.Seconds(), "ops/s")
-	b.ReportMetric(millis(percentile(all, 0.50)), "p50-ms")
-	b.ReportMetric(millis(percentile(all, 0.99)), "p99-ms")
-	if cpu > 0 {
-		// CPU per call of the whole process: on a shared machine it
-		// varies far less than latency does.
-		b.ReportMetric(float64(cpu/time.Microsecond)/float64(len(all)), "cpu-µs/op")
-	}
+	loadbench.Run(b, n, func(int) error { return op() }).Report(b, 1, time.Millisecond, "ms")
 }
-
-func percentile(sorted []time.Duration, q float64) time.Duration {
-	if len(sorted) == 0 {
-		return 0
-	}
-	i := int(q*float64(len(sorted))+0.5) - 1
-	return sorted[max(0, min(i, len(sorted)-1))]
-}
-
-func millis(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

@@ -1,8 +1,7 @@
 //go:build !unix
 
-package rpc_test
+package loadbench
 
 import "time"
 
-// processCPU is not measured on this platform.
 func processCPU() time.Duration { return 0 }

@@ -1,15 +1,15 @@
 //go:build unix
 
-package xks_test
+package loadbench
 
 import (
 	"syscall"
 	"time"
 )
 
-// processCPU is the CPU time (user + system) this process has used: the
-// load generator (HTTPS client and SigV4 signer), the proxy, the
-// in-process NATS server and SoftHSM together.
+// processCPU is the CPU time (user + system) this process has used: in a
+// benchmark, the load generator, the server under test, the in-process
+// NATS server and SoftHSM together.
 func processCPU() time.Duration {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
