@@ -1,4 +1,4 @@
-// Command keyflow is keyflow's single binary: `keyflow dev` runs the whole
+// Package main is the keyflow command, keyflow's single binary: `keyflow dev` runs the whole
 // stack in one process, `keyflow serve` runs a set of roles against an
 // external NATS, Temporal and HSM, and every other command is a client of a running
 // stack over NATS (through keyflow's Go client), as the principal of --creds

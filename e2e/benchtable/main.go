@@ -1,5 +1,6 @@
-// Command benchtable summarises the NATS encrypt benchmarks of
-// workers/rpc against the raw HSM baseline.
+// Package main is the benchtable command: it summarises the benchmarks of
+// go tool task bench (NATS encrypt against the raw HSM baseline, XKS, KMIP
+// and the AWS KMS API against local-kms) as tables.
 //
 // It reads `go test -bench` output on stdin (run with -count N for several
 // samples of each benchmark) and prints, for each number of requesters, the
