@@ -276,7 +276,7 @@ func (f *forwarder) step(ctx context.Context) error {
 			return nil
 		}
 		f.cfg.Logger.Warn("audit forward: waiting for NATS", "err", err)
-		f.pause(ctx)
+		pause(ctx)
 		if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrConsumerDeleted) {
 			return f.resetOrWait(ctx)
 		}
@@ -365,12 +365,12 @@ func (f *forwarder) resetOrWait(ctx context.Context) error {
 			return nil
 		}
 		f.cfg.Logger.Warn("audit forward: waiting for NATS", "err", err)
-		f.pause(ctx)
+		pause(ctx)
 	}
 	return nil
 }
 
-func (f *forwarder) pause(ctx context.Context) {
+func pause(ctx context.Context) {
 	t := time.NewTimer(250 * time.Millisecond)
 	defer t.Stop()
 	select {
@@ -428,7 +428,7 @@ func forwardDirect(ctx context.Context, js jetstream.JetStream, cfg Config) erro
 			cfg.Logger.Warn("audit forward: waiting for NATS", "err", err)
 		}
 		if last == before {
-			(&forwarder{}).pause(ctx)
+			pause(ctx)
 		}
 	}
 	return nil
