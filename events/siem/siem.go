@@ -370,6 +370,7 @@ func (f *forwarder) resetOrWait(ctx context.Context) error {
 	return nil
 }
 
+// pause waits a moment before the next try, or until ctx is done.
 func pause(ctx context.Context) {
 	t := time.NewTimer(250 * time.Millisecond)
 	defer t.Stop()
