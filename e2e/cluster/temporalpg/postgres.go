@@ -154,11 +154,9 @@ func (p *Postgres) run(uid, gid int) error {
 			return fmt.Errorf("postgres exited at start (see %s):\n%s", logPath, tail(logPath))
 		default:
 		}
-		out, err := exec.Command(postgresBin("pg_isready"), "-h", p.Host, "-p", strconv.Itoa(p.Port), "-U", p.User, "-t", "1").CombinedOutput()
-		if err == nil {
+		if exec.Command(postgresBin("pg_isready"), "-h", p.Host, "-p", strconv.Itoa(p.Port), "-U", p.User, "-t", "1").Run() == nil {
 			return nil
 		}
-		_ = out
 		time.Sleep(100 * time.Millisecond)
 	}
 	p.kill()
@@ -215,4 +213,3 @@ func tail(path string) string {
 	}
 	return s
 }
-
