@@ -12,6 +12,11 @@ import (
 // the test runs as root, and removes it when the test ends.
 func startPostgres(t *testing.T) *temporalpg.Postgres {
 	t.Helper()
+	return startPostgresTB(t)
+}
+
+func startPostgresTB(t testing.TB) *temporalpg.Postgres {
+	t.Helper()
 	pg, err := temporalpg.StartPostgres(context.Background(), "")
 	if err != nil {
 		t.Fatal(err)

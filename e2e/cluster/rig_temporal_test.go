@@ -41,7 +41,7 @@ const (
 	rigUserPIN    = "5417-user-pin"
 )
 
-func startLifecycleRig(t *testing.T, ep temporalEndpoint) *lifecycleRig {
+func startLifecycleRig(t testing.TB, ep temporalEndpoint) *lifecycleRig {
 	t.Helper()
 	dir := t.TempDir()
 	r := &lifecycleRig{dir: dir, config: filepath.Join(dir, "keyflow.yaml"), adminCreds: filepath.Join(dir, "admin.creds")}
@@ -129,7 +129,7 @@ var (
 // that stays put between runs (named after this checkout), so that go
 // build finds it up to date and does not link it again (a minute on a
 // busy machine).
-func buildKeyflowForRig(t *testing.T) string {
+func buildKeyflowForRig(t testing.TB) string {
 	t.Helper()
 	rigBinOnce.Do(func() {
 		wd, _ := os.Getwd()
@@ -158,7 +158,7 @@ type rigProc struct {
 }
 
 // serve runs `keyflow serve --roles roles` and waits for its ready line.
-func (r *lifecycleRig) serve(t *testing.T, roles string) *rigProc {
+func (r *lifecycleRig) serve(t testing.TB, roles string) *rigProc {
 	t.Helper()
 	cmd := exec.Command(r.bin, "serve", "--config", r.config, "--roles", roles)
 	cmd.Env = r.env
@@ -223,7 +223,7 @@ func (p *rigProc) stop() {
 }
 
 // client dials NATS as the default tenant's admin.
-func (r *lifecycleRig) client(t *testing.T) *client.Client {
+func (r *lifecycleRig) client(t testing.TB) *client.Client {
 	t.Helper()
 	cl, err := client.Dial(context.Background(), client.Options{Server: r.natsURL, CredsFile: r.adminCreds, Timeout: 60 * time.Second})
 	if err != nil {

@@ -32,21 +32,21 @@ var (
 // written as files. It stops both when the test ends.
 func startTemporalPostgres(t *testing.T) temporalEndpoint {
 	t.Helper()
-	_, ep := startTemporalServer(t)
+	_, ep := startTemporalServer(t, temporalpg.TemporalConfig{})
 	return ep
 }
 
-// startTemporalServer is startTemporalPostgres with the server itself, for
-// tests that look at its certificates or stop it.
-func startTemporalServer(t *testing.T) (*temporalpg.Temporal, temporalEndpoint) {
+// startTemporalServer is startTemporalPostgres with a configuration, and
+// the server itself.
+func startTemporalServer(t testing.TB, cfg temporalpg.TemporalConfig) (*temporalpg.Temporal, temporalEndpoint) {
 	t.Helper()
 	ctx := context.Background()
 	temporalToolsOnce.Do(func() { temporalTools, temporalToolsErr = temporalpg.BuildTools(ctx) })
 	if temporalToolsErr != nil {
 		t.Fatal(temporalToolsErr)
 	}
-	pg := startPostgres(t)
-	ts, err := temporalpg.StartTemporal(ctx, temporalTools, temporalpg.TemporalConfig{Postgres: pg, Dir: t.TempDir()})
+	cfg.Postgres, cfg.Dir = startPostgresTB(t), t.TempDir()
+	ts, err := temporalpg.StartTemporal(ctx, temporalTools, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +57,7 @@ func startTemporalServer(t *testing.T) (*temporalpg.Temporal, temporalEndpoint) 
 
 // temporalClient dials the endpoint through deploy/config's temporal
 // settings and deploy/roles, as `keyflow serve` does.
-func temporalClient(t *testing.T, c config.Temporal) (tclient.Client, error) {
+func temporalClient(t testing.TB, c config.Temporal) (tclient.Client, error) {
 	t.Helper()
 	opts, err := roles.TemporalOptions(c)
 	if err != nil {

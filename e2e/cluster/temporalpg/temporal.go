@@ -42,7 +42,25 @@ type TemporalConfig struct {
 	// Shards is the history shard count, fixed for the life of a
 	// cluster (default 4; production clusters use 512 or more).
 	Shards int
+	// DevTuning applies the dev stack's latency tuning (DevTuning) as
+	// dynamic configuration, to measure what it is worth; off, the
+	// server runs Temporal's defaults.
+	DevTuning bool
 }
+
+// DevTuning is the embedded dev server's tuning (deploy/devstack,
+// temporalDynamicConfig) as a dynamic configuration file: eager workflow
+// start and activities, the transfer queue polled up to 1000 times a
+// second, and 1 s long polls for workflow results.
+const DevTuning = `system.enableActivityEagerExecution:
+  - value: true
+system.enableEagerWorkflowStart:
+  - value: true
+history.transferProcessorMaxPollRPS:
+  - value: 1000
+history.longPollExpirationInterval:
+  - value: 1s
+`
 
 // Temporal is a running Temporal server process.
 type Temporal struct {
@@ -208,6 +226,12 @@ func runServer(ctx context.Context, bin string, cfg TemporalConfig, certs Certs)
 	var b strings.Builder
 	if err := serverConfig.Execute(&b, v); err != nil {
 		return nil, err
+	}
+	if cfg.DevTuning {
+		v["DynamicConfig"] = filepath.Join(cfg.Dir, "dynamicconfig.yaml")
+		if err := os.WriteFile(v["DynamicConfig"].(string), []byte(DevTuning), 0o600); err != nil {
+			return nil, err
+		}
 	}
 	cfgFile := filepath.Join(cfg.Dir, "temporal.yaml")
 	if err := os.WriteFile(cfgFile, []byte(b.String()), 0o600); err != nil {
@@ -464,4 +488,9 @@ namespaceDefaults:
     visibility: {state: disabled}
 publicClient:
   hostPort: "{{.Frontend}}"
+{{- with .DynamicConfig}}
+dynamicConfigClient:
+  filepath: "{{.}}"
+  pollInterval: 10s
+{{- end}}
 `))
