@@ -21,7 +21,9 @@ import (
 // public Go client (client, client/api) stands beside them: it imports only
 // its own subtree and external modules, and services share its wire types
 // (client/api) but never the client itself. internal/testbed is for tests
-// only: no product package may depend on it.
+// only: no product package may depend on it. e2e/cluster/temporalpg runs
+// Temporal's own server and SQL tool as processes: it links neither the
+// Temporal server nor the project.
 func TestDependencyDirection(t *testing.T) {
 	const mod = "github.com/keyflow/keyflow"
 	rules := []struct {
@@ -43,6 +45,7 @@ func TestDependencyDirection(t *testing.T) {
 		{pkg: mod + "/workflows/...", forbidden: []string{"github.com/nats-io/", mod + "/workers", mod + "/deploy", mod + "/client", mod + "/internal"}},
 		{pkg: mod + "/deploy/...", forbidden: []string{mod + "/client", mod + "/internal"}, except: []string{mod + "/client/api"}},
 		{pkg: mod + "/cmd/...", forbidden: []string{mod + "/internal"}},
+		{pkg: mod + "/e2e/cluster/temporalpg", forbidden: []string{"go.temporal.io/server"}, ownOnly: true},
 	}
 	for _, r := range rules {
 		out, err := exec.Command(depsGoTool(), "list", "-deps", "-f", "{{.ImportPath}}", r.pkg).CombinedOutput()

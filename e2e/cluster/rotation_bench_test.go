@@ -2,10 +2,14 @@ package cluster
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
+
+	enumspb "go.temporal.io/api/enums/v1"
 
 	"github.com/keyflow/keyflow/client/api"
 	"github.com/keyflow/keyflow/deploy/devstack"
@@ -39,6 +43,8 @@ func BenchmarkRotationTemporal(b *testing.B) {
 	})
 }
 
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
 // startEmbeddedTemporal runs the dev stack's Temporal on SQLite, with the
 // dev stack's generated certificates.
 func startEmbeddedTemporal(b *testing.B) temporalEndpoint {
@@ -65,6 +71,7 @@ func benchRotations(b *testing.B, ep temporalEndpoint) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	var last string
 	rotate := func() {
 		r, err := cl.RotateKey(ctx, key.KeyID)
 		if err != nil {
@@ -73,6 +80,7 @@ func benchRotations(b *testing.B, ep temporalEndpoint) {
 		if r.Running {
 			b.Fatalf("rotation still running after the admin role's wait: %+v", r)
 		}
+		last = r.WorkflowID
 	}
 	rotate() // warm-up: first workflow on the task queue, HSM sessions
 	lat := make([]time.Duration, 0, b.N)
@@ -84,7 +92,31 @@ func benchRotations(b *testing.B, ep temporalEndpoint) {
 	}
 	b.StopTimer()
 	slices.Sort(lat)
-	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 	b.ReportMetric(ms(lat[len(lat)/2]), "p50-ms")
 	b.ReportMetric(ms(lat[(len(lat)*99)/100]), "p99-ms")
+	logHistory(b, ep, last)
+}
+
+// logHistory logs where the last rotation's time went: each history
+// event's type and the milliseconds since the one before.
+func logHistory(b *testing.B, ep temporalEndpoint, wid string) {
+	tc, err := temporalClient(b, endpointConfig(ep))
+	if err != nil {
+		b.Fatal(err)
+	}
+	it := tc.GetWorkflowHistory(context.Background(), wid, "", false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+	var steps []string
+	var prev time.Time
+	for it.HasNext() {
+		ev, err := it.Next()
+		if err != nil {
+			b.Fatal(err)
+		}
+		at := ev.GetEventTime().AsTime()
+		if !prev.IsZero() {
+			steps = append(steps, fmt.Sprintf("%s +%.0fms", strings.TrimPrefix(ev.GetEventType().String(), "EVENT_TYPE_"), ms(at.Sub(prev))))
+		}
+		prev = at
+	}
+	b.Logf("last rotation's history: %s", strings.Join(steps, ", "))
 }

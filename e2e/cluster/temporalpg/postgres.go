@@ -112,9 +112,11 @@ func StartPostgres(ctx context.Context, parent string) (*Postgres, error) {
 	// (other tests run on this machine): try a few.
 	var lastErr error
 	for range 5 {
-		if p.Port, err = freePort(); err != nil {
+		ports, err := freePorts(1, 0)
+		if err != nil {
 			return nil, err
 		}
+		p.Port = ports[0]
 		if lastErr = p.run(uid, gid); lastErr == nil {
 			ok = true
 			return p, nil
@@ -187,16 +189,6 @@ func (p *Postgres) kill() {
 		<-p.exited
 		p.cmd = nil
 	}
-}
-
-// freePort asks the kernel for a free loopback port.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // tail is the end of a log file, for error messages.

@@ -205,13 +205,13 @@ func StartTemporal(ctx context.Context, tools Tools, cfg TemporalConfig) (_ *Tem
 }
 
 func runServer(ctx context.Context, bin string, cfg TemporalConfig, certs Certs) (*Temporal, error) {
-	ports, err := freePorts(8)
+	ports, err := freePorts(8, 0)
 	if err != nil {
 		return nil, err
 	}
 	// Membership ports are stored as PostgreSQL smallints (cluster_membership
 	// .rpc_port): they must be below 32768, under Linux's ephemeral range.
-	low, err := freeLowPorts(4)
+	low, err := freePorts(4, 32768)
 	if err != nil {
 		return nil, err
 	}
@@ -356,29 +356,10 @@ func (t *Temporal) Stop() {
 	}
 }
 
-// freePorts holds n listeners open until all are chosen, so no port is
-// handed out twice.
-func freePorts(n int) ([]int, error) {
-	var ports []int
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			_ = l.Close()
-		}
-	}()
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
-}
-
-// freeLowPorts finds n free loopback ports below 32768, at random.
-func freeLowPorts(n int) ([]int, error) {
+// freePorts finds n free loopback ports, holding each open until all are
+// chosen so that none is handed out twice: the kernel's choice, or with
+// below > 0, random ones under it.
+func freePorts(n, below int) ([]int, error) {
 	var ports []int
 	var ls []net.Listener
 	defer func() {
@@ -388,15 +369,21 @@ func freeLowPorts(n int) ([]int, error) {
 	}()
 	for tries := 0; len(ports) < n; tries++ {
 		if tries > 1000 {
-			return nil, errors.New("no free loopback port below 32768")
+			return nil, fmt.Errorf("no free loopback port below %d", below)
 		}
-		p := 10000 + mrand.IntN(32768-10000)
+		p := 0
+		if below > 0 {
+			p = 10000 + mrand.IntN(below-10000)
+		}
 		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
 		if err != nil {
-			continue
+			if below > 0 {
+				continue
+			}
+			return nil, err
 		}
 		ls = append(ls, l)
-		ports = append(ports, p)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
 	return ports, nil
 }
