@@ -205,6 +205,21 @@ func (r *lifecycleRig) serve(t testing.TB, roles string) *rigProc {
 	return p
 }
 
+// serveFails runs `keyflow serve --roles roles`, which must exit at
+// start, and returns what it printed.
+func (r *lifecycleRig) serveFails(t testing.TB, roles string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, r.bin, "serve", "--config", r.config, "--roles", roles)
+	cmd.Env = r.env
+	out, err := cmd.CombinedOutput()
+	if ctx.Err() != nil {
+		t.Fatalf("keyflow serve --roles %s still running after 2m:\n%s", roles, out)
+	}
+	return string(out), err
+}
+
 // kill SIGKILLs the process (no cleanup at all) and waits for it to go.
 func (p *rigProc) kill() {
 	_ = p.cmd.Process.Kill()

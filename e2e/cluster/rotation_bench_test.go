@@ -31,12 +31,10 @@ import (
 // It reports p50 and p99 (ms) of rotations after a warm-up one.
 func BenchmarkRotationTemporal(b *testing.B) {
 	b.Run("postgres", func(b *testing.B) {
-		_, ep := startTemporalServer(b, temporalpg.TemporalConfig{})
-		benchRotations(b, ep)
+		benchRotations(b, startTemporalServer(b, temporalpg.TemporalConfig{}))
 	})
 	b.Run("postgres-devtuned", func(b *testing.B) {
-		_, ep := startTemporalServer(b, temporalpg.TemporalConfig{DevTuning: true})
-		benchRotations(b, ep)
+		benchRotations(b, startTemporalServer(b, temporalpg.TemporalConfig{DevTuning: true}))
 	})
 	b.Run("sqlite", func(b *testing.B) {
 		benchRotations(b, startEmbeddedTemporal(b))

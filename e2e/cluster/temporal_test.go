@@ -1,9 +1,14 @@
+// Package cluster proves keyflow past one process on this machine with
+// real, separate processes (issue 19 §10). This part: Temporal on
+// PostgreSQL (temporalpg), reached by `keyflow serve` processes through
+// keyflow.yaml's temporal section with mutual TLS.
 package cluster
 
 import (
 	"bytes"
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -32,13 +37,11 @@ var (
 // written as files. It stops both when the test ends.
 func startTemporalPostgres(t *testing.T) temporalEndpoint {
 	t.Helper()
-	_, ep := startTemporalServer(t, temporalpg.TemporalConfig{})
-	return ep
+	return startTemporalServer(t, temporalpg.TemporalConfig{})
 }
 
-// startTemporalServer is startTemporalPostgres with a configuration, and
-// the server itself.
-func startTemporalServer(t testing.TB, cfg temporalpg.TemporalConfig) (*temporalpg.Temporal, temporalEndpoint) {
+// startTemporalServer is startTemporalPostgres with a configuration.
+func startTemporalServer(t testing.TB, cfg temporalpg.TemporalConfig) temporalEndpoint {
 	t.Helper()
 	ctx := context.Background()
 	temporalToolsOnce.Do(func() { temporalTools, temporalToolsErr = temporalpg.BuildTools(ctx) })
@@ -52,7 +55,7 @@ func startTemporalServer(t testing.TB, cfg temporalpg.TemporalConfig) (*temporal
 	}
 	t.Cleanup(ts.Stop)
 	c := ts.Certs
-	return ts, temporalEndpoint{Addr: ts.Addr, Namespace: ts.Namespace, CAFile: c.CAFile, CertFile: c.ClientCertFile, KeyFile: c.ClientKeyFile}
+	return temporalEndpoint{Addr: ts.Addr, Namespace: ts.Namespace, CAFile: c.CAFile, CertFile: c.ClientCertFile, KeyFile: c.ClientKeyFile}
 }
 
 // temporalClient dials the endpoint through deploy/config's temporal
@@ -135,6 +138,15 @@ func TestTemporalPostgresRequiresClientCertificate(t *testing.T) {
 			t.Error("plaintext: the frontend answered")
 		}
 	}
+
+	// A lifecycle process given another CA's client certificate stops at
+	// start and says why.
+	rig := startLifecycleRig(t, temporalEndpoint{Addr: ep.Addr, Namespace: ep.Namespace, CAFile: ep.CAFile, CertFile: other.ClientCertFile, KeyFile: other.ClientKeyFile})
+	out, err := rig.serveFails(t, "lifecycle")
+	if err == nil || !strings.Contains(out, "failed to connect to Temporal at "+ep.Addr) {
+		t.Fatalf("keyflow serve --roles lifecycle with another CA's certificate: %v\n%s", err, out)
+	}
+	t.Logf("keyflow serve refused at start: %s", strings.TrimSpace(out))
 }
 
 // A lifecycle worker (`keyflow serve --roles lifecycle`) reaches the
