@@ -101,6 +101,9 @@ func (s *Server) updateKeyDescription(ctx context.Context, c kms.Caller, body []
 // caller's tenant: a bare name, or an IAM user or role ARN
 // (arn:aws:iam::ACCOUNT:user/NAME, :role/NAME) of the tenant's account.
 func principalName(tenant, p string) (string, error) {
+	if strings.HasSuffix(p, ".amazonaws.com") {
+		return "", clientError("ValidationException", "AWS service principals (%s) have no keyflow identity; name a keyflow principal", truncate(p, 64))
+	}
 	if !strings.HasPrefix(p, "arn:") {
 		return p, nil
 	}

@@ -134,6 +134,8 @@ func TestSDKCreateGrant(t *testing.T) {
 	// Another account's ARN, and an unknown operation, are refused.
 	_, err = admin.CreateGrant(ctx, &awskmssdk.CreateGrantInput{KeyId: keyID, GranteePrincipal: aws.String("arn:aws:iam::111122223333:role/app"), Operations: []types.GrantOperation{types.GrantOperationDecrypt}})
 	wantCode(t, err, "ValidationException")
+	_, err = admin.CreateGrant(ctx, &awskmssdk.CreateGrantInput{KeyId: keyID, GranteePrincipal: aws.String("s3.amazonaws.com"), Operations: []types.GrantOperation{types.GrantOperationDecrypt}})
+	wantCode(t, err, "ValidationException")
 	_, err = admin.CreateGrant(ctx, &awskmssdk.CreateGrantInput{KeyId: keyID, GranteePrincipal: aws.String("app"), Operations: []types.GrantOperation{"Dance"}})
 	wantCode(t, err, "ValidationException")
 
