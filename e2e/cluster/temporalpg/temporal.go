@@ -223,15 +223,15 @@ func runServer(ctx context.Context, bin string, cfg TemporalConfig, certs Certs)
 		"Shards": cfg.Shards, "PGHost": pg.Host, "PGPort": pg.Port, "PGUser": pg.User, "PGPassword": pg.Password,
 		"Certs": certs, "Ports": ports, "Frontend": net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0])),
 	}
-	var b strings.Builder
-	if err := serverConfig.Execute(&b, v); err != nil {
-		return nil, err
-	}
 	if cfg.DevTuning {
 		v["DynamicConfig"] = filepath.Join(cfg.Dir, "dynamicconfig.yaml")
 		if err := os.WriteFile(v["DynamicConfig"].(string), []byte(DevTuning), 0o600); err != nil {
 			return nil, err
 		}
+	}
+	var b strings.Builder
+	if err := serverConfig.Execute(&b, v); err != nil {
+		return nil, err
 	}
 	cfgFile := filepath.Join(cfg.Dir, "temporal.yaml")
 	if err := os.WriteFile(cfgFile, []byte(b.String()), 0o600); err != nil {
