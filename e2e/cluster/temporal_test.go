@@ -7,6 +7,7 @@ package cluster
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"strings"
 	"sync"
@@ -284,6 +285,23 @@ func TestLifecycleWorkerKilledMidRotation(t *testing.T) {
 	}
 	if len(d.Versions) != rotations+1 || d.PrimaryVersion != uint32(rotations+1) {
 		t.Fatalf("%d rotations left %d versions, primary %d; want exactly one new version each", rotations, len(d.Versions), d.PrimaryVersion)
+	}
+	// And the trail: one rotation.started and one key.rotated each, the
+	// activities retried after the kill deduplicated.
+	counts := map[string]int{}
+	tail, err := cl.AuditTail(ctx, api.AuditTailRequest{KeyID: key.KeyID, Type: "io.keyflow.key.*", Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range tail.Events {
+		var ev struct{ Type, Outcome string }
+		if err := json.Unmarshal(e.Event, &ev); err != nil {
+			t.Fatal(err)
+		}
+		counts[ev.Type+"/"+ev.Outcome]++
+	}
+	if counts["io.keyflow.key.rotation.started.v1/success"] != rotations || counts["io.keyflow.key.rotated.v1/success"] != rotations {
+		t.Fatalf("%d rotations, audit records %v; want one rotation.started and one key.rotated each", rotations, counts)
 	}
 }
 
