@@ -37,6 +37,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
@@ -81,6 +82,12 @@ type Identity struct {
 	policies   map[string]keypolicy.RolePolicy
 	platform   string
 	push       ClaimsPublisher
+
+	// issued.go: the identity file as last read or written here, and
+	// when another process's changes were last looked for.
+	fileMod  time.Time
+	fileSize int64
+	checked  time.Time
 }
 
 type identityFile struct {
@@ -147,6 +154,7 @@ func Load(path string) (*Identity, error) {
 	if err := id.publishAll(); err != nil {
 		return nil, err
 	}
+	id.noteFile()
 	return id, nil
 }
 
@@ -182,6 +190,7 @@ func (id *Identity) save() error {
 	if err := os.Rename(tmp, id.path); err != nil {
 		return fmt.Errorf("failed to write identity: %w", err)
 	}
+	id.noteFile()
 	return nil
 }
 
@@ -289,6 +298,11 @@ func (id *Identity) TenantOf(account string) (string, error) {
 	id.mu.RLock()
 	name, ok := id.byAccount[account]
 	id.mu.RUnlock()
+	if !ok && id.refresh() { // a tenant another process created
+		id.mu.RLock()
+		name, ok = id.byAccount[account]
+		id.mu.RUnlock()
+	}
 	if !ok {
 		return "", ErrUnknownTenant
 	}

@@ -18,7 +18,6 @@ import (
 
 	"github.com/keyflow/keyflow/client"
 	"github.com/keyflow/keyflow/client/api"
-	"github.com/keyflow/keyflow/deploy/natsserver"
 	"github.com/keyflow/keyflow/events"
 	"github.com/keyflow/keyflow/internal/testbed"
 	"github.com/keyflow/keyflow/kms"
@@ -121,7 +120,7 @@ func rawConn(t *testing.T, b *testbed.Bed, tenant, principal, connName string) *
 	if err != nil {
 		t.Fatal(err)
 	}
-	nc, err := natsserver.Connect(b.NATS, creds, connName)
+	nc, err := connectSigned(b.NATS, creds, connName)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -479,7 +478,7 @@ func TestTenantIsolation(t *testing.T) {
 			m.Header.Set(natsauth.RequestInfoHeader, string(forged))
 			reqID := uuid.NewString()
 			m.Header.Set(api.HeaderRequestID, reqID)
-			r, err := nc.RequestMsg(m, 5*time.Second)
+			r, err := signedRequest(nc, m, 5*time.Second)
 			if err != nil {
 				t.Fatal(err)
 			}
