@@ -433,7 +433,7 @@ func (v *Verifier) check(seq uint64, body []byte) {
 	tag := w.d.idTag(uint64(i))
 	if first, ok := v.ids[tag]; ok {
 		if id := ParseFields(body).ID; id != "" {
-			v.add(Finding{Seq: seq, Kind: KindReplayed, Detail: fmt.Sprintf("record %s, stored at seq %d, is stored again at seq %d: a genuine record re-published after the stream's duplicate window (a replay), or a step retried that late", id, first, seq)})
+			v.add(Finding{Seq: seq, Kind: KindReplayed, Detail: fmt.Sprintf("record %s, stored at seq %d, is stored again at seq %d: a genuine record re-published after the stream's duplicate window or under another Nats-Msg-Id (a replay), or a step retried that late", id, first, seq)})
 		}
 	} else {
 		v.ids[tag] = seq

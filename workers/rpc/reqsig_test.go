@@ -169,8 +169,42 @@ func TestFullAccountCredentialCannotActAsTenant(t *testing.T) {
 		t.Fatalf("app after the attacks: %v", err)
 	}
 
+	// The same credential re-publishes a genuine record, MAC and all.
+	// Within the duplicate window, under its own Nats-Msg-Id, JetStream
+	// drops it; under another one (or after two minutes) it is stored.
+	st, err := b.JS.Stream(ctx, jsaudit.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	orig, err := st.GetMsg(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fullJS, err := jetstreamOf(full)
+	if err != nil {
+		t.Fatal(err)
+	}
+	replay := func(msgID string) *jetstream.PubAck {
+		m := nats.NewMsg(orig.Subject)
+		m.Data = orig.Data
+		for _, h := range []string{events.HeaderRecordMAC, "Content-Type"} {
+			m.Header.Set(h, orig.Header.Get(h))
+		}
+		m.Header.Set(jetstream.MsgIDHeader, msgID)
+		ack, err := fullJS.PublishMsg(ctx, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ack
+	}
+	if ack := replay(orig.Header.Get(jetstream.MsgIDHeader)); !ack.Duplicate {
+		t.Errorf("a replay under the record's own Nats-Msg-Id was stored (seq %d)", ack.Sequence)
+	}
+	replayedAt := replay(uuid.NewString()).Sequence
+
 	// audit verify: the attempts under identities keyflow never issued
-	// are findings; the unsigned ones are listed.
+	// are findings, and so is the replayed record; the unsigned ones are
+	// listed.
 	last := lastAuditSeq(t, b)
 	checkForSeal(t, seal, last)
 	keys, err := sealer.StoredPublicKeys(ctx, b.Store)
@@ -181,14 +215,20 @@ func TestFullAccountCredentialCannotActAsTenant(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var forged int
+	var forged, replayed int
 	for _, f := range rep.Findings {
-		if f.Kind != chain.KindForgedRequest {
-			t.Errorf("unexpected finding %v", f)
-			continue
-		}
-		forged++
 		t.Logf("verify: %v", f)
+		switch {
+		case f.Kind == chain.KindForgedRequest:
+			forged++
+		case f.Kind == chain.KindReplayed && f.Seq == replayedAt && strings.Contains(f.Detail, "seq 1,"):
+			replayed++
+		default:
+			t.Errorf("unexpected finding %v", f)
+		}
+	}
+	if replayed != 1 {
+		t.Errorf("the record replayed at seq %d is not reported: %v", replayedAt, rep.Findings)
 	}
 	if forged != 2 {
 		t.Errorf("%d forged-request findings, want 2 (the made-up roles and key): %v", forged, rep.Findings)
