@@ -108,11 +108,11 @@ func (s *Server) checkSignature(hdr func(string) string, subject string, body []
 		return signatureError(err)
 	}
 	now := v.now()
-	at, err := api.VerifyRequestSignature(key, r, hdr(api.HeaderSignature), now)
+	_, err = api.VerifyRequestSignature(key, r, hdr(api.HeaderSignature), now)
 	if err != nil {
 		return signatureError(err)
 	}
-	if !v.nonces.add(ri.User+"\x00"+r.Nonce, at, now) {
+	if !v.nonces.add(ri.User+"\x00"+r.Nonce, now) {
 		return signatureError(errReplayed)
 	}
 	return nil
@@ -139,7 +139,7 @@ func (n *nonceSet) init(span time.Duration) {
 }
 
 // add records a nonce; false if it was seen already.
-func (n *nonceSet) add(nonce string, _ time.Time, now time.Time) bool {
+func (n *nonceSet) add(nonce string, now time.Time) bool {
 	h := maphash.String(n.seed, nonce)
 	n.mu.Lock()
 	defer n.mu.Unlock()
