@@ -14,6 +14,10 @@
 // identity from that header only ([CallerFromHeader]); a tenant or principal
 // named in a request body is never trusted. A tenant cannot even address
 // another tenant's subjects: it has no import for them ("no responders").
+// Inside the KF account nothing stamps that header, so the worker also
+// checks that the user it names is one keyflow issued to that principal
+// with those roles ([Identity.IssuedUser]) and that the request is signed
+// by that user's key (workers/rpc, client/api).
 //
 // Each principal receives only its own replies: its JWT allows it to
 // subscribe to its own inbox prefix (InboxPrefix) and nothing else, and

@@ -3,7 +3,8 @@
 // groups, so any number of workers share the load.
 //
 // Each handler is thin. It establishes the caller from the server-stamped
-// Nats-Request-Info header (never from the body), decodes the request
+// Nats-Request-Info header (never from the body), proven by the request's
+// signature with that user's own key (reqsig.go), decodes the request
 // strictly, calls the domain (package kms), and replies. micro runs one
 // handler at a time per endpoint, so requests are handed to a bounded pool
 // of goroutines through per-tenant queues served in turn, each bounded
