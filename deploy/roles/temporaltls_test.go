@@ -175,16 +175,5 @@ temporal:
   pin_file: %s
 `, c.natsURL, filepath.Join(c.dir, "worker.creds"), filepath.Join(c.dir, "identity.json"),
 		c.temporal, c.ns, temporalExtra, tokenLabel, filepath.Join(c.dir, "pin"))
-	path := filepath.Join(c.dir, "keyflow-tls.yaml")
-	if err := os.WriteFile(path, []byte(y), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cfg.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return cfg
+	return loadConfig(t, filepath.Join(c.dir, "keyflow-tls.yaml"), y)
 }
