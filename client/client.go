@@ -11,6 +11,10 @@
 // creds name; Dial reads it from CredsFile. An application that brings its
 // own connection (Options.Conn) connects with InboxOption(creds).
 //
+// Every request is signed with the principal's own user key, the seed in
+// its creds (api.RequestSigner): keyflow refuses unsigned requests. Dial
+// reads the seed from CredsFile; with Options.Conn, pass Options.Creds.
+//
 // The examples show envelope encryption with a data key
 // (Client.GenerateDataKey), signing and verifying (Client.Sign) and handling
 // refusals by code (Error). They run against a real stack (SoftHSM,
