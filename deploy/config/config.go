@@ -137,6 +137,9 @@ type XKS struct {
 // Ops is the operations endpoint: /healthz, /readyz and /metrics.
 type Ops struct {
 	Listen string `yaml:"listen"`
+	// SealerMaxLag is the most audit records left unsealed while the
+	// sealer role reports ready (0: deploy/roles' default, 100000).
+	SealerMaxLag int64 `yaml:"sealer_max_lag"`
 }
 
 // Defaults.
@@ -362,6 +365,9 @@ func (c *Config) Problems() []string {
 
 	if c.Audit.MaxAge < 0 || c.Audit.MaxBytes < 0 || c.Audit.MaxMsgs < 0 {
 		add("audit: max_age, max_bytes and max_msgs must not be negative")
+	}
+	if c.Ops.SealerMaxLag < 0 {
+		add("ops.sealer_max_lag: must not be negative")
 	}
 	if c.Services.Workers < 0 {
 		add("services.workers: must not be negative")

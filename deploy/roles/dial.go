@@ -247,7 +247,7 @@ func OptionsFrom(c *config.Config, rs []Role) (Options, error) {
 	o := Options{
 		Roles: rs, Workers: c.Services.Workers, AuditFailOpen: c.Audit.FailOpen,
 		AuditMaxAge: c.Audit.MaxAge, AuditMaxBytes: c.Audit.MaxBytes, AuditMaxMsgs: c.Audit.MaxMsgs,
-		SealerLease: sealer.DefaultLeaseTTL, ShareQuotas: true,
+		SealerLease: sealer.DefaultLeaseTTL, ShareQuotas: true, SealerMaxLag: uint64(max(c.Ops.SealerMaxLag, 0)),
 	}
 	if f := c.Services.CursorKeyFile; f != "" {
 		key, err := os.ReadFile(f)

@@ -34,6 +34,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -172,7 +173,15 @@ type Options struct {
 	ShareQuotas bool
 	// Gateway configures the gateway role.
 	Gateway GatewayOptions
+	// SealerMaxLag is the most audit records the sealer may leave unsealed
+	// while the sealer role reports ready (/readyz); default
+	// DefaultSealerMaxLag.
+	SealerMaxLag uint64
 }
+
+// DefaultSealerMaxLag is Options.SealerMaxLag's default: about ten
+// seconds of the single-process dev stack's encrypt rate.
+const DefaultSealerMaxLag = 100_000
 
 // GatewayOptions configures the gateway role's XKS proxy.
 type GatewayOptions struct {
@@ -217,6 +226,9 @@ type Node struct {
 	cancel  context.CancelFunc
 	closers []func()
 	members *members // with Options.ShareQuotas
+
+	sealerJS   jetstream.JetStream // the sealer's, for its lag
+	sealerRead atomic.Uint64       // records the sealer read (sealer.Config.Read)
 }
 
 // QuotaShares is how many processes share the tenants' quotas (1 without
@@ -293,7 +305,7 @@ func Start(ctx context.Context, in Infra, o Options) (n *Node, err error) {
 		}
 	}
 	if n.Has(Lifecycle) {
-		w := worker.New(in.Temporal, workflows.TaskQueue, worker.Options{})
+		w := worker.New(in.Temporal, workflows.TaskQueue, worker.Options{Interceptors: in.Metrics.WorkerInterceptors()})
 		workflows.Register(w, &workflows.Activities{KMS: n.KMS, Temporal: in.Temporal})
 		if err = w.Start(); err != nil {
 			return n, fmt.Errorf("failed to start the lifecycle worker: %w", err)
@@ -314,6 +326,9 @@ func Start(ctx context.Context, in Infra, o Options) (n *Node, err error) {
 		if err = n.startGateway(ctx); err != nil {
 			return n, err
 		}
+	}
+	if in.Metrics != nil {
+		in.Metrics.watch(n, n.sealerJS, &n.sealerRead)
 	}
 	return n, nil
 }
@@ -408,7 +423,8 @@ func (n *Node) startSealer(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("failed to open JetStream: %w", err)
 	}
-	cfg := sealer.Config{JS: js, KMS: n.KMS, Logger: n.infra.Logger}
+	n.sealerJS = js
+	cfg := sealer.Config{JS: js, KMS: n.KMS, Logger: n.infra.Logger, Read: &n.sealerRead}
 	if ttl := n.opts.SealerLease; ttl > 0 {
 		host, _ := os.Hostname()
 		s, err := sealer.StartStandby(ctx, cfg, fmt.Sprintf("%s/%d", host, os.Getpid()), ttl)
