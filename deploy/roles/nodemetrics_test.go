@@ -3,14 +3,12 @@ package roles_test
 import (
 	"context"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/keyflow/keyflow/client"
 	"github.com/keyflow/keyflow/client/api"
 	"github.com/keyflow/keyflow/deploy/roles"
 )
@@ -56,11 +54,7 @@ func TestPerRoleMetricsMoveWithWork(t *testing.T) {
 	dh := roles.OpsHandler(data.Checks(), data.Metrics())
 
 	ctx := context.Background()
-	cl, err := client.Dial(ctx, client.Options{Server: c.natsURL, CredsFile: filepath.Join(c.dir, "admin.creds"), Timeout: 30 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	cl := c.adminClient(t)
 	key, err := cl.CreateKey(ctx, api.CreateKeyRequest{})
 	if err != nil {
 		t.Fatal(err)

@@ -179,6 +179,18 @@ func serve(t testing.TB, cfg *config.Config, list string) *roles.Node {
 	return n
 }
 
+// adminClient dials the cluster as the default tenant's admin (closed
+// when the test ends).
+func (c *cluster) adminClient(t testing.TB) *client.Client {
+	t.Helper()
+	cl, err := client.Dial(context.Background(), client.Options{Server: c.natsURL, CredsFile: filepath.Join(c.dir, "admin.creds"), Timeout: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	return cl
+}
+
 func bootstrap(t testing.TB, cfg *config.Config) []string {
 	t.Helper()
 	ctx := context.Background()

@@ -2,7 +2,6 @@ package roles_test
 
 import (
 	"context"
-	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
@@ -60,11 +59,7 @@ func BenchmarkEncryptTracing(b *testing.B) {
 			keyID = k.ID
 		}
 		if cl == nil {
-			var err error
-			if cl, err = client.Dial(context.Background(), client.Options{Server: c.natsURL, CredsFile: filepath.Join(c.dir, "admin.creds")}); err != nil {
-				pb.Fatal(err)
-			}
-			pb.Cleanup(cl.Close)
+			cl = c.adminClient(pb)
 		}
 	}
 	b.Cleanup(func() { _ = tracing.Stop(context.Background()) })

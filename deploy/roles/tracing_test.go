@@ -3,7 +3,6 @@ package roles_test
 import (
 	"context"
 	"errors"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -73,11 +72,7 @@ func TestOneTraceFromClientThroughWorkerToHSM(t *testing.T) {
 	serve(t, cfg, "crypto")
 
 	ctx := context.Background()
-	cl, err := client.Dial(ctx, client.Options{Server: c.natsURL, CredsFile: filepath.Join(c.dir, "admin.creds"), Timeout: 30 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	cl := c.adminClient(t)
 	key, err := cl.CreateKey(ctx, api.CreateKeyRequest{})
 	if err != nil {
 		t.Fatal(err)
