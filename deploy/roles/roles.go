@@ -20,6 +20,13 @@
 // each role its own credentials. Every role but remediation needs the HSM;
 // admin, lifecycle and remediation need Temporal.
 //
+// Operations: [OpsHandler] serves /healthz, /readyz (the [Node.Checks] of
+// its roles) and /metrics ([Metrics]: request, HSM and audit series fed by
+// hooks, and what the node's parts know read at scrape time, in
+// nodemetrics.go); [StartTracing] installs OpenTelemetry for the process
+// (tracing.go), and Dial then wires the HSM spans and the Temporal SDK's
+// tracing interceptor. docs/observability.md lists every name.
+//
 // Rules: a role set never starts half-way (an error stops what started);
 // the [Node] shuts down in reverse order of start, so the sealer seals
 // what is pending before the audit connections close.
