@@ -103,6 +103,19 @@ func TestPerRoleMetricsMoveWithWork(t *testing.T) {
 	if hits < 200 || sample(t, body, `keyflow_handle_cache_entries`) < 1 {
 		t.Errorf("240 encrypts with one key version: %v cache hits, %v entries", hits, sample(t, body, `keyflow_handle_cache_entries`))
 	}
+	// A tampered ciphertext fails in the HSM (the GCM tag), counted there.
+	enc, err := cl.Encrypt(ctx, api.EncryptRequest{KeyID: key.KeyID, Plaintext: []byte("tamper me")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc.CiphertextBlob[len(enc.CiphertextBlob)-1] ^= 1
+	if _, err := cl.Decrypt(ctx, api.DecryptRequest{CiphertextBlob: enc.CiphertextBlob}); err == nil {
+		t.Fatal("a tampered ciphertext decrypted")
+	}
+	_, body = get(t, dh, "/metrics")
+	if d := sample(t, body, `keyflow_hsm_errors_total{operation="decrypt"}`) - sample(t, before, `keyflow_hsm_errors_total{operation="decrypt"}`); d != 1 {
+		t.Errorf("HSM decrypt errors moved by %v after one tampered ciphertext", d)
+	}
 	if strings.Contains(body, "keyflow_audit_sealer") || strings.Contains(body, "keyflow_workflows_running") {
 		t.Errorf("the crypto node reports the sealer's or the lifecycle's series:\n%s", grepKeyflow(body))
 	}
