@@ -2,6 +2,7 @@ package roles_test
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"strings"
 	"sync"
@@ -9,8 +10,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/keyflow/keyflow/client"
 	"github.com/keyflow/keyflow/client/api"
 	"github.com/keyflow/keyflow/deploy/roles"
+	"github.com/keyflow/keyflow/events/jsaudit"
+	"github.com/keyflow/keyflow/kms"
 )
 
 // eventually scrapes h until cond holds on the body, or fails after 20 s.
@@ -167,5 +173,44 @@ func TestPerRoleMetricsMoveWithWork(t *testing.T) {
 	code, checks = readiness(t, roles.OpsHandler(strict.Checks(), strict.Metrics()))
 	if code != http.StatusServiceUnavailable || !strings.Contains(checks["sealer_lag"], "unsealed") {
 		t.Fatalf("readyz with sealer_max_lag 1 = %d %v", code, checks)
+	}
+}
+
+// With the audit stream gone, an encrypt is refused (fail closed) and the
+// failed publish is counted.
+func TestAuditPublishFailuresCounted(t *testing.T) {
+	c := startNATS(t)
+	cfg := c.config(t, "")
+	bootstrap(t, cfg)
+	data := serve(t, cfg, "crypto")
+	dh := roles.OpsHandler(data.Checks(), data.Metrics())
+	ctx := context.Background()
+	k, err := data.KMS.CreateKey(ctx, kms.Caller{Tenant: "default", Principal: "admin", RequestID: "t"}, kms.CreateKeyParams{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := c.adminClient(t)
+	if _, err := cl.Encrypt(ctx, api.EncryptRequest{KeyID: k.ID, Plaintext: []byte("m")}); err != nil {
+		t.Fatal(err)
+	}
+	_, before := get(t, dh, "/metrics")
+	js, err := jetstream.New(data.Conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := js.DeleteStream(ctx, jsaudit.StreamName); err != nil {
+		t.Fatal(err)
+	}
+	_, err = cl.Encrypt(ctx, api.EncryptRequest{KeyID: k.ID, Plaintext: []byte("m")})
+	var ce *client.Error
+	if !errors.As(err, &ce) || ce.Code != "AuditUnavailableException" {
+		t.Fatalf("encrypt without the audit stream: %v", err)
+	}
+	_, body := get(t, dh, "/metrics")
+	if d := sample(t, body, "keyflow_audit_publish_failures_total") - sample(t, before, "keyflow_audit_publish_failures_total"); d < 1 {
+		t.Fatalf("audit publish failures moved by %v", d)
+	}
+	if v := sample(t, body, `keyflow_requests_total{operation="crypto.encrypt",outcome="AuditUnavailableException"}`); v != 1 {
+		t.Errorf("refused encrypts counted: %v", v)
 	}
 }
