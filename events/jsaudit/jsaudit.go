@@ -10,7 +10,9 @@
 // Every message carries Nats-Msg-Id = the event ID, so JetStream's duplicate
 // window drops a record re-published by a retried step. Emit returns only
 // after the stream acknowledged the record: callers reply to their own
-// clients only after their audit record is durable.
+// clients only after their audit record is durable. Publishing is
+// pipelined (see [Publisher]): many records are in flight on one
+// connection, and each Emit waits on its own acknowledgement.
 //
 // # Subjects
 //
@@ -248,10 +250,10 @@ type Publisher struct {
 
 // DefaultMaxInFlight bounds the records one publisher has published and
 // not yet seen acknowledged. It is above the request pool of a worker
-// (workers/rpc: 64), so a worker's requests never wait for a slot on a
-// healthy stream; an R3 stream on a 2-core machine takes 42-84k
-// asynchronous publishes/s (../DESIGN notes), far more than a worker
-// sends.
+// (workers/rpc: 64, plus the gateways' in-process requests), so a
+// worker's requests do not wait for a slot on a healthy stream, and low
+// enough that a stream which stopped acknowledging holds at most this many
+// requests before the next ones wait (and time out, failing closed).
 const DefaultMaxInFlight = 1024
 
 // AckTimeout is how long a published record's acknowledgement is awaited
