@@ -280,16 +280,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, kms.ErrInternal)
 		return
 	}
-	w.Header()["Content-Type"] = contentTypeValue
+	w.Header()["Content-Type"] = []string{contentType}
 	_, _ = w.Write(b)
 	clear(b) // it may hold plaintext
 }
 
-// Canonical header keys and values the hot path sets.
-var (
-	hdrRequestID     = http.CanonicalHeaderKey("x-amzn-RequestId")
-	contentTypeValue = []string{contentType}
-)
+// hdrRequestID is the canonical key of the request ID header.
+var hdrRequestID = http.CanonicalHeaderKey("x-amzn-RequestId")
 
 // readBody reads a request body of at most maxBody+1 bytes, in one
 // allocation when the client sent Content-Length (the SDKs do).
