@@ -232,10 +232,12 @@ func truncate(s string, n int) string {
 // slot (or its context) before it publishes, so a slow stream turns into
 // back-pressure on the requests, not into an unbounded queue.
 //
-// [Publisher.Spread] deals the records out over more connections: in
-// BenchmarkEmit at 32 goroutines, 4 connections store more records/s than
-// one, with a lower p99 (each connection has one lock, held by its flusher
-// for every write, and one reader goroutine for the acks).
+// [Publisher.Spread] deals the records out over more connections, for
+// when one connection's lock (held by its flusher for every write) or its
+// one reader goroutine (for the acks) is the bound. With synchronous
+// publishes, 4 connections stored 13-19% more records/s than one in
+// BenchmarkEmit at 32 goroutines; with the pipelined publish the paired
+// runs on the shared 2-core machine were within noise of each other.
 type Publisher struct {
 	js      jetstream.JetStream   // the stream's context (info, watch)
 	pool    []jetstream.JetStream // publishing contexts: one per connection
