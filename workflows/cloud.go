@@ -353,6 +353,12 @@ func (a *Activities) cloudSync(ctx context.Context, p CloudSyncParams, force boo
 	}
 	err = a.cloudRun(ctx, c, d, k.ID, p.Step, func(ctx context.Context) error {
 		var err error
+		if force && want == kms.PlacementEnabled && len(ref.Versions) > 0 {
+			// A provider may take only an enabled version as primary.
+			if err := conn.Enable(ctx, ref); err != nil {
+				return err
+			}
+		}
 		switch {
 		case want == kms.PlacementPendingDeletion:
 			// Nothing new goes to a key that is going away.
@@ -483,15 +489,12 @@ func (a *Activities) CloudReconcileBatch(ctx context.Context, p CloudReconcilePa
 			}
 			d, dests[pl.Destination], conns[pl.Destination] = dd, dd, conn
 		}
-		drifts, err := a.reconcileOne(ctx, c, d, conns[pl.Destination], pl)
+		drifts, repaired, err := a.reconcileOne(ctx, c, d, conns[pl.Destination], pl)
 		res.Checked++
+		res.Drifts += drifts
+		res.Repaired += repaired
 		if err != nil {
 			res.Errors++
-			continue
-		}
-		res.Drifts += drifts
-		if drifts > 0 && d.Drift == kms.DriftRepair {
-			res.Repaired += drifts
 		}
 	}
 	if start+p.BatchSize < len(all) && len(batch) > 0 {
@@ -501,14 +504,15 @@ func (a *Activities) CloudReconcileBatch(ctx context.Context, p CloudReconcilePa
 }
 
 // reconcileOne compares one placement and, when the destination says so,
-// repairs it. It returns the number of differing fields.
-func (a *Activities) reconcileOne(ctx context.Context, c kms.Caller, d *kms.CloudDestination, conn cloud.Connector, pl *kms.CloudPlacement) (int, error) {
+// repairs it. It returns the number of differing fields and of those
+// repaired.
+func (a *Activities) reconcileOne(ctx context.Context, c kms.Caller, d *kms.CloudDestination, conn cloud.Connector, pl *kms.CloudPlacement) (int, int, error) {
 	if pl.Pending != "" && pl.LastErrorCode == "" {
-		return 0, nil // a step is on its way; it converges by itself
+		return 0, 0, nil // a step is on its way; it converges by itself
 	}
 	k, err := a.KMS.GetKey(ctx, c, pl.KeyID)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	var desc *cloud.Description
 	ref := cloud.KeyRef{KeyID: pl.KeyID, Resource: pl.Resource, Versions: pl.ProviderVersions()}
@@ -517,7 +521,7 @@ func (a *Activities) reconcileOne(ctx context.Context, c kms.Caller, d *kms.Clou
 		desc, err = conn.Describe(ctx, ref)
 		return err
 	}); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	type diff struct{ field, keyflow, provider string }
 	var diffs []diff
@@ -539,10 +543,14 @@ func (a *Activities) reconcileOne(ctx context.Context, c kms.Caller, d *kms.Clou
 			repair = false
 		}
 	}
+	repaired := 0
+	if repair {
+		repaired = len(diffs)
+	}
 	for _, df := range diffs {
 		if err := a.KMS.RecordCloudDrift(ctx, c, kms.CloudDrift{KeyID: pl.KeyID, Destination: d.Name, Field: df.field, Keyflow: df.keyflow, Provider: df.provider, Repaired: repair}); err != nil {
-			return len(diffs), err
+			return len(diffs), repaired, err
 		}
 	}
-	return len(diffs), nil
+	return len(diffs), repaired, nil
 }
