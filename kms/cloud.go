@@ -65,7 +65,7 @@ const (
 var cloudSettings = map[string][]string{
 	CloudAWS:   {"region", "endpoint", "profile", "credentialsFile"},
 	CloudGCP:   {"project", "location", "keyRing", "endpoint", "credentialsFile", "protectionLevel"},
-	CloudAzure: {"vaultURL", "credentialsFile", "keyType"},
+	CloudAzure: {"vaultURL"},
 }
 
 var destNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)

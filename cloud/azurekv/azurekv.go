@@ -254,7 +254,9 @@ func (a *Connector) setEnabled(ctx context.Context, p cloud.KeyRef, on bool) err
 }
 
 // Enable implements cloud.Connector.
-func (a *Connector) Enable(ctx context.Context, p cloud.KeyRef) error { return a.setEnabled(ctx, p, true) }
+func (a *Connector) Enable(ctx context.Context, p cloud.KeyRef) error {
+	return a.setEnabled(ctx, p, true)
+}
 
 // Disable implements cloud.Connector.
 func (a *Connector) Disable(ctx context.Context, p cloud.KeyRef) error {
