@@ -49,14 +49,14 @@ func awsConnect(_ context.Context, d *kms.CloudDestination) (cloud.Connector, er
 }
 
 type cloudFixture struct {
-	t   *testing.T
+	t   testing.TB
 	b   *testbed.Bed
 	srv *localkms.Server
 	sdk *awssdk.Client
 	key *kms.Key
 }
 
-func newCloudFixture(t *testing.T, drift, endpoint string) *cloudFixture {
+func newCloudFixture(t testing.TB, drift, endpoint string) *cloudFixture {
 	ctx := context.Background()
 	f := &cloudFixture{t: t, b: testbed.New(t), srv: localkms.Start(t)}
 	if endpoint == "" {
