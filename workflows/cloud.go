@@ -39,7 +39,9 @@ import (
 	"strings"
 	"time"
 
+	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
 
@@ -553,4 +555,61 @@ func (a *Activities) reconcileOne(ctx context.Context, c kms.Caller, d *kms.Clou
 		}
 	}
 	return len(diffs), repaired, nil
+}
+
+// CloudSyncWorkflowID is the workflow ID of a key's sync to its
+// destinations: one at a time per key, so a rotation's propagation and a
+// disable's cannot interleave.
+func CloudSyncWorkflowID(tenant, keyID string) string { return "cloud-sync/" + tenant + "/" + keyID }
+
+// CloudReconcileScheduleID is the ID of a tenant's reconcile schedule.
+func CloudReconcileScheduleID(tenant string) string { return "cloud-reconcile/" + tenant }
+
+// StartCloudSync starts CloudSyncWorkflow for a key (or joins the one
+// already running) and returns its workflow ID.
+func (c *Client) StartCloudSync(ctx context.Context, p CloudSyncParams) (string, error) {
+	id := CloudSyncWorkflowID(p.Tenant, p.KeyID)
+	if p.Step == CloudStepUndistribute {
+		id += "/undistribute"
+		_, err := c.Temporal.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: id, TaskQueue: TaskQueue,
+			WorkflowIDConflictPolicy: enumspb.WORKFLOW_ID_CONFLICT_POLICY_USE_EXISTING}, CloudUndistributeWorkflow, p)
+		if err != nil {
+			return id, fmt.Errorf("failed to start the undistribution: %w", err)
+		}
+		return id, nil
+	}
+	_, err := c.Temporal.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: id, TaskQueue: TaskQueue,
+		WorkflowIDConflictPolicy: enumspb.WORKFLOW_ID_CONFLICT_POLICY_USE_EXISTING}, CloudSyncWorkflow, p)
+	if err != nil {
+		return id, fmt.Errorf("failed to start the cloud sync: %w", err)
+	}
+	return id, nil
+}
+
+// ScheduleCloudReconcile makes the tenant's reconcile run every period
+// (a Temporal Schedule, skipped while the previous run still runs); a
+// zero period deletes it. A change behind keyflow's back is found within
+// one period.
+func (c *Client) ScheduleCloudReconcile(ctx context.Context, tenant string, period time.Duration) error {
+	sc := c.Temporal.ScheduleClient()
+	id := CloudReconcileScheduleID(tenant)
+	if period <= 0 {
+		if err := sc.GetHandle(ctx, id).Delete(ctx); err != nil && !isNotFound(err) {
+			return fmt.Errorf("failed to delete the reconcile schedule: %w", err)
+		}
+		return nil
+	}
+	spec := client.ScheduleSpec{Intervals: []client.ScheduleIntervalSpec{{Every: period}}}
+	_, err := sc.Create(ctx, client.ScheduleOptions{
+		ID: id, Spec: spec, Overlap: enumspb.SCHEDULE_OVERLAP_POLICY_SKIP,
+		Action: &client.ScheduleWorkflowAction{
+			ID: "cloud-reconcile-run/" + tenant, Workflow: CloudReconcileWorkflow, TaskQueue: TaskQueue,
+			Args: []any{CloudReconcileParams{Tenant: tenant, Principal: SchedulerPrincipal, RequestID: id}},
+		},
+		Note: "keyflow cloud reconcile",
+	})
+	if err = updateSpecIfRunning(ctx, sc, id, spec, err); err != nil {
+		return fmt.Errorf("failed to set the reconcile schedule: %w", err)
+	}
+	return nil
 }

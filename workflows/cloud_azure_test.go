@@ -9,7 +9,6 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azkeys"
 	"go.temporal.io/sdk/testsuite"
-	"go.temporal.io/sdk/worker"
 
 	"github.com/keyflow/keyflow/cloud"
 	"github.com/keyflow/keyflow/cloud/azurekv"
@@ -40,15 +39,7 @@ func TestCloudDistributeToAzureFake(t *testing.T) {
 	b := testbed.New(t)
 	fake := cloudfake.StartAzure(t)
 	connect := azureConnectTo(fake)
-	env := func() *testsuite.TestWorkflowEnvironment {
-		var s testsuite.WorkflowTestSuite
-		env := s.NewTestWorkflowEnvironment()
-		env.SetWorkerOptions(worker.Options{DeadlockDetectionTimeout: time.Minute})
-		env.SetTestTimeout(2 * time.Minute)
-		workflows.Register(env, &workflows.Activities{KMS: b.KMS, CloudConnect: connect})
-		voteMinter = b.KMS
-		return env
-	}
+	env := func() *testsuite.TestWorkflowEnvironment { return cloudEnv(b, connect) }
 	k, err := b.KMS.CreateKey(ctx, alice, kms.CreateKeyParams{Exportable: true})
 	if err != nil {
 		t.Fatal(err)

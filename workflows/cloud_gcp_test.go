@@ -4,11 +4,9 @@ import (
 	"context"
 	"crypto/subtle"
 	"testing"
-	"time"
 
 	"cloud.google.com/go/kms/apiv1/kmspb"
 	"go.temporal.io/sdk/testsuite"
-	"go.temporal.io/sdk/worker"
 	"google.golang.org/api/option"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -29,14 +27,8 @@ func gcpConnect(ctx context.Context, d *kms.CloudDestination) (cloud.Connector, 
 		option.WithoutAuthentication(), option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())))
 }
 
-func gcpEnv(t *testing.T, b *testbed.Bed) *testsuite.TestWorkflowEnvironment {
-	var s testsuite.WorkflowTestSuite
-	env := s.NewTestWorkflowEnvironment()
-	env.SetWorkerOptions(worker.Options{DeadlockDetectionTimeout: time.Minute})
-	env.SetTestTimeout(2 * time.Minute)
-	workflows.Register(env, &workflows.Activities{KMS: b.KMS, CloudConnect: gcpConnect})
-	voteMinter = b.KMS
-	return env
+func gcpEnv(_ *testing.T, b *testbed.Bed) *testsuite.TestWorkflowEnvironment {
+	return cloudEnv(b, gcpConnect)
 }
 
 // sameMaterial compares what the fake unwrapped with keyflow's material

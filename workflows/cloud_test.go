@@ -74,13 +74,16 @@ func newCloudFixture(t testing.TB, drift, endpoint string) *cloudFixture {
 	return f
 }
 
-func (f *cloudFixture) env() *testsuite.TestWorkflowEnvironment {
+func (f *cloudFixture) env() *testsuite.TestWorkflowEnvironment { return cloudEnv(f.b, awsConnect) }
+
+// cloudEnv is newEnv with cloud connectors.
+func cloudEnv(b *testbed.Bed, connect workflows.CloudConnect) *testsuite.TestWorkflowEnvironment {
 	var s testsuite.WorkflowTestSuite
 	env := s.NewTestWorkflowEnvironment()
 	env.SetWorkerOptions(worker.Options{DeadlockDetectionTimeout: time.Minute})
 	env.SetTestTimeout(2 * time.Minute)
-	workflows.Register(env, &workflows.Activities{KMS: f.b.KMS, CloudConnect: awsConnect})
-	voteMinter = f.b.KMS
+	workflows.Register(env, &workflows.Activities{KMS: b.KMS, CloudConnect: connect})
+	voteMinter = b.KMS
 	return env
 }
 
