@@ -422,7 +422,7 @@ func TestEveryTypeValidates(t *testing.T) {
 			{"ValidationException", map[string]any{"action": "untag", "keyRef": id, "tagKeys": []string{}}},
 		},
 		events.TypeKeyDescriptionChanged: {{"", map[string]any{"keyRef": id, "length": 12}}},
-		events.TypeGrantListedRetirable: {{"", map[string]any{"retiringPrincipal": "svc", "count": 2}}},
+		events.TypeGrantListedRetirable:  {{"", map[string]any{"retiringPrincipal": "svc", "count": 2}}},
 		events.TypeCloudDestinationAdded: {
 			{"", map[string]any{"destination": "aws-prod", "provider": "aws", "drift": "repair"}},
 			{"ValidationException", map[string]any{"destination": "Bad", "provider": "ibm", "drift": ""}},

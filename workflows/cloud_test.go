@@ -31,6 +31,7 @@ import (
 	"github.com/keyflow/keyflow/internal/localkms"
 	"github.com/keyflow/keyflow/internal/testbed"
 	"github.com/keyflow/keyflow/kms"
+	"github.com/keyflow/keyflow/schemas"
 	"github.com/keyflow/keyflow/workflows"
 )
 
@@ -215,6 +216,16 @@ func TestCloudDistributeAndRotateToLocalKMS(t *testing.T) {
 		t.Fatalf("placements %v %+v", err, ps)
 	}
 
+	inv, err := f.b.KMS.Inventory(ctx, alice, kms.InventoryParams{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, it := range inv.Keys {
+		if it.ID == f.key.ID && (len(it.Clouds) != 1 || it.Clouds[0].Destination != "aws-local" || it.Clouds[0].Resource != alias) {
+			t.Fatalf("inventory of the distributed key: %+v", it.Clouds)
+		}
+	}
+
 	// Disable and enable propagate.
 	if _, err := f.b.KMS.SetState(ctx, alice, kms.SetStateParams{KeyRef: f.key.ID, To: kms.StateSuspended}); err != nil {
 		t.Fatal(err)
@@ -262,6 +273,25 @@ func TestCloudDistributeAndRotateToLocalKMS(t *testing.T) {
 		t.Fatalf("%d material.wrapped records, want 2 (distribute, rotate)", n)
 	}
 	f.assertNoMaterial()
+	validateEvents(t, f.b, events.TypeCloudDestinationAdded, events.TypeCloudCall, events.TypeCloudMaterialWrapped, events.TypeCloudPlacementChanged)
+}
+
+// validateEvents checks every stored record of the tenant against its
+// schema, and that each of want was among them.
+func validateEvents(t *testing.T, b *testbed.Bed, want ...string) {
+	t.Helper()
+	seen := map[string]bool{}
+	for _, e := range b.Events("alpha") {
+		if err := schemas.ValidateEvent(e.Raw); err != nil {
+			t.Errorf("%s: %v", e.Type, err)
+		}
+		seen[e.Type] = true
+	}
+	for _, typ := range want {
+		if !seen[typ] {
+			t.Errorf("no %s record", typ)
+		}
+	}
 }
 
 // assertNoMaterial scans every audit record for each version's material,
@@ -367,6 +397,7 @@ func TestCloudReconcileFindsAndRepairsDrift(t *testing.T) {
 		t.Fatalf("drift record %v", d)
 	}
 	f.crossCheck(alias, 1)
+	validateEvents(t, f.b, events.TypeCloudDrift, events.TypeCloudCall)
 }
 
 func TestCloudRotationRetriesWhileProviderIsDown(t *testing.T) {
