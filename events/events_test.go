@@ -421,14 +421,6 @@ func TestEveryTypeValidates(t *testing.T) {
 			{"", map[string]any{"campaignId": "pq-0a1b2c3d4e5f", "action": "target-created", "sourceKey": subject, "targetKey": subject, "targetKeySpec": "X_WING"}},
 			{"KMSInvalidStateException", map[string]any{"campaignId": "pq-0a1b2c3d4e5f", "action": "retired", "sourceKey": subject, "targetKey": subject, "phase": "retired"}},
 		},
-		// Samples for main's tag, description and retirable-grant records
-		// (added at the multicloud merge, where main had none).
-		events.TypeKeyTagsChanged: {
-			{"", map[string]any{"action": "tag", "keyRef": id, "tagKeys": []string{"team", "env"}}},
-			{"ValidationException", map[string]any{"action": "untag", "keyRef": id, "tagKeys": []string{}}},
-		},
-		events.TypeKeyDescriptionChanged: {{"", map[string]any{"keyRef": id, "length": 12}}},
-		events.TypeGrantListedRetirable:  {{"", map[string]any{"retiringPrincipal": "svc", "count": 2}}},
 		events.TypeCloudDestinationAdded: {
 			{"", map[string]any{"destination": "aws-prod", "provider": "aws", "drift": "repair"}},
 			{"ValidationException", map[string]any{"destination": "Bad", "provider": "ibm", "drift": ""}},
