@@ -125,6 +125,12 @@ type Key struct {
 	// protocol that has them (KMIP Name and custom attributes); see
 	// export.go. They never hold material.
 	Attributes []Attribute `json:"attributes,omitempty"`
+	// MultiRegion keys live in several keyflow deployments with the same
+	// ID and material (replica.go): PrimaryRegion rotates and changes
+	// them, Replicas receive every version.
+	MultiRegion   bool      `json:"multiRegion,omitempty"`
+	PrimaryRegion string    `json:"primaryRegion,omitempty"`
+	Replicas      []Replica `json:"replicas,omitempty"`
 }
 
 // Version is one generation of a key's material.

@@ -65,6 +65,7 @@ type Service struct {
 	destroyers   []MaterialDestroyer // see RegisterDestroyer
 	akMu         sync.Mutex
 	akWatchers   []AccessKeyWatcher // gateways' secret caches (accesskeys.go)
+	region       string             // this deployment's region (replica.go)
 }
 
 // DroppedAuditRecords is the number of audit records this service could
@@ -258,6 +259,9 @@ type CreateKeyParams struct {
 	Exportable bool
 	// Attributes are stored with the key (KMIP names, custom attributes).
 	Attributes []Attribute
+	// MultiRegion makes a multi-region primary key in this region
+	// (replica.go).
+	MultiRegion bool
 	// material, when set, is the key material to store instead of
 	// generating it (RegisterKey, export.go).
 	material []byte
@@ -276,6 +280,9 @@ func (s *Service) CreateKey(ctx context.Context, c Caller, p CreateKeyParams) (k
 			data["origin"] = string(OriginExternal)
 		}
 		exportAudit(data, p)
+		if p.MultiRegion {
+			data["multiRegion"] = true
+		}
 		if k != nil {
 			data["keyId"] = k.ID
 			data["version"] = k.PrimaryVersion
@@ -348,6 +355,9 @@ func (s *Service) CreateKey(ctx context.Context, c Caller, p CreateKeyParams) (k
 	if err := checkExportable(p, info, external); err != nil {
 		return nil, err
 	}
+	if err := s.checkMultiRegionCreate(p, external); err != nil {
+		return nil, err
+	}
 	switch {
 	case p.Exportable || p.material != nil:
 		if err := s.newExportableMaterial(ctx, c.Tenant, id, 1, info, p.material, p.Exportable); err != nil {
@@ -365,6 +375,9 @@ func (s *Service) CreateKey(ctx context.Context, c Caller, p CreateKeyParams) (k
 		Versions:       []Version{{Number: 1, State: StateActive, Algorithm: info.alg, CreatedAt: now}},
 	}
 	k.Exportable, k.Attributes = p.Exportable, p.Attributes
+	if p.MultiRegion {
+		k.MultiRegion, k.PrimaryRegion = true, s.region
+	}
 	initialLifecycle(k, p, now)
 	if external {
 		markPendingImport(k)
