@@ -32,6 +32,14 @@ type Activities struct {
 	// Temporal manages rotation schedules (lifecycle.go); nil on workers
 	// that run no destruction.
 	Temporal client.Client
+	// Replicas reaches the other regions of multi-region keys
+	// (replication.go); nil in a single-region deployment.
+	Replicas ReplicaLink
+	// ReplicaSwitchTimeout bounds a rotation's wait for the replicas
+	// (0: DefaultReplicaSwitchTimeout); ReplicaRetryMax is the longest
+	// pause between attempts to reach a region (0: the default).
+	ReplicaSwitchTimeout time.Duration
+	ReplicaRetryMax      time.Duration
 }
 
 // caller builds the domain caller for an activity. The idempotency key names
@@ -93,6 +101,7 @@ func Register(r interface {
 	r.RegisterWorkflow(RewrapWorkflow)
 	r.RegisterWorkflow(MigrationWorkflow)
 	r.RegisterWorkflow(RetirementWorkflow)
+	r.RegisterWorkflow(ReplicaSyncWorkflow)
 	r.RegisterActivity(a)
 }
 
