@@ -30,6 +30,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -208,11 +209,28 @@ func (h *handler) serve(m *nats.Msg) {
 }
 
 // Peer sends replication requests to other regions over the link.
+//
+// It keeps each key's import parameters for an hour (a token is valid for
+// 24): making an RSA-3072 wrapping key pair costs the replica's HSM
+// hundreds of milliseconds, and one pair serves every version of the key
+// sent meanwhile (each is a separate RSA-OAEP encryption). A refused
+// token is forgotten at once.
 type Peer struct {
 	Conn    *nats.Conn
 	From    string        // this region
-	Timeout time.Duration // per request; default 10s
+	Timeout time.Duration // per request; default 30s
+
+	mu     sync.Mutex
+	params map[[3]string]cachedParams
 }
+
+type cachedParams struct {
+	publicKey, token []byte
+	until            time.Time
+}
+
+// paramsLifetime is how long Peer reuses import parameters.
+const paramsLifetime = time.Hour
 
 func (p *Peer) request(ctx context.Context, region, op string, req, rep any) error {
 	if !kms.ValidRegion(region) {
@@ -224,7 +242,7 @@ func (p *Peer) request(ctx context.Context, region, op string, req, rep any) err
 	}
 	timeout := p.Timeout
 	if timeout == 0 {
-		timeout = 10 * time.Second
+		timeout = 30 * time.Second
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -247,6 +265,13 @@ func remote(region string, e *ErrorReply) error {
 
 // ImportParameters asks region for a wrapping public key and import token.
 func (p *Peer) ImportParameters(ctx context.Context, region, tenant, keyID string) (publicKey, token []byte, err error) {
+	ck := [3]string{region, tenant, keyID}
+	p.mu.Lock()
+	c, ok := p.params[ck]
+	p.mu.Unlock()
+	if ok && time.Now().Before(c.until) {
+		return c.publicKey, c.token, nil
+	}
 	var rep ParamsReply
 	if err := p.request(ctx, region, OpParams, ParamsRequest{From: p.From, Tenant: tenant, KeyID: keyID}, &rep); err != nil {
 		return nil, nil, err
@@ -254,6 +279,12 @@ func (p *Peer) ImportParameters(ctx context.Context, region, tenant, keyID strin
 	if err := remote(region, rep.Error); err != nil {
 		return nil, nil, err
 	}
+	p.mu.Lock()
+	if p.params == nil {
+		p.params = map[[3]string]cachedParams{}
+	}
+	p.params[ck] = cachedParams{publicKey: rep.PublicKey, token: rep.ImportToken, until: time.Now().Add(paramsLifetime)}
+	p.mu.Unlock()
 	return rep.PublicKey, rep.ImportToken, nil
 }
 
@@ -262,6 +293,11 @@ func (p *Peer) ApplyVersion(ctx context.Context, region string, k *kms.Key, vers
 	var rep ApplyReply
 	if err := p.request(ctx, region, OpVersion, VersionRequest{From: p.From, Key: k, Version: version, Wrapped: wrapped, ImportToken: token}, &rep); err != nil {
 		return false, err
+	}
+	if rep.Error != nil && (rep.Error.Code == kms.CodeInvalidImportToken || rep.Error.Code == kms.CodeExpiredImportToken) {
+		p.mu.Lock()
+		delete(p.params, [3]string{region, k.Tenant, k.ID})
+		p.mu.Unlock()
 	}
 	return rep.Applied, remote(region, rep.Error)
 }

@@ -288,7 +288,7 @@ func waitForReplicas(ctx workflow.Context, step KeyStep) (*ReplicaWait, []string
 		return nil, nil, err
 	}
 	deadline := workflow.Now(ctx).Add(plan.Timeout)
-	pause := 50 * time.Millisecond
+	pause := 25 * time.Millisecond
 	for {
 		var laggards []string
 		if err := workflow.ExecuteActivity(ctx, a.ReplicaLaggards, step).Get(ctx, &laggards); err != nil {
@@ -301,7 +301,7 @@ func waitForReplicas(ctx workflow.Context, step KeyStep) (*ReplicaWait, []string
 		if err := workflow.Sleep(ctx, min(pause, left)); err != nil {
 			return nil, nil, err
 		}
-		pause = min(2*pause, 5*time.Second)
+		pause = min(pause*3/2, 2*time.Second)
 	}
 }
 

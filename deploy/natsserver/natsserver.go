@@ -52,8 +52,8 @@ type LeafRemote struct {
 	// CredentialsFile holds the creds of the link user the other
 	// deployment issued (natsauth.Identity.RegionLinkCreds).
 	CredentialsFile string
-	// LocalAccount is the account here that the link binds to (the
-	// keyflow service account's public key).
+	// LocalAccount is the account here that the link binds to; empty:
+	// the keyflow service account.
 	LocalAccount string
 }
 
@@ -147,6 +147,9 @@ func Connect(ns *server.Server, creds []byte, name string) (*nats.Conn, error) {
 // remotes of a region link (docs/multi-region.md).
 func leafOptions(opts *server.Options, cfg Config) error {
 	opts.JetStreamDomain = cfg.JetStreamDomain
+	if cfg.JetStreamDomain != "" {
+		opts.ServerName = "keyflow-" + cfg.JetStreamDomain // leaf peers need distinct names
+	}
 	if cfg.LeafListen != "" {
 		host, port, err := net.SplitHostPort(cfg.LeafListen)
 		if err != nil {
@@ -159,18 +162,40 @@ func leafOptions(opts *server.Options, cfg Config) error {
 		if opts.LeafNode.Port == 0 {
 			opts.LeafNode.Port = server.RANDOM_PORT
 		}
+		// The other region connects to the address it was given (a
+		// load balancer, a tunnel), never to addresses this server
+		// would gossip: they are rarely reachable across regions.
+		opts.LeafNode.NoAdvertise = true
 	}
 	for _, r := range cfg.LeafRemotes {
 		u, err := url.Parse(r.URL)
 		if err != nil {
 			return fmt.Errorf("failed to parse leaf remote %q: %w", r.URL, err)
 		}
+		local := r.LocalAccount
+		if local == "" {
+			local = cfg.Identity.ServiceAccount()
+		}
 		opts.LeafNode.Remotes = append(opts.LeafNode.Remotes, &server.RemoteLeafOpts{
-			URLs: []*url.URL{u}, Credentials: r.CredentialsFile, LocalAccount: r.LocalAccount,
+			URLs: []*url.URL{u}, Credentials: r.CredentialsFile, LocalAccount: local,
 		})
 	}
 	if len(cfg.LeafRemotes) > 0 {
 		opts.LeafNode.ReconnectInterval = 500 * time.Millisecond
 	}
 	return nil
+}
+
+// LeafURL is the URL where other deployments' servers connect to ns as
+// leaf nodes (Config.LeafListen), or "" when it has no leaf listener.
+func LeafURL(ns *server.Server) string {
+	v, err := ns.Varz(nil)
+	if err != nil || v.LeafNode.Port <= 0 {
+		return ""
+	}
+	host := v.LeafNode.Host
+	if host == "" || host == "0.0.0.0" {
+		host = "127.0.0.1"
+	}
+	return "nats-leaf://" + net.JoinHostPort(host, strconv.Itoa(v.LeafNode.Port))
 }
