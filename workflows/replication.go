@@ -319,3 +319,21 @@ func afterReplicaSwitch(ctx workflow.Context, step KeyStep, plan *ReplicaWait, l
 	}
 	return workflow.ExecuteActivity(ctx, a.KickReplicaSync, step).Get(ctx, nil)
 }
+
+// syncReplicas starts the replication of a changed multi-region key to
+// every other region it lives in (KeyChanged).
+func (c *Client) syncReplicas(ctx context.Context, k *kms.Key) error {
+	if !k.MultiRegion {
+		return nil
+	}
+	regions := []string{k.PrimaryRegion}
+	for _, r := range k.Replicas {
+		regions = append(regions, r.Region)
+	}
+	for _, r := range regions {
+		if err := StartReplicaSync(ctx, c.Temporal, ReplicaSyncParams{Tenant: k.Tenant, KeyID: k.ID, Region: r}); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -148,6 +148,8 @@ type CreateKeyRequest struct {
 	RotationPeriodInDays int        `json:"rotationPeriodInDays,omitempty"`
 	CryptoperiodInDays   int        `json:"cryptoperiodInDays,omitempty"`
 	RewrapOnRotation     bool       `json:"rewrapOnRotation,omitempty"`
+	// MultiRegion makes a multi-region primary key (docs/multi-region.md).
+	MultiRegion bool `json:"multiRegion,omitempty"`
 }
 
 // KeyRequest names one key by ID or alias.
@@ -196,6 +198,11 @@ type KeyMetadata struct {
 	PendingDeletion      bool       `json:"pendingDeletion,omitempty"`
 	DeletionDate         *time.Time `json:"deletionDate,omitempty"`
 	RewrapOnRotation     bool       `json:"rewrapOnRotation,omitempty"`
+	// Multi-region keys (docs/multi-region.md): the primary region and
+	// each replica's state and last synced version.
+	MultiRegion   bool              `json:"multiRegion,omitempty"`
+	PrimaryRegion string            `json:"primaryRegion,omitempty"`
+	Replicas      []ReplicaMetadata `json:"replicas,omitempty"`
 }
 
 // ListKeysReply lists keys.

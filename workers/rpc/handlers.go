@@ -71,6 +71,7 @@ func (s *Server) createKey(ctx context.Context, c kms.Caller, body []byte) (any,
 		Spec: kms.KeySpec(req.KeySpec), Usage: kms.KeyUsage(req.KeyUsage), Origin: kms.Origin(req.Origin),
 	}
 	createLifecycle(&p, req)
+	p.MultiRegion = req.MultiRegion
 	k, err := s.cfg.KMS.CreateKey(ctx, c, p)
 	if err != nil {
 		return nil, err
@@ -260,6 +261,7 @@ func Metadata(k *kms.Key) api.KeyMetadata {
 	}
 	importMetadata(k, &m)
 	lifecycleMetadata(&m, k)
+	replicaMetadata(&m, k)
 	return m
 }
 

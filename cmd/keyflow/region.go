@@ -1,0 +1,78 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/keyflow/keyflow/client"
+	"github.com/keyflow/keyflow/client/api"
+)
+
+// newRegionKeyCmds are the multi-region key commands under "key"
+// (docs/multi-region.md).
+func newRegionKeyCmds(g *globals) []*cobra.Command {
+	var region string
+	run := func(call func(ctx context.Context, c *client.Client, key string) (*api.KeyMetadata, error)) func(*cobra.Command, []string) error {
+		return func(cmd *cobra.Command, args []string) error {
+			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				k, err := call(ctx, c, args[0])
+				if err != nil {
+					return err
+				}
+				return g.printKeys(cmd.OutOrStdout(), *k)
+			})
+		}
+	}
+	replicate := &cobra.Command{
+		Use:   "replicate KEY --region REGION",
+		Short: "Replicate a multi-region key to another linked region",
+		Long: `replicate adds REGION as a replica of the multi-region primary KEY (created
+with 'key create --multi-region' in this region). The primary region's
+replication workflow then sends every version, wrapped to the replica
+HSM's wrapping key, over the region link; 'key describe' shows each
+replica's state and last synced version. See docs/multi-region.md.`,
+		Args: exactArgs(1, "KEY"),
+		RunE: run(func(ctx context.Context, c *client.Client, key string) (*api.KeyMetadata, error) {
+			return c.ReplicateKey(ctx, key, region)
+		}),
+	}
+	replicate.Flags().StringVar(&region, "region", "", "the replica region (required)")
+	_ = replicate.MarkFlagRequired("region")
+	var to string
+	update := &cobra.Command{
+		Use:   "update-primary-region KEY --region REGION",
+		Short: "Make a replica region the primary of a multi-region key",
+		Long: `update-primary-region moves the primary of KEY to REGION, a replica that has
+every version. From then on REGION rotates and changes the key, and this
+region is a replica that refuses to rotate.`,
+		Args: exactArgs(1, "KEY"),
+		RunE: run(func(ctx context.Context, c *client.Client, key string) (*api.KeyMetadata, error) {
+			return c.UpdatePrimaryRegion(ctx, key, to)
+		}),
+	}
+	update.Flags().StringVar(&to, "region", "", "the new primary region (required)")
+	_ = update.MarkFlagRequired("region")
+	return []*cobra.Command{replicate, update}
+}
+
+// printRegions prints a multi-region key's regions below its row.
+func printRegions(w io.Writer, k api.KeyMetadata) error {
+	if !k.MultiRegion {
+		return nil
+	}
+	fmt.Fprintf(w, "\nmulti-region key, primary region %s\n", k.PrimaryRegion)
+	if len(k.Replicas) == 0 {
+		_, err := fmt.Fprintln(w, "no replicas")
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "REPLICA REGION\tSTATE\tLAST SYNCED VERSION")
+	for _, r := range k.Replicas {
+		fmt.Fprintf(tw, "%s\t%s\t%d\n", r.Region, r.State, r.LastSyncedVersion)
+	}
+	return tw.Flush()
+}
