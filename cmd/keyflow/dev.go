@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -19,6 +20,7 @@ func newDevCmd(g *globals) *cobra.Command {
 	var maxAge time.Duration
 	var maxBytes, maxMsgs int64
 	var lf logFlags
+	var rf regionFlags
 	var opsListen string
 	cmd := &cobra.Command{
 		Use:   "dev [--data-dir DIR]",
@@ -86,6 +88,7 @@ client certificate for the default tenant's admin. See docs/kmip.md.`,
 				DataDir: g.dataDir, NATSListen: natsListen, TemporalListen: temporalListen, Logger: log,
 				AuditFailOpen: failOpen, AuditMaxAge: maxAge, AuditMaxBytes: maxBytes, AuditMaxMsgs: maxMsgs,
 				XKSListen: xksListen, XKSConfig: xksConfig, KMIPListen: kmipListen, SyncAlways: sync == "always", AWSListen: awsListen, OpsListen: opsListen,
+				Region: rf.region, LeafListen: rf.leafListen, LinkTo: rf.linkTo, LinkCreds: rf.linkCreds,
 			})
 			if err != nil {
 				return err
@@ -100,6 +103,9 @@ client certificate for the default tenant's admin. See docs/kmip.md.`,
 			}
 			if k := st.KMIP; k != nil {
 				fmt.Fprintf(cmd.OutOrStdout(), "keyflow kmip endpoint=%s ca=%s client=%s\n", k.Addr, k.CACert, k.ClientPEM)
+			}
+			if u := st.LeafURL(); u != "" {
+				fmt.Fprintf(cmd.OutOrStdout(), "keyflow region=%s link endpoint=%s creds=%s\n", rf.region, u, filepath.Join(g.dataDir, devstack.RegionLinkCredsFile))
 			}
 			if st.OpsURL != "" {
 				fmt.Fprintf(cmd.OutOrStdout(), "keyflow ops endpoint=%s (/healthz /readyz /metrics)\n", st.OpsURL)
@@ -127,6 +133,7 @@ client certificate for the default tenant's admin. See docs/kmip.md.`,
 	cmd.Flags().DurationVar(&maxAge, "audit-max-age", 0, "remove audit records older than this, e.g. 2160h (0: keep for ever)")
 	cmd.Flags().Int64Var(&maxBytes, "audit-max-bytes", 0, "bound the audit stream to this many bytes, removing the oldest records (0: no bound)")
 	cmd.Flags().Int64Var(&maxMsgs, "audit-max-msgs", 0, "bound the audit stream to this many records, removing the oldest (0: no bound)")
+	rf.add(cmd)
 	cmd.Flags().StringVar(&opsListen, "ops-listen", "", "also serve /healthz, /readyz and Prometheus /metrics on this address, e.g. 127.0.0.1:9090")
 	lf.register(cmd, "warn")
 	return cmd

@@ -76,3 +76,13 @@ func printRegions(w io.Writer, k api.KeyMetadata) error {
 	}
 	return tw.Flush()
 }
+
+// regionFlags are `keyflow dev`'s multi-region flags (docs/multi-region.md).
+type regionFlags struct{ region, leafListen, linkTo, linkCreds string }
+
+func (f *regionFlags) add(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&f.region, "region", "", "this deployment's region name for multi-region keys, e.g. us-east (also its JetStream domain); see docs/multi-region.md")
+	cmd.Flags().StringVar(&f.leafListen, "leaf-listen", "", "with --region: accept other regions' links (NATS leaf nodes) on this address, and write DIR/region-link.creds for them")
+	cmd.Flags().StringVar(&f.linkTo, "link-to", "", "with --region: link to another region's --leaf-listen address, e.g. nats-leaf://10.0.0.5:7422")
+	cmd.Flags().StringVar(&f.linkCreds, "link-creds", "", "with --link-to: the other region's region-link.creds")
+}
