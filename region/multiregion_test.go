@@ -22,6 +22,7 @@ import (
 	"github.com/keyflow/keyflow/internal/testbed"
 	"github.com/keyflow/keyflow/kms"
 	"github.com/keyflow/keyflow/region"
+	"github.com/keyflow/keyflow/schemas"
 	"github.com/keyflow/keyflow/workflows"
 )
 
@@ -421,6 +422,39 @@ func TestMultiRegion(t *testing.T) {
 			t.Fatalf("A decrypted %q", got)
 		}
 	})
+
+	// Scheduled deletion of one replica, with its own window: the
+	// replica (now us-east) refuses every use from then on.
+	t.Run("replica deletion", func(t *testing.T) {
+		if _, err := b.bed.KMS.ScheduleReplicaDeletion(ctx, alice, k.ID, "us-east", 7*kms.Day); err != nil {
+			t.Fatal(err)
+		}
+		kick(t, b, k.ID)
+		waitFor(t, 20*time.Second, "us-east to be pending deletion", func() bool { rk, _ := getKey(a, k.ID); return rk.Lifecycle.PendingDeletion })
+		if _, err := a.bed.KMS.Encrypt(ctx, alice, kms.EncryptParams{KeyRef: k.ID, Plaintext: []byte("x")}); err == nil {
+			t.Fatal("a replica pending deletion encrypted")
+		}
+		if got := decrypt(t, b, encrypt(t, b, k.ID, []byte("primary still serves"))); string(got) != "primary still serves" {
+			t.Fatalf("B decrypted %q", got)
+		}
+	})
+
+	// Every record on both trails matches its schema, and together they
+	// cover every replica event type.
+	seen := map[string]bool{}
+	for _, d := range []*deployment{a, b} {
+		for _, e := range d.bed.Events("alpha") {
+			if err := schemas.ValidateEvent(e.Raw); err != nil {
+				t.Errorf("%s event %d (%s): %v", d.name, e.Seq, e.Type, err)
+			}
+			seen[e.Type] = true
+		}
+	}
+	for _, typ := range events.Types {
+		if strings.HasPrefix(typ, "io.keyflow.key.replica.") && !seen[typ] {
+			t.Errorf("no %s record in either region", typ)
+		}
+	}
 
 	// Nothing that crossed the link carried plaintext material: every
 	// record on both trails is metadata (the envelope test in events
