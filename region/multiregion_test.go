@@ -21,6 +21,7 @@ import (
 	"github.com/keyflow/keyflow/hsm/pkcs11/pkcs11test"
 	"github.com/keyflow/keyflow/internal/testbed"
 	"github.com/keyflow/keyflow/kms"
+	"github.com/keyflow/keyflow/kms/cbom"
 	"github.com/keyflow/keyflow/region"
 	"github.com/keyflow/keyflow/schemas"
 	"github.com/keyflow/keyflow/workflows"
@@ -254,6 +255,31 @@ func TestMultiRegion(t *testing.T) {
 		pk, _ := getKey(a, k.ID)
 		r, _ := pk.ReplicaIn("eu-west")
 		return r.LastSyncedVersion == 1 && r.State == kms.ReplicaActive
+	})
+
+	t.Run("inventory", func(t *testing.T) {
+		for _, d := range []*deployment{a, b} {
+			inv, err := d.bed.KMS.Inventory(ctx, alice, kms.InventoryParams{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var regions []string
+			for _, it := range inv.Keys {
+				if it.ID == k.ID {
+					regions = it.Regions
+				}
+			}
+			if !slices.Equal(regions, []string{"us-east", "eu-west"}) {
+				t.Fatalf("%s inventory lists regions %v", d.name, regions)
+			}
+			bom, err := cbom.JSON(inv, cbom.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(string(bom), `"keyflow:regions"`) || !strings.Contains(string(bom), `"us-east,eu-west"`) {
+				t.Fatalf("%s CBOM does not list the regions", d.name)
+			}
+		}
 	})
 
 	t.Run("both ways", func(t *testing.T) {
