@@ -148,6 +148,8 @@ type CreateKeyRequest struct {
 	RotationPeriodInDays int        `json:"rotationPeriodInDays,omitempty"`
 	CryptoperiodInDays   int        `json:"cryptoperiodInDays,omitempty"`
 	RewrapOnRotation     bool       `json:"rewrapOnRotation,omitempty"`
+	// Tags are the key's first tags (AWS's rules: docs/aws-api.md).
+	Tags []Tag `json:"tags,omitempty"`
 	// MultiRegion makes a multi-region primary key (docs/multi-region.md).
 	MultiRegion bool `json:"multiRegion,omitempty"`
 }
@@ -198,6 +200,8 @@ type KeyMetadata struct {
 	PendingDeletion      bool       `json:"pendingDeletion,omitempty"`
 	DeletionDate         *time.Time `json:"deletionDate,omitempty"`
 	RewrapOnRotation     bool       `json:"rewrapOnRotation,omitempty"`
+	// Tags are the key's tags (keys.tag, keys.untag).
+	Tags []Tag `json:"tags,omitempty"`
 	// Multi-region keys (docs/multi-region.md): the primary region and
 	// each replica's state and last synced version.
 	MultiRegion   bool              `json:"multiRegion,omitempty"`

@@ -19,6 +19,7 @@ func newKeyCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "key", Short: "Create, inspect and rotate keys", Args: noSubcommand, RunE: showHelp}
 
 	var alias, desc, spec, usage, origin string
+	var tagArgs []string
 	var life lifecycleFlags
 	var multiRegion bool
 	create := withRaw(&cobra.Command{
@@ -36,6 +37,10 @@ Specs and usages (AWS KMS names):
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
 				req := api.CreateKeyRequest{Alias: alias, Description: desc, KeySpec: spec, KeyUsage: usage, Origin: origin, MultiRegion: multiRegion}
+				var err error
+				if req.Tags, err = parseTags(tagArgs); err != nil {
+					return err
+				}
 				if err := life.apply(&req); err != nil {
 					return err
 				}
@@ -55,6 +60,7 @@ Specs and usages (AWS KMS names):
 	create.Flags().StringVar(&desc, "description", "", "free-text description")
 	create.Flags().StringVar(&spec, "spec", "", "key spec (default SYMMETRIC_DEFAULT)")
 	create.Flags().StringVar(&usage, "usage", "", "key usage (default: the spec's first usage)")
+	create.Flags().StringArrayVar(&tagArgs, "tag", nil, "a tag, TAGKEY=VALUE (repeatable)")
 	create.Flags().StringVar(&origin, "origin", "", "AWS_KMS (default: generated in the HSM) or EXTERNAL (no material: import it, see 'keyflow import-params')")
 	create.Flags().BoolVar(&multiRegion, "multi-region", false, "make a multi-region primary key in this deployment's region (SYMMETRIC_DEFAULT or HMAC_256; see 'key replicate' and docs/multi-region.md)")
 	life.add(create)
@@ -129,6 +135,7 @@ io.keyflow.key.rotation.failed.v1). A second rotate while one runs is refused
 	rotate.Flags().BoolVar(&rewrap, "rewrap", false, "then rewrap the key's registered data keys to the new version and print the counts")
 	cmd.AddCommand(create, describe, list, rotate, newRetireVersionCmd(g), newKeyAliasCmd(g))
 	cmd.AddCommand(newKeyPolicyCmds(g)...)
+	cmd.AddCommand(newKeyTagCmds(g)...)
 	cmd.AddCommand(newLifecycleCmds(g)...)
 	cmd.AddCommand(newRegionKeyCmds(g)...)
 	return cmd
