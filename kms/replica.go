@@ -338,19 +338,13 @@ func (s *Service) ReplicaImportParameters(ctx context.Context, c Caller, keyID s
 	if !ValidKeyID(keyID) {
 		return nil, newError(CodeValidation, "%q is not a key ID", truncate(keyID, 64))
 	}
-	pairs, ok := s.hsm.(hsm.KeyPairs)
-	if _, imp := s.hsm.(hsm.KeyImporter); !ok || !imp {
-		return nil, newError(CodeUnsupportedOperation, "this HSM cannot import key material")
-	}
 	tok := importToken{
 		Tenant: c.Tenant, KeyID: keyID, Algorithm: WrapRSAOAEPSHA1, Spec: WrappingRSA3072,
 		Expires: s.now().Add(ImportTokenLifetime).UTC().Truncate(time.Second), WrappedBy: s.label,
 	}
-	kp, err := pairs.GenerateWrappedKeyPair(ctx, s.root, rsaPairSpec(WrappingRSA3072))
-	if err != nil {
-		return nil, wrapError(CodeInternal, err, "failed to generate a wrapping key pair in the HSM")
+	if err := s.rsaWrappingPair(ctx, &tok); err != nil {
+		return nil, err
 	}
-	tok.PublicKey, tok.WrappedPrivate = kp.PublicKeyDER, kp.WrappedPrivate
 	sealed, err := s.sealImportToken(ctx, &tok)
 	if err != nil {
 		return nil, err
