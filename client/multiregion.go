@@ -19,3 +19,10 @@ func (c *Client) UpdatePrimaryRegion(ctx context.Context, keyID, region string) 
 	var out api.KeyMetadata
 	return &out, c.Call(ctx, api.OpKeyUpdatePrimaryRegion, api.ReplicateKeyRequest{KeyID: keyID, Region: region}, &out)
 }
+
+// ScheduleReplicaDeletion schedules the deletion of one replica region of
+// a multi-region key, on its primary, after pendingDays (7 to 30).
+func (c *Client) ScheduleReplicaDeletion(ctx context.Context, keyID, region string, pendingDays int) (*api.KeyMetadata, error) {
+	var out api.KeyMetadata
+	return &out, c.Call(ctx, api.OpKeyReplicaDeletion, api.ReplicaDeletionRequest{KeyID: keyID, Region: region, PendingWindowInDays: pendingDays}, &out)
+}

@@ -4,7 +4,16 @@ package api
 const (
 	OpKeyReplicate           = "keys.replicate"
 	OpKeyUpdatePrimaryRegion = "keys.updateprimaryregion"
+	OpKeyReplicaDeletion     = "keys.replicadeletion"
 )
+
+// ReplicaDeletionRequest schedules the deletion of one replica of a
+// multi-region key, on its primary, with its own waiting period.
+type ReplicaDeletionRequest struct {
+	KeyID               string `json:"keyId"`
+	Region              string `json:"region"`
+	PendingWindowInDays int    `json:"pendingWindowInDays"`
+}
 
 // ReplicateKeyRequest names a multi-region primary key and a region: for
 // keys.replicate, the new replica region; for keys.updateprimaryregion,

@@ -56,7 +56,24 @@ region is a replica that refuses to rotate.`,
 	}
 	update.Flags().StringVar(&to, "region", "", "the new primary region (required)")
 	_ = update.MarkFlagRequired("region")
-	return []*cobra.Command{replicate, update}
+	var gone string
+	var days int
+	del := &cobra.Command{
+		Use:   "schedule-replica-deletion KEY --region REGION [--days N]",
+		Short: "Schedule the deletion of one replica of a multi-region key",
+		Long: `schedule-replica-deletion schedules, on the primary, the deletion of KEY's
+replica in REGION after a waiting period of its own (7 to 30 days). The
+replica refuses every use from the moment it learns of it; the primary and
+the other replicas serve on.`,
+		Args: exactArgs(1, "KEY"),
+		RunE: run(func(ctx context.Context, c *client.Client, key string) (*api.KeyMetadata, error) {
+			return c.ScheduleReplicaDeletion(ctx, key, gone, days)
+		}),
+	}
+	del.Flags().StringVar(&gone, "region", "", "the replica region (required)")
+	del.Flags().IntVar(&days, "days", 30, "waiting period in days, 7 to 30")
+	_ = del.MarkFlagRequired("region")
+	return []*cobra.Command{replicate, update, del}
 }
 
 // printRegions prints a multi-region key's regions below its row.

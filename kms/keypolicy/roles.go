@@ -164,6 +164,7 @@ var permissions = map[string]Permission{
 	// Multi-region keys (docs/multi-region.md).
 	"keys.replicate":           {Roles: []Role{RoleKeyAdmin}},
 	"keys.updateprimaryregion": {Roles: []Role{RoleKeyAdmin}},
+	"keys.replicadeletion":     {Roles: []Role{RoleKeyAdmin}},
 
 	// The data-key registry and rewraps are used by applications; the
 	// migration campaign is run by key administrators, watched by

@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"context"
+	"time"
 
 	"github.com/keyflow/keyflow/client/api"
 	"github.com/keyflow/keyflow/kms"
@@ -30,6 +31,18 @@ func (s *Server) updatePrimaryRegion(ctx context.Context, c kms.Caller, body []b
 		return nil, s.rejectWith(ctx, c, api.OpKeyUpdatePrimaryRegion, err)
 	}
 	k, err := s.cfg.KMS.UpdatePrimaryRegion(ctx, c, req.KeyID, req.Region)
+	if err != nil {
+		return nil, err
+	}
+	return s.replicaChanged(ctx, c, k)
+}
+
+func (s *Server) replicaDeletion(ctx context.Context, c kms.Caller, body []byte) (any, error) {
+	var req api.ReplicaDeletionRequest
+	if err := decode(body, &req); err != nil {
+		return nil, s.rejectWith(ctx, c, api.OpKeyReplicaDeletion, err)
+	}
+	k, err := s.cfg.KMS.ScheduleReplicaDeletion(ctx, c, req.KeyID, req.Region, time.Duration(req.PendingWindowInDays)*kms.Day)
 	if err != nil {
 		return nil, err
 	}
