@@ -20,6 +20,13 @@
 // each role its own credentials. Every role but remediation needs the HSM;
 // admin, lifecycle and remediation need Temporal.
 //
+// Operations: [OpsHandler] serves /healthz, /readyz (the [Node.Checks] of
+// its roles) and /metrics ([Metrics]: request, HSM and audit series fed by
+// hooks, and what the node's parts know read at scrape time, in
+// nodemetrics.go); [StartTracing] installs OpenTelemetry for the process
+// (tracing.go), and Dial then wires the HSM spans and the Temporal SDK's
+// tracing interceptor. docs/observability.md lists every name.
+//
 // Rules: a role set never starts half-way (an error stops what started);
 // the [Node] shuts down in reverse order of start, so the sealer seals
 // what is pending before the audit connections close.
@@ -34,6 +41,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -172,11 +180,19 @@ type Options struct {
 	ShareQuotas bool
 	// Gateway configures the gateway role.
 	Gateway GatewayOptions
+	// SealerMaxLag is the most audit records the sealer may leave unsealed
+	// while the sealer role reports ready (/readyz); default
+	// DefaultSealerMaxLag.
+	SealerMaxLag uint64
 	// Region names this deployment for multi-region keys
 	// (docs/multi-region.md): the lifecycle role then answers the region
 	// link (package region) and replicates the keys whose primary is here.
 	Region string
 }
+
+// DefaultSealerMaxLag is Options.SealerMaxLag's default: about ten
+// seconds of the single-process dev stack's encrypt rate.
+const DefaultSealerMaxLag = 100_000
 
 // GatewayOptions configures the gateway role's XKS proxy.
 type GatewayOptions struct {
@@ -221,6 +237,9 @@ type Node struct {
 	cancel  context.CancelFunc
 	closers []func()
 	members *members // with Options.ShareQuotas
+
+	sealerJS   jetstream.JetStream // the sealer's, for its lag
+	sealerRead atomic.Uint64       // records the sealer read (sealer.Config.Read)
 }
 
 // QuotaShares is how many processes share the tenants' quotas (1 without
@@ -297,7 +316,7 @@ func Start(ctx context.Context, in Infra, o Options) (n *Node, err error) {
 		}
 	}
 	if n.Has(Lifecycle) {
-		w := worker.New(in.Temporal, workflows.TaskQueue, worker.Options{})
+		w := worker.New(in.Temporal, workflows.TaskQueue, worker.Options{Interceptors: in.Metrics.WorkerInterceptors()})
 		acts := &workflows.Activities{KMS: n.KMS, Temporal: in.Temporal}
 		if err = n.startRegion(acts, o.Region); err != nil {
 			return n, err
@@ -322,6 +341,9 @@ func Start(ctx context.Context, in Infra, o Options) (n *Node, err error) {
 		if err = n.startGateway(ctx); err != nil {
 			return n, err
 		}
+	}
+	if in.Metrics != nil {
+		in.Metrics.watch(n, n.sealerJS, &n.sealerRead)
 	}
 	return n, nil
 }
@@ -416,7 +438,8 @@ func (n *Node) startSealer(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("failed to open JetStream: %w", err)
 	}
-	cfg := sealer.Config{JS: js, KMS: n.KMS, Logger: n.infra.Logger}
+	n.sealerJS = js
+	cfg := sealer.Config{JS: js, KMS: n.KMS, Logger: n.infra.Logger, Read: &n.sealerRead}
 	if ttl := n.opts.SealerLease; ttl > 0 {
 		host, _ := os.Hostname()
 		s, err := sealer.StartStandby(ctx, cfg, fmt.Sprintf("%s/%d", host, os.Getpid()), ttl)
