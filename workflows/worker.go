@@ -32,6 +32,9 @@ type Activities struct {
 	// Temporal manages rotation schedules (lifecycle.go); nil on workers
 	// that run no destruction.
 	Temporal client.Client
+	// CloudConnect opens cloud destinations' connectors (cloud.go); nil
+	// on workers that distribute no keys.
+	CloudConnect CloudConnect
 	// Replicas reaches the other regions of multi-region keys
 	// (replication.go); nil in a single-region deployment.
 	Replicas ReplicaLink
@@ -101,6 +104,9 @@ func Register(r interface {
 	r.RegisterWorkflow(RewrapWorkflow)
 	r.RegisterWorkflow(MigrationWorkflow)
 	r.RegisterWorkflow(RetirementWorkflow)
+	r.RegisterWorkflow(CloudSyncWorkflow)
+	r.RegisterWorkflow(CloudUndistributeWorkflow)
+	r.RegisterWorkflow(CloudReconcileWorkflow)
 	r.RegisterWorkflow(ReplicaSyncWorkflow)
 	r.RegisterActivity(a)
 }

@@ -49,6 +49,8 @@ import (
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/worker"
 
+	"github.com/keyflow/keyflow/cloud"
+	"github.com/keyflow/keyflow/cloud/connect"
 	"github.com/keyflow/keyflow/events"
 	"github.com/keyflow/keyflow/events/jsaudit"
 	"github.com/keyflow/keyflow/hsm"
@@ -317,7 +319,7 @@ func Start(ctx context.Context, in Infra, o Options) (n *Node, err error) {
 	}
 	if n.Has(Lifecycle) {
 		w := worker.New(in.Temporal, workflows.TaskQueue, worker.Options{Interceptors: in.Metrics.WorkerInterceptors()})
-		acts := &workflows.Activities{KMS: n.KMS, Temporal: in.Temporal}
+		acts := &workflows.Activities{KMS: n.KMS, Temporal: in.Temporal, CloudConnect: cloudConnect}
 		if err = n.startRegion(acts, o.Region); err != nil {
 			return n, err
 		}
@@ -557,4 +559,10 @@ func Drain(nc *nats.Conn) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	nc.Close()
+}
+
+// cloudConnect opens cloud destinations for the lifecycle worker
+// (docs/multi-cloud.md).
+func cloudConnect(ctx context.Context, d *kms.CloudDestination) (cloud.Connector, error) {
+	return connect.Open(ctx, d.Provider, d.Settings)
 }
