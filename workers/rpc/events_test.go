@@ -1085,6 +1085,7 @@ func TestSchemaWireMessages(t *testing.T) {
 		}
 		if strings.HasPrefix(typ, "io.keyflow.cloud.") {
 			continue // emitted by the cloud workflows: workflows' TestCloud* tests validate the real ones
+		}
 		if strings.HasPrefix(typ, "io.keyflow.key.replica.") {
 			continue // between two linked deployments: region's TestMultiRegion checks the real ones
 		}
