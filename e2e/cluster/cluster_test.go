@@ -190,7 +190,7 @@ func TestClusterSurvivesKills(t *testing.T) {
 	verifyAudit(t, lab)
 }
 
-func dial(t *testing.T, lab *clusterlab.Lab, creds string) *client.Client {
+func dial(t testing.TB, lab *clusterlab.Lab, creds string) *client.Client {
 	t.Helper()
 	tenant, err := client.TenantFromCreds(creds)
 	if err != nil {
@@ -204,7 +204,7 @@ func dial(t *testing.T, lab *clusterlab.Lab, creds string) *client.Client {
 	return cl
 }
 
-func createKey(t *testing.T, cl *client.Client, desc string) string {
+func createKey(t testing.TB, cl *client.Client, desc string) string {
 	t.Helper()
 	k, err := cl.CreateKey(context.Background(), api.CreateKeyRequest{Description: desc})
 	if err != nil {
@@ -213,7 +213,7 @@ func createKey(t *testing.T, cl *client.Client, desc string) string {
 	return k.KeyID
 }
 
-func restart(t *testing.T, p *clusterlab.Proc) {
+func restart(t testing.TB, p *clusterlab.Proc) {
 	t.Helper()
 	if err := p.Restart(context.Background()); err != nil {
 		t.Fatal(err)
@@ -354,7 +354,7 @@ func (a *approval) waitCompleted(t *testing.T) {
 }
 
 // activeSealer is the process holding the sealer lease ("host/pid").
-func activeSealer(t *testing.T, lab *clusterlab.Lab) *clusterlab.Proc {
+func activeSealer(t testing.TB, lab *clusterlab.Lab) *clusterlab.Proc {
 	t.Helper()
 	var p *clusterlab.Proc
 	if !waitFor(20*time.Second, func() bool { p = leaseHolder(lab); return p != nil }) {
@@ -363,7 +363,7 @@ func activeSealer(t *testing.T, lab *clusterlab.Lab) *clusterlab.Proc {
 	return p
 }
 
-func waitSealerOtherThan(t *testing.T, lab *clusterlab.Lab, old *clusterlab.Proc) *clusterlab.Proc {
+func waitSealerOtherThan(t testing.TB, lab *clusterlab.Lab, old *clusterlab.Proc) *clusterlab.Proc {
 	t.Helper()
 	var p *clusterlab.Proc
 	if !waitFor(30*time.Second, func() bool { p = leaseHolder(lab); return p != nil && p != old }) {

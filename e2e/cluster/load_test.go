@@ -79,7 +79,7 @@ func (l *load) record(reqID, op string, err error) {
 }
 
 // start runs n clients against key until stop.
-func (l *load) start(t *testing.T, lab *clusterlab.Lab, n int, key string) {
+func (l *load) start(t testing.TB, lab *clusterlab.Lab, n int, key string) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	l.cancel = cancel
@@ -152,7 +152,7 @@ func (l *load) recovery(kill time.Time, base, frac float64, until time.Time) tim
 }
 
 // report logs each phase's outcomes and errors.
-func (l *load) report(t *testing.T) {
+func (l *load) report(t testing.TB) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, name := range l.order {

@@ -11,7 +11,11 @@ import (
 // startTemporalStandIn runs the dev stack's embedded Temporal (SQLite,
 // mutual TLS) in the test process on a random port, standing in for the
 // Temporal server on PostgreSQL until that lands.
-func startTemporalStandIn(t *testing.T) temporalEndpoint {
+func startTemporalStandIn(t *testing.T) temporalEndpoint { return embeddedTemporal(t) }
+
+// embeddedTemporal is the stand-in's server; the benchmark uses it too
+// (what it measures does not go through Temporal).
+func embeddedTemporal(t testing.TB) temporalEndpoint {
 	t.Helper()
 	dir := t.TempDir()
 	tlsFiles, err := devstack.DevTemporalTLS(filepath.Join(dir, "tls"))
