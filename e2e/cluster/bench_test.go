@@ -151,4 +151,3 @@ func startDev(b *testing.B) (url, creds string) {
 	}
 	return url, filepath.Join(dir, "admin.creds")
 }
-
