@@ -43,6 +43,9 @@ func TestDependencyDirection(t *testing.T) {
 		{pkg: mod + "/workflows/...", forbidden: []string{"github.com/nats-io/", mod + "/workers", mod + "/deploy", mod + "/client", mod + "/internal"}},
 		{pkg: mod + "/deploy/...", forbidden: []string{mod + "/client", mod + "/internal"}, except: []string{mod + "/client/api"}},
 		{pkg: mod + "/cmd/...", forbidden: []string{mod + "/internal"}},
+		// The cluster lab starts processes and reaches keyflow through its
+		// binary, its files and NATS only.
+		{pkg: mod + "/internal/clusterlab", forbidden: []string{"go.temporal.io/", mod + "/workflows", mod + "/deploy", mod + "/cmd", mod + "/client"}},
 	}
 	for _, r := range rules {
 		out, err := exec.Command(depsGoTool(), "list", "-deps", "-f", "{{.ImportPath}}", r.pkg).CombinedOutput()

@@ -41,10 +41,13 @@ func BenchmarkCluster(b *testing.B) {
 		url, creds := startDev(b)
 		benchEncrypt(b, url, creds)
 	})
+	// The lab lives as long as the parent benchmark (a sub-benchmark's
+	// cleanup runs after each of its runs).
+	parent := b
 	var lab *clusterlab.Lab
 	var once sync.Once
-	get := func(b *testing.B) *clusterlab.Lab {
-		once.Do(func() { lab = startLab(b, embeddedTemporal(b)) })
+	get := func(*testing.B) *clusterlab.Lab {
+		once.Do(func() { lab = startLab(parent, embeddedTemporal(parent)) })
 		return lab
 	}
 	b.Run("encrypt64/cluster", func(b *testing.B) {
