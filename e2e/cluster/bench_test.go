@@ -54,17 +54,39 @@ func BenchmarkCluster(b *testing.B) {
 		lab := get(b)
 		benchEncrypt(b, strings.Join(lab.URLs, ","), lab.Ceremony.Creds["default-admin"])
 	})
+	// The testing package runs each sub-benchmark with b.N = 1 before the
+	// real run: the kills are measured once and reported by both.
+	var failover time.Duration
+	var failoverOnce sync.Once
 	b.Run("sealer-failover", func(b *testing.B) {
-		lab := get(b)
-		active := activeSealer(b, lab)
-		t0 := time.Now()
-		active.Kill()
-		waitSealerOtherThan(b, lab, active)
-		b.ReportMetric(time.Since(t0).Seconds(), "failover-s")
-		restart(b, active)
+		failoverOnce.Do(func() {
+			lab := get(b)
+			active := activeSealer(b, lab)
+			t0 := time.Now()
+			active.Kill()
+			waitSealerOtherThan(b, lab, active)
+			failover = time.Since(t0)
+			restart(b, active)
+		})
+		b.ReportMetric(failover.Seconds(), "failover-s")
 	})
+	var base float64
+	var rec time.Duration
+	var recOnce sync.Once
 	b.Run("nats-recovery", func(b *testing.B) {
-		lab := get(b)
+		recOnce.Do(func() { base, rec = natsRecovery(b, get(b)) })
+		if rec < 0 {
+			b.Fatalf("the rate did not come back to 80%% of %.0f/s within 15 s", base)
+		}
+		b.ReportMetric(base, "base-ops/s")
+		b.ReportMetric(rec.Seconds(), "recovery-s")
+	})
+}
+
+// natsRecovery runs a mixed load (16 clients), kills one NATS server and
+// returns the rate before and how long the rate took to come back to 80%.
+func natsRecovery(b *testing.B, lab *clusterlab.Lab) (float64, time.Duration) {
+	{
 		key := createKey(b, dial(b, lab, lab.Ceremony.Creds["default-admin"]), "recovery")
 		ld := newLoad()
 		ld.start(b, lab, requesters/4, key)
@@ -79,12 +101,8 @@ func BenchmarkCluster(b *testing.B) {
 		rec := ld.recovery(kill, base, 0.8, end)
 		ld.report(b)
 		restart(b, lab.NATS[1])
-		if rec < 0 {
-			b.Fatalf("the rate did not come back to 80%% of %.0f/s within 15 s", base)
-		}
-		b.ReportMetric(base, "base-ops/s")
-		b.ReportMetric(rec.Seconds(), "recovery-s")
-	})
+		return base, rec
+	}
 }
 
 // benchEncrypt encrypts 64 bytes b.N times from 64 requesters.
