@@ -151,6 +151,18 @@ func (l *load) recovery(kill time.Time, base, frac float64, until time.Time) tim
 	return -1
 }
 
+// dip is the lowest rate over a sliding second in [from, to), as a
+// fraction of base.
+func (l *load) dip(from, to time.Time, base float64) float64 {
+	low := -1.0
+	for at := from; !at.Add(time.Second).After(to); at = at.Add(100 * time.Millisecond) {
+		if r := l.rate(at, at.Add(time.Second)); low < 0 || r < low {
+			low = r
+		}
+	}
+	return low / base
+}
+
 // report logs each phase's outcomes and errors.
 func (l *load) report(t testing.TB) {
 	l.mu.Lock()
