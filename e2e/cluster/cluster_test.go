@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -105,8 +106,11 @@ func TestClusterSurvivesKills(t *testing.T) {
 		warm, after, after/warm, ld.recovery(natsKill, warm, 0.8, afterStart).Round(100*time.Millisecond))
 
 	// Errors were seen only while a process was down, and they are bounded:
-	// at most the requests in flight to a dead process and those that
-	// timed out while the cluster moved leaders.
+	// the requests in flight to a dead process (each waits out the
+	// client's 5 s timeout), and those refused (AuditUnavailableException)
+	// or timed out while JetStream elected a new leader for a stream whose
+	// leader was on the killed server: at most one per client per second
+	// of the phase, where a dead cluster would fail every request.
 	ld.mu.Lock()
 	for _, name := range ld.order {
 		st := ld.stats[name]
@@ -119,8 +123,9 @@ func TestClusterSurvivesKills(t *testing.T) {
 				t.Errorf("phase %s: no request succeeded", name)
 			}
 		case strings.HasPrefix(name, "kill"):
-			if st.failed > 10*clients {
-				t.Errorf("phase %s: %d client-visible errors, bound %d", name, st.failed, 10*clients)
+			bound := clients * int(math.Ceil(st.end.Sub(st.start).Seconds()))
+			if st.failed > bound {
+				t.Errorf("phase %s: %d client-visible errors, bound %d", name, st.failed, bound)
 			}
 		}
 	}
