@@ -333,7 +333,9 @@ type fileStamp struct {
 	mod  int64
 }
 
-func stampOf(st os.FileInfo) fileStamp { return fileStamp{size: st.Size(), mod: st.ModTime().UnixNano()} }
+func stampOf(st os.FileInfo) fileStamp {
+	return fileStamp{size: st.Size(), mod: st.ModTime().UnixNano()}
+}
 
 // refresh re-reads the identity file if it changed since this process last
 // read or wrote it, adopting what another process added. It reports
