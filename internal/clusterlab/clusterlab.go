@@ -72,7 +72,8 @@ type Config struct {
 	HSMModule string
 }
 
-// Roles of each keyflow process, in start order.
+// Processes are the keyflow processes of a lab and their roles, in start
+// order.
 var Processes = []struct{ Name, Roles string }{
 	{"crypto-1", "crypto,admin"},
 	{"crypto-2", "crypto,admin"},
