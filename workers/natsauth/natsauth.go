@@ -14,6 +14,10 @@
 // identity from that header only ([CallerFromHeader]); a tenant or principal
 // named in a request body is never trusted. A tenant cannot even address
 // another tenant's subjects: it has no import for them ("no responders").
+// Inside the KF account nothing stamps that header, so the worker also
+// checks that the user it names is one keyflow issued to that principal
+// with those roles ([Identity.IssuedUser]) and that the request is signed
+// by that user's key (workers/rpc, client/api).
 //
 // Each principal receives only its own replies: its JWT allows it to
 // subscribe to its own inbox prefix (InboxPrefix) and nothing else, and
@@ -84,9 +88,6 @@ type Identity struct {
 	system      accountKey
 	service     accountKey
 	tenants     map[string]nkeys.KeyPair
-	// stamp is the identity file's size and time as last read or
-	// written (see refresh).
-	stamp fileStamp
 	// byAccount maps account public keys to tenant names: TenantOf runs on
 	// every request, so it must not derive keys.
 	byAccount map[string]string
@@ -97,6 +98,10 @@ type Identity struct {
 	policies   map[string]keypolicy.RolePolicy
 	platform   string
 	push       ClaimsPublisher
+
+	// issued.go: the identity file as last read or written here.
+	fileMod  time.Time
+	fileSize int64
 }
 
 // accountKey is an account's public key and the key that signs its users:
@@ -162,13 +167,11 @@ func Load(path string) (*Identity, error) {
 		if err := id.fromFile(&f); err != nil {
 			return nil, fmt.Errorf("identity file %s: %w", path, err)
 		}
-		if st, err := os.Stat(path); err == nil {
-			id.stamp = stampOf(st)
-		}
 	}
 	if err := id.publishAll(); err != nil {
 		return nil, err
 	}
+	id.noteFile()
 	return id, nil
 }
 
@@ -321,45 +324,8 @@ func (id *Identity) save() error {
 	if err := os.Rename(tmp, id.path); err != nil {
 		return fmt.Errorf("failed to write identity: %w", err)
 	}
-	if st, err := os.Stat(id.path); err == nil {
-		id.stamp = stampOf(st)
-	}
+	id.noteFile()
 	return nil
-}
-
-// fileStamp tells whether a file changed since it was last read.
-type fileStamp struct {
-	size int64
-	mod  int64
-}
-
-func stampOf(st os.FileInfo) fileStamp {
-	return fileStamp{size: st.Size(), mod: st.ModTime().UnixNano()}
-}
-
-// refresh re-reads the identity file if it changed since this process last
-// read or wrote it, adopting what another process added. It reports
-// whether it read the file.
-func (id *Identity) refresh() bool {
-	st, err := os.Stat(id.path)
-	if err != nil {
-		return false
-	}
-	id.mu.Lock()
-	defer id.mu.Unlock()
-	if stampOf(st) == id.stamp {
-		return false
-	}
-	b, err := os.ReadFile(id.path)
-	if err != nil {
-		return false
-	}
-	var f identityFile
-	if json.Unmarshal(b, &f) != nil || id.merge(&f) != nil {
-		return false
-	}
-	id.stamp = stampOf(st)
-	return true
 }
 
 func pub(kp nkeys.KeyPair) string { p, _ := kp.PublicKey(); return p }
@@ -508,18 +474,15 @@ func (id *Identity) TenantOf(account string) (string, error) {
 	id.mu.RLock()
 	name, ok := id.byAccount[account]
 	id.mu.RUnlock()
-	if ok {
-		return name, nil
-	}
-	if id.refresh() {
+	if !ok && id.refresh() { // a tenant another process created
 		id.mu.RLock()
 		name, ok = id.byAccount[account]
 		id.mu.RUnlock()
-		if ok {
-			return name, nil
-		}
 	}
-	return "", ErrUnknownTenant
+	if !ok {
+		return "", ErrUnknownTenant
+	}
+	return name, nil
 }
 
 // UserCreds issues a creds file (user JWT + seed) for a principal of a
