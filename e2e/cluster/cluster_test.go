@@ -132,17 +132,32 @@ func TestClusterSurvivesKills(t *testing.T) {
 	okOps := ld.ok
 	ld.mu.Unlock()
 
-	// Every rotation finished with exactly one version.
-	records := waitRotations(t, lab, 90*time.Second)
-	k, err := admin.DescribeKey(ctx, rotKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	started := records.count(func(e auditEvent) bool {
-		return e.Type == "io.keyflow.key.rotation.started.v1" && e.Outcome == "success" && strings.HasPrefix(e.RequestID, rotationPrefix)
+	// Every rotation finished with exactly one version. The rotation in
+	// flight when the rotations stopped may still be starting: the trail
+	// and the key are read again until they agree, or for 30 s.
+	var records auditRecords
+	var k *api.KeyMetadata
+	var started int
+	waitFor(30*time.Second, func() bool {
+		records = waitRotations(t, lab, 90*time.Second)
+		var err error
+		if k, err = admin.DescribeKey(ctx, rotKey); err != nil {
+			t.Fatal(err)
+		}
+		started = records.count(func(e auditEvent) bool {
+			return e.Type == "io.keyflow.key.rotation.started.v1" && e.Outcome == "success" && strings.HasPrefix(e.RequestID, rotationPrefix)
+		})
+		return len(k.Versions) == 1+started
 	})
 	if len(k.Versions) != 1+started || int(k.PrimaryVersion) != len(k.Versions) {
-		t.Errorf("rotated key: %d versions, primary %d, after %d accepted rotations", len(k.Versions), k.PrimaryVersion, started)
+		rotated := records.count(func(e auditEvent) bool { return e.Type == "io.keyflow.key.rotated.v1" })
+		t.Errorf("rotated key: %d versions, primary %d, after %d accepted rotations (%d key.rotated records, %d rotations the client saw done)",
+			len(k.Versions), k.PrimaryVersion, started, rotated, len(rotations.ok))
+		for id, es := range records.byRequest {
+			if strings.HasPrefix(id, rotationPrefix) && len(es) != 2 {
+				t.Logf("request %s: %+v", id, es)
+			}
+		}
 	}
 	seen := map[uint32]string{}
 	for id, v := range rotations.ok {
