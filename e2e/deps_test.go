@@ -46,6 +46,10 @@ func TestDependencyDirection(t *testing.T) {
 		// The cluster lab starts processes and reaches keyflow through its
 		// binary, its files and NATS only.
 		{pkg: mod + "/internal/clusterlab", forbidden: []string{"go.temporal.io/", mod + "/workflows", mod + "/deploy", mod + "/cmd", mod + "/client"}},
+		// Cloud connectors (docs/multi-cloud.md): a leaf that takes wrapped
+		// bytes from a callback; workflows|deploy|cmd → cloud, never kms → cloud.
+		{pkg: mod + "/cloud/...", forbidden: []string{"github.com/nats-io/", "go.temporal.io/", mod + "/kms", mod + "/internal"}, ownOnly: true},
+		{pkg: mod + "/kms", forbidden: []string{mod + "/cloud"}},
 	}
 	for _, r := range rules {
 		out, err := exec.Command(depsGoTool(), "list", "-deps", "-f", "{{.ImportPath}}", r.pkg).CombinedOutput()
