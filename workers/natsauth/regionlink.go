@@ -20,4 +20,4 @@ func (id *Identity) RegionLinkCreds(name string) ([]byte, error) {
 
 // ServiceAccount is the public key of the keyflow service account, the
 // local account a region link binds to.
-func (id *Identity) ServiceAccount() string { return pub(id.service) }
+func (id *Identity) ServiceAccount() string { return id.service.pub }
