@@ -186,6 +186,10 @@ type Options struct {
 	// while the sealer role reports ready (/readyz); default
 	// DefaultSealerMaxLag.
 	SealerMaxLag uint64
+	// Region names this deployment for multi-region keys
+	// (docs/multi-region.md): the lifecycle role then answers the region
+	// link (package region) and replicates the keys whose primary is here.
+	Region string
 }
 
 // DefaultSealerMaxLag is Options.SealerMaxLag's default: about ten
@@ -285,7 +289,7 @@ func Start(ctx context.Context, in Infra, o Options) (n *Node, err error) {
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	n.cancel = cancel
 
-	if n.Conn, err = n.connect(ctx, o.Roles[0], "keyflow-worker"); err != nil {
+	if n.Conn, err = n.connect(ctx, n.workerRole(), "keyflow-worker"); err != nil {
 		return n, err
 	}
 	js, err := in.JetStream(n.Conn)
@@ -315,7 +319,11 @@ func Start(ctx context.Context, in Infra, o Options) (n *Node, err error) {
 	}
 	if n.Has(Lifecycle) {
 		w := worker.New(in.Temporal, workflows.TaskQueue, worker.Options{Interceptors: in.Metrics.WorkerInterceptors()})
-		workflows.Register(w, &workflows.Activities{KMS: n.KMS, Temporal: in.Temporal, CloudConnect: cloudConnect})
+		acts := &workflows.Activities{KMS: n.KMS, Temporal: in.Temporal, CloudConnect: cloudConnect}
+		if err = n.startRegion(acts, o.Region); err != nil {
+			return n, err
+		}
+		workflows.Register(w, acts)
 		if err = w.Start(); err != nil {
 			return n, fmt.Errorf("failed to start the lifecycle worker: %w", err)
 		}
@@ -342,6 +350,20 @@ func Start(ctx context.Context, in Infra, o Options) (n *Node, err error) {
 	return n, nil
 }
 
+// workerRole is the role whose creds the node's key store and audit
+// publisher connect with: the first role that is not the sealer. The
+// sealer's creds may publish digests but no audit records, and a
+// sealer-only process still records its own key operations (creating its
+// signing keys), which is a worker's right (natsauth.WorkerCreds).
+func (n *Node) workerRole() Role {
+	for _, r := range n.Roles {
+		if r != Sealer {
+			return r
+		}
+	}
+	return Crypto
+}
+
 // connect opens a connection for a role and closes it (drained) on Stop.
 func (n *Node) connect(ctx context.Context, r Role, name string) (*nats.Conn, error) {
 	nc, err := n.infra.Connect(ctx, r, name)
@@ -360,7 +382,7 @@ func (n *Node) startKMS(ctx, runCtx context.Context, js jetstream.JetStream) err
 	}
 	// Audit records go out on their own connections, so that replies and
 	// audit publishes do not queue behind each other (about +10% at load).
-	auditConn, err := n.connect(ctx, n.Roles[0], "keyflow-audit")
+	auditConn, err := n.connect(ctx, n.workerRole(), "keyflow-audit")
 	if err != nil {
 		return err
 	}
@@ -400,7 +422,7 @@ func (n *Node) startKMS(ctx, runCtx context.Context, js jetstream.JetStream) err
 	n.Store = store
 	if n.KMS, err = kms.New(ctx, kms.Config{
 		HSM: n.infra.HSM, Store: store, Audit: audit, Logger: n.infra.Logger, Governance: gov,
-		Source: source, AuditFailOpen: o.AuditFailOpen,
+		Source: source, AuditFailOpen: o.AuditFailOpen, Region: o.Region,
 	}); err != nil {
 		return err
 	}
