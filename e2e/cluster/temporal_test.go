@@ -1,7 +1,3 @@
-// Package cluster proves keyflow past one process on this machine with
-// real, separate processes (issue 19 §10). This part: Temporal on
-// PostgreSQL (temporalpg), reached by `keyflow serve` processes through
-// keyflow.yaml's temporal section with mutual TLS.
 package cluster
 
 import (
