@@ -163,7 +163,7 @@ var Types = []string{
 	TypePolicyWarning, TypeQuotaThrottled,
 	TypeKeyImportParameters, TypeKeyImported, TypeKeyImportDeleted, TypeKeyImportExpired,
 	TypeAccessDenied, TypeKeyPolicyChanged, TypeKeyPolicyRead, TypeGrantCreated, TypeGrantListed, TypeGrantRetired, TypeGrantRevoked, TypeTenantCreated, TypePrincipalCreated, TypePrincipalListed, TypePrincipalDisabled,
-	TypeAccessKeyCreated, TypeAccessKeyListed, TypeAccessKeyDisabled, TypeAccessKeyDeleted, TypeKeyAliasChanged,
+	TypeAccessKeyCreated, TypeAccessKeyListed, TypeAccessKeyDisabled, TypeAccessKeyDeleted, TypeKeyAliasChanged, TypeKeyTagsChanged, TypeKeyDescriptionChanged, TypeGrantListedRetirable,
 	TypeKeyStateChanged, TypeKeyCompromised, TypeKeyDeletionScheduled, TypeKeyDeletionCancelled,
 	TypeKeyUseRefused, TypeKeyMaterialDestroyed, TypeKeyDestroyed, TypeKeyLifecycleChanged, TypeKeyRemediated, TypeKeyVersionRetired,
 	TypeKeyVersionRetirementScheduled, TypeKeyVersionRetirementCancelled,

@@ -27,4 +27,13 @@ const (
 	// TypeKeyAliasChanged records an alias created, moved or deleted
 	// after the key's creation (data.action).
 	TypeKeyAliasChanged = "io.keyflow.key.alias.changed.v1"
+	// TypeKeyTagsChanged records tags set on or removed from a key
+	// (data.action tag|untag, data.tagKeys; never the values).
+	TypeKeyTagsChanged = "io.keyflow.key.tags.changed.v1"
+	// TypeKeyDescriptionChanged records a key's new description (its
+	// length, not its text).
+	TypeKeyDescriptionChanged = "io.keyflow.key.description.changed.v1"
+	// TypeGrantListedRetirable records a listing of the grants a principal
+	// may retire, across the tenant's keys.
+	TypeGrantListedRetirable = "io.keyflow.grant.listed.retirable.v1"
 )

@@ -218,6 +218,45 @@ func (s *Service) ListGrants(ctx context.Context, c Caller, keyRef string) (gran
 	return grants, nil
 }
 
+// ListRetirableGrants returns the live grants, across the caller's
+// tenant's keys, that name principal as their retiring principal (AWS
+// ListRetirableGrants). Key admins and auditors may ask about any
+// principal; anyone else only about itself.
+func (s *Service) ListRetirableGrants(ctx context.Context, c Caller, principal string) (grants []keypolicy.Grant, err error) {
+	defer s.finish(ctx, c, events.TypeGrantListedRetirable, &err, func() (string, map[string]any) {
+		return "", map[string]any{"retiringPrincipal": truncate(principal, 64), "count": len(grants)}
+	}, func() { grants = nil })
+	if err := checkCaller(c); err != nil {
+		return nil, err
+	}
+	if err := checkPrincipalName(principal); err != nil {
+		return nil, err
+	}
+	if principal != c.Principal && !slices.Contains(c.Roles, string(keypolicy.RoleKeyAdmin)) && !slices.Contains(c.Roles, string(keypolicy.RoleAuditor)) {
+		return nil, newError(CodeAccessDenied, "only key admins and auditors may list the grants another principal can retire")
+	}
+	keys, err := s.store.ListKeys(ctx, c.Tenant)
+	if err != nil {
+		return nil, wrapError(CodeInternal, err, "failed to list keys")
+	}
+	grants = []keypolicy.Grant{}
+	for _, k := range keys {
+		a, err := s.keyAuthz(ctx, c.Tenant, k.ID)
+		if err != nil {
+			return nil, err
+		}
+		if a == nil {
+			continue
+		}
+		for _, g := range a.Grants {
+			if g.RetiringPrincipal == principal {
+				grants = append(grants, g)
+			}
+		}
+	}
+	return grants, nil
+}
+
 // RetireGrant ends a grant at the request of its grantee, its retiring
 // principal or a key admin (AWS RetireGrant).
 func (s *Service) RetireGrant(ctx context.Context, c Caller, keyRef, grantID string) error {

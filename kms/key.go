@@ -125,6 +125,9 @@ type Key struct {
 	// protocol that has them (KMIP Name and custom attributes); see
 	// export.go. They never hold material.
 	Attributes []Attribute `json:"attributes,omitempty"`
+	// Tags are the key's AWS-style tags (tags.go), in the order they
+	// were first set.
+	Tags []Tag `json:"tags,omitempty"`
 }
 
 // Version is one generation of a key's material.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -258,6 +259,8 @@ type CreateKeyParams struct {
 	Exportable bool
 	// Attributes are stored with the key (KMIP names, custom attributes).
 	Attributes []Attribute
+	// Tags are the key's first tags (tags.go).
+	Tags []Tag
 	// material, when set, is the key material to store instead of
 	// generating it (RegisterKey, export.go).
 	material []byte
@@ -300,11 +303,11 @@ func (s *Service) CreateKey(ctx context.Context, c Caller, p CreateKeyParams) (k
 	if !info.allowsUsage(p.Usage) {
 		return nil, newError(CodeValidation, "key spec %s does not allow usage %q; allowed: %v", p.Spec, truncate(string(p.Usage), 64), info.usages)
 	}
-	if len(p.Description) > 8192 {
-		return nil, newError(CodeValidation, "description is longer than 8192 characters")
+	if err := checkDescription(p.Description); err != nil {
+		return nil, err
 	}
-	if !PrintableText(p.Description) {
-		return nil, newError(CodeValidation, "description must be valid UTF-8 without control characters (no ANSI escapes, newlines or NUL)")
+	if err := ValidateTags(p.Tags); err != nil {
+		return nil, err
 	}
 	alias := normalizeAlias(p.Alias)
 	if p.Alias != "" && !validAlias(alias) {
@@ -364,7 +367,7 @@ func (s *Service) CreateKey(ctx context.Context, c Caller, p CreateKeyParams) (k
 		PrimaryVersion: 1,
 		Versions:       []Version{{Number: 1, State: StateActive, Algorithm: info.alg, CreatedAt: now}},
 	}
-	k.Exportable, k.Attributes = p.Exportable, p.Attributes
+	k.Exportable, k.Attributes, k.Tags = p.Exportable, p.Attributes, slices.Clone(p.Tags)
 	initialLifecycle(k, p, now)
 	if external {
 		markPendingImport(k)

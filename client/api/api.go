@@ -148,6 +148,8 @@ type CreateKeyRequest struct {
 	RotationPeriodInDays int        `json:"rotationPeriodInDays,omitempty"`
 	CryptoperiodInDays   int        `json:"cryptoperiodInDays,omitempty"`
 	RewrapOnRotation     bool       `json:"rewrapOnRotation,omitempty"`
+	// Tags are the key's first tags (AWS's rules: docs/aws-api.md).
+	Tags []Tag `json:"tags,omitempty"`
 }
 
 // KeyRequest names one key by ID or alias.
@@ -196,6 +198,8 @@ type KeyMetadata struct {
 	PendingDeletion      bool       `json:"pendingDeletion,omitempty"`
 	DeletionDate         *time.Time `json:"deletionDate,omitempty"`
 	RewrapOnRotation     bool       `json:"rewrapOnRotation,omitempty"`
+	// Tags are the key's tags (keys.tag, keys.untag).
+	Tags []Tag `json:"tags,omitempty"`
 }
 
 // ListKeysReply lists keys.

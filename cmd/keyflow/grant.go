@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -74,22 +75,21 @@ func newGrantCmd(g *globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				if g.output == "json" {
-					return printJSON(cmd.OutOrStdout(), r)
+				return g.printGrants(cmd.OutOrStdout(), r)
+			})
+		},
+	}
+	retirable := &cobra.Command{
+		Use:   "list-retirable PRINCIPAL",
+		Short: "List the grants PRINCIPAL may retire, across the tenant's keys (yourself; key admins and auditors: anyone)",
+		Args:  exactArgs(1, "PRINCIPAL"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				r, err := c.ListRetirableGrants(ctx, args[0])
+				if err != nil {
+					return err
 				}
-				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "GRANT ID\tGRANTEE\tOPERATIONS\tEXPIRES\tCREATED BY")
-				for _, gr := range r.Grants {
-					exp := "-"
-					if gr.Constraints != nil && gr.Constraints.NotAfter != nil {
-						exp = gr.Constraints.NotAfter.Format(time.RFC3339)
-						if gr.Constraints.NotAfter.Before(time.Now()) {
-							exp += " (EXPIRED)"
-						}
-					}
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", gr.GrantID, gr.Grantee, strings.Join(gr.Operations, ","), exp, gr.CreatedBy)
-				}
-				return tw.Flush()
+				return g.printGrants(cmd.OutOrStdout(), r)
 			})
 		},
 	}
@@ -108,7 +108,7 @@ func newGrantCmd(g *globals) *cobra.Command {
 	}
 	retire := end("retire", "Retire a grant (its grantee, retiring principal or a key admin)", (*client.Client).RetireGrant)
 	revoke := end("revoke", "Revoke a grant (key admins)", (*client.Client).RevokeGrant)
-	cmd.AddCommand(create, list, retire, revoke)
+	cmd.AddCommand(create, list, retirable, retire, revoke)
 	return cmd
 }
 
@@ -125,4 +125,24 @@ func parseExpiry(s string, now time.Time) (time.Time, error) {
 		return time.Time{}, usagef("--expires wants a duration (24h) or an RFC 3339 time, got %q", s)
 	}
 	return t, nil
+}
+
+// printGrants prints grants as JSON, or as a table.
+func (g *globals) printGrants(w io.Writer, r *api.ListGrantsReply) error {
+	if g.output == "json" {
+		return printJSON(w, r)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "GRANT ID\tKEY ID\tGRANTEE\tOPERATIONS\tEXPIRES\tCREATED BY")
+	for _, gr := range r.Grants {
+		exp := "-"
+		if gr.Constraints != nil && gr.Constraints.NotAfter != nil {
+			exp = gr.Constraints.NotAfter.Format(time.RFC3339)
+			if gr.Constraints.NotAfter.Before(time.Now()) {
+				exp += " (EXPIRED)"
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", gr.GrantID, gr.KeyID, gr.Grantee, strings.Join(gr.Operations, ","), exp, gr.CreatedBy)
+	}
+	return tw.Flush()
 }

@@ -19,6 +19,7 @@ func newKeyCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "key", Short: "Create, inspect and rotate keys", Args: noSubcommand, RunE: showHelp}
 
 	var alias, desc, spec, usage, origin string
+	var tagArgs []string
 	var life lifecycleFlags
 	create := withRaw(&cobra.Command{
 		Use:   "create [--spec SPEC] [--usage USAGE]",
@@ -35,6 +36,10 @@ Specs and usages (AWS KMS names):
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
 				req := api.CreateKeyRequest{Alias: alias, Description: desc, KeySpec: spec, KeyUsage: usage, Origin: origin}
+				var err error
+				if req.Tags, err = parseTags(tagArgs); err != nil {
+					return err
+				}
 				if err := life.apply(&req); err != nil {
 					return err
 				}
@@ -54,6 +59,7 @@ Specs and usages (AWS KMS names):
 	create.Flags().StringVar(&desc, "description", "", "free-text description")
 	create.Flags().StringVar(&spec, "spec", "", "key spec (default SYMMETRIC_DEFAULT)")
 	create.Flags().StringVar(&usage, "usage", "", "key usage (default: the spec's first usage)")
+	create.Flags().StringArrayVar(&tagArgs, "tag", nil, "a tag, TAGKEY=VALUE (repeatable)")
 	create.Flags().StringVar(&origin, "origin", "", "AWS_KMS (default: generated in the HSM) or EXTERNAL (no material: import it, see 'keyflow import-params')")
 	life.add(create)
 
@@ -127,6 +133,7 @@ io.keyflow.key.rotation.failed.v1). A second rotate while one runs is refused
 	rotate.Flags().BoolVar(&rewrap, "rewrap", false, "then rewrap the key's registered data keys to the new version and print the counts")
 	cmd.AddCommand(create, describe, list, rotate, newRetireVersionCmd(g), newKeyAliasCmd(g))
 	cmd.AddCommand(newKeyPolicyCmds(g)...)
+	cmd.AddCommand(newKeyTagCmds(g)...)
 	cmd.AddCommand(newLifecycleCmds(g)...)
 	return cmd
 }

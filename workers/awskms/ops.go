@@ -36,6 +36,9 @@ var operations = map[string]opFunc{
 	"CreateAlias":               (*Server).createAlias, "UpdateAlias": (*Server).updateAlias, "DeleteAlias": (*Server).deleteAlias,
 	"GetKeyPolicy": (*Server).getKeyPolicy, "PutKeyPolicy": (*Server).putKeyPolicy, "ListKeyPolicies": (*Server).listKeyPolicies,
 	"ListGrants": (*Server).listGrants, "RetireGrant": (*Server).retireGrant, "RevokeGrant": (*Server).revokeGrant,
+	"CreateGrant": (*Server).createGrant, "ListRetirableGrants": (*Server).listRetirableGrants,
+	"TagResource": (*Server).tagResource, "UntagResource": (*Server).untagResource, "ListResourceTags": (*Server).listResourceTags,
+	"UpdateKeyDescription": (*Server).updateKeyDescription,
 }
 
 // unsupported are the AWS KMS operations keyflow does not serve; they
@@ -45,8 +48,6 @@ var unsupported = map[string]bool{}
 
 func init() {
 	for _, op := range []string{
-		"UpdateKeyDescription",
-		"TagResource", "UntagResource", "ListResourceTags", "CreateGrant", "ListRetirableGrants",
 		"ConnectCustomKeyStore", "CreateCustomKeyStore", "DeleteCustomKeyStore", "DescribeCustomKeyStores",
 		"DisconnectCustomKeyStore", "UpdateCustomKeyStore", "ReplicateKey", "UpdatePrimaryRegion",
 		"DeriveSharedSecret",
@@ -244,8 +245,6 @@ func (s *Server) createKey(ctx context.Context, c kms.Caller, body []byte) (any,
 		return nil, clientError("UnsupportedOperationException", "keyflow keys are not multi-Region keys (MultiRegion must be false)")
 	case req.CustomKeyStoreID != "" || req.XksKeyID != "" || req.Origin == "AWS_CLOUDHSM" || req.Origin == "EXTERNAL_KEY_STORE":
 		return nil, clientError("UnsupportedOperationException", "keyflow has no custom key stores: every key is in keyflow's HSM")
-	case len(req.Tags) > 0:
-		return nil, clientError("UnsupportedOperationException", "keyflow keys have no tags yet (docs/aws-api.md)")
 	}
 	spec := req.KeySpec
 	if spec == "" {
@@ -253,6 +252,7 @@ func (s *Server) createKey(ctx context.Context, c kms.Caller, body []byte) (any,
 	}
 	m, err := callAs[api.KeyMetadata](s, ctx, c, api.OpKeyCreate, api.CreateKeyRequest{
 		Description: req.Description, KeySpec: spec, KeyUsage: req.KeyUsage, Origin: req.Origin,
+		Tags: tagsToAPI(req.Tags),
 	})
 	if err != nil {
 		return nil, err
@@ -1053,6 +1053,12 @@ func (s *Server) listGrants(ctx context.Context, c kms.Caller, body []byte) (any
 	if err != nil {
 		return nil, err
 	}
+	return s.grantPage(c, req.pageReq, r.Grants)
+}
+
+// grantPage is one page of grants as AWS's ListGrants and
+// ListRetirableGrants reply.
+func (s *Server) grantPage(c kms.Caller, req pageReq, grants []api.Grant) (any, error) {
 	type grant struct {
 		KeyID             string   `json:"KeyId"`
 		GrantID           string   `json:"GrantId"`
@@ -1062,11 +1068,11 @@ func (s *Server) listGrants(ctx context.Context, c kms.Caller, body []byte) (any
 		Operations        []string `json:"Operations"`
 		CreationDate      float64  `json:"CreationDate"`
 	}
-	all := make([]grant, 0, len(r.Grants))
-	for _, g := range r.Grants {
+	all := make([]grant, 0, len(grants))
+	for _, g := range grants {
 		all = append(all, grant{s.keyARN(c.Tenant, g.KeyID), g.GrantID, g.Grantee, g.RetiringPrincipal, AccountID(c.Tenant), g.Operations, epoch(g.CreationDate)})
 	}
-	pg, next, more, err := page(req.pageReq, all)
+	pg, next, more, err := page(req, all)
 	if err != nil {
 		return nil, err
 	}

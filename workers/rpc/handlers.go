@@ -69,6 +69,7 @@ func (s *Server) createKey(ctx context.Context, c kms.Caller, body []byte) (any,
 	p := kms.CreateKeyParams{
 		Alias: req.Alias, Description: req.Description,
 		Spec: kms.KeySpec(req.KeySpec), Usage: kms.KeyUsage(req.KeyUsage), Origin: kms.Origin(req.Origin),
+		Tags: tagsFromWire(req.Tags),
 	}
 	createLifecycle(&p, req)
 	k, err := s.cfg.KMS.CreateKey(ctx, c, p)
@@ -250,6 +251,7 @@ func Metadata(k *kms.Key) api.KeyMetadata {
 		KeyID: k.ID, Arn: k.ResourceName(), Alias: k.Alias, Description: k.Description,
 		KeySpec: string(k.Spec), KeyUsage: string(k.Usage), KeyState: string(k.State),
 		CreationDate: k.CreatedAt, CreatedBy: k.CreatedBy, PrimaryVersion: k.PrimaryVersion,
+		Tags: tagsToWire(k.Tags),
 	}
 	if !k.RotatedAt.IsZero() {
 		t := k.RotatedAt

@@ -23,8 +23,9 @@ func (s *Server) identityGroups() []struct {
 		ops   map[string]handlerFunc
 	}{
 		{"keyflow-keypolicy", "keys", map[string]handlerFunc{"setpolicy": s.setKeyPolicy, "getpolicy": s.getKeyPolicy,
-			"setalias": s.setAlias, "deletealias": s.deleteAlias}},
-		{"keyflow-grants", "grants", map[string]handlerFunc{"create": s.createGrant, "list": s.listGrants, "retire": s.retireGrant, "revoke": s.revokeGrant}},
+			"setalias": s.setAlias, "deletealias": s.deleteAlias,
+			"tag": s.tagKey, "untag": s.untagKey, "setdescription": s.setDescription}},
+		{"keyflow-grants", "grants", map[string]handlerFunc{"create": s.createGrant, "list": s.listGrants, "retire": s.retireGrant, "revoke": s.revokeGrant, "listretirable": s.listRetirableGrants}},
 		{"keyflow-principals", "principals", map[string]handlerFunc{"create": s.createPrincipal, "list": s.listPrincipals, "disable": s.disablePrincipal}},
 		{"keyflow-tenants", "tenants", map[string]handlerFunc{"create": s.createTenant}},
 		{"keyflow-accesskeys", "accesskeys", map[string]handlerFunc{"create": s.createAccessKey, "list": s.listAccessKeys, "disable": s.disableAccessKey, "delete": s.deleteAccessKey}},

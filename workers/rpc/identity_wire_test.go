@@ -38,6 +38,11 @@ func identityWireMessages(t *testing.T, ok func(op, reqSchema, body, replySchema
 		t.Fatal(err)
 	}
 	ok(api.OpGrantList, "KeyRequest", `{"keyId":"wire-gov"}`, "ListGrantsReply")
+	ok(api.OpGrantListRetirable, "ListRetirableGrantsRequest", `{"retiringPrincipal":"alice"}`, "ListGrantsReply")
+	ok(api.OpKeyTag, "TagKeyRequest", `{"keyId":"wire-gov","tags":[{"tagKey":"team","tagValue":"wire"}]}`, "KeyMetadata")
+	ok(api.OpKeyUntag, "UntagKeyRequest", `{"keyId":"wire-gov","tagKeys":["team"]}`, "KeyMetadata")
+	refused(api.OpKeyTag, "", `{"keyId":"wire-gov","tags":[{"tagKey":"aws:x","tagValue":"v"}]}`, kms.CodeValidation)
+	ok(api.OpKeySetDescription, "SetDescriptionRequest", `{"keyId":"wire-gov","description":"governed"}`, "KeyMetadata")
 	ok(api.OpGrantRetire, "GrantRequest", `{"keyId":"wire-gov","grantId":"`+g.GrantID+`"}`, "GrantRequest")
 	if err := json.Unmarshal(ok(api.OpGrantCreate, "CreateGrantRequest", `{"keyId":"wire-gov","grantee":"wire-bob","operations":["Encrypt","Decrypt"]}`, "Grant"), &g); err != nil {
 		t.Fatal(err)
