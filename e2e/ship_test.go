@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -119,8 +120,36 @@ func readDockerfile(t *testing.T, path string) []dockerInstr {
 // slim Debian runtime stage that copies exactly that binary from it, a
 // non-root user, and `keyflow serve` as the container's command.
 func TestDockerfile(t *testing.T) {
+	if p := dockerfileProblems(t, filepath.Join("..", "Dockerfile")); len(p) > 0 {
+		t.Errorf("Dockerfile:\n%s", strings.Join(p, "\n"))
+	}
+}
+
+// TestDockerfileFaults: a Dockerfile that builds the default binary, copies
+// another file, runs as root and starts keyflow dev is refused on each count.
+func TestDockerfileFaults(t *testing.T) {
+	p := dockerfileProblems(t, filepath.Join("testdata", "Dockerfile.broken"))
+	for _, want := range []string{
+		"builds without -tags nodev",
+		"copies missing.txt",
+		"does not copy /out/keyflow",
+		`runs as "root"`,
+		"want /usr/local/bin/keyflow serve",
+	} {
+		if !slices.ContainsFunc(p, func(s string) bool { return strings.Contains(s, want) }) {
+			t.Errorf("no problem %q in:\n%s", want, strings.Join(p, "\n"))
+		}
+	}
+}
+
+// dockerfileProblems lists what is wrong with the Dockerfile at path; its
+// COPY sources and build target are looked up in the repository root.
+func dockerfileProblems(t *testing.T, path string) []string {
+	t.Helper()
 	root := filepath.Join("..")
-	instrs := readDockerfile(t, filepath.Join(root, "Dockerfile"))
+	var problems []string
+	addf := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
+	instrs := readDockerfile(t, path)
 	type stage struct {
 		name, image string
 		instrs      []dockerInstr
@@ -141,14 +170,14 @@ func TestDockerfile(t *testing.T) {
 		}
 	}
 	if len(stages) < 2 {
-		t.Fatalf("want a multi-stage Dockerfile, got %d stage(s)", len(stages))
+		return []string{fmt.Sprintf("want a multi-stage Dockerfile, got %d stage(s)", len(stages))}
 	}
 	build, final := stages[0], stages[len(stages)-1]
 	if !strings.HasPrefix(build.image, "golang:") {
-		t.Errorf("build stage from %s, want a golang image", build.image)
+		addf("build stage from %s, want a golang image", build.image)
 	}
 	if !strings.HasPrefix(final.image, "debian:") || !strings.Contains(final.image, "slim") {
-		t.Errorf("runtime stage from %s, want a slim Debian", final.image)
+		addf("runtime stage from %s, want a slim Debian", final.image)
 	}
 
 	// The build stage: COPY sources exist; go build of ./cmd/keyflow, nodev, -o OUT.
@@ -159,7 +188,7 @@ func TestDockerfile(t *testing.T) {
 			f := strings.Fields(in.args)
 			for _, src := range f[:len(f)-1] {
 				if _, err := os.Stat(filepath.Join(root, src)); err != nil {
-					t.Errorf("Dockerfile line %d copies %s: %v", in.line, src, err)
+					addf("line %d copies %s: %v", in.line, src, err)
 				}
 			}
 		case "RUN":
@@ -169,13 +198,13 @@ func TestDockerfile(t *testing.T) {
 			f := strings.Fields(in.args)
 			target := f[len(f)-1]
 			if st, err := os.Stat(filepath.Join(root, target, "main.go")); err != nil || st.IsDir() {
-				t.Errorf("Dockerfile line %d builds %s, which is no main package here", in.line, target)
+				addf("line %d builds %s, which is no main package here", in.line, target)
 			}
 			if target != "./cmd/keyflow" {
-				t.Errorf("Dockerfile line %d builds %s, want ./cmd/keyflow", in.line, target)
+				addf("line %d builds %s, want ./cmd/keyflow", in.line, target)
 			}
 			if !strings.Contains(in.args, "-tags nodev") {
-				t.Errorf("Dockerfile line %d builds without -tags nodev: the image would link the Temporal server", in.line)
+				addf("line %d builds without -tags nodev: the image would link the Temporal server", in.line)
 			}
 			if i := slices.Index(f, "-o"); i >= 0 && i+1 < len(f) {
 				out = f[i+1]
@@ -183,7 +212,7 @@ func TestDockerfile(t *testing.T) {
 		}
 	}
 	if out == "" {
-		t.Fatalf("the build stage has no `go build -o OUT ./cmd/keyflow`")
+		return append(problems, "the build stage has no `go build -o OUT ./cmd/keyflow`")
 	}
 
 	// The runtime stage: copies OUT from the build stage, runs as non-root,
@@ -202,7 +231,7 @@ func TestDockerfile(t *testing.T) {
 		case "ENTRYPOINT", "CMD":
 			var v []string
 			if err := json.Unmarshal([]byte(in.args), &v); err != nil {
-				t.Errorf("Dockerfile line %d: %s is not in exec form (a JSON array): %v", in.line, in.cmd, err)
+				addf("line %d: %s is not in exec form (a JSON array): %v", in.line, in.cmd, err)
 			}
 			if in.cmd == "ENTRYPOINT" {
 				entry = v
@@ -212,16 +241,18 @@ func TestDockerfile(t *testing.T) {
 		}
 	}
 	if copied == "" {
-		t.Errorf("the runtime stage does not copy %s from the %q stage", out, build.name)
+		addf("the runtime stage does not copy %s from the %q stage", out, build.name)
+		copied = "/usr/local/bin/keyflow"
 	}
 	if u, _, _ := strings.Cut(user, ":"); u == "" || u == "0" || u == "root" {
-		t.Errorf("the runtime stage runs as %q, want a non-root user", user)
+		addf("the runtime stage runs as %q, want a non-root user", user)
 	}
 	argv := append(slices.Clone(entry), cmd...)
 	if len(argv) < 2 || argv[0] != copied || argv[1] != "serve" {
-		t.Errorf("the container runs %q, want %s serve ...", argv, copied)
+		addf("the container runs %q, want %s serve ...", argv, copied)
 	}
 	if i := slices.Index(argv, "--config"); i < 0 || i+1 >= len(argv) {
-		t.Errorf("the container runs %q without --config FILE", argv)
+		addf("the container runs %q without --config FILE", argv)
 	}
+	return problems
 }
