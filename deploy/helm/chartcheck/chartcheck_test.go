@@ -171,3 +171,14 @@ func TestRenderedConfig(t *testing.T) {
 		t.Errorf("%d role group ConfigMaps, want 5", n)
 	}
 }
+
+// The values schema (deploy/helm/keyflow/values.schema.json) refuses a
+// role group with a role keyflow does not have before anything renders.
+func TestValuesSchema(t *testing.T) {
+	var out, errOut bytes.Buffer
+	code := run([]string{"-f", "testdata/unknown-role-values.yaml", chartDir}, &out, &errOut)
+	want := "/roleGroups/crypto-admin/roles/0': value must be one of 'crypto', 'admin'"
+	if code != 1 || !strings.Contains(errOut.String(), want) {
+		t.Errorf("exit %d, want 1 and %q:\n%s", code, want, errOut.String())
+	}
+}
