@@ -11,6 +11,10 @@
 // creds name; Dial reads it from CredsFile. An application that brings its
 // own connection (Options.Conn) connects with InboxOption(creds).
 //
+// Every request is signed with the principal's own user key, the seed in
+// its creds (api.RequestSigner): keyflow refuses unsigned requests. Dial
+// reads the seed from CredsFile; with Options.Conn, pass Options.Creds.
+//
 // The examples show envelope encryption with a data key
 // (Client.GenerateDataKey), signing and verifying (Client.Sign) and handling
 // refusals by code (Error). They run against a real stack (SoftHSM,
@@ -43,6 +47,11 @@ type Options struct {
 	Timeout time.Duration // per request; default 30s
 	Name    string        // connection name
 	Conn    *nats.Conn    // use an existing connection instead of dialling
+	// Creds are the creds file's contents, for a client given a Conn:
+	// every request is signed with the user key they hold (see
+	// api.RequestSigner), and keyflow refuses unsigned requests. Dial
+	// reads them from CredsFile otherwise.
+	Creds []byte
 }
 
 // Client calls keyflow over NATS.
@@ -51,6 +60,7 @@ type Client struct {
 	own     bool
 	tenant  string
 	timeout time.Duration
+	signer  *api.RequestSigner // nil: requests go unsigned (and are refused)
 }
 
 // Error is a refusal from keyflow: a stable code and a message.
@@ -78,16 +88,27 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 		o.Timeout = 30 * time.Second
 	}
 	c := &Client{nc: o.Conn, tenant: o.Tenant, timeout: o.Timeout}
+	creds := o.Creds
+	if creds == nil && o.CredsFile != "" {
+		b, err := os.ReadFile(o.CredsFile)
+		if err != nil {
+			return nil, fmt.Errorf("failed to read creds file: %w", err)
+		}
+		creds = b
+	}
+	if creds != nil {
+		s, err := SignerFromCreds(creds)
+		if err != nil {
+			return nil, err
+		}
+		c.signer = s
+	}
 	if c.nc != nil {
 		return c, nil
 	}
 	opts := []nats.Option{nats.Name(o.Name), nats.Timeout(5 * time.Second)}
 	if o.CredsFile != "" {
-		b, err := os.ReadFile(o.CredsFile)
-		if err != nil {
-			return nil, fmt.Errorf("failed to read creds file: %w", err)
-		}
-		inbox, err := InboxOption(b)
+		inbox, err := InboxOption(creds)
 		if err != nil {
 			return nil, err
 		}
@@ -160,6 +181,37 @@ func InboxOption(creds []byte) (nats.Option, error) {
 	return func(*nats.Options) error { return nil }, nil
 }
 
+// SignerFromCreds returns the request signer of a creds file: the user's
+// NKEY seed, which signs every request (api.RequestSigner).
+func SignerFromCreds(creds []byte) (*api.RequestSigner, error) {
+	kp, err := jwt.ParseDecoratedNKey(creds)
+	if err != nil {
+		return nil, fmt.Errorf("failed to parse creds file: %w", err)
+	}
+	seed, err := kp.Seed()
+	if err != nil {
+		return nil, fmt.Errorf("failed to parse creds file: %w", err)
+	}
+	defer clear(seed)
+	return api.NewRequestSigner(seed)
+}
+
+// SignMsg signs a request message built by hand (msg.Data is the body,
+// the Kf-Request-Id header is set first) with the creds' user key.
+func SignMsg(creds []byte, msg *nats.Msg) error {
+	s, err := SignerFromCreds(creds)
+	if err != nil {
+		return err
+	}
+	if msg.Header == nil {
+		msg.Header = nats.Header{}
+	}
+	for k, v := range s.Sign(msg.Subject, msg.Header.Get(api.HeaderRequestID), msg.Data, time.Now()) {
+		msg.Header.Set(k, v)
+	}
+	return nil
+}
+
 func cutPrefix(s, p string) (string, bool) {
 	if len(s) >= len(p) && s[:len(p)] == p {
 		return s[len(p):], true
@@ -212,6 +264,11 @@ func (c *Client) CallRaw(ctx context.Context, op string, body []byte, out any) e
 		reqID = nuid.Next()
 	}
 	msg.Header.Set(api.HeaderRequestID, reqID)
+	if c.signer != nil {
+		for k, v := range c.signer.Sign(msg.Subject, reqID, body, time.Now()) {
+			msg.Header.Set(k, v)
+		}
+	}
 	reply, err := c.nc.RequestMsgWithContext(ctx, msg)
 	if errors.Is(err, nats.ErrNoResponders) {
 		return ErrNoService

@@ -46,7 +46,7 @@ func TestMain(m *testing.M) {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(nc.Close)
-	opts = client.Options{Conn: nc, Tenant: "alpha"}
+	opts = client.Options{Conn: nc, Creds: creds, Tenant: "alpha"}
 	code := m.Run()
 	if tb.stop() && code == 0 {
 		code = 1

@@ -74,6 +74,15 @@ streams' limits outside the policy, recorded by the workers, is a finding.
 --from SEQ checks from SEQ only (the digest covering SEQ is the anchor: it
 carries the chain head before its range, signed, and per-record leaves).
 
+Requests: a record of a NATS request refused because its identity named a
+user key, principal or roles keyflow never issued (UnrecognizedClientException)
+is a forged-request finding: someone inside keyflow's own NATS account tried
+to act as a tenant. Requests refused for a missing or bad signature are listed
+as unsigned-request lines, without failing (a tenant's outdated client causes
+them too). A record whose event ID appears twice (a genuine record re-published
+after the stream's two-minute duplicate window) is a replayed finding naming
+both sequences.
+
 Checkpoints: 'keyflow audit checkpoint --out FILE' saves the current signed
 digest head. --since-checkpoint FILE then also fails if the digest stream no
 longer holds that digest unchanged: the trail sealed before it was removed,
@@ -495,6 +504,17 @@ func (g *globals) printReport(cmd *cobra.Command, r *chain.Report) error {
 		}
 		if r.Unsealed > 0 && r.Digests > 0 {
 			fmt.Fprintf(w, "unsealed tail: %d records from seq %d (not sealed yet; informational)\n", r.Unsealed, r.UnsealedFrom)
+		}
+	}
+	if g.output != "json" && len(r.Unsigned) > 0 {
+		// Refused, so not a failure; but worth an auditor's look.
+		fmt.Fprintf(w, "unsigned requests: %d refused for a missing or bad request signature (informational):\n", len(r.Unsigned))
+		for i, f := range r.Unsigned {
+			if i == 10 {
+				fmt.Fprintf(w, "  ... and %d more (-o json lists them)\n", len(r.Unsigned)-i)
+				break
+			}
+			fmt.Fprintf(w, "  %s\n", f)
 		}
 	}
 	if f := r.First(); f != nil {

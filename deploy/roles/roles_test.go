@@ -127,8 +127,13 @@ hsm:
   pin_file: %s
 %s`, c.natsURL, filepath.Join(c.dir, "worker.creds"), filepath.Join(c.dir, "identity.json"),
 		c.temporal, c.ns, tokenLabel, filepath.Join(c.dir, "pin"), extra)
-	path := filepath.Join(c.dir, "keyflow.yaml")
-	if err := os.WriteFile(path, []byte(y), 0o600); err != nil {
+	return loadConfig(t, filepath.Join(c.dir, "keyflow.yaml"), y)
+}
+
+// loadConfig writes a keyflow.yaml and loads it as serve does.
+func loadConfig(t *testing.T, path, yaml string) *config.Config {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	cfg, err := config.Load(path)

@@ -1,10 +1,13 @@
 package chain
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 )
 
 // Kind is what is wrong at a sequence number.
@@ -42,6 +45,27 @@ const (
 	// KindStreamChanged: a record of the trail says an audit stream's
 	// retention or limits were changed outside the configured policy.
 	KindStreamChanged Kind = "stream-changed"
+	// KindReplayed: a sealed, authenticated record carries the event ID of
+	// an earlier one: a genuine record published again after the stream's
+	// duplicate window (two minutes), which JetStream no longer drops. Its
+	// Seq is the later copy; Detail names both sequences and the event ID.
+	KindReplayed Kind = "replayed"
+	// KindForgedRequest: a worker refused a NATS request whose
+	// server-vouched identity (Nats-Request-Info) named a user key,
+	// principal or roles that keyflow never issued to that tenant
+	// (UnrecognizedClientException). The server writes that header itself
+	// on a tenant's requests, so only someone publishing inside keyflow's
+	// own NATS account can send one: an attempt to act as a tenant. The
+	// request was refused; the finding says someone holds such a
+	// credential.
+	KindForgedRequest Kind = "forged-request"
+	// KindUnsignedRequest: a worker refused a NATS request that was not
+	// signed, or not validly, by the user key its identity names (a
+	// missing, malformed, expired or replayed request signature). Listed
+	// in Report.Unsigned, not a failure: a tenant's own outdated or
+	// misconfigured client causes these too, and so does someone inside
+	// keyflow's account naming a genuine principal whose key it lacks.
+	KindUnsignedRequest Kind = "unsigned-request"
 )
 
 // Finding is one problem, at the sequence number where it starts.
@@ -57,7 +81,7 @@ func (f Finding) String() string {
 	switch f.Kind {
 	case KindForgedDigest:
 		return fmt.Sprintf("seq %d: forged digest: %s", f.Seq, f.Detail)
-	case KindTruncated, KindStreamChanged, KindForged:
+	case KindTruncated, KindStreamChanged, KindForged, KindReplayed, KindForgedRequest, KindUnsignedRequest:
 		return fmt.Sprintf("seq %d: %s: %s", f.Seq, f.Kind, f.Detail)
 	}
 	return fmt.Sprintf("seq %d: %s record: %s", f.Seq, f.Kind, f.Detail)
@@ -93,6 +117,10 @@ type Report struct {
 	// digests, before records were authenticated: their chain is checked,
 	// their origin is not.
 	Legacy uint64 `json:"legacy,omitempty"`
+	// Unsigned lists requests the workers refused for a missing or bad
+	// request signature (KindUnsignedRequest), capped like Findings.
+	// Informational: they do not fail the verification.
+	Unsigned []Finding `json:"unsigned,omitempty"`
 }
 
 // AddFindings adds findings found outside the verifier (a cut head, a
@@ -162,8 +190,11 @@ type Verifier struct {
 	// so a later copy with the same event ID turns "deleted" into
 	// "modified".
 	missing map[[IDTagSize]byte]uint64
-	report  Report
-	x       hasher
+	// ids maps the event-ID tag of every verified record to its sequence,
+	// to find a record stored twice (KindReplayed): about 40 bytes a record.
+	ids    map[[IDTagSize]byte]uint64
+	report Report
+	x      hasher
 }
 
 // NewVerifier checks the digests (signatures, and the links between
@@ -181,7 +212,7 @@ func NewVerifier(opts Options, digests []*Digest) (*Verifier, error) {
 	if opts.MaxFindings <= 0 {
 		opts.MaxFindings = 1000
 	}
-	v := &Verifier{opts: opts, keys: ks, findings: map[uint64]Finding{}, missing: map[[IDTagSize]byte]uint64{}}
+	v := &Verifier{opts: opts, keys: ks, findings: map[uint64]Finding{}, missing: map[[IDTagSize]byte]uint64{}, ids: map[[IDTagSize]byte]uint64{}}
 	ds := slices.Clone(digests)
 	sort.SliceStable(ds, func(i, j int) bool {
 		if ds[i].FromSeq != ds[j].FromSeq {
@@ -391,14 +422,67 @@ func (v *Verifier) check(seq uint64, body []byte) {
 		return
 	}
 	v.report.Verified++
+	authentic := true
 	if w.d.Version == 1 {
 		v.report.Legacy++
 	} else if w.d.unauthenticated(seq) {
+		authentic = false
 		id := ParseFields(body).ID
 		v.add(Finding{Seq: seq, Kind: KindForged, Detail: fmt.Sprintf("record %s carried no valid record authenticator when the sealer read it: keyflow did not write it", id)})
 	}
+	tag := w.d.idTag(uint64(i))
+	if first, ok := v.ids[tag]; ok {
+		if id := ParseFields(body).ID; id != "" {
+			v.add(Finding{Seq: seq, Kind: KindReplayed, Detail: fmt.Sprintf("record %s, stored at seq %d, is stored again at seq %d: a genuine record re-published after the stream's duplicate window or under another Nats-Msg-Id (a replay), or a step retried that late", id, first, seq)})
+		}
+	} else {
+		v.ids[tag] = seq
+	}
+	if authentic {
+		v.refusedRequest(seq, body)
+	}
 	if seq == w.d.ToSeq {
 		v.close()
+	}
+}
+
+// Refusal codes of request signatures (workers/rpc, reqsig.go), as
+// recorded in io.keyflow.request.rejected.v1.
+var (
+	forgedRequestCodes   = []string{"UnrecognizedClientException"}
+	unsignedRequestCodes = []string{"MissingAuthenticationTokenException", "IncompleteSignatureException", "InvalidSignatureException"}
+)
+
+var typeRequestRejected = []byte(`"io.keyflow.request.rejected.v1"`)
+
+// refusedRequest reports a genuine record of a NATS request refused for
+// its identity or signature (KindForgedRequest, KindUnsignedRequest).
+// Refusals of the AWS and KMIP gateways (operation aws.* or kmip.*) share
+// some codes, for their own authentication; they are not these.
+func (v *Verifier) refusedRequest(seq uint64, body []byte) {
+	if !bytes.Contains(body, typeRequestRejected) {
+		return
+	}
+	var e struct {
+		Type      string `json:"type"`
+		Tenant    string `json:"tenant"`
+		Principal string `json:"principal"`
+		ErrorCode string `json:"errorcode"`
+		RequestID string `json:"requestid"`
+		Data      struct {
+			Operation string `json:"operation"`
+		} `json:"data"`
+	}
+	if json.Unmarshal(body, &e) != nil || string(typeRequestRejected[1:len(typeRequestRejected)-1]) != e.Type ||
+		strings.HasPrefix(e.Data.Operation, "aws.") || strings.HasPrefix(e.Data.Operation, "kmip.") {
+		return
+	}
+	what := fmt.Sprintf("a request for %s of tenant %s naming principal %q (request %s) was refused with %s", e.Data.Operation, e.Tenant, e.Principal, e.RequestID, e.ErrorCode)
+	switch {
+	case slices.Contains(forgedRequestCodes, e.ErrorCode):
+		v.add(Finding{Seq: seq, Kind: KindForgedRequest, Detail: what + ": its identity was not one keyflow issued, so it was published inside keyflow's own NATS account by someone acting as the tenant"})
+	case slices.Contains(unsignedRequestCodes, e.ErrorCode) && len(v.report.Unsigned) < v.opts.MaxFindings:
+		v.report.Unsigned = append(v.report.Unsigned, Finding{Seq: seq, Kind: KindUnsignedRequest, Detail: what + ": not signed, or not validly, by the principal's own key (an outdated client, or someone without the key)"})
 	}
 }
 

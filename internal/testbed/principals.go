@@ -65,7 +65,7 @@ func (b *Bed) ClientWithCreds(tenant, name string, creds []byte) *client.Client 
 		b.T.Fatal(err)
 	}
 	b.T.Cleanup(nc.Close)
-	c, err := client.Dial(context.Background(), client.Options{Conn: nc, Tenant: tenant, Timeout: 20 * time.Second})
+	c, err := client.Dial(context.Background(), client.Options{Conn: nc, Creds: creds, Tenant: tenant, Timeout: 20 * time.Second})
 	if err != nil {
 		b.T.Fatal(err)
 	}

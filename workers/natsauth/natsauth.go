@@ -14,6 +14,10 @@
 // identity from that header only ([CallerFromHeader]); a tenant or principal
 // named in a request body is never trusted. A tenant cannot even address
 // another tenant's subjects: it has no import for them ("no responders").
+// Inside the KF account nothing stamps that header, so the worker also
+// checks that the user it names is one keyflow issued to that principal
+// with those roles ([Identity.IssuedUser]) and that the request is signed
+// by that user's key (workers/rpc, client/api).
 //
 // Each principal receives only its own replies: its JWT allows it to
 // subscribe to its own inbox prefix (InboxPrefix) and nothing else, and
@@ -37,6 +41,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
@@ -81,6 +86,12 @@ type Identity struct {
 	policies   map[string]keypolicy.RolePolicy
 	platform   string
 	push       ClaimsPublisher
+
+	// issued.go: the identity file as last read or written here, and
+	// when another process's changes were last looked for.
+	fileMod  time.Time
+	fileSize int64
+	checked  time.Time
 }
 
 type identityFile struct {
@@ -147,6 +158,7 @@ func Load(path string) (*Identity, error) {
 	if err := id.publishAll(); err != nil {
 		return nil, err
 	}
+	id.noteFile()
 	return id, nil
 }
 
@@ -182,6 +194,7 @@ func (id *Identity) save() error {
 	if err := os.Rename(tmp, id.path); err != nil {
 		return fmt.Errorf("failed to write identity: %w", err)
 	}
+	id.noteFile()
 	return nil
 }
 
@@ -289,6 +302,11 @@ func (id *Identity) TenantOf(account string) (string, error) {
 	id.mu.RLock()
 	name, ok := id.byAccount[account]
 	id.mu.RUnlock()
+	if !ok && id.refresh() { // a tenant another process created
+		id.mu.RLock()
+		name, ok = id.byAccount[account]
+		id.mu.RUnlock()
+	}
 	if !ok {
 		return "", ErrUnknownTenant
 	}

@@ -39,6 +39,9 @@ type userKey struct {
 	// _INBOX.>, are revoked (see addRevocations): they could read other
 	// principals' replies.
 	OwnInbox bool `json:"ownInbox,omitempty"`
+	// Roles are the roles in this key's JWT, when they differ from the
+	// principal's (a bootstrap key carries every role); see IssuedUser.
+	Roles []keypolicy.Role `json:"roles,omitempty"`
 }
 
 // ClaimsPublisher pushes an updated account JWT to the running NATS
@@ -143,7 +146,11 @@ func (id *Identity) issue(tenant, name string, roles []keypolicy.Role, userPub, 
 		rec = &principalRecord{Roles: slices.Clone(roles), CreatedAt: time.Now().UTC(), CreatedBy: createdBy}
 		ps[name] = rec
 	}
-	rec.Users = append(rec.Users, userKey{Public: userPub, Issued: uc.IssuedAt, OwnInbox: true})
+	uk := userKey{Public: userPub, Issued: uc.IssuedAt, OwnInbox: true}
+	if !slices.Equal(rec.Roles, roles) {
+		uk.Roles = slices.Clone(roles)
+	}
+	rec.Users = append(rec.Users, uk)
 	if err := id.save(); err != nil {
 		return "", err
 	}

@@ -182,7 +182,7 @@ func (r *faultRig) client(principal string) *client.Client {
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	c, err := client.Dial(context.Background(), client.Options{Conn: r.dial(creds, principal), Tenant: "alpha", Timeout: 5 * time.Second})
+	c, err := client.Dial(context.Background(), client.Options{Conn: r.dial(creds, principal), Creds: creds, Tenant: "alpha", Timeout: 5 * time.Second})
 	if err != nil {
 		r.t.Fatal(err)
 	}

@@ -12,7 +12,6 @@ import (
 
 	"github.com/keyflow/keyflow/client"
 	"github.com/keyflow/keyflow/client/api"
-	"github.com/keyflow/keyflow/deploy/natsserver"
 	"github.com/keyflow/keyflow/events"
 	"github.com/keyflow/keyflow/internal/testbed"
 	"github.com/keyflow/keyflow/kms"
@@ -232,7 +231,7 @@ func TestAuthzCrossTenant(t *testing.T) {
 // mallorysConn connects a beta principal whose permissions are beta's.
 func mallorysConn(t *testing.T, b *testbed.Bed) *nats.Conn {
 	t.Helper()
-	nc, err := natsserver.Connect(b.NATS, b.PrincipalCreds("beta", "mallory2", keypolicy.RoleCryptoUser), "mallory2")
+	nc, err := connectSigned(b.NATS, b.PrincipalCreds("beta", "mallory2", keypolicy.RoleCryptoUser), "mallory2")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -249,12 +248,12 @@ func TestAuthzForgedTenant(t *testing.T) {
 		t.Fatal(err)
 	}
 	creds := b.PrincipalCreds("alpha", "eve", keypolicy.RoleAuditor)
-	nc, err := natsserver.Connect(b.NATS, creds, "eve")
+	nc, err := connectSigned(b.NATS, creds, "eve")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	eve, err := client.Dial(ctx, client.Options{Conn: nc, Tenant: "alpha", Timeout: 20 * time.Second})
+	eve, err := client.Dial(ctx, client.Options{Conn: nc, Creds: creds, Tenant: "alpha", Timeout: 20 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -279,7 +278,7 @@ func TestAuthzForgedTenant(t *testing.T) {
 	msg.Header.Set(natsauth.RequestInfoHeader, string(forged))
 	msg.Header.Set(api.HeaderRequestID, "forged-header-1")
 	msg.Data = []byte(`{"keyId":"alias/forge","plaintext":"aGk="}`)
-	reply, err := nc.RequestMsg(msg, 20*time.Second)
+	reply, err := signedRequest(nc, msg, 20*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -475,7 +474,7 @@ func TestAuthzDisabledPrincipal(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	carol, err := client.Dial(ctx, client.Options{Conn: nc, Tenant: "alpha", Timeout: 5 * time.Second})
+	carol, err := client.Dial(ctx, client.Options{Conn: nc, Creds: creds, Tenant: "alpha", Timeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,7 +13,6 @@ import (
 
 	"github.com/keyflow/keyflow/client"
 	"github.com/keyflow/keyflow/client/api"
-	"github.com/keyflow/keyflow/deploy/natsserver"
 	"github.com/keyflow/keyflow/internal/testbed"
 	"github.com/keyflow/keyflow/kms"
 	"github.com/keyflow/keyflow/schemas"
@@ -82,7 +81,7 @@ func rawSend(t *testing.T, nc *nats.Conn, op, body, replySchema string) []byte {
 	t.Helper()
 	msg := nats.NewMsg(api.Subject("alpha", op))
 	msg.Data = []byte(body)
-	reply, err := nc.RequestMsg(msg, 20*time.Second)
+	reply, err := signedRequest(nc, msg, 20*time.Second)
 	if err != nil {
 		t.Fatalf("%s: %v", op, err)
 	}
@@ -111,7 +110,7 @@ func TestBackupAndArchiveOverNATS(t *testing.T) {
 		t.Fatal(err)
 	}
 	creds, _ := b.Identity.UserCreds("alpha", "alice")
-	nc, err := natsserver.Connect(b.NATS, creds, "alice")
+	nc, err := connectSigned(b.NATS, creds, "alice")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,12 +19,14 @@ import (
 // with the shared _INBOX.> keyflow issued before (inbox=shared). Both run
 // in one process against the same worker and key; compare the ops/s of
 // the pair (expected about 1.0x: the server checks subscribe permissions
-// when a subscription is made, not per reply).
+// when a subscription is made, not per reply). Requests go unsigned here
+// (rpc.Config.TestingUnsignedRequests), since the shared-inbox creds are
+// not ones keyflow records; BenchmarkEncryptNATSSigned measures signatures.
 func BenchmarkEncryptNATSInbox(b *testing.B) {
 	bed := testbed.New(b)
-	bed.StartRPC(nil)
+	startBenchRPC(b, bed, true)
 	ctx := context.Background()
-	k, err := bed.Client("alpha", "bench").CreateKey(ctx, api.CreateKeyRequest{Alias: "bench"})
+	k, err := inboxClient(b, bed, bed.PrincipalCreds("alpha", "bench-admin", keypolicy.RoleKeyAdmin)).CreateKey(ctx, api.CreateKeyRequest{Alias: "bench"})
 	if err != nil {
 		b.Fatal(err)
 	}

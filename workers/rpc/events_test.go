@@ -20,7 +20,6 @@ import (
 
 	"github.com/keyflow/keyflow/client"
 	"github.com/keyflow/keyflow/client/api"
-	"github.com/keyflow/keyflow/deploy/natsserver"
 	"github.com/keyflow/keyflow/events"
 	"github.com/keyflow/keyflow/events/jsaudit"
 	"github.com/keyflow/keyflow/internal/testbed"
@@ -879,7 +878,7 @@ func TestSchemaWireMessages(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	nc, err := natsserver.Connect(b.NATS, creds, "alice")
+	nc, err := connectSigned(b.NATS, creds, "alice")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -896,7 +895,7 @@ func TestSchemaWireMessages(t *testing.T) {
 		}
 		msg := nats.NewMsg(api.Subject("alpha", op))
 		msg.Data = []byte(body)
-		reply, err := nc.RequestMsg(msg, 20*time.Second)
+		reply, err := signedRequest(nc, msg, 20*time.Second)
 		if err != nil {
 			t.Fatalf("%s: %v", op, err)
 		}

@@ -18,7 +18,6 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/keyflow/keyflow/client/api"
-	"github.com/keyflow/keyflow/deploy/natsserver"
 	"github.com/keyflow/keyflow/events"
 	"github.com/keyflow/keyflow/internal/testbed"
 	"github.com/keyflow/keyflow/kms"
@@ -68,7 +67,7 @@ func TestImportOverNATS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	nc, err := natsserver.Connect(b.NATS, creds, "alice")
+	nc, err := connectSigned(b.NATS, creds, "alice")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +82,7 @@ func TestImportOverNATS(t *testing.T) {
 		}
 		msg := nats.NewMsg(api.Subject("alpha", op))
 		msg.Data = body
-		reply, err := nc.RequestMsg(msg, 20*time.Second)
+		reply, err := signedRequest(nc, msg, 20*time.Second)
 		if err != nil {
 			t.Fatalf("%s: %v", op, err)
 		}

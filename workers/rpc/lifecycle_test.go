@@ -13,7 +13,6 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/keyflow/keyflow/client/api"
-	"github.com/keyflow/keyflow/deploy/natsserver"
 	"github.com/keyflow/keyflow/internal/testbed"
 	"github.com/keyflow/keyflow/kms"
 	"github.com/keyflow/keyflow/schemas"
@@ -206,7 +205,7 @@ func wireSender(t *testing.T, b *testbed.Bed, cfg rpc.Config) func(op, reqSchema
 	if err != nil {
 		t.Fatal(err)
 	}
-	nc, err := natsserver.Connect(b.NATS, creds, "alice")
+	nc, err := connectSigned(b.NATS, creds, "alice")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -220,7 +219,7 @@ func wireSender(t *testing.T, b *testbed.Bed, cfg rpc.Config) func(op, reqSchema
 		}
 		msg := nats.NewMsg(api.Subject("alpha", op))
 		msg.Data = []byte(body)
-		reply, err := nc.RequestMsg(msg, 20*time.Second)
+		reply, err := signedRequest(nc, msg, 20*time.Second)
 		if err != nil {
 			t.Fatalf("%s: %v", op, err)
 		}

@@ -38,7 +38,7 @@ func pqSend(t *testing.T, nc *nats.Conn, op, reqSchema, body, replySchema string
 	}
 	msg := nats.NewMsg(api.Subject("alpha", op))
 	msg.Data = []byte(body)
-	reply, err := nc.RequestMsg(msg, 20*time.Second)
+	reply, err := signedRequest(nc, msg, 20*time.Second)
 	if err != nil {
 		t.Fatalf("%s: %v", op, err)
 	}

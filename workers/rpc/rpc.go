@@ -3,7 +3,8 @@
 // groups, so any number of workers share the load.
 //
 // Each handler is thin. It establishes the caller from the server-stamped
-// Nats-Request-Info header (never from the body), decodes the request
+// Nats-Request-Info header (never from the body), proven by the request's
+// signature with that user's own key (reqsig.go), decodes the request
 // strictly, calls the domain (package kms), and replies. micro runs one
 // handler at a time per endpoint, so requests are handed to a bounded pool
 // of goroutines through per-tenant queues served in turn, each bounded
@@ -34,9 +35,12 @@ import (
 	"github.com/keyflow/keyflow/workers/natsauth"
 )
 
-// TenantResolver maps the account the NATS server vouched for to a tenant.
+// TenantResolver maps the account the NATS server vouched for to a tenant,
+// and says whether keyflow issued a user key to a tenant's principal with
+// given roles (natsauth.Identity is one).
 type TenantResolver interface {
 	TenantOf(account string) (string, error)
+	IssuedUser(tenant, principal, userPub string, roles []string) bool
 }
 
 // Rotator runs a key rotation (the Temporal workflow, in production) and
@@ -103,6 +107,12 @@ type Config struct {
 	// Planes selects the services this server registers, so that a
 	// process can serve only its role; zero serves both planes.
 	Planes Planes
+	// TestingUnsignedRequests accepts NATS requests without a request
+	// signature (reqsig.go), as keyflow did before they existed. It exists
+	// for the benchmark that measures what signatures cost; never set it
+	// elsewhere: without signatures, anyone who can publish in keyflow's
+	// own NATS account can act as any tenant.
+	TestingUnsignedRequests bool
 }
 
 // Planes is a set of service planes.
@@ -136,6 +146,7 @@ type Server struct {
 	limits   *limiter               // per-tenant admission (quota.go)
 	cursors  *cursors               // audit tail cursors (cursor.go)
 	ops      map[string]handlerFunc // "<group>.<op>" → handler, for Invoke
+	sigs     *requestVerifier       // request signatures (reqsig.go)
 }
 
 type job struct {
@@ -169,7 +180,7 @@ func Start(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, done: make(chan struct{}), cursors: cur, ops: map[string]handlerFunc{}}
+	s := &Server{cfg: cfg, done: make(chan struct{}), cursors: cur, ops: map[string]handlerFunc{}, sigs: newRequestVerifier()}
 	s.base, s.cancel = context.WithCancel(context.Background())
 	s.startQuotas()
 	for range cfg.Workers {
@@ -354,7 +365,8 @@ func outcome(err error) string {
 }
 
 // caller establishes who is asking from the server-vouched identity. The
-// tenant in the subject must be the caller's own.
+// tenant in the subject must be the caller's own, and the request must be
+// signed by the user key the identity names (reqsig.go).
 func (s *Server) caller(r micro.Request, reqID string) (kms.Caller, error) {
 	c := kms.Caller{RequestID: reqID}
 	parts := strings.Split(r.Subject(), ".")
@@ -377,6 +389,11 @@ func (s *Server) caller(r micro.Request, reqID string) (kms.Caller, error) {
 	c.Roles = ri.Roles()
 	if subjectTenant != tenant {
 		return c, &kms.Error{Code: kms.CodeAccessDenied, Message: "the subject names another tenant"}
+	}
+	if !s.cfg.TestingUnsignedRequests {
+		if err := s.checkSignature(r.Headers().Get, r.Subject(), r.Data(), ri, tenant); err != nil {
+			return c, err
+		}
 	}
 	return c, nil
 }

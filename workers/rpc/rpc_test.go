@@ -18,7 +18,6 @@ import (
 
 	"github.com/keyflow/keyflow/client"
 	"github.com/keyflow/keyflow/client/api"
-	"github.com/keyflow/keyflow/deploy/natsserver"
 	"github.com/keyflow/keyflow/events"
 	"github.com/keyflow/keyflow/internal/testbed"
 	"github.com/keyflow/keyflow/kms"
@@ -121,7 +120,7 @@ func rawConn(t *testing.T, b *testbed.Bed, tenant, principal, connName string) *
 	if err != nil {
 		t.Fatal(err)
 	}
-	nc, err := natsserver.Connect(b.NATS, creds, connName)
+	nc, err := connectSigned(b.NATS, creds, connName)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -479,7 +478,7 @@ func TestTenantIsolation(t *testing.T) {
 			m.Header.Set(natsauth.RequestInfoHeader, string(forged))
 			reqID := uuid.NewString()
 			m.Header.Set(api.HeaderRequestID, reqID)
-			r, err := nc.RequestMsg(m, 5*time.Second)
+			r, err := signedRequest(nc, m, 5*time.Second)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -534,10 +533,12 @@ func TestTenantIsolation(t *testing.T) {
 			}
 			if withForged {
 				// Inside the KF account nothing strips the header, so a
-				// KF user's forged header is believed. KF users are
-				// keyflow's own workers; this is why no tenant may ever
-				// hold a KF user. Recorded here, not asserted.
-				t.Logf("KF user with a forged %s header: error code %q", natsauth.RequestInfoHeader, r.Header.Get(api.HeaderErrorCode))
+				// KF user can write one; the identity it names is not
+				// one keyflow issued, and the request is not signed by
+				// it (reqsig_test.go has the whole attack).
+				if eb := replyError(t, r); eb.Code != string(rpc.CodeUnrecognizedClient) {
+					t.Errorf("KF user with a forged %s header: %+v, want %s", natsauth.RequestInfoHeader, eb, rpc.CodeUnrecognizedClient)
+				}
 				continue
 			}
 			eb := replyError(t, r)
