@@ -193,7 +193,10 @@ func policyError(chs []StreamChange) error {
 // While they differ it records each difference and returns ErrStreamPolicy:
 // the worker must not serve.
 func Attach(ctx context.Context, js jetstream.JetStream, source string, opts ...Option) (*Publisher, error) {
-	p := &Publisher{js: js, pool: []jetstream.JetStream{js}, opts: opts, source: source}
+	p, err := newPublisher(js, source, opts)
+	if err != nil {
+		return nil, err
+	}
 	chs, err := checkStreams(ctx, js, opts)
 	if err != nil {
 		return nil, err

@@ -61,6 +61,16 @@ func Run(b *testing.B, n int, op func(worker int) error) Result {
 	return r
 }
 
+// ReportPeerCPU reports the CPU per operation, in µs, that a server in
+// another process used meanwhile (see PeerCPU), as server-cpu-µs/op:
+// cpu-µs/op then counts only the load client, and the sum of both is
+// what one call cost, to compare with a server measured in process.
+func (r Result) ReportPeerCPU(b *testing.B, perOp int, peer time.Duration) {
+	if peer > 0 && len(r.Latencies) > 0 {
+		b.ReportMetric(float64(peer)/float64(time.Microsecond)/float64(len(r.Latencies)*perOp), "server-cpu-µs/op")
+	}
+}
+
 // Percentile is the q-quantile of the latencies (nearest rank).
 func (r Result) Percentile(q float64) time.Duration {
 	if len(r.Latencies) == 0 {

@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/keyflow/keyflow/kms"
 )
@@ -13,6 +15,24 @@ import (
 // derived from the tenant name, so it needs no table and every gateway
 // agrees on it.
 func AccountID(tenant string) string {
+	if id, ok := accountIDs.Load(tenant); ok {
+		return id.(string)
+	}
+	id := accountID(tenant)
+	if accountIDsHeld.Add(1) <= 4096 {
+		accountIDs.Store(tenant, id)
+	}
+	return id
+}
+
+// accountIDs caches AccountID (bounded; the gateway's tenants are the
+// authenticated ones, a small set).
+var (
+	accountIDs     sync.Map // tenant -> account ID
+	accountIDsHeld atomic.Int64
+)
+
+func accountID(tenant string) string {
 	sum := sha256.Sum256([]byte("keyflow-aws-account-v1:" + tenant))
 	return fmt.Sprintf("%012d", binary.BigEndian.Uint64(sum[:8])%1_000_000_000_000)
 }

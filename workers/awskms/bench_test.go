@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -30,7 +31,10 @@ import (
 // the durable audit record stored in JetStream before the reply.
 // "localkms" is local-kms, the AWS KMS emulator, driven by the same load
 // code when KEYFLOW_LOCALKMS_URL names a running one (the bench task
-// starts it); otherwise that half is skipped.
+// starts it); otherwise that half is skipped. With KEYFLOW_LOCALKMS_PID
+// its rows also report local-kms's own CPU per call
+// (server-cpu-µs/op): keyflow's cpu-µs/op counts client and server, which
+// share the process, local-kms's only the client.
 //
 //	go test -run '^$' -bench 'AWS' -benchtime 2s ./workers/awskms/
 func BenchmarkAWSEncrypt(b *testing.B)         { benchAWS(b, "Encrypt") }
@@ -42,6 +46,7 @@ func BenchmarkAWSGenerateDataKey(b *testing.B) { benchAWS(b, "GenerateDataKey") 
 type awsTarget struct {
 	name   string
 	client func(conns int) *awskmssdk.Client
+	pid    int // the server's process, when it is another one
 }
 
 func benchAWS(b *testing.B, op string) {
@@ -50,11 +55,12 @@ func benchAWS(b *testing.B, op string) {
 	id, secret := f.accessKey(b, "alpha", "bench", keypolicy.RoleKeyAdmin, keypolicy.RoleCryptoUser)
 	targets = append(targets, awsTarget{"keyflow", func(conns int) *awskmssdk.Client {
 		return sdkFor(f.url, id, secret, conns)
-	}})
+	}, 0})
 	if u := os.Getenv("KEYFLOW_LOCALKMS_URL"); u != "" {
+		pid, _ := strconv.Atoi(os.Getenv("KEYFLOW_LOCALKMS_PID"))
 		targets = append(targets, awsTarget{"localkms", func(conns int) *awskmssdk.Client {
 			return sdkFor(u, "AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", conns)
-		}})
+		}, pid})
 	}
 	for _, tg := range targets {
 		b.Run(tg.name, func(b *testing.B) {
@@ -97,7 +103,10 @@ func benchAWS(b *testing.B, op string) {
 						})
 					}
 					wg.Wait()
-					runConcurrent(b, n, call)
+					peer := loadbench.PeerCPU(tg.pid)
+					r := loadbench.Run(b, n, func(int) error { return call() })
+					r.Report(b, 1, time.Millisecond, "ms")
+					r.ReportPeerCPU(b, 1, loadbench.PeerCPU(tg.pid)-peer)
 				})
 			}
 		})

@@ -494,7 +494,7 @@ func (s *Server) encrypt(ctx context.Context, c kms.Caller, body []byte) (any, e
 	if err != nil {
 		return nil, err
 	}
-	return map[string]any{"CiphertextBlob": r.CiphertextBlob, "KeyId": s.keyARN(c.Tenant, r.KeyID), "EncryptionAlgorithm": encAlg(req.EncryptionAlgorithm)}, nil
+	return encryptReply{CiphertextBlob: r.CiphertextBlob, KeyID: s.keyARN(c.Tenant, r.KeyID), EncryptionAlgorithm: encAlg(req.EncryptionAlgorithm)}, nil
 }
 
 func (s *Server) decrypt(ctx context.Context, c kms.Caller, body []byte) (any, error) {
@@ -528,7 +528,7 @@ func (s *Server) decrypt(ctx context.Context, c kms.Caller, body []byte) (any, e
 	if err != nil {
 		return nil, err
 	}
-	return map[string]any{"Plaintext": r.Plaintext, "KeyId": s.keyARN(c.Tenant, r.KeyID), "EncryptionAlgorithm": encAlg(req.EncryptionAlgorithm)}, nil
+	return decryptReply{Plaintext: r.Plaintext, KeyID: s.keyARN(c.Tenant, r.KeyID), EncryptionAlgorithm: encAlg(req.EncryptionAlgorithm)}, nil
 }
 
 func (s *Server) reEncrypt(ctx context.Context, c kms.Caller, body []byte) (any, error) {
@@ -612,9 +612,9 @@ func (s *Server) dataKey(ctx context.Context, c kms.Caller, body []byte, without
 	if err != nil {
 		return nil, err
 	}
-	out := map[string]any{"CiphertextBlob": r.CiphertextBlob, "KeyId": s.keyARN(c.Tenant, r.KeyID)}
+	out := dataKeyReply{CiphertextBlob: r.CiphertextBlob, KeyID: s.keyARN(c.Tenant, r.KeyID)}
 	if !without {
-		out["Plaintext"] = r.Plaintext
+		out.Plaintext = r.Plaintext
 	}
 	return out, nil
 }

@@ -203,7 +203,8 @@ func authError(err error) *awsError {
 // ServeHTTP answers one AWS KMS API request.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	reqID := uuid.NewString()
-	w.Header().Set("x-amzn-RequestId", reqID)
+	// Header keys in canonical form already: set without re-canonicalising.
+	w.Header()[hdrRequestID] = []string{reqID}
 	if r.Method != http.MethodPost || r.URL.Path != "/" {
 		s.writeError(w, &awsError{status: http.StatusNotFound, name: "UnknownOperationException", msg: "the AWS KMS API is POST / with X-Amz-Target: TrentService.<Operation>"})
 		return
@@ -212,7 +213,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c := kms.Caller{Tenant: "-", RequestID: reqID}
 	target := r.Header.Get("X-Amz-Target")
 	opName, known := strings.CutPrefix(target, targetPfx)
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
+	body, err := readBody(r)
 	if err != nil || len(body) > maxBody {
 		s.writeError(w, s.reject(ctx, c, opName, clientError("ValidationException", "the request body is unreadable or larger than %d bytes", maxBody)))
 		return
@@ -279,9 +280,30 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, kms.ErrInternal)
 		return
 	}
-	w.Header().Set("Content-Type", contentType)
+	w.Header()["Content-Type"] = []string{contentType}
 	_, _ = w.Write(b)
 	clear(b) // it may hold plaintext
+}
+
+// hdrRequestID is the canonical key of the request ID header.
+var hdrRequestID = http.CanonicalHeaderKey("x-amzn-RequestId")
+
+// readBody reads a request body of at most maxBody+1 bytes, in one
+// allocation when the client sent Content-Length (the SDKs do).
+func readBody(r *http.Request) ([]byte, error) {
+	if n := r.ContentLength; n >= 0 && n <= maxBody {
+		body := make([]byte, n)
+		if _, err := io.ReadFull(r.Body, body); err != nil {
+			return nil, err
+		}
+		// A body longer than it said is refused like an oversized one.
+		var extra [1]byte
+		if m, _ := r.Body.Read(extra[:]); m > 0 {
+			return nil, errors.New("the body is longer than its Content-Length")
+		}
+		return body, nil
+	}
+	return io.ReadAll(io.LimitReader(r.Body, maxBody+1))
 }
 
 // reject records a request refused before it reached a keyflow

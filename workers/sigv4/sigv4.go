@@ -17,12 +17,14 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"hash"
 	"net/http"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 )
 
 const (
@@ -82,15 +84,22 @@ func ParseAuthorization(h string) (*Auth, error) {
 	}
 	var a Auth
 	var haveCred, haveSigned, haveSig bool
-	for _, part := range strings.Split(rest, ",") {
+	for part := range strings.SplitSeq(rest, ",") {
 		k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
 		if !ok {
 			return nil, fail(Malformed, "malformed Authorization header")
 		}
 		switch k {
 		case "Credential":
-			f := strings.Split(v, "/")
-			if len(f) != 5 || f[4] != "aws4_request" {
+			var f [5]string
+			n := 0
+			for field := range strings.SplitSeq(v, "/") {
+				if n < len(f) {
+					f[n] = field
+				}
+				n++
+			}
+			if n != 5 || f[4] != "aws4_request" {
 				return nil, fail(Malformed, "malformed credential scope")
 			}
 			a.AccessKeyID, a.Date, a.Region, a.Service = f[0], f[1], f[2], f[3]
@@ -153,53 +162,83 @@ func (v *Verifier) Verify(r *http.Request, body []byte, now time.Time, secretOf 
 	if a.Date != amzDate[:8] {
 		return a, fail(Malformed, "the credential scope date does not match X-Amz-Date")
 	}
-	signed := map[string]bool{}
+	var hasHost, hasDate bool
 	for _, h := range a.SignedHeaders {
-		signed[h] = true
+		hasHost = hasHost || h == "host"
+		hasDate = hasDate || h == "x-amz-date"
 	}
-	if !signed["host"] || !signed["x-amz-date"] || !sort.StringsAreSorted(a.SignedHeaders) {
+	if !hasHost || !hasDate || !sort.StringsAreSorted(a.SignedHeaders) {
 		return a, fail(Malformed, "SignedHeaders must be sorted and include host and x-amz-date")
 	}
+	var payloadHex [2 * sha256.Size]byte
 	payloadHash := sha256.Sum256(body)
-	payloadHex := hex.EncodeToString(payloadHash[:])
-	if claimed := r.Header.Get("X-Amz-Content-Sha256"); claimed != "" && claimed != payloadHex {
+	hex.Encode(payloadHex[:], payloadHash[:])
+	if claimed := r.Header.Get("X-Amz-Content-Sha256"); claimed != "" && claimed != string(payloadHex[:]) {
 		return a, fail(Mismatch, "X-Amz-Content-Sha256 does not match the body")
 	}
 
-	var canon strings.Builder
-	canon.Grow(256 + 64*len(a.SignedHeaders))
-	canon.WriteString(r.Method + "\n")
-	canon.WriteString(canonicalURI(r) + "\n")
-	canon.WriteString(r.URL.Query().Encode() + "\n") // sorted; empty for both APIs
+	// The canonical request, written straight into its hash.
+	st := statePool.Get().(*state)
+	defer statePool.Put(st)
+	st.buf = st.buf[:0]
+	c := st.buf
+	c = append(c, r.Method...)
+	c = append(c, '\n')
+	c = append(c, canonicalURI(r)...)
+	c = append(c, '\n')
+	if r.URL.RawQuery != "" {
+		c = append(c, r.URL.Query().Encode()...) // sorted; empty for both APIs
+	}
+	c = append(c, '\n')
 	for _, h := range a.SignedHeaders {
-		var val string
-		if h == "host" {
-			val = r.Host
-		} else if h == "content-length" && r.Header.Get("Content-Length") == "" && r.ContentLength >= 0 {
+		c = append(c, h...)
+		c = append(c, ':')
+		switch {
+		case h == "host":
+			c = append(c, r.Host...)
+		case h == "content-length" && r.Header.Get("Content-Length") == "" && r.ContentLength >= 0:
 			// Go keeps the length out of the header map on some paths
 			// (HTTP/2, requests built in process).
-			val = strconv.FormatInt(r.ContentLength, 10)
-		} else {
-			vals := r.Header.Values(h)
+			c = strconv.AppendInt(c, r.ContentLength, 10)
+		default:
+			vals := r.Header[canonicalKey(h)]
 			if len(vals) == 0 {
+				st.buf = c
 				return a, fail(Malformed, "signed header %q is missing", h)
 			}
-			if len(vals) == 1 {
-				val = strings.Join(strings.Fields(vals[0]), " ")
-			} else {
-				trimmed := make([]string, len(vals))
-				for i := range vals {
-					trimmed[i] = strings.Join(strings.Fields(vals[i]), " ")
+			for i, v := range vals {
+				if i > 0 {
+					c = append(c, ',')
 				}
-				val = strings.Join(trimmed, ",")
+				c = appendTrimmed(c, v)
 			}
 		}
-		canon.WriteString(h + ":" + val + "\n")
+		c = append(c, '\n')
 	}
-	canon.WriteString("\n" + strings.Join(a.SignedHeaders, ";") + "\n" + payloadHex)
-	canonHash := sha256.Sum256([]byte(canon.String()))
-	scope := a.Date + "/" + a.Region + "/" + a.Service + "/aws4_request"
-	toSign := Algorithm + "\n" + amzDate + "\n" + scope + "\n" + hex.EncodeToString(canonHash[:])
+	c = append(c, '\n')
+	for i, h := range a.SignedHeaders {
+		if i > 0 {
+			c = append(c, ';')
+		}
+		c = append(c, h...)
+	}
+	c = append(c, '\n')
+	c = append(c, payloadHex[:]...)
+	canonHash := sha256.Sum256(c)
+
+	// The string to sign.
+	c = c[:0]
+	c = append(c, Algorithm+"\n"...)
+	c = append(c, amzDate...)
+	c = append(c, '\n')
+	c = append(c, a.Date...)
+	c = append(c, '/')
+	c = append(c, a.Region...)
+	c = append(c, '/')
+	c = append(c, a.Service...)
+	c = append(c, "/aws4_request\n"...)
+	c = hex.AppendEncode(c, canonHash[:])
+	st.buf = c
 
 	secret, ok := secretOf(a.AccessKeyID)
 	if !ok {
@@ -207,7 +246,7 @@ func (v *Verifier) Verify(r *http.Request, body []byte, now time.Time, secretOf 
 		// ID takes as long to refuse as a wrong signature.
 		secret = []byte("keyflow-unknown-access-key-id")
 	}
-	want := hmacSHA256(v.keys.signingKey(secret, a.Date, a.Region, a.Service), toSign)
+	want := v.keys.signingKey(secret, a.Date, a.Region, a.Service).sum(c, st.sum[:0])
 	match := hmac.Equal(want, a.Signature)
 	if !ok {
 		return a, fail(UnknownKey, "unknown access key ID")
@@ -216,6 +255,65 @@ func (v *Verifier) Verify(r *http.Request, body []byte, now time.Time, secretOf 
 		return a, fail(Mismatch, "signature mismatch")
 	}
 	return a, nil
+}
+
+// canonicalKeys remembers the canonical form (net/http's header map key)
+// of signed header names, which arrive in lower case, so that a request
+// does not allocate it again. It is bounded: names are the caller's.
+var canonicalKeys struct {
+	sync.RWMutex
+	m map[string]string
+}
+
+func canonicalKey(h string) string {
+	canonicalKeys.RLock()
+	k, ok := canonicalKeys.m[h]
+	canonicalKeys.RUnlock()
+	if ok {
+		return k
+	}
+	k = http.CanonicalHeaderKey(h)
+	canonicalKeys.Lock()
+	if canonicalKeys.m == nil {
+		canonicalKeys.m = map[string]string{}
+	}
+	if len(canonicalKeys.m) < 256 {
+		canonicalKeys.m[strings.Clone(h)] = k
+	}
+	canonicalKeys.Unlock()
+	return k
+}
+
+// state is one verification's scratch space, reused across requests.
+type state struct {
+	buf []byte
+	sum [sha256.Size]byte
+}
+
+var statePool = sync.Pool{New: func() any { return &state{buf: make([]byte, 0, 1024)} }}
+
+// appendTrimmed appends a header value as SigV4 canonicalises it:
+// leading and trailing spaces removed, inner runs of spaces one space
+// (strings.Join(strings.Fields(v), " ")).
+func appendTrimmed(c []byte, v string) []byte {
+	space := false
+	start := len(c)
+	for i := 0; i < len(v); i++ {
+		b := v[i]
+		if b == ' ' || b == '\t' || b == '\n' || b == '\r' || b == '\v' || b == '\f' {
+			space = true
+			continue
+		}
+		if b >= 0x80 { // non-ASCII (Unicode spaces): the exact rule
+			return append(c[:start], strings.Join(strings.Fields(v), " ")...)
+		}
+		if space && len(c) > start {
+			c = append(c, ' ')
+		}
+		space = false
+		c = append(c, b)
+	}
+	return c
 }
 
 // Reset forgets the cached signing keys (after a credential change).
@@ -228,27 +326,47 @@ func (v *Verifier) Reset() {
 // signingKeys caches derived SigV4 signing keys: a key depends only on the
 // secret, the date, the region and the service, so the four HMACs that
 // derive it run once a day per credential and region instead of on every
-// request. The cache is bounded.
+// request. Each cached key keeps its HMAC states for reuse. The cache is
+// bounded.
 type signingKeys struct {
 	mu sync.Mutex
-	m  map[[4]string][]byte
+	m  map[[4]string]*signingKey
 }
 
-func (c *signingKeys) signingKey(secret []byte, date, region, service string) []byte {
-	id := [4]string{string(secret), date, region, service}
+// signingKey is a derived key and a pool of HMAC-SHA256 states keyed
+// with it.
+type signingKey struct {
+	macs sync.Pool // hash.Hash
+}
+
+func (k *signingKey) sum(data, out []byte) []byte {
+	m := k.macs.Get().(hash.Hash)
+	m.Reset()
+	m.Write(data)
+	out = m.Sum(out)
+	k.macs.Put(m)
+	return out
+}
+
+func (c *signingKeys) signingKey(secret []byte, date, region, service string) *signingKey {
+	// The lookup does not keep the key, so it need not copy the secret.
+	id := [4]string{unsafe.String(unsafe.SliceData(secret), len(secret)), date, region, service}
 	c.mu.Lock()
 	k, ok := c.m[id]
 	c.mu.Unlock()
 	if ok {
 		return k
 	}
-	k = hmacSHA256([]byte("AWS4"+string(secret)), date)
-	k = hmacSHA256(k, region)
-	k = hmacSHA256(k, service)
-	k = hmacSHA256(k, "aws4_request")
+	d := hmacSHA256([]byte("AWS4"+string(secret)), date)
+	d = hmacSHA256(d, region)
+	d = hmacSHA256(d, service)
+	d = hmacSHA256(d, "aws4_request")
+	k = &signingKey{}
+	k.macs.New = func() any { return hmac.New(sha256.New, d) }
+	id[0] = string(secret) // a copy, for the map to keep
 	c.mu.Lock()
 	if c.m == nil || len(c.m) >= 1024 {
-		c.m = map[[4]string][]byte{} // crude bound; a day's working set is a few keys
+		c.m = map[[4]string]*signingKey{} // crude bound; a day's working set is a few keys
 	}
 	c.m[id] = k
 	c.mu.Unlock()
