@@ -33,6 +33,10 @@ import (
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nuid"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/keyflow/keyflow/client/api"
 )
@@ -250,13 +254,37 @@ func (c *Client) Call(ctx context.Context, op string, req, out any) error {
 	return c.CallRaw(ctx, op, body, out)
 }
 
+// tracerName names the client's OpenTelemetry tracer.
+const tracerName = "github.com/keyflow/keyflow/client"
+
 // CallRaw sends a raw body (used by tests to send malformed requests).
-func (c *Client) CallRaw(ctx context.Context, op string, body []byte, out any) error {
+//
+// Tracing: each call is a client span, "keyflow <op>", of the tracer
+// provider and under the span of ctx, and its trace context travels in
+// the request's headers (traceparent, with the global propagator), so the
+// worker's and the HSM's spans join the caller's trace. Both come from
+// OpenTelemetry's globals (otel.SetTracerProvider,
+// otel.SetTextMapPropagator with propagation.TraceContext): an
+// application that sets neither pays for a no-op span and sends no header.
+func (c *Client) CallRaw(ctx context.Context, op string, body []byte, out any) (err error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, c.timeout)
 		defer cancel()
 	}
+	ctx, span := otel.Tracer(tracerName).Start(ctx, "keyflow "+op, trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(attribute.String("rpc.system", "keyflow"), attribute.String("rpc.method", op), attribute.String("keyflow.tenant", c.tenant)))
+	defer func() {
+		var ke *Error
+		switch {
+		case errors.As(err, &ke):
+			span.SetAttributes(attribute.String("keyflow.error_code", ke.Code))
+			span.SetStatus(codes.Error, ke.Code)
+		case err != nil:
+			span.SetStatus(codes.Error, "transport")
+		}
+		span.End()
+	}()
 	msg := nats.NewMsg(api.Subject(c.tenant, op))
 	msg.Data = body
 	reqID, _ := ctx.Value(requestIDKey{}).(string)
@@ -264,6 +292,7 @@ func (c *Client) CallRaw(ctx context.Context, op string, body []byte, out any) e
 		reqID = nuid.Next()
 	}
 	msg.Header.Set(api.HeaderRequestID, reqID)
+	otel.GetTextMapPropagator().Inject(ctx, api.TraceCarrier(msg.Header))
 	if c.signer != nil {
 		for k, v := range c.signer.Sign(msg.Subject, reqID, body, time.Now()) {
 			msg.Header.Set(k, v)

@@ -43,6 +43,10 @@ func TestDependencyDirection(t *testing.T) {
 		{pkg: mod + "/workflows/...", forbidden: []string{"github.com/nats-io/", mod + "/workers", mod + "/deploy", mod + "/client", mod + "/internal"}},
 		{pkg: mod + "/deploy/...", forbidden: []string{mod + "/client", mod + "/internal"}, except: []string{mod + "/client/api"}},
 		{pkg: mod + "/cmd/...", forbidden: []string{mod + "/internal"}},
+		// Cloud connectors (docs/multi-cloud.md): a leaf that takes wrapped
+		// bytes from a callback; workflows|deploy|cmd → cloud, never kms → cloud.
+		{pkg: mod + "/cloud/...", forbidden: []string{"github.com/nats-io/", "go.temporal.io/", mod + "/kms", mod + "/internal"}, ownOnly: true},
+		{pkg: mod + "/kms", forbidden: []string{mod + "/cloud"}},
 	}
 	for _, r := range rules {
 		out, err := exec.Command(depsGoTool(), "list", "-deps", "-f", "{{.ImportPath}}", r.pkg).CombinedOutput()

@@ -148,7 +148,7 @@ type stack struct {
 func startStack(t *testing.T, dir, natsListen, temporalListen string, extra ...string) *stack {
 	t.Helper()
 	s := &stack{dir: dir, stdout: newOutputBuffer(), stderr: newOutputBuffer(), exited: make(chan struct{}), stopSignal: syscall.SIGTERM}
-	s.cmd = exec.Command(kfBin, append([]string{"dev", "--data-dir", dir, "--nats-listen", natsListen, "--temporal-listen", temporalListen}, extra...)...)
+	s.cmd = exec.Command(kfBin, append([]string{"dev", "--data-dir", dir, "--nats-listen", natsListen, "--temporal-listen", temporalListen, "--ui-listen", "127.0.0.1:0"}, extra...)...)
 	s.cmd.Env = cliEnv("", "")
 	s.cmd.Stdout, s.cmd.Stderr = s.stdout, s.stderr
 	killWithParent(s.cmd)

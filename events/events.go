@@ -141,6 +141,16 @@ const (
 	// a workflow ignored because it carried no valid keyflow
 	// authorization token (kms/optoken.go).
 	TypeWorkflowSignalRefused = "io.keyflow.workflow.signal.refused.v1"
+
+	// Cloud destinations (the Multi-Cloud pattern, docs/multi-cloud.md):
+	// a destination registered, one provider request (with the provider's
+	// request ID), material wrapped for a provider (never the bytes), a
+	// key's placement changed, and a difference the reconcile found.
+	TypeCloudDestinationAdded = "io.keyflow.cloud.destination.added.v1"
+	TypeCloudCall             = "io.keyflow.cloud.call.v1"
+	TypeCloudMaterialWrapped  = "io.keyflow.cloud.material.wrapped.v1"
+	TypeCloudPlacementChanged = "io.keyflow.cloud.placement.changed.v1"
+	TypeCloudDrift            = "io.keyflow.cloud.drift.v1"
 )
 
 // Types lists every event type keyflow emits; schemas/events has one JSON
@@ -170,6 +180,7 @@ var Types = []string{
 	TypeDataKeyRegistered, TypeDataKeyRead, TypeDataKeyListed, TypeDataKeyDeregistered, TypeDataKeyRewrapped,
 	TypeMigrationStarted, TypeMigrationPhase, TypeMigrationControl, TypeMigrationKey,
 	TypeWorkflowSignalRefused,
+	TypeCloudDestinationAdded, TypeCloudCall, TypeCloudMaterialWrapped, TypeCloudPlacementChanged, TypeCloudDrift,
 }
 
 // Outcomes.

@@ -421,6 +421,25 @@ func TestEveryTypeValidates(t *testing.T) {
 			{"", map[string]any{"campaignId": "pq-0a1b2c3d4e5f", "action": "target-created", "sourceKey": subject, "targetKey": subject, "targetKeySpec": "X_WING"}},
 			{"KMSInvalidStateException", map[string]any{"campaignId": "pq-0a1b2c3d4e5f", "action": "retired", "sourceKey": subject, "targetKey": subject, "phase": "retired"}},
 		},
+		events.TypeCloudDestinationAdded: {
+			{"", map[string]any{"destination": "aws-prod", "provider": "aws", "drift": "repair"}},
+			{"ValidationException", map[string]any{"destination": "Bad", "provider": "ibm", "drift": ""}},
+		},
+		events.TypeCloudCall: {
+			{"", map[string]any{"destination": "aws-prod", "provider": "aws", "operation": "ImportKeyMaterial", "providerRequestId": "6f1c2d3e-aaaa", "step": "distribute", "keyId": id, "resource": "arn:aws:kms:us-east-1:111122223333:key/1"}},
+			{"CloudProviderException", map[string]any{"destination": "aws-prod", "provider": "aws", "operation": "CreateKey", "providerRequestId": "", "providerErrorCode": "LimitExceededException", "step": "distribute", "keyId": id}},
+		},
+		events.TypeCloudMaterialWrapped: {
+			{"", map[string]any{"keyId": id, "keyVersion": uint32(1), "destination": "aws-prod", "scheme": "RSAES_OAEP_SHA_256", "wrappingKeyBits": 2048}},
+			{"AccessDeniedException", map[string]any{"keyId": id, "keyVersion": uint32(1), "destination": "gcp", "scheme": "RSA_AES_KEY_WRAP_SHA_256", "wrappingKeyBits": 3072}},
+		},
+		events.TypeCloudPlacementChanged: {
+			{"", map[string]any{"keyId": id, "destination": "aws-prod", "step": "rotate", "state": "ENABLED", "resource": "alias/keyflow/" + id, "keyVersion": uint32(2)}},
+			{"", map[string]any{"keyId": id, "destination": "aws-prod", "step": "undistribute", "state": "REMOVED"}},
+		},
+		events.TypeCloudDrift: {
+			{"", map[string]any{"keyId": id, "destination": "aws-prod", "field": "state", "keyflow": "ENABLED", "provider": "DISABLED", "repaired": true}},
+		},
 	}
 	for _, typ := range events.Types {
 		ss, ok := samples[typ]

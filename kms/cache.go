@@ -4,6 +4,7 @@ import (
 	"container/list"
 	"context"
 	"sync"
+	"sync/atomic"
 
 	"github.com/keyflow/keyflow/hsm"
 )
@@ -18,6 +19,8 @@ type handleCache struct {
 	mu   sync.Mutex
 	ll   *list.List // of *cacheEntry, most recent first
 	byID map[versionRef]*list.Element
+
+	hits, misses atomic.Uint64 // acquire found the handle, or loaded it
 }
 
 type versionRef struct {
@@ -49,9 +52,11 @@ func (c *handleCache) acquire(ctx context.Context, ref versionRef, load func(con
 		e.refs++
 		c.ll.MoveToFront(el)
 		c.mu.Unlock()
+		c.hits.Add(1)
 		return e.handle, c.releaser(e), nil
 	}
 	c.mu.Unlock()
+	c.misses.Add(1)
 
 	// Unwrap outside the lock: it is an HSM round trip. Two concurrent
 	// misses may both unwrap; the loser destroys its copy.
@@ -158,4 +163,16 @@ func (c *handleCache) destroy(hs []hsm.KeyHandle) {
 		// Best effort: a session object the HSM already dropped is gone anyway.
 		_ = c.hsm.DestroyKey(context.Background(), h)
 	}
+}
+
+// HandleCacheStats counts the lookups of the handle cache: hits found an
+// unwrapped key version in the HSM, misses unwrapped it.
+type HandleCacheStats struct {
+	Hits, Misses uint64
+	Size         int // versions held now
+}
+
+// HandleCacheStats reports the handle cache's lookups so far (metrics).
+func (s *Service) HandleCacheStats() HandleCacheStats {
+	return HandleCacheStats{Hits: s.handles.hits.Load(), Misses: s.handles.misses.Load(), Size: s.handles.len()}
 }

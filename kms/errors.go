@@ -50,6 +50,9 @@ const (
 	CodeXKSAuthenticationFailed Code = "AuthenticationFailedException"
 	CodeXKSInvalidURIPath       Code = "InvalidUriPathException"
 	CodeDependencyTimeout       Code = "DependencyTimeoutException"
+	// CodeCloudProvider: a cloud provider (cloud.go) refused a request or
+	// did not answer; the record names the provider's own code.
+	CodeCloudProvider Code = "CloudProviderException"
 )
 
 // Sentinel errors for callers that branch with errors.Is. Every *Error

@@ -40,6 +40,9 @@ type InventoryItem struct {
 	// DataKeys is how many registered wrapped data keys the key holds
 	// (all versions): what a migration has to rewrap.
 	DataKeys int
+	// Clouds is where copies of the key live (cloud.go): provider,
+	// resource, version and last sync per destination.
+	Clouds []CloudPlacement
 	// RecentPrincipals is who used the key recently, from the audit trail.
 	// The domain leaves it empty; the NATS adapter fills it.
 	RecentPrincipals []string
@@ -106,6 +109,16 @@ func (s *Service) Inventory(ctx context.Context, c Caller, p InventoryParams) (i
 		return nil, wrapError(CodeInternal, err, "failed to list keys")
 	}
 	inv = &Inventory{Tenant: c.Tenant, GeneratedAt: s.now().UTC(), Keys: make([]InventoryItem, 0, len(keys))}
+	clouds := map[string][]CloudPlacement{}
+	if cs, ok := s.store.(CloudStore); ok {
+		ps, err := cs.ListCloudPlacements(ctx, c.Tenant, "")
+		if err != nil {
+			return nil, wrapError(CodeInternal, err, "failed to list cloud placements")
+		}
+		for _, p := range ps {
+			clouds[p.KeyID] = append(clouds[p.KeyID], *p)
+		}
+	}
 	for _, k := range keys {
 		if len(from) > 0 && !from[k.Spec] {
 			continue
@@ -124,6 +137,7 @@ func (s *Service) Inventory(ctx context.Context, c Caller, p InventoryParams) (i
 			}
 		}
 		it.Exportable = k.Exportable
+		it.Clouds = clouds[k.ID]
 		if info, ok := specs[k.Spec]; ok {
 			it.QuantumVulnerable = info.profile.QuantumVulnerable
 			it.Target = migrationTarget(info, k.Usage, to)

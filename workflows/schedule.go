@@ -47,17 +47,23 @@ func (c *Client) SetRotationSchedule(ctx context.Context, tenant, keyID string, 
 		},
 		Note: "keyflow automatic rotation",
 	})
-	if errors.Is(err, temporal.ErrScheduleAlreadyRunning) {
-		err = sc.GetHandle(ctx, id).Update(ctx, client.ScheduleUpdateOptions{
-			DoUpdate: func(in client.ScheduleUpdateInput) (*client.ScheduleUpdate, error) {
-				s := in.Description.Schedule
-				s.Spec = &spec
-				return &client.ScheduleUpdate{Schedule: &s}, nil
-			},
-		})
-	}
-	if err != nil {
+	if err = updateSpecIfRunning(ctx, sc, id, spec, err); err != nil {
 		return fmt.Errorf("failed to set the rotation schedule: %w", err)
 	}
 	return nil
+}
+
+// updateSpecIfRunning finishes a create-or-update of a schedule: when the
+// create found the schedule already there (err), its spec is updated.
+func updateSpecIfRunning(ctx context.Context, sc client.ScheduleClient, id string, spec client.ScheduleSpec, err error) error {
+	if !errors.Is(err, temporal.ErrScheduleAlreadyRunning) {
+		return err
+	}
+	return sc.GetHandle(ctx, id).Update(ctx, client.ScheduleUpdateOptions{
+		DoUpdate: func(in client.ScheduleUpdateInput) (*client.ScheduleUpdate, error) {
+			s := in.Description.Schedule
+			s.Spec = &spec
+			return &client.ScheduleUpdate{Schedule: &s}, nil
+		},
+	})
 }

@@ -32,6 +32,9 @@ type Activities struct {
 	// Temporal manages rotation schedules (lifecycle.go); nil on workers
 	// that run no destruction.
 	Temporal client.Client
+	// CloudConnect opens cloud destinations' connectors (cloud.go); nil
+	// on workers that distribute no keys.
+	CloudConnect CloudConnect
 }
 
 // caller builds the domain caller for an activity. The idempotency key names
@@ -93,6 +96,9 @@ func Register(r interface {
 	r.RegisterWorkflow(RewrapWorkflow)
 	r.RegisterWorkflow(MigrationWorkflow)
 	r.RegisterWorkflow(RetirementWorkflow)
+	r.RegisterWorkflow(CloudSyncWorkflow)
+	r.RegisterWorkflow(CloudUndistributeWorkflow)
+	r.RegisterWorkflow(CloudReconcileWorkflow)
 	r.RegisterActivity(a)
 }
 

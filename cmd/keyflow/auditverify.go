@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,9 +16,12 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
 	"github.com/keyflow/keyflow/client"
+	"github.com/keyflow/keyflow/deploy/roles"
 	"github.com/keyflow/keyflow/events/chain"
 	"github.com/keyflow/keyflow/events/jsaudit"
 	"github.com/keyflow/keyflow/workers/kvstore"
@@ -42,7 +46,7 @@ func newAuditChainCmds(g *globals) []*cobra.Command {
 	}
 
 	var from, to uint64
-	var file, pubkeys, sinceCheckpoint string
+	var file, pubkeys, sinceCheckpoint, metricsListen string
 	verify := &cobra.Command{
 		Use:   "verify [--from SEQ] [--to SEQ] [--file EXPORT.jsonl] [--pubkeys FILE]",
 		Short: "Prove the audit trail complete and untampered (operator and auditor)",
@@ -116,6 +120,14 @@ verified so far; otherwise (scripts, logs) nothing extra is written.
 			var err error
 			var read atomic.Uint64 // records verified so far, for the progress line
 			stop := func() {}      // set once verifying starts
+			if metricsListen != "" {
+				addr, stopMetrics, err := roles.ServeOps(metricsListen, verifyMetrics(&read))
+				if err != nil {
+					return err
+				}
+				defer stopMetrics()
+				fmt.Fprintf(cmd.ErrOrStderr(), "keyflow audit verify: progress at http://%s/metrics\n", addr)
+			}
 			if file != "" {
 				if sinceCheckpoint != "" {
 					return usagef("--since-checkpoint checks the live trail; it does not go with --file")
@@ -153,6 +165,7 @@ verified so far; otherwise (scripts, logs) nothing extra is written.
 	verify.Flags().StringVar(&file, "file", "", "check this JSON Lines export instead of the live stream")
 	verify.Flags().StringVar(&sinceCheckpoint, "since-checkpoint", "", "also fail if the trail sealed before this checkpoint ('keyflow audit checkpoint') was removed or rewritten")
 	verify.Flags().StringVar(&pubkeys, "pubkeys", "", "trust only the sealer public keys in this file ('keyflow audit pubkeys' output, or an export)")
+	verify.Flags().StringVar(&metricsListen, "metrics-listen", "", "serve the progress as Prometheus /metrics on this address while verifying (keyflow_audit_verify_records_read_total)")
 	addCreds(verify)
 
 	var format, since, out string
@@ -378,6 +391,17 @@ func storedKeys(ctx context.Context, js jetstream.JetStream) ([]chain.PublicKey,
 		return nil, err
 	}
 	return sealer.StoredPublicKeys(ctx, store)
+}
+
+// verifyMetrics serves audit verify's progress (--metrics-listen): the
+// records verified so far, for a long verification watched from
+// Prometheus or curl.
+func verifyMetrics(read *atomic.Uint64) http.Handler {
+	r := prometheus.NewRegistry()
+	r.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "keyflow_audit_verify_records_read_total", Help: "Audit records read into the verifier so far by this keyflow audit verify.",
+	}, func() float64 { return float64(read.Load()) }))
+	return promhttp.HandlerFor(r, promhttp.HandlerOpts{})
 }
 
 // verifyProgress is audit verify's progress line on terminals.

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -322,5 +323,11 @@ func TestAuditVerifyProgress(t *testing.T) {
 	}
 	if line := verifyProgress(&read)(3 * time.Second); line != fmt.Sprintf("verifying the audit trail: %d records verified (3s)", read.Load()) {
 		t.Fatalf("progress line %q", line)
+	}
+	// --metrics-listen serves the same counter to Prometheus.
+	rec := httptest.NewRecorder()
+	verifyMetrics(&read).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	if want := fmt.Sprintf("keyflow_audit_verify_records_read_total %d\n", read.Load()); !strings.Contains(rec.Body.String(), want) {
+		t.Fatalf("/metrics lacks %q:\n%s", want, rec.Body)
 	}
 }

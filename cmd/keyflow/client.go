@@ -48,7 +48,8 @@ func (g *globals) withClient(cmd *cobra.Command, fn func(ctx context.Context, c 
 // client addresses that tenant's subjects, which the NATS server lets a
 // principal reach only for its own tenant.
 func (g *globals) withTenantClient(cmd *cobra.Command, tenant string, fn func(ctx context.Context, c *client.Client) error) error {
-	ctx := cmd.Context()
+	ctx, flush := traceCLI(cmd.Context()) // tracing.go
+	defer flush()
 	c, err := g.dial(ctx, tenant)
 	if err != nil {
 		return err

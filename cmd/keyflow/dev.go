@@ -11,8 +11,11 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/keyflow/keyflow/deploy/devstack"
 	"github.com/spf13/cobra"
+
+	"github.com/keyflow/keyflow/deploy/config"
+	"github.com/keyflow/keyflow/deploy/devstack"
+	"github.com/keyflow/keyflow/deploy/roles"
 )
 
 func newDevCmd(g *globals) *cobra.Command {
@@ -21,7 +24,8 @@ func newDevCmd(g *globals) *cobra.Command {
 	var maxAge time.Duration
 	var maxBytes, maxMsgs int64
 	var lf logFlags
-	var opsListen string
+	var opsListen, uiListen, traceOTLP string
+	var traceStdout bool
 	cmd := &cobra.Command{
 		Use:   "dev [--data-dir DIR]",
 		Short: "Run keyflow with its embedded stack (NATS JetStream, Temporal on SQLite, a SoftHSM token)",
@@ -70,7 +74,17 @@ create PRINCIPAL. See docs/aws-api.md.
 
 KMIP: --kmip-listen 127.0.0.1:5696 also serves KMIP 1.0-1.4 there, over
 mutual TLS with a dev CA under DIR/kmip/ca; DIR/kmip/clients/admin.pem is a
-client certificate for the default tenant's admin. See docs/kmip.md.`,
+client certificate for the default tenant's admin. See docs/kmip.md.
+
+Temporal Web UI: --ui-listen (default 127.0.0.1:8233; empty disables) serves
+Temporal's own Web UI on loopback, a dev view of the lifecycle workflows
+(rotations, deletions, approvals, migrations) through the frontend's mutual
+TLS; its address ends the ready line (ui=). It has no login and can signal
+or terminate workflows: it is not for production.
+
+Traces: --trace-stdout prints OpenTelemetry spans (one JSON object each) on
+stdout; --trace-otlp HOST:PORT sends them to an OTLP/gRPC collector (no TLS,
+e.g. a local Jaeger). See docs/observability.md.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
@@ -84,10 +98,26 @@ client certificate for the default tenant's admin. See docs/kmip.md.`,
 			if sync != "interval" && sync != "always" {
 				return usagef("--sync must be interval or always, not %q", sync)
 			}
+			if traceStdout && traceOTLP != "" {
+				return usagef("--trace-stdout and --trace-otlp are exclusive")
+			}
+			tc := config.Tracing{}
+			switch {
+			case traceStdout:
+				tc.Exporter = "stdout"
+			case traceOTLP != "":
+				tc = config.Tracing{Exporter: "otlp", Endpoint: traceOTLP, Insecure: true}
+			}
+			tracing, err := roles.StartTracing(ctx, tc, cmd.OutOrStdout())
+			if err != nil {
+				return err
+			}
+			defer flushTracing(tracing, log)
 			st, err := devstack.Start(ctx, devstack.Config{
 				DataDir: g.dataDir, NATSListen: natsListen, TemporalListen: temporalListen, Logger: log,
 				AuditFailOpen: failOpen, AuditMaxAge: maxAge, AuditMaxBytes: maxBytes, AuditMaxMsgs: maxMsgs,
 				XKSListen: xksListen, XKSConfig: xksConfig, KMIPListen: kmipListen, SyncAlways: sync == "always", AWSListen: awsListen, OpsListen: opsListen,
+				UIListen: uiListen, Trace: tracing != nil,
 			})
 			if err != nil {
 				return err
@@ -106,8 +136,12 @@ client certificate for the default tenant's admin. See docs/kmip.md.`,
 			if st.OpsURL != "" {
 				fmt.Fprintf(cmd.OutOrStdout(), "keyflow ops endpoint=%s (/healthz /readyz /metrics)\n", st.OpsURL)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "keyflow ready nats=%s temporal=%s creds=%s tenant=%s\n",
-				st.NATSURL(), st.Temporal.HostPort(), st.AdminCreds(), devstack.DefaultTenant)
+			ui := ""
+			if st.UIURL != "" {
+				ui = " ui=" + st.UIURL
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "keyflow ready nats=%s temporal=%s creds=%s tenant=%s%s\n",
+				st.NATSURL(), st.Temporal.HostPort(), st.AdminCreds(), devstack.DefaultTenant, ui)
 			<-ctx.Done()
 			fmt.Fprintln(cmd.OutOrStdout(), "keyflow stopping")
 			if n := st.KMS.DroppedAuditRecords(); n > 0 {
@@ -130,6 +164,9 @@ client certificate for the default tenant's admin. See docs/kmip.md.`,
 	cmd.Flags().Int64Var(&maxBytes, "audit-max-bytes", 0, "bound the audit stream to this many bytes, removing the oldest records (0: no bound)")
 	cmd.Flags().Int64Var(&maxMsgs, "audit-max-msgs", 0, "bound the audit stream to this many records, removing the oldest (0: no bound)")
 	cmd.Flags().StringVar(&opsListen, "ops-listen", "", "also serve /healthz, /readyz and Prometheus /metrics on this address, e.g. 127.0.0.1:9090")
+	cmd.Flags().StringVar(&uiListen, "ui-listen", devstack.DefaultUIListen, "serve the Temporal Web UI (a dev view of the workflows) on this loopback address; empty disables it")
+	cmd.Flags().BoolVar(&traceStdout, "trace-stdout", false, "print OpenTelemetry spans on stdout (JSON)")
+	cmd.Flags().StringVar(&traceOTLP, "trace-otlp", "", "send OpenTelemetry spans to this OTLP/gRPC collector (HOST:PORT, no TLS)")
 	lf.register(cmd, "warn")
 	return cmd
 }

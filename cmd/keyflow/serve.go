@@ -1,10 +1,12 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -30,7 +32,9 @@ example prints a commented one; KEYFLOW_* variables override its fields):
 
 --roles overrides the file's roles. The ops endpoint (ops.listen, default
 127.0.0.1:9090) serves /healthz, /readyz and Prometheus /metrics. An invalid configuration stops the
-start with one message per problem. Create the streams and buckets first
+start with one message per problem. Traces (OpenTelemetry, off unless
+tracing.exporter is set) go to an OTLP collector or stdout; see
+docs/observability.md. Create the streams and buckets first
 with keyflow bootstrap. SIGINT or SIGTERM stops it cleanly.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -54,6 +58,11 @@ with keyflow bootstrap. SIGINT or SIGTERM stops it cleanly.`,
 				return usagef("%v", err)
 			}
 			ctx := cmd.Context()
+			tracing, err := roles.StartTracing(ctx, c.Tracing, cmd.OutOrStdout())
+			if err != nil {
+				return err
+			}
+			defer flushTracing(tracing, log)
 			in, closeInfra, err := roles.Dial(ctx, c, rs, log)
 			if err != nil {
 				return err
@@ -86,6 +95,15 @@ with keyflow bootstrap. SIGINT or SIGTERM stops it cleanly.`,
 	lf.register(cmd, "")
 	_ = cmd.MarkFlagRequired("config")
 	return cmd
+}
+
+// flushTracing exports the spans still batched, within a few seconds.
+func flushTracing(t *roles.Tracing, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := t.Stop(ctx); err != nil {
+		log.Warn("traces were not all exported", "err", err)
+	}
 }
 
 // loadConfig reads a configuration file and the KEYFLOW_* environment.

@@ -49,6 +49,7 @@ type Config struct {
 	Services Services `yaml:"services"`
 	Gateway  Gateway  `yaml:"gateway"`
 	Ops      Ops      `yaml:"ops"`
+	Tracing  Tracing  `yaml:"tracing"`
 }
 
 // Log configures logging.
@@ -137,7 +138,34 @@ type XKS struct {
 // Ops is the operations endpoint: /healthz, /readyz and /metrics.
 type Ops struct {
 	Listen string `yaml:"listen"`
+	// SealerMaxLag is the most audit records left unsealed while the
+	// sealer role reports ready (0: deploy/roles' default, 100000).
+	SealerMaxLag int64 `yaml:"sealer_max_lag"`
 }
+
+// Tracing configures OpenTelemetry traces (off by default): where spans
+// go and which share of the traces started here is kept.
+type Tracing struct {
+	// Exporter is "" (off), otlp (OTLP over gRPC), otlp-http, or stdout
+	// (one JSON span a line, for a look).
+	Exporter string `yaml:"exporter"`
+	// Endpoint is the collector's host:port (otlp: default
+	// 127.0.0.1:4317; otlp-http: 127.0.0.1:4318).
+	Endpoint string `yaml:"endpoint"`
+	// Insecure sends OTLP without TLS (a collector on the same host or pod).
+	Insecure bool `yaml:"insecure"`
+	// CAFile verifies the collector's certificate (default: the system's).
+	CAFile string `yaml:"ca_file"`
+	// SampleRatio is the share of the traces started in this process that
+	// are kept, 0 to 1 (default 1); a request that arrives with a sampled
+	// traceparent is always traced (parent-based).
+	SampleRatio *float64 `yaml:"sample_ratio"`
+	// ServiceName is the service.name resource (default keyflow).
+	ServiceName string `yaml:"service_name"`
+}
+
+// Enabled reports whether traces are exported.
+func (t Tracing) Enabled() bool { return t.Exporter != "" }
 
 // Defaults.
 const (
@@ -362,6 +390,18 @@ func (c *Config) Problems() []string {
 
 	if c.Audit.MaxAge < 0 || c.Audit.MaxBytes < 0 || c.Audit.MaxMsgs < 0 {
 		add("audit: max_age, max_bytes and max_msgs must not be negative")
+	}
+	if c.Ops.SealerMaxLag < 0 {
+		add("ops.sealer_max_lag: must not be negative")
+	}
+	if t := c.Tracing; t.Exporter != "" {
+		if !slices.Contains([]string{"otlp", "otlp-http", "stdout"}, t.Exporter) {
+			add("tracing.exporter: %q is not otlp, otlp-http or stdout (empty: no tracing)", t.Exporter)
+		}
+		if r := t.SampleRatio; r != nil && (*r < 0 || *r > 1) {
+			add("tracing.sample_ratio: %v is not between 0 and 1", *r)
+		}
+		file("tracing.ca_file", t.CAFile)
 	}
 	if c.Services.Workers < 0 {
 		add("services.workers: must not be negative")

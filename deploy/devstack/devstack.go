@@ -41,6 +41,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/interceptor"
 
 	"github.com/keyflow/keyflow/deploy/natsserver"
 	"github.com/keyflow/keyflow/deploy/roles"
@@ -57,6 +58,7 @@ import (
 const (
 	DefaultNATSListen     = "127.0.0.1:4222"
 	DefaultTemporalListen = "127.0.0.1:7233"
+	DefaultUIListen       = "127.0.0.1:8233" // the Temporal Web UI, where Temporal's own dev server has it
 	DefaultTenant         = "default"
 	DefaultPrincipal      = "admin"
 	TokenLabel            = "keyflow"
@@ -97,6 +99,13 @@ type Config struct {
 	// OpsListen, when set, serves /healthz, /readyz and /metrics there
 	// (deploy/roles).
 	OpsListen string
+	// UIListen, when set, serves the Temporal Web UI there, a loopback
+	// address only (ui.go): a dev view of the lifecycle workflows.
+	UIListen string
+	// Trace puts spans around the HSM calls and the Temporal SDK's tracing
+	// interceptor on the Temporal clients; the caller installs the tracer
+	// provider (roles.StartTracing or roles.InstallTracing).
+	Trace bool
 }
 
 // Stack is a running dev stack.
@@ -115,6 +124,7 @@ type Stack struct {
 	Node    *roles.Node
 	Metrics *roles.Metrics
 	OpsURL  string // the ops endpoints, when Config.OpsListen is set
+	UIURL   string // the Temporal Web UI, when Config.UIListen is set
 
 	tc client.Client
 
@@ -141,6 +151,11 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.UIListen != "" {
+		if err := checkUIListen(cfg.UIListen); err != nil {
+			return nil, err
+		}
 	}
 	dir, err := filepath.Abs(cfg.DataDir)
 	if err != nil {
@@ -169,7 +184,17 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 		}
 	}()
 	st.Metrics = roles.NewMetrics()
-	if st.HSM, err = openToken(ctx, dir, st.Metrics.ObserveHSM); err != nil {
+	var traceHSM func(context.Context, string) (context.Context, func(error))
+	var interceptors []interceptor.ClientInterceptor
+	if cfg.Trace {
+		traceHSM = roles.TraceHSM
+		ti, err := roles.TemporalTracing()
+		if err != nil {
+			return st, err
+		}
+		interceptors = append(interceptors, ti)
+	}
+	if st.HSM, err = openToken(ctx, dir, st.Metrics.ObserveHSM, traceHSM); err != nil {
 		return st, err
 	}
 	st.closers = append(st.closers, func() { _ = st.HSM.Close() })
@@ -198,6 +223,7 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 
 	if st.Temporal, err = StartTemporal(ctx, TemporalConfig{
 		DataDir: filepath.Join(dir, "temporal"), ListenAddr: cfg.TemporalListen, Namespace: "keyflow",
+		ClientInterceptors: interceptors,
 	}); err != nil {
 		return st, err
 	}
@@ -241,6 +267,11 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 		}
 		st.closers = append(st.closers, stop)
 		st.OpsURL = "http://" + addr
+	}
+	if cfg.UIListen != "" {
+		if err = st.startUI(cfg.UIListen); err != nil {
+			return st, err
+		}
 	}
 	if err = st.startAWS(ctx); err != nil {
 		return st, err
@@ -297,7 +328,7 @@ func (s *Stack) writeAdminCreds() error {
 
 // openToken sets up the SoftHSM token under dir on first use and opens it.
 // The PIN is generated, kept in a 0600 file, and never printed.
-func openToken(ctx context.Context, dir string, observe func(string, time.Duration, error)) (*pkcs11.Token, error) {
+func openToken(ctx context.Context, dir string, observe func(string, time.Duration, error), trace func(context.Context, string) (context.Context, func(error))) (*pkcs11.Token, error) {
 	conf := filepath.Join(dir, "hsm", "softhsm2.conf")
 	tokens := filepath.Join(dir, "hsm", "tokens")
 	confText := fmt.Sprintf("directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n", tokens)
@@ -330,7 +361,7 @@ func openToken(ctx context.Context, dir string, observe func(string, time.Durati
 	} else if err != nil {
 		return nil, fmt.Errorf("failed to read the PIN file: %w", err)
 	}
-	tok, err := pkcs11.Open(ctx, pkcs11.Config{Module: module, TokenLabel: TokenLabel, PIN: strings.TrimSpace(string(pin)), Observe: observe})
+	tok, err := pkcs11.Open(ctx, pkcs11.Config{Module: module, TokenLabel: TokenLabel, PIN: strings.TrimSpace(string(pin)), Observe: observe, Trace: trace})
 	if err != nil {
 		return nil, fmt.Errorf("failed to open the SoftHSM token: %w", err)
 	}

@@ -15,6 +15,7 @@ import (
 
 	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/interceptor"
 	sdklog "go.temporal.io/sdk/log"
 	"go.temporal.io/server/common/authorization"
 	"go.temporal.io/server/common/cluster"
@@ -54,6 +55,8 @@ type TemporalConfig struct {
 	// TLS is the mutual-TLS material (temporaltls.go). Nil generates the
 	// dev set under DataDir/tls, and then ListenAddr must be loopback.
 	TLS *TemporalTLS
+	// ClientInterceptors go on every client NewClient dials (tracing).
+	ClientInterceptors []interceptor.ClientInterceptor
 }
 
 // Temporal is a running embedded Temporal server (frontend, history,
@@ -62,7 +65,9 @@ type Temporal struct {
 	srv       temporal.Server
 	hostPort  string
 	namespace string
-	tls       *tls.Config // the client side of the frontend's mutual TLS
+	tls       *tls.Config  // the client side of the frontend's mutual TLS
+	tlsFiles  *TemporalTLS // the same, as files (the Web UI reads them)
+	intercept []interceptor.ClientInterceptor
 	logFile   *temporalLogWriter
 	logger    *zap.Logger
 
@@ -201,6 +206,8 @@ func StartTemporal(ctx context.Context, cfg TemporalConfig) (*Temporal, error) {
 		hostPort:  addrs.dial,
 		namespace: cfg.Namespace,
 		tls:       clientTLS,
+		tlsFiles:  cfg.TLS,
+		intercept: cfg.ClientInterceptors,
 		logFile:   logFile,
 		logger:    zl,
 	}
@@ -258,6 +265,7 @@ func (t *Temporal) clientOptions() client.Options {
 		HostPort:          t.hostPort,
 		Namespace:         t.namespace,
 		ConnectionOptions: client.ConnectionOptions{TLS: t.tls},
+		Interceptors:      t.intercept,
 		Logger: sdklog.NewStructuredLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{
 			Level: slog.LevelWarn,
 		}))),

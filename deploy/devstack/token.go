@@ -42,7 +42,7 @@ func OpenToken(ctx context.Context, dir string, create bool) (*pkcs11.Token, err
 			return nil, fmt.Errorf("failed to create %s: %w", dir, err)
 		}
 	}
-	return openToken(ctx, dir, nil)
+	return openToken(ctx, dir, nil, nil)
 }
 
 // SOPIN reads the dev stack's security officer PIN.

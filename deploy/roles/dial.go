@@ -69,7 +69,11 @@ func Dial(ctx context.Context, c *config.Config, rs []Role, log *slog.Logger) (i
 		if err != nil {
 			return in, closeFn, fmt.Errorf("hsm.pin_file: %w", err)
 		}
-		tok, err := pkcs11.Open(ctx, pkcs11.Config{Module: c.HSM.Module, TokenLabel: c.HSM.TokenLabel, PIN: pin, Sessions: c.HSM.Sessions, Observe: in.Metrics.ObserveHSM})
+		pc := pkcs11.Config{Module: c.HSM.Module, TokenLabel: c.HSM.TokenLabel, PIN: pin, Sessions: c.HSM.Sessions, Observe: in.Metrics.ObserveHSM}
+		if c.Tracing.Enabled() {
+			pc.Trace = TraceHSM
+		}
+		tok, err := pkcs11.Open(ctx, pc)
 		if err != nil {
 			return in, closeFn, fmt.Errorf("failed to open the HSM token %q: %w", c.HSM.TokenLabel, err)
 		}
@@ -83,6 +87,13 @@ func Dial(ctx context.Context, c *config.Config, rs []Role, log *slog.Logger) (i
 		}
 		if log != nil {
 			opts.Logger = tlog.NewStructuredLogger(log)
+		}
+		if c.Tracing.Enabled() {
+			ti, err := TemporalTracing()
+			if err != nil {
+				return in, closeFn, err
+			}
+			opts.Interceptors = append(opts.Interceptors, ti)
 		}
 		tc, err := client.DialContext(ctx, opts)
 		if err != nil {
@@ -247,7 +258,7 @@ func OptionsFrom(c *config.Config, rs []Role) (Options, error) {
 	o := Options{
 		Roles: rs, Workers: c.Services.Workers, AuditFailOpen: c.Audit.FailOpen,
 		AuditMaxAge: c.Audit.MaxAge, AuditMaxBytes: c.Audit.MaxBytes, AuditMaxMsgs: c.Audit.MaxMsgs,
-		SealerLease: sealer.DefaultLeaseTTL, ShareQuotas: true,
+		SealerLease: sealer.DefaultLeaseTTL, ShareQuotas: true, SealerMaxLag: uint64(max(c.Ops.SealerMaxLag, 0)),
 	}
 	if f := c.Services.CursorKeyFile; f != "" {
 		key, err := os.ReadFile(f)

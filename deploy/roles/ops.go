@@ -17,6 +17,7 @@ import (
 
 	"github.com/keyflow/keyflow/events"
 	"github.com/keyflow/keyflow/hsm"
+	"github.com/keyflow/keyflow/workers/sealer"
 )
 
 // Metrics are a node's Prometheus metrics, on a registry of their own.
@@ -31,6 +32,11 @@ type Metrics struct {
 	hsmErrors    *prometheus.CounterVec
 	auditLatency prometheus.Histogram
 	auditFailed  prometheus.Counter
+	wfStarted    *prometheus.CounterVec
+	wfEnded      *prometheus.CounterVec
+
+	mu   sync.Mutex
+	node *nodeCollector // the running node's parts (nodemetrics.go)
 }
 
 // NewMetrics registers keyflow's metrics and the Go runtime's.
@@ -59,8 +65,14 @@ func NewMetrics() *Metrics {
 		auditFailed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "keyflow_audit_publish_failures_total", Help: "Audit records that could not be stored.",
 		}),
+		wfStarted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyflow_workflows_started_total", Help: "Lifecycle workflows this worker started executing, by workflow type (replays after a restart do not count).",
+		}, []string{"workflow"}),
+		wfEnded: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyflow_workflows_ended_total", Help: "Lifecycle workflows this worker finished, by workflow type and outcome: completed, failed, canceled or continued (as new).",
+		}, []string{"workflow", "outcome"}),
 	}
-	r.MustRegister(m.requests, m.reqLatency, m.hsmLatency, m.hsmErrors, m.auditLatency, m.auditFailed,
+	r.MustRegister(m.requests, m.reqLatency, m.hsmLatency, m.hsmErrors, m.auditLatency, m.auditFailed, m.wfStarted, m.wfEnded,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -115,7 +127,9 @@ type Check struct {
 }
 
 // Checks are the readiness checks of the node's roles: NATS connected,
-// JetStream reachable, an HSM session works (roles with the HSM), and
+// JetStream reachable, an HSM session works (roles with the HSM), the
+// audit records left unsealed are at most Options.SealerMaxLag (the
+// sealer role, active or standby: the lag is the deployment's), and
 // Temporal reachable (roles with Temporal).
 func (n *Node) Checks() []Check {
 	cs := []Check{
@@ -138,6 +152,22 @@ func (n *Node) Checks() []Check {
 		cs = append(cs, Check{"hsm", func(ctx context.Context) error {
 			_, err := r.GenerateRandom(ctx, 8)
 			return err
+		}})
+	}
+	if n.sealerJS != nil {
+		limit := n.opts.SealerMaxLag
+		if limit == 0 {
+			limit = DefaultSealerMaxLag
+		}
+		cs = append(cs, Check{"sealer_lag", func(ctx context.Context) error {
+			l, err := sealer.ReadLag(ctx, n.sealerJS)
+			if err != nil {
+				return err
+			}
+			if u := l.Unsealed(); u > limit {
+				return fmt.Errorf("%d audit records unsealed (sealed to %d of %d), more than the %d allowed", u, l.Sealed, l.Last, limit)
+			}
+			return nil
 		}})
 	}
 	if tc := n.infra.Temporal; tc != nil {

@@ -20,6 +20,13 @@
 // each role its own credentials. Every role but remediation needs the HSM;
 // admin, lifecycle and remediation need Temporal.
 //
+// Operations: [OpsHandler] serves /healthz, /readyz (the [Node.Checks] of
+// its roles) and /metrics ([Metrics]: request, HSM and audit series fed by
+// hooks, and what the node's parts know read at scrape time, in
+// nodemetrics.go); [StartTracing] installs OpenTelemetry for the process
+// (tracing.go), and Dial then wires the HSM spans and the Temporal SDK's
+// tracing interceptor. docs/observability.md lists every name.
+//
 // Rules: a role set never starts half-way (an error stops what started);
 // the [Node] shuts down in reverse order of start, so the sealer seals
 // what is pending before the audit connections close.
@@ -34,6 +41,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -41,6 +49,8 @@ import (
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/worker"
 
+	"github.com/keyflow/keyflow/cloud"
+	"github.com/keyflow/keyflow/cloud/connect"
 	"github.com/keyflow/keyflow/events"
 	"github.com/keyflow/keyflow/events/jsaudit"
 	"github.com/keyflow/keyflow/hsm"
@@ -172,7 +182,15 @@ type Options struct {
 	ShareQuotas bool
 	// Gateway configures the gateway role.
 	Gateway GatewayOptions
+	// SealerMaxLag is the most audit records the sealer may leave unsealed
+	// while the sealer role reports ready (/readyz); default
+	// DefaultSealerMaxLag.
+	SealerMaxLag uint64
 }
+
+// DefaultSealerMaxLag is Options.SealerMaxLag's default: about ten
+// seconds of the single-process dev stack's encrypt rate.
+const DefaultSealerMaxLag = 100_000
 
 // GatewayOptions configures the gateway role's XKS proxy.
 type GatewayOptions struct {
@@ -217,6 +235,9 @@ type Node struct {
 	cancel  context.CancelFunc
 	closers []func()
 	members *members // with Options.ShareQuotas
+
+	sealerJS   jetstream.JetStream // the sealer's, for its lag
+	sealerRead atomic.Uint64       // records the sealer read (sealer.Config.Read)
 }
 
 // QuotaShares is how many processes share the tenants' quotas (1 without
@@ -293,8 +314,8 @@ func Start(ctx context.Context, in Infra, o Options) (n *Node, err error) {
 		}
 	}
 	if n.Has(Lifecycle) {
-		w := worker.New(in.Temporal, workflows.TaskQueue, worker.Options{})
-		workflows.Register(w, &workflows.Activities{KMS: n.KMS, Temporal: in.Temporal})
+		w := worker.New(in.Temporal, workflows.TaskQueue, worker.Options{Interceptors: in.Metrics.WorkerInterceptors()})
+		workflows.Register(w, &workflows.Activities{KMS: n.KMS, Temporal: in.Temporal, CloudConnect: cloudConnect})
 		if err = w.Start(); err != nil {
 			return n, fmt.Errorf("failed to start the lifecycle worker: %w", err)
 		}
@@ -314,6 +335,9 @@ func Start(ctx context.Context, in Infra, o Options) (n *Node, err error) {
 		if err = n.startGateway(ctx); err != nil {
 			return n, err
 		}
+	}
+	if in.Metrics != nil {
+		in.Metrics.watch(n, n.sealerJS, &n.sealerRead)
 	}
 	return n, nil
 }
@@ -408,7 +432,8 @@ func (n *Node) startSealer(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("failed to open JetStream: %w", err)
 	}
-	cfg := sealer.Config{JS: js, KMS: n.KMS, Logger: n.infra.Logger}
+	n.sealerJS = js
+	cfg := sealer.Config{JS: js, KMS: n.KMS, Logger: n.infra.Logger, Read: &n.sealerRead}
 	if ttl := n.opts.SealerLease; ttl > 0 {
 		host, _ := os.Hostname()
 		s, err := sealer.StartStandby(ctx, cfg, fmt.Sprintf("%s/%d", host, os.Getpid()), ttl)
@@ -526,4 +551,10 @@ func Drain(nc *nats.Conn) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	nc.Close()
+}
+
+// cloudConnect opens cloud destinations for the lifecycle worker
+// (docs/multi-cloud.md).
+func cloudConnect(ctx context.Context, d *kms.CloudDestination) (cloud.Connector, error) {
+	return connect.Open(ctx, d.Provider, d.Settings)
 }

@@ -76,6 +76,15 @@ type cluster struct {
 
 func startCluster(t *testing.T) *cluster {
 	t.Helper()
+	c := startNATS(t)
+	ts := temporaltest.NewServer(temporaltest.WithT(t))
+	c.temporal, c.ns = ts.GetFrontendHostPort(), ts.GetDefaultNamespace()
+	return c
+}
+
+// startNATS is the cluster without Temporal (enough for the crypto role).
+func startNATS(t testing.TB) *cluster {
+	t.Helper()
 	dir := t.TempDir()
 	id, err := natsauth.Load(filepath.Join(dir, "identity.json"))
 	if err != nil {
@@ -89,8 +98,7 @@ func startCluster(t *testing.T) *cluster {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	ts := temporaltest.NewServer(temporaltest.WithT(t))
-	c := &cluster{dir: dir, natsURL: ns.ClientURL(), identity: id, temporal: ts.GetFrontendHostPort(), ns: ts.GetDefaultNamespace()}
+	c := &cluster{dir: dir, natsURL: ns.ClientURL(), identity: id}
 	write := func(name string, b []byte) {
 		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
 			t.Fatal(err)
@@ -111,9 +119,13 @@ func startCluster(t *testing.T) *cluster {
 }
 
 // config writes a keyflow.yaml for the cluster and loads it as serve does.
-func (c *cluster) config(t *testing.T, extra string) *config.Config {
+func (c *cluster) config(t testing.TB, extra string) *config.Config {
 	t.Helper()
-	y := fmt.Sprintf(`roles: [crypto, admin, lifecycle, sealer, remediation]
+	rolesLine := "roles: [crypto, admin, lifecycle, sealer, remediation]"
+	if c.temporal == "" { // startNATS: the crypto role only
+		rolesLine = "roles: [crypto]"
+	}
+	y := fmt.Sprintf(rolesLine+`
 nats:
   urls: [%s]
   creds_file: %s
@@ -131,7 +143,7 @@ hsm:
 }
 
 // loadConfig writes a keyflow.yaml and loads it as serve does.
-func loadConfig(t *testing.T, path, yaml string) *config.Config {
+func loadConfig(t testing.TB, path, yaml string) *config.Config {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
@@ -147,7 +159,7 @@ func loadConfig(t *testing.T, path, yaml string) *config.Config {
 }
 
 // serve starts a node as `keyflow serve --roles` would.
-func serve(t *testing.T, cfg *config.Config, list string) *roles.Node {
+func serve(t testing.TB, cfg *config.Config, list string) *roles.Node {
 	t.Helper()
 	ctx := context.Background()
 	rs, err := roles.Parse(list)
@@ -172,7 +184,19 @@ func serve(t *testing.T, cfg *config.Config, list string) *roles.Node {
 	return n
 }
 
-func bootstrap(t *testing.T, cfg *config.Config) []string {
+// adminClient dials the cluster as the default tenant's admin (closed
+// when the test ends).
+func (c *cluster) adminClient(t testing.TB) *client.Client {
+	t.Helper()
+	cl, err := client.Dial(context.Background(), client.Options{Server: c.natsURL, CredsFile: filepath.Join(c.dir, "admin.creds"), Timeout: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	return cl
+}
+
+func bootstrap(t testing.TB, cfg *config.Config) []string {
 	t.Helper()
 	ctx := context.Background()
 	in, closeInfra, err := roles.Dial(ctx, cfg, nil, nil)

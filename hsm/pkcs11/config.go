@@ -1,6 +1,7 @@
 package pkcs11
 
 import (
+	"context"
 	"errors"
 	"os"
 	"time"
@@ -27,6 +28,11 @@ type Config struct {
 	// name (a constant such as "decrypt"), how long it took with the
 	// wait for a session, and its error (metrics).
 	Observe func(op string, d time.Duration, err error)
+	// Trace, when set, is called as every operation starts, with the
+	// request's context and the operation's name; it returns the context
+	// the operation runs in and a function told of its end (a tracing
+	// span; this package knows nothing of the tracer).
+	Trace func(ctx context.Context, op string) (context.Context, func(err error))
 }
 
 // ModuleEnv names the environment variable that overrides the PKCS#11

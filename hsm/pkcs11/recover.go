@@ -77,6 +77,11 @@ type attempt struct {
 // documentation says, and puts back whichever session fn leaves in the
 // attempt, also if fn panics.
 func (t *Token) do(ctx context.Context, op string, fn func(a *attempt) error) (err error) {
+	if t.trace != nil {
+		var end func(error)
+		ctx, end = t.trace(ctx, op)
+		defer func() { end(err) }()
+	}
 	if t.observe != nil {
 		defer t.observed(op, time.Now(), &err)
 	}
@@ -92,6 +97,11 @@ func (t *Token) do(ctx context.Context, op string, fn func(a *attempt) error) (e
 // doOwner runs fn on the owner session, the only one that creates
 // objects which outlive the call (unwrapped and imported keys).
 func (t *Token) doOwner(ctx context.Context, op string, fn func(a *attempt) error) (err error) {
+	if t.trace != nil {
+		var end func(error)
+		ctx, end = t.trace(ctx, op)
+		defer func() { end(err) }()
+	}
 	if t.observe != nil {
 		defer t.observed(op, time.Now(), &err)
 	}

@@ -52,7 +52,8 @@ type Token struct {
 	loginRefused atomic.Bool
 
 	closeOnce sync.Once
-	observe   func(op string, d time.Duration, err error) // Config.Observe
+	observe   func(op string, d time.Duration, err error)                  // Config.Observe
+	trace     func(context.Context, string) (context.Context, func(error)) // Config.Trace
 
 	mu sync.Mutex
 	// retired owner sessions were left in a state that could not be
@@ -112,6 +113,7 @@ func Open(ctx context.Context, cfg Config) (*Token, error) {
 		done:  make(chan struct{}),
 
 		observe: cfg.Observe,
+		trace:   cfg.Trace,
 	}
 	if err := t.open(cfg.PIN); err != nil {
 		mod.release()

@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -39,6 +40,8 @@ type Store struct {
 	authz                   jetstream.KeyValue // authz.go
 	datakeys                jetstream.KeyValue // see datakeys.go
 	accessKeys              jetstream.KeyValue // accesskeys.go
+	cloud                   jetstream.KeyValue // cloud.go, opened on first use
+	cloudMu                 sync.Mutex
 	js                      jetstream.JetStream
 	lists                   listCache // see datakeys.go
 }

@@ -55,7 +55,7 @@ func (s *Server) inventory(ctx context.Context, c kms.Caller, body []byte) (any,
 			KeyID: k.ID, Alias: k.Alias, KeySpec: string(k.Spec), KeyUsage: string(k.Usage), KeyState: string(k.State),
 			Versions: k.Versions, PrimaryVersion: k.PrimaryVersion, CreationDate: k.CreatedAt,
 			QuantumVulnerable: k.QuantumVulnerable, Exportable: k.Exportable, TargetKeySpec: string(k.Target), RegisteredDataKeys: k.DataKeys,
-			RecentPrincipals: append([]string{}, k.RecentPrincipals...),
+			RecentPrincipals: append([]string{}, k.RecentPrincipals...), Clouds: cloudLocations(k.Clouds),
 		})
 	}
 	return out, nil
@@ -102,6 +102,20 @@ func (s *Server) recentPrincipals(ctx context.Context, tenant string) map[string
 	}
 	for _, ps := range out {
 		slices.Sort(ps)
+	}
+	return out
+}
+
+// cloudLocations is where a key's cloud copies live, for the inventory.
+func cloudLocations(ps []kms.CloudPlacement) []api.CloudLocation {
+	var out []api.CloudLocation
+	for _, p := range ps {
+		l := api.CloudLocation{Destination: p.Destination, Provider: p.Provider, Resource: p.Resource, State: p.State,
+			LastSync: p.LastSync, Pending: p.Pending, LastErrorCode: p.LastErrorCode}
+		if v, ok := p.Primary(); ok {
+			l.KeyVersion, l.ProviderVersion = v.KeyVersion, v.ProviderVersion
+		}
+		out = append(out, l)
 	}
 	return out
 }

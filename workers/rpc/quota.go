@@ -280,6 +280,22 @@ func (q *fairQueue) pop() (job, bool) {
 	return j, true
 }
 
+// depths returns the number of jobs queued per tenant (tenants with none
+// are absent).
+func (q *fairQueue) depths() map[string]int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	out := make(map[string]int, len(q.tenants))
+	for t, jobs := range q.tenants {
+		out[t] = len(jobs)
+	}
+	return out
+}
+
+// QueueDepths is how many admitted requests wait for the pool, per tenant
+// (tenants with none waiting are absent); for metrics.
+func (s *Server) QueueDepths() map[string]int { return s.queue.depths() }
+
 // close makes pop return false once the queued jobs are handed out.
 func (q *fairQueue) close() {
 	q.mu.Lock()

@@ -29,6 +29,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 	"github.com/nats-io/nuid"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/keyflow/keyflow/client/api"
 	"github.com/keyflow/keyflow/kms"
@@ -318,6 +322,19 @@ func (s *Server) serve(j job) {
 	if s.cfg.Observe != nil {
 		defer func() { s.cfg.Observe(j.op, outcome(failed), time.Since(start)) }()
 	}
+	// The caller's trace context (traceparent) comes in the headers; the
+	// request's span is its child, and the HSM call's span (through ctx)
+	// the request's.
+	ctx = otel.GetTextMapPropagator().Extract(ctx, api.TraceCarrier(j.req.Headers()))
+	ctx, span := otel.Tracer(tracerName).Start(ctx, "keyflow.worker "+j.op, trace.WithSpanKind(trace.SpanKindServer),
+		trace.WithAttributes(attribute.String("rpc.system", "keyflow"), attribute.String("rpc.method", j.op), attribute.String("keyflow.request_id", reqID)))
+	defer func() {
+		if failed != nil {
+			span.SetStatus(codes.Error, outcome(failed))
+			span.SetAttributes(attribute.String("keyflow.error_code", outcome(failed)))
+		}
+		span.End()
+	}()
 	reply := func(err error) {
 		failed = err
 		s.replyError(j.req, reqID, err)
@@ -354,6 +371,10 @@ func (s *Server) serve(j job) {
 	// The reply may hold plaintext; the NATS client copied it already.
 	clear(b)
 }
+
+// tracerName names the worker's OpenTelemetry tracer (the global
+// provider's; a no-op until a process sets one).
+const tracerName = "github.com/keyflow/keyflow/workers/rpc"
 
 // outcome is how a request ended, for Config.Observe: "ok" or the
 // error's stable code.

@@ -51,6 +51,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -106,6 +107,9 @@ type Config struct {
 	Interval time.Duration
 	Logger   *slog.Logger
 	Now      func() time.Time
+	// Read, when set, counts the records the sealer has read and chained
+	// (its replay from the last digest on start included), for metrics.
+	Read *atomic.Uint64
 }
 
 // Status is a snapshot of a sealer's progress.
@@ -196,6 +200,40 @@ func (s *Sealer) Status() Status {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.status
+}
+
+// Lag is how far sealing is behind the audit stream.
+type Lag struct {
+	Last   uint64 // the audit stream's last sequence
+	Sealed uint64 // ToSeq of the last digest (0: none yet)
+}
+
+// Unsealed is the number of records not yet sealed. At rest it is the
+// sealer's own two signature records of the last digest (see No loop).
+func (l Lag) Unsealed() uint64 {
+	if l.Last <= l.Sealed {
+		return 0
+	}
+	return l.Last - l.Sealed
+}
+
+// ReadLag reads the sealing lag from the two streams, so any process with
+// read access to them (an active sealer, a standby, an operator) sees the
+// same figure.
+func ReadLag(ctx context.Context, js jetstream.JetStream) (Lag, error) {
+	last, _, err := jsaudit.LastDigest(ctx, js)
+	if err != nil {
+		return Lag{}, err
+	}
+	aud, err := streamInfo(ctx, js, jsaudit.StreamName)
+	if err != nil {
+		return Lag{}, err
+	}
+	l := Lag{Last: aud.State.LastSeq}
+	if last != nil {
+		l.Sealed = last.ToSeq
+	}
+	return l, nil
 }
 
 // PublicKeys returns the sealer's current public keys (Ed25519, ML-DSA-65).
@@ -331,7 +369,7 @@ func (s *Sealer) session(ctx context.Context) error {
 
 	f := &folder{
 		b: chain.NewBuilder(jsaudit.StreamName, last), keys: s.PublicKeys(), recordKey: s.recordKey,
-		every: s.cfg.Every, interval: s.cfg.Interval, now: s.cfg.Now,
+		every: s.cfg.Every, interval: s.cfg.Interval, now: s.cfg.Now, read: s.cfg.Read,
 		ready: make(chan struct{}, 1), fail: make(chan error, 1),
 	}
 	f.cond = sync.NewCond(&f.mu)
@@ -397,6 +435,7 @@ type folder struct {
 	// the sealer's own records are pending.
 	deadline time.Time
 	stopped  bool
+	read     *atomic.Uint64  // Config.Read
 	queue    []*chain.Digest // cut, waiting to be signed and published
 	ready    chan struct{}   // signalled when the queue becomes non-empty
 	fail     chan error
@@ -419,6 +458,9 @@ func (f *folder) add(m jetstream.Msg) {
 		f.stopped = true
 		f.failWith(err)
 		return
+	}
+	if f.read != nil {
+		f.read.Add(1)
 	}
 	// A record without a valid authenticator is chained all the same (so
 	// nothing is hidden) and flagged in the signed digest. It never passes

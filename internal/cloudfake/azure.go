@@ -1,0 +1,233 @@
+package cloudfake
+
+import (
+	"crypto"
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"math/big"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// Azure is a fake Key Vault (Managed HSM) over HTTPS, with the REST shapes
+// of the key operations the connector uses, bearer-challenge
+// authentication (any token is accepted) and x-ms-request-id on every
+// answer.
+type Azure struct {
+	URL    string
+	Client *http.Client // trusts the fake's certificate
+
+	mu       sync.Mutex
+	kek      *rsa.PrivateKey
+	kekID    string
+	keys     map[string][]*azVersion // name -> versions, oldest first
+	material map[string][]byte       // kid -> unwrapped material
+	reqs     int
+}
+
+type azVersion struct {
+	KID     string            `json:"kid"`
+	Kty     string            `json:"kty"`
+	Enabled bool              `json:"-"`
+	Tags    map[string]string `json:"-"`
+}
+
+// StartAzure serves a fake vault until the test ends.
+func StartAzure(t testing.TB) *Azure {
+	t.Helper()
+	a := &Azure{keys: map[string][]*azVersion{}, material: map[string][]byte{}}
+	srv := httptest.NewTLSServer(http.HandlerFunc(a.serve))
+	t.Cleanup(srv.Close)
+	a.URL, a.Client = srv.URL, srv.Client()
+	return a
+}
+
+// Material returns what the fake unwrapped for a version (its kid).
+func (a *Azure) Material(kid string) []byte {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.material[kid]
+}
+
+// SetEnabled changes a version behind keyflow's back.
+func (a *Azure) SetEnabled(kid string, on bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, vs := range a.keys {
+		for _, v := range vs {
+			if v.KID == kid {
+				v.Enabled = on
+			}
+		}
+	}
+}
+
+func b64(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
+
+func unb64(s string) ([]byte, error) {
+	return base64.RawURLEncoding.DecodeString(strings.TrimRight(s, "="))
+}
+
+func (a *Azure) bundle(v *azVersion) map[string]any {
+	key := map[string]any{"kid": v.KID, "kty": v.Kty}
+	if v.Kty == "RSA-HSM" {
+		key["n"], key["e"] = b64(a.kek.N.Bytes()), b64(big.NewInt(int64(a.kek.E)).Bytes())
+		key["key_ops"] = []string{"import"}
+	}
+	return map[string]any{"key": key, "attributes": map[string]any{"enabled": v.Enabled}, "tags": v.Tags}
+}
+
+func (a *Azure) serve(w http.ResponseWriter, r *http.Request) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.reqs++
+	w.Header().Set("x-ms-request-id", fmt.Sprintf("az-req-%d", a.reqs))
+	if !strings.HasPrefix(r.Header.Get("Authorization"), "Bearer ") {
+		w.Header().Set("WWW-Authenticate", `Bearer authorization="https://login.microsoftonline.com/00000000-0000-0000-0000-000000000000", resource="https://managedhsm.azure.net"`)
+		w.WriteHeader(http.StatusUnauthorized)
+		return
+	}
+	fail := func(status int, code, msg string) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(status)
+		json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{"code": code, "message": msg}})
+	}
+	ok := func(v any) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(v)
+	}
+	parts := strings.Split(strings.Trim(r.URL.Path, "/"), "/")
+	if len(parts) < 2 || parts[0] != "keys" {
+		fail(http.StatusNotFound, "NotFound", "no such path")
+		return
+	}
+	name := parts[1]
+	vs := a.keys[name]
+	find := func(version string) *azVersion {
+		if version == "" && len(vs) > 0 {
+			return vs[len(vs)-1]
+		}
+		for _, v := range vs {
+			if strings.HasSuffix(v.KID, "/"+version) {
+				return v
+			}
+		}
+		return nil
+	}
+	sub := ""
+	if len(parts) > 2 {
+		sub = parts[2]
+	}
+	switch {
+	case r.Method == http.MethodGet && sub == "versions":
+		if len(vs) == 0 {
+			fail(http.StatusNotFound, "KeyNotFound", "no key "+name)
+			return
+		}
+		var out []map[string]any
+		for _, v := range vs {
+			out = append(out, map[string]any{"kid": v.KID, "attributes": map[string]any{"enabled": v.Enabled}, "tags": v.Tags})
+		}
+		ok(map[string]any{"value": out, "nextLink": nil})
+	case r.Method == http.MethodGet:
+		v := find(sub)
+		if v == nil {
+			fail(http.StatusNotFound, "KeyNotFound", "no key "+name)
+			return
+		}
+		ok(a.bundle(v))
+	case r.Method == http.MethodPost && sub == "create":
+		var req struct {
+			Kty    string   `json:"kty"`
+			KeyOps []string `json:"key_ops"`
+		}
+		json.NewDecoder(r.Body).Decode(&req)
+		if req.Kty != "RSA-HSM" || len(req.KeyOps) != 1 || req.KeyOps[0] != "import" || name != "keyflow-kek" {
+			fail(http.StatusBadRequest, "BadParameter", "the fake creates only the key-exchange key (RSA-HSM, key_ops [import])")
+			return
+		}
+		priv, err := rsa.GenerateKey(rand.Reader, 3072)
+		if err != nil {
+			fail(http.StatusInternalServerError, "InternalError", err.Error())
+			return
+		}
+		a.kek = priv
+		v := &azVersion{KID: fmt.Sprintf("https://%s/keys/%s/%032x", r.Host, name, a.reqs), Kty: "RSA-HSM", Enabled: true}
+		a.kekID = v.KID
+		a.keys[name] = append(a.keys[name], v)
+		ok(a.bundle(v))
+	case r.Method == http.MethodPut && sub == "":
+		var req struct {
+			Key struct {
+				Kty    string `json:"kty"`
+				KeyHSM string `json:"key_hsm"`
+			} `json:"key"`
+			HSM  bool              `json:"hsm"`
+			Tags map[string]string `json:"tags"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil || req.Key.Kty != "oct-HSM" || !req.HSM {
+			fail(http.StatusBadRequest, "BadParameter", "the fake imports oct-HSM keys with hsm=true")
+			return
+		}
+		raw, err := unb64(req.Key.KeyHSM)
+		var blob struct {
+			SchemaVersion string `json:"schema_version"`
+			Header        struct{ KID, Alg, Enc string }
+			Ciphertext    string `json:"ciphertext"`
+		}
+		if err == nil {
+			err = json.Unmarshal(raw, &blob)
+		}
+		if err != nil || blob.SchemaVersion != "1.0.0" || blob.Header.KID != a.kekID || blob.Header.Alg != "dir" || blob.Header.Enc != "CKM_RSA_AES_KEY_WRAP" {
+			fail(http.StatusBadRequest, "BadParameter", "not a key-transfer blob for this vault's key-exchange key")
+			return
+		}
+		ct, err := unb64(blob.Ciphertext)
+		var material []byte
+		if err == nil {
+			material, err = UnwrapRSAAES(a.kek, crypto.SHA1, ct)
+		}
+		if err != nil || len(material) != 32 {
+			fail(http.StatusBadRequest, "BadParameter", "the transfer blob does not unwrap to an AES-256 key")
+			return
+		}
+		v := &azVersion{KID: fmt.Sprintf("https://%s/keys/%s/%032x", r.Host, name, a.reqs), Kty: "oct-HSM", Enabled: true, Tags: req.Tags}
+		a.keys[name] = append(a.keys[name], v)
+		a.material[v.KID] = material
+		ok(a.bundle(v))
+	case r.Method == http.MethodPatch:
+		v := find(sub)
+		if v == nil || sub == "" {
+			fail(http.StatusNotFound, "KeyNotFound", "no key version "+name+"/"+sub)
+			return
+		}
+		var req struct {
+			Attributes struct {
+				Enabled *bool `json:"enabled"`
+			} `json:"attributes"`
+		}
+		json.NewDecoder(r.Body).Decode(&req)
+		if req.Attributes.Enabled != nil {
+			v.Enabled = *req.Attributes.Enabled
+		}
+		ok(a.bundle(v))
+	case r.Method == http.MethodDelete && sub == "":
+		if len(vs) == 0 {
+			fail(http.StatusNotFound, "KeyNotFound", "no key "+name)
+			return
+		}
+		cur := vs[len(vs)-1]
+		delete(a.keys, name)
+		b := a.bundle(cur)
+		b["recoveryId"] = "https://" + r.Host + "/deletedkeys/" + name
+		ok(b)
+	default:
+		fail(http.StatusBadRequest, "BadParameter", "the fake does not serve "+r.Method+" "+r.URL.Path)
+	}
+}
