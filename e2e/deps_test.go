@@ -43,6 +43,9 @@ func TestDependencyDirection(t *testing.T) {
 		{pkg: mod + "/workflows/...", forbidden: []string{"github.com/nats-io/", mod + "/workers", mod + "/deploy", mod + "/client", mod + "/internal"}},
 		{pkg: mod + "/deploy/...", forbidden: []string{mod + "/client", mod + "/internal"}, except: []string{mod + "/client/api"}},
 		{pkg: mod + "/cmd/...", forbidden: []string{mod + "/internal"}},
+		// The cluster lab starts processes and reaches keyflow through its
+		// binary, its files and NATS only.
+		{pkg: mod + "/internal/clusterlab", forbidden: []string{"go.temporal.io/", mod + "/workflows", mod + "/deploy", mod + "/cmd", mod + "/client"}},
 		// Cloud connectors (docs/multi-cloud.md): a leaf that takes wrapped
 		// bytes from a callback; workflows|deploy|cmd → cloud, never kms → cloud.
 		{pkg: mod + "/cloud/...", forbidden: []string{"github.com/nats-io/", "go.temporal.io/", mod + "/kms", mod + "/internal"}, ownOnly: true},

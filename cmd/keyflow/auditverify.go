@@ -386,7 +386,7 @@ func (g *globals) sealerKeys(ctx context.Context, js jetstream.JetStream) ([]cha
 
 // storedKeys reads the sealer's public keys from the key store.
 func storedKeys(ctx context.Context, js jetstream.JetStream) ([]chain.PublicKey, error) {
-	store, err := kvstore.Open(ctx, js)
+	store, err := kvstore.Open(ctx, existingBuckets{js})
 	if err != nil {
 		return nil, err
 	}
@@ -601,3 +601,15 @@ func plural(n int, word string) string {
 }
 
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+// existingBuckets opens the buckets that exist as they are: a command
+// reading the key store must not "update" a cluster's R3 buckets to its
+// own default of one replica. Only a missing bucket is created.
+type existingBuckets struct{ jetstream.JetStream }
+
+func (e existingBuckets) CreateOrUpdateKeyValue(ctx context.Context, c jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	if kv, err := e.KeyValue(ctx, c.Bucket); err == nil {
+		return kv, nil
+	}
+	return e.JetStream.CreateOrUpdateKeyValue(ctx, c)
+}

@@ -29,7 +29,8 @@
 //     audit, backup, archive, root (the root key), migrate (a migration
 //     campaign), tenant, principal, access-key (the AWS KMS API's
 //     credentials), kmip (KMIP client certificates), config (serve's
-//     configuration file). Operations on one key's life (rotate,
+//     configuration file), operator (the NATS operator ceremony of a
+//     cluster, offline). Operations on one key's life (rotate,
 //     disable, schedule-deletion, set-policy, retire-version) are verbs of
 //     the key group, not top-level verbs, even where AWS names them as
 //     operations.
@@ -81,6 +82,7 @@
 //	principal.go      principal
 //	accesskey.go      access-key (SigV4 credentials of the AWS KMS API)
 //	kmip.go           kmip client add (KMIP client certificates, offline)
+//	operator.go       operator init (the NATS operator ceremony, offline)
 //
 // # Writing a command
 //

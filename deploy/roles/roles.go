@@ -285,7 +285,7 @@ func Start(ctx context.Context, in Infra, o Options) (n *Node, err error) {
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	n.cancel = cancel
 
-	if n.Conn, err = n.connect(ctx, o.Roles[0], "keyflow-worker"); err != nil {
+	if n.Conn, err = n.connect(ctx, n.workerRole(), "keyflow-worker"); err != nil {
 		return n, err
 	}
 	js, err := in.JetStream(n.Conn)
@@ -342,6 +342,20 @@ func Start(ctx context.Context, in Infra, o Options) (n *Node, err error) {
 	return n, nil
 }
 
+// workerRole is the role whose creds the node's key store and audit
+// publisher connect with: the first role that is not the sealer. The
+// sealer's creds may publish digests but no audit records, and a
+// sealer-only process still records its own key operations (creating its
+// signing keys), which is a worker's right (natsauth.WorkerCreds).
+func (n *Node) workerRole() Role {
+	for _, r := range n.Roles {
+		if r != Sealer {
+			return r
+		}
+	}
+	return Crypto
+}
+
 // connect opens a connection for a role and closes it (drained) on Stop.
 func (n *Node) connect(ctx context.Context, r Role, name string) (*nats.Conn, error) {
 	nc, err := n.infra.Connect(ctx, r, name)
@@ -360,7 +374,7 @@ func (n *Node) startKMS(ctx, runCtx context.Context, js jetstream.JetStream) err
 	}
 	// Audit records go out on their own connections, so that replies and
 	// audit publishes do not queue behind each other (about +10% at load).
-	auditConn, err := n.connect(ctx, n.Roles[0], "keyflow-audit")
+	auditConn, err := n.connect(ctx, n.workerRole(), "keyflow-audit")
 	if err != nil {
 		return err
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/keyflow/keyflow/deploy/natsserver"
 	"github.com/keyflow/keyflow/deploy/roles"
 	"github.com/keyflow/keyflow/workers/natsauth"
+	"github.com/keyflow/keyflow/workers/sealer"
 )
 
 // The token is provisioned as an operator would: with softhsm2-util, by
@@ -418,4 +419,34 @@ func TestTenantQuotaSharedAcrossProcesses(t *testing.T) {
 		t.Fatalf("admitted %d, throttled %d of %d with a burst of %d over 3 processes", admitted, throttled, 3*burst, burst)
 	}
 	t.Logf("admitted %d of %d (burst %d, 3 processes sharing it)", admitted, 3*burst, burst)
+}
+
+// A process that runs the sealer alone, with the sealer's own creds (no
+// audit records but digests), still creates its signing keys: its key
+// store and audit publisher connect with a worker's creds.
+func TestSealerOnlyProcessWithSealerCreds(t *testing.T) {
+	c := startCluster(t)
+	creds, err := c.identity.SealerCreds("keyflow-sealer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(c.dir, "sealer.creds")
+	if err := os.WriteFile(path, creds, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := c.config(t, "")
+	cfg.NATS.RoleCreds = map[string]string{"sealer": path}
+	bootstrap(t, cfg)
+	n := serve(t, cfg, "sealer")
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		keys, err := sealer.StoredPublicKeys(context.Background(), n.Store)
+		if err == nil && len(keys) >= 2 && n.Standby.Active() {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the sealer-only process has no signing keys: %v (active %v)", err, n.Standby.Active())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }

@@ -4,9 +4,6 @@ import (
 	"encoding/json"
 	"os"
 	"slices"
-	"time"
-
-	"github.com/nats-io/nkeys"
 
 	"github.com/keyflow/keyflow/kms/keypolicy"
 )
@@ -70,16 +67,13 @@ func sameRoles(issued []keypolicy.Role, claimed []string) bool {
 }
 
 // refresh re-reads the tenants and principals from the identity file when
-// another process wrote it since this one last read or wrote it, at most
-// once a second. It reports whether anything was re-read.
+// another process wrote it since this one last read or wrote it (a stat
+// per unknown tenant or user key; the file is read only when it changed),
+// adopting what the other process added (merge). It reports whether
+// anything was re-read.
 func (id *Identity) refresh() bool {
 	id.mu.Lock()
 	defer id.mu.Unlock()
-	now := time.Now()
-	if now.Sub(id.checked) < time.Second {
-		return false
-	}
-	id.checked = now
 	fi, err := os.Stat(id.path)
 	if err != nil || (fi.ModTime().Equal(id.fileMod) && fi.Size() == id.fileSize) {
 		return false
@@ -89,25 +83,8 @@ func (id *Identity) refresh() bool {
 		return false
 	}
 	var f identityFile
-	if err := json.Unmarshal(b, &f); err != nil {
+	if err := json.Unmarshal(b, &f); err != nil || id.merge(&f) != nil {
 		return false
-	}
-	for name, seed := range f.Tenants {
-		if _, ok := id.tenants[name]; ok {
-			continue
-		}
-		kp, err := nkeys.FromSeed([]byte(seed))
-		if err != nil {
-			continue
-		}
-		id.tenants[name] = kp
-		id.byAccount[pub(kp)] = name
-	}
-	for t, ps := range f.Principals {
-		id.principals[t] = ps
-	}
-	for t, p := range f.Policies {
-		id.policies[t] = p
 	}
 	id.fileMod, id.fileSize = fi.ModTime(), fi.Size()
 	return true

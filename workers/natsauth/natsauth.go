@@ -25,13 +25,20 @@
 // account get one kind of credential per role, with only what the role
 // needs (roles.go: worker, sealer, read-only auditor, operator).
 //
-// The signing keys (operator, accounts) live in a 0600 file under the data
-// directory. That is adequate for the dev stack; production deployments
-// should keep the operator key offline and the account signing keys in a
-// secrets store.
+// The keys live in a 0600 identity file. The dev stack's file holds the
+// operator's own key and the accounts' keys (adequate for one process on
+// one machine). A cluster's file is written by InitOperator (`keyflow
+// operator init`, operator.go): it holds no operator identity key, only an
+// operator signing key and the system and keyflow accounts' signing keys,
+// so the root operator key stays offline; the servers trust the signing
+// keys because the operator and account JWTs list them. Several control
+// plane processes may share one identity file: writes merge under a file
+// lock, and a process that meets an account it does not know re-reads the
+// file (TenantOf).
 package natsauth
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -70,12 +77,17 @@ var ErrUnknownTenant = errors.New("natsauth: unknown tenant")
 // Identity holds the operator and account keys of one deployment and issues
 // account and user JWTs. It is safe for concurrent use.
 type Identity struct {
-	mu       sync.RWMutex
-	path     string
-	operator nkeys.KeyPair
-	system   nkeys.KeyPair
-	service  nkeys.KeyPair
-	tenants  map[string]nkeys.KeyPair
+	mu   sync.RWMutex
+	path string
+	// operator is the operator's identity key: set in the dev stack, nil
+	// in a cluster, where it stays offline and opSigner is one of the
+	// operator's signing keys.
+	operator    nkeys.KeyPair
+	operatorPub string
+	opSigner    nkeys.KeyPair
+	system      accountKey
+	service     accountKey
+	tenants     map[string]nkeys.KeyPair
 	// byAccount maps account public keys to tenant names: TenantOf runs on
 	// every request, so it must not derive keys.
 	byAccount map[string]string
@@ -87,39 +99,61 @@ type Identity struct {
 	platform   string
 	push       ClaimsPublisher
 
-	// issued.go: the identity file as last read or written here, and
-	// when another process's changes were last looked for.
+	// issued.go: the identity file as last read or written here.
 	fileMod  time.Time
 	fileSize int64
-	checked  time.Time
 }
 
+// accountKey is an account's public key and the key that signs its users:
+// the account's own key (dev) or one of its signing keys (a cluster).
+type accountKey struct {
+	pub    string
+	signer nkeys.KeyPair
+}
+
+func ownKey(kp nkeys.KeyPair) accountKey { return accountKey{pub: pub(kp), signer: kp} }
+
 type identityFile struct {
-	Operator   string                                 `json:"operator"`
-	System     string                                 `json:"system"`
-	Service    string                                 `json:"service"`
+	// The dev stack: the operator's and accounts' own keys.
+	Operator string `json:"operator,omitempty"`
+	System   string `json:"system,omitempty"`
+	Service  string `json:"service,omitempty"`
+	// A cluster (InitOperator): public keys and signing keys only.
+	OperatorPublic     string `json:"operatorPublic,omitempty"`
+	OperatorSigningKey string `json:"operatorSigningKey,omitempty"`
+	SystemPublic       string `json:"systemPublic,omitempty"`
+	SystemSigningKey   string `json:"systemSigningKey,omitempty"`
+	ServicePublic      string `json:"servicePublic,omitempty"`
+	ServiceSigningKey  string `json:"serviceSigningKey,omitempty"`
+	PlatformTenant     string `json:"platformTenant,omitempty"`
+
 	Tenants    map[string]string                      `json:"tenants"`
 	Principals map[string]map[string]*principalRecord `json:"principals,omitempty"`
 	Policies   map[string]keypolicy.RolePolicy        `json:"policies,omitempty"`
 }
 
 // Load reads the identity stored at path, creating a new one (fresh
-// operator, system and service keys) if the file does not exist.
+// operator, system and service keys, as the dev stack uses) if the file
+// does not exist. A file written by InitOperator loads without the
+// operator's identity key.
 func Load(path string) (*Identity, error) {
-	id := &Identity{path: path, tenants: map[string]nkeys.KeyPair{}, byAccount: map[string]string{}, resolver: &server.MemAccResolver{},
-		principals: map[string]map[string]*principalRecord{}, policies: map[string]keypolicy.RolePolicy{}}
+	id := newIdentity(path)
 	b, err := os.ReadFile(path)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 		if id.operator, err = nkeys.CreateOperator(); err != nil {
 			return nil, fmt.Errorf("failed to create operator key: %w", err)
 		}
-		if id.system, err = nkeys.CreateAccount(); err != nil {
+		id.opSigner, id.operatorPub = id.operator, pub(id.operator)
+		sys, err := nkeys.CreateAccount()
+		if err != nil {
 			return nil, fmt.Errorf("failed to create account key: %w", err)
 		}
-		if id.service, err = nkeys.CreateAccount(); err != nil {
+		svc, err := nkeys.CreateAccount()
+		if err != nil {
 			return nil, fmt.Errorf("failed to create account key: %w", err)
 		}
+		id.system, id.service = ownKey(sys), ownKey(svc)
 		if err := id.save(); err != nil {
 			return nil, err
 		}
@@ -130,29 +164,8 @@ func Load(path string) (*Identity, error) {
 		if err := json.Unmarshal(b, &f); err != nil {
 			return nil, fmt.Errorf("failed to parse identity file %s: %w", path, err)
 		}
-		parse := func(seed string) (nkeys.KeyPair, error) { return nkeys.FromSeed([]byte(seed)) }
-		if id.operator, err = parse(f.Operator); err != nil {
-			return nil, fmt.Errorf("failed to parse operator key: %w", err)
-		}
-		if id.system, err = parse(f.System); err != nil {
-			return nil, fmt.Errorf("failed to parse system key: %w", err)
-		}
-		if id.service, err = parse(f.Service); err != nil {
-			return nil, fmt.Errorf("failed to parse service key: %w", err)
-		}
-		for name, seed := range f.Tenants {
-			kp, err := parse(seed)
-			if err != nil {
-				return nil, fmt.Errorf("failed to parse key of tenant %s: %w", name, err)
-			}
-			id.tenants[name] = kp
-			id.byAccount[pub(kp)] = name
-		}
-		for t, ps := range f.Principals {
-			id.principals[t] = ps
-		}
-		for t, p := range f.Policies {
-			id.policies[t] = p
+		if err := id.fromFile(&f); err != nil {
+			return nil, fmt.Errorf("identity file %s: %w", path, err)
 		}
 	}
 	if err := id.publishAll(); err != nil {
@@ -160,6 +173,100 @@ func Load(path string) (*Identity, error) {
 	}
 	id.noteFile()
 	return id, nil
+}
+
+func newIdentity(path string) *Identity {
+	return &Identity{path: path, tenants: map[string]nkeys.KeyPair{}, byAccount: map[string]string{}, resolver: &server.MemAccResolver{},
+		principals: map[string]map[string]*principalRecord{}, policies: map[string]keypolicy.RolePolicy{}}
+}
+
+func parseSeed(seed string) (nkeys.KeyPair, error) { return nkeys.FromSeed([]byte(seed)) }
+
+// fromFile sets the keys of a decoded file: the dev stack's own keys, or a
+// cluster's public and signing keys.
+func (id *Identity) fromFile(f *identityFile) error {
+	var err error
+	if f.Operator != "" {
+		if id.operator, err = parseSeed(f.Operator); err != nil {
+			return fmt.Errorf("failed to parse operator key: %w", err)
+		}
+		id.opSigner, id.operatorPub = id.operator, pub(id.operator)
+		sys, err := parseSeed(f.System)
+		if err != nil {
+			return fmt.Errorf("failed to parse system key: %w", err)
+		}
+		svc, err := parseSeed(f.Service)
+		if err != nil {
+			return fmt.Errorf("failed to parse service key: %w", err)
+		}
+		id.system, id.service = ownKey(sys), ownKey(svc)
+	} else {
+		if id.opSigner, err = parseSeed(f.OperatorSigningKey); err != nil {
+			return fmt.Errorf("failed to parse the operator signing key: %w", err)
+		}
+		id.operatorPub = f.OperatorPublic
+		sys, err := parseSeed(f.SystemSigningKey)
+		if err != nil {
+			return fmt.Errorf("failed to parse the system account's signing key: %w", err)
+		}
+		svc, err := parseSeed(f.ServiceSigningKey)
+		if err != nil {
+			return fmt.Errorf("failed to parse the keyflow account's signing key: %w", err)
+		}
+		id.system = accountKey{pub: f.SystemPublic, signer: sys}
+		id.service = accountKey{pub: f.ServicePublic, signer: svc}
+		if !nkeys.IsValidPublicOperatorKey(id.operatorPub) || !nkeys.IsValidPublicAccountKey(id.system.pub) || !nkeys.IsValidPublicAccountKey(id.service.pub) {
+			return errors.New("operatorPublic, systemPublic and servicePublic must be the operator's and accounts' public keys")
+		}
+	}
+	id.platform = f.PlatformTenant
+	return id.merge(f)
+}
+
+// merge adopts the tenants, principals and policies of a file that this
+// identity does not hold yet (another process sharing the file created
+// them). Principals known to both get the union of their user keys, and a
+// disable recorded by either.
+func (id *Identity) merge(f *identityFile) error {
+	for name, seed := range f.Tenants {
+		if _, ok := id.tenants[name]; ok {
+			continue
+		}
+		kp, err := parseSeed(seed)
+		if err != nil {
+			return fmt.Errorf("failed to parse key of tenant %s: %w", name, err)
+		}
+		id.tenants[name] = kp
+		id.byAccount[pub(kp)] = name
+	}
+	for t, ps := range f.Principals {
+		mine := id.principals[t]
+		if mine == nil {
+			mine = map[string]*principalRecord{}
+			id.principals[t] = mine
+		}
+		for name, r := range ps {
+			m := mine[name]
+			if m == nil {
+				mine[name] = r
+				continue
+			}
+			for _, u := range r.Users {
+				if !slices.ContainsFunc(m.Users, func(v userKey) bool { return v.Public == u.Public }) {
+					m.Users = append(m.Users, u)
+				}
+			}
+			if m.DisabledAt == nil {
+				m.DisabledAt = r.DisabledAt
+			}
+		}
+	}
+	for t, p := range f.Policies {
+		if _, ok := id.policies[t]; !ok {
+			id.policies[t] = p
+		}
+	}
+	return nil
 }
 
 // NewEphemeral returns an identity that is never written to disk, for tests.
@@ -173,19 +280,42 @@ func randomName() string {
 	return pub[1:13]
 }
 
+// save writes the identity file. Under the file's lock it first adopts
+// what another process sharing the file added since (merge), so two
+// control-plane processes never drop each other's tenants or principals.
+// The caller holds id.mu (or owns id).
 func (id *Identity) save() error {
+	if err := os.MkdirAll(filepath.Dir(id.path), 0o700); err != nil {
+		return fmt.Errorf("failed to create identity dir: %w", err)
+	}
+	unlock, err := lockFile(id.path + ".lock")
+	if err != nil {
+		return fmt.Errorf("failed to lock the identity file: %w", err)
+	}
+	defer unlock()
+	if b, err := os.ReadFile(id.path); err == nil {
+		var f identityFile
+		if json.Unmarshal(b, &f) == nil {
+			if err := id.merge(&f); err != nil {
+				return err
+			}
+		}
+	}
 	seed := func(kp nkeys.KeyPair) string { s, _ := kp.Seed(); return string(s) }
-	f := identityFile{Operator: seed(id.operator), System: seed(id.system), Service: seed(id.service), Tenants: map[string]string{},
-		Principals: id.principals, Policies: id.policies}
+	f := identityFile{Tenants: map[string]string{}, Principals: id.principals, Policies: id.policies, PlatformTenant: id.platform}
+	if id.operator != nil {
+		f.Operator, f.System, f.Service = seed(id.operator), seed(id.system.signer), seed(id.service.signer)
+	} else {
+		f.OperatorPublic, f.OperatorSigningKey = id.operatorPub, seed(id.opSigner)
+		f.SystemPublic, f.SystemSigningKey = id.system.pub, seed(id.system.signer)
+		f.ServicePublic, f.ServiceSigningKey = id.service.pub, seed(id.service.signer)
+	}
 	for name, kp := range id.tenants {
 		f.Tenants[name] = seed(kp)
 	}
 	b, err := json.MarshalIndent(f, "", "  ")
 	if err != nil {
 		return fmt.Errorf("failed to encode identity: %w", err)
-	}
-	if err := os.MkdirAll(filepath.Dir(id.path), 0o700); err != nil {
-		return fmt.Errorf("failed to create identity dir: %w", err)
 	}
 	tmp := id.path + ".tmp"
 	if err := os.WriteFile(tmp, b, 0o600); err != nil {
@@ -200,50 +330,80 @@ func (id *Identity) save() error {
 
 func pub(kp nkeys.KeyPair) string { p, _ := kp.PublicKey(); return p }
 
-// publishAll (re)issues every account JWT into the resolver.
+// publishAll (re)issues every account JWT into the resolver. The system
+// and keyflow accounts of a cluster were signed by the offline operator
+// key (InitOperator) and are preloaded by the servers, so only the dev
+// stack reissues them.
 func (id *Identity) publishAll() error {
-	sys := jwt.NewAccountClaims(pub(id.system))
-	sys.Name = SystemAccountName
-	if err := id.store(sys); err != nil {
-		return err
-	}
-	svc := jwt.NewAccountClaims(pub(id.service))
-	svc.Name = ServiceAccountName
-	svc.Limits.JetStreamLimits = jwt.JetStreamLimits{MemoryStorage: -1, DiskStorage: -1, Streams: -1, Consumer: -1}
-	svc.Exports.Add(&jwt.Export{Name: "keyflow", Subject: jwt.Subject(ServiceSubjectPrefix + ".>"), Type: jwt.Service})
-	if err := id.store(svc); err != nil {
-		return err
+	if id.operator != nil {
+		if _, err := id.store(systemClaims(id.system.pub, "")); err != nil {
+			return err
+		}
+		if _, err := id.store(serviceClaims(id.service.pub, "")); err != nil {
+			return err
+		}
 	}
 	for name, kp := range id.tenants {
-		if err := id.store(id.tenantClaims(name, kp)); err != nil {
+		if _, err := id.store(id.tenantClaims(name, kp)); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
+// systemClaims are the system account's; signingKey, if set, may sign its
+// users.
+func systemClaims(account, signingKey string) *jwt.AccountClaims {
+	sys := jwt.NewAccountClaims(account)
+	sys.Name = SystemAccountName
+	if signingKey != "" {
+		sys.SigningKeys.Add(signingKey)
+	}
+	return sys
+}
+
+// serviceClaims are the keyflow account's: JetStream, and the service
+// subjects exported to the tenants.
+func serviceClaims(account, signingKey string) *jwt.AccountClaims {
+	svc := jwt.NewAccountClaims(account)
+	svc.Name = ServiceAccountName
+	svc.Limits.JetStreamLimits = jwt.JetStreamLimits{MemoryStorage: -1, DiskStorage: -1, Streams: -1, Consumer: -1}
+	svc.Exports.Add(&jwt.Export{Name: "keyflow", Subject: jwt.Subject(ServiceSubjectPrefix + ".>"), Type: jwt.Service})
+	if signingKey != "" {
+		svc.SigningKeys.Add(signingKey)
+	}
+	return svc
+}
+
 func (id *Identity) tenantClaims(name string, kp nkeys.KeyPair) *jwt.AccountClaims {
 	ac := jwt.NewAccountClaims(pub(kp))
 	ac.Name = name
 	subj := jwt.Subject(ServiceSubjectPrefix + "." + name + ".>")
-	ac.Imports.Add(&jwt.Import{Name: "keyflow", Subject: subj, Account: pub(id.service), Type: jwt.Service, Share: true})
+	ac.Imports.Add(&jwt.Import{Name: "keyflow", Subject: subj, Account: id.service.pub, Type: jwt.Service, Share: true})
 	id.addRevocations(name, ac)
 	return ac
 }
 
-func (id *Identity) store(ac *jwt.AccountClaims) error {
-	tok, err := ac.Encode(id.operator)
+// store signs an account JWT with the operator's key (or its signing key)
+// into the in-process resolver, and returns it.
+func (id *Identity) store(ac *jwt.AccountClaims) (string, error) {
+	tok, err := ac.Encode(id.opSigner)
 	if err != nil {
-		return fmt.Errorf("failed to sign account %s: %w", ac.Name, err)
+		return "", fmt.Errorf("failed to sign account %s: %w", ac.Name, err)
 	}
-	return id.resolver.Store(ac.Subject, tok)
+	return tok, id.resolver.Store(ac.Subject, tok)
 }
 
-// ServerOptions returns the operator-mode settings for nats-server.
+// ServerOptions returns the operator-mode settings for an in-process
+// nats-server (the dev stack). A cluster's identity has no operator key:
+// its servers are configured by the stanza InitOperator writes.
 func (id *Identity) ServerOptions(opts *server.Options) error {
+	if id.operator == nil {
+		return errors.New("natsauth: this identity holds no operator key (a cluster's servers take the configuration keyflow operator init wrote)")
+	}
 	oc := jwt.NewOperatorClaims(pub(id.operator))
 	oc.Name = "keyflow"
-	oc.SystemAccount = pub(id.system)
+	oc.SystemAccount = id.system.pub
 	tok, err := oc.Encode(id.operator)
 	if err != nil {
 		return fmt.Errorf("failed to sign operator: %w", err)
@@ -253,13 +413,15 @@ func (id *Identity) ServerOptions(opts *server.Options) error {
 		return fmt.Errorf("failed to decode operator: %w", err)
 	}
 	opts.TrustedOperators = []*jwt.OperatorClaims{claims}
-	opts.SystemAccount = pub(id.system)
+	opts.SystemAccount = id.system.pub
 	opts.AccountResolver = id.resolver
 	return nil
 }
 
 // AddTenant creates a tenant account (idempotent) and returns its public key.
-// New accounts are picked up by the server on first use.
+// An in-process server picks new accounts up on first use; with a claims
+// publisher (a cluster's full resolver) the account JWT is pushed to the
+// servers before AddTenant returns.
 func (id *Identity) AddTenant(name string) (string, error) {
 	id.mu.Lock()
 	defer id.mu.Unlock()
@@ -275,11 +437,19 @@ func (id *Identity) AddTenant(name string) (string, error) {
 	}
 	id.tenants[name] = kp
 	id.byAccount[pub(kp)] = name
-	if err := id.store(id.tenantClaims(name, kp)); err != nil {
+	tok, err := id.store(id.tenantClaims(name, kp))
+	if err != nil {
 		return "", err
 	}
 	if err := id.save(); err != nil {
 		return "", err
+	}
+	if id.push != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := id.push(ctx, pub(kp), tok); err != nil {
+			return "", fmt.Errorf("tenant %s: %w", name, err)
+		}
 	}
 	return pub(kp), nil
 }
@@ -297,7 +467,9 @@ func (id *Identity) Tenants() []string {
 }
 
 // TenantOf maps an account public key (as found in Nats-Request-Info) to a
-// tenant name.
+// tenant name. An account this process does not know makes it re-read the
+// identity file once, if the file changed: another control-plane process
+// sharing it may have created the tenant.
 func (id *Identity) TenantOf(account string) (string, error) {
 	id.mu.RLock()
 	name, ok := id.byAccount[account]
@@ -363,18 +535,23 @@ func (id *Identity) ServiceCreds(name string) ([]byte, error) {
 	return issueUser(id.service, name, nil)
 }
 
-func issueUser(account nkeys.KeyPair, name string, restrict func(*jwt.UserClaims)) ([]byte, error) {
+// issueUser issues creds for a user of account, signed by the account's
+// key or, in a cluster, by its signing key (the JWT then names the
+// account as IssuerAccount).
+func issueUser(account accountKey, name string, restrict func(*jwt.UserClaims)) ([]byte, error) {
 	ukp, err := nkeys.CreateUser()
 	if err != nil {
 		return nil, fmt.Errorf("failed to create user key: %w", err)
 	}
 	uc := jwt.NewUserClaims(pub(ukp))
 	uc.Name = name
-	uc.IssuerAccount = ""
 	if restrict != nil {
 		restrict(uc)
 	}
-	tok, err := uc.Encode(account)
+	if pub(account.signer) != account.pub {
+		uc.IssuerAccount = account.pub
+	}
+	tok, err := uc.Encode(account.signer)
 	if err != nil {
 		return nil, fmt.Errorf("failed to sign user: %w", err)
 	}

@@ -192,10 +192,7 @@ func (id *Identity) DisablePrincipal(ctx context.Context, tenant, name string) e
 		return err
 	}
 	ac := id.tenantClaims(tenant, kp)
-	tok, err := ac.Encode(id.operator)
-	if err == nil {
-		err = id.resolver.Store(ac.Subject, tok)
-	}
+	tok, err := id.store(ac)
 	push := id.push
 	id.mu.Unlock()
 	if err != nil {

@@ -71,10 +71,11 @@ func TestIdentitySurvivesRestart(t *testing.T) {
 	if err := id.DisablePrincipal(ctx, "acme", "carol"); err != nil {
 		t.Fatal(err)
 	}
-	if len(pushed) != 1 {
-		t.Fatalf("%d account updates pushed, want 1", len(pushed))
+	// The tenant's creation and carol's revocation were pushed.
+	if len(pushed) != 2 {
+		t.Fatalf("%d account updates pushed, want 2 (creation, revocation)", len(pushed))
 	}
-	ac, err := jwt.DecodeAccountClaims(pushed[0])
+	ac, err := jwt.DecodeAccountClaims(pushed[1])
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -127,7 +127,7 @@ func (id *Identity) TestingSharedInboxCreds(tenant, principal string) ([]byte, e
 	if !ok {
 		return nil, fmt.Errorf("%w: %s", ErrUnknownTenant, tenant)
 	}
-	return issueUser(kp, principal, func(uc *jwt.UserClaims) {
+	return issueUser(ownKey(kp), principal, func(uc *jwt.UserClaims) {
 		*uc = *userClaims(tenant, principal, uc.Subject, keypolicy.Roles())
 		uc.Sub.Allow = jwt.StringList{"_INBOX.>"}
 	})
