@@ -40,7 +40,7 @@ func TestDependencyDirection(t *testing.T) {
 		{pkg: mod + "/kms/keypolicy", forbidden: []string{"github.com/nats-io/", "go.temporal.io/"}, ownOnly: true, allowed: []string{mod + "/schemas"}},
 		{pkg: mod + "/workers/...", forbidden: []string{"go.temporal.io/", mod + "/workflows", mod + "/deploy", mod + "/client", mod + "/internal"}, except: []string{mod + "/client/api"}},
 		{pkg: mod + "/workers/sigv4", forbidden: []string{"github.com/nats-io/", "go.temporal.io/"}, ownOnly: true},
-		{pkg: mod + "/workflows/...", forbidden: []string{"github.com/nats-io/", mod + "/workers", mod + "/deploy", mod + "/client", mod + "/internal"}},
+		{pkg: mod + "/workflows/...", forbidden: []string{"github.com/nats-io/", mod + "/workers", mod + "/deploy", mod + "/client", mod + "/internal", mod + "/region"}},
 		{pkg: mod + "/deploy/...", forbidden: []string{mod + "/client", mod + "/internal"}, except: []string{mod + "/client/api"}},
 		{pkg: mod + "/cmd/...", forbidden: []string{mod + "/internal"}},
 		// The cluster lab starts processes and reaches keyflow through its
@@ -50,6 +50,9 @@ func TestDependencyDirection(t *testing.T) {
 		// bytes from a callback; workflows|deploy|cmd → cloud, never kms → cloud.
 		{pkg: mod + "/cloud/...", forbidden: []string{"github.com/nats-io/", "go.temporal.io/", mod + "/kms", mod + "/internal"}, ownOnly: true},
 		{pkg: mod + "/kms", forbidden: []string{mod + "/cloud"}},
+		// region is a NATS adapter like the workers (docs/multi-region.md):
+		// it calls kms; workflows reach it only through an interface.
+		{pkg: mod + "/region", forbidden: []string{"go.temporal.io/", mod + "/workflows", mod + "/deploy", mod + "/cmd", mod + "/client", mod + "/internal"}},
 	}
 	for _, r := range rules {
 		out, err := exec.Command(depsGoTool(), "list", "-deps", "-f", "{{.ImportPath}}", r.pkg).CombinedOutput()

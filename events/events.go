@@ -153,6 +153,25 @@ const (
 	TypeCloudDrift            = "io.keyflow.cloud.drift.v1"
 )
 
+// Multi-region key replication (kms/replica.go), recorded in the primary
+// and the replica regions.
+const (
+	// TypeKeyReplicaCreated: see schemas/events/io.keyflow.key.replica.created.v1.json
+	TypeKeyReplicaCreated = "io.keyflow.key.replica.created.v1"
+	// TypeKeyReplicaSynced: see schemas/events/io.keyflow.key.replica.synced.v1.json
+	TypeKeyReplicaSynced = "io.keyflow.key.replica.synced.v1"
+	// TypeKeyReplicaApplied: see schemas/events/io.keyflow.key.replica.applied.v1.json
+	TypeKeyReplicaApplied = "io.keyflow.key.replica.applied.v1"
+	// TypeKeyReplicaUpdated: see schemas/events/io.keyflow.key.replica.updated.v1.json
+	TypeKeyReplicaUpdated = "io.keyflow.key.replica.updated.v1"
+	// TypeKeyReplicaLagging: see schemas/events/io.keyflow.key.replica.lagging.v1.json
+	TypeKeyReplicaLagging = "io.keyflow.key.replica.lagging.v1"
+	// TypeKeyReplicaPrimaryChanged: see schemas/events/io.keyflow.key.replica.primary.changed.v1.json
+	TypeKeyReplicaPrimaryChanged = "io.keyflow.key.replica.primary.changed.v1"
+	// TypeKeyReplicaDeletionScheduled: see schemas/events/io.keyflow.key.replica.deletion.scheduled.v1.json
+	TypeKeyReplicaDeletionScheduled = "io.keyflow.key.replica.deletion.scheduled.v1"
+)
+
 // Types lists every event type keyflow emits; schemas/events has one JSON
 // Schema for each.
 var Types = []string{
@@ -181,6 +200,7 @@ var Types = []string{
 	TypeMigrationStarted, TypeMigrationPhase, TypeMigrationControl, TypeMigrationKey,
 	TypeWorkflowSignalRefused,
 	TypeCloudDestinationAdded, TypeCloudCall, TypeCloudMaterialWrapped, TypeCloudPlacementChanged, TypeCloudDrift,
+	TypeKeyReplicaCreated, TypeKeyReplicaSynced, TypeKeyReplicaApplied, TypeKeyReplicaUpdated, TypeKeyReplicaLagging, TypeKeyReplicaPrimaryChanged, TypeKeyReplicaDeletionScheduled,
 }
 
 // Outcomes.

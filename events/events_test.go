@@ -416,6 +416,19 @@ func TestEveryTypeValidates(t *testing.T) {
 			{"", map[string]any{"campaignId": "pq-0a1b2c3d4e5f", "action": "start", "keys": 2}},
 			{"ValidationException", map[string]any{"campaignId": "Bad ID", "action": "explode"}},
 		},
+		events.TypeKeyReplicaCreated: {
+			{"", map[string]any{"keyRef": id, "region": "eu-west", "primaryRegion": "us-east", "role": "primary"}},
+			{"UnsupportedOperationException", map[string]any{"keyRef": id, "region": "eu-west", "role": "primary"}},
+		},
+		events.TypeKeyReplicaSynced:  {{"", map[string]any{"keyId": id, "region": "eu-west", "version": uint32(2), "role": "primary"}}},
+		events.TypeKeyReplicaApplied: {{"", map[string]any{"keyId": id, "version": uint32(2), "primaryRegion": "us-east", "region": "eu-west", "role": "replica"}}},
+		events.TypeKeyReplicaUpdated: {
+			{"", map[string]any{"keyId": id, "primaryRegion": "us-east", "region": "eu-west", "changed": []string{"keyState"}, "primaryVersion": uint32(2), "keyState": "SUSPENDED", "newPrimaryRegion": "us-east", "role": "replica"}},
+			{"KMSInvalidStateException", map[string]any{"primaryRegion": "us-east", "region": "eu-west", "changed": []string(nil), "role": "replica"}},
+		},
+		events.TypeKeyReplicaLagging:           {{"", map[string]any{"keyId": id, "version": uint32(3), "regions": []string{"eu-west"}}}},
+		events.TypeKeyReplicaPrimaryChanged:    {{"", map[string]any{"keyRef": id, "region": "eu-west", "previousPrimaryRegion": "us-east"}}},
+		events.TypeKeyReplicaDeletionScheduled: {{"", map[string]any{"keyRef": id, "region": "eu-west", "pendingWindowDays": 7}}},
 		events.TypeMigrationKey: {
 			{"", map[string]any{"campaignId": "pq-0a1b2c3d4e5f", "action": "cutover", "sourceKey": subject, "targetKey": subject, "phase": "cutover"}},
 			{"", map[string]any{"campaignId": "pq-0a1b2c3d4e5f", "action": "target-created", "sourceKey": subject, "targetKey": subject, "targetKeySpec": "X_WING"}},

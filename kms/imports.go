@@ -333,16 +333,8 @@ func (s *Service) GetParametersForImport(ctx context.Context, c Caller, p GetImp
 			return nil, err
 		}
 		tok.PublicKey, tok.WrappedPrivate = m.PublicKey, m.Wrapped
-	} else {
-		pairs, ok := s.hsm.(hsm.KeyPairs)
-		if _, imp := s.hsm.(hsm.KeyImporter); !ok || !imp {
-			return nil, newError(CodeUnsupportedOperation, "this HSM cannot import key material")
-		}
-		kp, err := pairs.GenerateWrappedKeyPair(ctx, s.root, rsaPairSpec(spec))
-		if err != nil {
-			return nil, wrapError(CodeInternal, err, "failed to generate a wrapping key pair in the HSM")
-		}
-		tok.PublicKey, tok.WrappedPrivate = kp.PublicKeyDER, kp.WrappedPrivate
+	} else if err := s.rsaWrappingPair(ctx, &tok); err != nil {
+		return nil, err
 	}
 	sealed, err := s.sealImportToken(ctx, &tok)
 	if err != nil {
@@ -352,6 +344,21 @@ func (s *Service) GetParametersForImport(ctx context.Context, c Caller, p GetImp
 		KeyID: k.ID, Algorithm: p.Algorithm, Spec: spec, PublicKey: tok.PublicKey,
 		ImportToken: sealed, ValidTo: tok.Expires,
 	}, nil
+}
+
+// rsaWrappingPair generates the token's RSA wrapping key pair in the HSM
+// (the private key wrapped under the root key, for the token).
+func (s *Service) rsaWrappingPair(ctx context.Context, tok *importToken) error {
+	pairs, ok := s.hsm.(hsm.KeyPairs)
+	if _, imp := s.hsm.(hsm.KeyImporter); !ok || !imp {
+		return newError(CodeUnsupportedOperation, "this HSM cannot import key material")
+	}
+	kp, err := pairs.GenerateWrappedKeyPair(ctx, s.root, rsaPairSpec(tok.Spec))
+	if err != nil {
+		return wrapError(CodeInternal, err, "failed to generate a wrapping key pair in the HSM")
+	}
+	tok.PublicKey, tok.WrappedPrivate = kp.PublicKeyDER, kp.WrappedPrivate
+	return nil
 }
 
 // ImportParams are the inputs of ImportKeyMaterial.

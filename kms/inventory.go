@@ -34,6 +34,9 @@ type InventoryItem struct {
 	QuantumVulnerable bool
 	// Exportable marks a key whose material can be released (export.go).
 	Exportable bool
+	// Regions are the regions a multi-region key lives in, its primary
+	// first (replica.go); empty for a single-region key.
+	Regions []string
 	// Target is the spec to migrate to; empty when the key is not
 	// quantum-vulnerable or no target fits its usage.
 	Target KeySpec
@@ -138,6 +141,7 @@ func (s *Service) Inventory(ctx context.Context, c Caller, p InventoryParams) (i
 		}
 		it.Exportable = k.Exportable
 		it.Clouds = clouds[k.ID]
+		it.Regions = k.Regions()
 		if info, ok := specs[k.Spec]; ok {
 			it.QuantumVulnerable = info.profile.QuantumVulnerable
 			it.Target = migrationTarget(info, k.Usage, to)

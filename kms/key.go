@@ -128,6 +128,12 @@ type Key struct {
 	// Tags are the key's AWS-style tags (tags.go), in the order they
 	// were first set.
 	Tags []Tag `json:"tags,omitempty"`
+	// MultiRegion keys live in several keyflow deployments with the same
+	// ID and material (replica.go): PrimaryRegion rotates and changes
+	// them, Replicas receive every version.
+	MultiRegion   bool      `json:"multiRegion,omitempty"`
+	PrimaryRegion string    `json:"primaryRegion,omitempty"`
+	Replicas      []Replica `json:"replicas,omitempty"`
 }
 
 // Version is one generation of a key's material.

@@ -34,6 +34,9 @@ type Config struct {
 	// Governance stores tenant policies and approval requests (see
 	// TenantPolicy); nil disables them (no approvals, quotas, profiles).
 	Governance GovernanceStore
+	// Region names this deployment for multi-region keys (replica.go);
+	// empty for a single-region deployment.
+	Region string
 }
 
 // New returns a Service, creating the HSM root key on first use.
@@ -65,6 +68,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		mats:     map[versionRef]*VersionMaterial{},
 		failOpen: cfg.AuditFailOpen,
 		gov:      governance{store: cfg.Governance},
+		region:   cfg.Region,
 	}
 	if err := s.authenticateAudit(ctx); err != nil {
 		return nil, fmt.Errorf("failed to derive the audit record key: %w", err)

@@ -45,6 +45,9 @@ func (s *Service) CreateVersion(ctx context.Context, c Caller, p CreateVersionPa
 		if err := permitRotation(k); err != nil {
 			return false, err
 		}
+		if err := s.refuseReplicaChange(k, "create versions"); err != nil {
+			return false, err
+		}
 		if err := refuseExternalRotation(k); err != nil {
 			return false, err
 		}
@@ -112,6 +115,9 @@ func (s *Service) SetPrimaryVersion(ctx context.Context, c Caller, p SetPrimaryP
 		if err := permitRotation(k); err != nil {
 			return false, err
 		}
+		if err := s.refuseReplicaChange(k, "switch its primary version"); err != nil {
+			return false, err
+		}
 		if !v.State.Allows(UseProtect) {
 			return false, newError(CodeInvalidState, "version %d of key %s is %s and cannot become primary", v.Number, k.ID, v.State)
 		}
@@ -150,6 +156,9 @@ func (s *Service) RequestRotation(ctx context.Context, c Caller, ref string) (ke
 		return "", err
 	}
 	if err := permitRotation(k); err != nil {
+		return "", err
+	}
+	if err := s.refuseReplicaChange(k, "rotate"); err != nil {
 		return "", err
 	}
 	if err := refuseExternalRotation(k); err != nil {

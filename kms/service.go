@@ -66,6 +66,7 @@ type Service struct {
 	destroyers   []MaterialDestroyer // see RegisterDestroyer
 	akMu         sync.Mutex
 	akWatchers   []AccessKeyWatcher // gateways' secret caches (accesskeys.go)
+	region       string             // this deployment's region (replica.go)
 }
 
 // DroppedAuditRecords is the number of audit records this service could
@@ -261,6 +262,9 @@ type CreateKeyParams struct {
 	Attributes []Attribute
 	// Tags are the key's first tags (tags.go).
 	Tags []Tag
+	// MultiRegion makes a multi-region primary key in this region
+	// (replica.go).
+	MultiRegion bool
 	// material, when set, is the key material to store instead of
 	// generating it (RegisterKey, export.go).
 	material []byte
@@ -279,6 +283,9 @@ func (s *Service) CreateKey(ctx context.Context, c Caller, p CreateKeyParams) (k
 			data["origin"] = string(OriginExternal)
 		}
 		exportAudit(data, p)
+		if p.MultiRegion {
+			data["multiRegion"] = true
+		}
 		if k != nil {
 			data["keyId"] = k.ID
 			data["version"] = k.PrimaryVersion
@@ -351,6 +358,9 @@ func (s *Service) CreateKey(ctx context.Context, c Caller, p CreateKeyParams) (k
 	if err := checkExportable(p, info, external); err != nil {
 		return nil, err
 	}
+	if err := s.checkMultiRegionCreate(p, external); err != nil {
+		return nil, err
+	}
 	switch {
 	case p.Exportable || p.material != nil:
 		if err := s.newExportableMaterial(ctx, c.Tenant, id, 1, info, p.material, p.Exportable); err != nil {
@@ -368,6 +378,9 @@ func (s *Service) CreateKey(ctx context.Context, c Caller, p CreateKeyParams) (k
 		Versions:       []Version{{Number: 1, State: StateActive, Algorithm: info.alg, CreatedAt: now}},
 	}
 	k.Exportable, k.Attributes, k.Tags = p.Exportable, p.Attributes, slices.Clone(p.Tags)
+	if p.MultiRegion {
+		k.MultiRegion, k.PrimaryRegion = true, s.region
+	}
 	initialLifecycle(k, p, now)
 	if external {
 		markPendingImport(k)

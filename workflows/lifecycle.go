@@ -172,6 +172,9 @@ func RemediationWorkflowID(tenant, keyID string, version uint32) string {
 // timer, and the rotation schedule. The transport calls it after creating
 // a key, rotating it or changing its policy; every step is idempotent.
 func (c *Client) KeyChanged(ctx context.Context, kc kms.Caller, k *kms.Key) error {
+	if err := c.syncReplicas(ctx, k); err != nil { // multi-region keys (replication.go)
+		return err
+	}
 	if k.State == kms.StateDestroyed || k.State == kms.StateDestroyedCompromised {
 		return c.SetRotationSchedule(ctx, k.Tenant, k.ID, 0)
 	}

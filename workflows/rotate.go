@@ -97,9 +97,16 @@ func rotateSteps(ctx workflow.Context, p RotateKeyParams, step KeyStep) (_ *Rota
 	if err := workflow.ExecuteActivity(ctx, a.CreateVersion, step).Get(ctx, nil); err != nil {
 		return nil, false, err
 	}
+	plan, laggards, err := waitForReplicas(ctx, step) // multi-region keys only (replication.go)
+	if err != nil {
+		return nil, false, err
+	}
 	var prev uint32
 	if err := workflow.ExecuteActivity(ctx, a.SetPrimaryVersion, step).Get(ctx, &prev); err != nil {
 		return nil, false, err
+	}
+	if err := afterReplicaSwitch(ctx, step, plan, laggards); err != nil {
+		return nil, true, err
 	}
 	res := &RotateKeyResult{KeyID: p.KeyID, PreviousVersion: prev, NewVersion: next}
 	if err := rewrapAfterRotation(ctx, p, res); err != nil {

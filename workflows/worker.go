@@ -35,6 +35,14 @@ type Activities struct {
 	// CloudConnect opens cloud destinations' connectors (cloud.go); nil
 	// on workers that distribute no keys.
 	CloudConnect CloudConnect
+	// Replicas reaches the other regions of multi-region keys
+	// (replication.go); nil in a single-region deployment.
+	Replicas ReplicaLink
+	// ReplicaSwitchTimeout bounds a rotation's wait for the replicas
+	// (0: DefaultReplicaSwitchTimeout); ReplicaRetryMax is the longest
+	// pause between attempts to reach a region (0: the default).
+	ReplicaSwitchTimeout time.Duration
+	ReplicaRetryMax      time.Duration
 }
 
 // caller builds the domain caller for an activity. The idempotency key names
@@ -99,6 +107,7 @@ func Register(r interface {
 	r.RegisterWorkflow(CloudSyncWorkflow)
 	r.RegisterWorkflow(CloudUndistributeWorkflow)
 	r.RegisterWorkflow(CloudReconcileWorkflow)
+	r.RegisterWorkflow(ReplicaSyncWorkflow)
 	r.RegisterActivity(a)
 }
 

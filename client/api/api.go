@@ -150,6 +150,8 @@ type CreateKeyRequest struct {
 	RewrapOnRotation     bool       `json:"rewrapOnRotation,omitempty"`
 	// Tags are the key's first tags (AWS's rules: docs/aws-api.md).
 	Tags []Tag `json:"tags,omitempty"`
+	// MultiRegion makes a multi-region primary key (docs/multi-region.md).
+	MultiRegion bool `json:"multiRegion,omitempty"`
 }
 
 // KeyRequest names one key by ID or alias.
@@ -200,6 +202,11 @@ type KeyMetadata struct {
 	RewrapOnRotation     bool       `json:"rewrapOnRotation,omitempty"`
 	// Tags are the key's tags (keys.tag, keys.untag).
 	Tags []Tag `json:"tags,omitempty"`
+	// Multi-region keys (docs/multi-region.md): the primary region and
+	// each replica's state and last synced version.
+	MultiRegion   bool              `json:"multiRegion,omitempty"`
+	PrimaryRegion string            `json:"primaryRegion,omitempty"`
+	Replicas      []ReplicaMetadata `json:"replicas,omitempty"`
 }
 
 // ListKeysReply lists keys.

@@ -50,6 +50,9 @@ type InventoryKey struct {
 	QuantumVulnerable bool      `json:"quantumVulnerable"`
 	// Exportable marks a key whose material can be released (KMIP Get).
 	Exportable bool `json:"exportable,omitempty"`
+	// Regions are a multi-region key's regions, its primary first
+	// (docs/multi-region.md); absent for a single-region key.
+	Regions []string `json:"regions,omitempty"`
 	// TargetKeySpec is the spec to migrate to; absent when the key is
 	// safe or nothing fits its usage.
 	TargetKeySpec string `json:"targetKeySpec,omitempty"`

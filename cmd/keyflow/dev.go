@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -24,6 +25,7 @@ func newDevCmd(g *globals) *cobra.Command {
 	var maxAge time.Duration
 	var maxBytes, maxMsgs int64
 	var lf logFlags
+	var rf regionFlags
 	var opsListen, uiListen, traceOTLP string
 	var traceStdout bool
 	cmd := &cobra.Command{
@@ -118,6 +120,7 @@ e.g. a local Jaeger). See docs/observability.md.`,
 				AuditFailOpen: failOpen, AuditMaxAge: maxAge, AuditMaxBytes: maxBytes, AuditMaxMsgs: maxMsgs,
 				XKSListen: xksListen, XKSConfig: xksConfig, KMIPListen: kmipListen, SyncAlways: sync == "always", AWSListen: awsListen, OpsListen: opsListen,
 				UIListen: uiListen, Trace: tracing != nil,
+				Region: rf.region, LeafListen: rf.leafListen, LinkTo: rf.linkTo, LinkCreds: rf.linkCreds,
 			})
 			if err != nil {
 				return err
@@ -132,6 +135,9 @@ e.g. a local Jaeger). See docs/observability.md.`,
 			}
 			if k := st.KMIP; k != nil {
 				fmt.Fprintf(cmd.OutOrStdout(), "keyflow kmip endpoint=%s ca=%s client=%s\n", k.Addr, k.CACert, k.ClientPEM)
+			}
+			if u := st.LeafURL(); u != "" {
+				fmt.Fprintf(cmd.OutOrStdout(), "keyflow region=%s link endpoint=%s creds=%s\n", rf.region, u, filepath.Join(g.dataDir, devstack.RegionLinkCredsFile))
 			}
 			if st.OpsURL != "" {
 				fmt.Fprintf(cmd.OutOrStdout(), "keyflow ops endpoint=%s (/healthz /readyz /metrics)\n", st.OpsURL)
@@ -163,6 +169,7 @@ e.g. a local Jaeger). See docs/observability.md.`,
 	cmd.Flags().DurationVar(&maxAge, "audit-max-age", 0, "remove audit records older than this, e.g. 2160h (0: keep for ever)")
 	cmd.Flags().Int64Var(&maxBytes, "audit-max-bytes", 0, "bound the audit stream to this many bytes, removing the oldest records (0: no bound)")
 	cmd.Flags().Int64Var(&maxMsgs, "audit-max-msgs", 0, "bound the audit stream to this many records, removing the oldest (0: no bound)")
+	rf.add(cmd)
 	cmd.Flags().StringVar(&opsListen, "ops-listen", "", "also serve /healthz, /readyz and Prometheus /metrics on this address, e.g. 127.0.0.1:9090")
 	cmd.Flags().StringVar(&uiListen, "ui-listen", devstack.DefaultUIListen, "serve the Temporal Web UI (a dev view of the workflows) on this loopback address; empty disables it")
 	cmd.Flags().BoolVar(&traceStdout, "trace-stdout", false, "print OpenTelemetry spans on stdout (JSON)")

@@ -142,7 +142,13 @@ func (g *globals) printKeys(w io.Writer, keys ...api.KeyMetadata) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", k.KeyID, dash(k.Alias), k.KeySpec, state, k.PrimaryVersion, len(k.Versions),
 			days(k.RotationPeriodInDays), days(k.CryptoperiodInDays), k.CreationDate.Format(time.RFC3339))
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(keys) == 1 {
+		return printRegions(w, keys[0])
+	}
+	return nil
 }
 
 // days prints a period in days, "-" for none.

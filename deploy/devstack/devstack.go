@@ -106,6 +106,16 @@ type Config struct {
 	// interceptor on the Temporal clients; the caller installs the tracer
 	// provider (roles.StartTracing or roles.InstallTracing).
 	Trace bool
+	// Region names this deployment for multi-region keys
+	// (docs/multi-region.md); it is also its JetStream domain.
+	Region string
+	// LeafListen, with Region, accepts other regions' leaf-node links
+	// there, and writes DIR/region-link.creds for them (region.go).
+	LeafListen string
+	// LinkTo and LinkCreds, with Region, link this deployment to another
+	// one's LeafListen with that deployment's region-link.creds.
+	LinkTo    string
+	LinkCreds string
 }
 
 // Stack is a running dev stack.
@@ -206,12 +216,19 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 		return st, err
 	}
 	st.Identity.SetPlatformTenant(DefaultTenant) // its tenant admins create tenants
-	if st.NATS, err = natsserver.Start(natsserver.Config{
+	ncfg := natsserver.Config{
 		StoreDir: filepath.Join(dir, "nats", "jetstream"), Listen: cfg.NATSListen, Identity: st.Identity, SyncAlways: cfg.SyncAlways,
-	}); err != nil {
+	}
+	if err := regionConfig(cfg, &ncfg); err != nil {
+		return st, err
+	}
+	if st.NATS, err = natsserver.Start(ncfg); err != nil {
 		return st, err
 	}
 	st.closers = append(st.closers, func() { st.NATS.Shutdown(); st.NATS.WaitForShutdown() })
+	if err := st.writeLinkCreds(); err != nil {
+		return st, err
+	}
 
 	// The operator provisions the audit streams (their retention policy)
 	// and the auditor's durables; no worker may change them.
@@ -253,7 +270,7 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 	}, roles.Options{
 		Roles: roles.All, Workers: cfg.Workers, AuditFailOpen: cfg.AuditFailOpen,
 		AuditMaxAge: cfg.AuditMaxAge, AuditMaxBytes: cfg.AuditMaxBytes, AuditMaxMsgs: cfg.AuditMaxMsgs,
-		AuditChanges: changes, CursorKey: cursorKey, Gateway: gateway,
+		AuditChanges: changes, CursorKey: cursorKey, Gateway: gateway, Region: cfg.Region,
 	}); err != nil {
 		return st, err
 	}

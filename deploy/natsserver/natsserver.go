@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"strconv"
 	"time"
 
@@ -32,6 +33,28 @@ type Config struct {
 	// crash (kill -9) loses nothing, since the kernel holds the writes,
 	// but a power loss or OS crash can lose acknowledged records.
 	SyncAlways bool
+	// JetStreamDomain names this deployment's JetStream domain. Linked
+	// deployments (package region) each have their own, so that their
+	// streams and KV buckets stay apart across the leaf link.
+	JetStreamDomain string
+	// LeafListen is host:port where other deployments' servers connect
+	// as leaf nodes (the hub side of a region link); empty: none.
+	LeafListen string
+	// LeafRemotes are the hub deployments this server connects to as a
+	// leaf node (the spoke side of a region link).
+	LeafRemotes []LeafRemote
+}
+
+// LeafRemote is one outgoing leaf-node connection to another deployment.
+type LeafRemote struct {
+	// URL is the other deployment's leaf listener, nats-leaf://host:port.
+	URL string
+	// CredentialsFile holds the creds of the link user the other
+	// deployment issued (natsauth.Identity.RegionLinkCreds).
+	CredentialsFile string
+	// LocalAccount is the account here that the link binds to; empty:
+	// the keyflow service account.
+	LocalAccount string
 }
 
 // Start starts the server and waits until it is ready for connections.
@@ -67,6 +90,9 @@ func Start(cfg Config) (*server.Server, error) {
 		}
 	}
 	if err := cfg.Identity.ServerOptions(opts); err != nil {
+		return nil, err
+	}
+	if err := leafOptions(opts, cfg); err != nil {
 		return nil, err
 	}
 	ns, err := server.NewServer(opts)
@@ -115,4 +141,61 @@ func Connect(ns *server.Server, creds []byte, name string) (*nats.Conn, error) {
 		return nil, fmt.Errorf("failed to connect to the embedded NATS server: %w", err)
 	}
 	return nc, nil
+}
+
+// leafOptions sets the JetStream domain and the leaf-node listener and
+// remotes of a region link (docs/multi-region.md).
+func leafOptions(opts *server.Options, cfg Config) error {
+	opts.JetStreamDomain = cfg.JetStreamDomain
+	if cfg.JetStreamDomain != "" {
+		opts.ServerName = "keyflow-" + cfg.JetStreamDomain // leaf peers need distinct names
+	}
+	if cfg.LeafListen != "" {
+		host, port, err := net.SplitHostPort(cfg.LeafListen)
+		if err != nil {
+			return fmt.Errorf("failed to parse leaf listen address %q: %w", cfg.LeafListen, err)
+		}
+		opts.LeafNode.Host = host
+		if opts.LeafNode.Port, err = strconv.Atoi(port); err != nil {
+			return fmt.Errorf("failed to parse leaf listen port %q: %w", port, err)
+		}
+		if opts.LeafNode.Port == 0 {
+			opts.LeafNode.Port = server.RANDOM_PORT
+		}
+		// The other region connects to the address it was given (a
+		// load balancer, a tunnel), never to addresses this server
+		// would gossip: they are rarely reachable across regions.
+		opts.LeafNode.NoAdvertise = true
+	}
+	for _, r := range cfg.LeafRemotes {
+		u, err := url.Parse(r.URL)
+		if err != nil {
+			return fmt.Errorf("failed to parse leaf remote %q: %w", r.URL, err)
+		}
+		local := r.LocalAccount
+		if local == "" {
+			local = cfg.Identity.ServiceAccount()
+		}
+		opts.LeafNode.Remotes = append(opts.LeafNode.Remotes, &server.RemoteLeafOpts{
+			URLs: []*url.URL{u}, Credentials: r.CredentialsFile, LocalAccount: local,
+		})
+	}
+	if len(cfg.LeafRemotes) > 0 {
+		opts.LeafNode.ReconnectInterval = 500 * time.Millisecond
+	}
+	return nil
+}
+
+// LeafURL is the URL where other deployments' servers connect to ns as
+// leaf nodes (Config.LeafListen), or "" when it has no leaf listener.
+func LeafURL(ns *server.Server) string {
+	v, err := ns.Varz(nil)
+	if err != nil || v.LeafNode.Port <= 0 {
+		return ""
+	}
+	host := v.LeafNode.Host
+	if host == "" || host == "0.0.0.0" {
+		host = "127.0.0.1"
+	}
+	return "nats-leaf://" + net.JoinHostPort(host, strconv.Itoa(v.LeafNode.Port))
 }

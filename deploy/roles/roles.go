@@ -186,6 +186,10 @@ type Options struct {
 	// while the sealer role reports ready (/readyz); default
 	// DefaultSealerMaxLag.
 	SealerMaxLag uint64
+	// Region names this deployment for multi-region keys
+	// (docs/multi-region.md): the lifecycle role then answers the region
+	// link (package region) and replicates the keys whose primary is here.
+	Region string
 }
 
 // DefaultSealerMaxLag is Options.SealerMaxLag's default: about ten
@@ -315,7 +319,11 @@ func Start(ctx context.Context, in Infra, o Options) (n *Node, err error) {
 	}
 	if n.Has(Lifecycle) {
 		w := worker.New(in.Temporal, workflows.TaskQueue, worker.Options{Interceptors: in.Metrics.WorkerInterceptors()})
-		workflows.Register(w, &workflows.Activities{KMS: n.KMS, Temporal: in.Temporal, CloudConnect: cloudConnect})
+		acts := &workflows.Activities{KMS: n.KMS, Temporal: in.Temporal, CloudConnect: cloudConnect}
+		if err = n.startRegion(acts, o.Region); err != nil {
+			return n, err
+		}
+		workflows.Register(w, acts)
 		if err = w.Start(); err != nil {
 			return n, fmt.Errorf("failed to start the lifecycle worker: %w", err)
 		}
@@ -414,7 +422,7 @@ func (n *Node) startKMS(ctx, runCtx context.Context, js jetstream.JetStream) err
 	n.Store = store
 	if n.KMS, err = kms.New(ctx, kms.Config{
 		HSM: n.infra.HSM, Store: store, Audit: audit, Logger: n.infra.Logger, Governance: gov,
-		Source: source, AuditFailOpen: o.AuditFailOpen,
+		Source: source, AuditFailOpen: o.AuditFailOpen, Region: o.Region,
 	}); err != nil {
 		return err
 	}

@@ -35,3 +35,8 @@ func (t *Token) ImportPlaintext(ctx context.Context, material []byte, target hsm
 func (t *Token) ImportPrivateKeyRSAAESKeyWrap(ctx context.Context, importKey hsm.KeyHandle, hash crypto.Hash, ciphertext []byte, spec hsm.KeyPairSpec, wrappingKey hsm.KeyHandle) (*hsm.WrappedKeyPair, error) {
 	return nil, errNoCgo
 }
+
+// WrapForTransport always fails without cgo.
+func (t *Token) WrapForTransport(ctx context.Context, wrappingKey hsm.KeyHandle, blob []byte, target hsm.ImportTarget, publicKeyDER []byte) ([]byte, error) {
+	return nil, errNoCgo
+}

@@ -45,6 +45,8 @@ type Bed struct {
 	Gov      *kvstore.Governance // tenant policies and approvals
 	Audit    *jsaudit.Publisher
 	KMS      *kms.Service
+
+	region string
 }
 
 // New starts a bed with tenants "alpha" and "beta".
@@ -58,6 +60,12 @@ type Options struct {
 	// SyncAlways fsyncs every JetStream write before its ack
 	// (natsserver.Config.SyncAlways), as `keyflow dev --sync always`.
 	SyncAlways bool
+	// Region names the deployment for multi-region keys (kms.Config.Region
+	// and the JetStream domain); LeafListen and LeafRemotes link it to
+	// other beds (natsserver.Config, docs/multi-region.md).
+	Region      string
+	LeafListen  string
+	LeafRemotes []natsserver.LeafRemote
 }
 
 // NewWith is New with options.
@@ -76,7 +84,7 @@ func NewOn(t testing.TB, tok *pkcs11.Token) *Bed {
 func newOn(t testing.TB, tok *pkcs11.Token, o Options) *Bed {
 	t.Helper()
 	ctx := context.Background()
-	b := &Bed{T: t, HSM: tok}
+	b := &Bed{T: t, HSM: tok, region: o.Region}
 	var err error
 	if b.Identity, err = natsauth.Load(t.TempDir() + "/identity.json"); err != nil {
 		t.Fatal(err)
@@ -86,7 +94,8 @@ func newOn(t testing.TB, tok *pkcs11.Token, o Options) *Bed {
 			t.Fatal(err)
 		}
 	}
-	if b.NATS, err = natsserver.Start(natsserver.Config{StoreDir: t.TempDir(), Identity: b.Identity, SyncAlways: o.SyncAlways}); err != nil {
+	if b.NATS, err = natsserver.Start(natsserver.Config{StoreDir: t.TempDir(), Identity: b.Identity, SyncAlways: o.SyncAlways,
+		JetStreamDomain: o.Region, LeafListen: o.LeafListen, LeafRemotes: o.LeafRemotes}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { b.NATS.Shutdown(); b.NATS.WaitForShutdown() })
@@ -137,7 +146,7 @@ func newOn(t testing.TB, tok *pkcs11.Token, o Options) *Bed {
 func (b *Bed) NewKMS(audit events.Sink) *kms.Service {
 	b.T.Helper()
 	s, err := kms.New(context.Background(), kms.Config{
-		HSM: b.HSM, Store: b.Store, Audit: audit, Source: "/keyflow/test", Governance: b.Gov,
+		HSM: b.HSM, Store: b.Store, Audit: audit, Source: "/keyflow/test", Governance: b.Gov, Region: b.region,
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})),
 	})
 	if err != nil {

@@ -19,6 +19,7 @@ import (
 	"maps"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/keyflow/keyflow/kms"
@@ -194,6 +195,9 @@ func Build(inv *kms.Inventory, o Options) (*BOM, error) {
 		}
 		if k.Exportable {
 			props = append(props, Property{Name: "keyflow:exportable", Value: "true"})
+		}
+		if len(k.Regions) > 0 { // a multi-region key: its primary region first
+			props = append(props, Property{Name: "keyflow:primaryRegion", Value: k.Regions[0]}, Property{Name: "keyflow:regions", Value: strings.Join(k.Regions, ",")})
 		}
 		if k.Target != "" {
 			props = append(props, Property{Name: "keyflow:migrationTarget", Value: string(k.Target)})

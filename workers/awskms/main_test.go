@@ -40,7 +40,12 @@ type fixture struct {
 
 func newFixture(t testing.TB) *fixture {
 	t.Helper()
-	b := testbed.New(t)
+	return newFixtureOn(t, testbed.New(t))
+}
+
+// newFixtureOn is newFixture over a bed the test made (a region's, say).
+func newFixtureOn(t testing.TB, b *testbed.Bed) *fixture {
+	t.Helper()
 	srv, err := rpc.Start(rpc.Config{Conn: b.Conn, KMS: b.KMS, Tenants: b.Identity, JS: b.JS, Workers: 16,
 		Rotator: inProcessRotator{b.KMS}, Lifecycle: &noTimers{},
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))})

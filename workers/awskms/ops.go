@@ -49,7 +49,7 @@ var unsupported = map[string]bool{}
 func init() {
 	for _, op := range []string{
 		"ConnectCustomKeyStore", "CreateCustomKeyStore", "DeleteCustomKeyStore", "DescribeCustomKeyStores",
-		"DisconnectCustomKeyStore", "UpdateCustomKeyStore", "ReplicateKey", "UpdatePrimaryRegion",
+		"DisconnectCustomKeyStore", "UpdateCustomKeyStore",
 		"DeriveSharedSecret",
 	} {
 		unsupported[op] = true
@@ -152,6 +152,8 @@ type KeyMetadata struct {
 	SigningAlgorithms     []string `json:"SigningAlgorithms,omitempty"`
 	MacAlgorithms         []string `json:"MacAlgorithms,omitempty"`
 	MultiRegion           bool     `json:"MultiRegion"`
+	// MultiRegionConfiguration describes a multi-Region key (multiregion.go).
+	MultiRegionConfiguration *MultiRegionConfiguration `json:"MultiRegionConfiguration,omitempty"`
 }
 
 func (s *Server) metadata(c kms.Caller, m api.KeyMetadata) KeyMetadata {
@@ -163,6 +165,7 @@ func (s *Server) metadata(c kms.Caller, m api.KeyMetadata) KeyMetadata {
 		CustomerMasterKeySpec: m.KeySpec, KeySpec: m.KeySpec,
 	}
 	out.Enabled = out.KeyState == "Enabled"
+	out.MultiRegion, out.MultiRegionConfiguration = m.MultiRegion, s.multiRegionConfig(c, m)
 	if out.Origin == "" {
 		out.Origin = "AWS_KMS"
 	}
@@ -241,8 +244,6 @@ func (s *Server) createKey(ctx context.Context, c kms.Caller, body []byte) (any,
 		return nil, err
 	}
 	switch {
-	case req.MultiRegion:
-		return nil, clientError("UnsupportedOperationException", "keyflow keys are not multi-Region keys (MultiRegion must be false)")
 	case req.CustomKeyStoreID != "" || req.XksKeyID != "" || req.Origin == "AWS_CLOUDHSM" || req.Origin == "EXTERNAL_KEY_STORE":
 		return nil, clientError("UnsupportedOperationException", "keyflow has no custom key stores: every key is in keyflow's HSM")
 	}
@@ -252,7 +253,7 @@ func (s *Server) createKey(ctx context.Context, c kms.Caller, body []byte) (any,
 	}
 	m, err := callAs[api.KeyMetadata](s, ctx, c, api.OpKeyCreate, api.CreateKeyRequest{
 		Description: req.Description, KeySpec: spec, KeyUsage: req.KeyUsage, Origin: req.Origin,
-		Tags: tagsToAPI(req.Tags),
+		Tags: tagsToAPI(req.Tags), MultiRegion: req.MultiRegion, // multiregion.go
 	})
 	if err != nil {
 		return nil, err

@@ -75,7 +75,7 @@ func TestRefusals(t *testing.T) {
 		{"future date", id, secret, describe, now.Add(6 * time.Minute), "InvalidSignatureException"},
 		{"unknown operation", id, secret, "TrentService.MakeCoffee", now, "UnknownOperationException"},
 		{"other service", id, secret, "DynamoDB_20120810.ListTables", now, "UnknownOperationException"},
-		{"unsupported operation", id, secret, "TrentService.ReplicateKey", now, "UnsupportedOperationException"},
+		{"unsupported operation", id, secret, "TrentService.CreateCustomKeyStore", now, "UnsupportedOperationException"},
 	}
 	for _, tc := range cases {
 		status, typ, reqID := f.raw(t, tc.id, tc.secret, tc.target, "{}", tc.at)

@@ -72,6 +72,7 @@ func (s *Server) createKey(ctx context.Context, c kms.Caller, body []byte) (any,
 		Tags: tagsFromWire(req.Tags),
 	}
 	createLifecycle(&p, req)
+	p.MultiRegion = req.MultiRegion
 	k, err := s.cfg.KMS.CreateKey(ctx, c, p)
 	if err != nil {
 		return nil, err
@@ -262,6 +263,7 @@ func Metadata(k *kms.Key) api.KeyMetadata {
 	}
 	importMetadata(k, &m)
 	lifecycleMetadata(&m, k)
+	replicaMetadata(&m, k)
 	return m
 }
 

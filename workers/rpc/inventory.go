@@ -54,7 +54,7 @@ func (s *Server) inventory(ctx context.Context, c kms.Caller, body []byte) (any,
 		out.Keys = append(out.Keys, api.InventoryKey{
 			KeyID: k.ID, Alias: k.Alias, KeySpec: string(k.Spec), KeyUsage: string(k.Usage), KeyState: string(k.State),
 			Versions: k.Versions, PrimaryVersion: k.PrimaryVersion, CreationDate: k.CreatedAt,
-			QuantumVulnerable: k.QuantumVulnerable, Exportable: k.Exportable, TargetKeySpec: string(k.Target), RegisteredDataKeys: k.DataKeys,
+			QuantumVulnerable: k.QuantumVulnerable, Exportable: k.Exportable, Regions: k.Regions, TargetKeySpec: string(k.Target), RegisteredDataKeys: k.DataKeys,
 			RecentPrincipals: append([]string{}, k.RecentPrincipals...), Clouds: cloudLocations(k.Clouds),
 		})
 	}

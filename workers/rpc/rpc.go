@@ -220,6 +220,7 @@ func Start(cfg Config) (*Server, error) {
 			"setstate": s.setKeyState, "scheduledeletion": s.scheduleDeletion, "canceldeletion": s.cancelDeletion,
 			"compromise": s.compromise, "setrotation": s.setRotation,
 			"rewrapstatus": s.rewrapStatus, "retireversion": s.retireVersion,
+			"replicate": s.replicateKey, "updateprimaryregion": s.updatePrimaryRegion, "replicadeletion": s.replicaDeletion,
 		}},
 		{"keyflow-audit", "audit", map[string]handlerFunc{
 			"tail": s.auditTail,

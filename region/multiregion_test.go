@@ -1,0 +1,520 @@
+package region_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.temporal.io/sdk/worker"
+	"go.temporal.io/server/temporaltest"
+
+	"github.com/keyflow/keyflow/deploy/natsserver"
+	"github.com/keyflow/keyflow/events"
+	"github.com/keyflow/keyflow/hsm/pkcs11/pkcs11test"
+	"github.com/keyflow/keyflow/internal/testbed"
+	"github.com/keyflow/keyflow/kms"
+	"github.com/keyflow/keyflow/kms/cbom"
+	"github.com/keyflow/keyflow/region"
+	"github.com/keyflow/keyflow/schemas"
+	"github.com/keyflow/keyflow/workflows"
+)
+
+func TestMain(m *testing.M) { pkcs11test.Main(m) }
+
+// deployment is one region's keyflow: its own SoftHSM token (so its own
+// root key), NATS server with its own JetStream domain, Temporal server
+// and lifecycle worker, and the region responder.
+type deployment struct {
+	name string
+	bed  *testbed.Bed
+	ts   *temporaltest.TestServer
+	wf   *workflows.Client
+}
+
+var alice = kms.Caller{Tenant: "alpha", Principal: "alice"}
+
+func startDeployment(t *testing.T, name string, o testbed.Options) *deployment {
+	t.Helper()
+	o.Region = name
+	d := &deployment{name: name, bed: testbed.NewWith(t, o)}
+	if _, err := region.Serve(region.ResponderConfig{Conn: d.bed.Conn, KMS: d.bed.KMS}); err != nil {
+		t.Fatal(err)
+	}
+	d.ts = temporaltest.NewServer(temporaltest.WithT(t))
+	acts := &workflows.Activities{
+		KMS: d.bed.KMS, Temporal: d.ts.GetDefaultClient(),
+		Replicas:             &region.Peer{Conn: d.bed.Conn, From: name},
+		ReplicaSwitchTimeout: 3 * time.Second, ReplicaRetryMax: 300 * time.Millisecond,
+	}
+	d.ts.NewWorker(workflows.TaskQueue, func(r worker.Registry) { workflows.Register(r, acts) })
+	d.wf = &workflows.Client{Temporal: d.ts.GetDefaultClient(), Tokens: d.bed.KMS, RotateWait: time.Minute}
+	return d
+}
+
+// proxy stands for the network between two regions: cutting it is a
+// partition of the leaf link.
+type proxy struct {
+	t      *testing.T
+	addr   string
+	target string
+	mu     sync.Mutex
+	ln     net.Listener
+	conns  []net.Conn
+}
+
+func newProxy(t *testing.T, target string) *proxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proxy{t: t, addr: ln.Addr().String(), target: target}
+	p.serve(ln)
+	t.Cleanup(p.cut)
+	return p
+}
+
+func (p *proxy) serve(ln net.Listener) {
+	p.mu.Lock()
+	p.ln = ln
+	p.mu.Unlock()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", p.target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, c, up)
+			p.mu.Unlock()
+			go func() { _, _ = io.Copy(up, c); up.Close() }()
+			go func() { _, _ = io.Copy(c, up); c.Close() }()
+		}
+	}()
+}
+
+func (p *proxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ln != nil {
+		p.ln.Close()
+		p.ln = nil
+	}
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
+}
+
+func (p *proxy) restore() {
+	ln, err := net.Listen("tcp", p.addr)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	p.serve(ln)
+}
+
+// linkedPair starts region A (us-east, the leaf hub) and region B
+// (eu-west), linked the documented way: A listens for leaf nodes and
+// issues B link creds; B's server connects to A as a leaf node.
+func linkedPair(t *testing.T) (a, b *deployment, link *proxy) {
+	a = startDeployment(t, "us-east", testbed.Options{LeafListen: "127.0.0.1:0"})
+	creds, err := a.bed.Identity.RegionLinkCreds("link-eu-west")
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "link.creds")
+	if err := os.WriteFile(file, creds, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	leaf := natsserver.LeafURL(a.bed.NATS)
+	if leaf == "" {
+		t.Fatal("region A has no leaf listener")
+	}
+	link = newProxy(t, strings.TrimPrefix(leaf, "nats-leaf://"))
+	b = startDeployment(t, "eu-west", testbed.Options{LeafRemotes: []natsserver.LeafRemote{{URL: "nats-leaf://" + link.addr, CredentialsFile: file}}})
+	waitLinked(t, a, b, true)
+	return a, b, link
+}
+
+// waitLinked waits until region A's responder is reachable from B and B's
+// from A (up), or until neither is (down).
+func waitLinked(t *testing.T, a, b *deployment, up bool) {
+	t.Helper()
+	waitFor(t, 20*time.Second, "the link to be "+map[bool]string{true: "up", false: "down"}[up], func() bool {
+		ok := func(from, to *deployment) bool {
+			p := &region.Peer{Conn: from.bed.Conn, From: from.name, Timeout: 200 * time.Millisecond}
+			_, err := p.ApplyMetadata(context.Background(), to.name, &kms.Key{})
+			var re *region.RemoteError
+			return errors.As(err, &re) // a refusal is an answer: the link is up
+		}
+		return ok(a, b) == up && ok(b, a) == up
+	})
+}
+
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func getKey(d *deployment, id string) (*kms.Key, error) {
+	return d.bed.KMS.GetKey(context.Background(), alice, id)
+}
+
+func encrypt(t *testing.T, d *deployment, keyID string, pt []byte) []byte {
+	t.Helper()
+	res, err := d.bed.KMS.Encrypt(context.Background(), alice, kms.EncryptParams{KeyRef: keyID, Plaintext: pt})
+	if err != nil {
+		t.Fatalf("encrypt in %s: %v", d.name, err)
+	}
+	return res.Ciphertext
+}
+
+func decrypt(t *testing.T, d *deployment, ct []byte) []byte {
+	t.Helper()
+	res, err := d.bed.KMS.Decrypt(context.Background(), alice, kms.DecryptParams{Ciphertext: ct})
+	if err != nil {
+		t.Fatalf("decrypt in %s: %v", d.name, err)
+	}
+	return res.Plaintext
+}
+
+// waitReplica waits until d has version v of keyID as its primary version.
+func waitReplica(t *testing.T, d *deployment, keyID string, v uint32) *kms.Key {
+	t.Helper()
+	var k *kms.Key
+	waitFor(t, 30*time.Second, "version to reach "+d.name, func() bool {
+		var err error
+		k, err = getKey(d, keyID)
+		return err == nil && k.PrimaryVersion == v
+	})
+	return k
+}
+
+func versionsOf(k *kms.Key) []uint32 {
+	var out []uint32
+	for _, v := range k.Versions {
+		out = append(out, v.Number)
+	}
+	return out
+}
+
+func appliedVersions(d *deployment, keyID string) []uint32 {
+	var out []uint32
+	for _, e := range d.bed.EventsOfType("alpha", events.TypeKeyReplicaApplied) {
+		if e.Outcome == events.OutcomeSuccess && e.Data["keyId"] == keyID {
+			out = append(out, uint32(e.Data["version"].(float64)))
+		}
+	}
+	return out
+}
+
+// TestMultiRegion is the proof of docs/multi-region.md: two deployments
+// with their own HSM roots, NATS and Temporal, linked by a NATS leaf node.
+func TestMultiRegion(t *testing.T) {
+	ctx := context.Background()
+	a, b, link := linkedPair(t)
+
+	// A multi-region primary in A, replicated to B.
+	k, err := a.bed.KMS.CreateKey(ctx, alice, kms.CreateKeyParams{MultiRegion: true, Alias: "orders"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k.PrimaryRegion != "us-east" || !k.MultiRegion {
+		t.Fatalf("primary: %+v", k)
+	}
+	if _, err := a.bed.KMS.ReplicateKey(ctx, alice, kms.ReplicateKeyParams{KeyRef: "orders", Region: "eu-west"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := workflows.StartReplicaSync(ctx, a.ts.GetDefaultClient(), workflows.ReplicaSyncParams{Tenant: "alpha", KeyID: k.ID, Region: "eu-west"}); err != nil {
+		t.Fatal(err)
+	}
+	rk := waitReplica(t, b, k.ID, 1)
+	if rk.ID != k.ID || rk.PrimaryRegion != "us-east" || !slices.Equal(versionsOf(rk), []uint32{1}) {
+		t.Fatalf("replica: %+v", rk)
+	}
+	waitFor(t, 10*time.Second, "A to record the replica's version", func() bool {
+		pk, _ := getKey(a, k.ID)
+		r, _ := pk.ReplicaIn("eu-west")
+		return r.LastSyncedVersion == 1 && r.State == kms.ReplicaActive
+	})
+
+	t.Run("inventory", func(t *testing.T) {
+		for _, d := range []*deployment{a, b} {
+			inv, err := d.bed.KMS.Inventory(ctx, alice, kms.InventoryParams{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var regions []string
+			for _, it := range inv.Keys {
+				if it.ID == k.ID {
+					regions = it.Regions
+				}
+			}
+			if !slices.Equal(regions, []string{"us-east", "eu-west"}) {
+				t.Fatalf("%s inventory lists regions %v", d.name, regions)
+			}
+			bom, err := cbom.JSON(inv, cbom.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(string(bom), `"keyflow:regions"`) || !strings.Contains(string(bom), `"us-east,eu-west"`) {
+				t.Fatalf("%s CBOM does not list the regions", d.name)
+			}
+		}
+	})
+
+	t.Run("both ways", func(t *testing.T) {
+		pt := []byte("made in us-east")
+		if got := decrypt(t, b, encrypt(t, a, k.ID, pt)); string(got) != string(pt) {
+			t.Fatalf("B decrypted %q", got)
+		}
+		pt = []byte("made in eu-west")
+		if got := decrypt(t, a, encrypt(t, b, k.ID, pt)); string(got) != string(pt) {
+			t.Fatalf("A decrypted %q", got)
+		}
+	})
+
+	t.Run("refusals", func(t *testing.T) {
+		if _, err := b.bed.KMS.RequestRotation(ctx, alice, k.ID); kms.CodeOf(err) != kms.CodeUnsupportedOperation {
+			t.Fatalf("replica rotation: %v", err)
+		}
+		if _, err := b.bed.KMS.CreateVersion(ctx, alice, kms.CreateVersionParams{KeyID: k.ID, Version: 2}); kms.CodeOf(err) != kms.CodeUnsupportedOperation {
+			t.Fatalf("replica new version: %v", err)
+		}
+		var refused bool
+		for _, e := range b.bed.EventsOfType("alpha", events.TypeKeyRotationStart) {
+			refused = refused || e.Outcome == events.OutcomeFailure && e.ErrorCode == string(kms.CodeUnsupportedOperation) && e.Subject == kms.ResourceName("alpha", k.ID)
+		}
+		if !refused {
+			t.Fatal("the replica's refusal to rotate is not on its audit trail")
+		}
+		local, err := a.bed.KMS.CreateKey(ctx, alice, kms.CreateKeyParams{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.bed.KMS.DescribeKey(ctx, alice, local.ID); kms.CodeOf(err) != kms.CodeNotFound {
+			t.Fatalf("a non-replicated key in B: %v", err)
+		}
+		if _, err := a.bed.KMS.ReplicateKey(ctx, alice, kms.ReplicateKeyParams{KeyRef: local.ID, Region: "eu-west"}); kms.CodeOf(err) != kms.CodeUnsupportedOperation {
+			t.Fatalf("replicating a single-region key: %v", err)
+		}
+		if _, err := a.bed.KMS.CreateKey(ctx, alice, kms.CreateKeyParams{MultiRegion: true, Spec: kms.SpecECCP256}); kms.CodeOf(err) != kms.CodeUnsupportedOperation {
+			t.Fatalf("multi-region ECC key: %v", err)
+		}
+	})
+
+	// Rotation on the primary reaches the replica before A switches.
+	var lat []time.Duration
+	for i := range 5 {
+		start := time.Now()
+		res, _, err := a.wf.RotateKey(ctx, workflows.RotateKeyParams{Tenant: "alpha", KeyID: k.ID, Principal: "alice"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.NewVersion != uint32(i+2) {
+			t.Fatalf("rotation %d made version %d", i, res.NewVersion)
+		}
+		// The replica had the version before the primary switched.
+		pk, _ := getKey(a, k.ID)
+		if r, _ := pk.ReplicaIn("eu-west"); r.LastSyncedVersion < res.NewVersion {
+			t.Fatalf("A switched to version %d while B had %d", res.NewVersion, r.LastSyncedVersion)
+		}
+		waitReplica(t, b, k.ID, res.NewVersion)
+		lat = append(lat, time.Since(start))
+	}
+	ct := encrypt(t, a, k.ID, []byte("v6"))
+	if string(decrypt(t, b, ct)) != "v6" {
+		t.Fatal("B cannot decrypt the new version")
+	}
+	slices.Sort(lat)
+	t.Logf("FIGURE rotation in us-east until eu-west encrypts with the new version: p50 %v (n=%d, min %v, max %v)", lat[len(lat)/2], len(lat), lat[0], lat[len(lat)-1])
+
+	// A cut link: B keeps serving; A rotates twice; B catches up those
+	// two versions, in order, one audit record each.
+	t.Run("partition", func(t *testing.T) {
+		before, _ := getKey(b, k.ID)
+		appliedBefore := appliedVersions(b, k.ID)
+		link.cut()
+		waitLinked(t, a, b, false)
+		old := encrypt(t, b, k.ID, []byte("during the cut"))
+		if string(decrypt(t, b, old)) != "during the cut" {
+			t.Fatal("B stopped serving during the cut")
+		}
+		var made []uint32
+		for range 2 {
+			start := time.Now()
+			res, _, err := a.wf.RotateKey(ctx, workflows.RotateKeyParams{Tenant: "alpha", KeyID: k.ID, Principal: "alice"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			made = append(made, res.NewVersion)
+			pk := mustKey(t, a, k.ID)
+			t.Logf("rotation to %d during the cut took %v; replicas %+v", res.NewVersion, time.Since(start), pk.Replicas)
+		}
+		lagging := a.bed.EventsOfType("alpha", events.TypeKeyReplicaLagging)
+		if len(lagging) != 2 || lagging[0].Data["regions"].([]any)[0] != "eu-west" {
+			t.Fatalf("lagging records: %+v", lagging)
+		}
+		newInA := encrypt(t, a, k.ID, []byte("after the cut"))
+		if got, _ := getKey(b, k.ID); got.NewestVersion() != before.NewestVersion() {
+			t.Fatalf("B changed during the cut: %v", versionsOf(got))
+		}
+		restored := time.Now()
+		link.restore()
+		rk := waitReplica(t, b, k.ID, made[1])
+		t.Logf("FIGURE catch-up after a cut of %d versions: %v from the link's return", len(made), time.Since(restored))
+		after := appliedVersions(b, k.ID)
+		if got := after[len(appliedBefore):]; !slices.Equal(got, made) {
+			t.Fatalf("B applied %v after the cut, want exactly %v", got, made)
+		}
+		if !slices.Equal(versionsOf(rk), versionsOf(mustKey(t, a, k.ID))) {
+			t.Fatalf("versions differ: A %v, B %v", versionsOf(mustKey(t, a, k.ID)), versionsOf(rk))
+		}
+		if string(decrypt(t, b, newInA)) != "after the cut" || string(decrypt(t, a, old)) != "during the cut" {
+			t.Fatal("ciphertexts of the cut do not cross")
+		}
+	})
+
+	t.Run("disable propagates", func(t *testing.T) {
+		if _, err := a.bed.KMS.SetState(ctx, alice, kms.SetStateParams{KeyRef: k.ID, To: kms.StateSuspended}); err != nil {
+			t.Fatal(err)
+		}
+		kick(t, a, k.ID)
+		waitFor(t, 20*time.Second, "B to be disabled", func() bool { rk, _ := getKey(b, k.ID); return rk.State == kms.StateSuspended })
+		if _, err := b.bed.KMS.Encrypt(ctx, alice, kms.EncryptParams{KeyRef: k.ID, Plaintext: []byte("x")}); err == nil {
+			t.Fatal("a disabled replica encrypted")
+		}
+		if _, err := a.bed.KMS.SetState(ctx, alice, kms.SetStateParams{KeyRef: k.ID, To: kms.StateActive}); err != nil {
+			t.Fatal(err)
+		}
+		kick(t, a, k.ID)
+		waitFor(t, 20*time.Second, "B to be enabled", func() bool { rk, _ := getKey(b, k.ID); return rk.State == kms.StateActive })
+	})
+
+	t.Run("throughput", func(t *testing.T) {
+		rate := func(d *deployment) float64 {
+			n, start := 0, time.Now()
+			for time.Since(start) < 500*time.Millisecond {
+				encrypt(t, d, k.ID, []byte("0123456789abcdef0123456789abcdef"))
+				n++
+			}
+			return float64(n) / time.Since(start).Seconds()
+		}
+		var pas, rbs []float64
+		for range 3 {
+			pas, rbs = append(pas, rate(a)), append(rbs, rate(b))
+		}
+		slices.Sort(pas)
+		slices.Sort(rbs)
+		pa, rb := pas[1], rbs[1]
+		t.Logf("FIGURE encrypt ops/s (serial, in-process, same run): primary us-east %.0f, replica eu-west %.0f (ratio %.2f)", pa, rb, rb/pa)
+	})
+
+	// Failover: B becomes the primary; a rotation in B reaches A.
+	t.Run("failover", func(t *testing.T) {
+		if _, err := a.bed.KMS.UpdatePrimaryRegion(ctx, alice, k.ID, "eu-west"); err != nil {
+			t.Fatal(err)
+		}
+		kick(t, a, k.ID) // hands over: A tells B it is the primary now
+		waitFor(t, 20*time.Second, "B to become primary", func() bool { rk, _ := getKey(b, k.ID); return rk.PrimaryRegion == "eu-west" })
+		if _, err := a.bed.KMS.RequestRotation(ctx, alice, k.ID); kms.CodeOf(err) != kms.CodeUnsupportedOperation {
+			t.Fatalf("the former primary rotated: %v", err)
+		}
+		res, _, err := b.wf.RotateKey(ctx, workflows.RotateKeyParams{Tenant: "alpha", KeyID: k.ID, Principal: "alice"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitReplica(t, a, k.ID, res.NewVersion)
+		if got := decrypt(t, a, encrypt(t, b, k.ID, []byte("from the new primary"))); string(got) != "from the new primary" {
+			t.Fatalf("A decrypted %q", got)
+		}
+	})
+
+	// Scheduled deletion of one replica, with its own window: the
+	// replica (now us-east) refuses every use from then on.
+	t.Run("replica deletion", func(t *testing.T) {
+		if _, err := b.bed.KMS.ScheduleReplicaDeletion(ctx, alice, k.ID, "us-east", 7*kms.Day); err != nil {
+			t.Fatal(err)
+		}
+		kick(t, b, k.ID)
+		waitFor(t, 20*time.Second, "us-east to be pending deletion", func() bool { rk, _ := getKey(a, k.ID); return rk.Lifecycle.PendingDeletion })
+		if _, err := a.bed.KMS.Encrypt(ctx, alice, kms.EncryptParams{KeyRef: k.ID, Plaintext: []byte("x")}); err == nil {
+			t.Fatal("a replica pending deletion encrypted")
+		}
+		if got := decrypt(t, b, encrypt(t, b, k.ID, []byte("primary still serves"))); string(got) != "primary still serves" {
+			t.Fatalf("B decrypted %q", got)
+		}
+	})
+
+	// Every record on both trails matches its schema, and together they
+	// cover every replica event type.
+	seen := map[string]bool{}
+	for _, d := range []*deployment{a, b} {
+		for _, e := range d.bed.Events("alpha") {
+			if err := schemas.ValidateEvent(e.Raw); err != nil {
+				t.Errorf("%s event %d (%s): %v", d.name, e.Seq, e.Type, err)
+			}
+			seen[e.Type] = true
+		}
+	}
+	for _, typ := range events.Types {
+		if strings.HasPrefix(typ, "io.keyflow.key.replica.") && !seen[typ] {
+			t.Errorf("no %s record in either region", typ)
+		}
+	}
+
+	// Nothing that crossed the link carried plaintext material: every
+	// record on both trails is metadata (the envelope test in events
+	// scans for secrets; here the replica records name versions only).
+	for _, e := range b.bed.EventsOfType("alpha", events.TypeKeyReplicaApplied) {
+		for key := range e.Data {
+			if !slices.Contains([]string{"keyId", "version", "primaryRegion", "region", "role"}, key) {
+				t.Errorf("replica record carries %q", key)
+			}
+		}
+	}
+}
+
+func mustKey(t *testing.T, d *deployment, id string) *kms.Key {
+	t.Helper()
+	k, err := getKey(d, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// kick is what a transport does after a change of a multi-region key.
+func kick(t *testing.T, d *deployment, keyID string) {
+	t.Helper()
+	k := mustKey(t, d, keyID)
+	for _, r := range k.Replicas {
+		if err := workflows.StartReplicaSync(context.Background(), d.ts.GetDefaultClient(), workflows.ReplicaSyncParams{Tenant: "alpha", KeyID: keyID, Region: r.Region, RetryMax: 300 * time.Millisecond}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if k.PrimaryRegion != d.name {
+		if err := workflows.StartReplicaSync(context.Background(), d.ts.GetDefaultClient(), workflows.ReplicaSyncParams{Tenant: "alpha", KeyID: keyID, Region: k.PrimaryRegion, RetryMax: 300 * time.Millisecond}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

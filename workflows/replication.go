@@ -1,0 +1,339 @@
+package workflows
+
+// Multi-region keys (kms/replica.go, docs/multi-region.md): the primary
+// region keeps its replicas in step with one workflow per key and replica
+// region, ReplicaSyncWorkflow, and the rotation workflow waits for them
+// before the new version becomes primary.
+//
+// ReplicaSyncWorkflow sends, one activity at a time, the replica's next
+// missing version (so versions arrive in order), then the key's metadata
+// (state, primary version, replica list, primary region, a scheduled
+// deletion of the replica). Every step is idempotent on both sides, and
+// its activity retries without end while the link is down: a partition
+// only delays it, and the versions made during it arrive in order once
+// the link is back, each recorded once in both regions. Anything that
+// changes a multi-region key signals (or starts) the workflow, which ends
+// when the replica has everything and no signal is pending.
+//
+// The link is an interface here (ReplicaLink); package region implements
+// it over NATS, so this package stays free of NATS.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/keyflow/keyflow/kms"
+)
+
+// ReplicaLink reaches the other regions' replication responders.
+type ReplicaLink interface {
+	ImportParameters(ctx context.Context, region, tenant, keyID string) (publicKey, token []byte, err error)
+	ApplyVersion(ctx context.Context, region string, k *kms.Key, version uint32, wrapped, token []byte) (bool, error)
+	ApplyMetadata(ctx context.Context, region string, k *kms.Key) (bool, error)
+}
+
+// RegionRefusal is the optional ability of a ReplicaLink error to say
+// that the other region refused (with a stable code) rather than was out
+// of reach. Refusals that a retry cannot fix stop the sync.
+type RegionRefusal interface{ RefusalCode() kms.Code }
+
+// Replication defaults.
+const (
+	// DefaultReplicaSwitchTimeout bounds how long a rotation of a
+	// multi-region key waits for its replicas before it switches anyway.
+	DefaultReplicaSwitchTimeout = 5 * time.Minute
+	// DefaultReplicaRetryMax is the longest pause between two attempts
+	// to reach a region that is cut off.
+	DefaultReplicaRetryMax = 10 * time.Second
+	// ReplicaSyncSignal asks a running ReplicaSyncWorkflow to look again.
+	ReplicaSyncSignal = "replica-sync"
+)
+
+// ReplicaSyncParams name one replica of one key. No material.
+type ReplicaSyncParams struct {
+	Tenant string
+	KeyID  string
+	Region string
+	// RetryMax is the longest pause between attempts (0: the default).
+	RetryMax time.Duration `json:",omitempty"`
+}
+
+// ReplicaSyncWorkflowID is one sync per key and replica region.
+func ReplicaSyncWorkflowID(tenant, keyID, region string) string {
+	return "replica-sync/" + tenant + "/" + keyID + "/" + region
+}
+
+// ReplicaStepResult is what one sync step did.
+type ReplicaStepResult struct {
+	// SentVersion is the version sent (0: none).
+	SentVersion uint32
+	// More is true while the replica still lacks something.
+	More bool
+}
+
+// ReplicaSyncWorkflow brings one replica up to date (see the notes above).
+func ReplicaSyncWorkflow(ctx workflow.Context, p ReplicaSyncParams) error {
+	retryMax := p.RetryMax
+	if retryMax <= 0 {
+		retryMax = DefaultReplicaRetryMax
+	}
+	ctx = workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		StartToCloseTimeout: 30 * time.Second,
+		RetryPolicy: &temporal.RetryPolicy{
+			InitialInterval:    100 * time.Millisecond,
+			BackoffCoefficient: 2,
+			MaximumInterval:    retryMax,
+			// No maximum: a cut link is normal, and the versions wait.
+		},
+	})
+	var a *Activities
+	sig := workflow.GetSignalChannel(ctx, ReplicaSyncSignal)
+	for range 500 {
+		var res ReplicaStepResult
+		if err := workflow.ExecuteActivity(ctx, a.SyncReplicaStep, p).Get(ctx, &res); err != nil {
+			return err
+		}
+		if res.More {
+			continue
+		}
+		pending := false
+		for sig.ReceiveAsync(nil) {
+			pending = true
+		}
+		if !pending {
+			return nil
+		}
+	}
+	return workflow.NewContinueAsNewError(ctx, ReplicaSyncWorkflow, p)
+}
+
+// SyncReplicaStep does one step of ReplicaSyncWorkflow: the replica's next
+// missing version, or else the key's metadata.
+func (a *Activities) SyncReplicaStep(ctx context.Context, p ReplicaSyncParams) (*ReplicaStepResult, error) {
+	if a.Replicas == nil {
+		return nil, temporal.NewNonRetryableApplicationError("this worker has no region link", string(kms.CodeUnsupportedOperation), nil)
+	}
+	c := kms.Caller{Tenant: p.Tenant, Principal: "keyflow-replication"}
+	k, err := a.KMS.GetKey(ctx, c, p.KeyID)
+	if err != nil {
+		return nil, activityError(err)
+	}
+	if !k.MultiRegion {
+		return &ReplicaStepResult{}, nil
+	}
+	if k.PrimaryRegion != a.KMS.Region() {
+		// No longer the primary here: tell the new primary once (the
+		// hand-over of update-primary-region); it refuses a repeat,
+		// which is fine.
+		if k.PrimaryRegion == p.Region {
+			if _, err := a.Replicas.ApplyMetadata(ctx, p.Region, k); err != nil && !refused(err, kms.CodeInvalidState) {
+				return nil, linkError(err)
+			}
+		}
+		return &ReplicaStepResult{}, nil
+	}
+	r, ok := k.ReplicaIn(p.Region)
+	if !ok {
+		return &ReplicaStepResult{}, nil
+	}
+	if r.LastSyncedVersion < k.NewestVersion() {
+		v := r.LastSyncedVersion + 1
+		if _, ok := k.Version(v); !ok {
+			return nil, temporal.NewNonRetryableApplicationError(fmt.Sprintf("key %s has no version %d to replicate", k.ID, v), string(kms.CodeInternal), nil)
+		}
+		pub, tok, err := a.Replicas.ImportParameters(ctx, p.Region, p.Tenant, p.KeyID)
+		if err != nil {
+			return nil, linkError(err)
+		}
+		rv, err := a.KMS.ExportReplicaVersion(ctx, c, kms.ExportReplicaParams{KeyID: k.ID, Region: p.Region, Version: v, PublicKey: pub})
+		if err != nil {
+			return nil, activityError(err)
+		}
+		if _, err := a.Replicas.ApplyVersion(ctx, p.Region, k, v, rv.Wrapped, tok); err != nil {
+			return nil, linkError(err)
+		}
+		mc := c
+		mc.IdempotencyKey = fmt.Sprintf("replica-synced/%s/%s/%s/v%d", p.Tenant, p.KeyID, p.Region, v)
+		if _, err := a.KMS.MarkReplicaSynced(ctx, mc, kms.MarkReplicaParams{KeyID: k.ID, Region: p.Region, Version: v}); err != nil {
+			return nil, activityError(err)
+		}
+		return &ReplicaStepResult{SentVersion: v, More: true}, nil
+	}
+	if _, err := a.Replicas.ApplyMetadata(ctx, p.Region, k); err != nil {
+		return nil, linkError(err)
+	}
+	return &ReplicaStepResult{}, nil
+}
+
+// refused reports whether err is the other region's refusal with code.
+func refused(err error, code kms.Code) bool {
+	var r RegionRefusal
+	return errors.As(err, &r) && r.RefusalCode() == code
+}
+
+// linkError keeps a link failure retryable (the region may be cut off)
+// and stops on a refusal a retry cannot fix.
+func linkError(err error) error {
+	var r RegionRefusal
+	if errors.As(err, &r) {
+		switch r.RefusalCode() {
+		case kms.CodeValidation, kms.CodeUnsupportedOperation:
+			return temporal.NewNonRetryableApplicationError(err.Error(), string(r.RefusalCode()), nil)
+		}
+		return temporal.NewApplicationError(err.Error(), string(r.RefusalCode()))
+	}
+	return temporal.NewApplicationError(err.Error(), "RegionUnreachable")
+}
+
+// KickReplicaSync signals (or starts) the sync of every replica of a key.
+func (a *Activities) KickReplicaSync(ctx context.Context, s KeyStep) error {
+	k, err := a.KMS.GetKey(ctx, kms.Caller{Tenant: s.Tenant, Principal: "keyflow-replication"}, s.KeyID)
+	if err != nil {
+		return activityError(err)
+	}
+	for _, r := range k.Replicas {
+		if err := StartReplicaSync(ctx, a.Temporal, ReplicaSyncParams{Tenant: s.Tenant, KeyID: s.KeyID, Region: r.Region, RetryMax: a.ReplicaRetryMax}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// StartReplicaSync signals the sync workflow of one replica, starting it
+// if it is not running. Transports call it after every change of a
+// multi-region key (replicate, enable, disable, update-primary-region,
+// replica deletion); rotations call it themselves.
+func StartReplicaSync(ctx context.Context, tc client.Client, p ReplicaSyncParams) error {
+	if tc == nil {
+		return errors.New("workflows: no Temporal client to start the replica sync")
+	}
+	_, err := tc.SignalWithStartWorkflow(ctx, ReplicaSyncWorkflowID(p.Tenant, p.KeyID, p.Region), ReplicaSyncSignal, nil,
+		client.StartWorkflowOptions{TaskQueue: TaskQueue}, ReplicaSyncWorkflow, p)
+	if err != nil {
+		return fmt.Errorf("failed to start the replica sync of key %s to region %s: %w", p.KeyID, p.Region, err)
+	}
+	return nil
+}
+
+// ReplicaWait is what a rotation of a multi-region key waits for.
+type ReplicaWait struct {
+	// Regions are the replica regions; empty for other keys.
+	Regions []string
+	Timeout time.Duration
+}
+
+// ReplicaWaitPlan returns the replicas a rotation waits for, and how long.
+func (a *Activities) ReplicaWaitPlan(ctx context.Context, s KeyStep) (*ReplicaWait, error) {
+	k, err := a.KMS.GetKey(ctx, kms.Caller{Tenant: s.Tenant, Principal: "keyflow-replication"}, s.KeyID)
+	if err != nil {
+		return nil, activityError(err)
+	}
+	if !k.MultiRegion || len(k.Replicas) == 0 {
+		return &ReplicaWait{}, nil
+	}
+	t := a.ReplicaSwitchTimeout
+	if t <= 0 {
+		t = DefaultReplicaSwitchTimeout
+	}
+	w := &ReplicaWait{Timeout: t}
+	for _, r := range k.Replicas {
+		w.Regions = append(w.Regions, r.Region)
+	}
+	return w, nil
+}
+
+// ReplicaLaggards lists the replicas that lack version s.Version.
+func (a *Activities) ReplicaLaggards(ctx context.Context, s KeyStep) ([]string, error) {
+	k, err := a.KMS.GetKey(ctx, kms.Caller{Tenant: s.Tenant, Principal: "keyflow-replication"}, s.KeyID)
+	if err != nil {
+		return nil, activityError(err)
+	}
+	return kms.Laggards(k, s.Version), nil
+}
+
+// RecordReplicaLag records the regions a rotation did not wait for.
+func (a *Activities) RecordReplicaLag(ctx context.Context, s KeyStep, laggards []string) error {
+	c := caller(ctx, s)
+	return activityError(a.KMS.RecordReplicaLag(ctx, c, s.KeyID, s.Version, laggards))
+}
+
+// multiRegionChange guards the rotation's wait for replicas (histories
+// recorded before it have none).
+const multiRegionChange = "multi-region"
+
+// waitForReplicas is the rotation's step between the new version and its
+// switch to primary: it sends the version to every replica and waits
+// until all have it or the timeout passes. It returns the regions that
+// lag at the switch (recorded by the caller after the switch).
+func waitForReplicas(ctx workflow.Context, step KeyStep) (*ReplicaWait, []string, error) {
+	if workflow.GetVersion(ctx, multiRegionChange, workflow.DefaultVersion, 1) == workflow.DefaultVersion {
+		return nil, nil, nil
+	}
+	var a *Activities
+	var plan ReplicaWait
+	if err := workflow.ExecuteActivity(ctx, a.ReplicaWaitPlan, step).Get(ctx, &plan); err != nil {
+		return nil, nil, err
+	}
+	if len(plan.Regions) == 0 {
+		return nil, nil, nil
+	}
+	if err := workflow.ExecuteActivity(ctx, a.KickReplicaSync, step).Get(ctx, nil); err != nil {
+		return nil, nil, err
+	}
+	deadline := workflow.Now(ctx).Add(plan.Timeout)
+	pause := 25 * time.Millisecond
+	for {
+		var laggards []string
+		if err := workflow.ExecuteActivity(ctx, a.ReplicaLaggards, step).Get(ctx, &laggards); err != nil {
+			return nil, nil, err
+		}
+		left := deadline.Sub(workflow.Now(ctx))
+		if len(laggards) == 0 || left <= 0 {
+			return &plan, laggards, nil
+		}
+		if err := workflow.Sleep(ctx, min(pause, left)); err != nil {
+			return nil, nil, err
+		}
+		pause = min(pause*3/2, 2*time.Second)
+	}
+}
+
+// afterReplicaSwitch tells the replicas the new primary version and
+// records the laggards, if any.
+func afterReplicaSwitch(ctx workflow.Context, step KeyStep, plan *ReplicaWait, laggards []string) error {
+	if plan == nil {
+		return nil
+	}
+	var a *Activities
+	if len(laggards) > 0 {
+		if err := workflow.ExecuteActivity(ctx, a.RecordReplicaLag, step, slices.Clone(laggards)).Get(ctx, nil); err != nil {
+			return err
+		}
+	}
+	return workflow.ExecuteActivity(ctx, a.KickReplicaSync, step).Get(ctx, nil)
+}
+
+// syncReplicas starts the replication of a changed multi-region key to
+// every other region it lives in (KeyChanged).
+func (c *Client) syncReplicas(ctx context.Context, k *kms.Key) error {
+	if !k.MultiRegion {
+		return nil
+	}
+	regions := []string{k.PrimaryRegion}
+	for _, r := range k.Replicas {
+		regions = append(regions, r.Region)
+	}
+	for _, r := range regions {
+		if err := StartReplicaSync(ctx, c.Temporal, ReplicaSyncParams{Tenant: k.Tenant, KeyID: k.ID, Region: r}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
