@@ -61,6 +61,9 @@
 //	imports.go        import-params, import, delete-imported-material (BYOK)
 //	inventory.go      inventory
 //	dev.go            dev
+//	devdata.go        the dev data directory for root and kmip (dev.go and devdata.go are
+//	                  the only importers of deploy/devstack: the default build)
+//	nodev.go          -tags nodev, the production build: dev refuses, no Temporal server
 //	serve.go          serve, and the --log-level/--log-format flags dev shares
 //	bootstrap.go      bootstrap
 //	config.go         config check|example

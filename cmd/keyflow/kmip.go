@@ -6,7 +6,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/keyflow/keyflow/deploy/devstack"
 	"github.com/keyflow/keyflow/workers/kmip"
 )
 
@@ -38,7 +37,7 @@ that every key the client creates or registers is exportable.`,
 			if principal == "" {
 				return usagef("--principal is required")
 			}
-			dir := devstack.KMIPDir(g.dataDir)
+			dir := devKMIPDir(g.dataDir)
 			ca, err := kmip.LoadOrCreateCA(filepath.Join(dir, "ca"))
 			if err != nil {
 				return err
@@ -60,7 +59,7 @@ that every key the client creates or registers is exportable.`,
 		},
 	}
 	add.Flags().StringVar(&principal, "principal", "", "the keyflow principal the certificate stands for")
-	add.Flags().StringVar(&tenant, "tenant", devstack.DefaultTenant, "the principal's tenant")
+	add.Flags().StringVar(&tenant, "tenant", devTenant, "the principal's tenant")
 	add.Flags().BoolVar(&exportDefault, "export-by-default", false, "make every key this client creates or registers exportable (for clients that cannot ask, e.g. pg_tde); the principal still needs the kmip.exportable row")
 	add.Flags().StringVar(&out, "out", "", "directory for the certificate and key (default DIR/kmip/clients)")
 	client.AddCommand(add)

@@ -8,7 +8,6 @@ import (
 	"strings"
 
 	"github.com/keyflow/keyflow/client"
-	"github.com/keyflow/keyflow/deploy/devstack"
 	"github.com/keyflow/keyflow/kms"
 	"github.com/keyflow/keyflow/kms/rootceremony"
 	"github.com/spf13/cobra"
@@ -65,16 +64,16 @@ token offline), and keyflow dev cannot start on it while the ceremony runs.`,
 					return usagef("cannot read --so-pin-file: %v", rerr)
 				}
 				soPIN = strings.TrimSpace(string(b))
-			} else if soPIN, err = devstack.SOPIN(g.dataDir); err != nil {
+			} else if soPIN, err = devSOPIN(g.dataDir); err != nil {
 				return usagef("%v", err)
 			}
 			ctx := cmd.Context()
-			tok, err := devstack.OpenToken(ctx, g.dataDir, false)
+			tok, err := devOpenToken(ctx, g.dataDir, false)
 			if err != nil {
 				return err
 			}
 			defer tok.Close()
-			c, err := rootceremony.Export(ctx, tok, rootceremony.ExportParams{RootKeyLabel: devstack.RootKeyLabel, M: m, N: n, SOPIN: soPIN})
+			c, err := rootceremony.Export(ctx, tok, rootceremony.ExportParams{RootKeyLabel: devRootKeyLabel, M: m, N: n, SOPIN: soPIN})
 			if err != nil {
 				return offlineError(err)
 			}
@@ -150,7 +149,7 @@ imported. Then start 'keyflow dev' on the directory and restore a backup.`,
 			}
 			defer release()
 			ctx := cmd.Context()
-			tok, err := devstack.OpenToken(ctx, g.dataDir, true)
+			tok, err := devOpenToken(ctx, g.dataDir, true)
 			if err != nil {
 				return err
 			}
@@ -182,8 +181,8 @@ func offlineError(err error) error {
 // while it runs, deploy/devstack) for an offline command, or refuses
 // (ConflictException) while a stack holds it.
 func holdDataDir(dir string) (release func(), err error) {
-	release, err = devstack.LockDataDir(dir)
-	if errors.Is(err, devstack.ErrDataDirLocked) {
+	release, err = devLockDataDir(dir)
+	if errors.Is(err, errDevDataDirLocked) {
 		return nil, &client.Error{Code: "ConflictException", Message: fmt.Sprintf(
 			"%v; the root-key ceremony works on the token offline", err)}
 	}

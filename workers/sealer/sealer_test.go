@@ -750,10 +750,20 @@ func prefill(b testing.TB, tb *testbed.Bed, n int) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	// Records as a worker writes them: authenticated under the record key
+	// (events.RecordKey), so the sealer chains them as genuine.
+	rk, err := tb.KMS.RecordKey(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	const subject = "kf.audit.alpha.0f9c3c0e-3b4e-4a57-9a36-1a7c1c2f8a11." + events.TypeEncrypt
 	for i := 0; i < n; i++ {
 		e.SetID(fmt.Sprintf("00000000-0000-4000-8000-%012d", i))
 		body, _ := json.Marshal(e)
-		if _, err := tb.JS.PublishAsync("kf.audit.alpha.0f9c3c0e-3b4e-4a57-9a36-1a7c1c2f8a11."+events.TypeEncrypt, body); err != nil {
+		msg := nats.NewMsg(subject)
+		msg.Data = body
+		msg.Header.Set(events.HeaderRecordMAC, rk.Sum(subject, body))
+		if _, err := tb.JS.PublishMsgAsync(msg); err != nil {
 			b.Fatal(err)
 		}
 		if i%5000 == 4999 {
@@ -769,7 +779,6 @@ func prefill(b testing.TB, tb *testbed.Bed, n int) {
 	case <-time.After(30 * time.Second):
 		b.Fatal("prefill stalled")
 	}
-	_ = ctx
 }
 
 func TestSealerKeyRotation(t *testing.T) {
