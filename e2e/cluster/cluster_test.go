@@ -39,7 +39,7 @@ func TestClusterSurvivesKills(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a cluster of processes (nats-server ×3, keyflow ×7, Temporal)")
 	}
-	lab := startLab(t, startTemporalStandIn(t))
+	lab := startLab(t, startTemporalPostgres(t))
 	ctx := context.Background()
 	admin := dial(t, lab, lab.Ceremony.Creds["default-admin"])
 	dataKey := createKey(t, admin, "data")
