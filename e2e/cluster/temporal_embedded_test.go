@@ -8,13 +8,10 @@ import (
 	"github.com/keyflow/keyflow/deploy/devstack"
 )
 
-// startTemporalStandIn runs the dev stack's embedded Temporal (SQLite,
-// mutual TLS) in the test process on a random port, standing in for the
-// Temporal server on PostgreSQL until that lands.
-func startTemporalStandIn(t *testing.T) temporalEndpoint { return embeddedTemporal(t) }
-
-// embeddedTemporal is the stand-in's server; the benchmark uses it too
-// (what it measures does not go through Temporal).
+// embeddedTemporal runs the dev stack's embedded Temporal (SQLite, mutual
+// TLS) in the test process on a random port. The cluster benchmark uses it
+// (what it measures does not go through Temporal); the cluster test runs on
+// Temporal on PostgreSQL (startTemporalPostgres).
 func embeddedTemporal(t testing.TB) temporalEndpoint {
 	t.Helper()
 	dir := t.TempDir()
