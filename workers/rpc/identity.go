@@ -92,7 +92,11 @@ func (s *Server) listGrants(ctx context.Context, c kms.Caller, body []byte) (any
 	if err := decode(body, &req); err != nil {
 		return nil, s.rejectWith(ctx, c, api.OpGrantList, err)
 	}
-	gs, err := s.cfg.KMS.ListGrants(ctx, c, req.KeyID)
+	return grantsReply(s.cfg.KMS.ListGrants(ctx, c, req.KeyID))
+}
+
+// grantsReply is the wire form of a grant listing.
+func grantsReply(gs []keypolicy.Grant, err error) (any, error) {
 	if err != nil {
 		return nil, err
 	}

@@ -40,15 +40,7 @@ func (s *Server) listRetirableGrants(ctx context.Context, c kms.Caller, body []b
 	if err := decode(body, &req); err != nil {
 		return nil, s.rejectWith(ctx, c, api.OpGrantListRetirable, err)
 	}
-	gs, err := s.cfg.KMS.ListRetirableGrants(ctx, c, req.RetiringPrincipal)
-	if err != nil {
-		return nil, err
-	}
-	out := api.ListGrantsReply{Grants: make([]api.Grant, 0, len(gs))}
-	for _, g := range gs {
-		out.Grants = append(out.Grants, grantToWire(g))
-	}
-	return out, nil
+	return grantsReply(s.cfg.KMS.ListRetirableGrants(ctx, c, req.RetiringPrincipal))
 }
 
 // keyReply is a changed key's KeyMetadata.
