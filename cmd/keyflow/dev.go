@@ -103,6 +103,9 @@ e.g. a local Jaeger). See docs/observability.md.`,
 			if traceStdout && traceOTLP != "" {
 				return usagef("--trace-stdout and --trace-otlp are exclusive")
 			}
+			if err := rf.applySaved(g.dataDir); err != nil {
+				return err
+			}
 			tc := config.Tracing{}
 			switch {
 			case traceStdout:
