@@ -329,9 +329,11 @@ func (s *Service) CreateKey(ctx context.Context, c Caller, p CreateKeyParams) (k
 	if external {
 		origin = OriginExternal
 	}
-	if err := s.checkKeyCreate(ctx, c, p.Spec, origin); err != nil { // tenant policy: origin, profiles, key quota
+	release, err := s.checkKeyCreate(ctx, c, p.Spec, origin) // tenant policy: origin, profiles, key quota
+	if err != nil {
 		return nil, err
 	}
+	defer release()
 	if err := checkPeriod("the rotation period", p.RotationPeriod, MinRotationPeriod, MaxRotationPeriod); err != nil {
 		return nil, err
 	}

@@ -3,6 +3,7 @@ package kms
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/keyflow/keyflow/kms/keypolicy"
 )
@@ -117,6 +118,15 @@ type KeyIDLister interface {
 // what is not there succeeds.
 type MaterialDeleter interface {
 	DeleteMaterial(ctx context.Context, tenant, keyID string, version uint32) error
+}
+
+// KeyCreateLocker is the optional store ability that makes a tenant's
+// key-count quota (Quotas.MaxKeys) hold across workers: CreateKey holds the
+// tenant's lock from the count to the stored key. A lock whose holder died
+// is taken over after ttl. workers/kvstore implements it; without it the
+// count is per worker's view, and concurrent creates may pass the quota.
+type KeyCreateLocker interface {
+	LockKeyCreate(ctx context.Context, tenant string, ttl time.Duration) (unlock func(), err error)
 }
 
 // GovernanceStore keeps tenant policies and approval requests: the

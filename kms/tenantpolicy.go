@@ -453,35 +453,52 @@ func truncateAll(in []string) []string {
 // quota. A profile warning is recorded (io.keyflow.policy.warning.v1) and
 // the key created; the transport repeats the warning in its reply (see
 // KeySpecWarning).
-func (s *Service) checkKeyCreate(ctx context.Context, c Caller, spec KeySpec, origin Origin) error {
+func (s *Service) checkKeyCreate(ctx context.Context, c Caller, spec KeySpec, origin Origin) (release func(), err error) {
+	release = func() {}
 	p, _, err := s.tenantPolicy(ctx, c.Tenant)
 	if err != nil || p == nil {
-		return err
+		return release, err
 	}
 	if err := p.CheckOrigin(origin); err != nil {
-		return err
+		return release, err
 	}
 	warning, err := p.CheckSpec(spec, s.now())
 	if err != nil {
-		return err
+		return release, err
 	}
 	if p.Quotas != nil && p.Quotas.MaxKeys > 0 {
+		// The count and the new key's store are one step across workers:
+		// the caller holds the tenant's lock until its key is stored.
+		if l, ok := s.store.(KeyCreateLocker); ok {
+			unlock, err := l.LockKeyCreate(ctx, c.Tenant, keyCreateLockTTL)
+			if err != nil {
+				return release, wrapError(CodeThrottling, err, "another key of this tenant is being created under its key quota; retry")
+			}
+			release = unlock
+		}
 		keys, err := s.store.ListKeys(ctx, c.Tenant)
 		if err != nil {
-			return wrapError(CodeInternal, err, "failed to count keys")
+			release()
+			return func() {}, wrapError(CodeInternal, err, "failed to count keys")
 		}
 		if len(keys) >= p.Quotas.MaxKeys {
-			return newError(CodeLimitExceeded, "the tenant holds %d keys; its quota is %d", len(keys), p.Quotas.MaxKeys)
+			release()
+			return func() {}, newError(CodeLimitExceeded, "the tenant holds %d keys; its quota is %d", len(keys), p.Quotas.MaxKeys)
 		}
 	}
 	if warning != "" {
 		data := map[string]any{"operation": "keys.create", "keySpec": string(spec), "warning": warning}
 		if err := s.emit(ctx, c, events.TypePolicyWarning, "", data, nil); err != nil {
-			return err
+			release()
+			return func() {}, err
 		}
 	}
-	return nil
+	return release, nil
 }
+
+// keyCreateLockTTL bounds how long a dead worker's key-create lock blocks
+// its tenant (KeyCreateLocker).
+const keyCreateLockTTL = 30 * time.Second
 
 // KeySpecWarning returns the warning the tenant's profiles give for a new
 // key of spec now ("" for none), for the transport's reply. It emits no

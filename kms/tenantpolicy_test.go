@@ -336,3 +336,49 @@ func TestRequireApproval(t *testing.T) {
 		t.Fatal("the approved change was not applied")
 	}
 }
+
+// TestKeyQuotaAcrossWorkers: two workers over one store create keys at
+// once under a key quota of 3; exactly 3 keys exist afterwards and every
+// other create is refused with LimitExceeded (the store's key-create lock).
+func TestKeyQuotaAcrossWorkers(t *testing.T) {
+	ctx := context.Background()
+	b := testbed.New(t)
+	clock := time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)
+	w1, w2 := newClockedKMS(t, b, &clock), newClockedKMS(t, b, &clock)
+	admin := kms.Caller{Tenant: "alpha", Principal: "alice"}
+	if _, err := w1.SetTenantPolicy(ctx, admin, &kms.TenantPolicy{Quotas: &kms.Quotas{MaxKeys: 3}}); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	created, refused := 0, 0
+	for i := range 10 {
+		w := w1
+		if i%2 == 1 {
+			w = w2
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := w.CreateKey(ctx, admin, kms.CreateKeyParams{Spec: kms.SpecHMAC256})
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				created++
+			case kms.CodeOf(err) == kms.CodeLimitExceeded:
+				refused++
+			default:
+				t.Errorf("create: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	keys, err := w1.ListKeys(ctx, admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if created != 3 || refused != 7 || len(keys) != 3 {
+		t.Fatalf("%d created, %d refused, %d keys; want 3, 7, 3", created, refused, len(keys))
+	}
+}
