@@ -1,4 +1,4 @@
-// Command chartcheck renders keyflow's Helm chart (deploy/helm/keyflow)
+// Package main is the chartcheck command: it renders keyflow's Helm chart (deploy/helm/keyflow)
 // with Helm's Go library, as `helm template` would, and validates every
 // rendered object offline: each is decoded strictly into its k8s.io/api
 // type through client-go's scheme (the ServiceMonitor CRD structurally),

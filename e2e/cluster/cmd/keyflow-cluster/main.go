@@ -1,4 +1,4 @@
-// Command keyflow-cluster starts on this machine the cluster the e2e
+// Package main is the keyflow-cluster command: it starts on this machine the cluster the e2e
 // cluster test starts (internal/clusterlab): three nats-server processes
 // (JetStream R3, operator mode, full account resolver), Temporal, and
 // seven keyflow serve processes with a share of the roles each. It prints
@@ -7,8 +7,9 @@
 //	go tool task cluster            (or: go run ./e2e/cluster/cmd/keyflow-cluster -dir DIR)
 //
 // Temporal here is the dev stack's embedded server (SQLite, mutual TLS) in
-// this process, on a random loopback port: a stand-in for the Temporal on
-// PostgreSQL that the test uses when it is available.
+// this process, on a random loopback port. The cluster test runs on
+// Temporal on PostgreSQL instead, which `go tool task cluster-temporal`
+// starts for a person.
 package main
 
 import (

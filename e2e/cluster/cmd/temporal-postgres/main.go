@@ -1,4 +1,4 @@
-// Command temporal-postgres runs, for a person trying keyflow past one
+// Package main is the temporal-postgres command: it runs, for a person trying keyflow past one
 // process, what the cluster test runs for Temporal: PostgreSQL 15 on a
 // free loopback port and a Temporal server process on it, its schema
 // applied with Temporal's SQL tool, the namespace keyflow registered and
