@@ -231,23 +231,9 @@ func (s *Service) ExportKey(ctx context.Context, c Caller, ref string) (res *Exp
 // Delete Attribute): change gets the current list and returns the new one.
 // One io.keyflow.kmip.attributes.changed.v1 record names the operation and
 // the attribute, never values.
-func (s *Service) SetAttributes(ctx context.Context, c Caller, ref, op, name string, change func([]Attribute) ([]Attribute, error)) (k *Key, err error) {
-	defer s.finish(ctx, c, events.TypeKMIPAttributesChanged, &err, func() (string, map[string]any) {
-		data := map[string]any{"keyRef": truncate(ref, 64), "operation": truncate(op, 32), "attribute": truncate(name, MaxAttributeName)}
-		subject := ""
-		if k != nil {
-			subject = k.ResourceName()
-		}
-		return subject, data
-	}, func() { k = nil })
-	if err := checkCaller(c); err != nil {
-		return nil, err
-	}
-	cur, _, err := s.resolve(ctx, c.Tenant, ref)
-	if err != nil {
-		return nil, err
-	}
-	k, err = s.updateKey(ctx, c.Tenant, cur.ID, func(k *Key) (bool, error) {
+func (s *Service) SetAttributes(ctx context.Context, c Caller, ref, op, name string, change func([]Attribute) ([]Attribute, error)) (*Key, error) {
+	data := map[string]any{"keyRef": truncate(ref, 64), "operation": truncate(op, 32), "attribute": truncate(name, MaxAttributeName)}
+	return s.changeKey(ctx, c, events.TypeKMIPAttributesChanged, ref, data, nil, func(k *Key) (bool, error) {
 		next, err := change(append([]Attribute(nil), k.Attributes...))
 		if err != nil {
 			return false, err
@@ -258,5 +244,4 @@ func (s *Service) SetAttributes(ctx context.Context, c Caller, ref, op, name str
 		k.Attributes = next
 		return false, nil
 	})
-	return k, err
 }

@@ -27,6 +27,32 @@ func (s *Service) RegisterDestroyer(d MaterialDestroyer) {
 	s.destroyers = append(s.destroyers, d)
 }
 
+// changeKey is the shape of a recorded change to one key of the caller's
+// tenant: the caller is checked, ref resolved, pre (if any) checks the key
+// as it is, change is applied under updateKey, and one record of typ is
+// written with data and, once known, the key's resource name.
+func (s *Service) changeKey(ctx context.Context, c Caller, typ, ref string, data map[string]any, pre func(cur *Key) error, change func(k *Key) (done bool, err error)) (k *Key, err error) {
+	defer s.finish(ctx, c, typ, &err, func() (string, map[string]any) {
+		if k != nil {
+			return k.ResourceName(), data
+		}
+		return "", data
+	}, func() { k = nil })
+	if err := checkCaller(c); err != nil {
+		return nil, err
+	}
+	cur, _, err := s.resolve(ctx, c.Tenant, ref)
+	if err != nil {
+		return nil, err
+	}
+	if pre != nil {
+		if err := pre(cur); err != nil {
+			return nil, err
+		}
+	}
+	return s.updateKey(ctx, c.Tenant, cur.ID, change)
+}
+
 // updateKey reads key keyID, applies change and stores the result with
 // optimistic concurrency, retrying on conflicts. change returns done=true
 // when there is nothing to store (idempotent no-op).

@@ -621,26 +621,9 @@ func (s *Service) applyReplicaMetadata(ctx context.Context, c Caller, p ApplyMet
 // replica that has every version: the new primary must be able to decrypt
 // everything. This region becomes a replica with everything synced; the
 // replication workflow then tells the new primary.
-func (s *Service) UpdatePrimaryRegion(ctx context.Context, c Caller, ref, region string) (k *Key, err error) {
-	defer s.finish(ctx, c, events.TypeKeyReplicaPrimaryChanged, &err, func() (string, map[string]any) {
-		data := map[string]any{"keyRef": truncate(ref, 64), "region": truncate(region, 64), "previousPrimaryRegion": s.region}
-		subject := ""
-		if k != nil {
-			subject = k.ResourceName()
-		}
-		return subject, data
-	}, func() { k = nil })
-	if err := checkCaller(c); err != nil {
-		return nil, err
-	}
-	cur, _, err := s.resolve(ctx, c.Tenant, ref)
-	if err != nil {
-		return nil, err
-	}
-	if err := s.checkPrimaryHere(cur); err != nil {
-		return nil, err
-	}
-	return s.updateKey(ctx, c.Tenant, cur.ID, func(k *Key) (bool, error) {
+func (s *Service) UpdatePrimaryRegion(ctx context.Context, c Caller, ref, region string) (*Key, error) {
+	data := map[string]any{"keyRef": truncate(ref, 64), "region": truncate(region, 64), "previousPrimaryRegion": s.region}
+	return s.changeKey(ctx, c, events.TypeKeyReplicaPrimaryChanged, ref, data, s.checkPrimaryHere, func(k *Key) (bool, error) {
 		r, ok := k.ReplicaIn(region)
 		if !ok {
 			return false, newError(CodeNotFound, "key %s has no replica in region %s", k.ID, truncate(region, 64))
@@ -661,29 +644,14 @@ func (s *Service) UpdatePrimaryRegion(ctx context.Context, c Caller, ref, region
 // ScheduleReplicaDeletion schedules the deletion of one replica, with its
 // own waiting period, on the primary; the replication workflow tells the
 // replica, which refuses every use from then on.
-func (s *Service) ScheduleReplicaDeletion(ctx context.Context, c Caller, ref, region string, window time.Duration) (k *Key, err error) {
-	defer s.finish(ctx, c, events.TypeKeyReplicaDeletionScheduled, &err, func() (string, map[string]any) {
-		data := map[string]any{"keyRef": truncate(ref, 64), "region": truncate(region, 64), "pendingWindowDays": int(window / Day)}
-		subject := ""
-		if k != nil {
-			subject = k.ResourceName()
+func (s *Service) ScheduleReplicaDeletion(ctx context.Context, c Caller, ref, region string, window time.Duration) (*Key, error) {
+	data := map[string]any{"keyRef": truncate(ref, 64), "region": truncate(region, 64), "pendingWindowDays": int(window / Day)}
+	return s.changeKey(ctx, c, events.TypeKeyReplicaDeletionScheduled, ref, data, func(cur *Key) error {
+		if window < 7*Day || window > 30*Day {
+			return newError(CodeValidation, "the waiting period of a replica's deletion is 7 to 30 days")
 		}
-		return subject, data
-	}, func() { k = nil })
-	if err := checkCaller(c); err != nil {
-		return nil, err
-	}
-	if window < 7*Day || window > 30*Day {
-		return nil, newError(CodeValidation, "the waiting period of a replica's deletion is 7 to 30 days")
-	}
-	cur, _, err := s.resolve(ctx, c.Tenant, ref)
-	if err != nil {
-		return nil, err
-	}
-	if err := s.checkPrimaryHere(cur); err != nil {
-		return nil, err
-	}
-	return s.updateKey(ctx, c.Tenant, cur.ID, func(k *Key) (bool, error) {
+		return s.checkPrimaryHere(cur)
+	}, func(k *Key) (bool, error) {
 		for i := range k.Replicas {
 			if k.Replicas[i].Region == region {
 				if k.Replicas[i].State == ReplicaPendingDeletion {

@@ -138,50 +138,23 @@ func (s *Service) refuseTags(ctx context.Context, c Caller, action, ref string, 
 
 // changeTags applies change to the key ref names under updateKey, with one
 // io.keyflow.key.tags.changed.v1 record.
-func (s *Service) changeTags(ctx context.Context, c Caller, action, ref string, names []string, change func(k *Key) error) (k *Key, err error) {
-	defer s.finish(ctx, c, events.TypeKeyTagsChanged, &err, func() (string, map[string]any) {
-		keys := make([]string, 0, min(len(names), MaxTags))
-		for _, n := range names[:min(len(names), MaxTags)] {
-			keys = append(keys, truncate(n, MaxTagKey))
-		}
-		data := map[string]any{"action": action, "keyRef": truncate(ref, 64), "tagKeys": keys}
-		if k != nil {
-			return k.ResourceName(), data
-		}
-		return "", data
-	}, func() { k = nil })
-	if err := checkCaller(c); err != nil {
-		return nil, err
+func (s *Service) changeTags(ctx context.Context, c Caller, action, ref string, names []string, change func(k *Key) error) (*Key, error) {
+	keys := make([]string, 0, min(len(names), MaxTags))
+	for _, n := range names[:min(len(names), MaxTags)] {
+		keys = append(keys, truncate(n, MaxTagKey))
 	}
-	cur, _, err := s.resolve(ctx, c.Tenant, ref)
-	if err != nil {
-		return nil, err
-	}
-	return s.updateKey(ctx, c.Tenant, cur.ID, func(k *Key) (bool, error) {
+	data := map[string]any{"action": action, "keyRef": truncate(ref, 64), "tagKeys": keys}
+	return s.changeKey(ctx, c, events.TypeKeyTagsChanged, ref, data, nil, func(k *Key) (bool, error) {
 		return false, change(k)
 	})
 }
 
 // SetDescription replaces a key's description.
-func (s *Service) SetDescription(ctx context.Context, c Caller, ref, description string) (k *Key, err error) {
-	defer s.finish(ctx, c, events.TypeKeyDescriptionChanged, &err, func() (string, map[string]any) {
-		data := map[string]any{"keyRef": truncate(ref, 64), "length": len(description)}
-		if k != nil {
-			return k.ResourceName(), data
-		}
-		return "", data
-	}, func() { k = nil })
-	if err := checkCaller(c); err != nil {
-		return nil, err
-	}
-	if err := checkDescription(description); err != nil {
-		return nil, err
-	}
-	cur, _, err := s.resolve(ctx, c.Tenant, ref)
-	if err != nil {
-		return nil, err
-	}
-	return s.updateKey(ctx, c.Tenant, cur.ID, func(k *Key) (bool, error) {
+func (s *Service) SetDescription(ctx context.Context, c Caller, ref, description string) (*Key, error) {
+	data := map[string]any{"keyRef": truncate(ref, 64), "length": len(description)}
+	return s.changeKey(ctx, c, events.TypeKeyDescriptionChanged, ref, data, func(*Key) error {
+		return checkDescription(description)
+	}, func(k *Key) (bool, error) {
 		if k.Description == description {
 			return true, nil
 		}
