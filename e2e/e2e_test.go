@@ -420,6 +420,7 @@ type cloudEvent struct {
 	Principal   string          `json:"principal"`
 	Outcome     string          `json:"outcome"`
 	RequestID   string          `json:"requestid"`
+	ErrorCode   string          `json:"errorcode"`
 	Data        json.RawMessage `json:"data"`
 }
 

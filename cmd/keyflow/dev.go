@@ -17,6 +17,7 @@ import (
 	"github.com/keyflow/keyflow/deploy/config"
 	"github.com/keyflow/keyflow/deploy/devstack"
 	"github.com/keyflow/keyflow/deploy/roles"
+	"github.com/keyflow/keyflow/workflows"
 )
 
 func newDevCmd(g *globals) *cobra.Command {
@@ -26,6 +27,7 @@ func newDevCmd(g *globals) *cobra.Command {
 	var maxBytes, maxMsgs int64
 	var lf logFlags
 	var rf regionFlags
+	var switchTimeout time.Duration
 	var opsListen, uiListen, traceOTLP string
 	var traceStdout bool
 	cmd := &cobra.Command{
@@ -103,6 +105,9 @@ e.g. a local Jaeger). See docs/observability.md.`,
 			if traceStdout && traceOTLP != "" {
 				return usagef("--trace-stdout and --trace-otlp are exclusive")
 			}
+			if switchTimeout <= 0 {
+				return usagef("--replica-switch-timeout must be positive, not %v", switchTimeout)
+			}
 			if err := rf.applySaved(g.dataDir); err != nil {
 				return err
 			}
@@ -124,6 +129,7 @@ e.g. a local Jaeger). See docs/observability.md.`,
 				XKSListen: xksListen, XKSConfig: xksConfig, KMIPListen: kmipListen, SyncAlways: sync == "always", AWSListen: awsListen, OpsListen: opsListen,
 				UIListen: uiListen, Trace: tracing != nil,
 				Region: rf.region, LeafListen: rf.leafListen, LinkTo: rf.linkTo, LinkCreds: rf.linkCreds,
+				ReplicaSwitchTimeout: switchTimeout,
 			})
 			if err != nil {
 				return err
@@ -173,6 +179,7 @@ e.g. a local Jaeger). See docs/observability.md.`,
 	cmd.Flags().Int64Var(&maxBytes, "audit-max-bytes", 0, "bound the audit stream to this many bytes, removing the oldest records (0: no bound)")
 	cmd.Flags().Int64Var(&maxMsgs, "audit-max-msgs", 0, "bound the audit stream to this many records, removing the oldest (0: no bound)")
 	rf.add(cmd)
+	cmd.Flags().DurationVar(&switchTimeout, "replica-switch-timeout", workflows.DefaultReplicaSwitchTimeout, "how long a rotation of a multi-region key waits for its replicas before the new version becomes primary anyway (the lagging regions are recorded)")
 	cmd.Flags().StringVar(&opsListen, "ops-listen", "", "also serve /healthz, /readyz and Prometheus /metrics on this address, e.g. 127.0.0.1:9090")
 	cmd.Flags().StringVar(&uiListen, "ui-listen", devstack.DefaultUIListen, "serve the Temporal Web UI (a dev view of the workflows) on this loopback address; empty disables it")
 	cmd.Flags().BoolVar(&traceStdout, "trace-stdout", false, "print OpenTelemetry spans on stdout (JSON)")

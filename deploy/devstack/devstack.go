@@ -116,6 +116,10 @@ type Config struct {
 	// one's LeafListen with that deployment's region-link.creds.
 	LinkTo    string
 	LinkCreds string
+	// ReplicaSwitchTimeout bounds a rotation's wait for the replicas of a
+	// multi-region key before it switches anyway and records the lagging
+	// regions (0: workflows.DefaultReplicaSwitchTimeout, 5 min).
+	ReplicaSwitchTimeout time.Duration
 }
 
 // Stack is a running dev stack.
@@ -271,6 +275,7 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 		Roles: roles.All, Workers: cfg.Workers, AuditFailOpen: cfg.AuditFailOpen,
 		AuditMaxAge: cfg.AuditMaxAge, AuditMaxBytes: cfg.AuditMaxBytes, AuditMaxMsgs: cfg.AuditMaxMsgs,
 		AuditChanges: changes, CursorKey: cursorKey, Gateway: gateway, Region: cfg.Region,
+		ReplicaSwitchTimeout: cfg.ReplicaSwitchTimeout,
 	}); err != nil {
 		return st, err
 	}

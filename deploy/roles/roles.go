@@ -190,6 +190,9 @@ type Options struct {
 	// (docs/multi-region.md): the lifecycle role then answers the region
 	// link (package region) and replicates the keys whose primary is here.
 	Region string
+	// ReplicaSwitchTimeout bounds a rotation's wait for the replicas of a
+	// multi-region key (0: workflows.DefaultReplicaSwitchTimeout).
+	ReplicaSwitchTimeout time.Duration
 }
 
 // DefaultSealerMaxLag is Options.SealerMaxLag's default: about ten
@@ -319,7 +322,7 @@ func Start(ctx context.Context, in Infra, o Options) (n *Node, err error) {
 	}
 	if n.Has(Lifecycle) {
 		w := worker.New(in.Temporal, workflows.TaskQueue, worker.Options{Interceptors: in.Metrics.WorkerInterceptors()})
-		acts := &workflows.Activities{KMS: n.KMS, Temporal: in.Temporal, CloudConnect: cloudConnect}
+		acts := &workflows.Activities{KMS: n.KMS, Temporal: in.Temporal, CloudConnect: cloudConnect, ReplicaSwitchTimeout: o.ReplicaSwitchTimeout}
 		if err = n.startRegion(acts, o.Region); err != nil {
 			return n, err
 		}
