@@ -79,6 +79,39 @@ func mustDecrypt(t *testing.T, s *stack, where, ct, want string) {
 	}
 }
 
+// replicatedTo reports whether key's describe in the primary s shows its
+// replica in region ACTIVE with last synced version v.
+func replicatedTo(t *testing.T, s *stack, key, region string, v int) func() bool {
+	return func() bool {
+		k, _ := describeMR(t, s, key)
+		st, synced := k.replica(region)
+		return st == "ACTIVE" && synced == v
+	}
+}
+
+// rotateAndReach rotates key in primary, checks that it made version
+// want, and waits until replica (in region) encrypts with it and the
+// primary's describe shows region at it. It returns the time from the
+// rotate command to the replica's first encryption under the version.
+func rotateAndReach(t *testing.T, primary, replica *stack, region, key string, want int) time.Duration {
+	t.Helper()
+	start := time.Now()
+	var rot rotateResult
+	decodeJSON(t, mustOK(t, primary.kf(t, "", "key", "rotate", key, "-o", "json")), &rot)
+	if rot.NewVersion != want {
+		t.Fatalf("rotation made version %d, want %d", rot.NewVersion, want)
+	}
+	if !waitFor(t, 60*time.Second, func() bool { _, v := encryptMR(t, replica, key, "x"); return v == want }) {
+		t.Fatalf("%s does not encrypt with version %d", region, want)
+	}
+	took := time.Since(start)
+	if !waitFor(t, 30*time.Second, replicatedTo(t, primary, key, region, want)) {
+		k, _ := describeMR(t, primary, key)
+		t.Fatalf("the primary does not show %s at version %d: %+v", region, want, k)
+	}
+	return took
+}
+
 // trailOf reads key's audit records in s as an operator would, with
 // `audit tail --key KEY` and any more flags (--type GLOB).
 func trailOf(t *testing.T, s *stack, key string, flags ...string) []cloudEvent {
@@ -194,13 +227,7 @@ func TestMultiRegionTwoDeployments(t *testing.T) {
 	// A multi-region key in A, replicated to B.
 	kid := strings.TrimSpace(mustOK(t, a.kf(t, "", "key", "create", "--multi-region", "--alias", "orders", "-o", "raw")).stdout)
 	mustOK(t, a.kf(t, "", "key", "replicate", kid, "--region", "eu-west"))
-	replicated := func(s *stack, region string, v int) func() bool {
-		return func() bool {
-			k, _ := describeMR(t, s, kid)
-			st, synced := k.replica(region)
-			return st == "ACTIVE" && synced == v
-		}
-	}
+	replicated := func(s *stack, region string, v int) func() bool { return replicatedTo(t, s, kid, region, v) }
 	if !waitFor(t, 60*time.Second, replicated(a, "eu-west", 1)) {
 		k, _ := describeMR(t, a, kid)
 		t.Fatalf("eu-west did not get version 1: %+v\nA stderr:\n%s\nB stderr:\n%s", k, a.stderr, bst.stderr)
@@ -240,21 +267,8 @@ func TestMultiRegionTwoDeployments(t *testing.T) {
 	var lat []time.Duration
 	version := 1
 	for range 3 {
-		start := time.Now()
-		var rot rotateResult
-		decodeJSON(t, mustOK(t, a.kf(t, "", "key", "rotate", kid, "-o", "json")), &rot)
-		if rot.NewVersion != version+1 {
-			t.Fatalf("rotation in A made version %d, want %d", rot.NewVersion, version+1)
-		}
-		version = rot.NewVersion
-		if !waitFor(t, 60*time.Second, func() bool { _, v := encryptMR(t, bst, kid, "x"); return v == version }) {
-			t.Fatalf("B does not encrypt with version %d", version)
-		}
-		lat = append(lat, time.Since(start))
-		if !waitFor(t, 30*time.Second, replicated(a, "eu-west", version)) {
-			k, _ := describeMR(t, a, kid)
-			t.Fatalf("A does not show eu-west at version %d: %+v", version, k)
-		}
+		version++
+		lat = append(lat, rotateAndReach(t, a, bst, "eu-west", kid, version))
 	}
 	ctA, v := encryptMR(t, a, kid, "rotated in us-east")
 	if v != version {
@@ -339,8 +353,8 @@ func TestMultiRegionTwoDeployments(t *testing.T) {
 		k, _ := describeMR(t, bst, kid)
 		t.Fatalf("B did not catch up: versions %v, primary %d\nA stderr:\n%s\nB stderr:\n%s", k.versions(), k.PrimaryVersion, a.stderr, bst.stderr)
 	}
-	t.Logf("FIGURE two processes: catch-up after a cut of %d versions: %v from B's restart with the link (B's start %v of it)",
-		len(made), time.Since(restored).Round(time.Millisecond), bst.startup.Round(time.Millisecond))
+	t.Logf("FIGURE two processes: catch-up after a cut of %d versions: %v from B's ready line (%v from its restart with the link)",
+		len(made), (time.Since(restored) - bst.startup).Round(time.Millisecond), time.Since(restored).Round(time.Millisecond))
 	applied := recordVersions(t, replicaRecords(t, bst, kid), "io.keyflow.key.replica.applied.v1")
 	if got := applied[len(appliedBefore):]; !slices.Equal(got, made) {
 		t.Fatalf("B applied %v after the cut, want exactly %v (whole trail %v)", got, made, applied)
@@ -368,20 +382,10 @@ func TestMultiRegionTwoDeployments(t *testing.T) {
 	if !waitFor(t, 60*time.Second, func() bool { k, _ := describeMR(t, bst, kid); return k.PrimaryRegion == "eu-west" }) {
 		t.Fatal("B did not become the primary")
 	}
-	var rot rotateResult
-	decodeJSON(t, mustOK(t, bst.kf(t, "", "key", "rotate", kid, "-o", "json")), &rot)
-	if rot.NewVersion != version+1 {
-		t.Fatalf("rotation in B made version %d, want %d", rot.NewVersion, version+1)
-	}
-	version = rot.NewVersion
-	if !waitFor(t, 60*time.Second, func() bool { _, v := encryptMR(t, a, kid, "x"); return v == version }) {
-		t.Fatalf("A does not encrypt with B's version %d", version)
-	}
+	version++
+	t.Logf("two processes: rotation in eu-west until us-east encrypts with the new version: %v",
+		rotateAndReach(t, bst, a, "us-east", kid, version).Round(time.Millisecond))
 	ctB, _ := encryptMR(t, bst, kid, "rotated in eu-west")
 	mustDecrypt(t, a, "A", ctB, "rotated in eu-west")
-	if !waitFor(t, 30*time.Second, replicated(bst, "us-east", version)) {
-		k, _ := describeMR(t, bst, kid)
-		t.Fatalf("B does not show us-east at version %d: %+v", version, k)
-	}
 	expectFailure(t, a.kf(t, "", "key", "rotate", kid), 1, "UnsupportedOperationException")
 }
