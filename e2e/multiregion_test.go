@@ -183,6 +183,9 @@ func TestMultiRegionTwoDeployments(t *testing.T) {
 		return runKF(t, cliEnv("", dir), "", args...)
 	}
 
+	// The switch timeout must be positive (checked before anything starts).
+	expectFailure(t, kfIn(dirA, "dev", "--replica-switch-timeout", "0s"), 2, "UsageError")
+
 	// Region A (us-east) accepts links. A short switch timeout lets A's
 	// rotations during the cut below switch after seconds, not minutes.
 	mustOK(t, kfIn(dirA, "region", "link", "--region", "us-east", "--leaf-listen", "127.0.0.1:0"))
