@@ -1,0 +1,235 @@
+package workflows_test
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/sha512"
+	"crypto/x509"
+	"encoding/pem"
+	"strings"
+	"testing"
+
+	kmsapi "cloud.google.com/go/kms/apiv1"
+	"cloud.google.com/go/kms/apiv1/kmspb"
+	"go.temporal.io/sdk/testsuite"
+	"google.golang.org/api/option"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/keyflow/keyflow/events"
+	"github.com/keyflow/keyflow/internal/cloudfake"
+	"github.com/keyflow/keyflow/internal/testbed"
+	"github.com/keyflow/keyflow/kms"
+	"github.com/keyflow/keyflow/workflows"
+)
+
+// pairCase is one exportable key pair spec and usage a provider takes.
+type pairCase struct {
+	spec  kms.KeySpec
+	usage kms.KeyUsage
+	alg   kms.SigningAlgorithm // for SIGN_VERIFY
+	hash  crypto.Hash
+}
+
+var pairCases = []pairCase{
+	{kms.SpecRSA3072, kms.UsageSignVerify, kms.SignRSAPKCS1SHA256, crypto.SHA256},
+	{kms.SpecRSA3072, kms.UsageEncryptDecrypt, "", 0},
+	{kms.SpecRSA4096, kms.UsageSignVerify, kms.SignRSAPKCS1SHA256, crypto.SHA256},
+	{kms.SpecECCP256, kms.UsageSignVerify, kms.SignECDSASHA256, crypto.SHA256},
+	{kms.SpecECCP384, kms.UsageSignVerify, kms.SignECDSASHA384, crypto.SHA384},
+}
+
+func digest(h crypto.Hash, msg []byte) []byte {
+	if h == crypto.SHA384 {
+		d := sha512.Sum384(msg)
+		return d[:]
+	}
+	d := sha256.Sum256(msg)
+	return d[:]
+}
+
+// samePair checks (test-only) that the private key a fake unwrapped is
+// keyflow's key pair of that version: its public key is keyflow's.
+func samePair(t *testing.T, b *testbed.Bed, keyID string, version uint32, material []byte) bool {
+	t.Helper()
+	priv, err := x509.ParsePKCS8PrivateKey(material)
+	if err != nil {
+		return false
+	}
+	got, _ := x509.MarshalPKIXPublicKey(priv.(crypto.Signer).Public())
+	pub, err := b.KMS.GetPublicKey(context.Background(), alice, keyID, version)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bytes.Equal(got, pub.PublicKeyDER)
+}
+
+func distribute(t *testing.T, env func() *testsuite.TestWorkflowEnvironment, keyID, dest, step string) {
+	t.Helper()
+	e := env()
+	e.ExecuteWorkflow(workflows.CloudSyncWorkflow, workflows.CloudSyncParams{Tenant: "alpha", KeyID: keyID, Principal: "alice", RequestID: "r1", Destinations: []string{dest}, Step: step})
+	if err := e.GetWorkflowError(); err != nil {
+		t.Fatalf("%s to %s: %v", step, dest, err)
+	}
+}
+
+// Exportable RSA and EC key pairs go to Cloud KMS as imported
+// ASYMMETRIC_SIGN / ASYMMETRIC_DECRYPT versions: the fake unwraps each
+// import (RSA_OAEP_3072_SHA256_AES_256 over PKCS#8) and the private key is
+// keyflow's; a signature Cloud KMS makes (through the official client)
+// verifies in keyflow, and a ciphertext for keyflow's public key decrypts
+// in Cloud KMS and the reverse. A rotation adds a version with the new
+// pair, and the reconcile sees no drift in keys that have no primary.
+func TestCloudDistributeKeyPairsToGCPFake(t *testing.T) {
+	ctx := context.Background()
+	b := testbed.New(t)
+	fake := cloudfake.StartGCP(t)
+	settings := map[string]string{"project": "p1", "location": "europe-west1", "keyRing": "kr", "endpoint": fake.Addr}
+	if _, err := b.KMS.AddCloudDestination(ctx, alice, kms.CloudDestination{Name: "gcp-fake", Provider: kms.CloudGCP, Drift: kms.DriftReport, Settings: settings}); err != nil {
+		t.Fatal(err)
+	}
+	env := func() *testsuite.TestWorkflowEnvironment { return cloudEnv(b, gcpConnect) }
+	gc, err := kmsapi.NewKeyManagementClient(ctx, option.WithEndpoint(fake.Addr), option.WithoutAuthentication(), option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gc.Close()
+	msg := []byte("made in the provider with keyflow's key")
+	var last *kms.Key
+	for _, tc := range pairCases {
+		k, err := b.KMS.CreateKey(ctx, alice, kms.CreateKeyParams{Spec: tc.spec, Usage: tc.usage, Exportable: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		distribute(t, env, k.ID, "gcp-fake", workflows.CloudStepDistribute)
+		ps, _ := b.KMS.CloudPlacements(ctx, alice, k.ID)
+		if len(ps) != 1 || len(ps[0].Versions) != 1 {
+			t.Fatalf("%s: placement %+v", tc.spec, ps)
+		}
+		v1 := ps[0].Versions[0].ProviderVersion
+		if !samePair(t, b, k.ID, 1, fake.Material(v1)) {
+			t.Fatalf("%s %s: the fake's unwrapped private key is not keyflow's", tc.spec, tc.usage)
+		}
+		if tc.usage == kms.UsageSignVerify {
+			d := &kmspb.Digest{Digest: &kmspb.Digest_Sha256{Sha256: digest(tc.hash, msg)}}
+			if tc.hash == crypto.SHA384 {
+				d = &kmspb.Digest{Digest: &kmspb.Digest_Sha384{Sha384: digest(tc.hash, msg)}}
+			}
+			sig, err := gc.AsymmetricSign(ctx, &kmspb.AsymmetricSignRequest{Name: v1, Digest: d})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := b.KMS.Verify(ctx, alice, kms.VerifyParams{KeyRef: k.ID, Message: msg, Algorithm: tc.alg, Signature: sig.Signature}); err != nil {
+				t.Fatalf("%s: keyflow does not verify Cloud KMS's signature: %v", tc.spec, err)
+			}
+			if _, err := b.KMS.Verify(ctx, alice, kms.VerifyParams{KeyRef: k.ID, Message: []byte("other"), Algorithm: tc.alg, Signature: sig.Signature}); err == nil {
+				t.Fatalf("%s: a signature verified for another message", tc.spec)
+			}
+		} else {
+			pk, err := gc.GetPublicKey(ctx, &kmspb.GetPublicKeyRequest{Name: v1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			block, _ := pem.Decode([]byte(pk.Pem))
+			gpub, err := x509.ParsePKIXPublicKey(block.Bytes)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ct, _ := rsa.EncryptOAEP(sha256.New(), rand.Reader, gpub.(*rsa.PublicKey), msg, nil)
+			pt, err := b.KMS.Decrypt(ctx, alice, kms.DecryptParams{KeyRef: k.ID, Ciphertext: ct, Algorithm: kms.EncRSAOAEPSHA256})
+			if err != nil || !bytes.Equal(pt.Plaintext, msg) {
+				t.Fatalf("keyflow does not decrypt for Cloud KMS's public key: %v", err)
+			}
+			kct, err := b.KMS.Encrypt(ctx, alice, kms.EncryptParams{KeyRef: k.ID, Plaintext: msg, Algorithm: kms.EncRSAOAEPSHA256})
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, err := gc.AsymmetricDecrypt(ctx, &kmspb.AsymmetricDecryptRequest{Name: v1, Ciphertext: kct.Ciphertext})
+			if err != nil || !bytes.Equal(out.Plaintext, msg) {
+				t.Fatalf("Cloud KMS does not decrypt keyflow's ciphertext: %v", err)
+			}
+		}
+		last = k
+	}
+
+	// Rotation: a new version with the new pair; nothing drifts.
+	e := env()
+	e.ExecuteWorkflow(workflows.RotateKeyWorkflow, workflows.RotateKeyParams{Tenant: "alpha", KeyID: last.ID, Principal: "alice", RequestID: "r2"})
+	if err := e.GetWorkflowError(); err != nil {
+		t.Fatal(err)
+	}
+	distribute(t, env, last.ID, "gcp-fake", workflows.CloudStepRotate)
+	ps, _ := b.KMS.CloudPlacements(ctx, alice, last.ID)
+	if len(ps[0].Versions) != 2 || !samePair(t, b, last.ID, 2, fake.Material(ps[0].Versions[1].ProviderVersion)) || samePair(t, b, last.ID, 2, fake.Material(ps[0].Versions[0].ProviderVersion)) {
+		t.Fatalf("after the rotation: %+v", ps[0].Versions)
+	}
+	e = env()
+	e.ExecuteWorkflow(workflows.CloudReconcileWorkflow, workflows.CloudReconcileParams{Tenant: "alpha", Principal: "reconciler", RequestID: "rec"})
+	var res workflows.CloudReconcileResult
+	if err := e.GetWorkflowResult(&res); err != nil || res.Drifts != 0 {
+		t.Fatalf("reconcile of key pairs in sync: %v %+v", err, res)
+	}
+	fake.SetState(ps[0].Versions[1].ProviderVersion, kmspb.CryptoKeyVersion_DISABLED)
+	e = env()
+	e.ExecuteWorkflow(workflows.CloudReconcileWorkflow, workflows.CloudReconcileParams{Tenant: "alpha", Principal: "reconciler", RequestID: "rec2"})
+	if err := e.GetWorkflowResult(&res); err != nil || res.Drifts != 1 {
+		t.Fatalf("reconcile after a console change: %v %+v", err, res)
+	}
+	if d := b.EventsOfType("alpha", events.TypeCloudDrift); len(d) != 1 || d[0].Data["field"] != "state" {
+		t.Fatalf("drift records %+v", d)
+	}
+}
+
+// The refusals of key pairs: a pair that is not exportable never reaches
+// the provider (AccessDenied, a rejected record), and a spec the provider
+// does not take (an RSA key to AWS) is refused before any call to it.
+func TestCloudDistributeKeyPairRefusals(t *testing.T) {
+	ctx := context.Background()
+	f := newCloudFixture(t, kms.DriftReport, "")
+	gfake := cloudfake.StartGCP(t)
+	if _, err := f.b.KMS.AddCloudDestination(ctx, alice, kms.CloudDestination{Name: "gcp-fake", Provider: kms.CloudGCP,
+		Settings: map[string]string{"project": "p1", "location": "l", "keyRing": "kr", "endpoint": gfake.Addr}}); err != nil {
+		t.Fatal(err)
+	}
+	plain, err := f.b.KMS.CreateKey(ctx, alice, kms.CreateKeyParams{Spec: kms.SpecECCP256, Usage: kms.UsageSignVerify})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := cloudEnv(f.b, gcpConnect)
+	e.ExecuteWorkflow(workflows.CloudSyncWorkflow, workflows.CloudSyncParams{Tenant: "alpha", KeyID: plain.ID, Principal: "alice", RequestID: "r1", Destinations: []string{"gcp-fake"}, Step: workflows.CloudStepDistribute})
+	if err := e.GetWorkflowError(); err == nil || !strings.Contains(err.Error(), "exportable") {
+		t.Fatalf("distribute a non-exportable key pair: %v", err)
+	}
+	if m := gfake.Material("projects/p1/locations/l/keyRings/kr/cryptoKeys/keyflow-" + plain.ID + "/cryptoKeyVersions/1"); m != nil {
+		t.Fatal("the provider got a non-exportable key")
+	}
+
+	rsaKey, err := f.b.KMS.CreateKey(ctx, alice, kms.CreateKeyParams{Spec: kms.SpecRSA3072, Usage: kms.UsageSignVerify, Exportable: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.key = rsaKey
+	if _, err := f.sync(workflows.CloudStepDistribute); err == nil || !strings.Contains(err.Error(), "RSA_3072_SIGN") {
+		t.Fatalf("distribute an RSA key to AWS: %v", err)
+	}
+	if calls := f.b.EventsOfType("alpha", events.TypeCloudCall); len(calls) != 0 {
+		t.Fatalf("%d provider calls for refused distributions, want none", len(calls))
+	}
+	if ps, _ := f.b.KMS.CloudPlacements(ctx, alice, ""); len(ps) != 0 {
+		t.Fatalf("refused distributions left placements: %+v", ps)
+	}
+	var codes []string
+	for _, r := range f.b.EventsOfType("alpha", events.TypeRequestRejected) {
+		codes = append(codes, r.ErrorCode)
+	}
+	if len(codes) != 2 || codes[0] != string(kms.CodeAccessDenied) || codes[1] != string(kms.CodeUnsupportedOperation) {
+		t.Fatalf("rejected records %v, want [AccessDenied UnsupportedOperation]", codes)
+	}
+	if wraps := f.b.EventsOfType("alpha", events.TypeCloudMaterialWrapped); len(wraps) != 0 {
+		t.Fatalf("material was wrapped for a refused distribution: %d records", len(wraps))
+	}
+}
