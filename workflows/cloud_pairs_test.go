@@ -10,17 +10,21 @@ import (
 	"crypto/sha512"
 	"crypto/x509"
 	"encoding/pem"
+	"math/big"
 	"strings"
 	"testing"
 
 	kmsapi "cloud.google.com/go/kms/apiv1"
 	"cloud.google.com/go/kms/apiv1/kmspb"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azkeys"
 	"go.temporal.io/sdk/testsuite"
 	"google.golang.org/api/option"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/keyflow/keyflow/events"
+	"github.com/keyflow/keyflow/hsm"
 	"github.com/keyflow/keyflow/internal/cloudfake"
 	"github.com/keyflow/keyflow/internal/testbed"
 	"github.com/keyflow/keyflow/kms"
@@ -231,5 +235,77 @@ func TestCloudDistributeKeyPairRefusals(t *testing.T) {
 	}
 	if wraps := f.b.EventsOfType("alpha", events.TypeCloudMaterialWrapped); len(wraps) != 0 {
 		t.Fatalf("material was wrapped for a refused distribution: %d records", len(wraps))
+	}
+}
+
+// Exportable RSA and EC key pairs go to Key Vault as RSA-HSM and EC-HSM
+// BYOK imports: the fake unwraps the transfer blob (CKM_RSA_AES_KEY_WRAP
+// over PKCS#8) and the private key is keyflow's; a signature Key Vault
+// makes (through azkeys) verifies in keyflow, and RSA-OAEP-256 works both
+// ways.
+func TestCloudDistributeKeyPairsToAzureFake(t *testing.T) {
+	ctx := context.Background()
+	b := testbed.New(t)
+	fake := cloudfake.StartAzure(t)
+	connect := azureConnectTo(fake)
+	env := func() *testsuite.TestWorkflowEnvironment { return cloudEnv(b, connect) }
+	if _, err := b.KMS.AddCloudDestination(ctx, alice, kms.CloudDestination{Name: "azure-fake", Provider: kms.CloudAzure, Settings: map[string]string{"vaultURL": fake.URL}}); err != nil {
+		t.Fatal(err)
+	}
+	az, err := azkeys.NewClient(fake.URL, staticToken{}, &azkeys.ClientOptions{ClientOptions: azcore.ClientOptions{Transport: fake.Client}, DisableChallengeResourceVerification: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := []byte("made in the provider with keyflow's key")
+	for _, tc := range pairCases {
+		k, err := b.KMS.CreateKey(ctx, alice, kms.CreateKeyParams{Spec: tc.spec, Usage: tc.usage, Exportable: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		distribute(t, env, k.ID, "azure-fake", workflows.CloudStepDistribute)
+		ps, _ := b.KMS.CloudPlacements(ctx, alice, k.ID)
+		if len(ps) != 1 || len(ps[0].Versions) != 1 {
+			t.Fatalf("%s: placement %+v", tc.spec, ps)
+		}
+		kid := azkeys.ID(ps[0].Versions[0].ProviderVersion)
+		if !samePair(t, b, k.ID, 1, fake.Material(string(kid))) {
+			t.Fatalf("%s %s: the fake's unwrapped private key is not keyflow's", tc.spec, tc.usage)
+		}
+		if tc.usage == kms.UsageSignVerify {
+			alg := map[kms.SigningAlgorithm]azkeys.SignatureAlgorithm{kms.SignRSAPKCS1SHA256: azkeys.SignatureAlgorithmRS256, kms.SignECDSASHA256: azkeys.SignatureAlgorithmES256, kms.SignECDSASHA384: azkeys.SignatureAlgorithmES384}[tc.alg]
+			r, err := az.Sign(ctx, kid.Name(), kid.Version(), azkeys.SignParameters{Algorithm: &alg, Value: digest(tc.hash, msg)}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sig := r.Result
+			if tc.alg != kms.SignRSAPKCS1SHA256 { // Key Vault's ECDSA signatures are r||s; keyflow's DER
+				if sig, err = hsm.ECDSASigToDER(sig); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := b.KMS.Verify(ctx, alice, kms.VerifyParams{KeyRef: k.ID, Message: msg, Algorithm: tc.alg, Signature: sig}); err != nil {
+				t.Fatalf("%s: keyflow does not verify Key Vault's signature: %v", tc.spec, err)
+			}
+			continue
+		}
+		kb, err := az.GetKey(ctx, kid.Name(), kid.Version(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pub := &rsa.PublicKey{N: new(big.Int).SetBytes(kb.Key.N), E: int(new(big.Int).SetBytes(kb.Key.E).Int64())}
+		ct, _ := rsa.EncryptOAEP(sha256.New(), rand.Reader, pub, msg, nil)
+		pt, err := b.KMS.Decrypt(ctx, alice, kms.DecryptParams{KeyRef: k.ID, Ciphertext: ct, Algorithm: kms.EncRSAOAEPSHA256})
+		if err != nil || !bytes.Equal(pt.Plaintext, msg) {
+			t.Fatalf("keyflow does not decrypt for Key Vault's public key: %v", err)
+		}
+		kct, err := b.KMS.Encrypt(ctx, alice, kms.EncryptParams{KeyRef: k.ID, Plaintext: msg, Algorithm: kms.EncRSAOAEPSHA256})
+		if err != nil {
+			t.Fatal(err)
+		}
+		oaep := azkeys.EncryptionAlgorithmRSAOAEP256
+		out, err := az.Decrypt(ctx, kid.Name(), kid.Version(), azkeys.KeyOperationParameters{Algorithm: &oaep, Value: kct.Ciphertext}, nil)
+		if err != nil || !bytes.Equal(out.Result, msg) {
+			t.Fatalf("Key Vault does not decrypt keyflow's ciphertext: %v", err)
+		}
 	}
 }
