@@ -78,9 +78,12 @@ const (
 var KeyPairSpecs = []string{SpecRSA3072Sign, SpecRSA3072Decrypt, SpecRSA4096Sign, SpecRSA4096Decrypt, SpecECP256Sign, SpecECP384Sign}
 
 // Accepts lists the specs each provider imports here; docs/multi-cloud.md
-// gives the reasons. AWS KMS imports RSA and EC private keys only with
-// RSA_AES_KEY_WRAP_SHA_256, which local-kms (the emulator keyflow is
-// tested against) does not implement, so keyflow sends AWS AES-256 only.
+// gives the reasons. AWS KMS imports RSA and EC private keys too (with
+// RSA_AES_KEY_WRAP_SHA_256), but nothing here can take them through the
+// AWS connector: local-kms imports 32-byte symmetric keys only, and
+// keyflow's own AWS API, which imports RSA private keys, allows one alias
+// per key where the connector keeps two (the version's and the primary).
+// keyflow ships what it tests, so AWS gets AES-256.
 var Accepts = map[string][]string{
 	ProviderAWS:   {SpecAES256},
 	ProviderGCP:   append([]string{SpecAES256}, KeyPairSpecs...),

@@ -10,7 +10,10 @@ import (
 	"crypto/sha512"
 	"crypto/x509"
 	"encoding/pem"
+	"log/slog"
 	"math/big"
+	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 
@@ -18,6 +21,10 @@ import (
 	"cloud.google.com/go/kms/apiv1/kmspb"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azkeys"
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	awssdk "github.com/aws/aws-sdk-go-v2/service/kms"
+	awstypes "github.com/aws/aws-sdk-go-v2/service/kms/types"
 	"go.temporal.io/sdk/testsuite"
 	"google.golang.org/api/option"
 	"google.golang.org/grpc"
@@ -28,6 +35,9 @@ import (
 	"github.com/keyflow/keyflow/internal/cloudfake"
 	"github.com/keyflow/keyflow/internal/testbed"
 	"github.com/keyflow/keyflow/kms"
+	"github.com/keyflow/keyflow/kms/keypolicy"
+	kfaws "github.com/keyflow/keyflow/workers/awskms"
+	"github.com/keyflow/keyflow/workers/rpc"
 	"github.com/keyflow/keyflow/workflows"
 )
 
@@ -307,5 +317,86 @@ func TestCloudDistributeKeyPairsToAzureFake(t *testing.T) {
 		if err != nil || !bytes.Equal(out.Result, msg) {
 			t.Fatalf("Key Vault does not decrypt keyflow's ciphertext: %v", err)
 		}
+	}
+}
+
+// keyflowAWS starts keyflow's own AWS KMS API over the bed (NATS services
+// and the gateway on a loopback port), as a second tenant's KMS: a
+// that imports RSA private keys for real. It returns an SDK client
+// factory with the tenant's access key.
+func keyflowAWS(t *testing.T, b *testbed.Bed, tenant string) func() *awssdk.Client {
+	t.Helper()
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+	srv, err := rpc.Start(rpc.Config{Conn: b.Conn, KMS: b.KMS, Tenants: b.Identity, JS: b.JS, Workers: 4, Logger: logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Stop)
+	gw, err := kfaws.New(kfaws.Options{KMS: b.KMS, Invoker: srv, Logger: logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(gw)
+	t.Cleanup(hs.Close)
+	b.PrincipalCreds(tenant, "cloudsync", keypolicy.RoleKeyAdmin, keypolicy.RoleCryptoUser)
+	admin := kms.Caller{Tenant: tenant, Principal: "root", Roles: []string{string(keypolicy.RoleTenantAdmin)}}
+	ak, secret, err := b.KMS.CreateAccessKey(context.Background(), admin, b.Identity, "cloudsync")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sdk := func() *awssdk.Client {
+		return awssdk.New(awssdk.Options{Region: "us-east-1", BaseEndpoint: aws.String(hs.URL), HTTPClient: hs.Client(), RetryMaxAttempts: 1,
+			Credentials: credentials.NewStaticCredentialsProvider(ak.ID, secret, "")})
+	}
+	return sdk
+}
+
+// What keyflow would send AWS for an RSA key pair — its PKCS#8 under
+// RSA_AES_KEY_WRAP_SHA_256 for an RSA_4096 wrapping key from
+// GetParametersForImport — imports into a real AWS-compatible KMS
+// (keyflow's own AWS API, a second tenant, which unwraps it in its HSM):
+// the imported key's public key is keyflow's, and its signatures verify
+// in keyflow. The AWS connector does not send key pairs (cloud.Accepts
+// says why); this pins down the wrapping for the day it does.
+func TestCloudRSAMaterialImportsIntoAWSAPI(t *testing.T) {
+	ctx := context.Background()
+	b := testbed.New(t)
+	p := keyflowAWS(t, b, "beta")()
+	k, err := b.KMS.CreateKey(ctx, alice, kms.CreateKeyParams{Spec: kms.SpecRSA3072, Usage: kms.UsageSignVerify, Exportable: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ck, err := p.CreateKey(ctx, &awssdk.CreateKeyInput{Origin: awstypes.OriginTypeExternal, KeySpec: awstypes.KeySpecRsa3072, KeyUsage: awstypes.KeyUsageTypeSignVerify})
+	if err != nil {
+		t.Fatal(err)
+	}
+	params, err := p.GetParametersForImport(ctx, &awssdk.GetParametersForImportInput{KeyId: ck.KeyMetadata.KeyId,
+		WrappingAlgorithm: awstypes.AlgorithmSpecRsaAesKeyWrapSha256, WrappingKeySpec: awstypes.WrappingKeySpecRsa4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrapped, err := b.KMS.WrapForCloud(ctx, alice, kms.WrapForCloudParams{KeyID: k.ID, Version: 1, Destination: "aws", Scheme: kms.WrapRSAAESSHA256, PublicKey: params.PublicKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.ImportKeyMaterial(ctx, &awssdk.ImportKeyMaterialInput{KeyId: ck.KeyMetadata.KeyId, ImportToken: params.ImportToken, EncryptedKeyMaterial: wrapped,
+		ExpirationModel: awstypes.ExpirationModelTypeKeyMaterialDoesNotExpire}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := p.GetPublicKey(ctx, &awssdk.GetPublicKeyInput{KeyId: ck.KeyMetadata.KeyId})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := b.KMS.GetPublicKey(ctx, alice, k.ID, 1)
+	if err != nil || !bytes.Equal(got.PublicKey, want.PublicKeyDER) {
+		t.Fatalf("the imported key is not keyflow's key pair: %v", err)
+	}
+	msg := []byte("signed in the provider")
+	sig, err := p.Sign(ctx, &awssdk.SignInput{KeyId: ck.KeyMetadata.KeyId, Message: msg, SigningAlgorithm: awstypes.SigningAlgorithmSpecRsassaPkcs1V15Sha256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.KMS.Verify(ctx, alice, kms.VerifyParams{KeyRef: k.ID, Message: msg, Algorithm: kms.SignRSAPKCS1SHA256, Signature: sig.Signature}); err != nil {
+		t.Fatalf("keyflow does not verify the provider's signature: %v", err)
 	}
 }
