@@ -91,6 +91,28 @@ func distribute(t *testing.T, env func() *testsuite.TestWorkflowEnvironment, key
 	}
 }
 
+// distributePair creates an exportable key of tc, distributes it to dest
+// and checks (test-only) that the material the fake unwrapped is
+// keyflow's pair; it returns the key and its provider version.
+func distributePair(t *testing.T, b *testbed.Bed, env func() *testsuite.TestWorkflowEnvironment, tc pairCase, dest string, material func(string) []byte) (*kms.Key, string) {
+	t.Helper()
+	ctx := context.Background()
+	k, err := b.KMS.CreateKey(ctx, alice, kms.CreateKeyParams{Spec: tc.spec, Usage: tc.usage, Exportable: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	distribute(t, env, k.ID, dest, workflows.CloudStepDistribute)
+	ps, _ := b.KMS.CloudPlacements(ctx, alice, k.ID)
+	if len(ps) != 1 || len(ps[0].Versions) != 1 {
+		t.Fatalf("%s: placement %+v", tc.spec, ps)
+	}
+	v1 := ps[0].Versions[0].ProviderVersion
+	if !samePair(t, b, k.ID, 1, material(v1)) {
+		t.Fatalf("%s %s: the fake's unwrapped private key is not keyflow's", tc.spec, tc.usage)
+	}
+	return k, v1
+}
+
 // Exportable RSA and EC key pairs go to Cloud KMS as imported
 // ASYMMETRIC_SIGN / ASYMMETRIC_DECRYPT versions: the fake unwraps each
 // import (RSA_OAEP_3072_SHA256_AES_256 over PKCS#8) and the private key is
@@ -115,19 +137,7 @@ func TestCloudDistributeKeyPairsToGCPFake(t *testing.T) {
 	msg := []byte("made in the provider with keyflow's key")
 	var last *kms.Key
 	for _, tc := range pairCases {
-		k, err := b.KMS.CreateKey(ctx, alice, kms.CreateKeyParams{Spec: tc.spec, Usage: tc.usage, Exportable: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		distribute(t, env, k.ID, "gcp-fake", workflows.CloudStepDistribute)
-		ps, _ := b.KMS.CloudPlacements(ctx, alice, k.ID)
-		if len(ps) != 1 || len(ps[0].Versions) != 1 {
-			t.Fatalf("%s: placement %+v", tc.spec, ps)
-		}
-		v1 := ps[0].Versions[0].ProviderVersion
-		if !samePair(t, b, k.ID, 1, fake.Material(v1)) {
-			t.Fatalf("%s %s: the fake's unwrapped private key is not keyflow's", tc.spec, tc.usage)
-		}
+		k, v1 := distributePair(t, b, env, tc, "gcp-fake", fake.Material)
 		if tc.usage == kms.UsageSignVerify {
 			d := &kmspb.Digest{Digest: &kmspb.Digest_Sha256{Sha256: digest(tc.hash, msg)}}
 			if tc.hash == crypto.SHA384 {
@@ -268,19 +278,8 @@ func TestCloudDistributeKeyPairsToAzureFake(t *testing.T) {
 	}
 	msg := []byte("made in the provider with keyflow's key")
 	for _, tc := range pairCases {
-		k, err := b.KMS.CreateKey(ctx, alice, kms.CreateKeyParams{Spec: tc.spec, Usage: tc.usage, Exportable: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		distribute(t, env, k.ID, "azure-fake", workflows.CloudStepDistribute)
-		ps, _ := b.KMS.CloudPlacements(ctx, alice, k.ID)
-		if len(ps) != 1 || len(ps[0].Versions) != 1 {
-			t.Fatalf("%s: placement %+v", tc.spec, ps)
-		}
-		kid := azkeys.ID(ps[0].Versions[0].ProviderVersion)
-		if !samePair(t, b, k.ID, 1, fake.Material(string(kid))) {
-			t.Fatalf("%s %s: the fake's unwrapped private key is not keyflow's", tc.spec, tc.usage)
-		}
+		k, v1 := distributePair(t, b, env, tc, "azure-fake", fake.Material)
+		kid := azkeys.ID(v1)
 		if tc.usage == kms.UsageSignVerify {
 			alg := map[kms.SigningAlgorithm]azkeys.SignatureAlgorithm{kms.SignRSAPKCS1SHA256: azkeys.SignatureAlgorithmRS256, kms.SignECDSASHA256: azkeys.SignatureAlgorithmES256, kms.SignECDSASHA384: azkeys.SignatureAlgorithmES384}[tc.alg]
 			r, err := az.Sign(ctx, kid.Name(), kid.Version(), azkeys.SignParameters{Algorithm: &alg, Value: digest(tc.hash, msg)}, nil)
