@@ -296,6 +296,9 @@ func Start(ctx context.Context, in Infra, o Options) (n *Node, err error) {
 	if err != nil {
 		return n, fmt.Errorf("failed to open JetStream: %w", err)
 	}
+	if err = checkRegionDomain(ctx, js, o.Region); err != nil {
+		return n, err
+	}
 	if NeedsHSM(o.Roles) {
 		if err = n.startKMS(ctx, runCtx, js); err != nil {
 			return n, err
