@@ -41,7 +41,13 @@ func CheckRegionLinkCreds(creds []byte) error {
 		return len(l) == len(RegionSubjects) && l.Contains(RegionSubjects[0]) && l.Contains(RegionSubjects[1])
 	}
 	if !only(uc.Pub.Allow) || !only(uc.Sub.Allow) {
-		return fmt.Errorf("user %q is not a region link user: it may publish %v and subscribe %v, a link user only %v", uc.Name, uc.Pub.Allow, uc.Sub.Allow, RegionSubjects)
+		list := func(l jwt.StringList) string {
+			if len(l) == 0 {
+				return "every subject"
+			}
+			return fmt.Sprint([]string(l))
+		}
+		return fmt.Errorf("user %q is not a region link user: it may publish %s and subscribe %s, a link user only %v", uc.Name, list(uc.Pub.Allow), list(uc.Sub.Allow), RegionSubjects)
 	}
 	return nil
 }
