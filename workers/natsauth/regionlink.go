@@ -3,6 +3,7 @@ package natsauth
 import (
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/nats-io/jwt/v2"
 )
@@ -38,7 +39,7 @@ func CheckRegionLinkCreds(creds []byte) error {
 		return errors.New("not a NATS creds file (a user JWT and seed)")
 	}
 	only := func(l jwt.StringList) bool {
-		return len(l) == len(RegionSubjects) && l.Contains(RegionSubjects[0]) && l.Contains(RegionSubjects[1])
+		return len(l) == len(RegionSubjects) && !slices.ContainsFunc(RegionSubjects, func(s string) bool { return !l.Contains(s) })
 	}
 	if !only(uc.Pub.Allow) || !only(uc.Sub.Allow) {
 		list := func(l jwt.StringList) string {
