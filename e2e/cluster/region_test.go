@@ -105,6 +105,9 @@ include "nats/nats-region.conf"
 		t.Fatal(err)
 	}
 	t.Cleanup(kf.Stop)
+	if log, _ := os.ReadFile(r.path("keyflow.log")); !strings.Contains(string(log), "keyflow serving roles=crypto,admin,lifecycle region="+r.name+" ops=") {
+		t.Fatalf("keyflow serve does not say its region:\n%s", log)
+	}
 	cl, err := client.Dial(context.Background(), client.Options{Server: r.natsURL, CredsFile: r.path("operator", "creds", "default-admin.creds"), Timeout: 30 * time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -133,8 +136,9 @@ func freeTCPPort(t *testing.T) int {
 // Two production regions as processes (a nats-server and a keyflow serve
 // each, with its own token and Temporal), linked by the leaf node of
 // keyflow region nats-config: a multi-region key replicated from us-east
-// decrypts us-east's ciphertext in eu-west and eu-west's in us-east; a
-// single-region key's ciphertext does not decrypt in eu-west.
+// decrypts us-east's ciphertext in eu-west and eu-west's in us-east, a
+// rotation in us-east reaches eu-west, and a single-region key's
+// ciphertext does not decrypt in eu-west.
 func TestServeRegionsAsProcesses(t *testing.T) {
 	if testing.Short() {
 		t.Skip("processes")
@@ -166,16 +170,7 @@ func TestServeRegionsAsProcesses(t *testing.T) {
 	if _, err := a.admin.ReplicateKey(ctx, key.KeyID, b.name); err != nil {
 		t.Fatal(err)
 	}
-	for {
-		d, err := b.admin.DescribeKey(ctx, key.KeyID)
-		if err == nil && d.PrimaryVersion == 1 {
-			break
-		}
-		if time.Since(start) > 60*time.Second {
-			t.Fatalf("eu-west has no version 1 of the key after 60 s: %+v %v", d, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitPrimaryVersion(t, b, key.KeyID, 1)
 	t.Logf("FIGURE replicate until eu-west serves version 1 (processes): %v", time.Since(start).Round(time.Millisecond))
 
 	enc, err := a.admin.Encrypt(ctx, api.EncryptRequest{KeyID: key.KeyID, Plaintext: []byte("made in us-east")})
@@ -192,11 +187,44 @@ func TestServeRegionsAsProcesses(t *testing.T) {
 	if dec, err = a.admin.Decrypt(ctx, api.DecryptRequest{CiphertextBlob: enc.CiphertextBlob}); err != nil || string(dec.Plaintext) != "made in eu-west" {
 		t.Fatalf("us-east decrypting eu-west's ciphertext: %+v, %v", dec, err)
 	}
+
+	// A rotation in us-east reaches eu-west (the rotation switches to the
+	// new version once eu-west has it, and then tells it so).
+	start = time.Now()
+	if _, err := a.admin.RotateKey(ctx, key.KeyID); err != nil {
+		t.Fatal(err)
+	}
+	waitPrimaryVersion(t, b, key.KeyID, 2)
+	t.Logf("FIGURE rotation in us-east until eu-west serves version 2 (processes): %v", time.Since(start).Round(time.Millisecond))
+	if enc, err = a.admin.Encrypt(ctx, api.EncryptRequest{KeyID: key.KeyID, Plaintext: []byte("version 2")}); err != nil {
+		t.Fatal(err)
+	}
+	if dec, err = b.admin.Decrypt(ctx, api.DecryptRequest{CiphertextBlob: enc.CiphertextBlob}); err != nil || string(dec.Plaintext) != "version 2" {
+		t.Fatalf("eu-west decrypting us-east's version 2 ciphertext: %+v, %v", dec, err)
+	}
+
 	if enc, err = a.admin.Encrypt(ctx, api.EncryptRequest{KeyID: local.KeyID, Plaintext: []byte("stays home")}); err != nil {
 		t.Fatal(err)
 	}
 	var ce *client.Error
 	if dec, err := b.admin.Decrypt(ctx, api.DecryptRequest{CiphertextBlob: enc.CiphertextBlob}); !errors.As(err, &ce) {
 		t.Fatalf("eu-west decrypted a single-region key's ciphertext of us-east: %+v, %v", dec, err)
+	}
+}
+
+// waitPrimaryVersion waits (60 s at most) until r serves version v of
+// keyID as its primary version.
+func waitPrimaryVersion(t *testing.T, r *region, keyID string, v uint32) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		d, err := r.admin.DescribeKey(context.Background(), keyID)
+		if err == nil && d.PrimaryVersion == v {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s has no version %d of the key after 60 s: %+v %v", r.name, v, d, err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
