@@ -11,9 +11,9 @@ import (
 	"github.com/keyflow/keyflow/deploy/roles"
 )
 
-// keyflow serve with region.name refuses a NATS server whose JetStream is
-// not in the region's domain (another region's, or none), saying what to
-// set; with the region's domain it starts. (Two linked regions replicating
+// keyflow serve (and keyflow bootstrap) with region.name refuse a NATS
+// server whose JetStream is not in the region's domain (another region's,
+// or none), saying what to set; with the region's domain they run. (Two linked regions replicating
 // a key as processes: e2e/cluster TestServeRegionsAsProcesses.)
 func TestServeRegionNeedsItsJetStreamDomain(t *testing.T) {
 	for _, domain := range []string{"us-east", "", "eu-west"} {
@@ -39,7 +39,18 @@ func TestServeRegionNeedsItsJetStreamDomain(t *testing.T) {
 		}
 		n, err := roles.Start(context.Background(), in, o)
 		n.Stop()
+		// keyflow bootstrap refuses the same, before it creates anything.
+		nc, cerr := in.Connect(context.Background(), "", "keyflow-bootstrap")
+		if cerr != nil {
+			t.Fatal(cerr)
+		}
+		js, _ := in.JetStream(nc)
+		_, berr := roles.Bootstrap(context.Background(), js, o)
+		nc.Close()
 		closeInfra()
+		if (berr == nil) != (domain == "eu-west") {
+			t.Fatalf("bootstrap of region eu-west on domain %q: %v", domain, berr)
+		}
 		if domain == "eu-west" {
 			if err != nil {
 				t.Fatalf("region eu-west on its own domain: %v", err)
