@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -145,9 +146,15 @@ func TestRegionNATSConfig(t *testing.T) {
 		t.Fatalf("the hub's snippet: %v\n%s", err, conf)
 	}
 	linkCreds := filepath.Join(hubOut, natsserver.RegionLinkCredsName)
+	var printed regionNATSFiles
+	if err := json.Unmarshal([]byte(out), &printed); err != nil || printed != (regionNATSFiles{
+		Region: "us-east", JetStreamDomain: "us-east", NATSConfig: filepath.Join(hubOut, natsserver.RegionConfName), LinkCreds: linkCreds,
+	}) {
+		t.Fatalf("printed %+v (%v):\n%s", printed, err, out)
+	}
 	b, err := os.ReadFile(linkCreds)
-	if err != nil || !strings.Contains(out, linkCreds) {
-		t.Fatalf("link creds: %v\n%s", err, out)
+	if err != nil {
+		t.Fatal(err)
 	}
 	if err := natsauth.CheckRegionLinkCreds(b); err != nil {
 		t.Fatalf("the link creds are not limited to the region subjects: %v", err)

@@ -144,6 +144,6 @@ The link is a NATS leaf node connection that carries only kf.region.v1.>
 			return g.printObj(cmd, cur)
 		},
 	}
-	cmd.AddCommand(link, unlink, show, newRegionNATSConfigCmd())
+	cmd.AddCommand(link, unlink, show, newRegionNATSConfigCmd(g))
 	return cmd
 }

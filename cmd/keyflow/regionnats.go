@@ -1,7 +1,6 @@
 package main
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 
@@ -24,7 +23,18 @@ type regionNATSConfig struct {
 	out                       string
 }
 
-func newRegionNATSConfigCmd() *cobra.Command {
+// regionNATSFiles is what nats-config prints.
+type regionNATSFiles struct {
+	Region string `json:"region"`
+	// JetStreamDomain is what every nats-server's jetstream block needs.
+	JetStreamDomain string `json:"jetstreamDomain"`
+	// NATSConfig is the leafnodes block to include from every nats-server.
+	NATSConfig string `json:"natsConfig"`
+	// LinkCreds, with --leaf-listen, are for the regions that link here.
+	LinkCreds string `json:"linkCreds,omitempty"`
+}
+
+func newRegionNATSConfigCmd(g *globals) *cobra.Command {
 	var f regionNATSConfig
 	cmd := &cobra.Command{
 		Use:   "nats-config --config keyflow.yaml [--leaf-listen HOST:PORT] [--link-to URL --link-creds FILE] [--out DIR]",
@@ -49,7 +59,13 @@ path its nats-servers read:
 --region and --identity (the identity.json of keyflow operator init) replace
 --config's region.name and nats.identity_file. See docs/multi-region.md.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error { return f.run(cmd) },
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			out, err := f.run()
+			if err != nil {
+				return err
+			}
+			return g.printObj(cmd, out)
+		},
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&f.config, "config", "", "keyflow serve's configuration (region.name, nats.identity_file)")
@@ -62,11 +78,11 @@ path its nats-servers read:
 	return cmd
 }
 
-func (f *regionNATSConfig) run(cmd *cobra.Command) error {
+func (f *regionNATSConfig) run() (*regionNATSFiles, error) {
 	if f.config != "" {
 		c, err := loadConfig(f.config)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if f.region == "" {
 			f.region = c.Region.Name
@@ -76,60 +92,57 @@ func (f *regionNATSConfig) run(cmd *cobra.Command) error {
 		}
 	}
 	if f.region == "" {
-		return usagef("no region: set region.name in --config, or give --region")
+		return nil, usagef("no region: set region.name in --config, or give --region")
 	}
 	if f.identity == "" {
-		return usagef("no identity: set nats.identity_file in --config, or give --identity (identity.json of keyflow operator init)")
+		return nil, usagef("no identity: set nats.identity_file in --config, or give --identity (identity.json of keyflow operator init)")
 	}
 	if (f.linkTo == "") != (f.creds == "") {
-		return usagef("--link-to and --link-creds go together")
+		return nil, usagef("--link-to and --link-creds go together")
 	}
 	// natsauth.Load would create a new identity where there is none.
 	if _, err := os.Stat(f.identity); err != nil {
-		return usagef("identity: %v", err)
+		return nil, usagef("identity: %v", err)
 	}
 	id, err := natsauth.Load(f.identity)
 	if err != nil {
-		return usagef("identity: %v", err)
+		return nil, usagef("identity: %v", err)
 	}
 	link := natsserver.RegionLink{Region: f.region, LeafListen: f.leafListen}
 	if f.linkTo != "" {
 		abs, err := filepath.Abs(f.creds)
 		if err != nil {
-			return usagef("--link-creds: %v", err)
+			return nil, usagef("--link-creds: %v", err)
 		}
 		b, err := os.ReadFile(abs)
 		if err != nil {
-			return usagef("--link-creds: %v (copy the other region's region-link.creds there first)", err)
+			return nil, usagef("--link-creds: %v (copy the other region's region-link.creds there first)", err)
 		}
 		if err := natsauth.CheckRegionLinkCreds(b); err != nil {
-			return usagef("--link-creds %s: %v; use the region-link.creds the other region wrote (keyflow region nats-config --leaf-listen)", abs, err)
+			return nil, usagef("--link-creds %s: %v; use the region-link.creds the other region wrote (keyflow region nats-config --leaf-listen)", abs, err)
 		}
 		link.Remotes = []natsserver.LeafRemote{{URL: f.linkTo, CredentialsFile: abs, LocalAccount: id.ServiceAccount()}}
 	}
 	conf, err := natsserver.RegionConf(link)
 	if err != nil {
-		return usagef("%v", err)
+		return nil, usagef("%v", err)
 	}
 	if err := os.MkdirAll(f.out, 0o700); err != nil {
-		return err
+		return nil, err
 	}
-	w := cmd.OutOrStdout()
-	path := filepath.Join(f.out, natsserver.RegionConfName)
-	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
-		return err
+	out := &regionNATSFiles{Region: f.region, JetStreamDomain: f.region, NATSConfig: filepath.Join(f.out, natsserver.RegionConfName)}
+	if err := os.WriteFile(out.NATSConfig, []byte(conf), 0o644); err != nil {
+		return nil, err
 	}
-	fmt.Fprintf(w, "nats-server config  %s (include it from every nats-server of region %s, whose jetstream block needs domain: %s)\n", path, f.region, f.region)
 	if f.leafListen != "" {
 		creds, err := id.RegionLinkCreds("region-link-" + f.region)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		cpath := filepath.Join(f.out, natsserver.RegionLinkCredsName)
-		if err := os.WriteFile(cpath, creds, 0o600); err != nil {
-			return err
+		out.LinkCreds = filepath.Join(f.out, natsserver.RegionLinkCredsName)
+		if err := os.WriteFile(out.LinkCreds, creds, 0o600); err != nil {
+			return nil, err
 		}
-		fmt.Fprintf(w, "link creds          %s (hand it to the regions that link to %s; it may carry kf.region.v1.> only)\n", cpath, f.region)
 	}
-	return nil
+	return out, nil
 }
