@@ -152,6 +152,10 @@ type CreateKeyRequest struct {
 	Tags []Tag `json:"tags,omitempty"`
 	// MultiRegion makes a multi-region primary key (docs/multi-region.md).
 	MultiRegion bool `json:"multiRegion,omitempty"`
+	// Exportable keeps a releasable copy of the material, which cloud
+	// distribution (docs/multi-cloud.md) and KMIP Get need;
+	// SYMMETRIC_DEFAULT or HMAC_256 only, and fixed at creation.
+	Exportable bool `json:"exportable,omitempty"`
 }
 
 // KeyRequest names one key by ID or alias.
@@ -207,6 +211,12 @@ type KeyMetadata struct {
 	MultiRegion   bool              `json:"multiRegion,omitempty"`
 	PrimaryRegion string            `json:"primaryRegion,omitempty"`
 	Replicas      []ReplicaMetadata `json:"replicas,omitempty"`
+	// Exportable marks a key whose material may leave keyflow (KMIP Get,
+	// cloud distribution).
+	Exportable bool `json:"exportable,omitempty"`
+	// Clouds is where copies of the key live in cloud KMSs
+	// (docs/multi-cloud.md); keys.describe only.
+	Clouds []CloudPlacement `json:"clouds,omitempty"`
 }
 
 // ListKeysReply lists keys.
