@@ -51,7 +51,7 @@ func (s *Server) cloudAdd(ctx context.Context, c kms.Caller, body []byte) (any, 
 	if err := decode(body, &req); err != nil {
 		return nil, s.rejectWith(ctx, c, api.OpCloudAdd, err)
 	}
-	if req.ReconcileEverySeconds < 0 || req.ReconcileEverySeconds > int64(kms.MaxCloudReconcile/time.Second) {
+	if n := req.ReconcileEverySeconds; n != 0 && (n < int64(kms.MinCloudReconcile/time.Second) || n > int64(kms.MaxCloudReconcile/time.Second)) {
 		return nil, s.rejectWith(ctx, c, api.OpCloudAdd, &kms.Error{Code: kms.CodeValidation, Message: fmt.Sprintf("reconcileEverySeconds is between %d and %d (or 0: no schedule)",
 			int64(kms.MinCloudReconcile/time.Second), int64(kms.MaxCloudReconcile/time.Second))})
 	}
