@@ -186,6 +186,9 @@ func (s *Service) AddCloudDestination(ctx context.Context, c Caller, d CloudDest
 	if err != nil {
 		return nil, err
 	}
+	if err := s.checkCloudReplace(ctx, cs, c.Tenant, &d); err != nil { // cloud_admin.go
+		return nil, err
+	}
 	d.Tenant, d.Created = c.Tenant, s.now()
 	if err := cs.PutCloudDestination(ctx, &d); err != nil {
 		return nil, wrapError(CodeInternal, err, "failed to store the destination")

@@ -18,6 +18,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -80,6 +81,33 @@ func (s *Service) RemoveCloudDestination(ctx context.Context, c Caller, name str
 	}
 	if err := rm.DeleteCloudDestination(ctx, c.Tenant, d.Name); err != nil {
 		return wrapError(CodeInternal, err, "failed to forget the destination")
+	}
+	return nil
+}
+
+// checkCloudReplace refuses (ConflictException) to move a destination
+// that holds keys elsewhere: another provider or other settings would
+// leave the copies already there with nobody keeping them in step. Its
+// drift mode and reconcile period may change.
+func (s *Service) checkCloudReplace(ctx context.Context, cs CloudStore, tenant string, d *CloudDestination) error {
+	old, err := cs.GetCloudDestination(ctx, tenant, d.Name)
+	if errors.Is(err, ErrStoreNotFound) {
+		return nil
+	}
+	if err != nil {
+		return wrapError(CodeInternal, err, "failed to read the destination")
+	}
+	if old.Provider == d.Provider && maps.Equal(old.Settings, d.Settings) {
+		return nil
+	}
+	ps, err := cs.ListCloudPlacements(ctx, tenant, "")
+	if err != nil {
+		return wrapError(CodeInternal, err, "failed to list placements")
+	}
+	for _, p := range ps {
+		if p.Destination == d.Name {
+			return newError(CodeConflict, "destination %s holds keys; its provider and settings cannot change until they are undistributed (its drift mode and reconcile period can)", d.Name)
+		}
 	}
 	return nil
 }

@@ -157,6 +157,15 @@ func TestCloudDestinationsOverNATS(t *testing.T) {
 	_, err = auditor.CloudStatus(ctx, "nowhere", false)
 	wantErr(t, err, kms.CodeNotFound)
 
+	// A destination that holds a key cannot move elsewhere; its drift
+	// mode can change.
+	_, err = tadmin.AddCloudDestination(ctx, api.CloudAddRequest{Name: "aws-prod", Provider: "aws", Settings: map[string]string{"region": "us-west-2", "profile": "keyflow"}})
+	recT.add(t, err, kms.CodeConflict)
+	if d, err := tadmin.AddCloudDestination(ctx, api.CloudAddRequest{Name: "aws-prod", Provider: "aws", Drift: "report",
+		Settings: map[string]string{"region": "eu-west-1", "profile": "keyflow"}}); err != nil || d.Drift != "report" {
+		t.Fatalf("changing the drift mode: %+v, %v", d, err)
+	}
+
 	err = tadmin.RemoveCloudDestination(ctx, "aws-prod")
 	ce := wantErr(t, err, kms.CodeConflict)
 	if !strings.Contains(ce.Message, k.KeyID) {
