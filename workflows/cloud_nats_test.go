@@ -26,11 +26,17 @@ import (
 // cloudBed is the whole stack of cloud distribution: the real NATS server
 // and rpc workers, a real Temporal server running the cloud workflows
 // with the AWS connector, and local-kms.
-func cloudBed(t *testing.T) (*testbed.Bed, *workflows.Client, *localkms.Server) {
+func cloudBed(t testing.TB) (*testbed.Bed, *workflows.Client, *localkms.Server) {
 	t.Helper()
 	b := testbed.New(t)
 	srv := localkms.Start(t)
-	ts := temporaltest.NewServer(temporaltest.WithT(t))
+	var ts *temporaltest.TestServer
+	if tt, ok := t.(*testing.T); ok {
+		ts = temporaltest.NewServer(temporaltest.WithT(tt))
+	} else {
+		ts = temporaltest.NewServer()
+		t.Cleanup(ts.Stop)
+	}
 	tc := ts.GetDefaultClient()
 	w := ts.NewWorker(workflows.TaskQueue, func(r worker.Registry) {
 		workflows.Register(r, &workflows.Activities{KMS: b.KMS, Temporal: tc, CloudConnect: awsConnect})
