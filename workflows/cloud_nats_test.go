@@ -178,6 +178,13 @@ func TestCloudDistributeOverNATS(t *testing.T) {
 	if s := st.Destinations[0]; s.Health != api.CloudHealthError || s.LastErrorCode != "LimitExceededException" || len(s.Pending) != 1 || s.Pending[0].KeyID != ledger.KeyID {
 		t.Fatalf("status of a refusing provider: %+v", s)
 	}
+	// The failed placement can be cleared, and then the destination goes.
+	if _, err := kadmin.UndistributeKey(ctx, "alias/ledger", "aws-quota", true); err != nil {
+		t.Fatalf("undistribute a placement that never made it: %v", err)
+	}
+	if err := tadmin.RemoveCloudDestination(ctx, "aws-quota"); err != nil {
+		t.Fatal(err)
+	}
 
 	// The provider goes down: the probe finds it, with its code, and
 	// records the call.

@@ -27,6 +27,9 @@ import (
 	"github.com/keyflow/keyflow/kms"
 )
 
+// CloudProbeWait bounds how long ProbeCloud waits for one probe.
+const CloudProbeWait = 8 * time.Second
+
 // CloudWaitMax bounds how long a distribute or undistribute request waits
 // for its workflow (and never past the request's own deadline).
 const CloudWaitMax = 20 * time.Second
@@ -184,8 +187,12 @@ func (c *Client) ProbeCloud(ctx context.Context, caller kms.Caller, dest string)
 	if err != nil {
 		return "", "", 0, fmt.Errorf("failed to start the probe: %w", err)
 	}
+	// The probe's own activity gives up after 20 s; a worker that does
+	// not pick it up must not hold the whole status request.
+	wctx, cancel := context.WithTimeout(ctx, CloudProbeWait)
+	defer cancel()
 	var r CloudProbeResult
-	if err := run.Get(ctx, &r); err != nil {
+	if err := run.Get(wctx, &r); err != nil {
 		return "", "", 0, DomainError(err)
 	}
 	return r.ErrorCode, r.Error, time.Duration(r.LatencyMillis) * time.Millisecond, nil
