@@ -159,7 +159,9 @@ func (a *Activities) CloudProbe(ctx context.Context, p CloudProbeParams) (*Cloud
 	}
 	j := &cloud.Journal{}
 	start := time.Now()
-	_, err = conn.Describe(cloud.WithJournal(ctx, j), cloud.KeyRef{KeyID: cloudProbeKey})
+	dctx, cancel := context.WithTimeout(ctx, 5*time.Second) // a provider that hangs is unreachable
+	defer cancel()
+	_, err = conn.Describe(cloud.WithJournal(dctx, j), cloud.KeyRef{KeyID: cloudProbeKey})
 	res := &CloudProbeResult{LatencyMillis: time.Since(start).Milliseconds()}
 	for _, call := range j.Calls() {
 		if rerr := a.KMS.RecordCloudCall(ctx, c, kms.CloudCallRecord{Destination: d.Name, Provider: d.Provider, Operation: call.Operation,
