@@ -153,8 +153,9 @@ type CreateKeyRequest struct {
 	// MultiRegion makes a multi-region primary key (docs/multi-region.md).
 	MultiRegion bool `json:"multiRegion,omitempty"`
 	// Exportable keeps a releasable copy of the material, which cloud
-	// distribution (docs/multi-cloud.md) and KMIP Get need;
-	// SYMMETRIC_DEFAULT or HMAC_256 only, and fixed at creation.
+	// distribution (docs/multi-cloud.md) and KMIP Get need:
+	// SYMMETRIC_DEFAULT, HMAC_256, or an RSA_3072, RSA_4096,
+	// ECC_NIST_P256 or ECC_NIST_P384 key pair; fixed at creation.
 	Exportable bool `json:"exportable,omitempty"`
 }
 

@@ -63,7 +63,7 @@ Specs and usages (AWS KMS names):
 	create.Flags().StringArrayVar(&tagArgs, "tag", nil, "a tag, TAGKEY=VALUE (repeatable)")
 	create.Flags().StringVar(&origin, "origin", "", "AWS_KMS (default: generated in the HSM) or EXTERNAL (no material: import it, see 'keyflow import-params')")
 	create.Flags().BoolVar(&multiRegion, "multi-region", false, "make a multi-region primary key in this deployment's region (SYMMETRIC_DEFAULT or HMAC_256; see 'key replicate' and docs/multi-region.md)")
-	create.Flags().BoolVar(&exportable, "exportable", false, "keep a releasable copy of the material, so the key may be distributed to cloud KMSs (key distribute) or fetched over KMIP (SYMMETRIC_DEFAULT or HMAC_256; fixed at creation)")
+	create.Flags().BoolVar(&exportable, "exportable", false, "keep a releasable copy of the material, so the key may be distributed to cloud KMSs (key distribute) or fetched over KMIP (SYMMETRIC_DEFAULT, HMAC_256, or an RSA_3072, RSA_4096, ECC_NIST_P256 or ECC_NIST_P384 key pair; fixed at creation)")
 	life.add(create)
 
 	describe := &cobra.Command{
