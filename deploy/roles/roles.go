@@ -503,6 +503,9 @@ func (n *Node) startServices(js jetstream.JetStream, wc *workflows.Client) error
 		log := n.infra.Logger
 		cfg.Rotator, cfg.Lifecycle = rotator{wc, log}, wc
 		cfg.Archiver, cfg.Imports, cfg.Migrator = archiver{wc, log}, importExpirer{wc}, migrator{wc, log}
+		if wc != nil {
+			cfg.Cloud = wc // docs/multi-cloud.md
+		}
 	}
 	srv, err := rpc.Start(cfg)
 	if err != nil {
