@@ -36,6 +36,11 @@ type RotateKeyResult struct {
 	NewVersion      uint32
 	Rewrap          *RewrapResult `json:",omitempty"`
 	RewrapProblem   string        `json:",omitempty"`
+	// CloudSync is the workflow that takes the new version to the key's
+	// cloud destinations (empty when it is in none); CloudProblem says
+	// why it was not started.
+	CloudSync    string `json:",omitempty"`
+	CloudProblem string `json:",omitempty"`
 }
 
 // RotateKeyWorkflow creates the key's next version and makes it primary.
@@ -109,6 +114,7 @@ func rotateSteps(ctx workflow.Context, p RotateKeyParams, step KeyStep) (_ *Rota
 		return nil, true, err
 	}
 	res := &RotateKeyResult{KeyID: p.KeyID, PreviousVersion: prev, NewVersion: next}
+	propagateRotation(ctx, p, res) // distributed keys (cloud_propagate.go)
 	if err := rewrapAfterRotation(ctx, p, res); err != nil {
 		return nil, true, err
 	}

@@ -51,7 +51,10 @@ type Connector struct {
 	c *kms.Client
 }
 
-var _ cloud.Connector = (*Connector)(nil)
+var (
+	_ cloud.Connector = (*Connector)(nil)
+	_ cloud.Restorer  = (*Connector)(nil)
+)
 
 // New wraps an SDK client.
 func New(c *kms.Client) *Connector { return &Connector{c: c} }
@@ -198,7 +201,11 @@ func (a *Connector) importVersion(ctx context.Context, keyID string, version uin
 
 // pointPrimary makes the primary alias name keyARN.
 func (a *Connector) pointPrimary(ctx context.Context, keyID, keyARN string) error {
-	alias := PrimaryAlias(keyID)
+	return a.pointAlias(ctx, PrimaryAlias(keyID), keyARN)
+}
+
+// pointAlias makes alias name keyARN, creating or moving it.
+func (a *Connector) pointAlias(ctx context.Context, alias, keyARN string) error {
 	md, err := a.describe(ctx, alias)
 	switch {
 	case isNotFound(err):
@@ -295,6 +302,36 @@ func (a *Connector) ScheduleDeletion(ctx context.Context, p cloud.DeletionParams
 		}
 	}
 	return nil
+}
+
+// Restore implements cloud.Restorer: CancelKeyDeletion on every
+// version's AWS key still pending deletion (AWS leaves it disabled), then
+// the aliases that ScheduleDeletion removed come back. A key AWS has
+// already deleted cannot come back (NotFoundException).
+func (a *Connector) Restore(ctx context.Context, p cloud.RestoreParams) error {
+	if len(p.KeyVersions) != len(p.Key.Versions) {
+		return fmt.Errorf("awskms: %d keyflow versions for %d AWS keys", len(p.KeyVersions), len(p.Key.Versions))
+	}
+	for i, v := range p.Key.Versions {
+		md, err := a.describe(ctx, v)
+		if err != nil {
+			return err
+		}
+		if md.KeyState == types.KeyStatePendingDeletion {
+			if _, err := call(ctx, "CancelKeyDeletion", v, func() (*kms.CancelKeyDeletionOutput, error) {
+				return a.c.CancelKeyDeletion(ctx, &kms.CancelKeyDeletionInput{KeyId: aws.String(v)})
+			}, func(o *kms.CancelKeyDeletionOutput) middleware.Metadata { return o.ResultMetadata }); err != nil {
+				return err
+			}
+		}
+		if err := a.pointAlias(ctx, VersionAlias(p.Key.KeyID, p.KeyVersions[i]), v); err != nil {
+			return err
+		}
+	}
+	if p.Primary == "" {
+		return nil
+	}
+	return a.pointPrimary(ctx, p.Key.KeyID, p.Primary)
 }
 
 // Describe implements cloud.Connector. State is the primary AWS key's;
