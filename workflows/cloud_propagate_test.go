@@ -1,0 +1,229 @@
+package workflows_test
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awssdk "github.com/aws/aws-sdk-go-v2/service/kms"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/worker"
+	"go.temporal.io/server/temporaltest"
+
+	"github.com/keyflow/keyflow/client/api"
+	"github.com/keyflow/keyflow/cloud"
+	"github.com/keyflow/keyflow/cloud/awskms"
+	"github.com/keyflow/keyflow/events"
+	"github.com/keyflow/keyflow/kms"
+	"github.com/keyflow/keyflow/workers/rpc"
+	"github.com/keyflow/keyflow/workflows"
+)
+
+// liveCloud is the stack of automatic propagation: the real NATS server
+// and rpc workers, a real Temporal server running the lifecycle and cloud
+// workflows, and local-kms as the destination.
+type liveCloud struct {
+	*cloudFixture
+	tc client.Client
+	wc *workflows.Client
+}
+
+func newLiveCloud(t testing.TB, f *cloudFixture, connect workflows.CloudConnect) *liveCloud {
+	t.Helper()
+	var ts *temporaltest.TestServer
+	if tt, ok := t.(*testing.T); ok {
+		ts = temporaltest.NewServer(temporaltest.WithT(tt))
+	} else {
+		ts = temporaltest.NewServer() // WithT takes a *testing.T only
+		t.Cleanup(ts.Stop)
+	}
+	tc := ts.GetDefaultClient()
+	w := ts.NewWorker(workflows.TaskQueue, func(r worker.Registry) {
+		workflows.Register(r, &workflows.Activities{KMS: f.b.KMS, Temporal: tc, CloudConnect: connect})
+	})
+	t.Cleanup(w.Stop)
+	wc := &workflows.Client{Temporal: tc, Tokens: f.b.KMS, Clouds: f.b.KMS}
+	srv, err := rpc.Start(rpc.Config{Conn: f.b.Conn, KMS: f.b.KMS, Tenants: f.b.Identity, JS: f.b.JS, Rotator: temporalRotator{wc}, Lifecycle: wc, Workers: 8,
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Stop)
+	return &liveCloud{cloudFixture: f, tc: tc, wc: wc}
+}
+
+// distribute runs the first sync to the destination and waits for it.
+func (l *liveCloud) distribute(dest string) {
+	l.t.Helper()
+	ctx := context.Background()
+	id, err := l.wc.StartCloudSync(ctx, workflows.CloudSyncParams{Tenant: "alpha", KeyID: l.key.ID, Principal: "alice", RequestID: "dist", Destinations: []string{dest}, Step: workflows.CloudStepDistribute})
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	if err := l.tc.GetWorkflow(ctx, id, "").Get(ctx, nil); err != nil {
+		l.t.Fatal(err)
+	}
+}
+
+// waitPlacement polls the key's one placement until ok holds.
+func (l *liveCloud) waitPlacement(what string, ok func(*kms.CloudPlacement) bool) *kms.CloudPlacement {
+	l.t.Helper()
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		ps, err := l.b.KMS.CloudPlacements(context.Background(), alice, l.key.ID)
+		if err == nil && len(ps) == 1 && ok(ps[0]) {
+			return ps[0]
+		}
+		if time.Now().After(deadline) {
+			l.t.Fatalf("timed out waiting for %s: %v %+v", what, err, ps)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func atVersion(v uint32, state string) func(*kms.CloudPlacement) bool {
+	return func(p *kms.CloudPlacement) bool {
+		prim, _ := p.Primary()
+		return prim.KeyVersion == v && p.State == state && p.Pending == "" && p.LastErrorCode == ""
+	}
+}
+
+// awsStates are the provider's states of every version's AWS key.
+func (l *liveCloud) awsStates(p *kms.CloudPlacement) []string {
+	var out []string
+	for _, v := range p.Versions {
+		md, err := l.sdk.DescribeKey(context.Background(), &awssdk.DescribeKeyInput{KeyId: aws.String(v.ProviderVersion)})
+		if err != nil {
+			l.t.Fatal(err)
+		}
+		out = append(out, string(md.KeyMetadata.KeyState))
+	}
+	return out
+}
+
+func allAre(states []string, want string) bool {
+	for _, s := range states {
+		if s != want {
+			return false
+		}
+	}
+	return len(states) > 0
+}
+
+// TestCloudPropagatesKeyChangesAutomatically: once a key is distributed,
+// nobody starts a sync by hand. Through the NATS API (which the AWS API
+// and the CLI use) a rotation, a disable, an enable, a scheduled deletion
+// and its cancellation each reach local-kms by themselves, and so does a
+// rotation that the key's schedule runs. The provider is down during the
+// first rotation: the sync retries with backoff, the placement shows the
+// error meanwhile, and the rotation lands when the provider returns.
+func TestCloudPropagatesKeyChangesAutomatically(t *testing.T) {
+	ctx := context.Background()
+	l := newLiveCloud(t, newCloudFixture(t, kms.DriftReport, ""), awsConnect)
+	l.distribute("aws-local")
+	alias := awskms.PrimaryAlias(l.key.ID)
+	l.crossCheck(alias, 1)
+	nc := l.b.Client("alpha", "alice")
+
+	// A rotation over NATS while the provider is down.
+	l.srv.Stop()
+	rot, err := nc.RotateKey(ctx, l.key.ID)
+	if err != nil || rot.NewVersion != 2 {
+		t.Fatalf("rotate: %v %+v", err, rot)
+	}
+	l.waitPlacement("the unavailable provider on the placement", func(p *kms.CloudPlacement) bool {
+		return p.LastErrorCode == cloud.CodeUnavailable && p.Pending == workflows.CloudStepRotate
+	})
+	l.srv.Restart()
+	l.waitPlacement("the rotation in the provider", atVersion(2, kms.PlacementEnabled))
+	l.crossCheck(alias, 2)
+	unavailable := 0
+	for _, e := range l.b.EventsOfType("alpha", events.TypeCloudCall) {
+		if e.Data["providerErrorCode"] == cloud.CodeUnavailable {
+			unavailable++
+		}
+	}
+	if unavailable == 0 {
+		t.Fatal("no record of the calls that found the provider down")
+	}
+
+	// Disable and enable.
+	if _, err := nc.SetKeyState(ctx, api.SetKeyStateRequest{KeyID: l.key.ID, State: string(kms.StateSuspended)}); err != nil {
+		t.Fatal(err)
+	}
+	p := l.waitPlacement("the disable in the provider", atVersion(2, kms.PlacementDisabled))
+	if st := l.awsStates(p); !allAre(st, "Disabled") {
+		t.Fatalf("provider after the disable: %v", st)
+	}
+	if _, err := nc.SetKeyState(ctx, api.SetKeyStateRequest{KeyID: l.key.ID, State: string(kms.StateActive)}); err != nil {
+		t.Fatal(err)
+	}
+	l.waitPlacement("the enable in the provider", atVersion(2, kms.PlacementEnabled))
+	l.crossCheck(alias, 2)
+
+	// Scheduled deletion, with keyflow's window, then its cancellation.
+	if _, err := nc.ScheduleDeletion(ctx, api.ScheduleDeletionRequest{KeyID: l.key.ID, PendingWindowInDays: 9}); err != nil {
+		t.Fatal(err)
+	}
+	p = l.waitPlacement("the scheduled deletion in the provider", atVersion(2, kms.PlacementPendingDeletion))
+	if st := l.awsStates(p); !allAre(st, "PendingDeletion") {
+		t.Fatalf("provider after the scheduled deletion: %v", st)
+	}
+	md, err := l.sdk.DescribeKey(ctx, &awssdk.DescribeKeyInput{KeyId: aws.String(p.Versions[1].ProviderVersion)})
+	if err != nil || md.KeyMetadata.DeletionDate == nil || md.KeyMetadata.DeletionDate.Sub(time.Now()) < 8*24*time.Hour || md.KeyMetadata.DeletionDate.Sub(time.Now()) > 10*24*time.Hour {
+		t.Fatalf("provider's deletion date after a 9-day window: %v %+v", err, md)
+	}
+	meta, err := nc.CancelDeletion(ctx, l.key.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	back := kms.PlacementDisabled
+	if meta.KeyState == string(kms.StateActive) {
+		back = kms.PlacementEnabled
+	}
+	p = l.waitPlacement("the cancelled deletion in the provider", atVersion(2, back))
+	if st := l.awsStates(p); !allAre(st, map[string]string{kms.PlacementDisabled: "Disabled", kms.PlacementEnabled: "Enabled"}[back]) {
+		t.Fatalf("provider after the cancellation: %v", st)
+	}
+	if back == kms.PlacementDisabled {
+		if _, err := nc.SetKeyState(ctx, api.SetKeyStateRequest{KeyID: l.key.ID, State: string(kms.StateActive)}); err != nil {
+			t.Fatal(err)
+		}
+		l.waitPlacement("the enable after the cancellation", atVersion(2, kms.PlacementEnabled))
+	}
+	l.crossCheck(alias, 2) // the aliases are back
+
+	// A rotation the key's schedule runs (the schedule's action, started
+	// by hand here rather than waiting a day).
+	run, err := l.tc.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: "scheduled-rotation", TaskQueue: workflows.TaskQueue}, workflows.RotateKeyWorkflow,
+		workflows.RotateKeyParams{Tenant: "alpha", KeyID: l.key.ID, Principal: workflows.SchedulerPrincipal, RequestID: "schedule"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res workflows.RotateKeyResult
+	if err := run.Get(ctx, &res); err != nil || res.NewVersion != 3 || res.CloudSync != workflows.CloudSyncWorkflowID("alpha", l.key.ID) || res.CloudProblem != "" {
+		t.Fatalf("scheduled rotation: %v %+v", err, res)
+	}
+	l.waitPlacement("the scheduled rotation in the provider", atVersion(3, kms.PlacementEnabled))
+	l.crossCheck(alias, 3)
+
+	// A key in no destination rotates as before and starts no sync.
+	other, err := nc.CreateKey(ctx, api.CreateKeyRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run, err = l.tc.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: "plain-rotation", TaskQueue: workflows.TaskQueue}, workflows.RotateKeyWorkflow,
+		workflows.RotateKeyParams{Tenant: "alpha", KeyID: other.KeyID, Principal: "alice", RequestID: "plain"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var plain workflows.RotateKeyResult
+	if err := run.Get(ctx, &plain); err != nil || plain.NewVersion != 2 || plain.CloudSync != "" || plain.CloudProblem != "" {
+		t.Fatalf("rotation of a key in no cloud: %v %+v", err, plain)
+	}
+	l.assertNoMaterial()
+	validateEvents(t, l.b, events.TypeCloudCall, events.TypeCloudPlacementChanged)
+}
