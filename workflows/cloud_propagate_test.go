@@ -27,8 +27,9 @@ import (
 // workflows, and local-kms as the destination.
 type liveCloud struct {
 	*cloudFixture
-	tc client.Client
-	wc *workflows.Client
+	tc  client.Client
+	wc  *workflows.Client
+	rpc *rpc.Server
 }
 
 func newLiveCloud(t testing.TB, f *cloudFixture, connect workflows.CloudConnect) *liveCloud {
@@ -52,7 +53,7 @@ func newLiveCloud(t testing.TB, f *cloudFixture, connect workflows.CloudConnect)
 		t.Fatal(err)
 	}
 	t.Cleanup(srv.Stop)
-	return &liveCloud{cloudFixture: f, tc: tc, wc: wc}
+	return &liveCloud{cloudFixture: f, tc: tc, wc: wc, rpc: srv}
 }
 
 // distribute runs the first sync to the destination and waits for it.
