@@ -396,6 +396,14 @@ func (a *Activities) cloudSync(ctx context.Context, p CloudSyncParams, force boo
 	case err != nil:
 		return nil, activityError(err)
 	}
+	want := desiredCloudState(k)
+	if !force && cloudInStep(pl, k, want) {
+		// Nothing is missing by keyflow's records (a repeated request, a
+		// second round for a change already carried out); the reconcile
+		// compares with the provider itself.
+		v, _ := pl.Primary()
+		return &CloudSyncOutcome{Destination: dest, Resource: pl.Resource, KeyVersion: v.KeyVersion, State: pl.State}, nil
+	}
 	spec, err := cloudSpec(k)
 	if err != nil {
 		return nil, err
@@ -410,7 +418,6 @@ func (a *Activities) cloudSync(ctx context.Context, p CloudSyncParams, force boo
 	}); err != nil {
 		return nil, activityError(err)
 	}
-	want := desiredCloudState(k)
 	ref := cloud.KeyRef{KeyID: k.ID, Resource: pl.Resource, Versions: pl.ProviderVersions()}
 	primary, _ := pl.Primary()
 	var imported *cloud.ImportResult
@@ -487,6 +494,16 @@ func (a *Activities) cloudSync(ctx context.Context, p CloudSyncParams, force boo
 	}
 	v, _ := out.Primary()
 	return &CloudSyncOutcome{Destination: dest, Resource: out.Resource, KeyVersion: v.KeyVersion, State: out.State}, nil
+}
+
+// cloudInStep reports whether a placement already holds what keyflow
+// wants: the primary version, the state, and no step left unfinished.
+func cloudInStep(pl *kms.CloudPlacement, k *kms.Key, want string) bool {
+	prim, ok := pl.Primary()
+	if !ok || pl.Pending != "" || pl.LastErrorCode != "" || pl.State != want {
+		return false
+	}
+	return want == kms.PlacementPendingDeletion || prim.KeyVersion == k.PrimaryVersion
 }
 
 // restoreCloudCopy takes back a scheduled deletion in the provider, when
