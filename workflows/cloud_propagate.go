@@ -11,7 +11,9 @@ package workflows
 //     new version still propagates it.
 //   - enable, disable, compromise, scheduled deletion and its cancellation
 //     reach Client.KeyStateChanged (and a rotation or re-key also reaches
-//     Client.KeyChanged) from the transport, which starts the same sync.
+//     Client.KeyChanged) from the transport, which starts the same sync;
+//     a disable or scheduled deletion approved under dual control starts
+//     it from the approval workflow's activity (gates.go).
 //
 // Every start is a signal-with-start of the key's one sync workflow
 // (CloudSyncWorkflowID): a sync already running takes one more round and
@@ -100,6 +102,19 @@ func cloudStepFor(k *kms.Key) string {
 		return CloudStepDisable
 	}
 	return CloudStepSync
+}
+
+// stateToClouds starts the cloud sync of a key whose state an activity
+// changed (an approved disable or deletion).
+func (a *Activities) stateToClouds(ctx context.Context, c kms.Caller, k *kms.Key) error {
+	if a.Temporal == nil {
+		return nil // no workflows here; the reconcile finds the change
+	}
+	wc := &Client{Temporal: a.Temporal, Clouds: a.KMS}
+	if err := wc.KeyStateChanged(ctx, c, k); err != nil {
+		return temporal.NewApplicationError(err.Error(), string(kms.CodeInternal))
+	}
+	return nil
 }
 
 // KeyStateChanged carries a key's new state (enabled, disabled,
