@@ -2,9 +2,11 @@ package workflows_test
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -273,4 +275,28 @@ func BenchmarkCloudRotationAutomatic(b *testing.B) {
 	b.ReportMetric(median(afterReply), "after-reply-p50-ms")
 	b.ReportMetric(median(rotateOnly), "rotate-only-p50-ms")
 	b.ReportMetric(median(bare), "bare-sdk-p50-ms")
+}
+
+var updateCloudHistory = flag.Bool("update-cloud-history", false, "record testdata/rotate_cloud_history.json from a real Temporal server")
+
+// A rotation recorded with the cloud-propagate step replays: the step's
+// GetVersion marker and activity are pinned, as the older
+// testdata/rotate_history.json pins the rotation without them.
+func TestRotateKeyWithCloudStepReplay(t *testing.T) {
+	const path = "testdata/rotate_cloud_history.json"
+	if *updateCloudHistory {
+		recordHistory(t, path)
+	}
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(raw), "PropagateToClouds") {
+		t.Fatalf("%s has no cloud-propagate step", path)
+	}
+	r := worker.NewWorkflowReplayer()
+	r.RegisterWorkflow(workflows.RotateKeyWorkflow)
+	if err := r.ReplayWorkflowHistoryFromJSONFile(nil, path); err != nil {
+		t.Fatalf("replay of %s: %v", path, err)
+	}
 }
