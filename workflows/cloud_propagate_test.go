@@ -16,6 +16,7 @@ import (
 	"go.temporal.io/sdk/worker"
 	"go.temporal.io/server/temporaltest"
 
+	kmsclient "github.com/keyflow/keyflow/client"
 	"github.com/keyflow/keyflow/client/api"
 	"github.com/keyflow/keyflow/cloud"
 	"github.com/keyflow/keyflow/cloud/awskms"
@@ -49,6 +50,7 @@ func newLiveCloud(t testing.TB, f *cloudFixture, connect workflows.CloudConnect)
 		workflows.Register(r, &workflows.Activities{KMS: f.b.KMS, Temporal: tc, CloudConnect: connect})
 	})
 	t.Cleanup(w.Stop)
+	f.b.KMS.SetApprovalEngine(&workflows.ApprovalEngine{Temporal: tc, Tokens: f.b.KMS})
 	wc := &workflows.Client{Temporal: tc, Tokens: f.b.KMS, Clouds: f.b.KMS}
 	srv, err := rpc.Start(rpc.Config{Conn: f.b.Conn, KMS: f.b.KMS, Tenants: f.b.Identity, JS: f.b.JS, Rotator: temporalRotator{wc}, Lifecycle: wc, Workers: 8,
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))})
@@ -275,6 +277,33 @@ func BenchmarkCloudRotationAutomatic(b *testing.B) {
 	b.ReportMetric(median(afterReply), "after-reply-p50-ms")
 	b.ReportMetric(median(rotateOnly), "rotate-only-p50-ms")
 	b.ReportMetric(median(bare), "bare-sdk-p50-ms")
+}
+
+// A disable under dual control reaches the cloud once it is approved:
+// the approval workflow's activity starts the sync, as the handler does
+// for a disable that needs no approval.
+func TestCloudApprovedDisablePropagates(t *testing.T) {
+	ctx := context.Background()
+	l := newLiveCloud(t, newCloudFixture(t, kms.DriftReport, ""), awsConnect)
+	l.distribute("aws-local")
+	ac, bob, carol := l.b.Client("alpha", "alice"), l.b.Client("alpha", "bob"), l.b.Client("alpha", "carol")
+	if _, err := ac.SetTenantPolicy(ctx, api.TenantPolicy{Approvals: []api.ApprovalRule{{Operation: "disable", Required: 2, ExpiresAfter: "1h"}}}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := ac.SetKeyState(ctx, api.SetKeyStateRequest{KeyID: l.key.ID, State: string(kms.StateSuspended)})
+	id := pending(t, "disable", err)
+	if p := l.waitPlacement("the placement before approval", atVersion(1, kms.PlacementEnabled)); p.State != kms.PlacementEnabled {
+		t.Fatal("the disable reached the provider before its approval")
+	}
+	for _, c := range []*kmsclient.Client{bob, carol} {
+		if _, err := c.Approve(ctx, id, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := l.waitPlacement("the approved disable in the provider", atVersion(1, kms.PlacementDisabled))
+	if st := l.awsStates(p); !allAre(st, "Disabled") {
+		t.Fatalf("provider after the approved disable: %v", st)
+	}
 }
 
 var updateCloudHistory = flag.Bool("update-cloud-history", false, "record testdata/rotate_cloud_history.json from a real Temporal server")
