@@ -21,6 +21,8 @@ import (
 	"github.com/keyflow/keyflow/cloud"
 	"github.com/keyflow/keyflow/cloud/awskms"
 	"github.com/keyflow/keyflow/events"
+	"github.com/keyflow/keyflow/internal/cloudfake"
+	"github.com/keyflow/keyflow/internal/testbed"
 	"github.com/keyflow/keyflow/kms"
 	"github.com/keyflow/keyflow/workers/rpc"
 	"github.com/keyflow/keyflow/workflows"
@@ -327,5 +329,77 @@ func TestRotateKeyWithCloudStepReplay(t *testing.T) {
 	r.RegisterWorkflow(workflows.RotateKeyWorkflow)
 	if err := r.ReplayWorkflowHistoryFromJSONFile(nil, path); err != nil {
 		t.Fatalf("replay of %s: %v", path, err)
+	}
+}
+
+// A cancelled deletion in Cloud KMS: the versions scheduled for
+// destruction are restored (cloud.Restorer) and take keyflow's state
+// again.
+func TestCloudCancelledDeletionRestoresGCPVersions(t *testing.T) {
+	ctx := context.Background()
+	b := testbed.New(t)
+	fake := cloudfake.StartGCP(t)
+	k, err := b.KMS.CreateKey(ctx, alice, kms.CreateKeyParams{Exportable: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := kms.CloudDestination{Name: "gcp-fake", Provider: kms.CloudGCP, Drift: kms.DriftReport,
+		Settings: map[string]string{"project": "p1", "location": "europe-west1", "keyRing": "kr", "endpoint": fake.Addr}}
+	if _, err := b.KMS.AddCloudDestination(ctx, alice, d); err != nil {
+		t.Fatal(err)
+	}
+	sync := func(step string) {
+		t.Helper()
+		env := cloudEnv(b, gcpConnect)
+		env.ExecuteWorkflow(workflows.CloudSyncWorkflow, workflows.CloudSyncParams{Tenant: "alpha", KeyID: k.ID, Principal: "alice", RequestID: "r", Destinations: []string{"gcp-fake"}, Step: step})
+		if err := env.GetWorkflowError(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conn, err := gcpConnect(ctx, &d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	states := func() []string {
+		t.Helper()
+		ps, _ := b.KMS.CloudPlacements(ctx, alice, k.ID)
+		desc, err := conn.Describe(ctx, cloud.KeyRef{KeyID: k.ID, Resource: ps[0].Resource, Versions: ps[0].ProviderVersions()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, v := range ps[0].ProviderVersions() {
+			out = append(out, desc.Versions[v])
+		}
+		return out
+	}
+	sync(workflows.CloudStepDistribute)
+	if _, err := b.KMS.ScheduleDeletion(ctx, alice, kms.ScheduleDeletionParams{KeyRef: k.ID, Window: 7 * kms.Day}); err != nil {
+		t.Fatal(err)
+	}
+	sync(workflows.CloudStepScheduleDeletion)
+	if st := states(); !allAre(st, cloud.StatePendingDeletion) {
+		t.Fatalf("Cloud KMS after the scheduled deletion: %v", st)
+	}
+	back, err := b.KMS.CancelDeletion(ctx, alice, k.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sync(workflows.CloudStepSync)
+	want := map[kms.KeyState]string{kms.StateActive: cloud.StateEnabled}[back.State]
+	if want == "" {
+		want = cloud.StateDisabled
+	}
+	if st := states(); !allAre(st, want) {
+		t.Fatalf("Cloud KMS after the cancelled deletion (keyflow %s): %v", back.State, st)
+	}
+	restored := 0
+	for _, e := range b.EventsOfType("alpha", events.TypeCloudCall) {
+		if e.Data["operation"] == "RestoreCryptoKeyVersion" {
+			restored++
+		}
+	}
+	if restored != 1 {
+		t.Fatalf("%d RestoreCryptoKeyVersion records, want 1", restored)
 	}
 }
