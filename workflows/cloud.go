@@ -7,7 +7,10 @@ package workflows
 //   - CloudSyncWorkflow brings a key's copy in one or more destinations to
 //     keyflow's state: the first run imports the key (Step "distribute"),
 //     later runs propagate a rotation (the provider gets the new primary
-//     version), a disable, an enable or a scheduled deletion. Its one
+//     version), a disable, an enable, a scheduled deletion or its
+//     cancellation. Key changes start it by themselves
+//     (cloud_propagate.go); one runs per key, and a request that arrives
+//     while it runs becomes one more round (SignalCloudSync). Its one
 //     activity, CloudSync, is convergent: it reads keyflow's key and the
 //     placement, does only what is missing, and the connectors find what
 //     an earlier attempt made, so a retry after a crash or an outage

@@ -45,7 +45,9 @@ type RotateKeyResult struct {
 
 // RotateKeyWorkflow creates the key's next version and makes it primary.
 // Old versions keep decrypting. Each step is an idempotent activity, so the
-// workflow can be retried or replayed after a crash at any point.
+// workflow can be retried or replayed after a crash at any point. After
+// the switch, a key distributed to clouds has its cloud sync started
+// (cloud_propagate.go), before any rewrap.
 //
 // The workflow records the rotation's own audit pair: rotation.started as
 // its first step (so the record exists only once the start is durable),
