@@ -403,3 +403,32 @@ func TestCloudCancelledDeletionRestoresGCPVersions(t *testing.T) {
 		t.Fatalf("%d RestoreCryptoKeyVersion records, want 1", restored)
 	}
 }
+
+// BenchmarkCloudPlacementLookup is what automatic propagation costs a key
+// in no cloud on every change: one placement lookup (a filtered watch of
+// the kf_cloud bucket), next to a plain key read from the same store.
+//
+//	go test -run '^$' -bench CloudPlacementLookup -benchtime 200x ./workflows/
+func BenchmarkCloudPlacementLookup(b *testing.B) {
+	ctx := context.Background()
+	bed := testbed.New(b)
+	k, err := bed.KMS.CreateKey(ctx, alice, kms.CreateKeyParams{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	var lookup, read []time.Duration
+	for i := 0; i < b.N; i++ {
+		start := time.Now()
+		if ps, err := bed.KMS.CloudPlacements(ctx, alice, k.ID); err != nil || len(ps) != 0 {
+			b.Fatal(err, ps)
+		}
+		lookup = append(lookup, time.Since(start))
+		start = time.Now()
+		if _, err := bed.KMS.GetKey(ctx, alice, k.ID); err != nil {
+			b.Fatal(err)
+		}
+		read = append(read, time.Since(start))
+	}
+	b.ReportMetric(median(lookup), "lookup-p50-ms")
+	b.ReportMetric(median(read), "getkey-p50-ms")
+}
