@@ -37,6 +37,9 @@ type ReplicaLink interface {
 	ImportParameters(ctx context.Context, region, tenant, keyID string) (publicKey, token []byte, err error)
 	ApplyVersion(ctx context.Context, region string, k *kms.Key, version uint32, wrapped, token []byte) (bool, error)
 	ApplyMetadata(ctx context.Context, region string, k *kms.Key) (bool, error)
+	// ReplicaDestroyed tells a key's primary region that this region, a
+	// replica, destroyed its material (replica_deletion.go).
+	ReplicaDestroyed(ctx context.Context, primaryRegion, tenant, keyID string) (bool, error)
 }
 
 // RegionRefusal is the optional ability of a ReplicaLink error to say
@@ -140,7 +143,7 @@ func (a *Activities) SyncReplicaStep(ctx context.Context, p ReplicaSyncParams) (
 		return &ReplicaStepResult{}, nil
 	}
 	r, ok := k.ReplicaIn(p.Region)
-	if !ok {
+	if !ok || r.State == kms.ReplicaDestroyed {
 		return &ReplicaStepResult{}, nil
 	}
 	if r.LastSyncedVersion < k.NewestVersion() {

@@ -49,6 +49,18 @@ func (s *Server) replicaDeletion(ctx context.Context, c kms.Caller, body []byte)
 	return s.replicaChanged(ctx, c, k)
 }
 
+func (s *Server) cancelReplicaDeletion(ctx context.Context, c kms.Caller, body []byte) (any, error) {
+	var req api.ReplicateKeyRequest
+	if err := decode(body, &req); err != nil {
+		return nil, s.rejectWith(ctx, c, api.OpKeyCancelReplicaDeletion, err)
+	}
+	k, err := s.cfg.KMS.CancelReplicaDeletion(ctx, c, req.KeyID, req.Region)
+	if err != nil {
+		return nil, err
+	}
+	return s.replicaChanged(ctx, c, k)
+}
+
 func (s *Server) replicaChanged(ctx context.Context, c kms.Caller, k *kms.Key) (any, error) {
 	if err := s.keyChanged(ctx, c, k); err != nil {
 		return nil, err
