@@ -76,10 +76,11 @@ type Replica struct {
 	LastSyncedVersion uint32       `json:"lastSyncedVersion"`
 	SyncedAt          time.Time    `json:"syncedAt,omitzero"`
 	DeletionDate      time.Time    `json:"deletionDate,omitzero"`
-	// DeletionChangedAt is when the primary last scheduled, cancelled or
-	// ended this replica's deletion (its own clock): a replica ignores
+	// DeletionSeq counts the primary's changes of this replica's deletion
+	// (scheduled, cancelled, enabled again, destroyed): a replica ignores
 	// news about its deletion older than what it has (a stale message).
-	DeletionChangedAt time.Time `json:"deletionChangedAt,omitzero"`
+	// A counter, not a time, so that no clock decides it.
+	DeletionSeq uint32 `json:"deletionSeq,omitempty"`
 }
 
 var regionRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
@@ -201,7 +202,7 @@ func (s *Service) ReplicateKey(ctx context.Context, c Caller, p ReplicateKeyPara
 	}
 	k, err = s.updateKey(ctx, c.Tenant, cur.ID, func(k *Key) (bool, error) {
 		if r, ok := k.ReplicaIn(p.Region); ok {
-			return reenableReplica(k, r, s.now())
+			return reenableReplica(k, r)
 		}
 		if k.Lifecycle.PendingDeletion || !k.State.Allows(UseProcess) {
 			return false, newError(CodeInvalidState, "key %s is %s and is not replicated", k.ID, k.State)
@@ -679,10 +680,9 @@ func (s *Service) ScheduleReplicaDeletion(ctx context.Context, c Caller, ref, re
 				case ReplicaDestroyed:
 					return false, newError(CodeInvalidState, "the replica of key %s in region %s is destroyed already", k.ID, region)
 				}
-				now := s.now().UTC()
 				k.Replicas[i].State = ReplicaPendingDeletion
-				k.Replicas[i].DeletionDate = now.Add(window).Truncate(time.Second)
-				k.Replicas[i].DeletionChangedAt = now
+				k.Replicas[i].DeletionDate = s.now().Add(window).UTC().Truncate(time.Second)
+				k.Replicas[i].DeletionSeq++
 				return false, nil
 			}
 		}

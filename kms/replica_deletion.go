@@ -26,8 +26,8 @@ package kms
 //
 // Guards: a DESTROYED replica refuses every later message from its
 // primary (refuseDestroyedReplica), so nothing brings it back; and each
-// change of a replica's deletion carries the primary's time
-// (Replica.DeletionChangedAt), so a stale message does not undo a newer
+// change of a replica's deletion carries the primary's count of them
+// (Replica.DeletionSeq), so a stale message does not undo a newer
 // schedule or cancel. A replica region does not schedule or cancel its
 // own deletion: that is done on the primary.
 
@@ -52,10 +52,10 @@ func (s *Service) refuseDestroyedReplica(k *Key, from string) error {
 // applyOwnDeletion sets next (the replica's record being built from the
 // primary's metadata) to what the primary says of this region's replica:
 // pending deletion with its date, or disabled after a cancel. News older
-// than what the replica has (DeletionChangedAt) is stale and ignored.
+// than what the replica has (DeletionSeq) is stale and ignored.
 func (s *Service) applyOwnDeletion(local, next *Key) {
 	own, _ := next.ReplicaIn(s.region)
-	if prev, ok := local.ReplicaIn(s.region); ok && own.DeletionChangedAt.Before(prev.DeletionChangedAt) {
+	if prev, ok := local.ReplicaIn(s.region); ok && own.DeletionSeq < prev.DeletionSeq {
 		own = prev
 		if i := slices.IndexFunc(next.Replicas, func(r Replica) bool { return r.Region == s.region }); i >= 0 {
 			next.Replicas[i] = prev
@@ -108,7 +108,7 @@ func (s *Service) ReplicaDeletionCancelled(k *Key) bool {
 // reenableReplica is ReplicateKey on a region that is a replica already:
 // a replica disabled by a cancelled deletion becomes active again; a
 // destroyed one is refused; any other is left as it is.
-func reenableReplica(k *Key, r Replica, now time.Time) (bool, error) {
+func reenableReplica(k *Key, r Replica) (bool, error) {
 	switch r.State {
 	case ReplicaDestroyed:
 		return false, newError(CodeInvalidState, "the replica of key %s in region %s was destroyed; a destroyed replica is not replicated again", k.ID, r.Region)
@@ -118,7 +118,7 @@ func reenableReplica(k *Key, r Replica, now time.Time) (bool, error) {
 		if k.Replicas[i].LastSyncedVersion == 0 {
 			k.Replicas[i].State = ReplicaCreating
 		}
-		k.Replicas[i].DeletionChangedAt = now.UTC()
+		k.Replicas[i].DeletionSeq++
 		return false, nil
 	}
 	return true, nil
@@ -147,7 +147,8 @@ func (s *Service) CancelReplicaDeletion(ctx context.Context, c Caller, ref, regi
 		if !now.Before(r.DeletionDate) {
 			return false, newError(CodeInvalidState, "the replica of key %s in region %s reached its deletion date (%s); destruction is under way", k.ID, region, r.DeletionDate.Format(time.RFC3339))
 		}
-		r.State, r.DeletionDate, r.DeletionChangedAt = ReplicaDisabled, time.Time{}, now
+		r.State, r.DeletionDate = ReplicaDisabled, time.Time{}
+		r.DeletionSeq++
 		return false, nil
 	})
 }
@@ -206,7 +207,8 @@ func (s *Service) markReplicaDestroyed(ctx context.Context, c Caller, p ReplicaD
 		case r.State != ReplicaPendingDeletion && r.State != ReplicaDisabled:
 			return false, newError(CodeInvalidState, "the replica of key %s in region %s is %s, not pending deletion", k.ID, p.From, r.State)
 		}
-		r.State, r.DeletionChangedAt = ReplicaDestroyed, now
+		r.State = ReplicaDestroyed
+		r.DeletionSeq++
 		applied = true
 		return false, nil
 	})
