@@ -10,7 +10,6 @@ package workflows
 
 import (
 	"context"
-	"time"
 
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
@@ -30,16 +29,8 @@ func reportReplicaDestroyed(ctx workflow.Context, step DestroyStep) error {
 	if workflow.GetVersion(ctx, replicaDestroyedChange, workflow.DefaultVersion, 1) == workflow.DefaultVersion {
 		return nil
 	}
-	ctx = workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
-		StartToCloseTimeout: 30 * time.Second,
-		RetryPolicy: &temporal.RetryPolicy{
-			InitialInterval:    100 * time.Millisecond,
-			BackoffCoefficient: 2,
-			MaximumInterval:    DefaultReplicaRetryMax,
-		},
-	})
 	var a *Activities
-	return workflow.ExecuteActivity(ctx, a.ReportReplicaDestroyed, step).Get(ctx, nil)
+	return workflow.ExecuteActivity(linkOptions(ctx, 0), a.ReportReplicaDestroyed, step).Get(ctx, nil)
 }
 
 // ReportReplicaDestroyed tells the primary region of a destroyed replica
