@@ -33,6 +33,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 )
 
@@ -59,10 +60,44 @@ const (
 )
 
 // Key specs keyflow distributes. The connectors map them to the
-// provider's names.
+// provider's names. A key pair's spec names its purpose too, since a
+// provider fixes it when the key is made (SIGN: sign/verify; DECRYPT:
+// RSA-OAEP decrypt/encrypt).
 const (
-	SpecAES256 = "AES_256"
+	SpecAES256         = "AES_256"
+	SpecRSA3072Sign    = "RSA_3072_SIGN"
+	SpecRSA3072Decrypt = "RSA_3072_DECRYPT"
+	SpecRSA4096Sign    = "RSA_4096_SIGN"
+	SpecRSA4096Decrypt = "RSA_4096_DECRYPT"
+	SpecECP256Sign     = "EC_P256_SIGN"
+	SpecECP384Sign     = "EC_P384_SIGN"
 )
+
+// KeyPairSpecs are the key pair specs, whose material is a private key
+// (PKCS#8 DER), wrapped only with an RSA-AES scheme.
+var KeyPairSpecs = []string{SpecRSA3072Sign, SpecRSA3072Decrypt, SpecRSA4096Sign, SpecRSA4096Decrypt, SpecECP256Sign, SpecECP384Sign}
+
+// Accepts lists the specs each provider imports here; docs/multi-cloud.md
+// gives the reasons. AWS KMS imports RSA and EC private keys too (with
+// RSA_AES_KEY_WRAP_SHA_256), but nothing here can take them through the
+// AWS connector: local-kms imports 32-byte symmetric keys only, and
+// keyflow's own AWS API, which imports RSA private keys, allows one alias
+// per key where the connector keeps two (the version's and the primary).
+// keyflow ships what it tests, so AWS gets AES-256.
+var Accepts = map[string][]string{
+	ProviderAWS:   {SpecAES256},
+	ProviderGCP:   append([]string{SpecAES256}, KeyPairSpecs...),
+	ProviderAzure: append([]string{SpecAES256}, KeyPairSpecs...),
+}
+
+// CheckSpec refuses, before any call to the provider, a spec the
+// provider does not take (ErrUnsupported).
+func CheckSpec(provider, spec string) error {
+	if !slices.Contains(Accepts[provider], spec) {
+		return fmt.Errorf("%w: %s takes %v, not %s", ErrUnsupported, provider, Accepts[provider], spec)
+	}
+	return nil
+}
 
 // Provider-side key states, normalised.
 const (

@@ -17,7 +17,10 @@ package kms
 //     wrapping public key and returns only the wrapped bytes, with one
 //     io.keyflow.cloud.material.wrapped.v1 record. Only exportable keys
 //     (export.go) can leave: their releasable copy is the one blob the
-//     HSM's unwrap may hand back. SoftHSM 2.6.1 has neither RSA-OAEP with
+//     HSM's unwrap may hand back. For an AES key that is the 32 bytes;
+//     for an exportable RSA or EC key pair it is the private key's PKCS#8
+//     DER, which only the RSA-AES schemes carry (an RSA-OAEP block is too
+//     small for it). SoftHSM 2.6.1 has neither RSA-OAEP with
 //     SHA-256 nor CKM_RSA_AES_KEY_WRAP, so the OAEP (and AES-KWP) run in
 //     Go over the unwrapped copy, which is zeroed at once; an HSM with
 //     those mechanisms would do the whole wrap inside (C_WrapKey), and
@@ -358,6 +361,9 @@ func (s *Service) WrapForCloud(ctx context.Context, c Caller, p WrapForCloudPara
 	}
 	if !k.Exportable {
 		return nil, newError(CodeAccessDenied, "key %s cannot be distributed: only keys created exportable (--exportable) may leave keyflow's HSM", k.ID)
+	}
+	if info := specs[k.Spec]; info != nil && info.kind == materialKeyPair && p.Scheme == WrapRSAOAEPSHA256 {
+		return nil, newError(CodeValidation, "the private key of %s key %s is too long for %s; it is wrapped with %s or %s", k.Spec, k.ID, WrapRSAOAEPSHA256, WrapRSAAESSHA256, WrapRSAAESSHA1)
 	}
 	v, ok := k.Version(p.Version)
 	if !ok {

@@ -25,11 +25,28 @@ package kms
 //     every refusal (a non-exportable key answers AccessDenied with a
 //     reason that says so).
 //
-// What is not exportable: asymmetric and post-quantum keys. A rotation of
-// an exportable key makes an exportable version (newRotatedMaterial).
+// Exportable key pairs (RSA_3072, RSA_4096, ECC_NIST_P256, ECC_NIST_P384)
+// exist for one purpose: distribution to a cloud KMS (cloud.go), the only
+// way their private key leaves, wrapped for the provider's key. Their pair
+// is generated in Go (crypto/rand) in process memory, turned into the
+// HSM's blob (hsm.PrivateKeyWrapper) and kept a second time as the
+// releasable copy (its PKCS#8, wrapped with hsm.SecretWrapper); the
+// PKCS#8 is zeroed once both are made. ExportKey does not release them.
+// They need the same explicit exportable attribute, and so the same
+// separate permission, as exportable secret keys.
+//
+// What is not exportable: Ed25519, post-quantum keys, registered key
+// pairs and keys of imported material (origin EXTERNAL). A rotation of an
+// exportable key makes an exportable version (newRotatedMaterial).
 
 import (
 	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
 	"errors"
 
 	"github.com/keyflow/keyflow/events"
@@ -86,11 +103,62 @@ func checkExportable(p CreateKeyParams, info *specInfo, external bool) error {
 	if external {
 		return newError(CodeValidation, "a key for imported material (origin EXTERNAL) cannot be exportable or registered")
 	}
+	if info.kind == materialKeyPair && exportablePairs[info.spec] && p.material == nil {
+		return nil
+	}
 	if info.kind != materialAES && info.kind != materialHMAC {
-		return newError(CodeValidation, "only %s and %s keys can be exportable or registered, not %s", SpecSymmetricDefault, SpecHMAC256, info.spec)
+		return newError(CodeValidation, "only %s and %s keys can be exportable or registered, and %v keys exportable, not %s", SpecSymmetricDefault, SpecHMAC256, exportablePairList, info.spec)
 	}
 	if p.material != nil && len(p.material) != exportMaterialSize {
 		return newError(CodeIncorrectKeyMaterial, "a %s key is %d bytes of material, got %d", info.spec, exportMaterialSize, len(p.material))
+	}
+	return nil
+}
+
+// exportablePairs are the key pair specs that may be exportable: the
+// ones some cloud KMS imports (docs/multi-cloud.md).
+var (
+	exportablePairList = []KeySpec{SpecRSA3072, SpecRSA4096, SpecECCP256, SpecECCP384}
+	exportablePairs    = map[KeySpec]bool{SpecRSA3072: true, SpecRSA4096: true, SpecECCP256: true, SpecECCP384: true}
+)
+
+// newExportablePair makes an exportable key pair version: generated in
+// Go, its PKCS#8 wrapped twice under the root key (the blob that signs
+// and decrypts, and the releasable copy), then zeroed.
+func (s *Service) newExportablePair(ctx context.Context, tenant, keyID string, version uint32, info *specInfo) error {
+	pw, ok := s.hsm.(hsm.PrivateKeyWrapper)
+	sw, ok2 := s.hsm.(hsm.SecretWrapper)
+	if !ok || !ok2 {
+		return newError(CodeUnsupportedOperation, "this HSM cannot hold exportable key pairs")
+	}
+	var priv crypto.Signer
+	var err error
+	switch {
+	case info.pair.Algorithm == "RSA":
+		priv, err = rsa.GenerateKey(rand.Reader, info.pair.RSABits)
+	case info.pair.Curve == "P-256":
+		priv, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	default:
+		priv, err = ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	}
+	if err != nil {
+		return wrapError(CodeInternal, err, "failed to generate the key pair")
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(priv)
+	if err != nil {
+		return wrapError(CodeInternal, err, "failed to encode the key pair")
+	}
+	defer clear(der)
+	kp, err := pw.WrapPrivateKey(ctx, s.root, der, info.pair)
+	if err != nil {
+		return wrapError(CodeInternal, err, "the HSM failed to wrap the key pair")
+	}
+	m := &VersionMaterial{Tenant: tenant, KeyID: keyID, Version: version, Algorithm: info.alg, WrappedBy: s.label, Wrapped: kp.WrappedPrivate, PublicKey: kp.PublicKeyDER}
+	if m.Export, err = sw.WrapSecret(ctx, s.root, der); err != nil {
+		return wrapError(CodeInternal, err, "the HSM failed to wrap the exportable copy")
+	}
+	if err := s.store.PutMaterial(ctx, m); err != nil && !errors.Is(err, ErrStoreExists) {
+		return wrapError(CodeInternal, err, "failed to store key material")
 	}
 	return nil
 }
@@ -99,6 +167,9 @@ func checkExportable(p CreateKeyParams, info *specInfo, external bool) error {
 // from the HSM, imported into the HSM blob format, plus its releasable copy
 // when exportable.
 func (s *Service) newExportableMaterial(ctx context.Context, tenant, keyID string, version uint32, info *specInfo, material []byte, exportable bool) error {
+	if info.kind == materialKeyPair {
+		return s.newExportablePair(ctx, tenant, keyID, version, info)
+	}
 	imp, ok := s.hsm.(hsm.KeyImporter)
 	sw, ok2 := s.hsm.(hsm.SecretWrapper)
 	if !ok || !ok2 {
@@ -201,6 +272,9 @@ func (s *Service) ExportKey(ctx context.Context, c Caller, ref string) (res *Exp
 	}
 	if !k.Exportable {
 		return nil, newError(CodeAccessDenied, "key %s is not exportable: keyflow key material is non-extractable unless the key was created or registered with the exportable attribute", k.ID)
+	}
+	if specs[k.Spec] != nil && specs[k.Spec].kind == materialKeyPair {
+		return nil, newError(CodeAccessDenied, "key %s is an exportable key pair: its private key leaves keyflow only wrapped for a cloud destination (key distribute)", k.ID)
 	}
 	v, ok := k.Version(k.PrimaryVersion)
 	if !ok {

@@ -257,7 +257,18 @@ func cloudSpec(k *kms.Key) (string, error) {
 	if k.Spec == kms.SpecSymmetricDefault || k.Spec == "" {
 		return cloud.SpecAES256, nil
 	}
-	return "", temporal.NewNonRetryableApplicationError(fmt.Sprintf("key %s is %s; keyflow distributes %s keys", k.ID, k.Spec, kms.SpecSymmetricDefault), string(kms.CodeUnsupportedOperation), nil)
+	if spec, ok := cloudPairSpecs[k.Spec][k.Usage]; ok {
+		return spec, nil
+	}
+	return "", temporal.NewNonRetryableApplicationError(fmt.Sprintf("key %s is %s for %s; keyflow distributes %s keys and exportable RSA_3072, RSA_4096, ECC_NIST_P256 and ECC_NIST_P384 key pairs", k.ID, k.Spec, k.Usage, kms.SpecSymmetricDefault), string(kms.CodeUnsupportedOperation), nil)
+}
+
+// cloudPairSpecs maps a key pair's spec and usage to the cloud spec.
+var cloudPairSpecs = map[kms.KeySpec]map[kms.KeyUsage]string{
+	kms.SpecRSA3072: {kms.UsageSignVerify: cloud.SpecRSA3072Sign, kms.UsageEncryptDecrypt: cloud.SpecRSA3072Decrypt},
+	kms.SpecRSA4096: {kms.UsageSignVerify: cloud.SpecRSA4096Sign, kms.UsageEncryptDecrypt: cloud.SpecRSA4096Decrypt},
+	kms.SpecECCP256: {kms.UsageSignVerify: cloud.SpecECP256Sign},
+	kms.SpecECCP384: {kms.UsageSignVerify: cloud.SpecECP384Sign},
 }
 
 // cloudRun runs f with a journal and records every provider call, then
@@ -337,6 +348,9 @@ func (a *Activities) cloudSync(ctx context.Context, p CloudSyncParams, force boo
 	d, conn, err := a.connect(ctx, c, dest)
 	if err != nil {
 		return nil, err
+	}
+	if err := cloud.CheckSpec(d.Provider, spec); err != nil { // before any provider call
+		return nil, activityError(a.KMS.Reject(ctx, c, "cloud."+p.Step, &kms.Error{Code: kms.CodeUnsupportedOperation, Message: err.Error()}))
 	}
 	if _, err := a.KMS.UpdateCloudPlacement(ctx, c, k.ID, dest, "", func(q *kms.CloudPlacement) error {
 		q.Pending = p.Step

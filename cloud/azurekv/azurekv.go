@@ -13,8 +13,13 @@
 //     then AES-KWP of the material) and sends it in the key-transfer blob
 //     (JSON: schema_version, header {kid, alg "dir", enc
 //     "CKM_RSA_AES_KEY_WRAP"}, ciphertext, generator) as the JWK's key_hsm.
-//   - AES keys (oct-HSM) import only into a Managed HSM; a Key Vault
-//     (Premium) takes RSA and EC keys, which keyflow does not export.
+//   - The key's JWK type follows its keyflow spec: an AES-256 key is
+//     oct-HSM (encrypt, decrypt, wrapKey, unwrapKey), which only a
+//     Managed HSM imports; an exportable RSA key pair is RSA-HSM (sign
+//     and verify, or encrypt, decrypt, wrapKey and unwrapKey, from the
+//     keyflow key's usage) and an EC pair EC-HSM on P-256 or P-384 (sign
+//     and verify), which a Key Vault Premium or a Managed HSM imports. A
+//     pair's material in the transfer blob is its private key's PKCS#8.
 //   - A rotation imports a new version, which Key Vault makes current
 //     (the newest version is the one a "versionless" key ID uses).
 //   - Disable/enable update every version's "enabled"; scheduled
@@ -135,7 +140,7 @@ func (a *Connector) kek(ctx context.Context) (string, []byte, error) {
 	if isNotFound(err) {
 		kty, size := azkeys.KeyTypeRSAHSM, int32(3072)
 		err = do(ctx, "CreateKey", KEKName, func(ctx context.Context) error {
-			r, err := a.c.CreateKey(ctx, KEKName, azkeys.CreateKeyParameters{Kty: &kty, KeySize: &size, KeyOps: []*azkeys.KeyOperation{ptr(azkeys.KeyOperationImport)}}, nil)
+			r, err := a.c.CreateKey(ctx, KEKName, azkeys.CreateKeyParameters{Kty: &kty, KeySize: &size, KeyOps: ops(azkeys.KeyOperationImport)}, nil)
 			key = r.Key
 			return err
 		})
@@ -154,6 +159,37 @@ func (a *Connector) kek(ctx context.Context) (string, []byte, error) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+func ops(o ...azkeys.KeyOperation) []*azkeys.KeyOperation {
+	out := make([]*azkeys.KeyOperation, len(o))
+	for i := range o {
+		out[i] = &o[i]
+	}
+	return out
+}
+
+// azureJWK is how Key Vault holds one keyflow spec: the JWK key type,
+// curve and operations of the imported key.
+type azureJWK struct {
+	kty azkeys.KeyType
+	crv *azkeys.CurveName
+	ops []azkeys.KeyOperation
+}
+
+var (
+	azSign    = []azkeys.KeyOperation{azkeys.KeyOperationSign, azkeys.KeyOperationVerify}
+	azDecrypt = []azkeys.KeyOperation{azkeys.KeyOperationEncrypt, azkeys.KeyOperationDecrypt, azkeys.KeyOperationWrapKey, azkeys.KeyOperationUnwrapKey}
+
+	azureSpecs = map[string]azureJWK{
+		cloud.SpecAES256:         {kty: azkeys.KeyTypeOctHSM, ops: azDecrypt},
+		cloud.SpecRSA3072Sign:    {kty: azkeys.KeyTypeRSAHSM, ops: azSign},
+		cloud.SpecRSA3072Decrypt: {kty: azkeys.KeyTypeRSAHSM, ops: azDecrypt},
+		cloud.SpecRSA4096Sign:    {kty: azkeys.KeyTypeRSAHSM, ops: azSign},
+		cloud.SpecRSA4096Decrypt: {kty: azkeys.KeyTypeRSAHSM, ops: azDecrypt},
+		cloud.SpecECP256Sign:     {kty: azkeys.KeyTypeECHSM, crv: ptr(azkeys.CurveNameP256), ops: azSign},
+		cloud.SpecECP384Sign:     {kty: azkeys.KeyTypeECHSM, crv: ptr(azkeys.CurveNameP384), ops: azSign},
+	}
+)
 
 // transferBlob is the BYOK key-transfer blob.
 type transferBlob struct {
@@ -193,8 +229,9 @@ func (a *Connector) versionOf(ctx context.Context, name string, version uint32) 
 
 // Import implements cloud.Connector.
 func (a *Connector) Import(ctx context.Context, p cloud.ImportParams) (*cloud.ImportResult, error) {
-	if p.Spec != cloud.SpecAES256 {
-		return nil, fmt.Errorf("%w: keyflow imports %s keys into a Managed HSM, not %s", cloud.ErrUnsupported, cloud.SpecAES256, p.Spec)
+	jwk, ok := azureSpecs[p.Spec]
+	if !ok {
+		return nil, fmt.Errorf("%w: Key Vault takes no %s keys from keyflow", cloud.ErrUnsupported, p.Spec)
 	}
 	name := KeyName(p.KeyID)
 	if v, err := a.versionOf(ctx, name, p.KeyVersion); err != nil || v != "" {
@@ -216,11 +253,10 @@ func (a *Connector) Import(ctx context.Context, p cloud.ImportParams) (*cloud.Im
 	if err != nil {
 		return nil, err
 	}
-	kty := azkeys.KeyTypeOctHSM
 	var out *azkeys.JSONWebKey
 	err = do(ctx, "ImportKey", name, func(ctx context.Context) error {
 		r, err := a.c.ImportKey(ctx, name, azkeys.ImportKeyParameters{
-			HSM: ptr(true), Key: &azkeys.JSONWebKey{Kty: &kty, T: raw, KeyOps: []*azkeys.KeyOperation{ptr(azkeys.KeyOperationEncrypt), ptr(azkeys.KeyOperationDecrypt), ptr(azkeys.KeyOperationWrapKey), ptr(azkeys.KeyOperationUnwrapKey)}},
+			HSM: ptr(true), Key: &azkeys.JSONWebKey{Kty: ptr(jwk.kty), Crv: jwk.crv, T: raw, KeyOps: ops(jwk.ops...)},
 			Tags: map[string]*string{"keyflow-key-id": ptr(p.KeyID), "keyflow-version": ptr(fmt.Sprint(p.KeyVersion))},
 		}, nil)
 		out = r.Key

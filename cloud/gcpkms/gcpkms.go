@@ -4,16 +4,24 @@
 // How keyflow's key maps onto Cloud KMS:
 //
 //   - A keyflow key is one CryptoKey, keyflow-<keyID>, in the destination's
-//     key ring: purpose ENCRYPT_DECRYPT, GOOGLE_SYMMETRIC_ENCRYPTION,
-//     protection level HSM (or SOFTWARE, per the destination), made with
-//     skip_initial_version_creation so that every version is imported.
+//     key ring, protection level HSM (or SOFTWARE, per the destination),
+//     made import-only with skip_initial_version_creation so that every
+//     version is imported. An AES-256 key is purpose ENCRYPT_DECRYPT,
+//     GOOGLE_SYMMETRIC_ENCRYPTION; an exportable RSA or EC key pair is
+//     ASYMMETRIC_SIGN (RSA_SIGN_PKCS1_3072/4096_SHA256,
+//     EC_SIGN_P256_SHA256, EC_SIGN_P384_SHA384) or ASYMMETRIC_DECRYPT
+//     (RSA_DECRYPT_OAEP_3072/4096_SHA256), from the keyflow key's usage,
+//     and its material is the private key's PKCS#8 DER.
 //   - Each keyflow version is one imported CryptoKeyVersion. Its import
 //     job, keyflow-<keyID>-v<n>, uses RSA_OAEP_3072_SHA256_AES_256
 //     (CKM_RSA_AES_KEY_WRAP: RSA-OAEP-SHA256 of a fresh AES-256 key, then
 //     AES-KWP of the material). The job's name is the idempotence key: a
 //     retried step finds the version that job imported.
 //   - A rotation is a new imported version made primary
-//     (UpdateCryptoKeyPrimaryVersion); disable/enable change every
+//     (UpdateCryptoKeyPrimaryVersion). Asymmetric CryptoKeys have no
+//     primary in Cloud KMS (callers name the version), so there the new
+//     version is just added, and Describe reports keyflow's newest
+//     version as the primary; disable/enable change every
 //     version's state; scheduled deletion destroys every version (Cloud
 //     KMS keeps it DESTROY_SCHEDULED for the key's
 //     destroy_scheduled_duration, 30 days by default, then destroys it;
@@ -124,7 +132,33 @@ func isNotFound(err error) bool {
 	return ok && e.Code == codes.NotFound.String()
 }
 
-func (g *Connector) ensureKey(ctx context.Context, keyID string) error {
+// gcpSpec is how Cloud KMS holds one keyflow spec: the CryptoKey's
+// purpose and its versions' algorithm. Cloud KMS fixes one signing
+// algorithm per key; keyflow's RSA signing keys go as PKCS#1 v1.5 with
+// SHA-256, the one every verifier has (keyflow itself signs with PSS or
+// PKCS#1 and SHA-256/384/512).
+type gcpSpec struct {
+	purpose kmspb.CryptoKey_CryptoKeyPurpose
+	alg     kmspb.CryptoKeyVersion_CryptoKeyVersionAlgorithm
+}
+
+var gcpSpecs = map[string]gcpSpec{
+	cloud.SpecAES256:         {kmspb.CryptoKey_ENCRYPT_DECRYPT, kmspb.CryptoKeyVersion_GOOGLE_SYMMETRIC_ENCRYPTION},
+	cloud.SpecRSA3072Sign:    {kmspb.CryptoKey_ASYMMETRIC_SIGN, kmspb.CryptoKeyVersion_RSA_SIGN_PKCS1_3072_SHA256},
+	cloud.SpecRSA3072Decrypt: {kmspb.CryptoKey_ASYMMETRIC_DECRYPT, kmspb.CryptoKeyVersion_RSA_DECRYPT_OAEP_3072_SHA256},
+	cloud.SpecRSA4096Sign:    {kmspb.CryptoKey_ASYMMETRIC_SIGN, kmspb.CryptoKeyVersion_RSA_SIGN_PKCS1_4096_SHA256},
+	cloud.SpecRSA4096Decrypt: {kmspb.CryptoKey_ASYMMETRIC_DECRYPT, kmspb.CryptoKeyVersion_RSA_DECRYPT_OAEP_4096_SHA256},
+	cloud.SpecECP256Sign:     {kmspb.CryptoKey_ASYMMETRIC_SIGN, kmspb.CryptoKeyVersion_EC_SIGN_P256_SHA256},
+	cloud.SpecECP384Sign:     {kmspb.CryptoKey_ASYMMETRIC_SIGN, kmspb.CryptoKeyVersion_EC_SIGN_P384_SHA384},
+}
+
+// Algorithm is the CryptoKeyVersion algorithm a keyflow spec becomes.
+func Algorithm(spec string) (kmspb.CryptoKeyVersion_CryptoKeyVersionAlgorithm, bool) {
+	s, ok := gcpSpecs[spec]
+	return s.alg, ok
+}
+
+func (g *Connector) ensureKey(ctx context.Context, keyID string, spec gcpSpec) error {
 	name := g.KeyName(keyID)
 	_, err := g.c.GetCryptoKey(ctx, &kmspb.GetCryptoKeyRequest{Name: name})
 	if err = note(ctx, "GetCryptoKey", name, err); !isNotFound(err) {
@@ -133,10 +167,10 @@ func (g *Connector) ensureKey(ctx context.Context, keyID string) error {
 	_, err = g.c.CreateCryptoKey(ctx, &kmspb.CreateCryptoKeyRequest{
 		Parent: g.ring, CryptoKeyId: "keyflow-" + keyID, SkipInitialVersionCreation: true,
 		CryptoKey: &kmspb.CryptoKey{
-			Purpose:         kmspb.CryptoKey_ENCRYPT_DECRYPT,
+			Purpose:         spec.purpose,
 			ImportOnly:      true,
 			Labels:          map[string]string{"keyflow-key-id": keyID},
-			VersionTemplate: &kmspb.CryptoKeyVersionTemplate{ProtectionLevel: g.protection, Algorithm: kmspb.CryptoKeyVersion_GOOGLE_SYMMETRIC_ENCRYPTION},
+			VersionTemplate: &kmspb.CryptoKeyVersionTemplate{ProtectionLevel: g.protection, Algorithm: spec.alg},
 		},
 	})
 	return note(ctx, "CreateCryptoKey", name, err)
@@ -164,10 +198,11 @@ func (g *Connector) poll(ctx context.Context, f func() (bool, error)) error {
 // importVersion imports one keyflow version (or finds the version an
 // earlier attempt imported) and returns the CryptoKeyVersion name.
 func (g *Connector) importVersion(ctx context.Context, keyID string, version uint32, spec string, wrap cloud.Wrapper) (string, error) {
-	if spec != cloud.SpecAES256 {
-		return "", fmt.Errorf("%w: Cloud KMS imports %s keys here, not %s", cloud.ErrUnsupported, cloud.SpecAES256, spec)
+	gs, ok := gcpSpecs[spec]
+	if !ok {
+		return "", fmt.Errorf("%w: Cloud KMS takes no %s keys from keyflow", cloud.ErrUnsupported, spec)
 	}
-	if err := g.ensureKey(ctx, keyID); err != nil {
+	if err := g.ensureKey(ctx, keyID, gs); err != nil {
 		return "", err
 	}
 	key, jobName := g.KeyName(keyID), g.jobName(keyID, version)
@@ -204,7 +239,7 @@ func (g *Connector) importVersion(ctx context.Context, keyID string, version uin
 		return "", err
 	}
 	v, err := g.c.ImportCryptoKeyVersion(ctx, &kmspb.ImportCryptoKeyVersionRequest{
-		Parent: key, Algorithm: kmspb.CryptoKeyVersion_GOOGLE_SYMMETRIC_ENCRYPTION, ImportJob: jobName, WrappedKey: wrapped,
+		Parent: key, Algorithm: gs.alg, ImportJob: jobName, WrappedKey: wrapped,
 	})
 	if err := note(ctx, "ImportCryptoKeyVersion", key, err); err != nil {
 		return "", err
@@ -258,8 +293,12 @@ func (g *Connector) Import(ctx context.Context, p cloud.ImportParams) (*cloud.Im
 	if err != nil {
 		return nil, err
 	}
-	if err := g.makePrimary(ctx, p.KeyID, v); err != nil {
-		return nil, err
+	// Only symmetric CryptoKeys have a primary; an asymmetric key's
+	// users name the version (keyflow's newest is the one to use).
+	if p.Spec == cloud.SpecAES256 {
+		if err := g.makePrimary(ctx, p.KeyID, v); err != nil {
+			return nil, err
+		}
 	}
 	return &cloud.ImportResult{Resource: g.KeyName(p.KeyID), ProviderVersion: v}, nil
 }
@@ -329,6 +368,7 @@ func (g *Connector) Describe(ctx context.Context, p cloud.KeyRef) (*cloud.Descri
 	if k.GetPrimary() != nil {
 		d.State = state(k.GetPrimary().GetState())
 	}
+	asymmetric := k.GetPurpose() != kmspb.CryptoKey_ENCRYPT_DECRYPT
 	it := g.c.ListCryptoKeyVersions(ctx, &kmspb.ListCryptoKeyVersionsRequest{Parent: name})
 	for {
 		v, err := it.Next()
@@ -339,6 +379,14 @@ func (g *Connector) Describe(ctx context.Context, p cloud.KeyRef) (*cloud.Descri
 			return nil, note(ctx, "ListCryptoKeyVersions", name, err)
 		}
 		d.Versions[v.GetName()] = state(v.GetState())
+	}
+	if n := len(p.Versions); asymmetric && n > 0 {
+		// No primary in Cloud KMS: keyflow's newest version stands
+		// for it, with its state (or missing).
+		d.Primary, d.State = "", cloud.StateMissing
+		if st, ok := d.Versions[p.Versions[n-1]]; ok {
+			d.Primary, d.State = p.Versions[n-1], st
+		}
 	}
 	return d, note(ctx, "ListCryptoKeyVersions", name, nil)
 }

@@ -591,11 +591,42 @@ func (t *Token) ImportPublicKey(ctx context.Context, spkiDER []byte) (hsm.KeyHan
 // exists for known-answer tests.
 func (t *Token) ImportPrivateKeyForTesting(ctx context.Context, key crypto.PrivateKey) (hsm.KeyHandle, error) {
 	const op = "import a private key"
+	if key, ok := key.(ed25519.PrivateKey); ok {
+		if len(key) != ed25519.PrivateKeySize {
+			return 0, fmt.Errorf("pkcs11: failed to %s: an Ed25519 private key is %d bytes: %w", op, ed25519.PrivateKeySize, hsm.ErrInvalidInput)
+		}
+		seed := key.Seed()
+		defer clear(seed)
+		return t.createObject(ctx, op, ed25519PrivateTemplate(seed))
+	}
+	tmpl, err := privateObjectTemplate(op, key)
+	if err != nil {
+		return 0, err
+	}
+	defer clearTemplate(tmpl)
+	return t.createObject(ctx, op, tmpl)
+}
+
+// clearTemplate zeroes the private attributes of a template once the
+// object is made (only those: others may share package-level values).
+func clearTemplate(tmpl []*p11.Attribute) {
+	for _, a := range tmpl {
+		switch a.Type {
+		case p11.CKA_VALUE, p11.CKA_PRIVATE_EXPONENT, p11.CKA_PRIME_1, p11.CKA_PRIME_2, p11.CKA_EXPONENT_1, p11.CKA_EXPONENT_2, p11.CKA_COEFFICIENT:
+			clear(a.Value)
+		}
+	}
+}
+
+// privateObjectTemplate is the object template of an RSA or EC private
+// key held in process memory, with the attributes of an unwrapped one.
+// The caller zeroes it after use (clearTemplate).
+func privateObjectTemplate(op string, key crypto.PrivateKey) ([]*p11.Attribute, error) {
 	var tmpl []*p11.Attribute
 	switch key := key.(type) {
 	case *rsa.PrivateKey:
 		if n := key.N.BitLen(); n < minTestRSABits || n > maxRSABits || len(key.Primes) != 2 {
-			return 0, fmt.Errorf("pkcs11: failed to %s: want a two-prime RSA key of %d to %d bits: %w", op, minTestRSABits, maxRSABits, hsm.ErrInvalidInput)
+			return nil, fmt.Errorf("pkcs11: failed to %s: want a two-prime RSA key of %d to %d bits: %w", op, minTestRSABits, maxRSABits, hsm.ErrInvalidInput)
 		}
 		p, q := key.Primes[0], key.Primes[1]
 		one := big.NewInt(1)
@@ -603,7 +634,7 @@ func (t *Token) ImportPrivateKeyForTesting(ctx context.Context, key crypto.Priva
 		dq := new(big.Int).Mod(key.D, new(big.Int).Sub(q, one))
 		qinv := new(big.Int).ModInverse(q, p)
 		if qinv == nil {
-			return 0, fmt.Errorf("pkcs11: failed to %s: the RSA primes are not coprime: %w", op, hsm.ErrInvalidInput)
+			return nil, fmt.Errorf("pkcs11: failed to %s: the RSA primes are not coprime: %w", op, hsm.ErrInvalidInput)
 		}
 		k, _ := parseSpec(hsm.KeyPairSpec{Algorithm: "RSA", RSABits: 2048})
 		tmpl = append(privateKeyTemplate(k),
@@ -623,26 +654,18 @@ func (t *Token) ImportPrivateKeyForTesting(ctx context.Context, key crypto.Priva
 		case elliptic.P384():
 			curve = "P-384"
 		default:
-			return 0, fmt.Errorf("pkcs11: failed to %s: EC keys are on P-256 or P-384: %w", op, hsm.ErrInvalidInput)
+			return nil, fmt.Errorf("pkcs11: failed to %s: EC keys are on P-256 or P-384: %w", op, hsm.ErrInvalidInput)
 		}
 		d, err := key.Bytes()
 		if err != nil {
-			return 0, fmt.Errorf("pkcs11: failed to %s: %v: %w", op, err, hsm.ErrInvalidInput)
+			return nil, fmt.Errorf("pkcs11: failed to %s: %v: %w", op, err, hsm.ErrInvalidInput)
 		}
-		defer clear(d)
 		k, _ := parseSpec(hsm.KeyPairSpec{Algorithm: "EC", Curve: curve})
 		tmpl = append(privateKeyTemplate(k),
 			p11.NewAttribute(p11.CKA_EC_PARAMS, k.ecParams),
 			p11.NewAttribute(p11.CKA_VALUE, d))
-	case ed25519.PrivateKey:
-		if len(key) != ed25519.PrivateKeySize {
-			return 0, fmt.Errorf("pkcs11: failed to %s: an Ed25519 private key is %d bytes: %w", op, ed25519.PrivateKeySize, hsm.ErrInvalidInput)
-		}
-		seed := key.Seed()
-		defer clear(seed)
-		return t.createObject(ctx, op, ed25519PrivateTemplate(seed))
 	default:
-		return 0, fmt.Errorf("pkcs11: failed to %s: unsupported key type %T: %w", op, key, hsm.ErrInvalidInput)
+		return nil, fmt.Errorf("pkcs11: failed to %s: unsupported key type %T: %w", op, key, hsm.ErrInvalidInput)
 	}
-	return t.createObject(ctx, op, tmpl)
+	return tmpl, nil
 }

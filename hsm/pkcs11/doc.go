@@ -46,7 +46,9 @@
 // again as sensitive, non-extractable session objects limited, with
 // CKA_ALLOWED_MECHANISMS, to the mechanisms this package uses.
 // [Token.GenerateWrappedKeyPair] says why CKA_WRAP_WITH_TRUSTED is not
-// used.
+// used. [Token.WrapPrivateKey] (hsm.PrivateKeyWrapper) makes the same
+// blob from an RSA or EC private key that keyflow generated in process
+// memory, for an exportable key pair whose PKCS#8 must also be kept.
 //
 // SoftHSM 2.6.1 can neither wrap nor unwrap Ed25519 private keys. For
 // Ed25519 only, the seed therefore passes through process memory when a

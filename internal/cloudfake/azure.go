@@ -2,17 +2,22 @@ package cloudfake
 
 import (
 	"crypto"
+	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/keyflow/keyflow/hsm"
 )
 
 // Azure is a fake Key Vault (Managed HSM) over HTTPS, with the REST shapes
@@ -34,8 +39,11 @@ type Azure struct {
 type azVersion struct {
 	KID     string            `json:"kid"`
 	Kty     string            `json:"kty"`
+	Crv     string            `json:"crv,omitempty"`
+	Ops     []string          `json:"key_ops,omitempty"`
 	Enabled bool              `json:"-"`
 	Tags    map[string]string `json:"-"`
+	priv    crypto.Signer     // an imported key pair's private key
 }
 
 // StartAzure serves a fake vault until the test ends.
@@ -75,10 +83,20 @@ func unb64(s string) ([]byte, error) {
 }
 
 func (a *Azure) bundle(v *azVersion) map[string]any {
-	key := map[string]any{"kid": v.KID, "kty": v.Kty}
-	if v.Kty == "RSA-HSM" {
-		key["n"], key["e"] = b64(a.kek.N.Bytes()), b64(big.NewInt(int64(a.kek.E)).Bytes())
-		key["key_ops"] = []string{"import"}
+	key := map[string]any{"kid": v.KID, "kty": v.Kty, "key_ops": v.Ops}
+	pub := crypto.PublicKey(nil)
+	if v.priv != nil {
+		pub = v.priv.Public()
+	} else if v.KID == a.kekID {
+		pub = &a.kek.PublicKey
+	}
+	switch pub := pub.(type) {
+	case *rsa.PublicKey:
+		key["n"], key["e"] = b64(pub.N.Bytes()), b64(big.NewInt(int64(pub.E)).Bytes())
+	case *ecdsa.PublicKey:
+		raw, _ := pub.Bytes() // 0x04 || X || Y
+		n := (len(raw) - 1) / 2
+		key["crv"], key["x"], key["y"] = v.Crv, b64(raw[1:1+n]), b64(raw[1+n:])
 	}
 	return map[string]any{"key": key, "attributes": map[string]any{"enabled": v.Enabled}, "tags": v.Tags}
 }
@@ -158,21 +176,25 @@ func (a *Azure) serve(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		a.kek = priv
-		v := &azVersion{KID: fmt.Sprintf("https://%s/keys/%s/%032x", r.Host, name, a.reqs), Kty: "RSA-HSM", Enabled: true}
+		v := &azVersion{KID: fmt.Sprintf("https://%s/keys/%s/%032x", r.Host, name, a.reqs), Kty: "RSA-HSM", Ops: []string{"import"}, Enabled: true}
 		a.kekID = v.KID
 		a.keys[name] = append(a.keys[name], v)
 		ok(a.bundle(v))
 	case r.Method == http.MethodPut && sub == "":
 		var req struct {
 			Key struct {
-				Kty    string `json:"kty"`
-				KeyHSM string `json:"key_hsm"`
+				Kty    string   `json:"kty"`
+				Crv    string   `json:"crv"`
+				Ops    []string `json:"key_ops"`
+				KeyHSM string   `json:"key_hsm"`
 			} `json:"key"`
 			HSM  bool              `json:"hsm"`
 			Tags map[string]string `json:"tags"`
 		}
-		if err := json.NewDecoder(r.Body).Decode(&req); err != nil || req.Key.Kty != "oct-HSM" || !req.HSM {
-			fail(http.StatusBadRequest, "BadParameter", "the fake imports oct-HSM keys with hsm=true")
+		err := json.NewDecoder(r.Body).Decode(&req)
+		want := map[string]string{"oct-HSM": "AES-256", "RSA-HSM": "RSA", "EC-HSM": req.Key.Crv}[req.Key.Kty]
+		if err != nil || want == "" || !req.HSM || (req.Key.Kty == "EC-HSM") != (req.Key.Crv != "") {
+			fail(http.StatusBadRequest, "BadParameter", "the fake imports oct-HSM, RSA-HSM and EC-HSM (with crv) keys with hsm=true")
 			return
 		}
 		raw, err := unb64(req.Key.KeyHSM)
@@ -193,14 +215,30 @@ func (a *Azure) serve(w http.ResponseWriter, r *http.Request) {
 		if err == nil {
 			material, err = UnwrapRSAAES(a.kek, crypto.SHA1, ct)
 		}
-		if err != nil || len(material) != 32 {
-			fail(http.StatusBadRequest, "BadParameter", "the transfer blob does not unwrap to an AES-256 key")
+		var priv crypto.Signer
+		if err == nil && want == "RSA" {
+			// Key Vault takes RSA 2048, 3072 and 4096.
+			err = CheckMaterial(material, "RSA-3072")
+			if err != nil {
+				err = CheckMaterial(material, "RSA-4096")
+			}
+		} else if err == nil {
+			err = CheckMaterial(material, want)
+		}
+		if err == nil && want != "AES-256" {
+			k, _ := x509.ParsePKCS8PrivateKey(material)
+			priv = k.(crypto.Signer)
+		}
+		if err != nil {
+			fail(http.StatusBadRequest, "BadParameter", "the transfer blob does not unwrap to a "+req.Key.Kty+" key")
 			return
 		}
-		v := &azVersion{KID: fmt.Sprintf("https://%s/keys/%s/%032x", r.Host, name, a.reqs), Kty: "oct-HSM", Enabled: true, Tags: req.Tags}
+		v := &azVersion{KID: fmt.Sprintf("https://%s/keys/%s/%032x", r.Host, name, a.reqs), Kty: req.Key.Kty, Crv: req.Key.Crv, Ops: req.Key.Ops, Enabled: true, Tags: req.Tags, priv: priv}
 		a.keys[name] = append(a.keys[name], v)
 		a.material[v.KID] = material
 		ok(a.bundle(v))
+	case r.Method == http.MethodPost && len(parts) == 4 && (parts[3] == "sign" || parts[3] == "decrypt"):
+		a.operate(w, r, find(sub), parts[3], fail, ok)
 	case r.Method == http.MethodPatch:
 		v := find(sub)
 		if v == nil || sub == "" {
@@ -230,4 +268,63 @@ func (a *Azure) serve(w http.ResponseWriter, r *http.Request) {
 	default:
 		fail(http.StatusBadRequest, "BadParameter", "the fake does not serve "+r.Method+" "+r.URL.Path)
 	}
+}
+
+// operate signs a digest (RS256, ES256, ES384; ECDSA as r||s, as Key
+// Vault answers) or decrypts RSA-OAEP-256 with an imported key pair.
+func (a *Azure) operate(w http.ResponseWriter, r *http.Request, v *azVersion, op string, fail func(int, string, string), ok func(any)) {
+	var req struct {
+		Alg   string `json:"alg"`
+		Value string `json:"value"`
+	}
+	in, err := []byte(nil), json.NewDecoder(r.Body).Decode(&req)
+	if err == nil {
+		in, err = unb64(req.Value)
+	}
+	switch {
+	case err != nil:
+		fail(http.StatusBadRequest, "BadParameter", "bad request")
+		return
+	case v == nil || v.priv == nil:
+		fail(http.StatusNotFound, "KeyNotFound", "no key pair")
+		return
+	case !v.Enabled:
+		fail(http.StatusForbidden, "Forbidden", "Operation "+op+" is not allowed on a disabled key.")
+		return
+	case !slices.Contains(v.Ops, op):
+		fail(http.StatusForbidden, "Forbidden", "Operation "+op+" is not permitted on this key.")
+		return
+	}
+	var out []byte
+	switch {
+	case op == "decrypt" && req.Alg == "RSA-OAEP-256":
+		rk, isRSA := v.priv.(*rsa.PrivateKey)
+		if isRSA {
+			out, err = rsa.DecryptOAEP(crypto.SHA256.New(), nil, rk, in, nil)
+		}
+		if !isRSA || err != nil {
+			fail(http.StatusBadRequest, "BadParameter", "decryption failed")
+			return
+		}
+	case op == "sign" && (req.Alg == "RS256" || req.Alg == "ES256" || req.Alg == "ES384"):
+		h := crypto.SHA256
+		if req.Alg == "ES384" {
+			h = crypto.SHA384
+		}
+		if len(in) != h.Size() {
+			fail(http.StatusBadRequest, "BadParameter", "the digest is not "+req.Alg+"'s")
+			return
+		}
+		if out, err = v.priv.Sign(rand.Reader, in, h); err == nil && req.Alg != "RS256" {
+			out, err = hsm.ECDSASigFromDER(out, h.Size()) // scalar size = digest size for ES256/ES384
+		}
+		if err != nil {
+			fail(http.StatusBadRequest, "BadParameter", err.Error())
+			return
+		}
+	default:
+		fail(http.StatusBadRequest, "BadParameter", "the fake does not "+op+" with "+req.Alg)
+		return
+	}
+	ok(map[string]any{"kid": v.KID, "value": b64(out)})
 }

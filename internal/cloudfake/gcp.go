@@ -13,6 +13,7 @@ import (
 	"context"
 	"crypto"
 	"crypto/aes"
+	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
@@ -159,9 +160,19 @@ func (g *GCP) ImportCryptoKeyVersion(_ context.Context, r *kmspb.ImportCryptoKey
 	if !ok {
 		return nil, notFound(r.ImportJob)
 	}
+	if r.Algorithm != k.GetVersionTemplate().GetAlgorithm() {
+		return nil, status.Errorf(codes.InvalidArgument, "algorithm %s does not match the key's %s", r.Algorithm, k.GetVersionTemplate().GetAlgorithm())
+	}
+	want, ok := gcpMaterial[r.Algorithm]
+	if !ok {
+		return nil, status.Errorf(codes.InvalidArgument, "the fake does not import %s", r.Algorithm)
+	}
 	material, err := UnwrapRSAAES(priv, crypto.SHA256, r.WrappedKey)
-	if err != nil || len(material) != 32 {
-		return nil, status.Errorf(codes.InvalidArgument, "the wrapped key does not unwrap to an AES-256 key: %v", err)
+	if err == nil {
+		err = CheckMaterial(material, want)
+	}
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "the wrapped key does not unwrap to %s material: %v", r.Algorithm, err)
 	}
 	name := fmt.Sprintf("%s/cryptoKeyVersions/%d", k.Name, len(g.order[k.Name])+1)
 	v := &kmspb.CryptoKeyVersion{Name: name, State: kmspb.CryptoKeyVersion_ENABLED, Algorithm: r.Algorithm, ImportJob: r.ImportJob,
@@ -202,6 +213,9 @@ func (g *GCP) UpdateCryptoKeyPrimaryVersion(_ context.Context, r *kmspb.UpdateCr
 	if !ok {
 		return nil, notFound(r.Name)
 	}
+	if k.Purpose != kmspb.CryptoKey_ENCRYPT_DECRYPT {
+		return nil, status.Error(codes.FailedPrecondition, "only ENCRYPT_DECRYPT keys have a primary version")
+	}
 	v, ok := g.versions[r.Name+"/cryptoKeyVersions/"+r.CryptoKeyVersionId]
 	if !ok || v.State != kmspb.CryptoKeyVersion_ENABLED {
 		return nil, status.Error(codes.FailedPrecondition, "the primary must be an enabled version")
@@ -241,6 +255,117 @@ func (g *GCP) DestroyCryptoKeyVersion(_ context.Context, r *kmspb.DestroyCryptoK
 	}
 	v.State = kmspb.CryptoKeyVersion_DESTROY_SCHEDULED
 	return v, nil
+}
+
+// gcpMaterial is what each imported algorithm's material must be.
+var gcpMaterial = map[kmspb.CryptoKeyVersion_CryptoKeyVersionAlgorithm]string{
+	kmspb.CryptoKeyVersion_GOOGLE_SYMMETRIC_ENCRYPTION:  "AES-256",
+	kmspb.CryptoKeyVersion_RSA_SIGN_PKCS1_3072_SHA256:   "RSA-3072",
+	kmspb.CryptoKeyVersion_RSA_DECRYPT_OAEP_3072_SHA256: "RSA-3072",
+	kmspb.CryptoKeyVersion_RSA_SIGN_PKCS1_4096_SHA256:   "RSA-4096",
+	kmspb.CryptoKeyVersion_RSA_DECRYPT_OAEP_4096_SHA256: "RSA-4096",
+	kmspb.CryptoKeyVersion_EC_SIGN_P256_SHA256:          "P-256",
+	kmspb.CryptoKeyVersion_EC_SIGN_P384_SHA384:          "P-384",
+}
+
+// privateOf returns an enabled version's imported private key.
+func (g *GCP) privateOf(name string) (crypto.Signer, *kmspb.CryptoKeyVersion, error) {
+	v, ok := g.versions[name]
+	if !ok {
+		return nil, nil, notFound(name)
+	}
+	if v.State != kmspb.CryptoKeyVersion_ENABLED {
+		return nil, nil, status.Errorf(codes.FailedPrecondition, "%s is %s", name, v.State)
+	}
+	priv, err := x509.ParsePKCS8PrivateKey(g.material[name])
+	if err != nil {
+		return nil, nil, status.Errorf(codes.FailedPrecondition, "%s is not an asymmetric key", name)
+	}
+	return priv.(crypto.Signer), v, nil
+}
+
+// AsymmetricSign signs a digest with an imported private key: PKCS#1
+// v1.5 for RSA, DER ECDSA for EC, as Cloud KMS does.
+func (g *GCP) AsymmetricSign(_ context.Context, r *kmspb.AsymmetricSignRequest) (*kmspb.AsymmetricSignResponse, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	priv, v, err := g.privateOf(r.Name)
+	if err != nil {
+		return nil, err
+	}
+	digest, h := r.GetDigest().GetSha256(), crypto.SHA256
+	if v.Algorithm == kmspb.CryptoKeyVersion_EC_SIGN_P384_SHA384 {
+		digest, h = r.GetDigest().GetSha384(), crypto.SHA384
+	}
+	if len(digest) != h.Size() || v.Algorithm == kmspb.CryptoKeyVersion_RSA_DECRYPT_OAEP_3072_SHA256 || v.Algorithm == kmspb.CryptoKeyVersion_RSA_DECRYPT_OAEP_4096_SHA256 {
+		return nil, status.Errorf(codes.InvalidArgument, "%s does not sign that digest", r.Name)
+	}
+	sig, err := priv.Sign(rand.Reader, digest, h)
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	return &kmspb.AsymmetricSignResponse{Name: r.Name, Signature: sig}, nil
+}
+
+// AsymmetricDecrypt decrypts RSA-OAEP (SHA-256) with an imported key.
+func (g *GCP) AsymmetricDecrypt(_ context.Context, r *kmspb.AsymmetricDecryptRequest) (*kmspb.AsymmetricDecryptResponse, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	priv, v, err := g.privateOf(r.Name)
+	if err != nil {
+		return nil, err
+	}
+	rk, ok := priv.(*rsa.PrivateKey)
+	if !ok || (v.Algorithm != kmspb.CryptoKeyVersion_RSA_DECRYPT_OAEP_3072_SHA256 && v.Algorithm != kmspb.CryptoKeyVersion_RSA_DECRYPT_OAEP_4096_SHA256) {
+		return nil, status.Errorf(codes.InvalidArgument, "%s does not decrypt", r.Name)
+	}
+	pt, err := rsa.DecryptOAEP(crypto.SHA256.New(), nil, rk, r.Ciphertext, nil)
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, "decryption failed")
+	}
+	return &kmspb.AsymmetricDecryptResponse{Plaintext: pt}, nil
+}
+
+// GetPublicKey returns an imported key pair's public key (PEM).
+func (g *GCP) GetPublicKey(_ context.Context, r *kmspb.GetPublicKeyRequest) (*kmspb.PublicKey, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	priv, v, err := g.privateOf(r.Name)
+	if err != nil {
+		return nil, err
+	}
+	der, err := x509.MarshalPKIXPublicKey(priv.Public())
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	return &kmspb.PublicKey{Name: r.Name, Algorithm: v.Algorithm, Pem: string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))}, nil
+}
+
+// CheckMaterial checks that unwrapped material is what a spec wants:
+// "AES-256" (32 bytes), "RSA-3072", "RSA-4096", "P-256" or "P-384" (a
+// PKCS#8 private key of that size or curve).
+func CheckMaterial(material []byte, want string) error {
+	if want == "AES-256" {
+		if len(material) != 32 {
+			return fmt.Errorf("%d bytes, not an AES-256 key", len(material))
+		}
+		return nil
+	}
+	priv, err := x509.ParsePKCS8PrivateKey(material)
+	if err != nil {
+		return fmt.Errorf("not a PKCS#8 private key: %w", err)
+	}
+	got := ""
+	switch k := priv.(type) {
+	case *rsa.PrivateKey:
+		got = fmt.Sprintf("RSA-%d", k.N.BitLen())
+	case *ecdsa.PrivateKey:
+		got = k.Curve.Params().Name
+	}
+	if got != want {
+		return fmt.Errorf("a %s key, not %s", got, want)
+	}
+	return nil
 }
 
 // UnwrapRSAAES undoes CKM_RSA_AES_KEY_WRAP: RSA-OAEP (hash) of an
