@@ -225,7 +225,7 @@ func (h *handler) serve(m *nats.Msg) {
 			rep.Error = &ErrorReply{Code: kms.CodeValidation, Message: "the request is not a metadata message"}
 		} else if res, err := h.kms.ApplyReplicaMetadata(ctx, caller(req.Key.Tenant, req.From), kms.ApplyMetadataParams{From: req.From, Key: req.Key}); err != nil {
 			rep.Error = errReply(err)
-		} else if err := h.deletionTimer(ctx, caller(req.Key.Tenant, req.From), res.Key); err != nil {
+		} else if err := h.deletionTimer(ctx, caller(req.Key.Tenant, req.From), res); err != nil {
 			h.log.Warn("region: failed to run a replica's deletion timer", "key", res.Key.ID, "err", err)
 			rep.Error = &ErrorReply{Code: kms.CodeInternal, Message: "the replica region could not start or stop the deletion timer of the key; retry"}
 		} else {
@@ -257,10 +257,12 @@ func (h *handler) serve(m *nats.Msg) {
 }
 
 // deletionTimer starts or stops the deletion timer of a replica whose
-// deletion its primary scheduled or cancelled. It runs for every metadata
-// message, changed or not, so a message retried after a failure to start
-// the timer starts it.
-func (h *handler) deletionTimer(ctx context.Context, c kms.Caller, k *kms.Key) error {
+// deletion its primary scheduled or cancelled. It starts the timer for
+// every metadata message to a replica pending deletion, changed or not,
+// so a message retried after a failure to start it starts it; it stops
+// the timer when a message changed the replica (a cancel).
+func (h *handler) deletionTimer(ctx context.Context, c kms.Caller, res *kms.ApplyResult) error {
+	k := res.Key
 	if h.timers == nil {
 		return nil
 	}
@@ -268,7 +270,7 @@ func (h *handler) deletionTimer(ctx context.Context, c kms.Caller, k *kms.Key) e
 	case h.kms.ReplicaDeletionPending(k):
 		_, err := h.timers.ScheduleDeletion(ctx, c, k)
 		return err
-	case h.kms.ReplicaDeletionCancelled(k):
+	case res.Applied && h.kms.ReplicaDeletionCancelled(k):
 		// Best effort: a timer left running destroys nothing, since the
 		// replica is no longer pending deletion for its date.
 		if err := h.timers.CancelDeletion(ctx, c, k.ID); err != nil {
