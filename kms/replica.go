@@ -59,9 +59,9 @@ const (
 	// its region (ScheduleReplicaDeletion), with its own window.
 	ReplicaPendingDeletion ReplicaState = "PENDING_DELETION"
 	// ReplicaDisabled: the replica's deletion was cancelled
-	// (CancelReplicaDeletion); it is disabled until it is replicated
-	// again (ReplicateKey), as AWS KMS leaves a replica whose deletion
-	// was cancelled Disabled.
+	// (CancelReplicaDeletion); its key there is SUSPENDED (keyflow's
+	// disabled) until it is replicated again (ReplicateKey), as AWS KMS
+	// leaves a replica whose deletion was cancelled Disabled.
 	ReplicaDisabled ReplicaState = "DISABLED"
 	// ReplicaDestroyed: the replica's window ended and its region
 	// destroyed its material (MarkReplicaDestroyed). The entry stays, so

@@ -585,6 +585,9 @@ func replicaDeletion(t *testing.T, a, b *deployment, keyID string) {
 		return !rk.Lifecycle.PendingDeletion && rk.State == kms.StateSuspended
 	})
 	waitFor(t, 10*time.Second, a.name+"'s deletion timer to stop", func() bool { return !timer() })
+	if _, err := a.bed.KMS.Encrypt(ctx, alice, kms.EncryptParams{KeyRef: keyID, Plaintext: []byte("x")}); kms.CodeOf(err) != kms.CodeInvalidState {
+		t.Fatalf("a disabled replica encrypted: %v", err)
+	}
 	// A stale message from while it was pending does not bring the
 	// deletion back either.
 	if _, err := a.bed.KMS.ApplyReplicaMetadata(ctx, fromB, kms.ApplyMetadataParams{From: b.name, Key: pendingMeta}); err != nil {

@@ -81,8 +81,9 @@ replica DESTROYED. 'key cancel-replica-deletion' cancels it before then.`,
 		Short: "Cancel the scheduled deletion of one replica of a multi-region key",
 		Long: `cancel-replica-deletion cancels, on the primary, the scheduled deletion of
 KEY's replica in REGION before its window ends. As with AWS KMS, the replica
-becomes DISABLED (it refuses use, its material stays); 'key replicate KEY
---region REGION' enables it again. The cancel reaches the replica region
+becomes DISABLED: keyflow's disabled state there (SUSPENDED, as after 'key
+disable': no new encryption, decryption still works), its material kept;
+'key replicate KEY --region REGION' enables it again. The cancel reaches the replica region
 over the link; a replica region cut off until after its window ended has
 destroyed its material by then, and 'key describe' shows it DESTROYED once
 the link is back.`,
