@@ -151,6 +151,9 @@ const (
 	TypeCloudMaterialWrapped  = "io.keyflow.cloud.material.wrapped.v1"
 	TypeCloudPlacementChanged = "io.keyflow.cloud.placement.changed.v1"
 	TypeCloudDrift            = "io.keyflow.cloud.drift.v1"
+	// TypeCloudDestinationRemoved: a destination forgotten (keyflow cloud
+	// remove), or the removal refused while keys are placed there.
+	TypeCloudDestinationRemoved = "io.keyflow.cloud.destination.removed.v1"
 )
 
 // Multi-region key replication (kms/replica.go), recorded in the primary
@@ -206,6 +209,7 @@ var Types = []string{
 	TypeCloudDestinationAdded, TypeCloudCall, TypeCloudMaterialWrapped, TypeCloudPlacementChanged, TypeCloudDrift,
 	TypeKeyReplicaCreated, TypeKeyReplicaSynced, TypeKeyReplicaApplied, TypeKeyReplicaUpdated, TypeKeyReplicaLagging, TypeKeyReplicaPrimaryChanged, TypeKeyReplicaDeletionScheduled,
 	TypeKeyReplicaDeletionCancelled, TypeKeyReplicaDestroyed,
+	TypeCloudDestinationRemoved,
 }
 
 // Outcomes.

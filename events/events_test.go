@@ -461,6 +461,10 @@ func TestEveryTypeValidates(t *testing.T) {
 		events.TypeCloudDrift: {
 			{"", map[string]any{"keyId": id, "destination": "aws-prod", "field": "state", "keyflow": "ENABLED", "provider": "DISABLED", "repaired": true}},
 		},
+		events.TypeCloudDestinationRemoved: {
+			{"", map[string]any{"destination": "aws-prod", "provider": "aws", "placements": 0}},
+			{"ConflictException", map[string]any{"destination": "aws-prod", "provider": "aws", "placements": 3}},
+		},
 	}
 	for _, typ := range events.Types {
 		ss, ok := samples[typ]

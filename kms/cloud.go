@@ -82,6 +82,10 @@ type CloudDestination struct {
 	// Drift is DriftReport (the default) or DriftRepair.
 	Drift   string    `json:"drift"`
 	Created time.Time `json:"created"`
+	// ReconcileEvery is how often the reconcile should compare the
+	// destination with keyflow (0: no schedule); the tenant's reconcile
+	// schedule runs at the shortest period of its destinations.
+	ReconcileEvery time.Duration `json:"reconcileEvery,omitempty"`
 }
 
 // CloudVersion is one keyflow version's copy in a destination.
@@ -170,6 +174,9 @@ func (s *Service) AddCloudDestination(ctx context.Context, c Caller, d CloudDest
 	if d.Drift != DriftReport && d.Drift != DriftRepair {
 		return nil, newError(CodeValidation, "drift must be %s or %s", DriftReport, DriftRepair)
 	}
+	if d.ReconcileEvery != 0 && (d.ReconcileEvery < MinCloudReconcile || d.ReconcileEvery > MaxCloudReconcile) {
+		return nil, newError(CodeValidation, "the reconcile period is between %s and %s (or none)", MinCloudReconcile, MaxCloudReconcile)
+	}
 	for k, v := range d.Settings {
 		if !slices.Contains(allowed, k) {
 			return nil, newError(CodeValidation, "a %s destination has the settings %v, not %q (credentials come from the provider SDK's chain or a credentialsFile)", d.Provider, allowed, truncate(k, 32))
@@ -180,6 +187,9 @@ func (s *Service) AddCloudDestination(ctx context.Context, c Caller, d CloudDest
 	}
 	cs, err := s.cloudStore()
 	if err != nil {
+		return nil, err
+	}
+	if err := s.checkCloudReplace(ctx, cs, c.Tenant, &d); err != nil { // cloud_admin.go
 		return nil, err
 	}
 	d.Tenant, d.Created = c.Tenant, s.now()

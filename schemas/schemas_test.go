@@ -215,6 +215,17 @@ func TestSchemaAPIMirrorsGoTypes(t *testing.T) {
 		{api.MigrationStatus{}, "api/MigrationStatus.json", nil, ""},
 		{api.MigrationKeyStatus{}, "api/MigrationStatus.json", []string{"$defs", "MigrationKeyStatus"}, ""},
 		{api.AdditionalSignature{}, "api/SignReply.json", []string{"$defs", "AdditionalSignature"}, ""},
+		{api.CloudPlacement{}, "api/KeyMetadata.json", []string{"$defs", "CloudPlacement"}, ""},
+		{api.CloudDestination{}, "api/CloudDestination.json", nil, ""},
+		{api.CloudAddRequest{}, "api/CloudAddRequest.json", nil, ""},
+		{api.CloudListReply{}, "api/CloudListReply.json", nil, ""},
+		{api.CloudNameRequest{}, "api/CloudNameRequest.json", nil, ""},
+		{api.CloudStatusRequest{}, "api/CloudStatusRequest.json", nil, ""},
+		{api.CloudStatusReply{}, "api/CloudStatusReply.json", nil, ""},
+		{api.CloudDestinationStatus{}, "api/CloudStatusReply.json", []string{"$defs", "CloudDestinationStatus"}, ""},
+		{api.CloudProbe{}, "api/CloudStatusReply.json", []string{"$defs", "CloudProbe"}, ""},
+		{api.CloudDistributeRequest{}, "api/CloudDistributeRequest.json", nil, ""},
+		{api.CloudDistributeReply{}, "api/CloudDistributeReply.json", nil, ""},
 	}
 	var names []string
 	for _, c := range cases {
@@ -421,6 +432,24 @@ func TestSchemaAPIAcceptsGoValues(t *testing.T) {
 	cases["ArchiveRestoreReply"] = api.ArchiveRestoreReply{KeyID: id, Version: 1, WorkflowID: "recover/alpha/" + id + "/v1", Status: "PENDING_APPROVAL"}
 	cases["ArchiveDecideRequest"] = api.ArchiveDecideRequest{KeyID: id, Version: 1, Approve: true}
 	cases["ArchiveDecideReply"] = api.ArchiveDecideReply{KeyID: id, Version: 1, Outcome: "RESTORED", DecidedBy: "bob"}
+	cloudPlacement := api.CloudPlacement{KeyID: id, Destination: "aws-prod", Provider: "aws", Resource: "alias/keyflow/" + id, KeyVersion: 2,
+		ProviderVersion: "arn:aws:kms:us-east-1:111122223333:key/1", State: "ENABLED", LastSync: &now, Pending: "rotate",
+		LastErrorCode: "Unavailable", LastError: "the provider did not answer", LastErrorAt: &now, Why: []string{"step rotate started and not finished"}}
+	cloudDest := api.CloudDestination{Name: "aws-prod", Provider: "aws", Settings: map[string]string{"region": "us-east-1"}, Drift: "repair", ReconcileEverySeconds: 3600, CreationDate: now}
+	cloudMeta := meta
+	cloudMeta.Exportable, cloudMeta.Clouds = true, []api.CloudPlacement{cloudPlacement}
+	cases["KeyMetadata"] = cloudMeta
+	cases["CloudDestination"] = cloudDest
+	cases["CloudAddRequest"] = api.CloudAddRequest{Name: "aws-prod", Provider: "aws", Settings: map[string]string{"region": "us-east-1", "profile": "kf"}, Drift: "report", ReconcileEverySeconds: 600}
+	cases["CloudListReply"] = api.CloudListReply{Destinations: []api.CloudDestination{cloudDest}}
+	cases["CloudNameRequest"] = api.CloudNameRequest{Name: "aws-prod"}
+	cases["CloudStatusRequest"] = api.CloudStatusRequest{Name: "aws-prod", Probe: true}
+	cases["CloudStatusReply"] = api.CloudStatusReply{Destinations: []api.CloudDestinationStatus{
+		{Name: "aws-prod", Provider: "aws", Drift: "report", Health: "unreachable", Probe: &api.CloudProbe{At: now, LatencyMillis: 3, ErrorCode: "Unavailable", Error: "connection refused"},
+			Placements: 2, Pending: []api.CloudPlacement{cloudPlacement}, LastErrorCode: "Unavailable", LastError: "x", LastErrorAt: &now},
+		{Name: "gcp", Provider: "gcp", Drift: "repair", Health: "unknown", Pending: []api.CloudPlacement{}}}}
+	cases["CloudDistributeRequest"] = api.CloudDistributeRequest{KeyID: "alias/app", Destination: "aws-prod", Wait: true}
+	cases["CloudDistributeReply"] = api.CloudDistributeReply{KeyID: id, Destination: "aws-prod", WorkflowID: "cloud-distribute/alpha/" + id + "/aws-prod", Placement: &cloudPlacement}
 	keyPolicy := json.RawMessage(`{"version":"2026-11-01","statements":[{"sid":"UseInApp","effect":"Allow","principals":["role:crypto-user","svc-app"],"operations":["Encrypt","Decrypt"],"conditions":{"encryptionContextSubset":{"app":"billing"},"notAfter":"2027-01-01T00:00:00Z"}}]}`)
 	later := now.Add(time.Hour)
 	grant := api.Grant{GrantID: id, KeyID: id, Grantee: "bob", Operations: []string{"Decrypt"}, CreationDate: now, CreatedBy: "carol",

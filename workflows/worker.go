@@ -107,6 +107,7 @@ func Register(r interface {
 	r.RegisterWorkflow(CloudSyncWorkflow)
 	r.RegisterWorkflow(CloudUndistributeWorkflow)
 	r.RegisterWorkflow(CloudReconcileWorkflow)
+	r.RegisterWorkflow(CloudProbeWorkflow)
 	r.RegisterWorkflow(ReplicaSyncWorkflow)
 	r.RegisterActivity(a)
 }

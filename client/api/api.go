@@ -152,6 +152,11 @@ type CreateKeyRequest struct {
 	Tags []Tag `json:"tags,omitempty"`
 	// MultiRegion makes a multi-region primary key (docs/multi-region.md).
 	MultiRegion bool `json:"multiRegion,omitempty"`
+	// Exportable keeps a releasable copy of the material, which cloud
+	// distribution (docs/multi-cloud.md) and KMIP Get need:
+	// SYMMETRIC_DEFAULT, HMAC_256, or an RSA_3072, RSA_4096,
+	// ECC_NIST_P256 or ECC_NIST_P384 key pair; fixed at creation.
+	Exportable bool `json:"exportable,omitempty"`
 }
 
 // KeyRequest names one key by ID or alias.
@@ -207,6 +212,12 @@ type KeyMetadata struct {
 	MultiRegion   bool              `json:"multiRegion,omitempty"`
 	PrimaryRegion string            `json:"primaryRegion,omitempty"`
 	Replicas      []ReplicaMetadata `json:"replicas,omitempty"`
+	// Exportable marks a key whose material may leave keyflow (KMIP Get,
+	// cloud distribution).
+	Exportable bool `json:"exportable,omitempty"`
+	// Clouds is where copies of the key live in cloud KMSs
+	// (docs/multi-cloud.md); keys.describe only.
+	Clouds []CloudPlacement `json:"clouds,omitempty"`
 }
 
 // ListKeysReply lists keys.

@@ -30,7 +30,7 @@
 //     campaign), tenant, principal, access-key (the AWS KMS API's
 //     credentials), kmip (KMIP client certificates), config (serve's
 //     configuration file), operator (the NATS operator ceremony of a
-//     cluster, offline). Operations on one key's life (rotate,
+//     cluster, offline), cloud (cloud KMS destinations). Operations on one key's life (rotate,
 //     disable, schedule-deletion, set-policy, retire-version) are verbs of
 //     the key group, not top-level verbs, even where AWS names them as
 //     operations.
@@ -83,6 +83,7 @@
 //	accesskey.go      access-key (SigV4 credentials of the AWS KMS API)
 //	kmip.go           kmip client add (KMIP client certificates, offline)
 //	operator.go       operator init (the NATS operator ceremony, offline)
+//	cloud.go          cloud add|list|status|remove, key distribute|undistribute
 //
 // # Writing a command
 //

@@ -21,7 +21,7 @@ func newKeyCmd(g *globals) *cobra.Command {
 	var alias, desc, spec, usage, origin string
 	var tagArgs []string
 	var life lifecycleFlags
-	var multiRegion bool
+	var multiRegion, exportable bool
 	create := withRaw(&cobra.Command{
 		Use:   "create [--spec SPEC] [--usage USAGE]",
 		Short: "Create a key (AES-256 by default) and print its metadata",
@@ -36,7 +36,7 @@ Specs and usages (AWS KMS names):
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
-				req := api.CreateKeyRequest{Alias: alias, Description: desc, KeySpec: spec, KeyUsage: usage, Origin: origin, MultiRegion: multiRegion}
+				req := api.CreateKeyRequest{Alias: alias, Description: desc, KeySpec: spec, KeyUsage: usage, Origin: origin, MultiRegion: multiRegion, Exportable: exportable}
 				var err error
 				if req.Tags, err = parseTags(tagArgs); err != nil {
 					return err
@@ -63,6 +63,7 @@ Specs and usages (AWS KMS names):
 	create.Flags().StringArrayVar(&tagArgs, "tag", nil, "a tag, TAGKEY=VALUE (repeatable)")
 	create.Flags().StringVar(&origin, "origin", "", "AWS_KMS (default: generated in the HSM) or EXTERNAL (no material: import it, see 'keyflow import-params')")
 	create.Flags().BoolVar(&multiRegion, "multi-region", false, "make a multi-region primary key in this deployment's region (SYMMETRIC_DEFAULT or HMAC_256; see 'key replicate' and docs/multi-region.md)")
+	create.Flags().BoolVar(&exportable, "exportable", false, "keep a releasable copy of the material, so the key may be distributed to cloud KMSs (key distribute) or fetched over KMIP (SYMMETRIC_DEFAULT, HMAC_256, or an RSA_3072, RSA_4096, ECC_NIST_P256 or ECC_NIST_P384 key pair; fixed at creation)")
 	life.add(create)
 
 	describe := &cobra.Command{
@@ -138,6 +139,7 @@ io.keyflow.key.rotation.failed.v1). A second rotate while one runs is refused
 	cmd.AddCommand(newKeyTagCmds(g)...)
 	cmd.AddCommand(newLifecycleCmds(g)...)
 	cmd.AddCommand(newRegionKeyCmds(g)...)
+	cmd.AddCommand(newCloudKeyCmds(g)...)
 	return cmd
 }
 

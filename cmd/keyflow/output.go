@@ -146,7 +146,10 @@ func (g *globals) printKeys(w io.Writer, keys ...api.KeyMetadata) error {
 		return err
 	}
 	if len(keys) == 1 {
-		return printRegions(w, keys[0])
+		if err := printRegions(w, keys[0]); err != nil {
+			return err
+		}
+		return printClouds(w, keys[0])
 	}
 	return nil
 }

@@ -66,7 +66,7 @@ func (f *regionFlags) applySaved(dir string) error {
 }
 
 func newRegionCmd(g *globals) *cobra.Command {
-	cmd := &cobra.Command{Use: "region", Short: "Link this dev stack's region to another deployment (multi-region keys)", Args: noSubcommand, RunE: showHelp}
+	cmd := &cobra.Command{Use: "region", Short: "Link this deployment's region to another one (multi-region keys): keyflow dev's settings, or keyflow serve's nats-server configuration", Args: noSubcommand, RunE: showHelp}
 	var s regionSettings
 	link := &cobra.Command{
 		Use:   "link --region NAME [--to nats-leaf://HOST:PORT --creds FILE] [--leaf-listen ADDR]",
@@ -144,6 +144,6 @@ The link is a NATS leaf node connection that carries only kf.region.v1.>
 			return g.printObj(cmd, cur)
 		},
 	}
-	cmd.AddCommand(link, unlink, show)
+	cmd.AddCommand(link, unlink, show, newRegionNATSConfigCmd(g))
 	return cmd
 }

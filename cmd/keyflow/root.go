@@ -72,7 +72,7 @@ against it. They find the dev stack's credentials by themselves.`,
 	root.AddCommand(newKeyCmd(g), newGrantCmd(g), newApprovalCmd(g), newAuditCmd(g))
 	root.AddCommand(newBackupCmd(g), newArchiveCmd(g), newRootKeyCmd(g), newMigrateCmd(g))
 	root.AddCommand(newTenantCmd(g), newPrincipalCmd(g), newAccessKeyCmd(g), newKMIPCmd(g), newConfigCmd())
-	root.AddCommand(newOperatorCmd(), newRegionCmd(g))
+	root.AddCommand(newOperatorCmd(), newRegionCmd(g), newCloudCmd(g))
 	usageArgs(root)
 	root.Version = buildVersion()
 	for _, c := range root.Commands() {

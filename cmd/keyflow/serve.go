@@ -81,7 +81,11 @@ with keyflow bootstrap. SIGINT or SIGTERM stops it cleanly.`,
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "keyflow serving roles=%s ops=http://%s\n", strings.Join(c.Roles, ","), ops)
+			region := ""
+			if c.Region.Name != "" {
+				region = " region=" + c.Region.Name
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "keyflow serving roles=%s%s ops=http://%s\n", strings.Join(c.Roles, ","), region, ops)
 			<-ctx.Done()
 			fmt.Fprintln(cmd.OutOrStdout(), "keyflow stopping")
 			stopOps()

@@ -34,6 +34,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/keyflow/keyflow/kms"
 )
 
 // Config is the whole file.
@@ -50,6 +52,19 @@ type Config struct {
 	Gateway  Gateway  `yaml:"gateway"`
 	Ops      Ops      `yaml:"ops"`
 	Tracing  Tracing  `yaml:"tracing"`
+	Region   Region   `yaml:"region"`
+}
+
+// Region makes the deployment one region of a multi-region keyflow
+// (docs/multi-region.md). The link between regions is not keyflow's: it is
+// a leaf-node connection in the nats-server configuration (`keyflow region
+// nats-config` writes that part).
+type Region struct {
+	// Name is this deployment's region, e.g. eu-west: the name other
+	// regions replicate keys to, and the JetStream domain its nats-servers
+	// must have (jetstream { domain: eu-west }), which keyflow serve
+	// checks at start. Empty: a single-region deployment.
+	Name string `yaml:"name"`
 }
 
 // Log configures logging.
@@ -420,6 +435,13 @@ func (c *Config) Problems() []string {
 	file("gateway.xks.config_file", c.Gateway.XKS.ConfigFile)
 	file("gateway.xks.cert_file", c.Gateway.XKS.CertFile)
 	file("gateway.xks.key_file", c.Gateway.XKS.KeyFile)
+	if r := c.Region.Name; r != "" {
+		if !kms.ValidRegion(r) {
+			add("region.name: %q is not a region name (lower-case letters, digits and '-', 1 to 63 characters, e.g. eu-west)", r)
+		} else if d := c.NATS.Domain; d != "" && d != r {
+			add("nats.jetstream_domain: %q differs from region.name %q: a region's JetStream domain is its name (leave jetstream_domain empty)", d, r)
+		}
+	}
 	return p
 }
 

@@ -14,7 +14,7 @@ import (
 // accepts region links (Config.LeafListen): the creds another region's
 // `keyflow dev --link-creds` presents. They allow only the replication
 // subjects (natsauth.RegionSubjects).
-const RegionLinkCredsFile = "region-link.creds"
+const RegionLinkCredsFile = natsserver.RegionLinkCredsName
 
 // regionConfig turns the region flags into the NATS server's leaf-node
 // configuration (docs/multi-region.md).

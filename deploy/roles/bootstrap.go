@@ -38,8 +38,12 @@ func (c Change) String() string {
 
 // Bootstrap creates or updates every stream and KV bucket keyflow uses, as
 // the roles would on start (with js's domain and replicas, and o's audit
-// retention), and reports what it changed: nothing on a second run.
+// retention), and reports what it changed: nothing on a second run. A
+// region's (o.Region) are created only in its own JetStream domain.
 func Bootstrap(ctx context.Context, js jetstream.JetStream, o Options) ([]Change, error) {
+	if err := checkRegionDomain(ctx, js, o.Region); err != nil {
+		return nil, err
+	}
 	rec := &recorder{JetStream: js}
 	if _, err := kvstore.Open(ctx, rec); err != nil {
 		return rec.changes, err

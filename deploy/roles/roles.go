@@ -296,6 +296,9 @@ func Start(ctx context.Context, in Infra, o Options) (n *Node, err error) {
 	if err != nil {
 		return n, fmt.Errorf("failed to open JetStream: %w", err)
 	}
+	if err = checkRegionDomain(ctx, js, o.Region); err != nil {
+		return n, err
+	}
 	if NeedsHSM(o.Roles) {
 		if err = n.startKMS(ctx, runCtx, js); err != nil {
 			return n, err
@@ -500,6 +503,9 @@ func (n *Node) startServices(js jetstream.JetStream, wc *workflows.Client) error
 		log := n.infra.Logger
 		cfg.Rotator, cfg.Lifecycle = rotator{wc, log}, wc
 		cfg.Archiver, cfg.Imports, cfg.Migrator = archiver{wc, log}, importExpirer{wc}, migrator{wc, log}
+		if wc != nil {
+			cfg.Cloud = wc // docs/multi-cloud.md
+		}
 	}
 	srv, err := rpc.Start(cfg)
 	if err != nil {

@@ -4,7 +4,9 @@
 // of the roles each (internal/clusterlab starts them). The test kills one
 // process at a time under load and checks what clients saw against the
 // audit trail; the benchmark compares the cluster's encrypt rate with
-// `keyflow dev`. `go test -short` skips both.
+// `keyflow dev`. The region test (region_test.go) runs two production
+// regions, a nats-server and a keyflow serve process each, linked by the
+// leaf node of `keyflow region nats-config`. `go test -short` skips them.
 package cluster
 
 import (

@@ -414,6 +414,21 @@ func (l *Lab) keyflowProc(name, roles string) *Proc {
 	return p
 }
 
+// ServeProc is `keyflow serve ARGS...` outside a lab (the e2e region test
+// runs two deployments): ready when its /readyz answers 200; its output
+// goes to logFile.
+func ServeProc(name, bin, dir, logFile string, env []string, log io.Writer, args ...string) *Proc {
+	p := &Proc{Name: name, bin: bin, args: append([]string{"serve"}, args...), dir: dir, env: env, log: log, logFile: logFile}
+	p.ready = p.opsReady
+	return p
+}
+
+// NATSProc is `nats-server -c conf` outside a lab: ready when addr (its
+// client listener) accepts connections.
+func NATSProc(name, bin, conf, dir, logFile, addr string, log io.Writer) *Proc {
+	return &Proc{Name: name, bin: bin, args: []string{"-c", conf}, dir: dir, log: log, logFile: logFile, ready: tcpReady(addr)}
+}
+
 // Stop stops every process (keyflow first, gracefully), and waits.
 func (l *Lab) Stop() {
 	if l == nil {

@@ -202,6 +202,7 @@ func Build(inv *kms.Inventory, o Options) (*BOM, error) {
 		if k.Target != "" {
 			props = append(props, Property{Name: "keyflow:migrationTarget", Value: string(k.Target)})
 		}
+		props = append(props, cloudProperties(k.Clouds)...)
 		keyRef := "key/" + k.ID
 		b.Components = append(b.Components, Component{
 			Type: "cryptographic-asset", BOMRef: keyRef, Name: name,
@@ -220,6 +221,36 @@ func Build(inv *kms.Inventory, o Options) (*BOM, error) {
 		b.Components = append(b.Components, algs[ref])
 	}
 	return b, nil
+}
+
+// cloudProperties lists where a key's copies live in cloud KMSs
+// (docs/multi-cloud.md): keyflow:cloudDestinations names them, and
+// keyflow:cloud:<destination>:<field> describes each, as the regions of a
+// multi-region key are listed.
+func cloudProperties(ps []kms.CloudPlacement) []Property {
+	if len(ps) == 0 {
+		return nil
+	}
+	ps = slices.Clone(ps)
+	slices.SortFunc(ps, func(a, b kms.CloudPlacement) int { return strings.Compare(a.Destination, b.Destination) })
+	names := make([]string, len(ps))
+	var out []Property
+	for i, p := range ps {
+		names[i] = p.Destination
+		pre := "keyflow:cloud:" + p.Destination + ":"
+		out = append(out, Property{Name: pre + "provider", Value: p.Provider}, Property{Name: pre + "state", Value: p.State})
+		if p.Resource != "" {
+			out = append(out, Property{Name: pre + "resource", Value: p.Resource})
+		}
+		if v, ok := p.Primary(); ok {
+			out = append(out, Property{Name: pre + "keyVersion", Value: strconv.FormatUint(uint64(v.KeyVersion), 10)},
+				Property{Name: pre + "providerVersion", Value: v.ProviderVersion})
+		}
+		if !p.LastSync.IsZero() {
+			out = append(out, Property{Name: pre + "lastSync", Value: p.LastSync.UTC().Format(time.RFC3339)})
+		}
+	}
+	return append([]Property{{Name: "keyflow:cloudDestinations", Value: strings.Join(names, ",")}}, out...)
 }
 
 // JSON returns the CBOM of inv as indented JSON.

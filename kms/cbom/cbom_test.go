@@ -3,6 +3,7 @@ package cbom_test
 import (
 	"encoding/json"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -179,5 +180,60 @@ func TestCBOMEmptyAndFixed(t *testing.T) {
 	}
 	if _, err := cbom.Build(&kms.Inventory{Keys: []kms.InventoryItem{{ID: "x", Spec: "RSA_1024"}}}, cbom.Options{}); err == nil {
 		t.Error("a key of an unknown spec was accepted")
+	}
+}
+
+// A distributed key lists where its copies live: the destinations, and
+// each one's provider, resource, versions, state and last sync.
+func TestCBOMCloudPlacements(t *testing.T) {
+	at := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
+	inv := &kms.Inventory{Tenant: "alpha", GeneratedAt: at, Keys: []kms.InventoryItem{
+		{ID: "00000000-0000-4000-8000-000000000001", Spec: kms.SpecSymmetricDefault, Usage: kms.UsageEncryptDecrypt, State: kms.StateActive,
+			Versions: 2, PrimaryVersion: 2, CreatedAt: at, Exportable: true, Clouds: []kms.CloudPlacement{
+				{Destination: "gcp-eu", Provider: "gcp", State: kms.PlacementDisabled, Resource: "projects/p/locations/l/keyRings/r/cryptoKeys/keyflow-1",
+					Versions: []kms.CloudVersion{{KeyVersion: 1, ProviderVersion: "v1"}}},
+				{Destination: "aws-prod", Provider: "aws", State: kms.PlacementEnabled, Resource: "alias/keyflow/1", LastSync: at,
+					Versions: []kms.CloudVersion{{KeyVersion: 1, ProviderVersion: "k1"}, {KeyVersion: 2, ProviderVersion: "k2"}}},
+			}},
+		{ID: "00000000-0000-4000-8000-000000000002", Spec: kms.SpecSymmetricDefault, Usage: kms.UsageEncryptDecrypt, State: kms.StateActive,
+			Versions: 1, PrimaryVersion: 1, CreatedAt: at},
+	}}
+	b, err := cbom.Build(inv, cbom.Options{ToolVersion: "1.2.3"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	props := map[string]map[string]string{}
+	for _, c := range b.Components {
+		m := map[string]string{}
+		for _, p := range c.Properties {
+			m[p.Name] = p.Value
+		}
+		props[c.BOMRef] = m
+	}
+	got := props["key/00000000-0000-4000-8000-000000000001"]
+	want := map[string]string{
+		"keyflow:cloudDestinations":              "aws-prod,gcp-eu",
+		"keyflow:cloud:aws-prod:provider":        "aws",
+		"keyflow:cloud:aws-prod:state":           "ENABLED",
+		"keyflow:cloud:aws-prod:resource":        "alias/keyflow/1",
+		"keyflow:cloud:aws-prod:keyVersion":      "2",
+		"keyflow:cloud:aws-prod:providerVersion": "k2",
+		"keyflow:cloud:aws-prod:lastSync":        "2026-03-04T05:06:07Z",
+		"keyflow:cloud:gcp-eu:provider":          "gcp",
+		"keyflow:cloud:gcp-eu:state":             "DISABLED",
+		"keyflow:cloud:gcp-eu:keyVersion":        "1",
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %q, want %q", k, got[k], v)
+		}
+	}
+	if _, ok := got["keyflow:cloud:gcp-eu:lastSync"]; ok {
+		t.Error("a placement never synced has a lastSync")
+	}
+	for k := range props["key/00000000-0000-4000-8000-000000000002"] {
+		if strings.HasPrefix(k, "keyflow:cloud") {
+			t.Errorf("a key in no cloud has %s", k)
+		}
 	}
 }

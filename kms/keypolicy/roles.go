@@ -205,6 +205,21 @@ var permissions = map[string]Permission{
 	"tenantpolicy.get":  {Roles: []Role{RoleTenantAdmin, RoleKeyAdmin, RoleAuditor}},
 	"tenantpolicy.set":  {Roles: []Role{RoleTenantAdmin}},
 
+	// Cloud distribution (docs/multi-cloud.md). Registering a destination
+	// decides where key material may go and which credentials file a
+	// worker reads: tenant configuration, like principals, so a tenant
+	// admin does it (as creating an AWS custom key store or a Vault
+	// keymgmt provider is an administrator's act). Putting a key there is
+	// key administration. A key admin alone can therefore not send a key
+	// to an account of its own choosing, nor a tenant admin move a key.
+	// Auditors read where keys live and how the destinations fare.
+	"cloud.add":          {Roles: []Role{RoleTenantAdmin}},
+	"cloud.remove":       {Roles: []Role{RoleTenantAdmin}},
+	"cloud.list":         {Roles: []Role{RoleTenantAdmin, RoleKeyAdmin, RoleAuditor}},
+	"cloud.status":       {Roles: []Role{RoleTenantAdmin, RoleKeyAdmin, RoleAuditor}},
+	"cloud.distribute":   {Roles: []Role{RoleKeyAdmin}},
+	"cloud.undistribute": {Roles: []Role{RoleKeyAdmin}},
+
 	// KMIP (workers/kmip): the same separation as the NATS rows. Making
 	// a key exportable is its own row, asked for in addition to
 	// kmip.create or kmip.register; releasing material (kmip.get) is

@@ -72,7 +72,7 @@ func (s *Server) createKey(ctx context.Context, c kms.Caller, body []byte) (any,
 		Tags: tagsFromWire(req.Tags),
 	}
 	createLifecycle(&p, req)
-	p.MultiRegion = req.MultiRegion
+	p.MultiRegion, p.Exportable = req.MultiRegion, req.Exportable
 	k, err := s.cfg.KMS.CreateKey(ctx, c, p)
 	if err != nil {
 		return nil, err
@@ -96,7 +96,9 @@ func (s *Server) describeKey(ctx context.Context, c kms.Caller, body []byte) (an
 	if err != nil {
 		return nil, err
 	}
-	return Metadata(k), nil
+	m := Metadata(k)
+	s.cloudMetadata(ctx, c, &m)
+	return m, nil
 }
 
 func (s *Server) listKeys(ctx context.Context, c kms.Caller, body []byte) (any, error) {
@@ -252,7 +254,7 @@ func Metadata(k *kms.Key) api.KeyMetadata {
 		KeyID: k.ID, Arn: k.ResourceName(), Alias: k.Alias, Description: k.Description,
 		KeySpec: string(k.Spec), KeyUsage: string(k.Usage), KeyState: string(k.State),
 		CreationDate: k.CreatedAt, CreatedBy: k.CreatedBy, PrimaryVersion: k.PrimaryVersion,
-		Tags: tagsToWire(k.Tags),
+		Tags: tagsToWire(k.Tags), Exportable: k.Exportable,
 	}
 	if !k.RotatedAt.IsZero() {
 		t := k.RotatedAt

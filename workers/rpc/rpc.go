@@ -101,6 +101,10 @@ type Config struct {
 	// Lifecycle runs the lifecycle timers and schedules (lifecycle.go);
 	// nil: schedule-deletion answers KMSInternalException.
 	Lifecycle Lifecycle
+	// Cloud runs cloud distribution's workflows (cloud.go); nil: the
+	// cloud.distribute, cloud.undistribute and probe requests answer
+	// KMSInternalException.
+	Cloud CloudWorkflows
 	// Observe, when set, is told how every request handled by the pool
 	// ended ("ok" or the error code) and how long it took (metrics).
 	Observe func(op, outcome string, d time.Duration)
@@ -230,6 +234,7 @@ func Start(cfg Config) (*Server, error) {
 		{"keyflow-archive", "archive", s.archiveOps()},
 		{"keyflow-approvals", "approvals", s.approvalOps()},
 		{"keyflow-tenantpolicy", "tenantpolicy", s.tenantPolicyOps()},
+		{"keyflow-cloud", "cloud", s.cloudOps()},
 	}
 	groups = append(groups, s.identityGroups()...)
 	for _, g := range groups {

@@ -182,3 +182,35 @@ func TestValuesSchema(t *testing.T) {
 		t.Errorf("exit %d, want 1 and %q:\n%s", code, want, errOut.String())
 	}
 }
+
+// region.name (multi-region keys) reaches every role group's keyflow.yaml,
+// and the schema refuses a name keyflow would refuse.
+func TestRegionValues(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "region-values.yaml")
+	if err := os.WriteFile(f, []byte("region: {name: eu-west}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, m := range render(t, f) {
+		var cm corev1.ConfigMap
+		if !strings.HasSuffix(m.Source, "configmap.yaml") {
+			continue
+		}
+		if err := yaml.Unmarshal(m.Data, &cm); err != nil {
+			t.Fatal(err)
+		}
+		n++
+		if got := cm.Data["keyflow.yaml"]; !strings.Contains(got, "\nregion:\n  name: eu-west") {
+			t.Errorf("%s has no region:\n%s", cm.Name, got)
+		}
+	}
+	if n != 5 {
+		t.Errorf("%d role group ConfigMaps, want 5", n)
+	}
+	if err := os.WriteFile(f, []byte("region: {name: EU_West}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Render(chartDir, []string{f}, rel); err == nil || !strings.Contains(err.Error(), "/region/name") {
+		t.Errorf("the schema took region.name EU_West: %v", err)
+	}
+}
