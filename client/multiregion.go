@@ -20,6 +20,14 @@ func (c *Client) UpdatePrimaryRegion(ctx context.Context, keyID, region string) 
 	return &out, c.Call(ctx, api.OpKeyUpdatePrimaryRegion, api.ReplicateKeyRequest{KeyID: keyID, Region: region}, &out)
 }
 
+// CancelReplicaDeletion cancels, on the primary, the scheduled deletion
+// of a multi-region key's replica in region before its window ends; the
+// replica becomes DISABLED (ReplicateKey enables it again).
+func (c *Client) CancelReplicaDeletion(ctx context.Context, keyID, region string) (*api.KeyMetadata, error) {
+	var out api.KeyMetadata
+	return &out, c.Call(ctx, api.OpKeyCancelReplicaDeletion, api.ReplicateKeyRequest{KeyID: keyID, Region: region}, &out)
+}
+
 // ScheduleReplicaDeletion schedules the deletion of one replica region of
 // a multi-region key, on its primary, after pendingDays (7 to 30).
 func (c *Client) ScheduleReplicaDeletion(ctx context.Context, keyID, region string, pendingDays int) (*api.KeyMetadata, error) {

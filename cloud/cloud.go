@@ -257,3 +257,21 @@ func AsError(err error) (*Error, bool) {
 	ok := errors.As(err, &e)
 	return e, ok
 }
+
+// Restorer is the optional Connector ability to cancel a scheduled
+// deletion (keyflow's CancelDeletion of a distributed key): the
+// provider's copies come back under their names, and the step that
+// follows enables them or leaves them disabled. A connector without it
+// cannot take a cancellation back; the step fails with ErrUnsupported.
+type Restorer interface {
+	Restore(ctx context.Context, p RestoreParams) error
+}
+
+// RestoreParams are the inputs of Restore.
+type RestoreParams struct {
+	Key KeyRef
+	// KeyVersions are keyflow's numbers of Key.Versions, in the same
+	// order; Primary is the provider version that encrypts again.
+	KeyVersions []uint32
+	Primary     string
+}

@@ -173,6 +173,10 @@ const (
 	TypeKeyReplicaPrimaryChanged = "io.keyflow.key.replica.primary.changed.v1"
 	// TypeKeyReplicaDeletionScheduled: see schemas/events/io.keyflow.key.replica.deletion.scheduled.v1.json
 	TypeKeyReplicaDeletionScheduled = "io.keyflow.key.replica.deletion.scheduled.v1"
+	// TypeKeyReplicaDeletionCancelled: see schemas/events/io.keyflow.key.replica.deletion.cancelled.v1.json
+	TypeKeyReplicaDeletionCancelled = "io.keyflow.key.replica.deletion.cancelled.v1"
+	// TypeKeyReplicaDestroyed: see schemas/events/io.keyflow.key.replica.destroyed.v1.json
+	TypeKeyReplicaDestroyed = "io.keyflow.key.replica.destroyed.v1"
 )
 
 // Types lists every event type keyflow emits; schemas/events has one JSON
@@ -204,6 +208,7 @@ var Types = []string{
 	TypeWorkflowSignalRefused,
 	TypeCloudDestinationAdded, TypeCloudCall, TypeCloudMaterialWrapped, TypeCloudPlacementChanged, TypeCloudDrift,
 	TypeKeyReplicaCreated, TypeKeyReplicaSynced, TypeKeyReplicaApplied, TypeKeyReplicaUpdated, TypeKeyReplicaLagging, TypeKeyReplicaPrimaryChanged, TypeKeyReplicaDeletionScheduled,
+	TypeKeyReplicaDeletionCancelled, TypeKeyReplicaDestroyed,
 	TypeCloudDestinationRemoved,
 }
 

@@ -429,6 +429,14 @@ func TestEveryTypeValidates(t *testing.T) {
 		events.TypeKeyReplicaLagging:           {{"", map[string]any{"keyId": id, "version": uint32(3), "regions": []string{"eu-west"}}}},
 		events.TypeKeyReplicaPrimaryChanged:    {{"", map[string]any{"keyRef": id, "region": "eu-west", "previousPrimaryRegion": "us-east"}}},
 		events.TypeKeyReplicaDeletionScheduled: {{"", map[string]any{"keyRef": id, "region": "eu-west", "pendingWindowDays": 7}}},
+		events.TypeKeyReplicaDeletionCancelled: {
+			{"", map[string]any{"keyRef": id, "region": "eu-west", "role": "primary"}},
+			{"KMSInvalidStateException", map[string]any{"keyRef": id, "region": "eu-west", "role": "primary"}},
+		},
+		events.TypeKeyReplicaDestroyed: {
+			{"", map[string]any{"keyId": id, "region": "eu-west", "primaryRegion": "us-east", "versions": []uint32{1, 2}, "role": "replica"}},
+			{"", map[string]any{"keyId": id, "region": "eu-west", "primaryRegion": "us-east", "role": "primary"}},
+		},
 		events.TypeMigrationKey: {
 			{"", map[string]any{"campaignId": "pq-0a1b2c3d4e5f", "action": "cutover", "sourceKey": subject, "targetKey": subject, "phase": "cutover"}},
 			{"", map[string]any{"campaignId": "pq-0a1b2c3d4e5f", "action": "target-created", "sourceKey": subject, "targetKey": subject, "targetKeySpec": "X_WING"}},

@@ -66,7 +66,7 @@ const (
 // cloudSettings are the settings each provider may have. None is a
 // secret: credentials come from the SDK's chain or a file named here.
 var cloudSettings = map[string][]string{
-	CloudAWS:   {"region", "endpoint", "profile", "credentialsFile"},
+	CloudAWS:   {"region", "endpoint", "profile", "credentialsFile", "wrappingKeySpec", "aliases"},
 	CloudGCP:   {"project", "location", "keyRing", "endpoint", "credentialsFile", "protectionLevel"},
 	CloudAzure: {"vaultURL"},
 }

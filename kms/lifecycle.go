@@ -143,8 +143,12 @@ var errPendingDeletion = errors.New("key is pending deletion")
 // permitKey decides whether k, in its state, may be used for u.
 func permitKey(k *Key, u Use) error {
 	if u != UseDescribe && k.Lifecycle.PendingDeletion {
-		return wrapError(CodeInvalidState, errPendingDeletion, "key %s is pending deletion (scheduled for %s); cancel the deletion to use it",
-			k.ID, k.Lifecycle.DeletionDate.UTC().Format(time.RFC3339))
+		how := "cancel the deletion to use it"
+		if k.MultiRegion {
+			how += " (a replica's deletion is cancelled on the key's primary, region " + k.PrimaryRegion + ": key cancel-replica-deletion)"
+		}
+		return wrapError(CodeInvalidState, errPendingDeletion, "key %s is pending deletion (scheduled for %s); %s",
+			k.ID, k.Lifecycle.DeletionDate.UTC().Format(time.RFC3339), how)
 	}
 	if k.State.Allows(u) {
 		return nil

@@ -292,6 +292,9 @@ func (s *Service) ScheduleDeletion(ctx context.Context, c Caller, p ScheduleDele
 	keyID = k0.ID
 	now := s.now().UTC()
 	return s.updateKey(ctx, c.Tenant, keyID, func(k *Key) (bool, error) {
+		if err := s.refuseReplicaDeletionHere(k); err != nil {
+			return false, err
+		}
 		if k.Lifecycle.PendingDeletion {
 			return false, newError(CodeInvalidState, "key %s is already pending deletion (scheduled for %s)", k.ID, k.Lifecycle.DeletionDate.Format(time.RFC3339))
 		}
@@ -327,6 +330,9 @@ func (s *Service) CancelDeletion(ctx context.Context, c Caller, ref string) (k *
 	keyID = k0.ID
 	now := s.now()
 	return s.updateKey(ctx, c.Tenant, keyID, func(k *Key) (bool, error) {
+		if err := s.refuseReplicaDeletionHere(k); err != nil {
+			return false, err
+		}
 		return false, cancelPending(k, now)
 	})
 }

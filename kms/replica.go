@@ -58,6 +58,15 @@ const (
 	// ReplicaPendingDeletion: the replica is scheduled for deletion in
 	// its region (ScheduleReplicaDeletion), with its own window.
 	ReplicaPendingDeletion ReplicaState = "PENDING_DELETION"
+	// ReplicaDisabled: the replica's deletion was cancelled
+	// (CancelReplicaDeletion); its key there is SUSPENDED (keyflow's
+	// disabled) until it is replicated again (ReplicateKey), as AWS KMS
+	// leaves a replica whose deletion was cancelled Disabled.
+	ReplicaDisabled ReplicaState = "DISABLED"
+	// ReplicaDestroyed: the replica's window ended and its region
+	// destroyed its material (MarkReplicaDestroyed). The entry stays, so
+	// that the key's history shows it; nothing is sent to it any more.
+	ReplicaDestroyed ReplicaState = "DESTROYED"
 )
 
 // Replica is one region of a multi-region key other than its primary.
@@ -67,6 +76,11 @@ type Replica struct {
 	LastSyncedVersion uint32       `json:"lastSyncedVersion"`
 	SyncedAt          time.Time    `json:"syncedAt,omitzero"`
 	DeletionDate      time.Time    `json:"deletionDate,omitzero"`
+	// DeletionSeq counts the primary's changes of this replica's deletion
+	// (scheduled, cancelled, enabled again, destroyed): a replica ignores
+	// news about its deletion older than what it has (a stale message).
+	// A counter, not a time, so that no clock decides it.
+	DeletionSeq uint32 `json:"deletionSeq,omitempty"`
 }
 
 var regionRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
@@ -98,7 +112,9 @@ func (k *Key) Regions() []string {
 	}
 	out := []string{k.PrimaryRegion}
 	for _, r := range k.Replicas {
-		out = append(out, r.Region)
+		if r.State != ReplicaDestroyed {
+			out = append(out, r.Region)
+		}
 	}
 	return out
 }
@@ -185,8 +201,8 @@ func (s *Service) ReplicateKey(ctx context.Context, c Caller, p ReplicateKeyPara
 		return nil, newError(CodeValidation, "key %s already lives in region %s: it is the primary", cur.ID, p.Region)
 	}
 	k, err = s.updateKey(ctx, c.Tenant, cur.ID, func(k *Key) (bool, error) {
-		if _, ok := k.ReplicaIn(p.Region); ok {
-			return true, nil
+		if r, ok := k.ReplicaIn(p.Region); ok {
+			return reenableReplica(k, r)
 		}
 		if k.Lifecycle.PendingDeletion || !k.State.Allows(UseProcess) {
 			return false, newError(CodeInvalidState, "key %s is %s and is not replicated", k.ID, k.State)
@@ -310,7 +326,7 @@ func (s *Service) MarkReplicaSynced(ctx context.Context, c Caller, p MarkReplica
 func Laggards(k *Key, v uint32) []string {
 	var out []string
 	for _, r := range k.Replicas {
-		if r.State != ReplicaPendingDeletion && r.LastSyncedVersion < v {
+		if r.State != ReplicaPendingDeletion && r.State != ReplicaDestroyed && r.LastSyncedVersion < v {
 			out = append(out, r.Region)
 		}
 	}
@@ -438,6 +454,9 @@ func (s *Service) applyReplicaVersion(ctx context.Context, c Caller, p ApplyRepl
 		return nil, newError(CodeValidation, "the replication message carries version %d, which key %s does not list", p.Version, meta.ID)
 	}
 	if local != nil {
+		if err := s.refuseDestroyedReplica(local, p.From); err != nil {
+			return nil, err
+		}
 		if _, ok := local.Version(p.Version); ok {
 			return &ApplyResult{Key: local}, nil
 		}
@@ -570,16 +589,16 @@ func (s *Service) applyReplicaMetadata(ctx context.Context, c Caller, p ApplyMet
 	meta := p.Key
 	k, err := s.updateKey(ctx, c.Tenant, local.ID, func(k *Key) (bool, error) {
 		*changed = (*changed)[:0]
+		if err := s.refuseDestroyedReplica(k, p.From); err != nil {
+			return false, err
+		}
 		next := replicaFrom(meta, k.Versions)
 		next.Alias = k.Alias
 		if next.PrimaryRegion == s.region {
 			// Failover: this region becomes the primary.
 			next.Replicas = slices.DeleteFunc(next.Replicas, func(r Replica) bool { return r.Region == s.region })
-		}
-		if own, ok := meta.ReplicaIn(s.region); ok && own.State == ReplicaPendingDeletion {
-			next.Lifecycle.PendingDeletion, next.Lifecycle.DeletionDate = true, own.DeletionDate
-		} else if !meta.Lifecycle.PendingDeletion {
-			next.Lifecycle.PendingDeletion, next.Lifecycle.DeletionDate = false, time.Time{}
+		} else {
+			s.applyOwnDeletion(k, next)
 		}
 		if k.State != next.State {
 			*changed = append(*changed, "keyState")
@@ -628,8 +647,8 @@ func (s *Service) UpdatePrimaryRegion(ctx context.Context, c Caller, ref, region
 		if !ok {
 			return false, newError(CodeNotFound, "key %s has no replica in region %s", k.ID, truncate(region, 64))
 		}
-		if r.State == ReplicaPendingDeletion {
-			return false, newError(CodeInvalidState, "the replica of key %s in region %s is pending deletion", k.ID, region)
+		if r.State == ReplicaPendingDeletion || r.State == ReplicaDestroyed {
+			return false, newError(CodeInvalidState, "the replica of key %s in region %s is %s", k.ID, region, r.State)
 		}
 		if r.LastSyncedVersion < k.NewestVersion() {
 			return false, newError(CodeInvalidState, "the replica of key %s in region %s has versions up to %d of %d; it becomes primary once it has them all", k.ID, region, r.LastSyncedVersion, k.NewestVersion())
@@ -643,7 +662,8 @@ func (s *Service) UpdatePrimaryRegion(ctx context.Context, c Caller, ref, region
 
 // ScheduleReplicaDeletion schedules the deletion of one replica, with its
 // own waiting period, on the primary; the replication workflow tells the
-// replica, which refuses every use from then on.
+// replica, which refuses every use from then on and runs the standard
+// deletion timer of its region (replica_deletion.go).
 func (s *Service) ScheduleReplicaDeletion(ctx context.Context, c Caller, ref, region string, window time.Duration) (*Key, error) {
 	data := map[string]any{"keyRef": truncate(ref, 64), "region": truncate(region, 64), "pendingWindowDays": int(window / Day)}
 	return s.changeKey(ctx, c, events.TypeKeyReplicaDeletionScheduled, ref, data, func(cur *Key) error {
@@ -654,11 +674,15 @@ func (s *Service) ScheduleReplicaDeletion(ctx context.Context, c Caller, ref, re
 	}, func(k *Key) (bool, error) {
 		for i := range k.Replicas {
 			if k.Replicas[i].Region == region {
-				if k.Replicas[i].State == ReplicaPendingDeletion {
+				switch k.Replicas[i].State {
+				case ReplicaPendingDeletion:
 					return true, nil
+				case ReplicaDestroyed:
+					return false, newError(CodeInvalidState, "the replica of key %s in region %s is destroyed already", k.ID, region)
 				}
 				k.Replicas[i].State = ReplicaPendingDeletion
 				k.Replicas[i].DeletionDate = s.now().Add(window).UTC().Truncate(time.Second)
+				k.Replicas[i].DeletionSeq++
 				return false, nil
 			}
 		}

@@ -2,7 +2,9 @@ package region_test
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/keyflow/keyflow/events"
 	"github.com/keyflow/keyflow/internal/testbed"
@@ -135,4 +137,74 @@ func flip(b []byte) []byte {
 	out := append([]byte(nil), b...)
 	out[len(out)/2] ^= 1
 	return out
+}
+
+// TestReplicaDestroyedReport drives the primary's side of a replica's
+// destruction directly: the report is taken only from a replica whose
+// window ended here, once (a repeat records nothing), and every refusal
+// has its code and its record.
+func TestReplicaDestroyedReport(t *testing.T) {
+	ctx := context.Background()
+	var shift atomic.Int64
+	a := testbed.NewWith(t, testbed.Options{Region: "us-east", Now: func() time.Time { return time.Now().Add(time.Duration(shift.Load())) }})
+	k, err := a.KMS.CreateKey(ctx, alice, kms.CreateKeyParams{MultiRegion: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.KMS.ReplicateKey(ctx, alice, kms.ReplicateKeyParams{KeyRef: k.ID, Region: "eu-west"}); err != nil {
+		t.Fatal(err)
+	}
+	fromB := kms.Caller{Tenant: "alpha", Principal: "region:eu-west"}
+	report := func(from string) (*kms.ApplyResult, error) {
+		return a.KMS.MarkReplicaDestroyed(ctx, fromB, kms.ReplicaDestroyedParams{From: from, KeyID: k.ID})
+	}
+	if _, err := report("eu-west"); kms.CodeOf(err) != kms.CodeInvalidState {
+		t.Fatalf("a report from an active replica: %v", err)
+	}
+	if _, err := a.KMS.ScheduleReplicaDeletion(ctx, alice, k.ID, "eu-west", 7*kms.Day); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name string
+		from string
+		want kms.Code
+	}{
+		{"before the window ends", "eu-west", kms.CodeInvalidState},
+		{"a region with no replica", "ap-south", kms.CodeNotFound},
+		{"this region", "us-east", kms.CodeValidation},
+	}
+	for _, c := range cases {
+		if _, err := report(c.from); kms.CodeOf(err) != c.want {
+			t.Errorf("%s: got %v, want %s", c.name, err, c.want)
+		}
+	}
+	refused := 0
+	for _, e := range a.EventsOfType("alpha", events.TypeKeyReplicaDestroyed) {
+		if e.Outcome == events.OutcomeFailure {
+			refused++
+		}
+	}
+	if refused != len(cases)+1 {
+		t.Fatalf("%d refused reports recorded, want %d", refused, len(cases)+1)
+	}
+	shift.Store(int64(7*kms.Day + time.Minute))
+	if _, err := a.KMS.CancelReplicaDeletion(ctx, alice, k.ID, "eu-west"); kms.CodeOf(err) != kms.CodeInvalidState {
+		t.Fatalf("a cancel after the window ended: %v", err)
+	}
+	res, err := report("eu-west")
+	if err != nil || !res.Applied {
+		t.Fatalf("the report at the end of the window: %+v %v", res, err)
+	}
+	if r, _ := res.Key.ReplicaIn("eu-west"); r.State != kms.ReplicaDestroyed {
+		t.Fatalf("the primary shows the replica %s", r.State)
+	}
+	if res, err := report("eu-west"); err != nil || res.Applied {
+		t.Fatalf("a repeated report: %+v %v", res, err)
+	}
+	if n := len(a.EventsOfType("alpha", events.TypeKeyReplicaDestroyed)) - refused; n != 1 {
+		t.Fatalf("%d destruction records, want 1", n)
+	}
+	if _, err := a.KMS.UpdatePrimaryRegion(ctx, alice, k.ID, "eu-west"); kms.CodeOf(err) != kms.CodeInvalidState {
+		t.Fatalf("a destroyed replica became primary: %v", err)
+	}
 }

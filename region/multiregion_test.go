@@ -10,9 +10,11 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/worker"
 	"go.temporal.io/server/temporaltest"
 
@@ -37,6 +39,10 @@ type deployment struct {
 	bed  *testbed.Bed
 	ts   *temporaltest.TestServer
 	wf   *workflows.Client
+	// shift moves the KMS clock (not Temporal's): set back 7 days while a
+	// replica's deletion is scheduled, the 7-day minimum window ends
+	// seconds later in real time.
+	shift atomic.Int64
 }
 
 var alice = kms.Caller{Tenant: "alpha", Principal: "alice"}
@@ -44,18 +50,20 @@ var alice = kms.Caller{Tenant: "alpha", Principal: "alice"}
 func startDeployment(t *testing.T, name string, o testbed.Options) *deployment {
 	t.Helper()
 	o.Region = name
-	d := &deployment{name: name, bed: testbed.NewWith(t, o)}
-	if _, err := region.Serve(region.ResponderConfig{Conn: d.bed.Conn, KMS: d.bed.KMS}); err != nil {
+	d := &deployment{name: name}
+	o.Now = func() time.Time { return time.Now().Add(time.Duration(d.shift.Load())) }
+	d.bed = testbed.NewWith(t, o)
+	d.ts = temporaltest.NewServer(temporaltest.WithT(t))
+	d.wf = &workflows.Client{Temporal: d.ts.GetDefaultClient(), Tokens: d.bed.KMS, RotateWait: time.Minute}
+	if _, err := region.Serve(region.ResponderConfig{Conn: d.bed.Conn, KMS: d.bed.KMS, Deletions: d.wf}); err != nil {
 		t.Fatal(err)
 	}
-	d.ts = temporaltest.NewServer(temporaltest.WithT(t))
 	acts := &workflows.Activities{
 		KMS: d.bed.KMS, Temporal: d.ts.GetDefaultClient(),
 		Replicas:             &region.Peer{Conn: d.bed.Conn, From: name},
 		ReplicaSwitchTimeout: 3 * time.Second, ReplicaRetryMax: 300 * time.Millisecond,
 	}
 	d.ts.NewWorker(workflows.TaskQueue, func(r worker.Registry) { workflows.Register(r, acts) })
-	d.wf = &workflows.Client{Temporal: d.ts.GetDefaultClient(), Tokens: d.bed.KMS, RotateWait: time.Minute}
 	return d
 }
 
@@ -449,21 +457,9 @@ func TestMultiRegion(t *testing.T) {
 		}
 	})
 
-	// Scheduled deletion of one replica, with its own window: the
-	// replica (now us-east) refuses every use from then on.
-	t.Run("replica deletion", func(t *testing.T) {
-		if _, err := b.bed.KMS.ScheduleReplicaDeletion(ctx, alice, k.ID, "us-east", 7*kms.Day); err != nil {
-			t.Fatal(err)
-		}
-		kick(t, b, k.ID)
-		waitFor(t, 20*time.Second, "us-east to be pending deletion", func() bool { rk, _ := getKey(a, k.ID); return rk.Lifecycle.PendingDeletion })
-		if _, err := a.bed.KMS.Encrypt(ctx, alice, kms.EncryptParams{KeyRef: k.ID, Plaintext: []byte("x")}); err == nil {
-			t.Fatal("a replica pending deletion encrypted")
-		}
-		if got := decrypt(t, b, encrypt(t, b, k.ID, []byte("primary still serves"))); string(got) != "primary still serves" {
-			t.Fatalf("B decrypted %q", got)
-		}
-	})
+	// Scheduled deletion of one replica (now us-east), with its own
+	// window, ending in destruction there or cancelled before.
+	t.Run("replica deletion", func(t *testing.T) { replicaDeletion(t, a, b, k.ID) })
 
 	// Every record on both trails matches its schema, and together they
 	// cover every replica event type.
@@ -516,5 +512,171 @@ func kick(t *testing.T, d *deployment, keyID string) {
 		if err := workflows.StartReplicaSync(context.Background(), d.ts.GetDefaultClient(), workflows.ReplicaSyncParams{Tenant: "alpha", KeyID: keyID, Region: k.PrimaryRegion, RetryMax: 300 * time.Millisecond}); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// replicaDeletion is TestMultiRegion's replica deletion: b is the primary
+// of keyID, a its replica. A replica pending deletion refuses every use
+// and runs its region's deletion timer; a stale message does not
+// re-activate it; a cancel before the window ends leaves it DISABLED with
+// its material, and its timer destroys nothing; at the end of a window
+// that runs out, a's material is destroyed in a, b shows the replica
+// DESTROYED, both regions record it, and nothing from b brings it back.
+func replicaDeletion(t *testing.T, a, b *deployment, keyID string) {
+	ctx := context.Background()
+	fromB := kms.Caller{Tenant: "alpha", Principal: "region:" + b.name}
+	// schedule schedules the deletion of a's replica with the minimum
+	// window of 7 days, which ends in lead (b's clock is set back for
+	// the call), and returns the deletion date.
+	schedule := func(lead time.Duration) time.Time {
+		t.Helper()
+		b.shift.Store(int64(lead - 7*kms.Day))
+		pk, err := b.bed.KMS.ScheduleReplicaDeletion(ctx, alice, keyID, a.name, 7*kms.Day)
+		b.shift.Store(0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kick(t, b, keyID)
+		r, _ := pk.ReplicaIn(a.name)
+		return r.DeletionDate
+	}
+	replicaState := func() kms.ReplicaState { r, _ := mustKey(t, b, keyID).ReplicaIn(a.name); return r.State }
+	timer := func() (running bool) {
+		d, err := a.ts.GetDefaultClient().DescribeWorkflowExecution(ctx, workflows.DeletionWorkflowID("alpha", keyID), "")
+		return err == nil && d.WorkflowExecutionInfo.Status == enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING
+	}
+	materialOf := func(v uint32) error { _, err := a.bed.Store.GetMaterial(ctx, "alpha", keyID, v); return err }
+	stale := mustKey(t, b, keyID) // the primary's metadata before any deletion
+
+	// 1. Scheduled, then cancelled before the window ends.
+	date := schedule(10 * time.Second)
+	waitFor(t, 20*time.Second, a.name+" to be pending deletion", func() bool { rk, _ := getKey(a, keyID); return rk.Lifecycle.PendingDeletion })
+	if _, err := a.bed.KMS.Encrypt(ctx, alice, kms.EncryptParams{KeyRef: keyID, Plaintext: []byte("x")}); kms.CodeOf(err) != kms.CodeInvalidState {
+		t.Fatalf("a replica pending deletion encrypted: %v", err)
+	}
+	if got := decrypt(t, b, encrypt(t, b, keyID, []byte("primary still serves"))); string(got) != "primary still serves" {
+		t.Fatalf("%s decrypted %q", b.name, got)
+	}
+	waitFor(t, 10*time.Second, a.name+"'s deletion timer", timer)
+	if rk := mustKey(t, a, keyID); !rk.Lifecycle.DeletionDate.Equal(date) {
+		t.Fatalf("%s deletes on %v, the primary said %v", a.name, rk.Lifecycle.DeletionDate, date)
+	}
+	pendingMeta := mustKey(t, b, keyID)
+	// A stale message (from before the schedule) does not re-activate it.
+	if _, err := a.bed.KMS.ApplyReplicaMetadata(ctx, fromB, kms.ApplyMetadataParams{From: b.name, Key: stale}); err != nil {
+		t.Fatal(err)
+	}
+	if rk := mustKey(t, a, keyID); !rk.Lifecycle.PendingDeletion || !rk.Lifecycle.DeletionDate.Equal(date) {
+		t.Fatalf("a stale message re-activated the replica: %+v", rk.Lifecycle)
+	}
+	// The replica region neither cancels nor schedules its own deletion.
+	if _, err := a.bed.KMS.CancelDeletion(ctx, alice, keyID); kms.CodeOf(err) != kms.CodeUnsupportedOperation {
+		t.Fatalf("the replica cancelled its own deletion: %v", err)
+	}
+	if _, err := b.bed.KMS.CancelReplicaDeletion(ctx, alice, keyID, a.name); err != nil {
+		t.Fatal(err)
+	}
+	if st := replicaState(); st != kms.ReplicaDisabled {
+		t.Fatalf("after the cancel the primary shows the replica %s", st)
+	}
+	kick(t, b, keyID)
+	waitFor(t, 20*time.Second, a.name+" to be disabled", func() bool {
+		rk, _ := getKey(a, keyID)
+		return !rk.Lifecycle.PendingDeletion && rk.State == kms.StateSuspended
+	})
+	waitFor(t, 10*time.Second, a.name+"'s deletion timer to stop", func() bool { return !timer() })
+	if _, err := a.bed.KMS.Encrypt(ctx, alice, kms.EncryptParams{KeyRef: keyID, Plaintext: []byte("x")}); kms.CodeOf(err) != kms.CodeInvalidState {
+		t.Fatalf("a disabled replica encrypted: %v", err)
+	}
+	// A stale message from while it was pending does not bring the
+	// deletion back either.
+	if _, err := a.bed.KMS.ApplyReplicaMetadata(ctx, fromB, kms.ApplyMetadataParams{From: b.name, Key: pendingMeta}); err != nil {
+		t.Fatal(err)
+	}
+	if rk := mustKey(t, a, keyID); rk.Lifecycle.PendingDeletion || rk.State != kms.StateSuspended {
+		t.Fatalf("a stale message undid the cancel: %s %+v", rk.State, rk.Lifecycle)
+	}
+	time.Sleep(time.Until(date) + 2*time.Second) // past the window that was cancelled
+	if rk := mustKey(t, a, keyID); rk.State != kms.StateSuspended {
+		t.Fatalf("after the cancelled window %s is %s", a.name, rk.State)
+	}
+	for _, v := range versionsOf(mustKey(t, a, keyID)) {
+		if err := materialOf(v); err != nil {
+			t.Fatalf("version %d of the cancelled replica is gone: %v", v, err)
+		}
+	}
+	if n := len(a.bed.EventsOfType("alpha", events.TypeKeyMaterialDestroyed)); n != 0 {
+		t.Fatalf("%d destruction records after a cancel", n)
+	}
+	// Replicating again enables it.
+	if _, err := b.bed.KMS.ReplicateKey(ctx, alice, kms.ReplicateKeyParams{KeyRef: keyID, Region: a.name}); err != nil {
+		t.Fatal(err)
+	}
+	kick(t, b, keyID)
+	waitFor(t, 20*time.Second, a.name+" to be enabled", func() bool { rk, _ := getKey(a, keyID); return rk.State == kms.StateActive })
+	before := encrypt(t, b, keyID, []byte("before the destruction"))
+	if string(decrypt(t, a, before)) != "before the destruction" {
+		t.Fatal("the re-enabled replica does not decrypt")
+	}
+
+	// 2. Scheduled, and the window runs out: destroyed in a.
+	versions := versionsOf(mustKey(t, a, keyID))
+	date = schedule(3 * time.Second)
+	waitFor(t, 40*time.Second, a.name+" to destroy its replica", func() bool { rk, _ := getKey(a, keyID); return rk.State == kms.StateDestroyed })
+	for _, v := range versions {
+		if err := materialOf(v); err == nil {
+			t.Fatalf("version %d of the destroyed replica is still stored in %s", v, a.name)
+		}
+	}
+	if _, err := a.bed.KMS.Decrypt(ctx, alice, kms.DecryptParams{Ciphertext: before}); kms.CodeOf(err) != kms.CodeInvalidState {
+		t.Fatalf("decrypt in the destroyed replica: %v", err)
+	}
+	waitFor(t, 20*time.Second, b.name+" to show the replica destroyed", func() bool { return replicaState() == kms.ReplicaDestroyed })
+	t.Logf("FIGURE a replica's deletion window ended until its primary showed it DESTROYED: %v", time.Since(date))
+	pk := mustKey(t, b, keyID)
+	if slices.Contains(pk.Regions(), a.name) {
+		t.Fatalf("the primary still lists %s among the key's regions: %v", a.name, pk.Regions())
+	}
+	if got := decrypt(t, b, encrypt(t, b, keyID, []byte("primary still serves"))); string(got) != "primary still serves" {
+		t.Fatalf("%s decrypted %q", b.name, got)
+	}
+	recorded := func(d *deployment, role string) bool {
+		for _, e := range d.bed.EventsOfType("alpha", events.TypeKeyReplicaDestroyed) {
+			if e.Outcome == events.OutcomeSuccess && e.Data["role"] == role && e.Data["region"] == a.name {
+				return true
+			}
+		}
+		return false
+	}
+	waitFor(t, 10*time.Second, "both regions to record the destruction", func() bool { return recorded(a, "replica") && recorded(b, "primary") })
+	if len(a.bed.EventsOfType("alpha", events.TypeKeyMaterialDestroyed)) != 1 || len(a.bed.EventsOfType("alpha", events.TypeKeyDestroyed)) != 1 {
+		t.Fatalf("%s's standard destruction records are missing", a.name)
+	}
+
+	// Nothing from the primary brings a destroyed replica back.
+	if _, err := a.bed.KMS.ApplyReplicaMetadata(ctx, fromB, kms.ApplyMetadataParams{From: b.name, Key: stale}); kms.CodeOf(err) != kms.CodeInvalidState {
+		t.Fatalf("metadata to a destroyed replica: %v", err)
+	}
+	if _, err := a.bed.KMS.ApplyReplicaVersion(ctx, fromB, kms.ApplyReplicaParams{From: b.name, Key: mustKey(t, b, keyID), Version: 1}); kms.CodeOf(err) != kms.CodeInvalidState {
+		t.Fatalf("a version to a destroyed replica: %v", err)
+	}
+	if rk := mustKey(t, a, keyID); rk.State != kms.StateDestroyed {
+		t.Fatalf("the destroyed replica is %s again", rk.State)
+	}
+	refusedUpdate := false
+	for _, e := range a.bed.EventsOfType("alpha", events.TypeKeyReplicaUpdated) {
+		refusedUpdate = refusedUpdate || e.Outcome == events.OutcomeFailure && e.ErrorCode == string(kms.CodeInvalidState)
+	}
+	if !refusedUpdate {
+		t.Fatal("the refused metadata is not on the replica's audit trail")
+	}
+	if _, err := b.bed.KMS.ReplicateKey(ctx, alice, kms.ReplicateKeyParams{KeyRef: keyID, Region: a.name}); kms.CodeOf(err) != kms.CodeInvalidState {
+		t.Fatalf("replicating to a destroyed replica: %v", err)
+	}
+	if _, err := b.bed.KMS.ScheduleReplicaDeletion(ctx, alice, keyID, a.name, 7*kms.Day); kms.CodeOf(err) != kms.CodeInvalidState {
+		t.Fatalf("scheduling a destroyed replica's deletion: %v", err)
+	}
+	if _, err := b.bed.KMS.CancelReplicaDeletion(ctx, alice, keyID, a.name); kms.CodeOf(err) != kms.CodeInvalidState {
+		t.Fatalf("cancelling a destroyed replica's deletion: %v", err)
 	}
 }

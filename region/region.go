@@ -15,6 +15,16 @@
 //	version   one version: the primary's key metadata and the material
 //	          wrapped to that public key (kms.ApplyReplicaVersion)
 //	metadata  the primary's key metadata (kms.ApplyReplicaMetadata)
+//	destroyed a replica region's report, to the key's primary, that the
+//	          window of its deletion ended and its material is destroyed
+//	          (kms.MarkReplicaDestroyed)
+//
+// A replica's scheduled deletion runs on the replica region's own
+// Temporal, with the standard deletion timer: when a metadata message
+// makes the replica pending deletion (or cancels that), the Responder
+// calls its DeletionTimers (workflows.Client), and refuses the message
+// for a retry if the timer cannot be started, so the primary's sync
+// carries on until it is.
 //
 // What crosses the link: key metadata (no material), RSA public keys,
 // import tokens (MAC'd; the private key in them is wrapped under the
@@ -44,10 +54,29 @@ func Subject(region, op string) string { return "kf.region.v1." + region + "." +
 
 // Operations.
 const (
-	OpParams   = "params"
-	OpVersion  = "version"
-	OpMetadata = "metadata"
+	OpParams    = "params"
+	OpVersion   = "version"
+	OpMetadata  = "metadata"
+	OpDestroyed = "destroyed"
 )
+
+// DestroyedRequest is a replica region's report to the key's primary
+// that it destroyed its material.
+type DestroyedRequest struct {
+	From   string `json:"from"`
+	Tenant string `json:"tenant"`
+	KeyID  string `json:"keyId"`
+}
+
+// DeletionTimers run the region's standard deletion timer for a replica
+// whose primary scheduled its deletion (workflows.Client implements it).
+// ScheduleDeletion starts the timer for k.Lifecycle.DeletionDate,
+// replacing one that runs (so calling it again is safe); CancelDeletion
+// stops it.
+type DeletionTimers interface {
+	ScheduleDeletion(ctx context.Context, c kms.Caller, k *kms.Key) (string, error)
+	CancelDeletion(ctx context.Context, c kms.Caller, keyID string) error
+}
 
 // ParamsRequest asks a replica region for import parameters.
 type ParamsRequest struct {
@@ -119,6 +148,10 @@ type ResponderConfig struct {
 	Conn   *nats.Conn // a service-account connection
 	KMS    *kms.Service
 	Logger *slog.Logger
+	// Deletions runs the deletion timer of this region's replicas; nil
+	// leaves a replica pending deletion without a timer (a region with
+	// no Temporal).
+	Deletions DeletionTimers
 }
 
 // Serve answers kf.region.v1.<region>.> for the KMS's region.
@@ -130,7 +163,7 @@ func Serve(cfg ResponderConfig) (*Responder, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	h := &handler{kms: cfg.KMS, log: cfg.Logger}
+	h := &handler{kms: cfg.KMS, log: cfg.Logger, timers: cfg.Deletions}
 	sub, err := cfg.Conn.QueueSubscribe(Subject(region, ">"), "kf-region", h.serve)
 	if err != nil {
 		return nil, fmt.Errorf("failed to subscribe to the region link: %w", err)
@@ -142,8 +175,9 @@ func Serve(cfg ResponderConfig) (*Responder, error) {
 }
 
 type handler struct {
-	kms *kms.Service
-	log *slog.Logger
+	kms    *kms.Service
+	log    *slog.Logger
+	timers DeletionTimers
 }
 
 func caller(tenant, from string) kms.Caller {
@@ -191,8 +225,22 @@ func (h *handler) serve(m *nats.Msg) {
 			rep.Error = &ErrorReply{Code: kms.CodeValidation, Message: "the request is not a metadata message"}
 		} else if res, err := h.kms.ApplyReplicaMetadata(ctx, caller(req.Key.Tenant, req.From), kms.ApplyMetadataParams{From: req.From, Key: req.Key}); err != nil {
 			rep.Error = errReply(err)
+		} else if err := h.deletionTimer(ctx, caller(req.Key.Tenant, req.From), res); err != nil {
+			h.log.Warn("region: failed to run a replica's deletion timer", "key", res.Key.ID, "err", err)
+			rep.Error = &ErrorReply{Code: kms.CodeInternal, Message: "the replica region could not start or stop the deletion timer of the key; retry"}
 		} else {
 			rep.Applied, rep.Newest = res.Applied, res.Key.NewestVersion()
+		}
+		reply = rep
+	case OpDestroyed:
+		var req DestroyedRequest
+		rep := &ApplyReply{}
+		if err := json.Unmarshal(m.Data, &req); err != nil {
+			rep.Error = &ErrorReply{Code: kms.CodeValidation, Message: "the request is not a destruction report"}
+		} else if res, err := h.kms.MarkReplicaDestroyed(ctx, caller(req.Tenant, req.From), kms.ReplicaDestroyedParams{From: req.From, KeyID: req.KeyID}); err != nil {
+			rep.Error = errReply(err)
+		} else {
+			rep.Applied = res.Applied
 		}
 		reply = rep
 	default:
@@ -206,6 +254,30 @@ func (h *handler) serve(m *nats.Msg) {
 	if err := m.Respond(b); err != nil {
 		h.log.Warn("region: failed to reply", "err", err)
 	}
+}
+
+// deletionTimer starts or stops the deletion timer of a replica whose
+// deletion its primary scheduled or cancelled. It starts the timer for
+// every metadata message to a replica pending deletion, changed or not,
+// so a message retried after a failure to start it starts it; it stops
+// the timer when a message changed the replica (a cancel).
+func (h *handler) deletionTimer(ctx context.Context, c kms.Caller, res *kms.ApplyResult) error {
+	k := res.Key
+	if h.timers == nil {
+		return nil
+	}
+	switch {
+	case h.kms.ReplicaDeletionPending(k):
+		_, err := h.timers.ScheduleDeletion(ctx, c, k)
+		return err
+	case res.Applied && h.kms.ReplicaDeletionCancelled(k):
+		// Best effort: a timer left running destroys nothing, since the
+		// replica is no longer pending deletion for its date.
+		if err := h.timers.CancelDeletion(ctx, c, k.ID); err != nil {
+			h.log.Warn("region: failed to stop a replica's deletion timer", "key", k.ID, "err", err)
+		}
+	}
+	return nil
 }
 
 // Peer sends replication requests to other regions over the link.
@@ -309,4 +381,14 @@ func (p *Peer) ApplyMetadata(ctx context.Context, region string, k *kms.Key) (bo
 		return false, err
 	}
 	return rep.Applied, remote(region, rep.Error)
+}
+
+// ReplicaDestroyed reports to primaryRegion that this region destroyed its
+// replica of the key.
+func (p *Peer) ReplicaDestroyed(ctx context.Context, primaryRegion, tenant, keyID string) (bool, error) {
+	var rep ApplyReply
+	if err := p.request(ctx, primaryRegion, OpDestroyed, DestroyedRequest{From: p.From, Tenant: tenant, KeyID: keyID}, &rep); err != nil {
+		return false, err
+	}
+	return rep.Applied, remote(primaryRegion, rep.Error)
 }

@@ -7,7 +7,10 @@ package workflows
 //   - CloudSyncWorkflow brings a key's copy in one or more destinations to
 //     keyflow's state: the first run imports the key (Step "distribute"),
 //     later runs propagate a rotation (the provider gets the new primary
-//     version), a disable, an enable or a scheduled deletion. Its one
+//     version), a disable, an enable, a scheduled deletion or its
+//     cancellation. Key changes start it by themselves
+//     (cloud_propagate.go); one runs per key, and a request that arrives
+//     while it runs becomes one more round (SignalCloudSync). Its one
 //     activity, CloudSync, is convergent: it reads keyflow's key and the
 //     placement, does only what is missing, and the connectors find what
 //     an earlier attempt made, so a retry after a crash or an outage
@@ -77,6 +80,9 @@ type CloudSyncParams struct {
 	// Destinations to sync; empty means every destination the key is in.
 	Destinations []string
 	Step         string
+	// Queued are rounds asked for while an earlier run of the workflow
+	// ran, carried across ContinueAsNew.
+	Queued []CloudSyncParams `json:",omitempty"`
 }
 
 // CloudSyncResult says what each destination holds now.
@@ -105,17 +111,87 @@ func cloudActivityOptions(ctx workflow.Context) workflow.Context {
 	})
 }
 
+// SignalCloudSync asks a running CloudSyncWorkflow for one more round
+// (its payload is a CloudSyncParams): StartCloudSync signals-with-start,
+// so a change made while a sync runs is never lost to the running one.
+const SignalCloudSync = "cloud-sync"
+
+// cloudSyncRoundsPerRun bounds the history of one run.
+const cloudSyncRoundsPerRun = 50
+
 // CloudSyncWorkflow syncs a key to its destinations, one activity each.
 // A destination that fails does not stop the others; the result and the
 // placements name the failure.
+//
+// It runs in rounds: the first is p, and every SignalCloudSync that
+// arrives meanwhile queues one more (requests with the same step and
+// destinations collapse into one, since each round reads keyflow's
+// latest state). A rotation, a disable and a distribution to another
+// destination that happen while a sync runs are each carried out.
 func CloudSyncWorkflow(ctx workflow.Context, p CloudSyncParams) (*CloudSyncResult, error) {
+	sig := workflow.GetSignalChannel(ctx, SignalCloudSync)
+	queue := p.Queued
+	p.Queued = nil
+	drain := func() {
+		var q CloudSyncParams
+		for sig.ReceiveAsync(&q) {
+			queue = append(queue, q)
+			q = CloudSyncParams{}
+		}
+	}
+	var order []string
+	last := map[string]CloudSyncOutcome{}
+	lastErr := map[string]error{}
+	for round := 0; ; round++ {
+		drain()
+		queue = slices.DeleteFunc(queue, func(q CloudSyncParams) bool { return cloudRoundKey(q) == cloudRoundKey(p) })
+		outs, errs, err := cloudSyncRound(ctx, p)
+		if err != nil {
+			return nil, err
+		}
+		for i, o := range outs {
+			if _, seen := last[o.Destination]; !seen {
+				order = append(order, o.Destination)
+			}
+			last[o.Destination], lastErr[o.Destination] = o, errs[i]
+		}
+		drain()
+		if len(queue) == 0 {
+			break
+		}
+		next := queue[0]
+		queue = queue[1:]
+		if round+1 >= cloudSyncRoundsPerRun {
+			next.Queued = queue
+			return nil, workflow.NewContinueAsNewError(ctx, CloudSyncWorkflow, next)
+		}
+		p = next
+	}
+	if len(order) == 1 && lastErr[order[0]] != nil {
+		return nil, lastErr[order[0]]
+	}
+	res := &CloudSyncResult{}
+	for _, d := range order {
+		res.Destinations = append(res.Destinations, last[d])
+	}
+	return res, nil
+}
+
+// cloudRoundKey identifies what a round does: its step and destinations.
+func cloudRoundKey(p CloudSyncParams) string {
+	return p.Step + "|" + strings.Join(p.Destinations, ",")
+}
+
+// cloudSyncRound runs one round: a CloudSync activity per destination,
+// in parallel. errs[i] is the failure of outs[i]'s destination.
+func cloudSyncRound(ctx workflow.Context, p CloudSyncParams) (outs []CloudSyncOutcome, errs []error, _ error) {
 	actx := cloudActivityOptions(ctx)
 	var a *Activities
 	dests := p.Destinations
 	if len(dests) == 0 {
 		lctx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{StartToCloseTimeout: 30 * time.Second})
 		if err := workflow.ExecuteActivity(lctx, a.CloudPlacementsOf, p).Get(ctx, &dests); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	futures := make([]workflow.Future, len(dests))
@@ -124,22 +200,15 @@ func CloudSyncWorkflow(ctx workflow.Context, p CloudSyncParams) (*CloudSyncResul
 		q.Destinations = []string{d}
 		futures[i] = workflow.ExecuteActivity(actx, a.CloudSync, q)
 	}
-	res := &CloudSyncResult{}
-	var firstErr error
 	for i, f := range futures {
 		var o CloudSyncOutcome
-		if err := f.Get(ctx, &o); err != nil {
+		err := f.Get(ctx, &o)
+		if err != nil {
 			o = CloudSyncOutcome{Destination: dests[i], Error: err.Error()}
-			if firstErr == nil {
-				firstErr = err
-			}
 		}
-		res.Destinations = append(res.Destinations, o)
+		outs, errs = append(outs, o), append(errs, err)
 	}
-	if firstErr != nil && len(dests) == 1 {
-		return nil, firstErr
-	}
-	return res, nil
+	return outs, errs, nil
 }
 
 // CloudUndistributeWorkflow removes a key from one destination.
@@ -341,6 +410,14 @@ func (a *Activities) cloudSync(ctx context.Context, p CloudSyncParams, force boo
 	case err != nil:
 		return nil, activityError(err)
 	}
+	want := desiredCloudState(k)
+	if !force && cloudInStep(pl, k, want) {
+		// Nothing is missing by keyflow's records (a repeated request, a
+		// second round for a change already carried out); the reconcile
+		// compares with the provider itself.
+		v, _ := pl.Primary()
+		return &CloudSyncOutcome{Destination: dest, Resource: pl.Resource, KeyVersion: v.KeyVersion, State: pl.State}, nil
+	}
 	spec, err := cloudSpec(k)
 	if err != nil {
 		return nil, err
@@ -358,7 +435,6 @@ func (a *Activities) cloudSync(ctx context.Context, p CloudSyncParams, force boo
 	}); err != nil {
 		return nil, activityError(err)
 	}
-	want := desiredCloudState(k)
 	ref := cloud.KeyRef{KeyID: k.ID, Resource: pl.Resource, Versions: pl.ProviderVersions()}
 	primary, _ := pl.Primary()
 	var imported *cloud.ImportResult
@@ -369,6 +445,12 @@ func (a *Activities) cloudSync(ctx context.Context, p CloudSyncParams, force boo
 	}
 	err = a.cloudRun(ctx, c, d, k.ID, p.Step, func(ctx context.Context) error {
 		var err error
+		if pl.State == kms.PlacementPendingDeletion && want != kms.PlacementPendingDeletion && len(ref.Versions) > 0 {
+			// keyflow cancelled the deletion: the provider's copies come back first.
+			if err := restoreCloudCopy(ctx, conn, pl, ref); err != nil {
+				return err
+			}
+		}
 		if force && want == kms.PlacementEnabled && len(ref.Versions) > 0 {
 			// A provider may take only an enabled version as primary.
 			if err := conn.Enable(ctx, ref); err != nil {
@@ -429,6 +511,34 @@ func (a *Activities) cloudSync(ctx context.Context, p CloudSyncParams, force boo
 	}
 	v, _ := out.Primary()
 	return &CloudSyncOutcome{Destination: dest, Resource: out.Resource, KeyVersion: v.KeyVersion, State: out.State}, nil
+}
+
+// cloudInStep reports whether a placement already holds what keyflow
+// wants: the primary version, the state, and no step left unfinished.
+func cloudInStep(pl *kms.CloudPlacement, k *kms.Key, want string) bool {
+	prim, ok := pl.Primary()
+	if !ok || pl.Pending != "" || pl.LastErrorCode != "" || pl.State != want {
+		return false
+	}
+	return want == kms.PlacementPendingDeletion || prim.KeyVersion == k.PrimaryVersion
+}
+
+// restoreCloudCopy takes back a scheduled deletion in the provider, when
+// its connector can (cloud.Restorer); otherwise the step is refused, and
+// the placement shows why.
+func restoreCloudCopy(ctx context.Context, conn cloud.Connector, pl *kms.CloudPlacement, ref cloud.KeyRef) error {
+	r, ok := conn.(cloud.Restorer)
+	if !ok {
+		return &cloud.Error{Operation: "Restore", Code: "UnsupportedOperation", Err: fmt.Errorf("%w: this provider cannot take back a scheduled deletion; restore the key there by hand", cloud.ErrUnsupported)}
+	}
+	rp := cloud.RestoreParams{Key: ref}
+	for _, v := range pl.Versions {
+		rp.KeyVersions = append(rp.KeyVersions, v.KeyVersion)
+	}
+	if prim, ok := pl.Primary(); ok {
+		rp.Primary = prim.ProviderVersion
+	}
+	return r.Restore(ctx, rp)
 }
 
 // deletionDays is the key's remaining deletion window in whole days (the
@@ -579,8 +689,8 @@ func CloudSyncWorkflowID(tenant, keyID string) string { return "cloud-sync/" + t
 // CloudReconcileScheduleID is the ID of a tenant's reconcile schedule.
 func CloudReconcileScheduleID(tenant string) string { return "cloud-reconcile/" + tenant }
 
-// StartCloudSync starts CloudSyncWorkflow for a key (or joins the one
-// already running) and returns its workflow ID.
+// StartCloudSync starts CloudSyncWorkflow for a key (or queues one more
+// round in the one already running) and returns its workflow ID.
 func (c *Client) StartCloudSync(ctx context.Context, p CloudSyncParams) (string, error) {
 	id := CloudSyncWorkflowID(p.Tenant, p.KeyID)
 	if p.Step == CloudStepUndistribute {
@@ -592,12 +702,22 @@ func (c *Client) StartCloudSync(ctx context.Context, p CloudSyncParams) (string,
 		}
 		return id, nil
 	}
-	_, err := c.Temporal.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: id, TaskQueue: TaskQueue,
-		WorkflowIDConflictPolicy: enumspb.WORKFLOW_ID_CONFLICT_POLICY_USE_EXISTING}, CloudSyncWorkflow, p)
-	if err != nil {
-		return id, fmt.Errorf("failed to start the cloud sync: %w", err)
+	if err := startCloudSync(ctx, c.Temporal, p); err != nil {
+		return id, err
 	}
 	return id, nil
+}
+
+// startCloudSync starts the key's CloudSyncWorkflow with p, or, when one
+// runs, asks it for one more round with p (signal-with-start), so the
+// running sync picks up the newer state.
+func startCloudSync(ctx context.Context, tc client.Client, p CloudSyncParams) error {
+	_, err := tc.SignalWithStartWorkflow(ctx, CloudSyncWorkflowID(p.Tenant, p.KeyID), SignalCloudSync, p,
+		client.StartWorkflowOptions{TaskQueue: TaskQueue}, CloudSyncWorkflow, p)
+	if err != nil {
+		return fmt.Errorf("failed to start the cloud sync: %w", err)
+	}
+	return nil
 }
 
 // ScheduleCloudReconcile makes the tenant's reconcile run every period

@@ -51,7 +51,10 @@ type DestroyStep struct {
 // durable timer that SignalCancel ends early. When it fires, three
 // idempotent steps destroy the key: DestroyMaterial (HSM objects, stored
 // blobs, registered archives and backups), MarkDestroyed (the metadata
-// says DESTROYED, and stays), DeleteRotationSchedule.
+// says DESTROYED, and stays), DeleteRotationSchedule. The replica of a
+// multi-region key, whose primary scheduled its deletion, runs the same
+// workflow in its own region and then reports to the primary
+// (replica_deletion.go).
 func DeletionWorkflow(ctx workflow.Context, p DeletionParams) (*DeletionResult, error) {
 	if waitUnlessCancelled(ctx, p.Tenant, p.DeletionDate) {
 		return &DeletionResult{Cancelled: true}, nil
@@ -71,6 +74,9 @@ func DeletionWorkflow(ctx workflow.Context, p DeletionParams) (*DeletionResult, 
 		return nil, err
 	}
 	if err := workflow.ExecuteActivity(actx, a.DeleteRotationSchedule, step.KeyStep).Get(ctx, nil); err != nil {
+		return nil, err
+	}
+	if err := reportReplicaDestroyed(ctx, step); err != nil {
 		return nil, err
 	}
 	return &DeletionResult{State: res.State, Versions: res.Versions, Copies: copies}, nil

@@ -97,8 +97,11 @@ func (a *Activities) StartApprovedDeletionTimer(ctx context.Context, s Protected
 	}
 	k := &kms.Key{ID: p.KeyRef, Tenant: s.Tenant}
 	k.Lifecycle.DeletionDate = date
-	_, err = (&Client{Temporal: a.Temporal}).ScheduleDeletion(ctx, approvedCaller(s), k)
-	return err
+	if _, err = (&Client{Temporal: a.Temporal}).ScheduleDeletion(ctx, approvedCaller(s), k); err != nil {
+		return err
+	}
+	k.Lifecycle.PendingDeletion = true
+	return a.stateToClouds(ctx, approvedCaller(s), k) // distributed keys (cloud_propagate.go)
 }
 
 // CancelApprovedDeletion undoes ScheduleApprovedDeletion when its timer
@@ -124,9 +127,12 @@ func (a *Activities) DisableApprovedKey(ctx context.Context, s ProtectedStep) er
 	if err != nil {
 		return activityError(err)
 	}
-	_, err = a.KMS.SetState(ctx, approvedCaller(s), kms.SetStateParams{KeyRef: keyID, Version: version, To: kms.StateSuspended,
+	res, err := a.KMS.SetState(ctx, approvedCaller(s), kms.SetStateParams{KeyRef: keyID, Version: version, To: kms.StateSuspended,
 		Reason: "approved (approval " + s.ApprovalID + ")"})
-	return activityError(err)
+	if err != nil {
+		return activityError(err)
+	}
+	return a.stateToClouds(ctx, approvedCaller(s), res.Key) // distributed keys (cloud_propagate.go)
 }
 
 // Dual control of a migration campaign's cutover. When the tenant policy

@@ -169,14 +169,18 @@ func RemediationWorkflowID(tenant, keyID string, version uint32) string {
 
 // KeyChanged brings a key's timers and schedule in line with its
 // metadata: the activation timer of a PRE_ACTIVE key, the cryptoperiod
-// timer, and the rotation schedule. The transport calls it after creating
+// timer, the rotation schedule, and the sync of the clouds it is
+// distributed to. The transport calls it after creating
 // a key, rotating it or changing its policy; every step is idempotent.
 func (c *Client) KeyChanged(ctx context.Context, kc kms.Caller, k *kms.Key) error {
 	if err := c.syncReplicas(ctx, k); err != nil { // multi-region keys (replication.go)
 		return err
 	}
 	if k.State == kms.StateDestroyed || k.State == kms.StateDestroyedCompromised {
-		return c.SetRotationSchedule(ctx, k.Tenant, k.ID, 0)
+		if err := c.SetRotationSchedule(ctx, k.Tenant, k.ID, 0); err != nil {
+			return err
+		}
+		return c.syncClouds(ctx, kc, k, CloudStepScheduleDeletion)
 	}
 	if k.State == kms.StatePreActive && !k.Lifecycle.ActivationDate.IsZero() {
 		_, err := c.Temporal.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
@@ -193,7 +197,10 @@ func (c *Client) KeyChanged(ctx context.Context, kc kms.Caller, k *kms.Key) erro
 	if err != nil {
 		return fmt.Errorf("failed to start the cryptoperiod timer: %w", err)
 	}
-	return c.SetRotationSchedule(ctx, k.Tenant, k.ID, k.Lifecycle.RotationPeriod)
+	if err := c.SetRotationSchedule(ctx, k.Tenant, k.ID, k.Lifecycle.RotationPeriod); err != nil {
+		return err
+	}
+	return c.syncClouds(ctx, kc, k, CloudStepSync) // distributed keys (cloud_propagate.go)
 }
 
 // isNotFound reports a Temporal "no such workflow or schedule".

@@ -37,6 +37,9 @@ type ReplicaLink interface {
 	ImportParameters(ctx context.Context, region, tenant, keyID string) (publicKey, token []byte, err error)
 	ApplyVersion(ctx context.Context, region string, k *kms.Key, version uint32, wrapped, token []byte) (bool, error)
 	ApplyMetadata(ctx context.Context, region string, k *kms.Key) (bool, error)
+	// ReplicaDestroyed tells a key's primary region that this region, a
+	// replica, destroyed its material (replica_deletion.go).
+	ReplicaDestroyed(ctx context.Context, primaryRegion, tenant, keyID string) (bool, error)
 }
 
 // RegionRefusal is the optional ability of a ReplicaLink error to say
@@ -80,19 +83,7 @@ type ReplicaStepResult struct {
 
 // ReplicaSyncWorkflow brings one replica up to date (see the notes above).
 func ReplicaSyncWorkflow(ctx workflow.Context, p ReplicaSyncParams) error {
-	retryMax := p.RetryMax
-	if retryMax <= 0 {
-		retryMax = DefaultReplicaRetryMax
-	}
-	ctx = workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
-		StartToCloseTimeout: 30 * time.Second,
-		RetryPolicy: &temporal.RetryPolicy{
-			InitialInterval:    100 * time.Millisecond,
-			BackoffCoefficient: 2,
-			MaximumInterval:    retryMax,
-			// No maximum: a cut link is normal, and the versions wait.
-		},
-	})
+	ctx = linkOptions(ctx, p.RetryMax)
 	var a *Activities
 	sig := workflow.GetSignalChannel(ctx, ReplicaSyncSignal)
 	for range 500 {
@@ -112,6 +103,23 @@ func ReplicaSyncWorkflow(ctx workflow.Context, p ReplicaSyncParams) error {
 		}
 	}
 	return workflow.NewContinueAsNewError(ctx, ReplicaSyncWorkflow, p)
+}
+
+// linkOptions are the options of an activity that crosses the region
+// link: it retries without end (a cut link is normal, and the step
+// waits), pausing at most retryMax (0: DefaultReplicaRetryMax).
+func linkOptions(ctx workflow.Context, retryMax time.Duration) workflow.Context {
+	if retryMax <= 0 {
+		retryMax = DefaultReplicaRetryMax
+	}
+	return workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		StartToCloseTimeout: 30 * time.Second,
+		RetryPolicy: &temporal.RetryPolicy{
+			InitialInterval:    100 * time.Millisecond,
+			BackoffCoefficient: 2,
+			MaximumInterval:    retryMax,
+		},
+	})
 }
 
 // SyncReplicaStep does one step of ReplicaSyncWorkflow: the replica's next
@@ -140,7 +148,7 @@ func (a *Activities) SyncReplicaStep(ctx context.Context, p ReplicaSyncParams) (
 		return &ReplicaStepResult{}, nil
 	}
 	r, ok := k.ReplicaIn(p.Region)
-	if !ok {
+	if !ok || r.State == kms.ReplicaDestroyed {
 		return &ReplicaStepResult{}, nil
 	}
 	if r.LastSyncedVersion < k.NewestVersion() {

@@ -36,11 +36,18 @@ type RotateKeyResult struct {
 	NewVersion      uint32
 	Rewrap          *RewrapResult `json:",omitempty"`
 	RewrapProblem   string        `json:",omitempty"`
+	// CloudSync is the workflow that takes the new version to the key's
+	// cloud destinations (empty when it is in none); CloudProblem says
+	// why it was not started.
+	CloudSync    string `json:",omitempty"`
+	CloudProblem string `json:",omitempty"`
 }
 
 // RotateKeyWorkflow creates the key's next version and makes it primary.
 // Old versions keep decrypting. Each step is an idempotent activity, so the
-// workflow can be retried or replayed after a crash at any point.
+// workflow can be retried or replayed after a crash at any point. After
+// the switch, a key distributed to clouds has its cloud sync started
+// (cloud_propagate.go), before any rewrap.
 //
 // The workflow records the rotation's own audit pair: rotation.started as
 // its first step (so the record exists only once the start is durable),
@@ -109,6 +116,7 @@ func rotateSteps(ctx workflow.Context, p RotateKeyParams, step KeyStep) (_ *Rota
 		return nil, true, err
 	}
 	res := &RotateKeyResult{KeyID: p.KeyID, PreviousVersion: prev, NewVersion: next}
+	propagateRotation(ctx, p, res) // distributed keys (cloud_propagate.go)
 	if err := rewrapAfterRotation(ctx, p, res); err != nil {
 		return nil, true, err
 	}

@@ -121,4 +121,8 @@ type Client struct {
 	// RotateWait bounds how long RotateKey waits for the workflow
 	// (default DefaultRotateWait).
 	RotateWait time.Duration
+	// Clouds finds a changed key's cloud placements, whose sync it then
+	// starts (cloud_propagate.go); *kms.Service is one. Without it key
+	// changes reach no cloud (the reconcile still finds them).
+	Clouds CloudPlacementReader
 }

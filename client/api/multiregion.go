@@ -5,6 +5,9 @@ const (
 	OpKeyReplicate           = "keys.replicate"
 	OpKeyUpdatePrimaryRegion = "keys.updateprimaryregion"
 	OpKeyReplicaDeletion     = "keys.replicadeletion"
+	// OpKeyCancelReplicaDeletion takes a ReplicateKeyRequest naming the
+	// replica region whose deletion is cancelled.
+	OpKeyCancelReplicaDeletion = "keys.cancelreplicadeletion"
 )
 
 // ReplicaDeletionRequest schedules the deletion of one replica of a
@@ -16,8 +19,10 @@ type ReplicaDeletionRequest struct {
 }
 
 // ReplicateKeyRequest names a multi-region primary key and a region: for
-// keys.replicate, the new replica region; for keys.updateprimaryregion,
-// the replica region that becomes the primary.
+// keys.replicate, the new replica region (or a disabled one to enable
+// again); for keys.updateprimaryregion, the replica region that becomes
+// the primary; for keys.cancelreplicadeletion, the replica region whose
+// scheduled deletion is cancelled.
 type ReplicateKeyRequest struct {
 	KeyID  string `json:"keyId"`
 	Region string `json:"region"`

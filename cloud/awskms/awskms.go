@@ -6,7 +6,8 @@
 //   - Each keyflow key version is one AWS KMS key of origin EXTERNAL
 //     (SYMMETRIC_DEFAULT), whose material keyflow imports with
 //     GetParametersForImport (RSAES_OAEP_SHA_256 on an RSA_2048 wrapping
-//     key) and ImportKeyMaterial (KEY_MATERIAL_DOES_NOT_EXPIRE).
+//     key, or the destination's wrappingKeySpec) and ImportKeyMaterial
+//     (KEY_MATERIAL_DOES_NOT_EXPIRE).
 //   - The alias alias/keyflow/<keyID> points at the primary version's AWS
 //     key: applications use the alias, so a rotation is a new AWS key and
 //     an alias move (UpdateAlias). Old AWS keys stay enabled so their
@@ -48,13 +49,34 @@ import (
 
 // Connector is an AWS account and region.
 type Connector struct {
-	c *kms.Client
+	c           *kms.Client
+	wrapSpec    types.WrappingKeySpec
+	primaryOnly bool // no version aliases (WithAliases)
 }
 
-var _ cloud.Connector = (*Connector)(nil)
+var (
+	_ cloud.Connector = (*Connector)(nil)
+	_ cloud.Restorer  = (*Connector)(nil)
+)
 
-// New wraps an SDK client.
-func New(c *kms.Client) *Connector { return &Connector{c: c} }
+// New wraps an SDK client. Imports ask for an RSA_2048 wrapping key
+// (every AWS-compatible KMS has it; WithWrappingKeySpec changes it).
+func New(c *kms.Client) *Connector { return &Connector{c: c, wrapSpec: types.WrappingKeySpecRsa2048} }
+
+// WithWrappingKeySpec makes imports ask for an RSA wrapping key of spec
+// (RSA_2048, RSA_3072 or RSA_4096; empty keeps RSA_2048). AWS takes all
+// three with RSAES_OAEP_SHA_256; local-kms only RSA_2048, keyflow's own
+// AWS API only RSA_3072 and RSA_4096.
+func (a *Connector) WithWrappingKeySpec(spec string) (*Connector, error) {
+	switch types.WrappingKeySpec(spec) {
+	case "":
+	case types.WrappingKeySpecRsa2048, types.WrappingKeySpecRsa3072, types.WrappingKeySpecRsa4096:
+		a.wrapSpec = types.WrappingKeySpec(spec)
+	default:
+		return nil, fmt.Errorf("%w: wrapping key spec %q (RSA_2048, RSA_3072 or RSA_4096)", cloud.ErrUnsupported, spec)
+	}
+	return a, nil
+}
 
 // Settings name an AWS destination. Credentials come from the SDK's
 // default chain (environment, shared config and credentials files, SSO,
@@ -65,6 +87,39 @@ type Settings struct {
 	Endpoint        string // optional: a KMS-compatible endpoint (local-kms, keyflow's own API)
 	Profile         string
 	CredentialsFile string // optional: a shared credentials file
+	// WrappingKeySpec is the RSA wrapping key imports ask for (default
+	// RSA_2048; see WithWrappingKeySpec).
+	WrappingKeySpec string
+	// Aliases is AliasesPerVersion (the default) or AliasesPrimaryOnly;
+	// see WithAliases.
+	Aliases string
+}
+
+// Alias layouts.
+const (
+	// AliasesPerVersion gives each version's AWS key the alias
+	// alias/keyflow/<keyID>/v<n> besides the primary alias.
+	AliasesPerVersion = "per-version"
+	// AliasesPrimaryOnly keeps the primary alias only, for KMSs that
+	// allow one alias per key (keyflow's own AWS API).
+	AliasesPrimaryOnly = "primary-only"
+)
+
+// WithAliases sets the alias layout. With AliasesPrimaryOnly, a retried
+// step finds its version's AWS key through the primary alias and the
+// key's description; a step that crashed between CreateKey and the alias
+// move leaves an unused key behind (tagged keyflow:key-id and
+// keyflow:version), where the per-version layout would find it.
+func (a *Connector) WithAliases(layout string) (*Connector, error) {
+	switch layout {
+	case "", AliasesPerVersion:
+		a.primaryOnly = false
+	case AliasesPrimaryOnly:
+		a.primaryOnly = true
+	default:
+		return nil, fmt.Errorf("%w: alias layout %q (%s or %s)", cloud.ErrUnsupported, layout, AliasesPerVersion, AliasesPrimaryOnly)
+	}
+	return a, nil
 }
 
 // Open builds a connector from settings and the SDK's credential chain.
@@ -80,11 +135,15 @@ func Open(ctx context.Context, s Settings) (*Connector, error) {
 	if err != nil {
 		return nil, fmt.Errorf("failed to load the AWS configuration: %w", err)
 	}
-	return New(kms.NewFromConfig(cfg, func(o *kms.Options) {
+	c := New(kms.NewFromConfig(cfg, func(o *kms.Options) {
 		if s.Endpoint != "" {
 			o.BaseEndpoint = aws.String(s.Endpoint)
 		}
-	})), nil
+	}))
+	if _, err := c.WithWrappingKeySpec(s.WrappingKeySpec); err != nil {
+		return nil, err
+	}
+	return c.WithAliases(s.Aliases)
 }
 
 // PrimaryAlias is the alias that names a keyflow key's primary AWS key.
@@ -147,14 +206,15 @@ func (a *Connector) importVersion(ctx context.Context, keyID string, version uin
 	if spec != cloud.SpecAES256 {
 		return "", fmt.Errorf("%w: AWS KMS imports %s keys here, not %s", cloud.ErrUnsupported, cloud.SpecAES256, spec)
 	}
-	alias := VersionAlias(keyID, version)
-	md, err := a.describe(ctx, alias)
-	switch {
-	case isNotFound(err):
+	md, err := a.findVersion(ctx, keyID, version)
+	if err != nil {
+		return "", err
+	}
+	if md == nil {
 		created, err := call(ctx, "CreateKey", "", func() (*kms.CreateKeyOutput, error) {
 			return a.c.CreateKey(ctx, &kms.CreateKeyInput{
 				Origin: types.OriginTypeExternal, KeySpec: types.KeySpecSymmetricDefault, KeyUsage: types.KeyUsageTypeEncryptDecrypt,
-				Description: aws.String(fmt.Sprintf("keyflow key %s version %d (material imported by keyflow)", keyID, version)),
+				Description: aws.String(versionDescription(keyID, version)),
 				Tags:        []types.Tag{{TagKey: aws.String("keyflow:key-id"), TagValue: aws.String(keyID)}, {TagKey: aws.String("keyflow:version"), TagValue: aws.String(fmt.Sprint(version))}},
 			})
 		}, func(o *kms.CreateKeyOutput) middleware.Metadata { return o.ResultMetadata })
@@ -162,20 +222,21 @@ func (a *Connector) importVersion(ctx context.Context, keyID string, version uin
 			return "", err
 		}
 		md = created.KeyMetadata
-		if _, err := call(ctx, "CreateAlias", alias, func() (*kms.CreateAliasOutput, error) {
-			return a.c.CreateAlias(ctx, &kms.CreateAliasInput{AliasName: aws.String(alias), TargetKeyId: md.KeyId})
-		}, func(o *kms.CreateAliasOutput) middleware.Metadata { return o.ResultMetadata }); err != nil {
-			return "", err
+		if !a.primaryOnly {
+			alias := VersionAlias(keyID, version)
+			if _, err := call(ctx, "CreateAlias", alias, func() (*kms.CreateAliasOutput, error) {
+				return a.c.CreateAlias(ctx, &kms.CreateAliasInput{AliasName: aws.String(alias), TargetKeyId: md.KeyId})
+			}, func(o *kms.CreateAliasOutput) middleware.Metadata { return o.ResultMetadata }); err != nil {
+				return "", err
+			}
 		}
-	case err != nil:
-		return "", err
 	}
 	if md.KeyState != types.KeyStatePendingImport {
 		return aws.ToString(md.Arn), nil // imported by an earlier attempt
 	}
 	params, err := call(ctx, "GetParametersForImport", aws.ToString(md.Arn), func() (*kms.GetParametersForImportOutput, error) {
 		return a.c.GetParametersForImport(ctx, &kms.GetParametersForImportInput{
-			KeyId: md.KeyId, WrappingAlgorithm: types.AlgorithmSpecRsaesOaepSha256, WrappingKeySpec: types.WrappingKeySpecRsa2048,
+			KeyId: md.KeyId, WrappingAlgorithm: types.AlgorithmSpecRsaesOaepSha256, WrappingKeySpec: a.wrapSpec,
 		})
 	}, func(o *kms.GetParametersForImportOutput) middleware.Metadata { return o.ResultMetadata })
 	if err != nil {
@@ -196,9 +257,39 @@ func (a *Connector) importVersion(ctx context.Context, keyID string, version uin
 	return aws.ToString(md.Arn), nil
 }
 
+// versionDescription is the description of version's AWS key; with
+// AliasesPrimaryOnly it is how a retried step knows the primary alias's
+// key as its own.
+func versionDescription(keyID string, version uint32) string {
+	return fmt.Sprintf("keyflow key %s version %d (material imported by keyflow)", keyID, version)
+}
+
+// findVersion returns the AWS key an earlier attempt made for version,
+// nil when there is none.
+func (a *Connector) findVersion(ctx context.Context, keyID string, version uint32) (*types.KeyMetadata, error) {
+	alias := VersionAlias(keyID, version)
+	if a.primaryOnly {
+		alias = PrimaryAlias(keyID)
+	}
+	md, err := a.describe(ctx, alias)
+	switch {
+	case isNotFound(err):
+		return nil, nil
+	case err != nil:
+		return nil, err
+	case a.primaryOnly && aws.ToString(md.Description) != versionDescription(keyID, version):
+		return nil, nil // the primary is another version's key
+	}
+	return md, nil
+}
+
 // pointPrimary makes the primary alias name keyARN.
 func (a *Connector) pointPrimary(ctx context.Context, keyID, keyARN string) error {
-	alias := PrimaryAlias(keyID)
+	return a.pointAlias(ctx, PrimaryAlias(keyID), keyARN)
+}
+
+// pointAlias makes alias name keyARN, creating or moving it.
+func (a *Connector) pointAlias(ctx context.Context, alias, keyARN string) error {
 	md, err := a.describe(ctx, alias)
 	switch {
 	case isNotFound(err):
@@ -295,6 +386,39 @@ func (a *Connector) ScheduleDeletion(ctx context.Context, p cloud.DeletionParams
 		}
 	}
 	return nil
+}
+
+// Restore implements cloud.Restorer: CancelKeyDeletion on every
+// version's AWS key still pending deletion (AWS leaves it disabled), then
+// the aliases that ScheduleDeletion removed come back. A key AWS has
+// already deleted cannot come back (NotFoundException).
+func (a *Connector) Restore(ctx context.Context, p cloud.RestoreParams) error {
+	if len(p.KeyVersions) != len(p.Key.Versions) {
+		return fmt.Errorf("awskms: %d keyflow versions for %d AWS keys", len(p.KeyVersions), len(p.Key.Versions))
+	}
+	for i, v := range p.Key.Versions {
+		md, err := a.describe(ctx, v)
+		if err != nil {
+			return err
+		}
+		if md.KeyState == types.KeyStatePendingDeletion {
+			if _, err := call(ctx, "CancelKeyDeletion", v, func() (*kms.CancelKeyDeletionOutput, error) {
+				return a.c.CancelKeyDeletion(ctx, &kms.CancelKeyDeletionInput{KeyId: aws.String(v)})
+			}, func(o *kms.CancelKeyDeletionOutput) middleware.Metadata { return o.ResultMetadata }); err != nil {
+				return err
+			}
+		}
+		if a.primaryOnly {
+			continue
+		}
+		if err := a.pointAlias(ctx, VersionAlias(p.Key.KeyID, p.KeyVersions[i]), v); err != nil {
+			return err
+		}
+	}
+	if p.Primary == "" {
+		return nil
+	}
+	return a.pointPrimary(ctx, p.Key.KeyID, p.Primary)
 }
 
 // Describe implements cloud.Connector. State is the primary AWS key's;

@@ -134,6 +134,86 @@ func TestImportRotateDescribeAgainstLocalKMS(t *testing.T) {
 	if err := conn.ScheduleDeletion(ctx, cloud.DeletionParams{Key: ref, Days: 7}); err != nil {
 		t.Fatalf("a repeated deletion: %v", err)
 	}
+
+	// keyflow cancels the deletion: the keys come back under their
+	// aliases (AWS leaves them disabled, local-kms enabled; the sync then
+	// sets keyflow's state), and a repeat changes nothing.
+	rp := cloud.RestoreParams{Key: ref, KeyVersions: []uint32{1, 2}, Primary: rot.ProviderVersion}
+	for range 2 {
+		if err := conn.Restore(ctx, rp); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d, err = conn.Describe(ctx, ref)
+	back := func(s string) bool { return s == cloud.StateDisabled || s == cloud.StateEnabled }
+	if err != nil || !back(d.State) || d.Primary != rot.ProviderVersion || !back(d.Versions[res.ProviderVersion]) {
+		t.Fatalf("describe after the restore: %v %+v", err, d)
+	}
+	for v, arn := range map[uint32]string{1: res.ProviderVersion, 2: rot.ProviderVersion} {
+		md, err := c.DescribeKey(ctx, &kms.DescribeKeyInput{KeyId: aws.String(awskms.VersionAlias("k1", v))})
+		if err != nil || aws.ToString(md.KeyMetadata.Arn) != arn {
+			t.Fatalf("version alias %d after the restore: %v", v, err)
+		}
+	}
+}
+
+// With the primary-only alias layout (KMSs with one alias per key) the
+// version's key is found again through the primary alias and its
+// description, so repeated steps make no second key.
+func TestPrimaryOnlyAliasesAgainstLocalKMS(t *testing.T) {
+	ctx := context.Background()
+	srv := localkms.Start(t)
+	c := sdk(srv.URL)
+	conn, err := awskms.New(c).WithAliases(awskms.AliasesPrimaryOnly)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := &cloud.Journal{}
+	res, err := conn.Import(cloud.WithJournal(ctx, j), cloud.ImportParams{KeyID: "k2", KeyVersion: 1, Spec: cloud.SpecAES256, Wrap: oaepWrapper(t, bytes.Repeat([]byte{1}, 32))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ops := []string{}
+	for _, call := range j.Calls() {
+		ops = append(ops, call.Operation)
+	}
+	if want := "DescribeKey CreateKey GetParametersForImport ImportKeyMaterial DescribeKey CreateAlias"; strings.Join(ops, " ") != want {
+		t.Fatalf("calls %v, want %s", ops, want)
+	}
+	noWrap := func(context.Context, cloud.WrappingKey) ([]byte, error) {
+		t.Fatal("a repeated step wrapped material again")
+		return nil, nil
+	}
+	again, err := conn.Import(ctx, cloud.ImportParams{KeyID: "k2", KeyVersion: 1, Spec: cloud.SpecAES256, Wrap: noWrap})
+	if err != nil || again.ProviderVersion != res.ProviderVersion {
+		t.Fatalf("repeat import: %v %+v vs %+v", err, again, res)
+	}
+	ref := cloud.KeyRef{KeyID: "k2", Resource: res.Resource, Versions: []string{res.ProviderVersion}}
+	rot, err := conn.Rotate(ctx, cloud.RotateParams{Key: ref, KeyVersion: 2, Spec: cloud.SpecAES256, Wrap: oaepWrapper(t, bytes.Repeat([]byte{2}, 32))})
+	if err != nil || rot.ProviderVersion == res.ProviderVersion {
+		t.Fatalf("rotate: %v %+v", err, rot)
+	}
+	if again, err := conn.Rotate(ctx, cloud.RotateParams{Key: ref, KeyVersion: 2, Spec: cloud.SpecAES256, Wrap: noWrap}); err != nil || again.ProviderVersion != rot.ProviderVersion {
+		t.Fatalf("repeat rotate: %v %+v", err, again)
+	}
+	aliases, err := c.ListAliases(ctx, &kms.ListAliasesInput{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range aliases.Aliases {
+		if strings.HasPrefix(aws.ToString(a.AliasName), "alias/keyflow/k2/") {
+			t.Fatalf("a version alias in the primary-only layout: %s", aws.ToString(a.AliasName))
+		}
+	}
+}
+
+func TestSettingsRefuseUnknownValues(t *testing.T) {
+	if _, err := awskms.New(sdk("http://127.0.0.1:1")).WithWrappingKeySpec("RSA_1024"); err == nil {
+		t.Fatal("RSA_1024 wrapping key accepted")
+	}
+	if _, err := awskms.New(sdk("http://127.0.0.1:1")).WithAliases("none"); err == nil {
+		t.Fatal("an unknown alias layout accepted")
+	}
 }
 
 func TestProviderDownIsRetryable(t *testing.T) {

@@ -21,7 +21,8 @@ func Open(ctx context.Context, provider string, settings map[string]string) (clo
 	s := settings
 	switch provider {
 	case cloud.ProviderAWS:
-		return awskms.Open(ctx, awskms.Settings{Region: s["region"], Endpoint: s["endpoint"], Profile: s["profile"], CredentialsFile: s["credentialsFile"]})
+		return awskms.Open(ctx, awskms.Settings{Region: s["region"], Endpoint: s["endpoint"], Profile: s["profile"], CredentialsFile: s["credentialsFile"],
+			WrappingKeySpec: s["wrappingKeySpec"], Aliases: s["aliases"]})
 	case cloud.ProviderGCP:
 		return gcpkms.Open(ctx, gcpkms.Settings{Project: s["project"], Location: s["location"], KeyRing: s["keyRing"],
 			Endpoint: s["endpoint"], CredentialsFile: s["credentialsFile"], ProtectionLevel: s["protectionLevel"]})

@@ -64,7 +64,9 @@ region is a replica that refuses to rotate.`,
 		Long: `schedule-replica-deletion schedules, on the primary, the deletion of KEY's
 replica in REGION after a waiting period of its own (7 to 30 days). The
 replica refuses every use from the moment it learns of it; the primary and
-the other replicas serve on.`,
+the other replicas serve on. At the end of the window the replica region's
+own deletion workflow destroys its material, and the primary shows the
+replica DESTROYED. 'key cancel-replica-deletion' cancels it before then.`,
 		Args: exactArgs(1, "KEY"),
 		RunE: run(func(ctx context.Context, c *client.Client, key string) (*api.KeyMetadata, error) {
 			return c.ScheduleReplicaDeletion(ctx, key, gone, days)
@@ -73,7 +75,26 @@ the other replicas serve on.`,
 	del.Flags().StringVar(&gone, "region", "", "the replica region (required)")
 	del.Flags().IntVar(&days, "days", 30, "waiting period in days, 7 to 30")
 	_ = del.MarkFlagRequired("region")
-	return []*cobra.Command{replicate, update, del}
+	var kept string
+	cancel := &cobra.Command{
+		Use:   "cancel-replica-deletion KEY --region REGION",
+		Short: "Cancel the scheduled deletion of one replica of a multi-region key",
+		Long: `cancel-replica-deletion cancels, on the primary, the scheduled deletion of
+KEY's replica in REGION before its window ends. As with AWS KMS, the replica
+becomes DISABLED: keyflow's disabled state there (SUSPENDED, as after 'key
+disable': no new encryption, decryption still works), its material kept;
+'key replicate KEY --region REGION' enables it again. The cancel reaches the replica region
+over the link; a replica region cut off until after its window ended has
+destroyed its material by then, and 'key describe' shows it DESTROYED once
+the link is back.`,
+		Args: exactArgs(1, "KEY"),
+		RunE: run(func(ctx context.Context, c *client.Client, key string) (*api.KeyMetadata, error) {
+			return c.CancelReplicaDeletion(ctx, key, kept)
+		}),
+	}
+	cancel.Flags().StringVar(&kept, "region", "", "the replica region (required)")
+	_ = cancel.MarkFlagRequired("region")
+	return []*cobra.Command{replicate, update, del, cancel}
 }
 
 // printRegions prints a multi-region key's regions below its row.

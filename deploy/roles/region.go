@@ -46,7 +46,12 @@ func (n *Node) startRegion(acts *workflows.Activities, name string) error {
 	if name == "" {
 		return nil
 	}
-	r, err := region.Serve(region.ResponderConfig{Conn: n.Conn, KMS: n.KMS, Logger: n.infra.Logger})
+	cfg := region.ResponderConfig{Conn: n.Conn, KMS: n.KMS, Logger: n.infra.Logger}
+	if n.Workflows != nil {
+		// A replica's scheduled deletion runs on this region's Temporal.
+		cfg.Deletions = n.Workflows
+	}
+	r, err := region.Serve(cfg)
 	if err != nil {
 		return err
 	}

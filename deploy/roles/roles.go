@@ -315,6 +315,7 @@ func Start(ctx context.Context, in Infra, o Options) (n *Node, err error) {
 			// Signals that change security state carry a token the KMS
 			// mints (workflows/optoken.go); remediation alone sends none.
 			wc.Tokens = n.KMS
+			wc.Clouds = n.KMS // key changes start their cloud sync
 			n.KMS.SetApprovalEngine(&workflows.ApprovalEngine{Temporal: in.Temporal, Tokens: n.KMS})
 		}
 	}

@@ -47,6 +47,7 @@ type Bed struct {
 	KMS      *kms.Service
 
 	region string
+	now    func() time.Time
 }
 
 // New starts a bed with tenants "alpha" and "beta".
@@ -66,6 +67,9 @@ type Options struct {
 	Region      string
 	LeafListen  string
 	LeafRemotes []natsserver.LeafRemote
+	// Now is the domain service's clock (kms.Config.Now); nil is
+	// time.Now.
+	Now func() time.Time
 }
 
 // NewWith is New with options.
@@ -84,7 +88,7 @@ func NewOn(t testing.TB, tok *pkcs11.Token) *Bed {
 func newOn(t testing.TB, tok *pkcs11.Token, o Options) *Bed {
 	t.Helper()
 	ctx := context.Background()
-	b := &Bed{T: t, HSM: tok, region: o.Region}
+	b := &Bed{T: t, HSM: tok, region: o.Region, now: o.Now}
 	var err error
 	if b.Identity, err = natsauth.Load(t.TempDir() + "/identity.json"); err != nil {
 		t.Fatal(err)
@@ -146,7 +150,7 @@ func newOn(t testing.TB, tok *pkcs11.Token, o Options) *Bed {
 func (b *Bed) NewKMS(audit events.Sink) *kms.Service {
 	b.T.Helper()
 	s, err := kms.New(context.Background(), kms.Config{
-		HSM: b.HSM, Store: b.Store, Audit: audit, Source: "/keyflow/test", Governance: b.Gov, Region: b.region,
+		HSM: b.HSM, Store: b.Store, Audit: audit, Source: "/keyflow/test", Governance: b.Gov, Region: b.region, Now: b.now,
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})),
 	})
 	if err != nil {

@@ -162,9 +162,10 @@ var permissions = map[string]Permission{
 	"keys.retireversion":    {Roles: []Role{RoleKeyAdmin}},
 	"keys.rewrapstatus":     {Roles: []Role{RoleKeyAdmin, RoleAuditor}, Action: ActionDescribeKey},
 	// Multi-region keys (docs/multi-region.md).
-	"keys.replicate":           {Roles: []Role{RoleKeyAdmin}},
-	"keys.updateprimaryregion": {Roles: []Role{RoleKeyAdmin}},
-	"keys.replicadeletion":     {Roles: []Role{RoleKeyAdmin}},
+	"keys.replicate":             {Roles: []Role{RoleKeyAdmin}},
+	"keys.updateprimaryregion":   {Roles: []Role{RoleKeyAdmin}},
+	"keys.replicadeletion":       {Roles: []Role{RoleKeyAdmin}},
+	"keys.cancelreplicadeletion": {Roles: []Role{RoleKeyAdmin}},
 
 	// The data-key registry and rewraps are used by applications; the
 	// migration campaign is run by key administrators, watched by

@@ -44,6 +44,9 @@ func (s *Server) multiRegionConfig(c kms.Caller, m api.KeyMetadata) *MultiRegion
 		cfg.MultiRegionKeyType = "PRIMARY"
 	}
 	for _, r := range m.Replicas {
+		if r.State == string(kms.ReplicaDestroyed) {
+			continue // AWS lists no deleted replica
+		}
 		cfg.ReplicaKeys = append(cfg.ReplicaKeys, MultiRegionKey{Arn: arn(r.Region), Region: r.Region})
 	}
 	return cfg

@@ -2,24 +2,30 @@ package awskms_test
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awskmssdk "github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/kms/types"
 
 	"github.com/keyflow/keyflow/internal/testbed"
+	"github.com/keyflow/keyflow/kms"
 	"github.com/keyflow/keyflow/kms/keypolicy"
 )
 
 // TestSDKMultiRegion drives the multi-Region operations with the real AWS
 // SDK against one region's gateway: CreateKey MultiRegion=true, DescribeKey's
 // MultiRegionConfiguration, ReplicateKey, and UpdatePrimaryRegion refused
-// while the replica lacks versions. (Replication itself, across two linked
+// while the replica lacks versions, and a destroyed replica left out of
+// ReplicaKeys. (Replication itself, across two linked
 // deployments, is region's TestMultiRegion.)
 func TestSDKMultiRegion(t *testing.T) {
 	ctx := context.Background()
-	f := newFixtureOn(t, testbed.NewWith(t, testbed.Options{Region: "us-east"}))
+	var shift atomic.Int64
+	bed := testbed.NewWith(t, testbed.Options{Region: "us-east", Now: func() time.Time { return time.Now().Add(time.Duration(shift.Load())) }})
+	f := newFixtureOn(t, bed)
 	admin := f.client(t, "alpha", "ada", keypolicy.RoleKeyAdmin)
 
 	ck := must[*awskmssdk.CreateKeyOutput](t)(admin.CreateKey(ctx, &awskmssdk.CreateKeyInput{MultiRegion: aws.Bool(true)}))
@@ -39,6 +45,22 @@ func TestSDKMultiRegion(t *testing.T) {
 	}
 	_, err := admin.UpdatePrimaryRegion(ctx, &awskmssdk.UpdatePrimaryRegionInput{KeyId: aws.String(keyID), PrimaryRegion: aws.String("eu-west")})
 	wantCode(t, err, "KMSInvalidStateException")
+
+	// A replica whose deletion ended is no longer listed, as AWS removes
+	// a deleted replica (the primary keeps it as DESTROYED).
+	if _, err := bed.KMS.ScheduleReplicaDeletion(ctx, kms.Caller{Tenant: "alpha", Principal: "ada"}, keyID, "eu-west", 7*kms.Day); err != nil {
+		t.Fatal(err)
+	}
+	shift.Store(int64(7*kms.Day + time.Minute))
+	_, err = bed.KMS.MarkReplicaDestroyed(ctx, kms.Caller{Tenant: "alpha", Principal: "region:eu-west"}, kms.ReplicaDestroyedParams{From: "eu-west", KeyID: keyID})
+	shift.Store(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d = must[*awskmssdk.DescribeKeyOutput](t)(admin.DescribeKey(ctx, &awskmssdk.DescribeKeyInput{KeyId: aws.String(keyID)}))
+	if rs := d.KeyMetadata.MultiRegionConfiguration.ReplicaKeys; len(rs) != 0 {
+		t.Fatalf("DescribeKey lists a destroyed replica: %+v", rs)
+	}
 
 	// A single-region key says so; an asymmetric multi-Region key is refused.
 	single := must[*awskmssdk.CreateKeyOutput](t)(admin.CreateKey(ctx, &awskmssdk.CreateKeyInput{}))

@@ -47,6 +47,27 @@ func (s *Server) keyChanged(ctx context.Context, c kms.Caller, k *kms.Key) error
 	return nil
 }
 
+// StateFollower is the optional part of a Lifecycle that carries a key's
+// state change (enable, disable, compromise, scheduled deletion and its
+// cancellation) to the clouds the key is distributed to
+// (workflows.Client.KeyStateChanged).
+type StateFollower interface {
+	KeyStateChanged(ctx context.Context, c kms.Caller, k *kms.Key) error
+}
+
+// stateChanged tells the Lifecycle, when it follows states, about a key
+// whose state changed. A failure leaves the change made and is logged:
+// the scheduled cloud reconcile finds what did not propagate.
+func (s *Server) stateChanged(ctx context.Context, c kms.Caller, k *kms.Key) {
+	f, ok := s.cfg.Lifecycle.(StateFollower)
+	if !ok || k == nil {
+		return
+	}
+	if err := f.KeyStateChanged(ctx, c, k); err != nil {
+		s.cfg.Logger.Warn("key state not propagated to its clouds", "key", k.ResourceName(), "err", err)
+	}
+}
+
 // rotated wakes the key's cryptoperiod timer for the new version.
 func (s *Server) rotated(ctx context.Context, c kms.Caller, keyID string) {
 	if s.cfg.Lifecycle == nil {
@@ -109,6 +130,7 @@ func (s *Server) setKeyState(ctx context.Context, c kms.Caller, body []byte) (an
 	if err != nil {
 		return nil, err
 	}
+	s.stateChanged(ctx, c, res.Key)
 	return api.SetKeyStateReply{Key: Metadata(res.Key), PreviousState: string(res.From), Transition: res.Transition}, nil
 }
 
@@ -136,6 +158,7 @@ func (s *Server) scheduleDeletion(ctx context.Context, c kms.Caller, body []byte
 		_, _ = s.cfg.KMS.CancelDeletion(context.WithoutCancel(ctx), c, k.ID)
 		return nil, &kms.Error{Code: kms.CodeInternal, Message: "the deletion could not be scheduled; the key is unchanged"}
 	}
+	s.stateChanged(ctx, c, k)
 	return api.ScheduleDeletionReply{KeyID: k.ID, KeyState: string(k.State), DeletionDate: k.Lifecycle.DeletionDate, WorkflowID: id}, nil
 }
 
@@ -155,6 +178,7 @@ func (s *Server) cancelDeletion(ctx context.Context, c kms.Caller, body []byte) 
 			s.cfg.Logger.Warn("deletion timer not stopped", "key", k.ResourceName(), "err", err)
 		}
 	}
+	s.stateChanged(ctx, c, k)
 	return Metadata(k), nil
 }
 
@@ -167,6 +191,7 @@ func (s *Server) compromise(ctx context.Context, c kms.Caller, body []byte) (any
 	if err != nil {
 		return nil, err
 	}
+	s.stateChanged(ctx, c, res.Key)
 	version := res.Version
 	out := api.CompromiseReply{KeyID: res.Key.ID, Version: version, PreviousState: string(res.From), Transition: res.Transition}
 	if s.cfg.Lifecycle != nil {

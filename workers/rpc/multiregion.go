@@ -8,7 +8,7 @@ import (
 	"github.com/keyflow/keyflow/kms"
 )
 
-// Multi-region keys (docs/multi-region.md). Both operations change the
+// Multi-region keys (docs/multi-region.md). The operations change the
 // key on its primary and then tell the lifecycle (Config.Lifecycle), which
 // starts the replication workflow that carries the change to the other
 // regions.
@@ -26,11 +26,21 @@ func (s *Server) replicateKey(ctx context.Context, c kms.Caller, body []byte) (a
 }
 
 func (s *Server) updatePrimaryRegion(ctx context.Context, c kms.Caller, body []byte) (any, error) {
+	return s.regionChange(ctx, c, body, api.OpKeyUpdatePrimaryRegion, s.cfg.KMS.UpdatePrimaryRegion)
+}
+
+func (s *Server) cancelReplicaDeletion(ctx context.Context, c kms.Caller, body []byte) (any, error) {
+	return s.regionChange(ctx, c, body, api.OpKeyCancelReplicaDeletion, s.cfg.KMS.CancelReplicaDeletion)
+}
+
+// regionChange is an operation on a ReplicateKeyRequest (a key and a
+// region) that changes the key on its primary.
+func (s *Server) regionChange(ctx context.Context, c kms.Caller, body []byte, op string, change func(ctx context.Context, c kms.Caller, ref, region string) (*kms.Key, error)) (any, error) {
 	var req api.ReplicateKeyRequest
 	if err := decode(body, &req); err != nil {
-		return nil, s.rejectWith(ctx, c, api.OpKeyUpdatePrimaryRegion, err)
+		return nil, s.rejectWith(ctx, c, op, err)
 	}
-	k, err := s.cfg.KMS.UpdatePrimaryRegion(ctx, c, req.KeyID, req.Region)
+	k, err := change(ctx, c, req.KeyID, req.Region)
 	if err != nil {
 		return nil, err
 	}

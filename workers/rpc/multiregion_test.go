@@ -13,7 +13,8 @@ import (
 // TestMultiRegionOverNATS drives the multi-region operations through the
 // NATS API of one region (replication itself, across two linked
 // deployments, is region's TestMultiRegion): create, replicate, describe
-// with replicas, a replica's scheduled deletion, and the refusals.
+// with replicas, a replica's scheduled deletion and its cancel, and the
+// refusals.
 func TestMultiRegionOverNATS(t *testing.T) {
 	ctx := context.Background()
 	b := testbed.NewWith(t, testbed.Options{Region: "us-east"})
@@ -48,6 +49,21 @@ func TestMultiRegionOverNATS(t *testing.T) {
 	if err != nil || del.Replicas[0].State != "PENDING_DELETION" {
 		t.Fatalf("replica deletion: %+v %v", del, err)
 	}
+	// Cancelled before its window ends: DISABLED, as AWS leaves it;
+	// replicating again enables it.
+	kept, err := c.CancelReplicaDeletion(ctx, k.KeyID, "eu-west")
+	if err != nil || kept.Replicas[0].State != "DISABLED" {
+		t.Fatalf("cancel replica deletion: %+v %v", kept, err)
+	}
+	if _, err := c.CancelReplicaDeletion(ctx, k.KeyID, "eu-west"); !isCode(err, kms.CodeInvalidState) {
+		t.Fatalf("a second cancel: %v", err)
+	}
+	if _, err := c.CancelReplicaDeletion(ctx, k.KeyID, "ap-south"); !isCode(err, kms.CodeNotFound) {
+		t.Fatalf("cancel in a region with no replica: %v", err)
+	}
+	if again, err := c.ReplicateKey(ctx, k.KeyID, "eu-west"); err != nil || again.Replicas[0].State != "CREATING" {
+		t.Fatalf("replicate a disabled replica: %+v %v", again, err)
+	}
 	if _, err := c.ReplicateKey(ctx, k.KeyID, "not a region"); !isCode(err, kms.CodeValidation) {
 		t.Fatalf("a bad region name: %v", err)
 	}
@@ -58,7 +74,7 @@ func TestMultiRegionOverNATS(t *testing.T) {
 	if _, err := c.ReplicateKey(ctx, single.KeyID, "eu-west"); !isCode(err, kms.CodeUnsupportedOperation) {
 		t.Fatalf("replicating a single-region key: %v", err)
 	}
-	for _, typ := range []string{events.TypeKeyReplicaCreated, events.TypeKeyReplicaPrimaryChanged, events.TypeKeyReplicaDeletionScheduled} {
+	for _, typ := range []string{events.TypeKeyReplicaCreated, events.TypeKeyReplicaPrimaryChanged, events.TypeKeyReplicaDeletionScheduled, events.TypeKeyReplicaDeletionCancelled} {
 		if len(b.EventsOfType("alpha", typ)) == 0 {
 			t.Errorf("no %s record", typ)
 		}

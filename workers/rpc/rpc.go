@@ -225,6 +225,7 @@ func Start(cfg Config) (*Server, error) {
 			"compromise": s.compromise, "setrotation": s.setRotation,
 			"rewrapstatus": s.rewrapStatus, "retireversion": s.retireVersion,
 			"replicate": s.replicateKey, "updateprimaryregion": s.updatePrimaryRegion, "replicadeletion": s.replicaDeletion,
+			"cancelreplicadeletion": s.cancelReplicaDeletion,
 		}},
 		{"keyflow-audit", "audit", map[string]handlerFunc{
 			"tail": s.auditTail,
