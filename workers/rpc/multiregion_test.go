@@ -10,10 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyflow/keyflow/client"
 	"github.com/keyflow/keyflow/client/api"
 	"github.com/keyflow/keyflow/events"
 	"github.com/keyflow/keyflow/internal/testbed"
-	"github.com/keyflow/keyflow/client"
 	"github.com/keyflow/keyflow/kms"
 	"github.com/keyflow/keyflow/workers/rpc"
 )
