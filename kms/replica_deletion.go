@@ -81,7 +81,9 @@ func (s *Service) refuseReplicaDeletionHere(k *Key) error {
 	if !s.IsReplica(k) {
 		return nil
 	}
-	return newError(CodeUnsupportedOperation, "key %s is a replica of a multi-region key whose primary is in region %s; schedule or cancel a replica's deletion on the primary (key schedule-replica-deletion, key cancel-replica-deletion --region %s)", k.ID, k.PrimaryRegion, s.region)
+	return newError(CodeUnsupportedOperation, "key %s is a replica of a multi-region key whose primary is in region %s; schedule or cancel a replica's deletion in the primary's region "+
+		"(key schedule-replica-deletion / key cancel-replica-deletion %s --region %s; over the AWS API, ScheduleKeyDeletion / CancelKeyDeletion with this replica's ARN at region %s's endpoint)",
+		k.ID, k.PrimaryRegion, k.ID, s.region, k.PrimaryRegion)
 }
 
 // refusePrimaryWithReplicas refuses to schedule the deletion of a
