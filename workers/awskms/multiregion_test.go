@@ -180,6 +180,12 @@ func TestSDKReplicaDeletionByARN(t *testing.T) {
 	wantCode(t, err, "NotFoundException")
 	_, err = adminA.DescribeKey(ctx, &awskmssdk.DescribeKeyInput{KeyId: aws.String(replicaARN["eu-west"])})
 	wantCode(t, err, "NotFoundException")
+	single := must[*awskmssdk.CreateKeyOutput](t)(adminA.CreateKey(ctx, &awskmssdk.CreateKeyInput{}))
+	_, err = adminA.ScheduleKeyDeletion(ctx, &awskmssdk.ScheduleKeyDeletionInput{KeyId: aws.String("arn:aws:kms:eu-west:" + awskms.AccountID("alpha") + ":key/" + *single.KeyMetadata.KeyId)})
+	wantCode(t, err, "UnsupportedOperationException")
+	if !strings.Contains(errMessage(err), "not a multi-region key") {
+		t.Errorf("another region's ARN of a single-region key: %s", errMessage(err))
+	}
 
 	// Both replicas deleted (AWS's default window of 30 days), then the
 	// primary's deletion is scheduled.
