@@ -252,7 +252,7 @@ func (s *Service) CloudStatus(ctx context.Context, c Caller, name string) ([]Clo
 				}
 				keys[p.KeyID] = k
 			}
-			if why := cloudWorkLeft(p, k); len(why) > 0 {
+			if why := CloudWorkLeft(p, k); len(why) > 0 {
 				st.Pending = append(st.Pending, CloudPendingWork{Placement: p, Why: why})
 			}
 			if p.LastErrorCode != "" && (st.LastError == nil || p.LastErrorAt.After(st.LastError.LastErrorAt)) {
@@ -264,9 +264,11 @@ func (s *Service) CloudStatus(ctx context.Context, c Caller, name string) ([]Clo
 	return out, nil
 }
 
-// cloudWorkLeft says why a placement is not in step with keyflow's key
-// (nil when it is). k is nil when the key no longer exists.
-func cloudWorkLeft(p *CloudPlacement, k *Key) []string {
+// CloudWorkLeft says why a placement is not in step with keyflow's key
+// (nil when it is): a step started and not finished, an error, a state
+// or a primary version other than keyflow's. k is nil when the key no
+// longer exists.
+func CloudWorkLeft(p *CloudPlacement, k *Key) []string {
 	var why []string
 	if p.Pending != "" {
 		why = append(why, fmt.Sprintf("step %s started and not finished", p.Pending))

@@ -295,6 +295,9 @@ func (s *Service) ScheduleDeletion(ctx context.Context, c Caller, p ScheduleDele
 		if err := s.refuseReplicaDeletionHere(k); err != nil {
 			return false, err
 		}
+		if err := s.refusePrimaryWithReplicas(k); err != nil {
+			return false, err
+		}
 		if k.Lifecycle.PendingDeletion {
 			return false, newError(CodeInvalidState, "key %s is already pending deletion (scheduled for %s)", k.ID, k.Lifecycle.DeletionDate.Format(time.RFC3339))
 		}

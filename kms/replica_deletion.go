@@ -35,6 +35,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/keyflow/keyflow/events"
@@ -80,7 +81,33 @@ func (s *Service) refuseReplicaDeletionHere(k *Key) error {
 	if !s.IsReplica(k) {
 		return nil
 	}
-	return newError(CodeUnsupportedOperation, "key %s is a replica of a multi-region key whose primary is in region %s; schedule or cancel a replica's deletion on the primary (key schedule-replica-deletion, key cancel-replica-deletion --region %s)", k.ID, k.PrimaryRegion, s.region)
+	return newError(CodeUnsupportedOperation, "key %s is a replica of a multi-region key whose primary is in region %s; schedule or cancel a replica's deletion in the primary's region "+
+		"(key schedule-replica-deletion / key cancel-replica-deletion %s --region %s; over the AWS API, ScheduleKeyDeletion / CancelKeyDeletion with this replica's ARN at region %s's endpoint)",
+		k.ID, k.PrimaryRegion, k.ID, s.region, k.PrimaryRegion)
+}
+
+// refusePrimaryWithReplicas refuses to schedule the deletion of a
+// multi-region primary while any of its replicas is not destroyed. AWS
+// KMS puts such a primary in PendingReplicaDeletion and starts its window
+// after its last replica is deleted; keyflow asks for the same order
+// explicitly: the replicas' deletions first, then the primary's, so that
+// no replica region is left serving a key whose primary is gone.
+func (s *Service) refusePrimaryWithReplicas(k *Key) error {
+	if !k.MultiRegion || k.PrimaryRegion != s.region {
+		return nil
+	}
+	var live []string
+	for _, r := range k.Replicas {
+		if r.State != ReplicaDestroyed {
+			live = append(live, r.Region+" ("+string(r.State)+")")
+		}
+	}
+	if len(live) == 0 {
+		return nil
+	}
+	return newError(CodeInvalidState, "key %s is a multi-region primary with replicas that are not destroyed: %s; "+
+		"schedule the deletion of each replica first (key schedule-replica-deletion %s --region REGION, or the AWS API's ScheduleKeyDeletion with the replica's ARN), "+
+		"then the primary's once they are destroyed", k.ID, strings.Join(live, ", "), k.ID)
 }
 
 // ReplicaDeletionPending reports whether k, as stored here, is a replica

@@ -449,7 +449,7 @@ func TestSchemaAPIAcceptsGoValues(t *testing.T) {
 			Placements: 2, Pending: []api.CloudPlacement{cloudPlacement}, LastErrorCode: "Unavailable", LastError: "x", LastErrorAt: &now},
 		{Name: "gcp", Provider: "gcp", Drift: "repair", Health: "unknown", Pending: []api.CloudPlacement{}}}}
 	cases["CloudDistributeRequest"] = api.CloudDistributeRequest{KeyID: "alias/app", Destination: "aws-prod", Wait: true}
-	cases["CloudDistributeReply"] = api.CloudDistributeReply{KeyID: id, Destination: "aws-prod", WorkflowID: "cloud-distribute/alpha/" + id + "/aws-prod", Placement: &cloudPlacement}
+	cases["CloudDistributeReply"] = api.CloudDistributeReply{KeyID: id, Destination: "aws-prod", WorkflowID: "cloud-sync/alpha/" + id, Placement: &cloudPlacement}
 	keyPolicy := json.RawMessage(`{"version":"2026-11-01","statements":[{"sid":"UseInApp","effect":"Allow","principals":["role:crypto-user","svc-app"],"operations":["Encrypt","Decrypt"],"conditions":{"encryptionContextSubset":{"app":"billing"},"notAfter":"2027-01-01T00:00:00Z"}}]}`)
 	later := now.Add(time.Hour)
 	grant := api.Grant{GrantID: id, KeyID: id, Grantee: "bob", Operations: []string{"Decrypt"}, CreationDate: now, CreatedBy: "carol",

@@ -97,6 +97,9 @@ type CloudSyncOutcome struct {
 	KeyVersion  uint32
 	State       string
 	Error       string
+	// ErrorType is the failure's application error type (a keyflow
+	// error code, or ErrTypeCloudUnavailable).
+	ErrorType string `json:",omitempty"`
 }
 
 func cloudActivityOptions(ctx workflow.Context) workflow.Context {
@@ -205,6 +208,10 @@ func cloudSyncRound(ctx workflow.Context, p CloudSyncParams) (outs []CloudSyncOu
 		err := f.Get(ctx, &o)
 		if err != nil {
 			o = CloudSyncOutcome{Destination: dests[i], Error: err.Error()}
+			var app *temporal.ApplicationError
+			if errors.As(err, &app) {
+				o.Error, o.ErrorType = app.Message(), app.Type()
+			}
 		}
 		outs, errs = append(outs, o), append(errs, err)
 	}
@@ -308,20 +315,6 @@ func (a *Activities) connect(ctx context.Context, c kms.Caller, name string) (*k
 	return d, conn, nil
 }
 
-// desiredCloudState maps keyflow's key state onto what a provider can
-// hold: only an ACTIVE key encrypts there; a key pending deletion (or
-// destroyed) is scheduled for deletion; every other state is disabled
-// (providers cannot allow decrypt while refusing encrypt).
-func desiredCloudState(k *kms.Key) string {
-	switch {
-	case k.Lifecycle.PendingDeletion, k.State == kms.StateDestroyed, k.State == kms.StateDestroyedCompromised:
-		return kms.PlacementPendingDeletion
-	case k.State == kms.StateActive:
-		return kms.PlacementEnabled
-	}
-	return kms.PlacementDisabled
-}
-
 func cloudSpec(k *kms.Key) (string, error) {
 	if k.Spec == kms.SpecSymmetricDefault || k.Spec == "" {
 		return cloud.SpecAES256, nil
@@ -383,9 +376,31 @@ func (a *Activities) cloudRun(ctx context.Context, c kms.Caller, d *kms.CloudDes
 }
 
 // CloudSync brings one destination (p.Destinations[0]) to keyflow's
-// state for the key.
-func (a *Activities) CloudSync(ctx context.Context, p CloudSyncParams) (*CloudSyncOutcome, error) {
-	return a.cloudSync(ctx, p, false)
+// state for the key. A change that lands while it runs is carried out
+// too: it goes again (up to three passes in all) while keyflow's records
+// say the destination is behind. That closes the gap of a rotation made
+// after a first distribution read the key, but before its placement
+// existed for the rotation's propagation to find.
+func (a *Activities) CloudSync(ctx context.Context, p CloudSyncParams) (out *CloudSyncOutcome, err error) {
+	for range 3 {
+		if out, err = a.cloudSync(ctx, p, false); err != nil || a.cloudCaughtUp(ctx, p) {
+			break
+		}
+	}
+	return out, err
+}
+
+// cloudCaughtUp reports whether keyflow's records say p's destination
+// holds the key's state (or cannot tell: the key or the placement is
+// gone).
+func (a *Activities) cloudCaughtUp(ctx context.Context, p CloudSyncParams) bool {
+	c := cloudCaller(p.Tenant, p.Principal, p.RequestID)
+	k, err := a.KMS.GetKey(ctx, c, p.KeyID)
+	if err != nil {
+		return true
+	}
+	pl, err := a.KMS.CloudPlacement(ctx, c, k.ID, p.Destinations[0])
+	return err != nil || cloudInStep(pl, k)
 }
 
 func (a *Activities) cloudSync(ctx context.Context, p CloudSyncParams, force bool) (*CloudSyncOutcome, error) {
@@ -410,8 +425,8 @@ func (a *Activities) cloudSync(ctx context.Context, p CloudSyncParams, force boo
 	case err != nil:
 		return nil, activityError(err)
 	}
-	want := desiredCloudState(k)
-	if !force && cloudInStep(pl, k, want) {
+	want := kms.WantedCloudState(k)
+	if !force && cloudInStep(pl, k) {
 		// Nothing is missing by keyflow's records (a repeated request, a
 		// second round for a change already carried out); the reconcile
 		// compares with the provider itself.
@@ -514,13 +529,11 @@ func (a *Activities) cloudSync(ctx context.Context, p CloudSyncParams, force boo
 }
 
 // cloudInStep reports whether a placement already holds what keyflow
-// wants: the primary version, the state, and no step left unfinished.
-func cloudInStep(pl *kms.CloudPlacement, k *kms.Key, want string) bool {
-	prim, ok := pl.Primary()
-	if !ok || pl.Pending != "" || pl.LastErrorCode != "" || pl.State != want {
-		return false
-	}
-	return want == kms.PlacementPendingDeletion || prim.KeyVersion == k.PrimaryVersion
+// wants: some version there, the primary one, the state, and no step
+// left unfinished (kms.CloudWorkLeft, which cloud status shows).
+func cloudInStep(pl *kms.CloudPlacement, k *kms.Key) bool {
+	_, ok := pl.Primary()
+	return ok && len(kms.CloudWorkLeft(pl, k)) == 0
 }
 
 // restoreCloudCopy takes back a scheduled deletion in the provider, when
@@ -651,7 +664,7 @@ func (a *Activities) reconcileOne(ctx context.Context, c kms.Caller, d *kms.Clou
 	}
 	type diff struct{ field, keyflow, provider string }
 	var diffs []diff
-	want := desiredCloudState(k)
+	want := kms.WantedCloudState(k)
 	if got := desc.State; got != want && !(want == kms.PlacementPendingDeletion && got == cloud.StateMissing) {
 		diffs = append(diffs, diff{"state", want, got})
 	}
@@ -702,7 +715,7 @@ func (c *Client) StartCloudSync(ctx context.Context, p CloudSyncParams) (string,
 		}
 		return id, nil
 	}
-	if err := startCloudSync(ctx, c.Temporal, p); err != nil {
+	if _, err := startCloudSync(ctx, c.Temporal, p); err != nil {
 		return id, err
 	}
 	return id, nil
@@ -710,14 +723,15 @@ func (c *Client) StartCloudSync(ctx context.Context, p CloudSyncParams) (string,
 
 // startCloudSync starts the key's CloudSyncWorkflow with p, or, when one
 // runs, asks it for one more round with p (signal-with-start), so the
-// running sync picks up the newer state.
-func startCloudSync(ctx context.Context, tc client.Client, p CloudSyncParams) error {
-	_, err := tc.SignalWithStartWorkflow(ctx, CloudSyncWorkflowID(p.Tenant, p.KeyID), SignalCloudSync, p,
+// running sync picks up the newer state. The run it returns is the one
+// that takes the round (its Get follows ContinueAsNew).
+func startCloudSync(ctx context.Context, tc client.Client, p CloudSyncParams) (client.WorkflowRun, error) {
+	run, err := tc.SignalWithStartWorkflow(ctx, CloudSyncWorkflowID(p.Tenant, p.KeyID), SignalCloudSync, p,
 		client.StartWorkflowOptions{TaskQueue: TaskQueue}, CloudSyncWorkflow, p)
 	if err != nil {
-		return fmt.Errorf("failed to start the cloud sync: %w", err)
+		return nil, fmt.Errorf("failed to start the cloud sync: %w", err)
 	}
-	return nil
+	return run, nil
 }
 
 // ScheduleCloudReconcile makes the tenant's reconcile run every period

@@ -58,11 +58,7 @@ func TestCloudDistributeToGCPFake(t *testing.T) {
 	}
 	sync := func(step string) {
 		t.Helper()
-		env := gcpEnv(t, b)
-		env.ExecuteWorkflow(workflows.CloudSyncWorkflow, workflows.CloudSyncParams{Tenant: "alpha", KeyID: k.ID, Principal: "alice", RequestID: "r1", Destinations: []string{"gcp-fake"}, Step: step})
-		if err := env.GetWorkflowError(); err != nil {
-			t.Fatal(err)
-		}
+		runCloudSync(t, func() *testsuite.TestWorkflowEnvironment { return gcpEnv(t, b) }, k.ID, "gcp-fake", step)
 	}
 	sync(workflows.CloudStepDistribute)
 	ps, _ := b.KMS.CloudPlacements(ctx, alice, k.ID)

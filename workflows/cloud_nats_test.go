@@ -42,7 +42,7 @@ func cloudBed(t testing.TB) (*testbed.Bed, *workflows.Client, *localkms.Server) 
 		workflows.Register(r, &workflows.Activities{KMS: b.KMS, Temporal: tc, CloudConnect: awsConnect})
 	})
 	t.Cleanup(w.Stop)
-	wc := &workflows.Client{Temporal: tc, Tokens: b.KMS}
+	wc := &workflows.Client{Temporal: tc, Tokens: b.KMS, Clouds: b.KMS}
 	rs, err := rpc.Start(rpc.Config{Conn: b.Conn, KMS: b.KMS, Tenants: b.Identity, JS: b.JS, Lifecycle: wc, Cloud: wc, Workers: 8,
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))})
 	if err != nil {
@@ -91,7 +91,7 @@ func TestCloudDistributeOverNATS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.Running || r.Placement == nil || r.WorkflowID != workflows.CloudDistributeWorkflowID("alpha", k.KeyID, "aws-local") {
+	if r.Running || r.Placement == nil || r.WorkflowID != workflows.CloudSyncWorkflowID("alpha", k.KeyID) {
 		t.Fatalf("distribute reply %+v", r)
 	}
 	alias := awskms.PrimaryAlias(k.KeyID)

@@ -82,7 +82,7 @@ func samePair(t *testing.T, b *testbed.Bed, keyID string, version uint32, materi
 	return bytes.Equal(got, pub.PublicKeyDER)
 }
 
-func distribute(t *testing.T, env func() *testsuite.TestWorkflowEnvironment, keyID, dest, step string) {
+func runCloudSync(t *testing.T, env func() *testsuite.TestWorkflowEnvironment, keyID, dest, step string) {
 	t.Helper()
 	e := env()
 	e.ExecuteWorkflow(workflows.CloudSyncWorkflow, workflows.CloudSyncParams{Tenant: "alpha", KeyID: keyID, Principal: "alice", RequestID: "r1", Destinations: []string{dest}, Step: step})
@@ -101,7 +101,7 @@ func distributePair(t *testing.T, b *testbed.Bed, env func() *testsuite.TestWork
 	if err != nil {
 		t.Fatal(err)
 	}
-	distribute(t, env, k.ID, dest, workflows.CloudStepDistribute)
+	runCloudSync(t, env, k.ID, dest, workflows.CloudStepDistribute)
 	ps, _ := b.KMS.CloudPlacements(ctx, alice, k.ID)
 	if len(ps) != 1 || len(ps[0].Versions) != 1 {
 		t.Fatalf("%s: placement %+v", tc.spec, ps)
@@ -186,7 +186,7 @@ func TestCloudDistributeKeyPairsToGCPFake(t *testing.T) {
 	if err := e.GetWorkflowError(); err != nil {
 		t.Fatal(err)
 	}
-	distribute(t, env, last.ID, "gcp-fake", workflows.CloudStepRotate)
+	runCloudSync(t, env, last.ID, "gcp-fake", workflows.CloudStepRotate)
 	ps, _ := b.KMS.CloudPlacements(ctx, alice, last.ID)
 	if len(ps[0].Versions) != 2 || !samePair(t, b, last.ID, 2, fake.Material(ps[0].Versions[1].ProviderVersion)) || samePair(t, b, last.ID, 2, fake.Material(ps[0].Versions[0].ProviderVersion)) {
 		t.Fatalf("after the rotation: %+v", ps[0].Versions)

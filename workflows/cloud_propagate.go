@@ -71,7 +71,7 @@ func (a *Activities) PropagateToClouds(ctx context.Context, p CloudSyncParams) (
 		return "", temporal.NewNonRetryableApplicationError("this worker starts no workflows; the reconcile will find the rotation", string(kms.CodeUnsupportedOperation), nil)
 	}
 	p.Destinations = nil
-	if err := startCloudSync(ctx, a.Temporal, p); err != nil {
+	if _, err := startCloudSync(ctx, a.Temporal, p); err != nil {
 		return "", err
 	}
 	return CloudSyncWorkflowID(p.Tenant, p.KeyID), nil
@@ -95,7 +95,7 @@ func hasPlacements(ctx context.Context, r CloudPlacementReader, c kms.Caller, ke
 
 // cloudStepFor names the step a change of k is in the records.
 func cloudStepFor(k *kms.Key) string {
-	switch desiredCloudState(k) {
+	switch kms.WantedCloudState(k) {
 	case kms.PlacementPendingDeletion:
 		return CloudStepScheduleDeletion
 	case kms.PlacementDisabled:
@@ -136,5 +136,6 @@ func (c *Client) syncClouds(ctx context.Context, kc kms.Caller, k *kms.Key, step
 	if !has {
 		return nil
 	}
-	return startCloudSync(ctx, c.Temporal, CloudSyncParams{Tenant: k.Tenant, KeyID: k.ID, Principal: kc.Principal, RequestID: kc.RequestID, Step: step})
+	_, err = startCloudSync(ctx, c.Temporal, CloudSyncParams{Tenant: k.Tenant, KeyID: k.ID, Principal: kc.Principal, RequestID: kc.RequestID, Step: step})
+	return err
 }

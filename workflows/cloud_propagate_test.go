@@ -13,6 +13,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awssdk "github.com/aws/aws-sdk-go-v2/service/kms"
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/testsuite"
 	"go.temporal.io/sdk/worker"
 	"go.temporal.io/server/temporaltest"
 
@@ -350,11 +351,7 @@ func TestCloudCancelledDeletionRestoresGCPVersions(t *testing.T) {
 	}
 	sync := func(step string) {
 		t.Helper()
-		env := cloudEnv(b, gcpConnect)
-		env.ExecuteWorkflow(workflows.CloudSyncWorkflow, workflows.CloudSyncParams{Tenant: "alpha", KeyID: k.ID, Principal: "alice", RequestID: "r", Destinations: []string{"gcp-fake"}, Step: step})
-		if err := env.GetWorkflowError(); err != nil {
-			t.Fatal(err)
-		}
+		runCloudSync(t, func() *testsuite.TestWorkflowEnvironment { return cloudEnv(b, gcpConnect) }, k.ID, "gcp-fake", step)
 	}
 	conn, err := gcpConnect(ctx, &d)
 	if err != nil {

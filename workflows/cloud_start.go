@@ -7,9 +7,13 @@ package workflows
 // activity asks the destination a cheap question (Describe of a key that
 // does not exist) and records the call like every other provider call.
 //
-// Each start names its own workflow ID per key and destination, so that a
-// distribution to one destination never joins a sync to another; a second
-// request for the same pair while one runs joins it.
+// A distribution is one more round of the key's one sync
+// (CloudSyncWorkflowID, signal-with-start, as a rotation's propagation
+// is): a rotation during a first distribution then waits for it, and the
+// same version is never imported twice at once. With --wait the request
+// waits, bounded, until the destination's placement holds keyflow's state
+// (or the round fails), not for every other round of the key's sync.
+// An undistribution runs under its own ID per key and destination.
 
 import (
 	"context"
@@ -34,63 +38,155 @@ const CloudProbeWait = 8 * time.Second
 // for its workflow (and never past the request's own deadline).
 const CloudWaitMax = 20 * time.Second
 
-// CloudDistributeWorkflowID is the workflow ID of a key's distribution
-// to one destination; CloudUndistributeWorkflowID of its removal.
-func CloudDistributeWorkflowID(tenant, keyID, dest string) string {
-	return "cloud-distribute/" + tenant + "/" + keyID + "/" + dest
-}
-
 // CloudUndistributeWorkflowID is the workflow ID of a key's removal from
 // one destination.
 func CloudUndistributeWorkflowID(tenant, keyID, dest string) string {
 	return "cloud-undistribute/" + tenant + "/" + keyID + "/" + dest
 }
 
-// DistributeToCloud starts (or joins) the distribution of keyID to dest
-// and, with wait, waits for it. done says the workflow finished within the
-// wait; err is its failure as a keyflow error.
+// DistributeToCloud asks the key's sync (CloudSyncWorkflowID; started
+// if none runs) for a round that distributes keyID to dest and, with
+// wait, waits for that destination. done says the destination's placement
+// holds keyflow's state, or that its round failed (err, as a keyflow
+// error), within the wait.
 func (c *Client) DistributeToCloud(ctx context.Context, caller kms.Caller, keyID, dest string, wait bool) (id string, done bool, err error) {
 	p := CloudSyncParams{Tenant: caller.Tenant, KeyID: keyID, Principal: caller.Principal, RequestID: caller.RequestID,
 		Destinations: []string{dest}, Step: CloudStepDistribute}
-	return c.startCloud(ctx, CloudDistributeWorkflowID(caller.Tenant, keyID, dest), CloudSyncWorkflow, p, wait)
+	id = CloudSyncWorkflowID(caller.Tenant, keyID)
+	run, err := startCloudSync(ctx, c.Temporal, p)
+	if err != nil || !wait {
+		return id, false, err
+	}
+	wctx, cancel, ok := cloudWaitContext(ctx)
+	if !ok {
+		return id, false, nil
+	}
+	defer cancel()
+	done, err = c.waitPlacement(wctx, caller, run, keyID, dest)
+	return id, done, err
+}
+
+// cloudPlacementWatcher is what waitPlacement reads (*kms.Service).
+type cloudPlacementWatcher interface {
+	GetKey(ctx context.Context, c kms.Caller, keyID string) (*kms.Key, error)
+	CloudPlacement(ctx context.Context, c kms.Caller, keyID, dest string) (*kms.CloudPlacement, error)
+}
+
+// waitPlacement waits until dest's placement of keyID holds keyflow's
+// state (done), or the key's sync ends (its chain of runs, which has
+// taken this round by then): then dest's outcome decides. It gives up,
+// not done, when ctx ends. Without Clouds that can read placements, only
+// the end of the sync counts.
+func (c *Client) waitPlacement(ctx context.Context, caller kms.Caller, run client.WorkflowRun, keyID, dest string) (bool, error) {
+	type ended struct {
+		res CloudSyncResult
+		err error
+	}
+	end := make(chan ended, 1)
+	go func() {
+		var e ended
+		e.err = run.Get(ctx, &e.res)
+		end <- e
+	}()
+	watch, _ := c.Clouds.(cloudPlacementWatcher)
+	inStep := func() bool {
+		if watch == nil {
+			return false
+		}
+		k, err := watch.GetKey(ctx, caller, keyID)
+		if err != nil {
+			return false
+		}
+		pl, err := watch.CloudPlacement(ctx, caller, keyID, dest)
+		return err == nil && cloudInStep(pl, k)
+	}
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case e := <-end:
+			if inStep() {
+				return true, nil
+			}
+			return syncEnded(ctx, e.res, e.err, dest)
+		case <-tick.C:
+			if inStep() {
+				return true, nil
+			}
+		case <-ctx.Done():
+			return false, nil
+		}
+	}
+}
+
+// syncEnded is a distribution's answer once the key's sync ended (err
+// from its run, res its result) and dest's placement is not in step.
+func syncEnded(ctx context.Context, res CloudSyncResult, err error, dest string) (bool, error) {
+	var failed *temporal.WorkflowExecutionError
+	var deadline *serviceerror.DeadlineExceeded
+	switch {
+	case err == nil:
+	case !errors.As(err, &failed) && (ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) || errors.As(err, &deadline)):
+		return false, nil // it runs on
+	default:
+		return true, cloudDomainError(err)
+	}
+	for _, o := range res.Destinations {
+		if o.Destination == dest && o.Error != "" {
+			return true, outcomeError(o)
+		}
+	}
+	return true, nil
+}
+
+// outcomeError is a failed destination's outcome as a keyflow error.
+func outcomeError(o CloudSyncOutcome) error {
+	code := kms.Code(o.ErrorType)
+	switch o.ErrorType {
+	case "", ErrTypeCloudUnavailable:
+		code = kms.CodeCloudProvider
+	}
+	return &kms.Error{Code: code, Message: o.Error}
+}
+
+// cloudWaitContext bounds a request's wait for its workflow: CloudWaitMax,
+// and never past the request's own deadline (less 2 s to answer). ok is
+// false when no time is left.
+func cloudWaitContext(ctx context.Context) (context.Context, context.CancelFunc, bool) {
+	d := CloudWaitMax
+	if dl, ok := ctx.Deadline(); ok {
+		d = min(d, time.Until(dl)-2*time.Second)
+	}
+	if d <= 0 {
+		return nil, nil, false
+	}
+	wctx, cancel := context.WithTimeout(ctx, d)
+	return wctx, cancel, true
 }
 
 // UndistributeFromCloud starts (or joins) the removal of keyID from dest,
-// where the provider deletes it after its own window.
+// where the provider deletes it after its own window, and, with wait,
+// waits for it. done says the workflow finished within the wait; err is
+// its failure as a keyflow error.
 func (c *Client) UndistributeFromCloud(ctx context.Context, caller kms.Caller, keyID, dest string, wait bool) (id string, done bool, err error) {
 	p := CloudSyncParams{Tenant: caller.Tenant, KeyID: keyID, Principal: caller.Principal, RequestID: caller.RequestID,
 		Destinations: []string{dest}, Step: CloudStepUndistribute}
-	return c.startCloud(ctx, CloudUndistributeWorkflowID(caller.Tenant, keyID, dest), CloudUndistributeWorkflow, p, wait)
-}
-
-func (c *Client) startCloud(ctx context.Context, id string, wf any, p CloudSyncParams, wait bool) (string, bool, error) {
+	id = CloudUndistributeWorkflowID(caller.Tenant, keyID, dest)
 	run, err := c.Temporal.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: id, TaskQueue: TaskQueue,
-		WorkflowIDConflictPolicy: enumspb.WORKFLOW_ID_CONFLICT_POLICY_USE_EXISTING}, wf, p)
+		WorkflowIDConflictPolicy: enumspb.WORKFLOW_ID_CONFLICT_POLICY_USE_EXISTING}, CloudUndistributeWorkflow, p)
 	if err != nil {
 		return id, false, fmt.Errorf("failed to start %s: %w", id, err)
 	}
 	if !wait {
 		return id, false, nil
 	}
-	d := CloudWaitMax
-	if dl, ok := ctx.Deadline(); ok {
-		d = min(d, time.Until(dl)-2*time.Second)
-	}
-	if d <= 0 {
+	wctx, cancel, ok := cloudWaitContext(ctx)
+	if !ok {
 		return id, false, nil
 	}
-	wctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
-	err = run.Get(wctx, nil)
-	var failed *temporal.WorkflowExecutionError
-	var deadline *serviceerror.DeadlineExceeded
-	switch {
-	case err == nil:
-		return id, true, nil
-	case !errors.As(err, &failed) && (wctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) || errors.As(err, &deadline)):
-		return id, false, nil // it runs on
-	}
-	return id, true, cloudDomainError(err)
+	done, err = syncEnded(wctx, CloudSyncResult{}, run.Get(wctx, nil), dest)
+	return id, done, err
 }
 
 // cloudDomainError is DomainError, with a provider that did not answer

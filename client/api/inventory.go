@@ -60,21 +60,8 @@ type InventoryKey struct {
 	// (datakeys.register), which a migration rewraps.
 	RegisteredDataKeys int `json:"registeredDataKeys"`
 	// Clouds is where copies of the key live (docs/multi-cloud.md).
-	Clouds []CloudLocation `json:"clouds,omitempty"`
+	Clouds []CloudPlacement `json:"clouds,omitempty"`
 	// RecentPrincipals are the principals seen using the key in the most
 	// recent audit records (a bounded window, not the whole trail).
 	RecentPrincipals []string `json:"recentPrincipals"`
-}
-
-// CloudLocation is one cloud destination holding a copy of a key.
-type CloudLocation struct {
-	Destination     string    `json:"destination"`
-	Provider        string    `json:"provider"`
-	Resource        string    `json:"resource,omitempty"`
-	KeyVersion      uint32    `json:"keyVersion,omitempty"`
-	ProviderVersion string    `json:"providerVersion,omitempty"`
-	State           string    `json:"state"`
-	LastSync        time.Time `json:"lastSync,omitzero"`
-	Pending         string    `json:"pending,omitempty"`
-	LastErrorCode   string    `json:"lastErrorCode,omitempty"`
 }

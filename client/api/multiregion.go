@@ -1,5 +1,7 @@
 package api
 
+import "time"
+
 // Multi-region keys (docs/multi-region.md).
 const (
 	OpKeyReplicate           = "keys.replicate"
@@ -34,4 +36,7 @@ type ReplicaMetadata struct {
 	Region            string `json:"region"`
 	State             string `json:"state"`
 	LastSyncedVersion uint32 `json:"lastSyncedVersion"`
+	// DeletionDate is when a replica PENDING_DELETION is destroyed in
+	// its region.
+	DeletionDate time.Time `json:"deletionDate,omitzero"`
 }

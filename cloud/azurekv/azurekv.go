@@ -24,7 +24,10 @@
 //     (the newest version is the one a "versionless" key ID uses).
 //   - Disable/enable update every version's "enabled"; scheduled
 //     deletion is DeleteKey, soft-deleted for the vault's retention
-//     (7-90 days, a vault setting, not a per-call one).
+//     (7-90 days, a vault setting, not a per-call one), and a cancelled
+//     deletion is RecoverDeletedKey (Restore, restore.go), which brings
+//     every version back. While the key is soft-deleted its name cannot
+//     be imported again (Conflict).
 //
 // Each call's x-ms-request-id is noted as the provider's request ID.
 package azurekv

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -108,9 +109,13 @@ func printRegions(w io.Writer, k api.KeyMetadata) error {
 		return err
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "REPLICA REGION\tSTATE\tLAST SYNCED VERSION")
+	fmt.Fprintln(tw, "REPLICA REGION\tSTATE\tLAST SYNCED VERSION\tDELETION DATE")
 	for _, r := range k.Replicas {
-		fmt.Fprintf(tw, "%s\t%s\t%d\n", r.Region, r.State, r.LastSyncedVersion)
+		date := "-"
+		if !r.DeletionDate.IsZero() {
+			date = r.DeletionDate.Format(time.RFC3339)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", r.Region, r.State, r.LastSyncedVersion, date)
 	}
 	return tw.Flush()
 }

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/keyflow/keyflow/hsm"
 )
@@ -32,8 +33,16 @@ type Azure struct {
 	kek      *rsa.PrivateKey
 	kekID    string
 	keys     map[string][]*azVersion // name -> versions, oldest first
+	deleted  map[string]*azDeleted   // soft-deleted keys, by name
 	material map[string][]byte       // kid -> unwrapped material
 	reqs     int
+}
+
+// azDeleted is a soft-deleted key: its versions, recoverable until the
+// vault's retention ends (the fake never purges).
+type azDeleted struct {
+	versions []*azVersion
+	at       time.Time
 }
 
 type azVersion struct {
@@ -49,7 +58,7 @@ type azVersion struct {
 // StartAzure serves a fake vault until the test ends.
 func StartAzure(t testing.TB) *Azure {
 	t.Helper()
-	a := &Azure{keys: map[string][]*azVersion{}, material: map[string][]byte{}}
+	a := &Azure{keys: map[string][]*azVersion{}, deleted: map[string]*azDeleted{}, material: map[string][]byte{}}
 	srv := httptest.NewTLSServer(http.HandlerFunc(a.serve))
 	t.Cleanup(srv.Close)
 	a.URL, a.Client = srv.URL, srv.Client()
@@ -121,6 +130,10 @@ func (a *Azure) serve(w http.ResponseWriter, r *http.Request) {
 		json.NewEncoder(w).Encode(v)
 	}
 	parts := strings.Split(strings.Trim(r.URL.Path, "/"), "/")
+	if len(parts) >= 2 && parts[0] == "deletedkeys" {
+		a.serveDeleted(r, parts, fail, ok)
+		return
+	}
 	if len(parts) < 2 || parts[0] != "keys" {
 		fail(http.StatusNotFound, "NotFound", "no such path")
 		return
@@ -180,6 +193,8 @@ func (a *Azure) serve(w http.ResponseWriter, r *http.Request) {
 		a.kekID = v.KID
 		a.keys[name] = append(a.keys[name], v)
 		ok(a.bundle(v))
+	case r.Method == http.MethodPut && sub == "" && a.deleted[name] != nil:
+		fail(http.StatusConflict, "Conflict", "Key "+name+" is currently in a deleted but recoverable state, and its name cannot be reused; in this state, the key can only be recovered or purged.")
 	case r.Method == http.MethodPut && sub == "":
 		var req struct {
 			Key struct {
@@ -260,14 +275,56 @@ func (a *Azure) serve(w http.ResponseWriter, r *http.Request) {
 			fail(http.StatusNotFound, "KeyNotFound", "no key "+name)
 			return
 		}
-		cur := vs[len(vs)-1]
 		delete(a.keys, name)
-		b := a.bundle(cur)
-		b["recoveryId"] = "https://" + r.Host + "/deletedkeys/" + name
-		ok(b)
+		a.deleted[name] = &azDeleted{versions: vs, at: time.Now()}
+		ok(a.deletedBundle(r.Host, name))
 	default:
 		fail(http.StatusBadRequest, "BadParameter", "the fake does not serve "+r.Method+" "+r.URL.Path)
 	}
+}
+
+// deletedBundle is a soft-deleted key's DeletedKeyBundle: its current
+// version, with the recovery ID and dates (Unix seconds) Key Vault gives.
+func (a *Azure) deletedBundle(host, name string) map[string]any {
+	d := a.deleted[name]
+	b := a.bundle(d.versions[len(d.versions)-1])
+	b["recoveryId"] = "https://" + host + "/deletedkeys/" + name
+	b["deletedDate"] = d.at.Unix()
+	b["scheduledPurgeDate"] = d.at.Add(90 * 24 * time.Hour).Unix()
+	return b
+}
+
+// serveDeleted answers GET deletedkeys/{name} and POST
+// deletedkeys/{name}/recover, which brings every version back as it was
+// (enabled or not), as Key Vault's soft-delete does.
+func (a *Azure) serveDeleted(r *http.Request, parts []string, fail func(int, string, string), ok func(any)) {
+	name := parts[1]
+	if a.deleted[name] == nil {
+		fail(http.StatusNotFound, "KeyNotFound", "no deleted key "+name)
+		return
+	}
+	switch {
+	case r.Method == http.MethodGet && len(parts) == 2:
+		ok(a.deletedBundle(r.Host, name))
+	case r.Method == http.MethodPost && len(parts) == 3 && parts[2] == "recover":
+		if len(a.keys[name]) > 0 {
+			fail(http.StatusConflict, "Conflict", "a key "+name+" exists")
+			return
+		}
+		vs := a.deleted[name].versions
+		delete(a.deleted, name)
+		a.keys[name] = vs
+		ok(a.bundle(vs[len(vs)-1]))
+	default:
+		fail(http.StatusBadRequest, "BadParameter", "the fake does not serve "+r.Method+" "+r.URL.Path)
+	}
+}
+
+// Deleted reports whether a key is soft-deleted (recoverable).
+func (a *Azure) Deleted(name string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.deleted[name] != nil
 }
 
 // operate signs a digest (RS256, ES256, ES384; ECDSA as r||s, as Key

@@ -38,7 +38,13 @@ func accountID(tenant string) string {
 }
 
 func (s *Server) keyARN(tenant, keyID string) string {
-	return "arn:aws:kms:" + s.region + ":" + AccountID(tenant) + ":key/" + keyID
+	return regionKeyARN(s.region, tenant, keyID)
+}
+
+// regionKeyARN is the ARN of key keyID of tenant in region (a multi-region
+// key has the same ID in every region).
+func regionKeyARN(region, tenant, keyID string) string {
+	return "arn:aws:kms:" + region + ":" + AccountID(tenant) + ":key/" + keyID
 }
 
 func (s *Server) aliasARN(tenant, alias string) string {
@@ -54,16 +60,39 @@ func aliasName(a string) string {
 	return "alias/" + a
 }
 
+// arnFields splits an ARN into its partition, service, region, account
+// and resource (five fields when well formed); ok is false for a ref that
+// is not an ARN.
+func arnFields(ref string) (f []string, ok bool) {
+	rest, ok := strings.CutPrefix(ref, "arn:")
+	if !ok {
+		return nil, false
+	}
+	return strings.SplitN(rest, ":", 5), true
+}
+
+// otherRegionKey returns the key ID and region of ref when ref is a key
+// ARN of the caller's account for another region than this gateway's:
+// possibly a replica of a multi-region key whose primary is here
+// (replicaDeletion).
+func (s *Server) otherRegionKey(c kms.Caller, ref string) (keyID, region string, ok bool) {
+	f, ok := arnFields(ref)
+	if !ok || len(f) != 5 || f[1] != "kms" || f[2] == s.region || f[3] != AccountID(c.Tenant) {
+		return "", "", false
+	}
+	keyID, ok = strings.CutPrefix(f[4], "key/")
+	return keyID, f[2], ok && kms.ValidKeyID(keyID) && kms.ValidRegion(f[2])
+}
+
 // keyRef turns what an AWS caller may send as KeyId (a key ID, a key ARN,
 // alias/NAME or an alias ARN) into a keyflow key reference. An ARN of
 // another account or region names no key of the caller's: NotFound, as
 // AWS answers for a key the caller cannot see.
 func (s *Server) keyRef(c kms.Caller, ref string) (string, error) {
-	rest, ok := strings.CutPrefix(ref, "arn:")
+	f, ok := arnFields(ref)
 	if !ok {
 		return ref, nil
 	}
-	f := strings.SplitN(rest, ":", 5) // partition, service, region, account, resource
 	if len(f) != 5 || f[1] != "kms" || (!strings.HasPrefix(f[4], "key/") && !strings.HasPrefix(f[4], "alias/")) {
 		return "", clientError("ValidationException", "the key ARN is malformed")
 	}

@@ -8,10 +8,24 @@ import (
 )
 
 // AWS KMS multi-Region keys over keyflow's (docs/multi-region.md):
-// CreateKey with MultiRegion=true, ReplicateKey, UpdatePrimaryRegion and
-// DescribeKey's MultiRegionConfiguration. The regions are keyflow's
-// region names (the deployments' --region), also in the ARNs of the
-// configuration; the key ID is the same in every region.
+// CreateKey with MultiRegion=true, ReplicateKey, UpdatePrimaryRegion,
+// DescribeKey's MultiRegionConfiguration, and ScheduleKeyDeletion and
+// CancelKeyDeletion of a replica. The regions are keyflow's region names
+// (the deployments' --region), also in the ARNs (the gateway's region is
+// its deployment's, see New); the key ID is the same in every region.
+//
+// A replica's deletion: in AWS KMS, ScheduleKeyDeletion with the replica's
+// ARN, sent to the replica's region, deletes the replica. In keyflow the
+// primary's region decides a replica's deletion (kms.ScheduleReplicaDeletion)
+// and carries it over the link, and a replica region refuses to schedule
+// its own; a gateway cannot reach another region's API. So the primary
+// region's gateway takes the replica's ARN (arn:aws:kms:<replica region>:
+// ...:key/<id>, as DescribeKey's ReplicaKeys list it): ScheduleKeyDeletion
+// and CancelKeyDeletion on such an ARN are the replica's deletion and its
+// cancel (replicaDeletion); the same calls in the replica's region are
+// refused with a message naming the primary's region. A key ARN of
+// another region names no key for every other operation (NotFound, as
+// in AWS).
 
 func init() {
 	operations["ReplicateKey"] = (*Server).replicateKey
@@ -36,9 +50,7 @@ func (s *Server) multiRegionConfig(c kms.Caller, m api.KeyMetadata) *MultiRegion
 	if !m.MultiRegion {
 		return nil
 	}
-	arn := func(region string) string {
-		return "arn:aws:kms:" + region + ":" + AccountID(c.Tenant) + ":key/" + m.KeyID
-	}
+	arn := func(region string) string { return regionKeyARN(region, c.Tenant, m.KeyID) }
 	cfg := &MultiRegionConfiguration{MultiRegionKeyType: "REPLICA", PrimaryKey: MultiRegionKey{Arn: arn(m.PrimaryRegion), Region: m.PrimaryRegion}, ReplicaKeys: []MultiRegionKey{}}
 	if s.kms != nil && s.kms.Region() == m.PrimaryRegion {
 		cfg.MultiRegionKeyType = "PRIMARY"
@@ -76,7 +88,7 @@ func (s *Server) replicateKey(ctx context.Context, c kms.Caller, body []byte) (a
 		return nil, err
 	}
 	replica := s.metadata(c, m)
-	replica.Arn = "arn:aws:kms:" + req.ReplicaRegion + ":" + AccountID(c.Tenant) + ":key/" + m.KeyID
+	replica.Arn = regionKeyARN(req.ReplicaRegion, c.Tenant, m.KeyID)
 	if replica.MultiRegionConfiguration != nil {
 		replica.MultiRegionConfiguration.MultiRegionKeyType = "REPLICA"
 	}
@@ -99,4 +111,33 @@ func (s *Server) updatePrimaryRegion(ctx context.Context, c kms.Caller, body []b
 		return nil, err
 	}
 	return struct{}{}, nil
+}
+
+// replicaDeletion is ScheduleKeyDeletion (window > 0 days, or 0 for
+// AWS's default of 30) or CancelKeyDeletion (cancel) on the ARN of a
+// replica region of keyID, sent to this (the primary's) region's gateway.
+// The reply is AWS's, for the replica: its ARN and, when scheduled, its
+// own deletion date.
+func (s *Server) replicaDeletion(ctx context.Context, c kms.Caller, keyID, region string, window int, cancel bool) (any, error) {
+	arn := regionKeyARN(region, c.Tenant, keyID)
+	if cancel {
+		if _, err := s.call(ctx, c, api.OpKeyCancelReplicaDeletion, api.ReplicateKeyRequest{KeyID: keyID, Region: region}); err != nil {
+			return nil, err
+		}
+		return map[string]any{"KeyId": arn}, nil
+	}
+	if window == 0 {
+		window = 30
+	}
+	m, err := callAs[api.KeyMetadata](s, ctx, c, api.OpKeyReplicaDeletion, api.ReplicaDeletionRequest{KeyID: keyID, Region: region, PendingWindowInDays: window})
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]any{"KeyId": arn, "KeyState": "PendingDeletion", "PendingWindowInDays": window}
+	for _, r := range m.Replicas {
+		if r.Region == region {
+			out["DeletionDate"] = epoch(r.DeletionDate)
+		}
+	}
+	return out, nil
 }

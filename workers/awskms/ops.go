@@ -433,6 +433,9 @@ func (s *Server) scheduleKeyDeletion(ctx context.Context, c kms.Caller, body []b
 	if err := decodeAWS(body, &req); err != nil {
 		return nil, err
 	}
+	if id, region, ok := s.otherRegionKey(c, req.KeyID); ok {
+		return s.replicaDeletion(ctx, c, id, region, req.PendingWindowInDays, false)
+	}
 	ref, err := s.ref(c, req.KeyID)
 	if err != nil {
 		return nil, err
@@ -450,7 +453,14 @@ func (s *Server) scheduleKeyDeletion(ctx context.Context, c kms.Caller, body []b
 }
 
 func (s *Server) cancelKeyDeletion(ctx context.Context, c kms.Caller, body []byte) (any, error) {
-	ref, err := s.keyIDOf(c, body)
+	var req keyIDReq
+	if err := decodeAWS(body, &req); err != nil {
+		return nil, err
+	}
+	if id, region, ok := s.otherRegionKey(c, req.KeyID); ok {
+		return s.replicaDeletion(ctx, c, id, region, 0, true)
+	}
+	ref, err := s.ref(c, req.KeyID)
 	if err != nil {
 		return nil, err
 	}

@@ -47,7 +47,10 @@ type Options struct {
 	KMS     *kms.Service
 	Invoker Invoker
 	// Region appears in ARNs and is the region clients sign for (any
-	// region is accepted in signatures). Default us-east-1.
+	// region is accepted in signatures). Default: the deployment's
+	// region (kms.Service.Region), so that its ARNs are the ones
+	// MultiRegionConfiguration names; us-east-1 for a deployment without
+	// one.
 	Region string
 	Logger *slog.Logger
 	// Now is the clock of the SigV4 window; tests set it.
@@ -78,6 +81,9 @@ type cachedIdentity struct {
 func New(o Options) (*Server, error) {
 	if o.KMS == nil || o.Invoker == nil {
 		return nil, errors.New("awskms: KMS and Invoker are required")
+	}
+	if o.Region == "" {
+		o.Region = o.KMS.Region() // a multi-region deployment's ARNs name its region
 	}
 	if o.Region == "" {
 		o.Region = "us-east-1"

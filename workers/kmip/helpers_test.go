@@ -131,7 +131,12 @@ func domainRotation(k *kms.Service) kmip.Rotator {
 
 func newFixture(t testing.TB) *fixture {
 	t.Helper()
-	bed := testbed.New(t)
+	return newFixtureOn(t, testbed.New(t))
+}
+
+// newFixtureOn is newFixture over a given testbed.
+func newFixtureOn(t testing.TB, bed *testbed.Bed) *fixture {
+	t.Helper()
 	ca, err := kmip.LoadOrCreateCA(filepath.Join(t.TempDir(), "ca"))
 	if err != nil {
 		t.Fatal(err)

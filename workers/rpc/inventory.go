@@ -107,15 +107,10 @@ func (s *Server) recentPrincipals(ctx context.Context, tenant string) map[string
 }
 
 // cloudLocations is where a key's cloud copies live, for the inventory.
-func cloudLocations(ps []kms.CloudPlacement) []api.CloudLocation {
-	var out []api.CloudLocation
-	for _, p := range ps {
-		l := api.CloudLocation{Destination: p.Destination, Provider: p.Provider, Resource: p.Resource, State: p.State,
-			LastSync: p.LastSync, Pending: p.Pending, LastErrorCode: p.LastErrorCode}
-		if v, ok := p.Primary(); ok {
-			l.KeyVersion, l.ProviderVersion = v.KeyVersion, v.ProviderVersion
-		}
-		out = append(out, l)
+func cloudLocations(ps []kms.CloudPlacement) []api.CloudPlacement {
+	var out []api.CloudPlacement
+	for i := range ps {
+		out = append(out, placementToWire(&ps[i]))
 	}
 	return out
 }

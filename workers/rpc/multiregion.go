@@ -73,6 +73,6 @@ func replicaMetadata(m *api.KeyMetadata, k *kms.Key) {
 	}
 	m.MultiRegion, m.PrimaryRegion = true, k.PrimaryRegion
 	for _, r := range k.Replicas {
-		m.Replicas = append(m.Replicas, api.ReplicaMetadata{Region: r.Region, State: string(r.State), LastSyncedVersion: r.LastSyncedVersion})
+		m.Replicas = append(m.Replicas, api.ReplicaMetadata{Region: r.Region, State: string(r.State), LastSyncedVersion: r.LastSyncedVersion, DeletionDate: r.DeletionDate})
 	}
 }

@@ -2,12 +2,20 @@ package rpc_test
 
 import (
 	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/keyflow/keyflow/client"
 	"github.com/keyflow/keyflow/client/api"
 	"github.com/keyflow/keyflow/events"
 	"github.com/keyflow/keyflow/internal/testbed"
 	"github.com/keyflow/keyflow/kms"
+	"github.com/keyflow/keyflow/workers/rpc"
 )
 
 // TestMultiRegionOverNATS drives the multi-region operations through the
@@ -78,5 +86,82 @@ func TestMultiRegionOverNATS(t *testing.T) {
 		if len(b.EventsOfType("alpha", typ)) == 0 {
 			t.Errorf("no %s record", typ)
 		}
+	}
+}
+
+// TestMultiRegionPrimaryDeletionOverNATS: scheduling the deletion of a
+// multi-region primary is refused while any replica is not destroyed
+// (AWS KMS makes such a primary wait for its replicas), with
+// KMSInvalidStateException, a message naming the replica regions and the
+// command that deletes them, and a failed audit record; no deletion timer
+// starts. Once every replica is destroyed, the primary's deletion is
+// scheduled as any key's.
+func TestMultiRegionPrimaryDeletionOverNATS(t *testing.T) {
+	ctx := context.Background()
+	var shift atomic.Int64
+	b := testbed.NewWith(t, testbed.Options{Region: "us-east", Now: func() time.Time { return time.Now().Add(time.Duration(shift.Load())) }})
+	life := &recordingLifecycle{}
+	srv, err := rpc.Start(rpc.Config{Conn: b.Conn, KMS: b.KMS, Tenants: b.Identity, JS: b.JS, Workers: 8, Lifecycle: life,
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Stop)
+	c := b.Client("alpha", "alice")
+
+	k, err := c.CreateKey(ctx, api.CreateKeyRequest{MultiRegion: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []string{"eu-west", "ap-south"} {
+		if _, err := c.ReplicateKey(ctx, k.KeyID, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	refused := func(step string, regions ...string) {
+		t.Helper()
+		_, err := c.ScheduleDeletion(ctx, api.ScheduleDeletionRequest{KeyID: k.KeyID, PendingWindowInDays: 7})
+		var ce *client.Error
+		if !errors.As(err, &ce) || ce.Code != string(kms.CodeInvalidState) || !strings.Contains(ce.Message, "schedule-replica-deletion") {
+			t.Fatalf("%s: scheduling the primary's deletion: %v", step, err)
+		}
+		for _, r := range regions {
+			if !strings.Contains(ce.Message, r) {
+				t.Errorf("%s: the refusal does not name region %s: %s", step, r, ce.Message)
+			}
+		}
+	}
+	refused("two live replicas", "eu-west", "ap-south")
+	// One replica destroyed, the other only pending deletion: still refused,
+	// naming the one left.
+	alice := kms.Caller{Tenant: "alpha", Principal: "alice"}
+	for _, r := range []string{"eu-west", "ap-south"} {
+		if _, err := c.ScheduleReplicaDeletion(ctx, k.KeyID, r, 7); err != nil {
+			t.Fatal(err)
+		}
+	}
+	shift.Store(int64(7*kms.Day + time.Minute))
+	if _, err := b.KMS.MarkReplicaDestroyed(ctx, kms.Caller{Tenant: "alpha", Principal: "region:eu-west"}, kms.ReplicaDestroyedParams{From: "eu-west", KeyID: k.KeyID}); err != nil {
+		t.Fatal(err)
+	}
+	refused("ap-south pending deletion", "ap-south (PENDING_DELETION)")
+	if d, err := b.KMS.GetKey(ctx, alice, k.KeyID); err != nil || d.Lifecycle.PendingDeletion || len(life.scheduled) != 0 {
+		t.Fatalf("after the refusals the primary is pending deletion or has a timer: %+v %v %v", d, err, life.scheduled)
+	}
+	if _, err := b.KMS.MarkReplicaDestroyed(ctx, kms.Caller{Tenant: "alpha", Principal: "region:ap-south"}, kms.ReplicaDestroyedParams{From: "ap-south", KeyID: k.KeyID}); err != nil {
+		t.Fatal(err)
+	}
+	sd, err := c.ScheduleDeletion(ctx, api.ScheduleDeletionRequest{KeyID: k.KeyID, PendingWindowInDays: 7})
+	if err != nil || sd.KeyState != "ACTIVE" || len(life.scheduled) != 1 {
+		t.Fatalf("the primary's deletion once its replicas are destroyed: %+v %v %v", sd, err, life.scheduled)
+	}
+	var failed int
+	for _, e := range b.EventsOfType("alpha", events.TypeKeyDeletionScheduled) {
+		if e.Outcome == "failure" && e.ErrorCode == "KMSInvalidStateException" && strings.HasSuffix(e.Subject, k.KeyID) {
+			failed++
+		}
+	}
+	if failed != 2 {
+		t.Errorf("%d failed %s records for the two refusals, want 2", failed, events.TypeKeyDeletionScheduled)
 	}
 }

@@ -1,0 +1,167 @@
+package workflows_test
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awssdk "github.com/aws/aws-sdk-go-v2/service/kms"
+
+	"github.com/keyflow/keyflow/cloud/awskms"
+	"github.com/keyflow/keyflow/events"
+	"github.com/keyflow/keyflow/kms"
+	"github.com/keyflow/keyflow/workflows"
+)
+
+// gate stands in front of local-kms and holds the first request of one
+// operation until release is closed; held is closed when it arrives.
+// Meanwhile it counts the other requests that reach the provider.
+type gate struct {
+	URL           string
+	held, release chan struct{}
+
+	mu      sync.Mutex
+	holding bool
+	passed  bool
+	during  []string // operations that arrived while holding
+}
+
+func newGate(t *testing.T, target, op string) *gate {
+	u, _ := url.Parse(target)
+	rp := httputil.NewSingleHostReverseProxy(u)
+	g := &gate{held: make(chan struct{}), release: make(chan struct{})}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		name := r.Header.Get("X-Amz-Target")
+		name = name[strings.LastIndex(name, ".")+1:]
+		g.mu.Lock()
+		hold := name == op && !g.passed
+		if hold {
+			g.passed, g.holding = true, true
+		} else if g.holding {
+			g.during = append(g.during, name)
+		}
+		g.mu.Unlock()
+		if hold {
+			close(g.held)
+			<-g.release
+			g.mu.Lock()
+			g.holding = false
+			g.mu.Unlock()
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() {
+		select {
+		case <-g.release:
+		default:
+			close(g.release)
+		}
+	})
+	g.URL = srv.URL
+	return g
+}
+
+// TestCloudDistributeAndRotateConcurrently: a key is rotated while its
+// first distribution is in the middle of its import. Distribution is a
+// round of the key's one sync, so the rotation's propagation waits for
+// it: nothing else reaches the provider for the key while the import is
+// held, each keyflow version is imported exactly once (one AWS key each
+// in local-kms), the primary alias ends on version 2's material, and the
+// placement carries no error.
+func TestCloudDistributeAndRotateConcurrently(t *testing.T) {
+	ctx := context.Background()
+	f := newCloudFixture(t, kms.DriftReport, "")
+	g := newGate(t, f.srv.URL, "ImportKeyMaterial")
+	if _, err := f.b.KMS.AddCloudDestination(ctx, alice, kms.CloudDestination{Name: "aws-local", Provider: kms.CloudAWS,
+		Settings: map[string]string{"region": "us-east-1", "endpoint": g.URL}}); err != nil {
+		t.Fatal(err)
+	}
+	l := newLiveCloud(t, f, awsConnect)
+
+	type answer struct {
+		id   string
+		done bool
+		err  error
+	}
+	ans := make(chan answer, 1)
+	go func() {
+		id, done, err := l.wc.DistributeToCloud(ctx, alice, l.key.ID, "aws-local", true)
+		ans <- answer{id, done, err}
+	}()
+	select {
+	case <-g.held:
+	case a := <-ans:
+		t.Fatalf("the distribution ended before its import: %+v", a)
+	case <-time.After(90 * time.Second):
+		t.Fatal("the distribution's import never reached the provider")
+	}
+	// The rotation, over NATS, while version 1's import is held: it ends
+	// after its cloud-propagate step has asked the key's sync for a round.
+	rot, err := l.b.Client("alpha", "alice").RotateKey(ctx, l.key.ID)
+	if err != nil || rot.NewVersion != 2 {
+		t.Fatalf("rotate: %v %+v", err, rot)
+	}
+	close(g.release)
+	a := <-ans
+	if a.err != nil || a.id != workflows.CloudSyncWorkflowID("alpha", l.key.ID) {
+		t.Fatalf("distribute --wait: %+v", a)
+	}
+	if !a.done {
+		t.Log("the distribution's bounded wait ran out before both rounds; waiting for the placement")
+	}
+	p := l.waitPlacement("version 2 in the provider", atVersion(2, kms.PlacementEnabled))
+	if p.LastError != "" || len(p.Versions) != 2 || p.Versions[0].KeyVersion != 1 {
+		t.Fatalf("placement %+v", p)
+	}
+	g.mu.Lock()
+	during := g.during
+	g.mu.Unlock()
+	if len(during) != 0 {
+		t.Fatalf("provider calls while the first import was in flight: %v", during)
+	}
+
+	// One AWS key per keyflow version, each imported once.
+	perVersion := map[string]int{}
+	keys, err := f.sdk.ListKeys(ctx, &awssdk.ListKeysInput{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys.Keys {
+		md, err := f.sdk.DescribeKey(ctx, &awssdk.DescribeKeyInput{KeyId: k.KeyId})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := aws.ToString(md.KeyMetadata.Description); strings.Contains(d, l.key.ID) {
+			perVersion[d]++
+			if md.KeyMetadata.KeyState != "Enabled" {
+				t.Errorf("%s is %s", d, md.KeyMetadata.KeyState)
+			}
+		}
+	}
+	if len(perVersion) != 2 {
+		t.Fatalf("AWS keys of the keyflow key by description: %v", perVersion)
+	}
+	for d, n := range perVersion {
+		if n != 1 {
+			t.Fatalf("%d AWS keys for %q", n, d)
+		}
+	}
+	imports := 0
+	for _, e := range l.b.EventsOfType("alpha", events.TypeCloudCall) {
+		if e.Data["operation"] == "ImportKeyMaterial" {
+			imports++
+		}
+	}
+	if imports != 2 {
+		t.Fatalf("%d ImportKeyMaterial calls, want 2 (one per version)", imports)
+	}
+	l.crossCheck(awskms.PrimaryAlias(l.key.ID), 2)
+}
