@@ -92,10 +92,11 @@ func TestConfigCheckRegion(t *testing.T) {
 		t.Fatalf("a region name: %v", err)
 	}
 	for yaml, want := range map[string]string{
-		"region: {name: EU_West}\n":                           `region.name: "EU_West" is not a region name`,
-		"region: {name: -west}\n":                             `region.name: "-west" is not a region name`,
-		"region: {name: eu-west, link: nats-leaf://a:7422}\n": "field link not found",
-		"region: {name: " + strings.Repeat("a", 64) + "}\n":   "is not a region name",
+		"region: {name: EU_West}\n":                              `region.name: "EU_West" is not a region name`,
+		"region: {name: -west}\n":                                `region.name: "-west" is not a region name`,
+		"region: {name: eu-west, link: nats-leaf://a:7422}\n":    "field link not found",
+		"region: {name: " + strings.Repeat("a", 64) + "}\n":      "is not a region name",
+		"region: {name: eu-west, replica_switch_timeout: -1s}\n": "region.replica_switch_timeout must not be negative",
 	} {
 		err := check(yaml)
 		if err == nil || !strings.Contains(err.Error(), want) {

@@ -65,6 +65,11 @@ type Region struct {
 	// must have (jetstream { domain: eu-west }), which keyflow serve
 	// checks at start. Empty: a single-region deployment.
 	Name string `yaml:"name"`
+	// ReplicaSwitchTimeout bounds how long a rotation of a multi-region
+	// key whose primary is here waits for its replicas before the new
+	// version becomes primary anyway (the lagging regions are recorded;
+	// 0: 5 minutes, workflows.DefaultReplicaSwitchTimeout).
+	ReplicaSwitchTimeout time.Duration `yaml:"replica_switch_timeout"`
 }
 
 // Log configures logging.
@@ -435,6 +440,9 @@ func (c *Config) Problems() []string {
 	file("gateway.xks.config_file", c.Gateway.XKS.ConfigFile)
 	file("gateway.xks.cert_file", c.Gateway.XKS.CertFile)
 	file("gateway.xks.key_file", c.Gateway.XKS.KeyFile)
+	if c.Region.ReplicaSwitchTimeout < 0 {
+		add("region.replica_switch_timeout must not be negative (0: the default, 5m)")
+	}
 	if r := c.Region.Name; r != "" {
 		if !kms.ValidRegion(r) {
 			add("region.name: %q is not a region name (lower-case letters, digits and '-', 1 to 63 characters, e.g. eu-west)", r)

@@ -163,3 +163,13 @@ func TestReadSecretNeverShowsTheSecret(t *testing.T) {
 		t.Fatalf("missing file: %v", err)
 	}
 }
+
+func TestRegionReplicaSwitchTimeout(t *testing.T) {
+	c, err := Parse([]byte("region: {name: eu-west, replica_switch_timeout: 45s}\n"), func(string) (string, bool) { return "", false })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Region.Name != "eu-west" || c.Region.ReplicaSwitchTimeout != 45*time.Second {
+		t.Fatalf("region decoded to %+v", c.Region)
+	}
+}

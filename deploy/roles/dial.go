@@ -259,7 +259,7 @@ func OptionsFrom(c *config.Config, rs []Role) (Options, error) {
 		Roles: rs, Workers: c.Services.Workers, AuditFailOpen: c.Audit.FailOpen,
 		AuditMaxAge: c.Audit.MaxAge, AuditMaxBytes: c.Audit.MaxBytes, AuditMaxMsgs: c.Audit.MaxMsgs,
 		SealerLease: sealer.DefaultLeaseTTL, ShareQuotas: true, SealerMaxLag: uint64(max(c.Ops.SealerMaxLag, 0)),
-		Region: c.Region.Name,
+		Region: c.Region.Name, ReplicaSwitchTimeout: c.Region.ReplicaSwitchTimeout,
 	}
 	if f := c.Services.CursorKeyFile; f != "" {
 		key, err := os.ReadFile(f)

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/keyflow/keyflow/deploy/natsserver"
 	"github.com/keyflow/keyflow/deploy/roles"
@@ -24,7 +25,7 @@ func TestServeRegionNeedsItsJetStreamDomain(t *testing.T) {
 		}
 		t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
 		c.natsURL = ns.ClientURL()
-		cfg := c.config(t, "region: {name: eu-west}\n")
+		cfg := c.config(t, "region: {name: eu-west, replica_switch_timeout: 40s}\n")
 		if domain == "eu-west" {
 			bootstrap(t, cfg)
 		}
@@ -34,8 +35,8 @@ func TestServeRegionNeedsItsJetStreamDomain(t *testing.T) {
 			t.Fatal(err)
 		}
 		o, err := roles.OptionsFrom(cfg, rs)
-		if err != nil || o.Region != "eu-west" {
-			t.Fatalf("options of region.name: %q, %v", o.Region, err)
+		if err != nil || o.Region != "eu-west" || o.ReplicaSwitchTimeout != 40*time.Second {
+			t.Fatalf("options of region: %q %v, %v", o.Region, o.ReplicaSwitchTimeout, err)
 		}
 		n, err := roles.Start(context.Background(), in, o)
 		n.Stop()
