@@ -49,19 +49,26 @@ var alice = kms.Caller{Tenant: "alpha", Principal: "alice"}
 
 func startDeployment(t *testing.T, name string, o testbed.Options) *deployment {
 	t.Helper()
+	return startDeploymentRetry(t, name, o, 300*time.Millisecond)
+}
+
+// startDeploymentRetry is startDeployment whose replica syncs pause up
+// to retryMax between attempts while a region is out of reach.
+func startDeploymentRetry(t *testing.T, name string, o testbed.Options, retryMax time.Duration) *deployment {
+	t.Helper()
 	o.Region = name
 	d := &deployment{name: name}
 	o.Now = func() time.Time { return time.Now().Add(time.Duration(d.shift.Load())) }
 	d.bed = testbed.NewWith(t, o)
 	d.ts = temporaltest.NewServer(temporaltest.WithT(t))
 	d.wf = &workflows.Client{Temporal: d.ts.GetDefaultClient(), Tokens: d.bed.KMS, RotateWait: time.Minute}
-	if _, err := region.Serve(region.ResponderConfig{Conn: d.bed.Conn, KMS: d.bed.KMS, Deletions: d.wf}); err != nil {
+	if _, err := region.Serve(region.ResponderConfig{Conn: d.bed.Conn, KMS: d.bed.KMS, Deletions: d.wf, Wake: d.wf}); err != nil {
 		t.Fatal(err)
 	}
 	acts := &workflows.Activities{
 		KMS: d.bed.KMS, Temporal: d.ts.GetDefaultClient(),
 		Replicas:             &region.Peer{Conn: d.bed.Conn, From: name},
-		ReplicaSwitchTimeout: 3 * time.Second, ReplicaRetryMax: 300 * time.Millisecond,
+		ReplicaSwitchTimeout: 3 * time.Second, ReplicaRetryMax: retryMax,
 	}
 	d.ts.NewWorker(workflows.TaskQueue, func(r worker.Registry) { workflows.Register(r, acts) })
 	return d
@@ -138,7 +145,12 @@ func (p *proxy) restore() {
 // (eu-west), linked the documented way: A listens for leaf nodes and
 // issues B link creds; B's server connects to A as a leaf node.
 func linkedPair(t *testing.T) (a, b *deployment, link *proxy) {
-	a = startDeployment(t, "us-east", testbed.Options{LeafListen: "127.0.0.1:0"})
+	return linkedPairRetry(t, 300*time.Millisecond)
+}
+
+// linkedPairRetry is linkedPair whose replica syncs pause up to retryMax.
+func linkedPairRetry(t *testing.T, retryMax time.Duration) (a, b *deployment, link *proxy) {
+	a = startDeploymentRetry(t, "us-east", testbed.Options{LeafListen: "127.0.0.1:0"}, retryMax)
 	creds, err := a.bed.Identity.RegionLinkCreds("link-eu-west")
 	if err != nil {
 		t.Fatal(err)
@@ -152,7 +164,7 @@ func linkedPair(t *testing.T) (a, b *deployment, link *proxy) {
 		t.Fatal("region A has no leaf listener")
 	}
 	link = newProxy(t, strings.TrimPrefix(leaf, "nats-leaf://"))
-	b = startDeployment(t, "eu-west", testbed.Options{LeafRemotes: []natsserver.LeafRemote{{URL: "nats-leaf://" + link.addr, CredentialsFile: file}}})
+	b = startDeploymentRetry(t, "eu-west", testbed.Options{LeafRemotes: []natsserver.LeafRemote{{URL: "nats-leaf://" + link.addr, CredentialsFile: file}}}, retryMax)
 	waitLinked(t, a, b, true)
 	return a, b, link
 }
@@ -678,5 +690,53 @@ func replicaDeletion(t *testing.T, a, b *deployment, keyID string) {
 	}
 	if _, err := b.bed.KMS.CancelReplicaDeletion(ctx, alice, keyID, a.name); kms.CodeOf(err) != kms.CodeInvalidState {
 		t.Fatalf("cancelling a destroyed replica's deletion: %v", err)
+	}
+}
+
+// TestMultiRegionLinkUpWakesSync: with syncs that pause up to 30 s while
+// the replica region is out of reach, a link that comes back wakes the
+// waiting sync (the replica region's hello), so the versions made during
+// the cut arrive long before the sync's next retry would have sent them.
+func TestMultiRegionLinkUpWakesSync(t *testing.T) {
+	ctx := context.Background()
+	const retryMax = 30 * time.Second
+	a, b, link := linkedPairRetry(t, retryMax)
+	k, err := a.bed.KMS.CreateKey(ctx, alice, kms.CreateKeyParams{MultiRegion: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.bed.KMS.ReplicateKey(ctx, alice, kms.ReplicateKeyParams{KeyRef: k.ID, Region: "eu-west"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := workflows.StartReplicaSync(ctx, a.ts.GetDefaultClient(), workflows.ReplicaSyncParams{Tenant: "alpha", KeyID: k.ID, Region: "eu-west", RetryMax: retryMax}); err != nil {
+		t.Fatal(err)
+	}
+	waitReplica(t, b, k.ID, 1)
+
+	link.cut()
+	waitLinked(t, a, b, false)
+	res, _, err := a.wf.RotateKey(ctx, workflows.RotateKeyParams{Tenant: "alpha", KeyID: k.ID, Principal: "alice"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The rotation's last signal to the sync came when it returned; from
+	// then the sync's attempts, each failing at once, come 0.1, 0.3, 0.7,
+	// 1.5, 3.1, 6.3, 12.7 and 25.5 s later (pauses doubling from 100 ms).
+	// Restoring the link 13.5 s in, the next retry is 12 s away.
+	lastKick := time.Now()
+	time.Sleep(time.Until(lastKick.Add(13500 * time.Millisecond)))
+	if got := mustKey(t, b, k.ID); slices.Contains(versionsOf(got), res.NewVersion) {
+		t.Fatalf("B has version %d during the cut", res.NewVersion)
+	}
+	restored := time.Now()
+	link.restore()
+	nextRetry := lastKick.Add(25500 * time.Millisecond)
+	waitFor(t, time.Until(nextRetry.Add(-time.Second)), "the woken sync to send the version (before its next retry)", func() bool {
+		got, err := getKey(b, k.ID)
+		return err == nil && slices.Contains(versionsOf(got), res.NewVersion)
+	})
+	t.Logf("FIGURE catch-up after a cut of 1 version with a 30 s retry pause, woken by the link's return: %v from the link's return (the retry was %v away)", time.Since(restored), time.Until(nextRetry))
+	if got := appliedVersions(b, k.ID); !slices.Equal(got, []uint32{1, res.NewVersion}) {
+		t.Fatalf("B applied %v, want [1 %d]", got, res.NewVersion)
 	}
 }

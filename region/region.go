@@ -26,6 +26,13 @@
 // for a retry if the timer cannot be started, so the primary's sync
 // carries on until it is.
 //
+// Every Responder also announces its region on kf.region.v1._hello.<region>
+// once a second (HelloSubject). A hello from a region after a silence
+// (the link came back, or that region restarted) makes the Responder call
+// its SyncWaker (workflows.Client), which signals this region's running
+// replica syncs towards that region: they try again at once instead of at
+// their next retry, up to DefaultReplicaRetryMax later.
+//
 // What crosses the link: key metadata (no material), RSA public keys,
 // import tokens (MAC'd; the private key in them is wrapped under the
 // replica's root key) and versions wrapped to the replica HSM's public key
@@ -135,13 +142,41 @@ func (e *RemoteError) Error() string {
 // (workflows.RegionRefusal).
 func (e *RemoteError) RefusalCode() kms.Code { return e.Code }
 
-// Responder answers replication requests for this region.
-type Responder struct {
-	sub *nats.Subscription
+// HelloSubject is where region announces itself to the regions it is
+// linked with. "_hello" is no region name, so it cannot clash with a
+// region's own subjects, and it stays inside the link user's
+// kf.region.v1.>.
+func HelloSubject(region string) string { return "kf.region.v1._hello." + region }
+
+// DefaultHelloInterval is how often a Responder announces its region.
+const DefaultHelloInterval = time.Second
+
+// helloSilence is how many intervals without a region's hello make its
+// next one a link-up.
+const helloSilence = 3
+
+// SyncWaker wakes this region's replica syncs towards a region whose
+// link came back (workflows.Client implements it).
+type SyncWaker interface {
+	WakeReplicaSyncs(ctx context.Context, region string) (int, error)
 }
 
-// Stop unsubscribes.
-func (r *Responder) Stop() { _ = r.sub.Unsubscribe() }
+// Responder answers replication requests for this region.
+type Responder struct {
+	subs []*nats.Subscription
+	stop chan struct{}
+	once sync.Once
+}
+
+// Stop unsubscribes and stops the announcements.
+func (r *Responder) Stop() {
+	r.once.Do(func() {
+		close(r.stop)
+		for _, s := range r.subs {
+			_ = s.Unsubscribe()
+		}
+	})
+}
 
 // ResponderConfig wires a Responder.
 type ResponderConfig struct {
@@ -152,6 +187,13 @@ type ResponderConfig struct {
 	// leaves a replica pending deletion without a timer (a region with
 	// no Temporal).
 	Deletions DeletionTimers
+	// Wake wakes this region's replica syncs towards a region that
+	// announces itself after a silence (a link back, or its restart); nil
+	// leaves them to their next retry.
+	Wake SyncWaker
+	// HelloInterval is how often the Responder announces its region
+	// (0: DefaultHelloInterval).
+	HelloInterval time.Duration
 }
 
 // Serve answers kf.region.v1.<region>.> for the KMS's region.
@@ -168,10 +210,79 @@ func Serve(cfg ResponderConfig) (*Responder, error) {
 	if err != nil {
 		return nil, fmt.Errorf("failed to subscribe to the region link: %w", err)
 	}
-	if err := cfg.Conn.Flush(); err != nil {
+	r := &Responder{subs: []*nats.Subscription{sub}, stop: make(chan struct{})}
+	if cfg.HelloInterval <= 0 {
+		cfg.HelloInterval = DefaultHelloInterval
+	}
+	w := &waker{region: region, wake: cfg.Wake, log: cfg.Logger, silence: helloSilence * cfg.HelloInterval, seen: map[string]time.Time{}}
+	// One queue group per region: a queue group spans the leaf link, and
+	// every region must hear the others.
+	hello, err := cfg.Conn.QueueSubscribe(HelloSubject("*"), "kf-region-hello-"+region, w.hello)
+	if err != nil {
+		r.Stop()
 		return nil, fmt.Errorf("failed to subscribe to the region link: %w", err)
 	}
-	return &Responder{sub: sub}, nil
+	r.subs = append(r.subs, hello)
+	if err := cfg.Conn.Flush(); err != nil {
+		r.Stop()
+		return nil, fmt.Errorf("failed to subscribe to the region link: %w", err)
+	}
+	go announce(cfg.Conn, region, cfg.HelloInterval, r.stop)
+	return r, nil
+}
+
+// announce publishes the region's hello at once and then every interval
+// until stop. A hello sent while the link is down reaches no one; the
+// first one after the link is back tells the other side.
+func announce(nc *nats.Conn, region string, interval time.Duration, stop <-chan struct{}) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		_ = nc.Publish(HelloSubject(region), nil)
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// waker turns the other regions' hellos into wakes of the replica syncs
+// towards them: a hello after a silence (the first one, or one after
+// missed intervals) means the link to that region came back.
+type waker struct {
+	region  string
+	wake    SyncWaker
+	log     *slog.Logger
+	silence time.Duration
+
+	mu   sync.Mutex
+	seen map[string]time.Time
+}
+
+func (w *waker) hello(m *nats.Msg) {
+	from := m.Subject[len(HelloSubject("")):]
+	if from == w.region || !kms.ValidRegion(from) {
+		return
+	}
+	now := time.Now()
+	w.mu.Lock()
+	last, ok := w.seen[from]
+	w.seen[from] = now
+	w.mu.Unlock()
+	if ok && now.Sub(last) <= w.silence || w.wake == nil {
+		return
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		n, err := w.wake.WakeReplicaSyncs(ctx, from)
+		if err != nil {
+			w.log.Warn("region: failed to wake the replica syncs of a region that is back", "region", from, "err", err)
+			return
+		}
+		w.log.Info("region: link up, woke the replica syncs", "region", from, "syncs", n)
+	}()
 }
 
 type handler struct {

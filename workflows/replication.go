@@ -23,8 +23,11 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
+	"go.temporal.io/api/serviceerror"
+	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
@@ -81,16 +84,48 @@ type ReplicaStepResult struct {
 	More bool
 }
 
+// replicaWakeChange guards the sync's own retry loop (histories recorded
+// before it retried inside the activity, deaf to signals meanwhile).
+const replicaWakeChange = "replica-sync-wake"
+
 // ReplicaSyncWorkflow brings one replica up to date (see the notes above).
+//
+// A step that fails while the link is down is retried by the workflow
+// itself, pausing 100 ms, doubling up to RetryMax, and any signal ends the
+// pause at once and starts the pauses over: a key's change, or the
+// replica region announcing itself when the link comes back
+// (Client.WakeReplicaSyncs).
 func ReplicaSyncWorkflow(ctx workflow.Context, p ReplicaSyncParams) error {
-	ctx = linkOptions(ctx, p.RetryMax)
+	wake := workflow.GetVersion(ctx, replicaWakeChange, workflow.DefaultVersion, 1) != workflow.DefaultVersion
+	retryMax := p.RetryMax
+	if retryMax <= 0 {
+		retryMax = DefaultReplicaRetryMax
+	}
+	if wake {
+		ctx = workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+			StartToCloseTimeout: 30 * time.Second,
+			RetryPolicy:         &temporal.RetryPolicy{MaximumAttempts: 1},
+		})
+	} else {
+		ctx = linkOptions(ctx, p.RetryMax)
+	}
 	var a *Activities
 	sig := workflow.GetSignalChannel(ctx, ReplicaSyncSignal)
+	pause := replicaRetryFirst
 	for range 500 {
 		var res ReplicaStepResult
 		if err := workflow.ExecuteActivity(ctx, a.SyncReplicaStep, p).Get(ctx, &res); err != nil {
-			return err
+			if !wake || !retryable(err) {
+				return err
+			}
+			if waitOrWake(ctx, sig, pause) {
+				pause = replicaRetryFirst
+			} else {
+				pause = min(pause*2, retryMax)
+			}
+			continue
 		}
+		pause = replicaRetryFirst
 		if res.More {
 			continue
 		}
@@ -103,6 +138,37 @@ func ReplicaSyncWorkflow(ctx workflow.Context, p ReplicaSyncParams) error {
 		}
 	}
 	return workflow.NewContinueAsNewError(ctx, ReplicaSyncWorkflow, p)
+}
+
+// replicaRetryFirst is the sync's first pause after a failed step.
+const replicaRetryFirst = 100 * time.Millisecond
+
+// waitOrWake pauses for d or until a signal comes, which it takes; it
+// reports whether a signal ended the pause.
+func waitOrWake(ctx workflow.Context, sig workflow.ReceiveChannel, d time.Duration) bool {
+	tctx, cancel := workflow.WithCancel(ctx)
+	defer cancel()
+	woken := false
+	s := workflow.NewSelector(ctx)
+	s.AddFuture(workflow.NewTimer(tctx, d), func(workflow.Future) {})
+	s.AddReceive(sig, func(c workflow.ReceiveChannel, _ bool) {
+		c.Receive(ctx, nil)
+		woken = true
+	})
+	s.Select(ctx)
+	return woken
+}
+
+// retryable reports whether a failed step may be tried again: not when
+// the activity said a retry cannot help, nor when the workflow is
+// being cancelled.
+func retryable(err error) bool {
+	var ae *temporal.ApplicationError
+	if errors.As(err, &ae) && ae.NonRetryable() {
+		return false
+	}
+	var ce *temporal.CanceledError
+	return !errors.As(err, &ce)
 }
 
 // linkOptions are the options of an activity that crosses the region
@@ -344,4 +410,45 @@ func (c *Client) syncReplicas(ctx context.Context, k *kms.Key) error {
 		}
 	}
 	return nil
+}
+
+// WakeReplicaSyncs signals every running ReplicaSyncWorkflow of this
+// region's keys towards region, so that one waiting out a pause because
+// the link was down tries again at once (package region calls it when
+// region announces itself over the link). It finds them with a
+// visibility query on the workflow type and status, and the region in
+// the workflow ID; a sync that ended meanwhile is skipped. It returns how
+// many it signalled.
+func (c *Client) WakeReplicaSyncs(ctx context.Context, region string) (int, error) {
+	if c.Temporal == nil {
+		return 0, errors.New("workflows: no Temporal client to wake the replica syncs")
+	}
+	suffix := "/" + region
+	query := "WorkflowType = 'ReplicaSyncWorkflow' AND ExecutionStatus = 'Running'"
+	n := 0
+	var token []byte
+	for {
+		page, err := c.Temporal.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{Query: query, NextPageToken: token})
+		if err != nil {
+			return n, fmt.Errorf("failed to list the replica syncs to wake: %w", err)
+		}
+		for _, e := range page.GetExecutions() {
+			id := e.GetExecution().GetWorkflowId()
+			if !strings.HasPrefix(id, "replica-sync/") || !strings.HasSuffix(id, suffix) {
+				continue
+			}
+			err := c.Temporal.SignalWorkflow(ctx, id, "", ReplicaSyncSignal, nil)
+			var nf *serviceerror.NotFound
+			switch {
+			case errors.As(err, &nf):
+			case err != nil:
+				return n, fmt.Errorf("failed to wake the replica sync %s: %w", id, err)
+			default:
+				n++
+			}
+		}
+		if token = page.GetNextPageToken(); len(token) == 0 {
+			return n, nil
+		}
+	}
 }

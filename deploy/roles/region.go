@@ -50,6 +50,8 @@ func (n *Node) startRegion(acts *workflows.Activities, name string) error {
 	if n.Workflows != nil {
 		// A replica's scheduled deletion runs on this region's Temporal.
 		cfg.Deletions = n.Workflows
+		// A region whose link comes back wakes the syncs towards it.
+		cfg.Wake = n.Workflows
 	}
 	r, err := region.Serve(cfg)
 	if err != nil {
