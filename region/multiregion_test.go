@@ -719,24 +719,49 @@ func TestMultiRegionLinkUpWakesSync(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The rotation's last signal to the sync came when it returned; from
-	// then the sync's attempts, each failing at once, come 0.1, 0.3, 0.7,
-	// 1.5, 3.1, 6.3, 12.7 and 25.5 s later (pauses doubling from 100 ms).
-	// Restoring the link 13.5 s in, the next retry is 12 s away.
-	lastKick := time.Now()
-	time.Sleep(time.Until(lastKick.Add(13500 * time.Millisecond)))
+	// The sync's attempts fail at once while the link is down, and its
+	// pauses double from 100 ms. Wait for a pause of 10 s or more, and
+	// restore the link in it: without a wake, the version cannot reach B
+	// before that pause ends.
+	var retryAt time.Time
+	waitFor(t, 60*time.Second, "the sync to pause 10 s or more", func() bool {
+		at, d := pendingTimer(t, a, workflows.ReplicaSyncWorkflowID("alpha", k.ID, "eu-west"))
+		retryAt = at.Add(d)
+		return d >= 10*time.Second
+	})
 	if got := mustKey(t, b, k.ID); slices.Contains(versionsOf(got), res.NewVersion) {
 		t.Fatalf("B has version %d during the cut", res.NewVersion)
 	}
 	restored := time.Now()
 	link.restore()
-	nextRetry := lastKick.Add(25500 * time.Millisecond)
-	waitFor(t, time.Until(nextRetry.Add(-time.Second)), "the woken sync to send the version (before its next retry)", func() bool {
+	waitFor(t, time.Until(retryAt.Add(-time.Second)), "the woken sync to send the version (before its next retry)", func() bool {
 		got, err := getKey(b, k.ID)
 		return err == nil && slices.Contains(versionsOf(got), res.NewVersion)
 	})
-	t.Logf("FIGURE catch-up after a cut of 1 version with a 30 s retry pause, woken by the link's return: %v from the link's return (the retry was %v away)", time.Since(restored), time.Until(nextRetry))
+	t.Logf("FIGURE catch-up after a cut of 1 version, woken by the link's return: %v from the link's return (the sync's next retry was %v away)", time.Since(restored), retryAt.Sub(restored).Round(time.Millisecond))
 	if got := appliedVersions(b, k.ID); !slices.Equal(got, []uint32{1, res.NewVersion}) {
 		t.Fatalf("B applied %v, want [1 %d]", got, res.NewVersion)
 	}
+}
+
+// pendingTimer returns the start and duration of the workflow's last
+// timer if it is still running (zero otherwise).
+func pendingTimer(t *testing.T, d *deployment, workflowID string) (time.Time, time.Duration) {
+	t.Helper()
+	it := d.ts.GetDefaultClient().GetWorkflowHistory(context.Background(), workflowID, "", false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+	var at time.Time
+	var dur time.Duration
+	for it.HasNext() {
+		e, err := it.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch e.EventType {
+		case enumspb.EVENT_TYPE_TIMER_STARTED:
+			at, dur = e.EventTime.AsTime(), e.GetTimerStartedEventAttributes().GetStartToFireTimeout().AsDuration()
+		case enumspb.EVENT_TYPE_TIMER_FIRED, enumspb.EVENT_TYPE_TIMER_CANCELED:
+			at, dur = time.Time{}, 0
+		}
+	}
+	return at, dur
 }
