@@ -215,9 +215,10 @@ func Serve(cfg ResponderConfig) (*Responder, error) {
 		cfg.HelloInterval = DefaultHelloInterval
 	}
 	w := &waker{region: region, wake: cfg.Wake, log: cfg.Logger, silence: helloSilence * cfg.HelloInterval, seen: map[string]time.Time{}}
-	// One queue group per region: a queue group spans the leaf link, and
-	// every region must hear the others.
-	hello, err := cfg.Conn.QueueSubscribe(HelloSubject("*"), "kf-region-hello-"+region, w.hello)
+	// Not a queue group: each process must hear every hello to tell a
+	// silence from its share of them (a queue group would also span the
+	// leaf link, and every region must hear the others).
+	hello, err := cfg.Conn.Subscribe(HelloSubject("*"), w.hello)
 	if err != nil {
 		r.Stop()
 		return nil, fmt.Errorf("failed to subscribe to the region link: %w", err)
