@@ -129,3 +129,33 @@ func TestCloudDistributeKeyPairsToKeyflowsOwnAWSAPI(t *testing.T) {
 		t.Fatalf("no cloud.call record of the refused P-256 import; placement %+v", p)
 	}
 }
+
+// local-kms imports 32-byte symmetric keys only: an RSA key pair that
+// cloud.Accepts lets through to AWS fails at local-kms, and the
+// provider's refusal is on the placement and in the audit trail.
+func TestCloudKeyPairToLocalKMSFailsAtTheProvider(t *testing.T) {
+	ctx := context.Background()
+	f := newCloudFixture(t, kms.DriftReport, "")
+	k, err := f.b.KMS.CreateKey(ctx, alice, kms.CreateKeyParams{Spec: kms.SpecRSA3072, Usage: kms.UsageSignVerify, Exportable: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.key = k
+	// local-kms refuses CreateKey of an EXTERNAL RSA key.
+	if _, err = f.sync(workflows.CloudStepDistribute); err == nil || !strings.Contains(err.Error(), "CreateKey refused: ValidationException") {
+		t.Fatalf("distribute an RSA key pair to local-kms: %v", err)
+	}
+	ps, _ := f.b.KMS.CloudPlacements(ctx, alice, k.ID)
+	if len(ps) != 1 || ps[0].LastErrorCode != "ValidationException" || ps[0].Pending != workflows.CloudStepDistribute {
+		t.Fatalf("placement after the refusal: %+v", ps)
+	}
+	refused := 0
+	for _, e := range f.b.EventsOfType("alpha", events.TypeCloudCall) {
+		if d := driftData(t, e); d["keyId"] == k.ID && d["operation"] == "CreateKey" && d["providerErrorCode"] == "ValidationException" {
+			refused++
+		}
+	}
+	if refused == 0 {
+		t.Fatal("no cloud.call record of local-kms's refusal")
+	}
+}
