@@ -282,7 +282,9 @@ func (w *waker) hello(m *nats.Msg) {
 			w.log.Warn("region: failed to wake the replica syncs of a region that is back", "region", from, "err", err)
 			return
 		}
-		w.log.Info("region: link up, woke the replica syncs", "region", from, "syncs", n)
+		if n > 0 {
+			w.log.Info("region: link up, woke the replica syncs", "region", from, "syncs", n)
+		}
 	}()
 }
 
