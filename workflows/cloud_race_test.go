@@ -90,6 +90,24 @@ func newGate(t *testing.T, target, op string) *gate {
 	return g
 }
 
+// answer is what a distribute or undistribute request with --wait said.
+type answer struct {
+	id   string
+	done bool
+	err  error
+}
+
+// goWait runs a distribute or undistribute request with wait, as alice,
+// and delivers its answer.
+func goWait(move func(context.Context, kms.Caller, string, string, bool) (string, bool, error), keyID, dest string) <-chan answer {
+	ans := make(chan answer, 1)
+	go func() {
+		id, done, err := move(context.Background(), alice, keyID, dest, true)
+		ans <- answer{id, done, err}
+	}()
+	return ans
+}
+
 // TestCloudDistributeAndRotateConcurrently: a key is rotated while its
 // first distribution is in the middle of its import. Distribution is a
 // round of the key's one sync, so the rotation's propagation waits for
@@ -107,16 +125,7 @@ func TestCloudDistributeAndRotateConcurrently(t *testing.T) {
 	}
 	l := newLiveCloud(t, f, awsConnect)
 
-	type answer struct {
-		id   string
-		done bool
-		err  error
-	}
-	ans := make(chan answer, 1)
-	go func() {
-		id, done, err := l.wc.DistributeToCloud(ctx, alice, l.key.ID, "aws-local", true)
-		ans <- answer{id, done, err}
-	}()
+	ans := goWait(l.wc.DistributeToCloud, l.key.ID, "aws-local")
 	select {
 	case <-g.held:
 	case a := <-ans:
@@ -220,16 +229,7 @@ func TestCloudUndistributeWhileRotationPropagates(t *testing.T) {
 		t.Fatal("the rotation's import never reached the provider")
 	}
 	mark := g.seen()
-	type answer struct {
-		id   string
-		done bool
-		err  error
-	}
-	ans := make(chan answer, 1)
-	go func() {
-		id, done, err := l.wc.UndistributeFromCloud(ctx, alice, l.key.ID, "aws-local", true)
-		ans <- answer{id, done, err}
-	}()
+	ans := goWait(l.wc.UndistributeFromCloud, l.key.ID, "aws-local")
 	// Give a removal that does not wait its turn the chance to reach the
 	// provider while the import is held (it must not).
 	deadline := time.Now().Add(2 * time.Second)
