@@ -2,10 +2,13 @@ package workflows_test
 
 import (
 	"context"
+	"encoding/base64"
+	"flag"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -251,6 +254,9 @@ func TestCloudUndistributeWhileRotationPropagates(t *testing.T) {
 	if err := l.tc.GetWorkflow(ctx, syncID, "").Get(ctx, nil); err != nil {
 		t.Fatalf("the key's sync: %v", err)
 	}
+	if *updateUndistributeHistory {
+		saveHistory(t, fetchHistory(t, l.tc, syncID), undistributeHistory)
+	}
 
 	if ps, err := l.b.KMS.CloudPlacements(ctx, alice, l.key.ID); err != nil || len(ps) != 0 {
 		t.Fatalf("placements after the undistribute: %v %+v", err, ps)
@@ -293,4 +299,26 @@ func TestCloudUndistributeWhileRotationPropagates(t *testing.T) {
 	if removed != 1 {
 		t.Fatalf("%d placement-removed records, want 1", removed)
 	}
+}
+
+var updateUndistributeHistory = flag.Bool("update-undistribute-history", false, "record testdata/cloud_undistribute_history.json (run with -run 'TestCloudUndistributeWhileRotationPropagates|TestCloudSyncUndistributeReplay')")
+
+const undistributeHistory = "testdata/cloud_undistribute_history.json"
+
+// A key's sync recorded with a rotation's round and an undistribute
+// round (by TestCloudUndistributeWhileRotationPropagates) replays: the
+// round's GetVersion marker and its CloudUndistribute activity are
+// pinned.
+func TestCloudSyncUndistributeReplay(t *testing.T) {
+	raw, err := os.ReadFile(undistributeHistory)
+	if err != nil {
+		t.Fatal(err)
+	}
+	marker := base64.StdEncoding.EncodeToString([]byte(`"cloud-undistribute-round"`)) // the change ID, as the payload holds it
+	for _, want := range []string{marker, `"CloudUndistribute"`, `"CloudSync"`} {
+		if !strings.Contains(string(raw), want) {
+			t.Fatalf("%s has no %s", undistributeHistory, want)
+		}
+	}
+	replay(t, undistributeHistory, workflows.CloudSyncWorkflow)
 }
