@@ -30,6 +30,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/keyflow/keyflow/cloud"
 	"github.com/keyflow/keyflow/events"
 	"github.com/keyflow/keyflow/hsm"
 	"github.com/keyflow/keyflow/internal/cloudfake"
@@ -210,7 +211,8 @@ func TestCloudDistributeKeyPairsToGCPFake(t *testing.T) {
 
 // The refusals of key pairs: a pair that is not exportable never reaches
 // the provider (AccessDenied, a rejected record), and a spec the provider
-// does not take (an RSA key to AWS) is refused before any call to it.
+// does not take (an RSA key to an AWS table narrowed to AES-256, as
+// before AWS took key pairs) is refused before any call to it.
 func TestCloudDistributeKeyPairRefusals(t *testing.T) {
 	ctx := context.Background()
 	f := newCloudFixture(t, kms.DriftReport, "")
@@ -237,6 +239,9 @@ func TestCloudDistributeKeyPairRefusals(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.key = rsaKey
+	awsAccepts := cloud.Accepts[cloud.ProviderAWS]
+	cloud.Accepts[cloud.ProviderAWS] = []string{cloud.SpecAES256}
+	defer func() { cloud.Accepts[cloud.ProviderAWS] = awsAccepts }()
 	if _, err := f.sync(workflows.CloudStepDistribute); err == nil || !strings.Contains(err.Error(), "RSA_3072_SIGN") {
 		t.Fatalf("distribute an RSA key to AWS: %v", err)
 	}
@@ -355,8 +360,8 @@ func keyflowAWS(t *testing.T, b *testbed.Bed, tenant string) func() *awssdk.Clie
 // GetParametersForImport — imports into a real AWS-compatible KMS
 // (keyflow's own AWS API, a second tenant, which unwraps it in its HSM):
 // the imported key's public key is keyflow's, and its signatures verify
-// in keyflow. The AWS connector does not send key pairs (cloud.Accepts
-// says why); this pins down the wrapping for the day it does.
+// in keyflow. TestCloudDistributeKeyPairsToKeyflowsOwnAWSAPI does the
+// same through the AWS connector and the distribution workflow.
 func TestCloudRSAMaterialImportsIntoAWSAPI(t *testing.T) {
 	ctx := context.Background()
 	b := testbed.New(t)

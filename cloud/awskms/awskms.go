@@ -3,11 +3,15 @@
 //
 // How keyflow's key maps onto AWS:
 //
-//   - Each keyflow key version is one AWS KMS key of origin EXTERNAL
-//     (SYMMETRIC_DEFAULT), whose material keyflow imports with
-//     GetParametersForImport (RSAES_OAEP_SHA_256 on an RSA_2048 wrapping
-//     key, or the destination's wrappingKeySpec) and ImportKeyMaterial
-//     (KEY_MATERIAL_DOES_NOT_EXPIRE).
+//   - Each keyflow key version is one AWS KMS key of origin EXTERNAL,
+//     whose material keyflow imports with GetParametersForImport and
+//     ImportKeyMaterial (KEY_MATERIAL_DOES_NOT_EXPIRE). An AES-256 key is
+//     SYMMETRIC_DEFAULT, its 32 bytes under RSAES_OAEP_SHA_256 on an
+//     RSA_2048 wrapping key (or the destination's wrappingKeySpec). An
+//     exportable key pair is RSA_3072, RSA_4096, ECC_NIST_P256 or
+//     ECC_NIST_P384 with KeyUsage SIGN_VERIFY or ENCRYPT_DECRYPT from the
+//     keyflow key's usage, its PKCS#8 private key under
+//     RSA_AES_KEY_WRAP_SHA_256 on a wrapping key of at least RSA_3072.
 //   - The alias alias/keyflow/<keyID> points at the primary version's AWS
 //     key: applications use the alias, so a rotation is a new AWS key and
 //     an alias move (UpdateAlias). Old AWS keys stay enabled so their
@@ -66,7 +70,9 @@ func New(c *kms.Client) *Connector { return &Connector{c: c, wrapSpec: types.Wra
 // WithWrappingKeySpec makes imports ask for an RSA wrapping key of spec
 // (RSA_2048, RSA_3072 or RSA_4096; empty keeps RSA_2048). AWS takes all
 // three with RSAES_OAEP_SHA_256; local-kms only RSA_2048, keyflow's own
-// AWS API only RSA_3072 and RSA_4096.
+// AWS API only RSA_3072 and RSA_4096. Key pairs ask for RSA_3072 when
+// the spec is RSA_2048: their RSA_AES_KEY_WRAP_SHA_256 import is never
+// tested here on RSA_2048 (keyflow's own API refuses it).
 func (a *Connector) WithWrappingKeySpec(spec string) (*Connector, error) {
 	switch types.WrappingKeySpec(spec) {
 	case "":
@@ -203,8 +209,9 @@ func (a *Connector) describe(ctx context.Context, ref string) (*types.KeyMetadat
 // importVersion makes (or finds) the AWS key of one keyflow version and
 // imports its material when it has none yet. It returns the key's ARN.
 func (a *Connector) importVersion(ctx context.Context, keyID string, version uint32, spec string, wrap cloud.Wrapper) (string, error) {
-	if spec != cloud.SpecAES256 {
-		return "", fmt.Errorf("%w: AWS KMS imports %s keys here, not %s", cloud.ErrUnsupported, cloud.SpecAES256, spec)
+	ks, ok := keySpecs[spec]
+	if !ok {
+		return "", fmt.Errorf("%w: AWS KMS imports %v here, not %s", cloud.ErrUnsupported, cloud.Accepts[cloud.ProviderAWS], spec)
 	}
 	md, err := a.findVersion(ctx, keyID, version)
 	if err != nil {
@@ -213,7 +220,7 @@ func (a *Connector) importVersion(ctx context.Context, keyID string, version uin
 	if md == nil {
 		created, err := call(ctx, "CreateKey", "", func() (*kms.CreateKeyOutput, error) {
 			return a.c.CreateKey(ctx, &kms.CreateKeyInput{
-				Origin: types.OriginTypeExternal, KeySpec: types.KeySpecSymmetricDefault, KeyUsage: types.KeyUsageTypeEncryptDecrypt,
+				Origin: types.OriginTypeExternal, KeySpec: ks.keySpec, KeyUsage: ks.usage,
 				Description: aws.String(versionDescription(keyID, version)),
 				Tags:        []types.Tag{{TagKey: aws.String("keyflow:key-id"), TagValue: aws.String(keyID)}, {TagKey: aws.String("keyflow:version"), TagValue: aws.String(fmt.Sprint(version))}},
 			})
@@ -234,15 +241,22 @@ func (a *Connector) importVersion(ctx context.Context, keyID string, version uin
 	if md.KeyState != types.KeyStatePendingImport {
 		return aws.ToString(md.Arn), nil // imported by an earlier attempt
 	}
+	alg, scheme, wrapSpec := types.AlgorithmSpecRsaesOaepSha256, cloud.SchemeRSAOAEPSHA256, a.wrapSpec
+	if ks.pair {
+		alg, scheme = types.AlgorithmSpecRsaAesKeyWrapSha256, cloud.SchemeRSAAESKeyWrapSHA256
+		if wrapSpec == types.WrappingKeySpecRsa2048 {
+			wrapSpec = types.WrappingKeySpecRsa3072 // keyflow's own AWS API takes no RSA_2048
+		}
+	}
 	params, err := call(ctx, "GetParametersForImport", aws.ToString(md.Arn), func() (*kms.GetParametersForImportOutput, error) {
 		return a.c.GetParametersForImport(ctx, &kms.GetParametersForImportInput{
-			KeyId: md.KeyId, WrappingAlgorithm: types.AlgorithmSpecRsaesOaepSha256, WrappingKeySpec: a.wrapSpec,
+			KeyId: md.KeyId, WrappingAlgorithm: alg, WrappingKeySpec: wrapSpec,
 		})
 	}, func(o *kms.GetParametersForImportOutput) middleware.Metadata { return o.ResultMetadata })
 	if err != nil {
 		return "", err
 	}
-	wrapped, err := wrap(ctx, cloud.WrappingKey{Scheme: cloud.SchemeRSAOAEPSHA256, PublicKey: params.PublicKey})
+	wrapped, err := wrap(ctx, cloud.WrappingKey{Scheme: scheme, PublicKey: params.PublicKey})
 	if err != nil {
 		return "", err
 	}
@@ -255,6 +269,27 @@ func (a *Connector) importVersion(ctx context.Context, keyID string, version uin
 		return "", err
 	}
 	return aws.ToString(md.Arn), nil
+}
+
+// awsSpec is how one keyflow spec is made in AWS KMS.
+type awsSpec struct {
+	keySpec types.KeySpec
+	usage   types.KeyUsageType
+	// pair: the material is a PKCS#8 private key, too long for
+	// RSAES_OAEP_SHA_256, so it goes under RSA_AES_KEY_WRAP_SHA_256.
+	pair bool
+}
+
+// keySpecs are the specs this connector imports (cloud.Accepts lists
+// the same for AWS).
+var keySpecs = map[string]awsSpec{
+	cloud.SpecAES256:         {types.KeySpecSymmetricDefault, types.KeyUsageTypeEncryptDecrypt, false},
+	cloud.SpecRSA3072Sign:    {types.KeySpecRsa3072, types.KeyUsageTypeSignVerify, true},
+	cloud.SpecRSA3072Decrypt: {types.KeySpecRsa3072, types.KeyUsageTypeEncryptDecrypt, true},
+	cloud.SpecRSA4096Sign:    {types.KeySpecRsa4096, types.KeyUsageTypeSignVerify, true},
+	cloud.SpecRSA4096Decrypt: {types.KeySpecRsa4096, types.KeyUsageTypeEncryptDecrypt, true},
+	cloud.SpecECP256Sign:     {types.KeySpecEccNistP256, types.KeyUsageTypeSignVerify, true},
+	cloud.SpecECP384Sign:     {types.KeySpecEccNistP384, types.KeyUsageTypeSignVerify, true},
 }
 
 // versionDescription is the description of version's AWS key; with
