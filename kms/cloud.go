@@ -275,6 +275,17 @@ func (s *Service) CloudPlacement(ctx context.Context, c Caller, keyID, dest stri
 // one when there is none), lets change edit it, and stores it. A change
 // with a step name (op) records io.keyflow.cloud.placement.changed.v1.
 func (s *Service) UpdateCloudPlacement(ctx context.Context, c Caller, keyID, dest, op string, change func(*CloudPlacement) error) (p *CloudPlacement, err error) {
+	return s.updateCloudPlacement(ctx, c, keyID, dest, op, true, change)
+}
+
+// ChangeCloudPlacement is UpdateCloudPlacement for a placement that must
+// exist: NotFound when there is none, so a step that ends after an
+// undistribute removed the placement does not bring it back.
+func (s *Service) ChangeCloudPlacement(ctx context.Context, c Caller, keyID, dest, op string, change func(*CloudPlacement) error) (p *CloudPlacement, err error) {
+	return s.updateCloudPlacement(ctx, c, keyID, dest, op, false, change)
+}
+
+func (s *Service) updateCloudPlacement(ctx context.Context, c Caller, keyID, dest, op string, create bool, change func(*CloudPlacement) error) (p *CloudPlacement, err error) {
 	if op != "" {
 		defer s.finish(ctx, c, events.TypeCloudPlacementChanged, &err, func() (string, map[string]any) {
 			data := map[string]any{"keyId": keyID, "destination": truncate(dest, 64), "step": truncate(op, 32)}
@@ -300,6 +311,9 @@ func (s *Service) UpdateCloudPlacement(ctx context.Context, c Caller, keyID, des
 		return nil, err
 	}
 	p, err = cs.GetCloudPlacement(ctx, c.Tenant, keyID, dest)
+	if errors.Is(err, ErrStoreNotFound) && !create {
+		return nil, newError(CodeNotFound, "key %s is not in destination %s", keyID, truncate(dest, 64))
+	}
 	if errors.Is(err, ErrStoreNotFound) {
 		p, err = &CloudPlacement{Tenant: c.Tenant, KeyID: keyID, Destination: dest, Provider: d.Provider, State: PlacementEnabled}, nil
 	}
@@ -515,7 +529,7 @@ func (s *Service) RecordCloudDrift(ctx context.Context, c Caller, d CloudDrift) 
 // NoteCloudError keeps a placement's last error for `keyflow cloud
 // status`, without a record of its own (the call record has it).
 func (s *Service) NoteCloudError(ctx context.Context, c Caller, keyID, dest, code, msg string) error {
-	_, err := s.UpdateCloudPlacement(ctx, c, keyID, dest, "", func(p *CloudPlacement) error {
+	_, err := s.ChangeCloudPlacement(ctx, c, keyID, dest, "", func(p *CloudPlacement) error {
 		p.LastErrorCode, p.LastError, p.LastErrorAt = truncate(code, 64), truncate(msg, 512), s.now()
 		return nil
 	})

@@ -108,3 +108,42 @@ func TestCloudDestinationSettings(t *testing.T) {
 		t.Fatalf("tenant beta sees alpha's destinations: %+v", other)
 	}
 }
+
+// Only UpdateCloudPlacement makes a placement: once RemoveCloudPlacement
+// (undistribute) has run, ChangeCloudPlacement and NoteCloudError (a
+// step that ends late, an error noted for cloud status) answer NotFound
+// and leave no placement behind.
+func TestCloudPlacementRemovedStaysRemoved(t *testing.T) {
+	ctx := context.Background()
+	b := testbed.New(t)
+	c := kms.Caller{Tenant: "alpha", Principal: "alice", RequestID: "r1"}
+	if _, err := b.KMS.AddCloudDestination(ctx, c, kms.CloudDestination{Name: "prod", Provider: "aws", Settings: map[string]string{"region": "eu-west-1"}}); err != nil {
+		t.Fatal(err)
+	}
+	setPending := func(p *kms.CloudPlacement) error { p.Pending = "rotate"; return nil }
+	if _, err := b.KMS.ChangeCloudPlacement(ctx, c, "k1", "prod", "", setPending); kms.CodeOf(err) != kms.CodeNotFound {
+		t.Fatalf("change of a placement that never was: %v", err)
+	}
+	if _, err := b.KMS.UpdateCloudPlacement(ctx, c, "k1", "prod", "distribute", func(p *kms.CloudPlacement) error {
+		p.Versions = []kms.CloudVersion{{KeyVersion: 1, ProviderVersion: "aws-1"}}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	p, err := b.KMS.ChangeCloudPlacement(ctx, c, "k1", "prod", "", setPending)
+	if err != nil || p.Pending != "rotate" || len(p.Versions) != 1 {
+		t.Fatalf("change of an existing placement: %v %+v", err, p)
+	}
+	if err := b.KMS.RemoveCloudPlacement(ctx, c, "k1", "prod"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.KMS.ChangeCloudPlacement(ctx, c, "k1", "prod", "rotate", setPending); kms.CodeOf(err) != kms.CodeNotFound {
+		t.Fatalf("change after removal: %v", err)
+	}
+	if err := b.KMS.NoteCloudError(ctx, c, "k1", "prod", "Unavailable", "down"); kms.CodeOf(err) != kms.CodeNotFound {
+		t.Fatalf("error noted after removal: %v", err)
+	}
+	if ps, err := b.KMS.CloudPlacements(ctx, c, "k1"); err != nil || len(ps) != 0 {
+		t.Fatalf("placements after removal: %v %+v", err, ps)
+	}
+}

@@ -15,8 +15,13 @@ package workflows
 //     placement, does only what is missing, and the connectors find what
 //     an earlier attempt made, so a retry after a crash or an outage
 //     finishes the job instead of doing it twice.
-//   - CloudUndistributeWorkflow schedules the key's deletion in the
-//     provider, with the provider's own window, and forgets the placement.
+//   - An undistribute is a round of the same sync (Step "undistribute",
+//     activity CloudUndistribute): it schedules the key's deletion in the
+//     provider, with the provider's own window, and forgets the
+//     placement, in its turn among the key's other rounds, so a
+//     rotation's propagation never imports into a destination being
+//     removed. CloudUndistributeWorkflow, which did this under its own
+//     ID, stays registered for runs started before.
 //   - CloudReconcileWorkflow compares every placement of a tenant with the
 //     provider's view, in batches, and records each difference as an
 //     io.keyflow.cloud.drift.v1 event naming the field; a destination whose
@@ -147,7 +152,7 @@ func CloudSyncWorkflow(ctx workflow.Context, p CloudSyncParams) (*CloudSyncResul
 	lastErr := map[string]error{}
 	for round := 0; ; round++ {
 		drain()
-		queue = slices.DeleteFunc(queue, func(q CloudSyncParams) bool { return cloudRoundKey(q) == cloudRoundKey(p) })
+		queue = collapseRounds(queue, p)
 		outs, errs, err := cloudSyncRound(ctx, p)
 		if err != nil {
 			return nil, err
@@ -185,6 +190,31 @@ func cloudRoundKey(p CloudSyncParams) string {
 	return p.Step + "|" + strings.Join(p.Destinations, ",")
 }
 
+// collapseRounds drops the queued rounds that repeat p, the round about
+// to run (it reads keyflow's latest state, so they would find nothing to
+// do), up to the first round they must not jump: an undistribute, or,
+// when p is one, a distribute. So "distribute, undistribute, distribute"
+// leaves the key distributed, and the reverse leaves it removed.
+func collapseRounds(queue []CloudSyncParams, p CloudSyncParams) []CloudSyncParams {
+	out := make([]CloudSyncParams, 0, len(queue))
+	barrier := false
+	for _, q := range queue {
+		if !barrier && cloudRoundKey(q) == cloudRoundKey(p) {
+			continue
+		}
+		if q.Step == CloudStepUndistribute || (p.Step == CloudStepUndistribute && q.Step == CloudStepDistribute) {
+			barrier = true
+		}
+		out = append(out, q)
+	}
+	return out
+}
+
+// cloudUndistributeRound guards undistribute rounds in CloudSyncWorkflow
+// (before it, `key undistribute` ran CloudUndistributeWorkflow under its
+// own ID, and no sync round had that step).
+const cloudUndistributeRound = "cloud-undistribute-round"
+
 // cloudSyncRound runs one round: a CloudSync activity per destination,
 // in parallel. errs[i] is the failure of outs[i]'s destination.
 func cloudSyncRound(ctx workflow.Context, p CloudSyncParams) (outs []CloudSyncOutcome, errs []error, _ error) {
@@ -197,15 +227,26 @@ func cloudSyncRound(ctx workflow.Context, p CloudSyncParams) (outs []CloudSyncOu
 			return nil, nil, err
 		}
 	}
+	// An undistribute round removes the key from its destinations, in its
+	// turn: no other round of the key's sync runs meanwhile.
+	undistribute := p.Step == CloudStepUndistribute &&
+		workflow.GetVersion(ctx, cloudUndistributeRound, workflow.DefaultVersion, 1) == 1
 	futures := make([]workflow.Future, len(dests))
 	for i, d := range dests {
 		q := p
 		q.Destinations = []string{d}
-		futures[i] = workflow.ExecuteActivity(actx, a.CloudSync, q)
+		if undistribute {
+			futures[i] = workflow.ExecuteActivity(actx, a.CloudUndistribute, q)
+		} else {
+			futures[i] = workflow.ExecuteActivity(actx, a.CloudSync, q)
+		}
 	}
 	for i, f := range futures {
 		var o CloudSyncOutcome
 		err := f.Get(ctx, &o)
+		if undistribute && err == nil {
+			o = CloudSyncOutcome{Destination: dests[i], State: CloudPlacementRemoved}
+		}
 		if err != nil {
 			o = CloudSyncOutcome{Destination: dests[i], Error: err.Error()}
 			var app *temporal.ApplicationError
@@ -218,7 +259,13 @@ func cloudSyncRound(ctx workflow.Context, p CloudSyncParams) (outs []CloudSyncOu
 	return outs, errs, nil
 }
 
-// CloudUndistributeWorkflow removes a key from one destination.
+// CloudPlacementRemoved is the outcome state of a destination an
+// undistribute round took the key out of.
+const CloudPlacementRemoved = "REMOVED"
+
+// CloudUndistributeWorkflow removes a key from one destination. New
+// removals are undistribute rounds of the key's CloudSyncWorkflow; this
+// one stays registered for the runs started before.
 func CloudUndistributeWorkflow(ctx workflow.Context, p CloudSyncParams) error {
 	var a *Activities
 	return workflow.ExecuteActivity(cloudActivityOptions(ctx), a.CloudUndistribute, p).Get(ctx, nil)
@@ -444,10 +491,18 @@ func (a *Activities) cloudSync(ctx context.Context, p CloudSyncParams, force boo
 	if err := cloud.CheckSpec(d.Provider, spec); err != nil { // before any provider call
 		return nil, activityError(a.KMS.Reject(ctx, c, "cloud."+p.Step, &kms.Error{Code: kms.CodeUnsupportedOperation, Message: err.Error()}))
 	}
-	if _, err := a.KMS.UpdateCloudPlacement(ctx, c, k.ID, dest, "", func(q *kms.CloudPlacement) error {
+	// Only a distribution makes a placement; any other step finds the one
+	// it read, or stops (an undistribute removed it meanwhile).
+	update := a.KMS.ChangeCloudPlacement
+	if p.Step == CloudStepDistribute && !force {
+		update = a.KMS.UpdateCloudPlacement
+	}
+	if _, err := update(ctx, c, k.ID, dest, "", func(q *kms.CloudPlacement) error {
 		q.Pending = p.Step
 		return nil
-	}); err != nil {
+	}); kms.CodeOf(err) == kms.CodeNotFound {
+		return &CloudSyncOutcome{Destination: dest, Error: "not distributed there"}, nil
+	} else if err != nil {
 		return nil, activityError(err)
 	}
 	ref := cloud.KeyRef{KeyID: k.ID, Resource: pl.Resource, Versions: pl.ProviderVersions()}
@@ -511,7 +566,7 @@ func (a *Activities) cloudSync(ctx context.Context, p CloudSyncParams, force boo
 	if force {
 		step = CloudStepRepair
 	}
-	out, err := a.KMS.UpdateCloudPlacement(ctx, c, k.ID, dest, step, func(q *kms.CloudPlacement) error {
+	out, err := update(ctx, c, k.ID, dest, step, func(q *kms.CloudPlacement) error {
 		if imported != nil {
 			q.Resource = imported.Resource
 			q.Versions = slices.DeleteFunc(q.Versions, func(v kms.CloudVersion) bool { return v.KeyVersion == k.PrimaryVersion })
@@ -521,6 +576,9 @@ func (a *Activities) cloudSync(ctx context.Context, p CloudSyncParams, force boo
 		q.LastError, q.LastErrorCode = "", ""
 		return nil
 	})
+	if kms.CodeOf(err) == kms.CodeNotFound {
+		return &CloudSyncOutcome{Destination: dest, Error: "removed from the destination meanwhile"}, nil
+	}
 	if err != nil {
 		return nil, activityError(err)
 	}
@@ -582,7 +640,7 @@ func (a *Activities) CloudUndistribute(ctx context.Context, p CloudSyncParams) e
 	if err != nil {
 		return err
 	}
-	if _, err := a.KMS.UpdateCloudPlacement(ctx, c, p.KeyID, dest, "", func(q *kms.CloudPlacement) error {
+	if _, err := a.KMS.ChangeCloudPlacement(ctx, c, p.KeyID, dest, "", func(q *kms.CloudPlacement) error {
 		q.Pending = CloudStepUndistribute
 		return nil
 	}); err != nil {
@@ -706,15 +764,6 @@ func CloudReconcileScheduleID(tenant string) string { return "cloud-reconcile/" 
 // round in the one already running) and returns its workflow ID.
 func (c *Client) StartCloudSync(ctx context.Context, p CloudSyncParams) (string, error) {
 	id := CloudSyncWorkflowID(p.Tenant, p.KeyID)
-	if p.Step == CloudStepUndistribute {
-		id += "/undistribute"
-		_, err := c.Temporal.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: id, TaskQueue: TaskQueue,
-			WorkflowIDConflictPolicy: enumspb.WORKFLOW_ID_CONFLICT_POLICY_USE_EXISTING}, CloudUndistributeWorkflow, p)
-		if err != nil {
-			return id, fmt.Errorf("failed to start the undistribution: %w", err)
-		}
-		return id, nil
-	}
 	if _, err := startCloudSync(ctx, c.Temporal, p); err != nil {
 		return id, err
 	}

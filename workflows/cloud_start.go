@@ -2,8 +2,8 @@ package workflows
 
 // Starting the cloud workflows for the NATS API (workers/rpc/cloud.go):
 // `keyflow key distribute KEY --to NAME` starts CloudSyncWorkflow for one
-// key and one destination, `key undistribute` CloudUndistributeWorkflow,
-// and `keyflow cloud status --probe` runs CloudProbeWorkflow, whose one
+// key and one destination, `key undistribute` one more round of it
+// (Step "undistribute"), and `keyflow cloud status --probe` runs CloudProbeWorkflow, whose one
 // activity asks the destination a cheap question (Describe of a key that
 // does not exist) and records the call like every other provider call.
 //
@@ -13,7 +13,9 @@ package workflows
 // same version is never imported twice at once. With --wait the request
 // waits, bounded, until the destination's placement holds keyflow's state
 // (or the round fails), not for every other round of the key's sync.
-// An undistribution runs under its own ID per key and destination.
+// An undistribution is a round of the same sync: it waits for a
+// rotation's propagation that runs, and a propagation asked for after it
+// no longer finds the destination.
 
 import (
 	"context"
@@ -38,8 +40,9 @@ const CloudProbeWait = 8 * time.Second
 // for its workflow (and never past the request's own deadline).
 const CloudWaitMax = 20 * time.Second
 
-// CloudUndistributeWorkflowID is the workflow ID of a key's removal from
-// one destination.
+// CloudUndistributeWorkflowID was the workflow ID of a key's removal
+// from one destination (CloudUndistributeWorkflow, before removals became
+// rounds of the key's sync); kept to find runs started before.
 func CloudUndistributeWorkflowID(tenant, keyID, dest string) string {
 	return "cloud-undistribute/" + tenant + "/" + keyID + "/" + dest
 }
@@ -62,7 +65,7 @@ func (c *Client) DistributeToCloud(ctx context.Context, caller kms.Caller, keyID
 		return id, false, nil
 	}
 	defer cancel()
-	done, err = c.waitPlacement(wctx, caller, run, keyID, dest)
+	done, err = c.waitPlacement(wctx, caller, run, keyID, dest, func(pl *kms.CloudPlacement, k *kms.Key) bool { return pl != nil && cloudInStep(pl, k) })
 	return id, done, err
 }
 
@@ -72,12 +75,14 @@ type cloudPlacementWatcher interface {
 	CloudPlacement(ctx context.Context, c kms.Caller, keyID, dest string) (*kms.CloudPlacement, error)
 }
 
-// waitPlacement waits until dest's placement of keyID holds keyflow's
-// state (done), or the key's sync ends (its chain of runs, which has
-// taken this round by then): then dest's outcome decides. It gives up,
-// not done, when ctx ends. Without Clouds that can read placements, only
-// the end of the sync counts.
-func (c *Client) waitPlacement(ctx context.Context, caller kms.Caller, run client.WorkflowRun, keyID, dest string) (bool, error) {
+// waitPlacement waits until ready says dest's placement of keyID (nil
+// when there is none) is what the round was for (done), or the key's
+// sync ends (its chain of runs, which has taken this round by then):
+// then dest's outcome decides. It gives up, not done, when ctx ends.
+// Without Clouds that can read placements, only the end of the sync
+// counts.
+func (c *Client) waitPlacement(ctx context.Context, caller kms.Caller, run client.WorkflowRun, keyID, dest string,
+	ready func(pl *kms.CloudPlacement, k *kms.Key) bool) (bool, error) {
 	type ended struct {
 		res CloudSyncResult
 		err error
@@ -98,7 +103,13 @@ func (c *Client) waitPlacement(ctx context.Context, caller kms.Caller, run clien
 			return false
 		}
 		pl, err := watch.CloudPlacement(ctx, caller, keyID, dest)
-		return err == nil && cloudInStep(pl, k)
+		switch {
+		case kms.CodeOf(err) == kms.CodeNotFound:
+			return ready(nil, k)
+		case err != nil:
+			return false
+		}
+		return ready(pl, k)
 	}
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
@@ -164,28 +175,26 @@ func cloudWaitContext(ctx context.Context) (context.Context, context.CancelFunc,
 	return wctx, cancel, true
 }
 
-// UndistributeFromCloud starts (or joins) the removal of keyID from dest,
-// where the provider deletes it after its own window, and, with wait,
-// waits for it. done says the workflow finished within the wait; err is
-// its failure as a keyflow error.
+// UndistributeFromCloud asks the key's sync (CloudSyncWorkflowID;
+// started if none runs) for a round that removes keyID from dest, where
+// the provider deletes it after its own window, and, with wait, waits
+// for it. The round runs after the rounds already asked for (a rotation's
+// propagation finishes first). done says the placement is gone, or that
+// the round failed (err, as a keyflow error), within the wait.
 func (c *Client) UndistributeFromCloud(ctx context.Context, caller kms.Caller, keyID, dest string, wait bool) (id string, done bool, err error) {
 	p := CloudSyncParams{Tenant: caller.Tenant, KeyID: keyID, Principal: caller.Principal, RequestID: caller.RequestID,
 		Destinations: []string{dest}, Step: CloudStepUndistribute}
-	id = CloudUndistributeWorkflowID(caller.Tenant, keyID, dest)
-	run, err := c.Temporal.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: id, TaskQueue: TaskQueue,
-		WorkflowIDConflictPolicy: enumspb.WORKFLOW_ID_CONFLICT_POLICY_USE_EXISTING}, CloudUndistributeWorkflow, p)
-	if err != nil {
-		return id, false, fmt.Errorf("failed to start %s: %w", id, err)
-	}
-	if !wait {
-		return id, false, nil
+	id = CloudSyncWorkflowID(caller.Tenant, keyID)
+	run, err := startCloudSync(ctx, c.Temporal, p)
+	if err != nil || !wait {
+		return id, false, err
 	}
 	wctx, cancel, ok := cloudWaitContext(ctx)
 	if !ok {
 		return id, false, nil
 	}
 	defer cancel()
-	done, err = syncEnded(wctx, CloudSyncResult{}, run.Get(wctx, nil), dest)
+	done, err = c.waitPlacement(wctx, caller, run, keyID, dest, func(pl *kms.CloudPlacement, _ *kms.Key) bool { return pl == nil })
 	return id, done, err
 }
 
