@@ -53,8 +53,15 @@ func CloudUndistributeWorkflowID(tenant, keyID, dest string) string {
 // holds keyflow's state, or that its round failed (err, as a keyflow
 // error), within the wait.
 func (c *Client) DistributeToCloud(ctx context.Context, caller kms.Caller, keyID, dest string, wait bool) (id string, done bool, err error) {
+	return c.cloudRound(ctx, caller, keyID, dest, CloudStepDistribute, wait, func(pl *kms.CloudPlacement, k *kms.Key) bool { return pl != nil && cloudInStep(pl, k) })
+}
+
+// cloudRound asks the key's sync for a round of step for dest and, with
+// wait, waits (bounded by cloudWaitContext) until reached says the
+// destination's placement is where the round leaves it.
+func (c *Client) cloudRound(ctx context.Context, caller kms.Caller, keyID, dest, step string, wait bool, reached func(*kms.CloudPlacement, *kms.Key) bool) (id string, done bool, err error) {
 	p := CloudSyncParams{Tenant: caller.Tenant, KeyID: keyID, Principal: caller.Principal, RequestID: caller.RequestID,
-		Destinations: []string{dest}, Step: CloudStepDistribute}
+		Destinations: []string{dest}, Step: step}
 	id = CloudSyncWorkflowID(caller.Tenant, keyID)
 	run, err := startCloudSync(ctx, c.Temporal, p)
 	if err != nil || !wait {
@@ -65,7 +72,7 @@ func (c *Client) DistributeToCloud(ctx context.Context, caller kms.Caller, keyID
 		return id, false, nil
 	}
 	defer cancel()
-	done, err = c.waitPlacement(wctx, caller, run, keyID, dest, func(pl *kms.CloudPlacement, k *kms.Key) bool { return pl != nil && cloudInStep(pl, k) })
+	done, err = c.waitPlacement(wctx, caller, run, keyID, dest, reached)
 	return id, done, err
 }
 
@@ -182,20 +189,7 @@ func cloudWaitContext(ctx context.Context) (context.Context, context.CancelFunc,
 // propagation finishes first). done says the placement is gone, or that
 // the round failed (err, as a keyflow error), within the wait.
 func (c *Client) UndistributeFromCloud(ctx context.Context, caller kms.Caller, keyID, dest string, wait bool) (id string, done bool, err error) {
-	p := CloudSyncParams{Tenant: caller.Tenant, KeyID: keyID, Principal: caller.Principal, RequestID: caller.RequestID,
-		Destinations: []string{dest}, Step: CloudStepUndistribute}
-	id = CloudSyncWorkflowID(caller.Tenant, keyID)
-	run, err := startCloudSync(ctx, c.Temporal, p)
-	if err != nil || !wait {
-		return id, false, err
-	}
-	wctx, cancel, ok := cloudWaitContext(ctx)
-	if !ok {
-		return id, false, nil
-	}
-	defer cancel()
-	done, err = c.waitPlacement(wctx, caller, run, keyID, dest, func(pl *kms.CloudPlacement, _ *kms.Key) bool { return pl == nil })
-	return id, done, err
+	return c.cloudRound(ctx, caller, keyID, dest, CloudStepUndistribute, wait, func(pl *kms.CloudPlacement, _ *kms.Key) bool { return pl == nil })
 }
 
 // cloudDomainError is DomainError, with a provider that did not answer
