@@ -123,14 +123,8 @@ func (s *Service) PrepareScheduleDeletion(ctx context.Context, c Caller, p Sched
 		return "", err
 	}
 	p.Window = w
-	if err := s.refuseReplicaDeletionHere(k); err != nil {
+	if err := s.refuseDeletion(k); err != nil {
 		return "", err
-	}
-	if err := s.refusePrimaryWithReplicas(k); err != nil {
-		return "", err
-	}
-	if k.Lifecycle.PendingDeletion {
-		return "", newError(CodeInvalidState, "key %s is already pending deletion (scheduled for %s)", k.ID, k.Lifecycle.DeletionDate.Format(time.RFC3339))
 	}
 	if k.State == StateDestroyed || k.State == StateDestroyedCompromised {
 		return "", newError(CodeInvalidState, "key %s is %s already", k.ID, k.State)

@@ -292,14 +292,8 @@ func (s *Service) ScheduleDeletion(ctx context.Context, c Caller, p ScheduleDele
 	keyID = k0.ID
 	now := s.now().UTC()
 	return s.updateKey(ctx, c.Tenant, keyID, func(k *Key) (bool, error) {
-		if err := s.refuseReplicaDeletionHere(k); err != nil {
+		if err := s.refuseDeletion(k); err != nil {
 			return false, err
-		}
-		if err := s.refusePrimaryWithReplicas(k); err != nil {
-			return false, err
-		}
-		if k.Lifecycle.PendingDeletion {
-			return false, newError(CodeInvalidState, "key %s is already pending deletion (scheduled for %s)", k.ID, k.Lifecycle.DeletionDate.Format(time.RFC3339))
 		}
 		if k.State == StateDestroyed || k.State == StateDestroyedCompromised {
 			return false, newError(CodeInvalidState, "key %s is %s already", k.ID, k.State)

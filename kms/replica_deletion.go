@@ -73,6 +73,23 @@ func (s *Service) applyOwnDeletion(local, next *Key) {
 	}
 }
 
+// refuseDeletion is what refuses to schedule k's deletion, whether
+// directly (ScheduleDeletion) or under dual control
+// (PrepareScheduleDeletion): a replica in its own region, a primary with
+// live replicas, a key already pending deletion.
+func (s *Service) refuseDeletion(k *Key) error {
+	if err := s.refuseReplicaDeletionHere(k); err != nil {
+		return err
+	}
+	if err := s.refusePrimaryWithReplicas(k); err != nil {
+		return err
+	}
+	if k.Lifecycle.PendingDeletion {
+		return newError(CodeInvalidState, "key %s is already pending deletion (scheduled for %s)", k.ID, k.Lifecycle.DeletionDate.Format(time.RFC3339))
+	}
+	return nil
+}
+
 // refuseReplicaDeletionHere refuses to schedule or cancel the deletion of
 // a replica in its own region: its primary does it
 // (ScheduleReplicaDeletion, CancelReplicaDeletion), so that the primary
